@@ -1,0 +1,89 @@
+"""Devices: creating one provisions its broker account and shows its password exactly once."""
+
+from __future__ import annotations
+
+import anyio
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from psycopg.errors import UniqueViolation
+
+from api.deps import Conn
+from api.schemas import DeviceCreate, DeviceCredentials, DevicePublic
+from api.security import CurrentUser, allow
+from ingest.broker_accounts import BrokerAdmin, BrokerAdminError, device_topics, new_device_password
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+COLUMNS = "id, kind, owntracks_topic, expected_interval_s, created_at"
+
+
+def _device(row: tuple) -> DevicePublic:
+    return DevicePublic(
+        id=row[0],
+        kind=row[1],
+        owntracks_topic=row[2],
+        expected_interval_s=row[3],
+        created_at=row[4],
+    )
+
+
+@router.get("", response_model=list[DevicePublic])
+async def list_devices(
+    conn: Conn,
+    _user: CurrentUser,
+    limit: int = Query(default=100, ge=1, le=1000),
+    after_id: str = Query(default="", max_length=64, description="cursor: last id of the page"),
+) -> list[DevicePublic]:
+    rows = await (
+        await conn.execute(
+            f"SELECT {COLUMNS} FROM devices WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit)
+        )
+    ).fetchall()
+    return [_device(r) for r in rows]
+
+
+@router.get("/{device_id}", response_model=DevicePublic)
+async def read_device(device_id: str, conn: Conn, _user: CurrentUser) -> DevicePublic:
+    row = await (
+        await conn.execute(f"SELECT {COLUMNS} FROM devices WHERE id = %s", (device_id,))
+    ).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"device {device_id!r} not found")
+    return _device(row)
+
+
+@router.post(
+    "",
+    response_model=DeviceCredentials,
+    status_code=201,
+    dependencies=[allow("admin", "supervisor")],
+)
+async def create_device(body: DeviceCreate, conn: Conn, request: Request) -> DeviceCredentials:
+    """The row and the broker account appear together or not at all."""
+    try:
+        row = await (
+            await conn.execute(
+                "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s) "
+                f"VALUES (%s, %s, %s, %s) RETURNING {COLUMNS}",
+                (body.id, body.kind, body.owntracks_topic, body.expected_interval_s),
+            )
+        ).fetchone()
+    except UniqueViolation as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail="device id or OwnTracks topic already registered"
+        ) from exc
+    assert row is not None
+    password = new_device_password()
+    admin = BrokerAdmin.from_url(request.app.state.settings.mqtt_admin_url)
+    try:
+        await anyio.to_thread.run_sync(admin.create_device, body.id, password, body.owntracks_topic)
+    except BrokerAdminError as exc:
+        # The transaction rolls back with the error, so no device exists without its account.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"broker provisioning failed: {exc}"
+        ) from exc
+    device = _device(row)
+    return DeviceCredentials(
+        **device.model_dump(),
+        mqtt_username=body.id,
+        mqtt_password=password,
+        publish_topics=device_topics(body.id, body.owntracks_topic),
+    )

@@ -1,0 +1,165 @@
+"""Regions, subjects and device assignments, always within the caller's regions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Query, status
+from psycopg.errors import ExclusionViolation, ForeignKeyViolation, UniqueViolation
+
+from api.deps import Conn, subject_in_scope
+from api.schemas import (
+    AssignmentCreate,
+    AssignmentPublic,
+    RegionCreate,
+    RegionPublic,
+    SubjectCreate,
+    SubjectPublic,
+)
+from api.security import CurrentUser, allow
+
+router = APIRouter(tags=["subjects"])
+
+SUBJECT_COLUMNS = "id, name, case_ref, region_id, timezone, groups, created_at"
+
+
+def _subject(row: tuple) -> SubjectPublic:
+    return SubjectPublic(
+        id=row[0],
+        name=row[1],
+        case_ref=row[2],
+        region_id=row[3],
+        timezone=row[4],
+        groups=list(row[5]),
+        created_at=row[6],
+    )
+
+
+@router.get("/regions", response_model=list[RegionPublic])
+async def list_regions(conn: Conn, user: CurrentUser) -> list[RegionPublic]:
+    rows = await (
+        await conn.execute(
+            "SELECT id, name FROM regions WHERE %s::text[] IS NULL OR id = ANY(%s::text[]) "
+            "ORDER BY id",
+            (user.region_filter(), user.region_filter()),
+        )
+    ).fetchall()
+    return [RegionPublic(id=r[0], name=r[1]) for r in rows]
+
+
+@router.post(
+    "/regions", response_model=RegionPublic, status_code=201, dependencies=[allow("admin")]
+)
+async def create_region(body: RegionCreate, conn: Conn) -> RegionPublic:
+    try:
+        await conn.execute("INSERT INTO regions (id, name) VALUES (%s, %s)", (body.id, body.name))
+    except UniqueViolation as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"region {body.id!r} exists") from exc
+    return RegionPublic(id=body.id, name=body.name)
+
+
+@router.get("/subjects", response_model=list[SubjectPublic])
+async def list_subjects(
+    conn: Conn,
+    user: CurrentUser,
+    region: str | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+    after_id: int = Query(default=0, ge=0, description="cursor: the last id of the previous page"),
+) -> list[SubjectPublic]:
+    rows = await (
+        await conn.execute(
+            f"SELECT {SUBJECT_COLUMNS} FROM subjects "
+            "WHERE id > %s AND (%s::text[] IS NULL OR region_id = ANY(%s::text[])) "
+            "AND (%s::text IS NULL OR region_id = %s) ORDER BY id LIMIT %s",
+            (after_id, user.region_filter(), user.region_filter(), region, region, limit),
+        )
+    ).fetchall()
+    return [_subject(r) for r in rows]
+
+
+@router.post(
+    "/subjects",
+    response_model=SubjectPublic,
+    status_code=201,
+    dependencies=[allow("admin", "supervisor")],
+)
+async def create_subject(body: SubjectCreate, conn: Conn, user: CurrentUser) -> SubjectPublic:
+    if not user.may_see_region(body.region_id):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, detail=f"region {body.region_id!r} is not yours"
+        )
+    try:
+        row = await (
+            await conn.execute(
+                "INSERT INTO subjects (name, case_ref, region_id, timezone, groups) "
+                f"VALUES (%s, %s, %s, %s, %s) RETURNING {SUBJECT_COLUMNS}",
+                (body.name, body.case_ref, body.region_id, body.timezone, body.groups),
+            )
+        ).fetchone()
+    except ForeignKeyViolation as exc:
+        raise HTTPException(422, detail=f"unknown region {body.region_id!r}") from exc
+    except UniqueViolation as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail=f"case_ref {body.case_ref!r} already used"
+        ) from exc
+    assert row is not None
+    return _subject(row)
+
+
+@router.get("/subjects/{subject_id}", response_model=SubjectPublic)
+async def read_subject(subject_id: int, conn: Conn, user: CurrentUser) -> SubjectPublic:
+    return _subject(await subject_in_scope(conn, user, subject_id))
+
+
+@router.post(
+    "/subjects/{subject_id}/assignments",
+    response_model=AssignmentPublic,
+    status_code=201,
+    dependencies=[allow("admin", "supervisor")],
+)
+async def assign_device(
+    subject_id: int, body: AssignmentCreate, conn: Conn, user: CurrentUser
+) -> AssignmentPublic:
+    await subject_in_scope(conn, user, subject_id)
+    try:
+        row = await (
+            await conn.execute(
+                "INSERT INTO device_assignments (device_id, subject_id, role, during) "
+                "VALUES (%s, %s, %s, tstzrange(%s, %s, '[)')) RETURNING id",
+                (body.device_id, subject_id, body.role, body.from_, body.to),
+            )
+        ).fetchone()
+    except ForeignKeyViolation as exc:
+        raise HTTPException(422, detail=f"unknown device {body.device_id!r}") from exc
+    except ExclusionViolation as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"device {body.device_id!r} is already assigned during that period",
+        ) from exc
+    assert row is not None
+    return AssignmentPublic(
+        id=row[0],
+        subject_id=subject_id,
+        device_id=body.device_id,
+        role=body.role,
+        from_=body.from_,
+        to=body.to,
+    )
+
+
+@router.get("/subjects/{subject_id}/assignments", response_model=list[AssignmentPublic])
+async def list_assignments(
+    subject_id: int, conn: Conn, user: CurrentUser
+) -> list[AssignmentPublic]:
+    await subject_in_scope(conn, user, subject_id)
+    rows = await (
+        await conn.execute(
+            "SELECT id, device_id, role, lower(during), upper(during) FROM device_assignments "
+            "WHERE subject_id = %s ORDER BY lower(during)",
+            (subject_id,),
+        )
+    ).fetchall()
+    return [
+        AssignmentPublic(
+            id=r[0], subject_id=subject_id, device_id=r[1], role=r[2], from_=r[3], to=r[4]
+        )
+        for r in rows
+    ]

@@ -1,0 +1,140 @@
+"""Request and response bodies: `XCreate` in, `XPublic` out, validated at the edge."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
+
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+OWNTRACKS_TOPIC = re.compile(r"^owntracks/[^/+#\s]{1,64}/[^/+#\s]{1,64}$")
+REGION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class RegionCreate(BaseModel):
+    id: str = Field(pattern=REGION_PATTERN)
+    name: str = Field(min_length=1, max_length=200)
+
+
+class RegionPublic(RegionCreate):
+    pass
+
+
+class SubjectCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    region_id: str = Field(pattern=REGION_PATTERN)
+    timezone: str = "UTC"
+    case_ref: str | None = Field(default=None, max_length=100)
+    groups: list[str] = Field(default_factory=list, max_length=50)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            msg = f"unknown IANA time zone {value!r}"
+            raise ValueError(msg) from exc
+        if value not in available_timezones() and value != "UTC":
+            msg = f"unknown IANA time zone {value!r}"
+            raise ValueError(msg)
+        return value
+
+
+class SubjectPublic(BaseModel):
+    id: int
+    name: str
+    case_ref: str | None
+    region_id: str
+    timezone: str
+    groups: list[str]
+    created_at: datetime
+
+
+DeviceKind = Literal["tag", "phone", "victim_phone"]
+
+
+class DeviceCreate(BaseModel):
+    id: str = Field(pattern=DEVICE_ID_PATTERN, description="device_id; the tag's MQTT username")
+    kind: DeviceKind = "tag"
+    owntracks_topic: str | None = Field(
+        default=None, description="phones only: the OwnTracks topic owntracks/{user}/{device}"
+    )
+    expected_interval_s: int = Field(default=60, ge=1, le=86400)
+
+    @model_validator(mode="after")
+    def _topic_fits_kind(self) -> DeviceCreate:
+        if self.kind == "tag" and self.owntracks_topic is not None:
+            msg = "a tag publishes on em/v1/{device_id}/...; owntracks_topic is for phones"
+            raise ValueError(msg)
+        if self.kind != "tag":
+            if self.owntracks_topic is None:
+                msg = "a phone needs the OwnTracks topic it publishes on"
+                raise ValueError(msg)
+            if not OWNTRACKS_TOPIC.match(self.owntracks_topic):
+                msg = "owntracks_topic must look like owntracks/{user}/{device}"
+                raise ValueError(msg)
+        return self
+
+
+class DevicePublic(BaseModel):
+    id: str
+    kind: DeviceKind
+    owntracks_topic: str | None
+    expected_interval_s: int
+    created_at: datetime
+
+
+class DeviceCredentials(DevicePublic):
+    mqtt_username: str
+    mqtt_password: str = Field(description="shown once, at creation; store it in the device")
+    publish_topics: list[str]
+
+
+class AssignmentCreate(BaseModel):
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN)
+    role: Literal["offender", "victim"] = "offender"
+    from_: AwareDatetime = Field(alias="from")
+    to: AwareDatetime | None = None
+
+    model_config = {"populate_by_name": True}
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AssignmentCreate:
+        if self.to is not None and self.to <= self.from_:
+            msg = "'to' must be after 'from'"
+            raise ValueError(msg)
+        return self
+
+
+class AssignmentPublic(BaseModel):
+    id: int
+    subject_id: int
+    device_id: str
+    role: str
+    from_: datetime = Field(serialization_alias="from")
+    to: datetime | None
+
+
+class Position(BaseModel):
+    subject_id: int
+    device_id: str
+    ts: datetime
+    lat: float
+    lon: float
+    acc: float | None
+    spd: float | None
+    hdg: float | None
+    batt: float | None
+    src: str
+    seq: int | None
+    received_at: datetime
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int

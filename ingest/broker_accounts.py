@@ -1,0 +1,216 @@
+"""Per-device broker credentials and ACLs, managed through Mosquitto's dynamic-security plugin.
+
+Provisioning over the plugin's control topic (rather than rewriting a password file and sending
+SIGHUP) works the same against a private broker, a container or a remote cluster, and takes effect
+at once. Each device gets its own client and its own role whose ACL names exactly its topics, so a
+stolen tag can publish as itself and nobody else.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tagwatch.settings import MqttEndpoint
+
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC = "$CONTROL/dynamic-security/v1/response"
+INGEST_ROLE = "tagwatch-ingest"
+GATEWAY_ROLE = "tagwatch-gateway"
+
+Command = dict[str, Any]
+
+
+class BrokerAdminError(RuntimeError):
+    """The broker refused a provisioning command or could not be reached."""
+
+
+def device_role(device_id: str) -> str:
+    return f"device:{device_id}"
+
+
+def device_topics(device_id: str, owntracks_topic: str | None) -> list[str]:
+    """Every topic filter the device may publish on: its own tag topics, or its OwnTracks topic."""
+    if owntracks_topic:
+        return [owntracks_topic, f"{owntracks_topic}/#"]
+    return [f"em/v1/{device_id}/#"]
+
+
+def new_device_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def create_device_commands(
+    device_id: str, password: str, owntracks_topic: str | None
+) -> list[Command]:
+    role = device_role(device_id)
+    commands: list[Command] = [{"command": "createRole", "rolename": role}]
+    commands += [
+        {
+            "command": "addRoleACL",
+            "rolename": role,
+            "acltype": "publishClientSend",
+            "topic": topic,
+            "allow": True,
+            "priority": 5,
+        }
+        for topic in device_topics(device_id, owntracks_topic)
+    ]
+    client: Command = {
+        "command": "createClient",
+        "username": device_id,
+        "password": password,
+        "roles": [{"rolename": role, "priority": 5}],
+    }
+    if not owntracks_topic:
+        # A tag must connect with client id = username = device_id (the contract); phone apps
+        # choose their own client ids, so those are not pinned.
+        client["clientid"] = device_id
+    commands.append(client)
+    return commands
+
+
+def delete_device_commands(device_id: str) -> list[Command]:
+    return [
+        {"command": "deleteClient", "username": device_id},
+        {"command": "deleteRole", "rolename": device_role(device_id)},
+    ]
+
+
+def _acl(role: str, acltype: str, topic: str) -> Command:
+    return {
+        "command": "addRoleACL",
+        "rolename": role,
+        "acltype": acltype,
+        "topic": topic,
+        "allow": True,
+        "priority": 5,
+    }
+
+
+def service_account_commands(ingest: tuple[str, str], gateway: tuple[str, str]) -> list[Command]:
+    """The platform's own accounts: ingest reads every device topic; a gateway writes for many."""
+    commands: list[Command] = [
+        {"command": "createRole", "rolename": INGEST_ROLE},
+        {"command": "createRole", "rolename": GATEWAY_ROLE},
+    ]
+    for topic in ("em/v1/#", "owntracks/#", "$share/#"):
+        commands.append(_acl(INGEST_ROLE, "subscribePattern", topic))
+        commands.append(_acl(INGEST_ROLE, "unsubscribePattern", topic))
+    for topic in ("em/v1/#", "owntracks/#"):
+        commands.append(_acl(INGEST_ROLE, "publishClientReceive", topic))
+        commands.append(_acl(GATEWAY_ROLE, "publishClientSend", topic))
+    commands.append(_acl(INGEST_ROLE, "publishClientSend", "em/v1/alerts/#"))
+    for (username, password), role in ((ingest, INGEST_ROLE), (gateway, GATEWAY_ROLE)):
+        commands.append(
+            {
+                "command": "createClient",
+                "username": username,
+                "password": password,
+                "roles": [{"rolename": role, "priority": 5}],
+            }
+        )
+        # An existing account keeps its roles; make sure the password is the current one.
+        commands.append(
+            {"command": "setClientPassword", "username": username, "password": password}
+        )
+    return commands
+
+
+class BrokerAdmin:
+    """Runs dynamic-security commands and waits for the broker's answer to each."""
+
+    def __init__(self, endpoint: MqttEndpoint, timeout: float = 10.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float = 10.0) -> BrokerAdmin:
+        return cls(MqttEndpoint.parse(url), timeout)
+
+    def run(
+        self, commands: Sequence[Command], tolerate: Iterable[str] = ()
+    ) -> list[dict[str, Any]]:
+        """Send the commands in one control message; raise on any error not tolerated."""
+        tolerated = tuple(t.lower() for t in tolerate)
+        correlation = uuid.uuid4().hex
+        responses: list[dict[str, Any]] = []
+        done = threading.Event()
+        connected = threading.Event()
+        failure: list[str] = []
+
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"tagwatch-admin-{correlation[:12]}",
+            protocol=mqtt.MQTTv311,
+        )
+        if self.endpoint.username:
+            client.username_pw_set(self.endpoint.username, self.endpoint.password)
+
+        def on_connect(c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
+            if rc.is_failure:
+                failure.append(f"broker refused the admin account: {rc}")
+                done.set()
+                return
+            c.subscribe(RESPONSE_TOPIC, qos=1)
+
+        def on_subscribe(c: mqtt.Client, _u: object, _m: object, _rc: object, _p: object) -> None:
+            connected.set()
+            payload = [
+                {**cmd, "correlationData": f"{correlation}:{i}"} for i, cmd in enumerate(commands)
+            ]
+            c.publish(CONTROL_TOPIC, json.dumps({"commands": payload}), qos=1)
+
+        def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+            try:
+                body = json.loads(msg.payload)
+            except ValueError:
+                return
+            mine = [
+                r
+                for r in body.get("responses", [])
+                if str(r.get("correlationData", "")).startswith(correlation)
+            ]
+            responses.extend(mine)
+            if len(responses) >= len(commands):
+                done.set()
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message
+        try:
+            client.connect(self.endpoint.host, self.endpoint.port, keepalive=30)
+        except OSError as exc:
+            msg = f"broker unreachable at {self.endpoint.host}:{self.endpoint.port}: {exc}"
+            raise BrokerAdminError(msg) from exc
+        client.loop_start()
+        try:
+            if not done.wait(self.timeout):
+                msg = "the broker did not answer the provisioning request in time"
+                raise BrokerAdminError(msg)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        if failure:
+            raise BrokerAdminError(failure[0])
+        errors = [
+            f"{r.get('command')}: {r['error']}"
+            for r in responses
+            if r.get("error") and not any(t in str(r["error"]).lower() for t in tolerated)
+        ]
+        if errors:
+            raise BrokerAdminError("; ".join(errors))
+        return responses
+
+    def create_device(self, device_id: str, password: str, owntracks_topic: str | None) -> None:
+        self.run(create_device_commands(device_id, password, owntracks_topic))
+
+    def delete_device(self, device_id: str) -> None:
+        self.run(delete_device_commands(device_id), tolerate=("not found",))

@@ -1,0 +1,441 @@
+"""Turn one MQTT message into rows to store, or into dead letters that say why not.
+
+Decoding is typed (msgspec) so that a wrong type is refused with the path of the offending field,
+and everything the contract forbids (NaN, out-of-range coordinates, fixes from the future,
+oversize payloads, unknown devices, a topic that does not fit the device) becomes a dead letter
+with the raw bytes. A batch with one bad fix keeps its good ones: only the bad fix is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+EVENT_TYPES = frozenset(
+    {
+        "strap_tamper",
+        "strap_restored",
+        "case_tamper",
+        "battery_low",
+        "battery_critical",
+        "charging_started",
+        "charging_stopped",
+        "gps_lost",
+        "gps_restored",
+        "jamming_detected",
+        "jamming_cleared",
+        "beacon_home_enter",
+        "beacon_home_leave",
+        "power_off",
+        "heartbeat",
+    }
+)
+FIX_SOURCES = frozenset({"gps", "wifi", "cell"})
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+MAX_ACCURACY_M = 100_000.0
+
+
+class Reason:
+    """Dead-letter reasons; each is a metrics label, so the set is closed."""
+
+    MALFORMED_JSON = "malformed_json"
+    SCHEMA = "schema_violation"
+    NON_FINITE = "non_finite_number"
+    OUT_OF_RANGE = "value_out_of_range"
+    COORDINATES = "coordinates_out_of_range"
+    FUTURE = "timestamp_in_future"
+    BAD_TIMESTAMP = "timestamp_invalid"
+    OVERSIZE = "payload_too_large"
+    TOO_MANY = "too_many_fixes"
+    UNKNOWN_DEVICE = "unknown_device"
+    TOPIC_MISMATCH = "topic_mismatch"
+    UNKNOWN_TOPIC = "unknown_topic"
+    UNKNOWN_EVENT = "unknown_event_type"
+    BAD_STATUS = "invalid_status"
+    UNSUPPORTED = "unsupported_message_type"
+
+
+class _FixFields(msgspec.Struct, forbid_unknown_fields=False):
+    ts: float | str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    acc: float | None = None
+    seq: int | None = None
+    alt: float | None = None
+    spd: float | None = None
+    hdg: float | None = None
+    sats: int | None = None
+    batt: float | None = None
+    src: str | None = None
+
+
+class _FixMessage(_FixFields, forbid_unknown_fields=False):
+    fixes: list[msgspec.Raw] | None = None
+
+
+class _Event(msgspec.Struct, forbid_unknown_fields=False):
+    ts: float | str
+    type: str
+    seq: int | None = None
+    batt: float | None = None
+    detail: Any = None
+
+
+class _EventMessage(msgspec.Struct, forbid_unknown_fields=False):
+    events: list[msgspec.Raw] | None = None
+    ts: float | str | None = None
+    type: str | None = None
+    seq: int | None = None
+    batt: float | None = None
+    detail: Any = None
+
+
+class _OwnTracks(msgspec.Struct, forbid_unknown_fields=False, rename={"type_": "_type"}):
+    type_: str
+    lat: float | None = None
+    lon: float | None = None
+    tst: float | None = None
+    acc: float | None = None
+    alt: float | None = None
+    batt: float | None = None
+    vel: float | None = None
+    cog: float | None = None
+
+
+_fix_message = msgspec.json.Decoder(_FixMessage)
+_fix_fields = msgspec.json.Decoder(_FixFields)
+_event_message = msgspec.json.Decoder(_EventMessage)
+_event = msgspec.json.Decoder(_Event)
+_owntracks = msgspec.json.Decoder(_OwnTracks)
+_encode = msgspec.json.Encoder()
+
+# Row order matches the fixes table's COPY columns.
+FixRow = tuple[
+    str,
+    datetime,
+    int,
+    float,
+    float,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    int | None,
+    float | None,
+    str,
+]
+EventRow = tuple[str, datetime, int, str, float | None, str | None]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    device_id: str
+    kind: str
+    owntracks_topic: str | None
+
+
+@dataclass
+class DeadLetter:
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+
+
+@dataclass
+class Decoded:
+    fixes: list[FixRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    statuses: list[tuple[str, str, str]] = field(default_factory=list)  # device, status, source
+    dead: list[DeadLetter] = field(default_factory=list)
+
+    def refuse(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
+        self.dead.append(DeadLetter(topic, payload, reason, detail))
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Limits:
+    max_payload_bytes: int = 256 * 1024
+    max_batch_fixes: int = 500
+    future_tolerance_s: float = 300.0
+
+
+Lookup = Callable[[str], DeviceInfo | None]
+
+
+def _finite(name: str, value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise Refused(Reason.NON_FINITE, f"{name} is not a finite number")
+
+
+def _range(name: str, value: float | None, low: float, high: float) -> None:
+    if value is not None and not low <= value <= high:
+        raise Refused(Reason.OUT_OF_RANGE, f"{name}={value} outside [{low}, {high}]")
+
+
+def parse_ts(value: float | str | None, now: float, limits: Limits) -> datetime:
+    """Epoch seconds or RFC 3339 with an offset; refused if naive, absurd or in the future."""
+    if value is None:
+        raise Refused(Reason.SCHEMA, "missing required field `ts`")
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise Refused(Reason.BAD_TIMESTAMP, f"ts is not RFC 3339: {value!r}") from exc
+        if parsed.tzinfo is None:
+            raise Refused(Reason.BAD_TIMESTAMP, f"ts has no UTC offset: {value!r}")
+        epoch = parsed.timestamp()
+    else:
+        if not math.isfinite(value):
+            raise Refused(Reason.NON_FINITE, "ts is not a finite number")
+        epoch = float(value)
+    if epoch < EARLIEST:
+        raise Refused(Reason.BAD_TIMESTAMP, f"ts {value!r} is before 2000-01-01")
+    if epoch > now + limits.future_tolerance_s:
+        raise Refused(
+            Reason.FUTURE, f"ts {value!r} is {epoch - now:.0f} s ahead of the server clock"
+        )
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _seq(value: int | None) -> int:
+    if value is None:
+        return -1
+    if not 0 <= value < 2**63:
+        raise Refused(Reason.OUT_OF_RANGE, f"seq={value} must be a non-negative 64-bit integer")
+    return value
+
+
+def fix_row(device_id: str, fix: _FixFields, now: float, limits: Limits) -> FixRow:
+    for name in ("lat", "lon", "acc"):
+        if getattr(fix, name) is None:
+            raise Refused(Reason.SCHEMA, f"missing required field `{name}`")
+    lat, lon, acc = float(fix.lat), float(fix.lon), float(fix.acc)  # type: ignore[arg-type]
+    for name, value in (
+        ("lat", lat),
+        ("lon", lon),
+        ("acc", acc),
+        ("alt", fix.alt),
+        ("spd", fix.spd),
+        ("hdg", fix.hdg),
+        ("batt", fix.batt),
+    ):
+        _finite(name, value)
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise Refused(Reason.COORDINATES, f"lat={lat}, lon={lon} outside WGS84 degrees")
+    _range("acc", acc, 0.0, MAX_ACCURACY_M)
+    _range("spd", fix.spd, 0.0, 1000.0)
+    _range("hdg", fix.hdg, 0.0, 360.0)
+    _range("batt", fix.batt, 0.0, 100.0)
+    _range("sats", fix.sats, 0, 255)
+    src = fix.src or "gps"
+    if src not in FIX_SOURCES:
+        raise Refused(Reason.SCHEMA, f"src must be one of gps, wifi, cell, not {src!r}")
+    ts = parse_ts(fix.ts, now, limits)
+    return (
+        device_id,
+        ts,
+        _seq(fix.seq),
+        lat,
+        lon,
+        acc,
+        fix.alt,
+        fix.spd,
+        fix.hdg,
+        fix.sats,
+        fix.batt,
+        src,
+    )
+
+
+def decode_fix_payload(
+    device_id: str, topic: str, payload: bytes, now: float, limits: Limits, out: Decoded
+) -> None:
+    try:
+        message = _fix_message.decode(payload)
+    except msgspec.ValidationError as exc:
+        out.refuse(topic, payload, Reason.SCHEMA, str(exc))
+        return
+    except msgspec.DecodeError as exc:
+        out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))
+        return
+    if message.fixes is None:
+        try:
+            out.fixes.append(fix_row(device_id, message, now, limits))
+        except Refused as refused:
+            out.refuse(topic, payload, refused.reason, refused.detail)
+        return
+    if len(message.fixes) > limits.max_batch_fixes:
+        out.refuse(
+            topic,
+            payload,
+            Reason.TOO_MANY,
+            f"{len(message.fixes)} fixes in one message; at most {limits.max_batch_fixes}",
+        )
+        return
+    for index, raw in enumerate(message.fixes):
+        item = bytes(raw)
+        try:
+            fix = _fix_fields.decode(item)
+            out.fixes.append(fix_row(device_id, fix, now, limits))
+        except msgspec.ValidationError as exc:
+            out.refuse(topic, item, Reason.SCHEMA, f"fixes[{index}]: {exc}")
+        except Refused as refused:
+            out.refuse(topic, item, refused.reason, f"fixes[{index}]: {refused.detail}")
+
+
+def event_row(
+    device_id: str, event: _Event | _EventMessage, now: float, limits: Limits
+) -> EventRow:
+    if event.type is None:
+        raise Refused(Reason.SCHEMA, "missing required field `type`")
+    if event.type not in EVENT_TYPES:
+        raise Refused(Reason.UNKNOWN_EVENT, f"unknown event type {event.type!r}")
+    _finite("batt", event.batt)
+    _range("batt", event.batt, 0.0, 100.0)
+    ts = parse_ts(event.ts, now, limits)
+    detail = None if event.detail is None else _encode.encode(event.detail).decode()
+    return (device_id, ts, _seq(event.seq), event.type, event.batt, detail)
+
+
+def decode_event_payload(
+    device_id: str, topic: str, payload: bytes, now: float, limits: Limits, out: Decoded
+) -> None:
+    try:
+        message = _event_message.decode(payload)
+    except msgspec.ValidationError as exc:
+        out.refuse(topic, payload, Reason.SCHEMA, str(exc))
+        return
+    except msgspec.DecodeError as exc:
+        out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))
+        return
+    if message.events is None:
+        try:
+            out.events.append(event_row(device_id, message, now, limits))
+        except Refused as refused:
+            out.refuse(topic, payload, refused.reason, refused.detail)
+        return
+    if len(message.events) > limits.max_batch_fixes:
+        out.refuse(topic, payload, Reason.TOO_MANY, f"{len(message.events)} events in one message")
+        return
+    for index, raw in enumerate(message.events):
+        item = bytes(raw)
+        try:
+            out.events.append(event_row(device_id, _event.decode(item), now, limits))
+        except msgspec.ValidationError as exc:
+            out.refuse(topic, item, Reason.SCHEMA, f"events[{index}]: {exc}")
+        except Refused as refused:
+            out.refuse(topic, item, refused.reason, f"events[{index}]: {refused.detail}")
+
+
+def decode_owntracks(
+    device: DeviceInfo, topic: str, payload: bytes, now: float, limits: Limits, out: Decoded
+) -> None:
+    """OwnTracks, unchanged: `location` becomes a fix (vel km/h → m/s), `lwt` an offline status."""
+    try:
+        message = _owntracks.decode(payload)
+    except msgspec.ValidationError as exc:
+        out.refuse(topic, payload, Reason.SCHEMA, str(exc))
+        return
+    except msgspec.DecodeError as exc:
+        out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))
+        return
+    if message.type_ == "lwt":
+        out.statuses.append((device.device_id, "offline", "owntracks_lwt"))
+        return
+    if message.type_ != "location":
+        out.refuse(topic, payload, Reason.UNSUPPORTED, f"OwnTracks _type {message.type_!r}")
+        return
+    try:
+        _finite("vel", message.vel)
+        speed = None if message.vel is None else max(message.vel, 0.0) / 3.6
+        fix = _FixFields(
+            ts=message.tst,
+            lat=message.lat,
+            lon=message.lon,
+            acc=message.acc if message.acc is not None else MAX_ACCURACY_M,
+            alt=message.alt,
+            spd=speed,
+            hdg=message.cog,
+            batt=message.batt,
+            src="gps",
+        )
+        out.fixes.append(fix_row(device.device_id, fix, now, limits))
+    except Refused as refused:
+        out.refuse(topic, payload, refused.reason, refused.detail)
+
+
+def decode_message(
+    topic: str,
+    payload: bytes,
+    now: float,
+    lookup: Lookup,
+    owntracks: Lookup,
+    limits: Limits,
+    out: Decoded,
+) -> None:
+    """Route by topic, check the device and the topic agree, decode; everything refused is kept."""
+    if len(payload) > limits.max_payload_bytes:
+        out.refuse(
+            topic,
+            payload,
+            Reason.OVERSIZE,
+            f"{len(payload)} bytes; at most {limits.max_payload_bytes}",
+        )
+        return
+    parts = topic.split("/")
+    if parts[0] == "owntracks":
+        device = owntracks("/".join(parts[:3]))
+        if device is None:
+            out.refuse(topic, payload, Reason.UNKNOWN_DEVICE, "no phone registered on this topic")
+            return
+        if len(parts) != 3:
+            out.refuse(topic, payload, Reason.UNSUPPORTED, "OwnTracks sub-topic not used")
+            return
+        decode_owntracks(device, topic, payload, now, limits, out)
+        return
+    if len(parts) != 4 or parts[0] != "em" or parts[1] != "v1":
+        out.refuse(topic, payload, Reason.UNKNOWN_TOPIC, "not a tag or OwnTracks topic")
+        return
+    device_id, channel = parts[2], parts[3]
+    if not DEVICE_ID.match(device_id):
+        out.refuse(topic, payload, Reason.SCHEMA, f"device id {device_id!r} is not valid")
+        return
+    device = lookup(device_id)
+    if device is None:
+        out.refuse(topic, payload, Reason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered")
+        return
+    if device.kind != "tag":
+        out.refuse(
+            topic,
+            payload,
+            Reason.TOPIC_MISMATCH,
+            f"device {device_id!r} is a {device.kind}; phones publish on their OwnTracks topic",
+        )
+        return
+    if channel == "fix":
+        decode_fix_payload(device_id, topic, payload, now, limits, out)
+    elif channel == "event":
+        decode_event_payload(device_id, topic, payload, now, limits, out)
+    elif channel == "status":
+        text = payload.decode("utf-8", "replace").strip()
+        if text not in {"online", "offline"}:
+            out.refuse(topic, payload, Reason.BAD_STATUS, "status must be online or offline")
+            return
+        out.statuses.append((device_id, text, "mqtt_status"))
+    else:
+        out.refuse(topic, payload, Reason.UNKNOWN_TOPIC, f"unknown channel {channel!r}")

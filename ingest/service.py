@@ -1,0 +1,286 @@
+"""The ingest process: MQTT in, decode, one transaction per batch, then acknowledge.
+
+paho-mqtt runs the network loop in its own thread and hands every message to a bounded queue; this
+thread takes batches from the queue, writes each in one transaction and only then sends the
+PUBACKs (manual acknowledgement). The session is persistent (fixed client id, clean start off,
+session never expires), so whatever was not acknowledged, because ingest was killed, the database
+was down or the connection dropped, is redelivered by the broker and stored once thanks to the
+unique key. A full queue blocks the network thread: backpressure reaches the broker, which keeps
+the messages for us.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ingest.decode import Decoded, Limits, decode_message
+from ingest.registry import DeviceRegistry
+from store.ingest_writer import BatchResult, prepare_session, write_batch
+from tagwatch.settings import MqttEndpoint, Settings
+
+log = logging.getLogger("tagwatch.ingest")
+
+TOPICS = ("em/v1/+/fix", "em/v1/+/event", "em/v1/+/status", "owntracks/+/+")
+BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+
+
+@dataclass(slots=True)
+class Inbound:
+    generation: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+
+
+def subscriptions(shared_group: str | None) -> list[str]:
+    """With a shared group, several workers split the stream (MQTT 5 shared subscriptions)."""
+    if shared_group:
+        return [f"$share/{shared_group}/{topic}" for topic in TOPICS]
+    return list(TOPICS)
+
+
+class IngestService:
+    def __init__(self, settings: Settings, worker: str | None = None) -> None:
+        self.settings = settings
+        self.worker = worker or settings.ingest_client_id
+        self.limits = Limits(
+            max_payload_bytes=settings.max_payload_bytes,
+            max_batch_fixes=settings.max_batch_fixes,
+            future_tolerance_s=settings.future_tolerance_s,
+        )
+        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=settings.ingest_queue_messages)
+        self.registry = DeviceRegistry(settings.database_url)
+        self.stop_requested = threading.Event()
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.totals = BatchResult()
+        self._generation = 0
+        self._generation_lock = threading.Lock()
+        self._pending_latency: list[float] = []
+        self._conn: psycopg.Connection | None = None
+        self._client = self._make_client()
+
+    # ------------------------------------------------------------ MQTT side
+
+    def _make_client(self) -> mqtt.Client:
+        endpoint = MqttEndpoint.parse(self.settings.mqtt_url)
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.settings.ingest_client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        if endpoint.username:
+            client.username_pw_set(endpoint.username, endpoint.password)
+        client.manual_ack_set(True)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        self._endpoint = endpoint
+        return client
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, flags: object, reason: object, _p: object
+    ) -> None:
+        if getattr(reason, "is_failure", False):
+            log.error("broker refused ingest: %s", reason)
+            return
+        with self._generation_lock:
+            self._generation += 1
+        client.subscribe([(topic, 1) for topic in subscriptions(self.settings.ingest_shared_group)])
+        self.connected.set()
+        present = getattr(flags, "session_present", "?")
+        log.info("connected to broker (session present: %s)", present)
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: object, _mid: int, reasons: list, _p: object
+    ) -> None:
+        refused = [r for r in reasons if getattr(r, "is_failure", False)]
+        if refused:
+            log.error("broker refused subscriptions: %s", refused)
+            return
+        self.subscribed.set()
+        log.info("subscribed to %d topics", len(reasons))
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        with self._generation_lock:
+            self._generation += 1  # nothing received before this may be acknowledged now
+        if not self.stop_requested.is_set():
+            log.warning("broker connection lost (%s); reconnecting", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self.inbox.put(Inbound(self._generation, msg.mid, msg.qos, msg.topic, msg.payload))
+
+    def _acknowledge(self, batch: list[Inbound]) -> None:
+        with self._generation_lock:
+            current = self._generation
+            for item in batch:
+                if item.qos > 0 and item.generation == current:
+                    self._client.ack(item.mid, item.qos)
+
+    # ------------------------------------------------------------ database side
+
+    def _connect_db(self) -> psycopg.Connection:
+        delay = 0.5
+        while True:
+            try:
+                conn = psycopg.connect(self.settings.database_url)
+                prepare_session(conn)
+                return conn
+            except psycopg.OperationalError as exc:
+                if self.stop_requested.is_set():
+                    raise
+                log.warning("database unreachable (%s); retrying in %.1f s", exc, delay)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 10.0)
+
+    def _collect(self) -> list[Inbound]:
+        try:
+            first = self.inbox.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.settings.ingest_batch_seconds
+        limit = self.settings.ingest_batch_messages
+        while len(batch) < limit:
+            remaining = deadline - time.monotonic()
+            try:
+                item = (
+                    self.inbox.get_nowait() if remaining <= 0 else self.inbox.get(timeout=remaining)
+                )
+                batch.append(item)
+            except queue.Empty:
+                break
+            if remaining <= 0:
+                # Past the deadline: take only what is already waiting.
+                while len(batch) < limit:
+                    try:
+                        batch.append(self.inbox.get_nowait())
+                    except queue.Empty:
+                        break
+                break
+        return batch
+
+    def _decode(self, batch: list[Inbound]) -> Decoded:
+        out = Decoded()
+        now = time.time()
+        for item in batch:
+            decode_message(
+                item.topic,
+                item.payload,
+                now,
+                self.registry.by_id,
+                self.registry.by_owntracks_topic,
+                self.limits,
+                out,
+            )
+        return out
+
+    def _write(self, batch: list[Inbound]) -> BatchResult:
+        delay = 0.5
+        while True:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = self._connect_db()
+                decoded = self._decode(batch)
+                counters: Counter[tuple[str, str]] = Counter({("messages_total", ""): len(batch)})
+                for seconds in self._pending_latency:
+                    counters[("ingest_batch_seconds_count", "")] += 1
+                    counters[("ingest_batch_seconds_sum", "")] += seconds
+                    for bound in BATCH_SECONDS_BUCKETS:
+                        if seconds <= bound:
+                            counters[("ingest_batch_seconds_bucket", str(bound))] += 1
+                result = write_batch(
+                    self._conn,
+                    self.worker,
+                    decoded.fixes,
+                    decoded.events,
+                    decoded.statuses,
+                    decoded.dead,
+                    counters,
+                )
+                self._pending_latency.clear()
+                return result
+            except psycopg.OperationalError as exc:
+                log.warning("database error (%s); retrying the batch in %.1f s", exc, delay)
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                if self.stop_requested.wait(delay * (0.5 + random.random())):
+                    raise
+                delay = min(delay * 2, 10.0)
+
+    def _account(self, result: BatchResult) -> None:
+        self.totals.fixes_stored += result.fixes_stored
+        self.totals.fix_duplicates += result.fix_duplicates
+        self.totals.events_stored += result.events_stored
+        self.totals.event_duplicates += result.event_duplicates
+        self.totals.dead_letters += result.dead_letters
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Connect to the database first: no message is taken before it can be stored."""
+        self._conn = self._connect_db()
+        count = self.registry.load_all()
+        log.info("ingest %s: %d devices known", self.worker, count)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+        props.ReceiveMaximum = self.settings.ingest_receive_maximum
+        self._client.connect_async(
+            self._endpoint.host,
+            self._endpoint.port,
+            keepalive=30,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+
+    def run(self) -> None:
+        self.start()
+        try:
+            while not self.stop_requested.is_set():
+                self.step()
+        finally:
+            self.close()
+
+    def step(self) -> int:
+        """One batch: collect, write, commit, acknowledge. Returns the number of messages."""
+        batch = self._collect()
+        if not batch:
+            return 0
+        started = time.perf_counter()
+        try:
+            result = self._write(batch)
+        except psycopg.OperationalError:
+            return 0  # stopping while the database is down: the broker redelivers it all
+        self._acknowledge(batch)
+        self._pending_latency.append(time.perf_counter() - started)
+        self._account(result)
+        return len(batch)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._conn is not None:
+            self._conn.close()
+        self.registry.close()

@@ -1,0 +1,154 @@
+"""The first simulator: tags that register themselves and publish fixes with their own credentials.
+
+Each simulated tag is a real MQTT client (client id = username = device_id, a retained `online`
+status and an `offline` last will), so the demo exercises exactly what a real tag does: the
+broker's per-device ACL, QoS 1, and ingest's exactly-once path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.broker_accounts import BrokerAdmin
+from ingest.provisioning import provision_device
+from tagwatch.settings import MqttEndpoint, Settings
+
+CENTRE = (18.4241, -33.9249)  # Cape Town, lon/lat
+METRES_PER_DEGREE = 111_320.0
+
+
+@dataclass
+class SimulationStats:
+    devices: int = 0
+    published: int = 0
+
+
+@dataclass
+class SimulatedTag:
+    device_id: str
+    password: str
+    lon: float
+    lat: float
+    heading: float
+    seq: int = 0
+
+    def step(self, rng: random.Random, seconds: float) -> None:
+        """A walker at ~1.4 m/s who turns now and then."""
+        self.heading += rng.gauss(0, 0.5)
+        distance = 1.4 * seconds
+        self.lat += distance * math.cos(self.heading) / METRES_PER_DEGREE
+        self.lon += (
+            distance
+            * math.sin(self.heading)
+            / (METRES_PER_DEGREE * math.cos(math.radians(self.lat)))
+        )
+
+    def fix(self, rng: random.Random, now: float) -> dict[str, object]:
+        acc = max(3.0, rng.gauss(8.0, 3.0))
+        sigma = acc / 1.515  # per-axis sigma so that ~68 % of 2-D errors fall within acc
+        self.seq += 1
+        return {
+            "ts": round(now, 3),
+            "lat": self.lat + rng.gauss(0, sigma) / METRES_PER_DEGREE,
+            "lon": self.lon
+            + rng.gauss(0, sigma) / (METRES_PER_DEGREE * math.cos(math.radians(self.lat))),
+            "acc": round(acc, 1),
+            "seq": self.seq,
+            "spd": 1.4,
+            "batt": 80,
+            "src": "gps",
+        }
+
+
+def connect_device(endpoint: MqttEndpoint, device_id: str, password: str) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv311)
+    client.username_pw_set(device_id, password)
+    client.will_set(f"em/v1/{device_id}/status", "offline", qos=1, retain=True)
+    client.connect(endpoint.host, endpoint.port, keepalive=60)
+    client.loop_start()
+    client.publish(f"em/v1/{device_id}/status", "online", qos=1, retain=True)
+    return client
+
+
+def register_demo_tags(settings: Settings, count: int, region: str) -> list[SimulatedTag]:
+    """Create the region, one subject per tag and the assignment, so the API shows positions."""
+    rng = random.Random()
+    run = secrets.token_hex(3)
+    admin = BrokerAdmin.from_url(settings.mqtt_admin_url)
+    tags = []
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "INSERT INTO regions (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (region, f"{region} region"),
+        )
+        conn.commit()
+        for index in range(count):
+            device_id = f"sim-{run}-{index:04d}"
+            password = provision_device(conn, admin, device_id)
+            with conn.transaction():
+                subject = conn.execute(
+                    "INSERT INTO subjects (name, region_id, timezone) VALUES (%s, %s, %s) "
+                    "RETURNING id",
+                    (f"Simulated subject {run}-{index}", region, "Africa/Johannesburg"),
+                ).fetchone()
+                assert subject is not None
+                conn.execute(
+                    "INSERT INTO device_assignments (device_id, subject_id, role, during) "
+                    "VALUES (%s, %s, 'offender', tstzrange(%s, NULL))",
+                    (device_id, subject[0], datetime(2000, 1, 1, tzinfo=UTC)),
+                )
+            tags.append(
+                SimulatedTag(
+                    device_id,
+                    password,
+                    CENTRE[0] + rng.uniform(-0.05, 0.05),
+                    CENTRE[1] + rng.uniform(-0.05, 0.05),
+                    rng.uniform(0, 2 * math.pi),
+                )
+            )
+    return tags
+
+
+def run_simulation(
+    settings: Settings,
+    devices: int,
+    interval: float,
+    duration: float | None,
+    region: str = "demo",
+    stop: threading.Event | None = None,
+) -> SimulationStats:
+    stop = stop or threading.Event()
+    endpoint = MqttEndpoint.parse(settings.mqtt_gateway_url)
+    tags = register_demo_tags(settings, devices, region)
+    clients = {tag.device_id: connect_device(endpoint, tag.device_id, tag.password) for tag in tags}
+    stats = SimulationStats(devices=len(tags))
+    rng = random.Random()
+    started = time.monotonic()
+    try:
+        while not stop.is_set() and (duration is None or time.monotonic() - started < duration):
+            tick = time.monotonic()
+            for tag in tags:
+                tag.step(rng, interval)
+                payload = json.dumps(tag.fix(rng, time.time()))
+                clients[tag.device_id].publish(f"em/v1/{tag.device_id}/fix", payload, qos=1)
+                stats.published += 1
+            stop.wait(max(0.0, interval - (time.monotonic() - tick)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for device_id, client in clients.items():
+            client.publish(f"em/v1/{device_id}/status", "offline", qos=1, retain=True)
+            client.disconnect()
+            client.loop_stop()
+    return stats

@@ -1,0 +1,3 @@
+from tagwatch.cli import app
+
+app()

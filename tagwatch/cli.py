@@ -1,0 +1,284 @@
+"""`tagwatch`: the one front door for every operation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tagwatch.settings import Settings, get_settings, load_env_file
+
+app = typer.Typer(no_args_is_help=True, help="tagwatch: electronic monitoring platform.")
+services_app = typer.Typer(no_args_is_help=True, help="Private PostgreSQL + Mosquitto.")
+user_app = typer.Typer(no_args_is_help=True, help="Operator accounts.")
+device_app = typer.Typer(no_args_is_help=True, help="Devices and their broker credentials.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
+app.add_typer(services_app, name="services")
+app.add_typer(user_app, name="user")
+app.add_typer(device_app, name="device")
+app.add_typer(bench_app, name="bench")
+
+DirOption = Annotated[Path, typer.Option("--dir", help="where the private services live")]
+DEFAULT_DIR = Path(".tagwatch")
+
+
+@app.callback()
+def main(
+    env_file: Annotated[
+        Path | None, typer.Option(help="KEY=VALUE file of TAGWATCH_* settings")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if env_file is not None:
+        os.environ["TAGWATCH_ENV_FILE"] = str(env_file)
+        load_env_file(str(env_file))
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+# ------------------------------------------------------------------ services
+
+
+@services_app.command("up")
+def services_up(directory: DirOption = DEFAULT_DIR) -> None:
+    """Start (or reuse) private PostgreSQL and Mosquitto; write DIR/env."""
+    from tagwatch import services  # noqa: PLC0415 - keep CLI start-up light
+
+    state = services.up(directory)
+    typer.echo(f"PostgreSQL on 127.0.0.1:{state.pg_port} (timescaledb: {state.timescaledb})")
+    typer.echo(f"Mosquitto  on 127.0.0.1:{state.mqtt_port} (auth on, per-device ACLs)")
+    typer.echo(f"settings in {directory.resolve() / 'env'}")
+
+
+@services_app.command("down")
+def services_down(directory: DirOption = DEFAULT_DIR) -> None:
+    """Stop the private services (their data stays in DIR)."""
+    from tagwatch import services  # noqa: PLC0415
+
+    services.down(directory)
+    typer.echo("stopped")
+
+
+@services_app.command("status")
+def services_status(directory: DirOption = DEFAULT_DIR) -> None:
+    from tagwatch import services  # noqa: PLC0415
+
+    typer.echo(json.dumps(services.status(directory), indent=2))
+
+
+# ------------------------------------------------------------------ schema and config
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the numbered SQL migrations that are missing."""
+    from store.migrate import migrate as run_migrations  # noqa: PLC0415
+
+    s = settings()
+    done = run_migrations(s.database_url, s.compress_after, s.retain_fixes_for)
+    typer.echo(f"applied: {', '.join(done)}" if done else "schema up to date")
+
+
+@app.command("check-config")
+def check_config() -> None:
+    """Print what is wrong with the current settings; exit 1 if anything is."""
+    try:
+        s = settings()
+    except Exception as exc:
+        typer.echo(f"invalid settings: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    problems = s.problems()
+    for problem in problems:
+        typer.echo(f"- {problem}")
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"ok ({s.environment})")
+
+
+# ------------------------------------------------------------------ processes
+
+
+@app.command()
+def ingest(
+    worker: Annotated[str | None, typer.Option(help="name for counters and logs")] = None,
+) -> None:
+    """MQTT in → decode → one transaction per batch → acknowledge."""
+    from ingest.service import IngestService  # noqa: PLC0415
+
+    service = IngestService(settings(), worker=worker)
+
+    def _stop(_signum: int, _frame: object) -> None:
+        service.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    service.run()
+    typer.echo(
+        f"ingest stopped: {service.totals.fixes_stored} fixes stored, "
+        f"{service.totals.fix_duplicates} duplicates, {service.totals.dead_letters} dead letters"
+    )
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Serve the HTTP API (and, later, the console)."""
+    import uvicorn  # noqa: PLC0415
+
+    from api.app import create_app  # noqa: PLC0415
+
+    s = settings()
+    uvicorn.run(create_app(s), host=host or s.api_host, port=port or s.api_port, log_level="info")
+
+
+@app.command()
+def run(
+    simulate_devices: Annotated[
+        int, typer.Option("--simulate", help="simulated devices to run beside the platform")
+    ] = 0,
+    interval: Annotated[float, typer.Option(help="simulated fix interval, seconds")] = 5.0,
+) -> None:
+    """Ingest and API together (and simulated devices with --simulate N), until Ctrl-C."""
+    exe = [sys.executable, "-m", "tagwatch"]
+    children = [subprocess.Popen([*exe, "ingest"]), subprocess.Popen([*exe, "api"])]
+    if simulate_devices:
+        children.append(
+            subprocess.Popen(
+                [*exe, "simulate", "--devices", str(simulate_devices), "--interval", str(interval)]
+            )
+        )
+    stopping = False
+
+    def _stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    failed = [c.args[-1] for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
+    if failed and not stopping:
+        typer.echo(f"stopped because a process exited: {failed}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def simulate(
+    devices: Annotated[int, typer.Option(min=1, help="how many tags")] = 10,
+    interval: Annotated[float, typer.Option(min=0.01, help="seconds between fixes")] = 60.0,
+    duration: Annotated[float | None, typer.Option(help="seconds; default until Ctrl-C")] = None,
+    region: Annotated[str, typer.Option()] = "demo",
+) -> None:
+    """Register tags (with their own credentials) and publish fixes over real MQTT."""
+    from simulators.publisher import run_simulation  # noqa: PLC0415
+
+    stats = run_simulation(settings(), devices, interval, duration, region)
+    typer.echo(f"published {stats.published} fixes from {stats.devices} devices")
+
+
+# ------------------------------------------------------------------ accounts
+
+
+@user_app.command("add")
+def user_add(
+    username: str,
+    role: Annotated[str, typer.Option(help="admin, supervisor, operator or tracer")] = "operator",
+    region: Annotated[list[str] | None, typer.Option(help="repeat; '*' for every region")] = None,
+    password: Annotated[
+        str | None, typer.Option(envvar="TAGWATCH_NEW_PASSWORD", help="else prompted")
+    ] = None,
+) -> None:
+    """Create or update a user (argon2 hash stored)."""
+    import psycopg  # noqa: PLC0415
+
+    from api.security import ROLES, hash_password  # noqa: PLC0415
+
+    if role not in ROLES:
+        typer.echo(f"role must be one of {', '.join(ROLES)}", err=True)
+        raise typer.Exit(2)
+    secret = password or typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    if len(secret) < 8:
+        typer.echo("password must have at least 8 characters", err=True)
+        raise typer.Exit(2)
+    with psycopg.connect(settings().database_url) as conn:
+        conn.execute(
+            "INSERT INTO users (username, password_hash, role, regions) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, "
+            "role = excluded.role, regions = excluded.regions, disabled = false",
+            (username, hash_password(secret), role, region or ["*"]),
+        )
+    typer.echo(f"user {username} ({role}, regions {', '.join(region or ['*'])}) saved")
+
+
+@device_app.command("add")
+def device_add(
+    device_id: str,
+    kind: Annotated[str, typer.Option(help="tag, phone or victim_phone")] = "tag",
+    owntracks_topic: Annotated[str | None, typer.Option(help="phones only")] = None,
+) -> None:
+    """Register a device and print its MQTT password (shown once)."""
+    import psycopg  # noqa: PLC0415
+
+    from ingest.broker_accounts import BrokerAdmin  # noqa: PLC0415
+    from ingest.provisioning import provision_device  # noqa: PLC0415
+
+    s = settings()
+    with psycopg.connect(s.database_url) as conn:
+        password = provision_device(
+            conn, BrokerAdmin.from_url(s.mqtt_admin_url), device_id, kind, owntracks_topic
+        )
+    typer.echo(json.dumps({"device_id": device_id, "username": device_id, "password": password}))
+
+
+# ------------------------------------------------------------------ benchmarks
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    fixes: Annotated[int, typer.Option(help="fixes per measured run")] = 100_000,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="private services dir (default: a temp dir)")
+    ] = None,
+) -> None:
+    """Fixes/s through broker → decode → commit → ack, beside a bare subscriber's ceiling."""
+    from tagwatch.bench_ingest import run_benchmark  # noqa: PLC0415
+
+    run_benchmark(fixes, directory, echo=typer.echo)
+
+
+@bench_app.command("geofence")
+def bench_geofence(
+    subjects: Annotated[int, typer.Option()] = 100_000,
+    fixes: Annotated[int, typer.Option()] = 1_000_000,
+) -> None:
+    """Vectorized geofence throughput vs a naive per-fix loop, on a national zone set."""
+    from tagwatch import bench_geofence  # noqa: PLC0415
+
+    bench_geofence.run(subjects=subjects, fixes=fixes, echo=typer.echo)

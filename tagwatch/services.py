@@ -1,0 +1,451 @@
+"""Private PostgreSQL and Mosquitto instances in one directory, for the demo and the test suite.
+
+Both run as ordinary processes on free loopback ports with everything they write kept in the
+directory, so a developer's machine, CI and every test session get their own isolated pair without
+touching system services. The broker runs with authentication on from the start: per-device
+accounts and ACLs through Mosquitto's dynamic-security plugin, so what the tests exercise is what
+production runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ingest.broker_accounts import BrokerAdmin, service_account_commands
+
+PG_SUPERUSER = "tagwatch"
+DATABASE = "tagwatch"
+ADMIN_USER = "tagwatch-admin"
+INGEST_USER = "tagwatch-ingest"
+GATEWAY_USER = "tagwatch-gateway"
+DYNSEC_PLUGIN_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+)
+
+
+class ServiceError(RuntimeError):
+    """A private service could not be started or stopped; the message says what to do."""
+
+
+@dataclass
+class ServiceState:
+    """What `services up` decided, kept in DIR/services.json so a later `up` reuses it."""
+
+    pg_port: int
+    mqtt_port: int
+    pg_password: str
+    admin_password: str
+    ingest_password: str
+    gateway_password: str
+    secret_key: str
+    pg_data: str
+    timescaledb: bool = False
+
+    def env(self) -> dict[str, str]:
+        mqtt = f"127.0.0.1:{self.mqtt_port}"
+        return {
+            "TAGWATCH_DATABASE_URL": (
+                f"postgresql://{PG_SUPERUSER}:{self.pg_password}@127.0.0.1:{self.pg_port}/{DATABASE}"
+            ),
+            "TAGWATCH_MQTT_URL": f"mqtt://{INGEST_USER}:{self.ingest_password}@{mqtt}",
+            "TAGWATCH_MQTT_ADMIN_URL": f"mqtt://{ADMIN_USER}:{self.admin_password}@{mqtt}",
+            "TAGWATCH_MQTT_GATEWAY_URL": f"mqtt://{GATEWAY_USER}:{self.gateway_password}@{mqtt}",
+            "TAGWATCH_SECRET_KEY": self.secret_key,
+        }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def pg_bindir() -> Path:
+    """The newest PostgreSQL server installed the Debian way, or whatever is on PATH."""
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if versions:
+        return versions[-1].parent
+    found = shutil.which("postgres")
+    if found:
+        return Path(found).parent
+    msg = "PostgreSQL server not found: install the 'postgresql' package (the setup script does)"
+    raise ServiceError(msg)
+
+
+def timescaledb_available(bindir: Path) -> bool:
+    pg_config = bindir / "pg_config"
+    if not pg_config.exists():
+        return False
+    libdir = subprocess.run(
+        [str(pg_config), "--pkglibdir"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return bool(libdir) and any(Path(libdir).glob("timescaledb*.so"))
+
+
+def dynsec_plugin() -> str:
+    for candidate in DYNSEC_PLUGIN_CANDIDATES:
+        if Path(candidate).exists():
+            return candidate
+    msg = "Mosquitto's dynamic-security plugin not found: install the 'mosquitto' package (2.x)"
+    raise ServiceError(msg)
+
+
+def _running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root, so root runs them as the 'postgres' user."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if _running_as_root() else cmd
+
+
+def _traversable_by_others(path: Path) -> bool:
+    for parent in [path, *path.parents]:
+        if parent.exists() and not (parent.stat().st_mode & 0o001):
+            return False
+    return True
+
+
+def _pg_data_dir(base: Path) -> Path:
+    """DIR/pg when the postgres user can reach it; else a private folder under /var/tmp.
+
+    As root, the server runs as 'postgres', which cannot enter a 0700 home or temp directory.
+    """
+    wanted = base / "pg"
+    if not _running_as_root() or _traversable_by_others(base):
+        return wanted
+    digest = hashlib.sha256(str(base).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"tagwatch-pg-{digest}"  # noqa: S108 - 0700 inside, see above
+
+
+def _chown_postgres(path: Path) -> None:
+    if _running_as_root():
+        entry = pwd.getpwnam("postgres")
+        for root, dirs, files in os.walk(path):
+            os.chown(root, entry.pw_uid, entry.pw_gid)
+            for name in dirs + files:
+                os.chown(Path(root) / name, entry.pw_uid, entry.pw_gid)
+
+
+def _read_state(base: Path) -> ServiceState | None:
+    state_file = base / "services.json"
+    if not state_file.exists():
+        return None
+    return ServiceState(**json.loads(state_file.read_text()))
+
+
+def _write_state(base: Path, state: ServiceState) -> None:
+    state_file = base / "services.json"
+    state_file.write_text(json.dumps(asdict(state), indent=2))
+    state_file.chmod(0o600)
+    env_file = base / "env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in state.env().items()))
+    env_file.chmod(0o600)
+
+
+def _pid_alive(pid_file: Path) -> int | None:
+    if not pid_file.exists():
+        return None
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, PermissionError, IndexError):
+        return None
+    return pid
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _pg_running(state: ServiceState) -> bool:
+    return _pid_alive(Path(state.pg_data) / "postmaster.pid") is not None
+
+
+def _pg_init(state: ServiceState, bindir: Path) -> None:
+    data = Path(state.pg_data)
+    data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o700)
+    pwfile = data.parent / f".pw-{secrets.token_hex(4)}"
+    pwfile.write_text(state.pg_password + "\n")
+    _chown_postgres(data)
+    _chown_postgres(pwfile)
+    try:
+        result = subprocess.run(
+            _as_postgres(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    PG_SUPERUSER,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+    if result.returncode != 0:
+        msg = f"initdb failed: {result.stderr.strip() or result.stdout.strip()}"
+        raise ServiceError(msg)
+
+
+def _pg_configure(state: ServiceState) -> None:
+    data = Path(state.pg_data)
+    preload = "shared_preload_libraries = 'timescaledb'\n" if state.timescaledb else ""
+    conf = (
+        f"port = {state.pg_port}\n"
+        "listen_addresses = '127.0.0.1'\n"
+        f"unix_socket_directories = '{data}'\n"
+        "max_connections = 200\n"
+        "shared_buffers = 256MB\n"
+        "wal_compression = on\n"
+        "max_wal_size = 2GB\n"
+        "timezone = 'UTC'\n"
+        "log_min_messages = warning\n"
+        f"{preload}"
+    )
+    (data / "postgresql.tagwatch.conf").write_text(conf)
+    main_conf = data / "postgresql.conf"
+    text = main_conf.read_text()
+    include = "include = 'postgresql.tagwatch.conf'\n"
+    if include not in text:
+        main_conf.write_text(text + "\n" + include)
+    _chown_postgres(data)
+
+
+def _pg_start(state: ServiceState, bindir: Path) -> None:
+    data = Path(state.pg_data)
+    log = data / "server.log"
+    result = subprocess.run(
+        _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "start"]),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        msg = f"PostgreSQL did not start: {result.stderr.strip()}\n{tail}"
+        raise ServiceError(msg)
+
+
+def _pg_create_database(state: ServiceState) -> None:
+    import psycopg  # noqa: PLC0415 - only the services command needs it at this point
+
+    url = state.env()["TAGWATCH_DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DATABASE}"')
+
+
+def _pg_stop(state: ServiceState, bindir: Path) -> None:
+    data = Path(state.pg_data)
+    if not _pg_running(state):
+        return
+    subprocess.run(
+        _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+        capture_output=True,
+        check=False,
+    )
+
+
+# ---------------------------------------------------------------- Mosquitto
+
+
+def _mqtt_dir(base: Path) -> Path:
+    return base / "mosquitto"
+
+
+def _mqtt_write_config(base: Path, state: ServiceState) -> Path:
+    mdir = _mqtt_dir(base)
+    (mdir / "data").mkdir(parents=True, exist_ok=True)
+    user_line = "user root\n" if _running_as_root() else ""
+    conf = (
+        f"# Written by `tagwatch services up`; see deploy/mosquitto/ for the production layout.\n"
+        f"listener {state.mqtt_port} 127.0.0.1\n"
+        "allow_anonymous false\n"
+        f"plugin {dynsec_plugin()}\n"
+        f"plugin_opt_config_file {mdir / 'dynsec.json'}\n"
+        "persistence true\n"
+        f"persistence_location {mdir / 'data'}/\n"
+        "autosave_interval 30\n"
+        # A persistent ingest session must keep every fix published while ingest is down.
+        "max_queued_messages 10000000\n"
+        "max_queued_bytes 0\n"
+        "max_inflight_messages 1000\n"
+        "message_size_limit 1048576\n"
+        "max_keepalive 120\n"
+        f"pid_file {mdir / 'mosquitto.pid'}\n"
+        f"log_dest file {mdir / 'mosquitto.log'}\n"
+        "log_type error\nlog_type warning\nlog_type notice\n"
+        "connection_messages false\n"
+        f"{user_line}"
+    )
+    conf_file = mdir / "mosquitto.conf"
+    conf_file.write_text(conf)
+    return conf_file
+
+
+def _mqtt_init_dynsec(base: Path, state: ServiceState) -> None:
+    dynsec = _mqtt_dir(base) / "dynsec.json"
+    if dynsec.exists():
+        return
+    result = subprocess.run(
+        ["mosquitto_ctrl", "dynsec", "init", str(dynsec), ADMIN_USER, state.admin_password],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        msg = f"mosquitto_ctrl dynsec init failed: {result.stderr.strip()}"
+        raise ServiceError(msg)
+    dynsec.chmod(0o600)
+
+
+def _mqtt_running(base: Path) -> int | None:
+    return _pid_alive(_mqtt_dir(base) / "mosquitto.pid")
+
+
+def _mqtt_start(base: Path, state: ServiceState) -> None:
+    conf = _mqtt_write_config(base, state)
+    _mqtt_init_dynsec(base, state)
+    if shutil.which("mosquitto") is None:
+        msg = "mosquitto not found: install the 'mosquitto' package (the setup script does)"
+        raise ServiceError(msg)
+    result = subprocess.run(
+        ["mosquitto", "-c", str(conf), "-d"], capture_output=True, text=True, check=False
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not port_is_free(state.mqtt_port) and _mqtt_running(base):
+            return
+        time.sleep(0.05)
+    log = _mqtt_dir(base) / "mosquitto.log"
+    tail = log.read_text()[-2000:] if log.exists() else ""
+    msg = f"Mosquitto did not start: {result.stderr.strip()}\n{tail}"
+    raise ServiceError(msg)
+
+
+def _mqtt_provision_service_accounts(state: ServiceState) -> None:
+    admin = BrokerAdmin.from_url(state.env()["TAGWATCH_MQTT_ADMIN_URL"])
+    admin.run(
+        service_account_commands(
+            ingest=(INGEST_USER, state.ingest_password),
+            gateway=(GATEWAY_USER, state.gateway_password),
+        ),
+        tolerate=("already exists",),
+    )
+
+
+def _mqtt_stop(base: Path) -> None:
+    pid = _mqtt_running(base)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _mqtt_running(base):
+        time.sleep(0.05)
+    if _mqtt_running(base):
+        os.kill(pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- public
+
+
+def up(base: Path) -> ServiceState:
+    """Start (or reuse) the private pair in `base`; idempotent."""
+    base = base.resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o711 if _running_as_root() else 0o700)
+    bindir = pg_bindir()
+    state = _read_state(base)
+    if state is None:
+        state = ServiceState(
+            pg_port=free_port(),
+            mqtt_port=free_port(),
+            pg_password=secrets.token_urlsafe(18),
+            admin_password=secrets.token_urlsafe(18),
+            ingest_password=secrets.token_urlsafe(18),
+            gateway_password=secrets.token_urlsafe(18),
+            secret_key=secrets.token_urlsafe(48),
+            pg_data=str(_pg_data_dir(base) / "data"),
+        )
+    state.timescaledb = timescaledb_available(bindir)
+    if not _pg_running(state):
+        if not port_is_free(state.pg_port):
+            state.pg_port = free_port()
+        if not (Path(state.pg_data) / "PG_VERSION").exists():
+            _pg_init(state, bindir)
+        _pg_configure(state)
+        _pg_start(state, bindir)
+    if not _mqtt_running(base):
+        if not port_is_free(state.mqtt_port):
+            state.mqtt_port = free_port()
+        _mqtt_start(base, state)
+    _write_state(base, state)
+    _pg_create_database(state)
+    _mqtt_provision_service_accounts(state)
+    return state
+
+
+def down(base: Path) -> None:
+    base = base.resolve()
+    state = _read_state(base)
+    if state is None:
+        return
+    with contextlib.suppress(ServiceError):
+        _pg_stop(state, pg_bindir())
+    _mqtt_stop(base)
+
+
+def status(base: Path) -> dict[str, object]:
+    base = base.resolve()
+    state = _read_state(base)
+    if state is None:
+        return {"initialised": False}
+    return {
+        "initialised": True,
+        "postgresql": {
+            "running": _pg_running(state),
+            "port": state.pg_port,
+            "data": state.pg_data,
+            "timescaledb": state.timescaledb,
+        },
+        "mosquitto": {"running": _mqtt_running(base) is not None, "port": state.mqtt_port},
+        "env_file": str(base / "env"),
+    }

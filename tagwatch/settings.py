@@ -1,0 +1,129 @@
+"""One settings object for every tagwatch process, read from `TAGWATCH_*` environment variables.
+
+Secrets (database and broker passwords, the token signing key) come from the environment or the
+env file that `tagwatch services up` writes; nothing secret has a usable default outside
+development, so a production deployment that forgot one refuses to start instead of running open.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused outside development
+
+
+def default_env_file() -> str | None:
+    """The env file `services up` wrote for the demo, if the caller did not name another."""
+    explicit = os.environ.get("TAGWATCH_ENV_FILE")
+    if explicit:
+        return explicit
+    candidate = Path.cwd() / ".tagwatch" / "env"
+    return str(candidate) if candidate.exists() else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAGWATCH_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = "postgresql://tagwatch@127.0.0.1:5432/tagwatch"
+    # The ingest service account: subscribes to every device topic.
+    mqtt_url: str = "mqtt://tagwatch-ingest@127.0.0.1:1883"
+    # The broker's dynamic-security admin: provisions per-device credentials and ACLs.
+    mqtt_admin_url: str = "mqtt://tagwatch-admin@127.0.0.1:1883"
+    # A gateway account that may publish for many devices (load generator, simulators at scale).
+    mqtt_gateway_url: str = "mqtt://tagwatch-gateway@127.0.0.1:1883"
+    secret_key: str = DEV_SECRET
+    token_minutes: int = Field(default=60, ge=1, le=24 * 60)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    metrics_public: bool = True
+
+    # Ingest: one database transaction per batch, bounded in size and time.
+    ingest_client_id: str = "tagwatch-ingest"
+    ingest_shared_group: str | None = None
+    ingest_batch_messages: int = Field(default=2000, ge=1)
+    ingest_batch_seconds: float = Field(default=0.05, gt=0)
+    ingest_queue_messages: int = Field(default=20000, ge=10)
+    ingest_receive_maximum: int = Field(default=10000, ge=10, le=65535)
+    max_payload_bytes: int = 256 * 1024
+    max_batch_fixes: int = 500
+    future_tolerance_s: float = 300.0
+
+    # TimescaleDB policies (applied only when the extension is present).
+    compress_after: str = "7 days"
+    retain_fixes_for: str = "3650 days"
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.environment == "production" and self.secret_key == DEV_SECRET:
+            msg = "TAGWATCH_SECRET_KEY must be set in production"
+            raise ValueError(msg)
+        return self
+
+    def problems(self) -> list[str]:
+        """What an operator should fix before trusting this configuration."""
+        found: list[str] = []
+        if self.secret_key == DEV_SECRET:
+            found.append("TAGWATCH_SECRET_KEY is the development default")
+        elif len(self.secret_key) < 32:
+            found.append("TAGWATCH_SECRET_KEY is shorter than 32 characters")
+        for name in ("mqtt_url", "mqtt_admin_url", "mqtt_gateway_url"):
+            try:
+                broker = MqttEndpoint.parse(getattr(self, name))
+            except ValueError as exc:
+                found.append(f"TAGWATCH_{name.upper()}: {exc}")
+                continue
+            if not broker.password:
+                found.append(f"TAGWATCH_{name.upper()} has no password")
+        if not self.database_url.startswith(("postgresql://", "postgres://")):
+            found.append("TAGWATCH_DATABASE_URL must be a postgresql:// URL")
+        return found
+
+
+class MqttEndpoint:
+    """A broker address with the account to use, parsed from `mqtt://user:password@host:port`."""
+
+    def __init__(self, host: str, port: int, username: str | None, password: str | None) -> None:
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+
+    @classmethod
+    def parse(cls, url: str) -> MqttEndpoint:
+        parts = urlsplit(url)
+        if parts.scheme not in {"mqtt", "tcp"}:
+            msg = f"expected mqtt://user:password@host:port, got scheme {parts.scheme!r}"
+            raise ValueError(msg)
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 1883,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+
+def load_env_file(path: str | None) -> None:
+    """Export KEY=VALUE lines into the process environment without overriding what is set."""
+    if not path or not Path(path).exists():
+        return
+    for raw in Path(path).read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    load_env_file(default_env_file())
+    return Settings()

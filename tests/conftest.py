@@ -1,0 +1,141 @@
+"""Private PostgreSQL and Mosquitto, started once per test session with the same code as
+`tagwatch services up`, and torn down at the end. Tests isolate themselves with fresh ids."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import fresh_id, wait_for
+
+
+@pytest.fixture(scope="session")
+def services_dir() -> Iterator[Path]:
+    from store.migrate import migrate
+    from tagwatch import services
+
+    base = Path(tempfile.mkdtemp(prefix="tagwatch-test-"))
+    try:
+        state = services.up(base)
+        migrate(state.env()["TAGWATCH_DATABASE_URL"])
+        yield base
+    finally:
+        services.down(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def service_env(services_dir: Path) -> dict[str, str]:
+    env = {}
+    for line in (services_dir / "env").read_text().splitlines():
+        key, _, value = line.partition("=")
+        env[key] = value
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(service_env: dict[str, str]):
+    from tagwatch.settings import Settings
+
+    return Settings(
+        environment="test",
+        database_url=service_env["TAGWATCH_DATABASE_URL"],
+        mqtt_url=service_env["TAGWATCH_MQTT_URL"],
+        mqtt_admin_url=service_env["TAGWATCH_MQTT_ADMIN_URL"],
+        mqtt_gateway_url=service_env["TAGWATCH_MQTT_GATEWAY_URL"],
+        secret_key=service_env["TAGWATCH_SECRET_KEY"],
+    )
+
+
+class IngestProcess:
+    """`tagwatch ingest` as a real subprocess, so tests can SIGKILL it like an operator's OOM."""
+
+    def __init__(self, service_env: dict[str, str], client_id: str, log_dir: Path) -> None:
+        self.env = {
+            **os.environ,
+            **service_env,
+            "TAGWATCH_INGEST_CLIENT_ID": client_id,
+            "TAGWATCH_ENVIRONMENT": "test",
+        }
+        self.client_id = client_id
+        self.log_path = log_dir / f"{client_id}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tagwatch", "ingest"], env=self.env, stdout=log, stderr=log
+        )
+
+    def start_and_wait(self, timeout: float = 20.0) -> None:
+        """Start and wait until the broker confirmed the subscriptions (from the log)."""
+        before = self.log().count("subscribed to")
+        self.start()
+        ok = wait_for(lambda: self.log().count("subscribed to") > before, timeout)
+        assert ok, f"ingest did not subscribe in time:\n{self.log()}"
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def ingest_factory(service_env: dict[str, str], tmp_path: Path) -> Iterator:
+    started: list[IngestProcess] = []
+
+    def make(client_id: str | None = None) -> IngestProcess:
+        process = IngestProcess(service_env, client_id or fresh_id("ingest"), tmp_path)
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def provision(settings):
+    """Register a device (row + broker account) and return its password."""
+    import psycopg
+
+    from ingest.broker_accounts import BrokerAdmin
+    from ingest.provisioning import provision_device
+
+    def make(device_id: str, kind: str = "tag", owntracks_topic: str | None = None) -> str:
+        with psycopg.connect(settings.database_url) as conn:
+            return provision_device(
+                conn, BrokerAdmin.from_url(settings.mqtt_admin_url), device_id, kind,
+                owntracks_topic,
+            )
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def running_ingest(service_env: dict[str, str], tmp_path_factory) -> Iterator[IngestProcess]:
+    """One ingest per module for tests that only need fixes to flow; stopped at the module's end
+    so that it never stores what another module's (killed) ingest must store itself."""
+    process = IngestProcess(service_env, fresh_id("ingest-shared"), tmp_path_factory.mktemp("log"))
+    process.start_and_wait()
+    yield process
+    process.stop()
