@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from psycopg import AsyncConnection
@@ -20,7 +20,7 @@ async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
 Conn = Annotated[AsyncConnection, Depends(connection)]
 
 
-async def subject_in_scope(conn: AsyncConnection, user: User, subject_id: int) -> tuple:
+async def subject_in_scope(conn: AsyncConnection, user: User, subject_id: int) -> tuple[Any, ...]:
     """The subject's row, or 404 whether it is missing or outside the user's regions.
 
     Both answers are the same so that a user cannot learn that a subject exists elsewhere.

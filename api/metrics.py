@@ -7,6 +7,7 @@ restarts, add up across several ingest workers, and agree exactly with what was 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -22,10 +23,10 @@ COUNTERS = {
 
 
 class _Snapshot:
-    def __init__(self, families: list) -> None:
+    def __init__(self, families: list[Any]) -> None:
         self.families = families
 
-    def collect(self) -> list:
+    def collect(self) -> list[Any]:
         return self.families
 
 
@@ -38,7 +39,7 @@ async def render_metrics(conn: AsyncConnection) -> bytes:
     values: dict[str, dict[str, float]] = defaultdict(dict)
     for metric, label, value in rows:
         values[metric][label] = float(value)
-    families: list = []
+    families: list[Any] = []
     for key, (name, doc) in COUNTERS.items():
         family = CounterMetricFamily(name, doc)
         family.add_metric([], values.get(key, {}).get("", 0.0))
@@ -68,5 +69,5 @@ async def render_metrics(conn: AsyncConnection) -> bytes:
     open_alerts.add_metric([], float(row[0]) if row else 0.0)
     families.append(open_alerts)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(families))  # type: ignore[arg-type]
+    registry.register(_Snapshot(families))
     return generate_latest(registry)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import jwt
 from argon2 import PasswordHasher
@@ -103,7 +103,7 @@ async def current_user(
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def allow(*roles: Role):
+def allow(*roles: Role) -> Any:
     """Declare next to a route which roles may call it."""
 
     async def check(user: CurrentUser) -> User:

@@ -187,6 +187,11 @@ def _range(name: str, value: float | None, low: float, high: float) -> None:
         raise Refused(Reason.OUT_OF_RANGE, f"{name}={value} outside [{low}, {high}]")
 
 
+def schema_reason(exc: msgspec.ValidationError) -> str:
+    """msgspec reports an unrepresentable number (1e999) as a validation error; name it."""
+    return Reason.NON_FINITE if str(exc).startswith("Number out of range") else Reason.SCHEMA
+
+
 def parse_ts(value: float | str | None, now: float, limits: Limits) -> datetime:
     """Epoch seconds or RFC 3339 with an offset; refused if naive, absurd or in the future."""
     if value is None:
@@ -268,7 +273,7 @@ def decode_fix_payload(
     try:
         message = _fix_message.decode(payload)
     except msgspec.ValidationError as exc:
-        out.refuse(topic, payload, Reason.SCHEMA, str(exc))
+        out.refuse(topic, payload, schema_reason(exc), str(exc))
         return
     except msgspec.DecodeError as exc:
         out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))
@@ -293,7 +298,7 @@ def decode_fix_payload(
             fix = _fix_fields.decode(item)
             out.fixes.append(fix_row(device_id, fix, now, limits))
         except msgspec.ValidationError as exc:
-            out.refuse(topic, item, Reason.SCHEMA, f"fixes[{index}]: {exc}")
+            out.refuse(topic, item, schema_reason(exc), f"fixes[{index}]: {exc}")
         except Refused as refused:
             out.refuse(topic, item, refused.reason, f"fixes[{index}]: {refused.detail}")
 
@@ -318,7 +323,7 @@ def decode_event_payload(
     try:
         message = _event_message.decode(payload)
     except msgspec.ValidationError as exc:
-        out.refuse(topic, payload, Reason.SCHEMA, str(exc))
+        out.refuse(topic, payload, schema_reason(exc), str(exc))
         return
     except msgspec.DecodeError as exc:
         out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))
@@ -337,7 +342,7 @@ def decode_event_payload(
         try:
             out.events.append(event_row(device_id, _event.decode(item), now, limits))
         except msgspec.ValidationError as exc:
-            out.refuse(topic, item, Reason.SCHEMA, f"events[{index}]: {exc}")
+            out.refuse(topic, item, schema_reason(exc), f"events[{index}]: {exc}")
         except Refused as refused:
             out.refuse(topic, item, refused.reason, f"events[{index}]: {refused.detail}")
 
@@ -349,7 +354,7 @@ def decode_owntracks(
     try:
         message = _owntracks.decode(payload)
     except msgspec.ValidationError as exc:
-        out.refuse(topic, payload, Reason.SCHEMA, str(exc))
+        out.refuse(topic, payload, schema_reason(exc), str(exc))
         return
     except msgspec.DecodeError as exc:
         out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))

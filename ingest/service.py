@@ -16,8 +16,9 @@ import queue
 import random
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -108,7 +109,7 @@ class IngestService:
         log.info("connected to broker (session present: %s)", present)
 
     def _on_subscribe(
-        self, _c: mqtt.Client, _u: object, _mid: int, reasons: list, _p: object
+        self, _c: mqtt.Client, _u: object, _mid: int, reasons: list[Any], _p: object
     ) -> None:
         refused = [r for r in reasons if getattr(r, "is_failure", False)]
         if refused:
@@ -128,7 +129,7 @@ class IngestService:
             log.warning("broker connection lost (%s); reconnecting", reason)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self.inbox.put(Inbound(self._generation, msg.mid, msg.qos, msg.topic, msg.payload))
+        self.inbox.put(Inbound(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
 
     def _acknowledge(self, batch: list[Inbound]) -> None:
         with self._generation_lock:
@@ -202,7 +203,8 @@ class IngestService:
                 if self._conn is None or self._conn.closed:
                     self._conn = self._connect_db()
                 decoded = self._decode(batch)
-                counters: Counter[tuple[str, str]] = Counter({("messages_total", ""): len(batch)})
+                counters: defaultdict[tuple[str, str], float] = defaultdict(float)
+                counters[("messages_total", "")] = len(batch)
                 for seconds in self._pending_latency:
                     counters[("ingest_batch_seconds_count", "")] += 1
                     counters[("ingest_batch_seconds_sum", "")] += seconds
@@ -243,7 +245,7 @@ class IngestService:
         self._conn = self._connect_db()
         count = self.registry.load_all()
         log.info("ingest %s: %d devices known", self.worker, count)
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
         props.ReceiveMaximum = self.settings.ingest_receive_maximum
         self._client.connect_async(

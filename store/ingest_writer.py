@@ -8,8 +8,9 @@ what is stored, whatever crashes.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -57,7 +58,7 @@ def prepare_session(conn: psycopg.Connection) -> None:
 
 
 def _copy_rows(
-    cur: psycopg.Cursor, table: str, columns: str, types: list[str], rows: list[tuple]
+    cur: psycopg.Cursor, table: str, columns: str, types: list[str], rows: list[tuple[Any, ...]]
 ) -> None:
     with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(types)
@@ -72,7 +73,7 @@ def write_batch(
     events: list[EventRow],
     statuses: list[tuple[str, str, str]],
     dead: list[DeadLetter],
-    counters: Counter[tuple[str, str]],
+    counters: dict[tuple[str, str], float],
 ) -> BatchResult:
     """Everything or nothing; the caller acknowledges the messages only after this returns."""
     result = BatchResult()
@@ -111,7 +112,7 @@ def write_batch(
                 [(d.topic, d.payload, d.reason, d.detail) for d in dead],
             )
             result.dead_letters = len(dead)
-        counters = Counter(counters)
+        counters = defaultdict(float, counters)
         counters[("fixes_stored_total", "")] += result.fixes_stored
         counters[("fix_duplicates_total", "")] += result.fix_duplicates
         counters[("events_stored_total", "")] += result.events_stored

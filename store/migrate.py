@@ -75,7 +75,7 @@ def migrate(
                         compress_after=compress_after, retain_fixes_for=retain_fixes_for
                     )
                 with conn.transaction():
-                    conn.execute(sql)  # type: ignore[arg-type]  # our own files, not user input
+                    conn.execute(sql)  # our own files, not user input
                     conn.execute(
                         "INSERT INTO schema_migrations (version) VALUES (%s)", (migration.version,)
                     )

@@ -183,7 +183,11 @@ def run(
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 child.kill()
-    failed = [c.args[-1] for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
+    failed = [
+        " ".join(map(str, c.args)) if isinstance(c.args, list) else str(c.args)
+        for c in children
+        if c.returncode not in (0, -signal.SIGTERM, None)
+    ]
     if failed and not stopping:
         typer.echo(f"stopped because a process exited: {failed}", err=True)
         raise typer.Exit(1)

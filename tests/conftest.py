@@ -124,7 +124,10 @@ def provision(settings):
     def make(device_id: str, kind: str = "tag", owntracks_topic: str | None = None) -> str:
         with psycopg.connect(settings.database_url) as conn:
             return provision_device(
-                conn, BrokerAdmin.from_url(settings.mqtt_admin_url), device_id, kind,
+                conn,
+                BrokerAdmin.from_url(settings.mqtt_admin_url),
+                device_id,
+                kind,
                 owntracks_topic,
             )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from psycopg.errors import UniqueViolation
@@ -15,7 +17,7 @@ router = APIRouter(prefix="/devices", tags=["devices"])
 COLUMNS = "id, kind, owntracks_topic, expected_interval_s, created_at"
 
 
-def _device(row: tuple) -> DevicePublic:
+def _device(row: tuple[Any, ...]) -> DevicePublic:
     return DevicePublic(
         id=row[0],
         kind=row[1],

@@ -11,10 +11,10 @@ from pydantic import AwareDatetime
 from api import audit
 from api.deps import Conn, subject_in_scope
 from api.schemas import Position
-from api.security import CurrentUser, allow
+from api.security import CurrentUser, Role, allow
 
 router = APIRouter(tags=["location"])
-LOCATION_ROLES = ("admin", "supervisor", "operator", "tracer")
+LOCATION_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")
 
 # Fixes of the devices the subject held as offender, each inside its holding period.
 HELD_FIXES = """
@@ -28,7 +28,7 @@ FIX_COLUMNS = (
 )
 
 
-def _position(subject_id: int, row: tuple) -> Position:
+def _position(subject_id: int, row: tuple[Any, ...]) -> Position:
     return Position(
         subject_id=subject_id,
         device_id=row[0],

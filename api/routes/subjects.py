@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Query, status
 from psycopg.errors import ExclusionViolation, ForeignKeyViolation, UniqueViolation
 
@@ -21,7 +23,7 @@ router = APIRouter(tags=["subjects"])
 SUBJECT_COLUMNS = "id, name, case_ref, region_id, timezone, groups, created_at"
 
 
-def _subject(row: tuple) -> SubjectPublic:
+def _subject(row: tuple[Any, ...]) -> SubjectPublic:
     return SubjectPublic(
         id=row[0],
         name=row[1],

@@ -41,8 +41,12 @@ def admin_headers(settings, api) -> dict[str, str]:
 
 def test_fix_published_by_device_comes_back_from_api(settings, api, admin_headers, running_ingest):
     region = fresh_id("r")
-    assert api.post("/api/v1/regions", json={"id": region, "name": "Test"},
-                    headers=admin_headers).status_code == 201
+    assert (
+        api.post(
+            "/api/v1/regions", json={"id": region, "name": "Test"}, headers=admin_headers
+        ).status_code
+        == 201
+    )
     subject = api.post(
         "/api/v1/subjects",
         json={"name": "A. Person", "region_id": region, "timezone": "Africa/Johannesburg"},
@@ -70,8 +74,14 @@ def test_fix_published_by_device_comes_back_from_api(settings, api, admin_header
     publish_all(device, [(f"em/v1/{device_id}/fix", json.dumps(f).encode()) for f in fixes])
     device.disconnect()
     assert wait_for(
-        lambda: count(settings.database_url, "SELECT count(*) FROM fixes WHERE device_id = %s",
-                      (device_id,)) == 3
+        lambda: (
+            count(
+                settings.database_url,
+                "SELECT count(*) FROM fixes WHERE device_id = %s",
+                (device_id,),
+            )
+            == 3
+        )
     ), running_ingest.log()
 
     position = api.get(f"/api/v1/subjects/{subject_id}/position", headers=admin_headers)
@@ -108,8 +118,10 @@ def test_same_fixes_published_twice_are_stored_once(settings, provision, running
     device = connect(settings.mqtt_url, device_id, password)
     now = time.time()
     single = [
-        (f"em/v1/{device_id}/fix",
-         json.dumps({"ts": now - i, "lat": 51.5, "lon": -0.12, "acc": 5, "seq": i}).encode())
+        (
+            f"em/v1/{device_id}/fix",
+            json.dumps({"ts": now - i, "lat": 51.5, "lon": -0.12, "acc": 5, "seq": i}).encode(),
+        )
         for i in range(50)
     ]
     batch = (
@@ -130,19 +142,41 @@ def test_events_and_status_are_stored(settings, provision, running_ingest):
     device_id = fresh_id("tag")
     device = connect(settings.mqtt_url, device_id, provision(device_id))
     now = time.time()
-    events = {"events": [{"ts": now - 5, "type": "battery_low", "batt": 14},
-                         {"ts": now - 4, "type": "strap_tamper", "detail": {"circuit": "open"}}]}
-    publish_all(device, [
-        (f"em/v1/{device_id}/event", json.dumps(events).encode()),
-        (f"em/v1/{device_id}/event", json.dumps({"ts": now, "type": "heartbeat"}).encode()),
-    ])
+    events = {
+        "events": [
+            {"ts": now - 5, "type": "battery_low", "batt": 14},
+            {"ts": now - 4, "type": "strap_tamper", "detail": {"circuit": "open"}},
+        ]
+    }
+    publish_all(
+        device,
+        [
+            (f"em/v1/{device_id}/event", json.dumps(events).encode()),
+            (f"em/v1/{device_id}/event", json.dumps({"ts": now, "type": "heartbeat"}).encode()),
+        ],
+    )
     device.publish(f"em/v1/{device_id}/status", "online", qos=1, retain=True).wait_for_publish(5)
     device.disconnect()
-    assert wait_for(lambda: count(settings.database_url,
-                    "SELECT count(*) FROM device_events WHERE device_id = %s", (device_id,)) == 3)
-    assert wait_for(lambda: count(settings.database_url,
-                    "SELECT count(*) FROM device_status WHERE device_id = %s AND status = 'online'",
-                    (device_id,)) == 1)
+    assert wait_for(
+        lambda: (
+            count(
+                settings.database_url,
+                "SELECT count(*) FROM device_events WHERE device_id = %s",
+                (device_id,),
+            )
+            == 3
+        )
+    )
+    assert wait_for(
+        lambda: (
+            count(
+                settings.database_url,
+                "SELECT count(*) FROM device_status WHERE device_id = %s AND status = 'online'",
+                (device_id,),
+            )
+            == 1
+        )
+    )
 
 
 def test_owntracks_phone_location_and_lwt(settings, provision, running_ingest):
@@ -151,14 +185,41 @@ def test_owntracks_phone_location_and_lwt(settings, provision, running_ingest):
     password = provision(device_id, "phone", topic)
     phone = connect(settings.mqtt_url, device_id, password, client_id=fresh_id("app"))
     now = int(time.time())
-    location = {"_type": "location", "lat": 52.52, "lon": 13.405, "tst": now, "acc": 12,
-                "batt": 77, "vel": 36, "tid": "ph"}
-    publish_all(phone, [(topic, json.dumps(location).encode()),
-                        (topic, json.dumps({"_type": "lwt", "tst": now}).encode())])
+    location = {
+        "_type": "location",
+        "lat": 52.52,
+        "lon": 13.405,
+        "tst": now,
+        "acc": 12,
+        "batt": 77,
+        "vel": 36,
+        "tid": "ph",
+    }
+    publish_all(
+        phone,
+        [
+            (topic, json.dumps(location).encode()),
+            (topic, json.dumps({"_type": "lwt", "tst": now}).encode()),
+        ],
+    )
     phone.disconnect()
-    assert wait_for(lambda: count(settings.database_url,
-                    "SELECT count(*) FROM fixes WHERE device_id = %s AND abs(spd - 10) < 0.01",
-                    (device_id,)) == 1)
-    assert wait_for(lambda: count(settings.database_url,
-                    "SELECT count(*) FROM device_status WHERE device_id = %s AND status='offline'",
-                    (device_id,)) == 1)
+    assert wait_for(
+        lambda: (
+            count(
+                settings.database_url,
+                "SELECT count(*) FROM fixes WHERE device_id = %s AND abs(spd - 10) < 0.01",
+                (device_id,),
+            )
+            == 1
+        )
+    )
+    assert wait_for(
+        lambda: (
+            count(
+                settings.database_url,
+                "SELECT count(*) FROM device_status WHERE device_id = %s AND status='offline'",
+                (device_id,),
+            )
+            == 1
+        )
+    )

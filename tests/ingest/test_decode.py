@@ -1,0 +1,112 @@
+"""The decoder alone, no broker: the contract's cases in milliseconds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ingest.decode import Decoded, DeviceInfo, Limits, decode_message
+
+NOW = 1_800_000_000.0
+TAG = DeviceInfo("t1", "tag", None)
+PHONE = DeviceInfo("p1", "phone", "owntracks/u/p1")
+
+
+def _decode(topic: str, payload: bytes | dict) -> Decoded:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    out = Decoded()
+    decode_message(
+        topic,
+        raw,
+        NOW,
+        lambda d: {"t1": TAG, "p1": PHONE}.get(d),
+        lambda t: PHONE if t == "owntracks/u/p1" else None,
+        Limits(),
+        out,
+    )
+    return out
+
+
+def test_single_fix_with_rfc3339_time_and_optional_fields():
+    out = _decode(
+        "em/v1/t1/fix",
+        {
+            "ts": "2027-01-15T08:00:00+02:00",
+            "lat": -33.9,
+            "lon": 18.4,
+            "acc": 7,
+            "seq": 4,
+            "spd": 1.2,
+            "sats": 9,
+            "src": "wifi",
+        },
+    )
+    assert not out.dead
+    (row,) = out.fixes
+    assert row[1].isoformat() == "2027-01-15T06:00:00+00:00"
+    assert row[2] == 4 and row[11] == "wifi" and row[9] == 9
+
+
+def test_missing_seq_is_stored_as_minus_one():
+    out = _decode("em/v1/t1/fix", {"ts": NOW, "lat": 1, "lon": 2, "acc": 3})
+    assert out.fixes[0][2] == -1
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{", "malformed_json"),
+        (b"[1, 2]", "schema_violation"),
+        ({"ts": NOW, "lat": 1, "lon": 2}, "schema_violation"),
+        ({"ts": NOW, "lat": True, "lon": 2, "acc": 1}, "schema_violation"),
+        ({"ts": NOW, "lat": 1, "lon": 181, "acc": 1}, "coordinates_out_of_range"),
+        ({"ts": NOW + 3600, "lat": 1, "lon": 2, "acc": 1}, "timestamp_in_future"),
+        ({"ts": "yesterday", "lat": 1, "lon": 2, "acc": 1}, "timestamp_invalid"),
+        ({"ts": NOW, "lat": 1, "lon": 2, "acc": 1, "src": "psychic"}, "schema_violation"),
+        ({"ts": NOW, "lat": 1, "lon": 2, "acc": 1, "seq": -3}, "value_out_of_range"),
+    ],
+)
+def test_refused_fixes(payload, reason):
+    out = _decode("em/v1/t1/fix", payload)
+    assert not out.fixes
+    assert [d.reason for d in out.dead] == [reason]
+
+
+def test_oversize_and_topic_cases():
+    assert _decode("em/v1/t1/fix", b" " * (256 * 1024 + 1)).dead[0].reason == "payload_too_large"
+    assert _decode("em/v1/zz/fix", {"ts": NOW}).dead[0].reason == "unknown_device"
+    assert _decode("em/v1/p1/fix", {"ts": NOW}).dead[0].reason == "topic_mismatch"
+    assert _decode("em/v1/t1/gossip", {}).dead[0].reason == "unknown_topic"
+    assert _decode("em/v1/t1/status", b"sleepy").dead[0].reason == "invalid_status"
+
+
+def test_events_single_and_batched():
+    out = _decode(
+        "em/v1/t1/event",
+        {"events": [{"ts": NOW, "type": "strap_tamper"}, {"ts": NOW, "type": "teleported"}]},
+    )
+    assert [e[3] for e in out.events] == ["strap_tamper"]
+    assert [d.reason for d in out.dead] == ["unknown_event_type"]
+
+
+def test_owntracks_location_converts_speed_and_lwt_goes_offline():
+    out = _decode(
+        "owntracks/u/p1",
+        {
+            "_type": "location",
+            "lat": 1,
+            "lon": 2,
+            "tst": int(NOW),
+            "acc": 20,
+            "vel": 72,
+            "tid": "p1",
+        },
+    )
+    assert out.fixes[0][7] == pytest.approx(20.0)  # 72 km/h = 20 m/s
+    assert _decode("owntracks/u/p1", {"_type": "lwt", "tst": 1}).statuses == [
+        ("p1", "offline", "owntracks_lwt")
+    ]
+    assert _decode("owntracks/u/p1", {"_type": "waypoint"}).dead[0].reason == (
+        "unsupported_message_type"
+    )
