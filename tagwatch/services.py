@@ -307,7 +307,9 @@ def _mqtt_write_config(base: Path, state: ServiceState) -> Path:
         # A persistent ingest session must keep every fix published while ingest is down.
         "max_queued_messages 10000000\n"
         "max_queued_bytes 0\n"
-        "max_inflight_messages 1000\n"
+        # Unacknowledged messages in flight to one client: ingest acknowledges a whole batch
+        # after its commit, so this must exceed the batch size (TAGWATCH_INGEST_BATCH_MESSAGES).
+        "max_inflight_messages 10000\n"
         "message_size_limit 1048576\n"
         "max_keepalive 120\n"
         f"pid_file {mdir / 'mosquitto.pid'}\n"

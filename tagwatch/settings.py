@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     ingest_batch_messages: int = Field(default=2000, ge=1)
     ingest_batch_seconds: float = Field(default=0.05, gt=0)
     ingest_queue_messages: int = Field(default=20000, ge=10)
-    ingest_receive_maximum: int = Field(default=10000, ge=10, le=65535)
     max_payload_bytes: int = 256 * 1024
     max_batch_fixes: int = 500
     future_tolerance_s: float = 300.0
