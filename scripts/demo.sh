@@ -23,10 +23,9 @@ cat <<MSG
   Settings: $DIR/env      Stop: Ctrl-C, then .venv/bin/tagwatch services down --dir $DIR
 
   Publish a fix yourself (in another shell):
-    .venv/bin/tagwatch --env-file $DIR/env device add my-tag     # prints its password
-    mosquitto_pub -p \$(grep -o '127.0.0.1:[0-9]*' $DIR/env | head -1 | cut -d: -f2) \\
-      -u my-tag -i my-tag -P <password> -q 1 -t em/v1/my-tag/fix \\
-      -m "{\"ts\": \$(date +%s), \"lat\": -33.92, \"lon\": 18.42, \"acc\": 8}"
+    .venv/bin/tagwatch --env-file $DIR/env device add my-tag --subject "Test Person"
+  prints the tag's password and a ready mosquitto_pub command; the fix then shows at
+  GET /api/v1/subjects/{subject_id}/position.
 
 MSG
 exec .venv/bin/tagwatch run --simulate "${TAGWATCH_DEMO_DEVICES:-25}" --interval 5

@@ -28,6 +28,7 @@ app.add_typer(bench_app, name="bench")
 
 DirOption = Annotated[Path, typer.Option("--dir", help="where the private services live")]
 DEFAULT_DIR = Path(".tagwatch")
+EXAMPLE_FIX = '''-m "{\\"ts\\": $(date +%s), \\"lat\\": -33.92, \\"lon\\": 18.42, \\"acc\\": 8}"'''
 
 
 @app.callback()
@@ -246,19 +247,58 @@ def device_add(
     device_id: str,
     kind: Annotated[str, typer.Option(help="tag, phone or victim_phone")] = "tag",
     owntracks_topic: Annotated[str | None, typer.Option(help="phones only")] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="also create a subject of this name holding the device")
+    ] = None,
+    region: Annotated[str, typer.Option(help="region of the new subject")] = "demo",
 ) -> None:
-    """Register a device and print its MQTT password (shown once)."""
+    """Register a device and print its MQTT credentials (the password is shown once)."""
     import psycopg  # noqa: PLC0415
 
     from ingest.broker_accounts import BrokerAdmin  # noqa: PLC0415
     from ingest.provisioning import provision_device  # noqa: PLC0415
+    from tagwatch.settings import MqttEndpoint  # noqa: PLC0415
 
     s = settings()
+    subject_id = None
     with psycopg.connect(s.database_url) as conn:
         password = provision_device(
             conn, BrokerAdmin.from_url(s.mqtt_admin_url), device_id, kind, owntracks_topic
         )
-    typer.echo(json.dumps({"device_id": device_id, "username": device_id, "password": password}))
+        if subject:
+            conn.execute(
+                "INSERT INTO regions (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (region, region),
+            )
+            row = conn.execute(
+                "INSERT INTO subjects (name, region_id) VALUES (%s, %s) RETURNING id",
+                (subject, region),
+            ).fetchone()
+            subject_id = row[0] if row else None
+            conn.execute(
+                "INSERT INTO device_assignments (device_id, subject_id, role, during) "
+                "VALUES (%s, %s, 'offender', tstzrange(now() - interval '1 day', NULL))",
+                (device_id, subject_id),
+            )
+    broker = MqttEndpoint.parse(s.mqtt_url)
+    topic = owntracks_topic or f"em/v1/{device_id}/fix"
+    typer.echo(
+        json.dumps(
+            {
+                "device_id": device_id,
+                "username": device_id,
+                "password": password,
+                "broker": f"{broker.host}:{broker.port}",
+                "subject_id": subject_id,
+                "try": (
+                    f"mosquitto_pub -h {broker.host} -p {broker.port} -u {device_id} "
+                    f"-i {device_id} -P '{password}' -q 1 -t {topic} "
+                    + EXAMPLE_FIX
+                ),
+            },
+            indent=2,
+        )
+    )
 
 
 # ------------------------------------------------------------------ benchmarks
