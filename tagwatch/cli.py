@@ -292,8 +292,7 @@ def device_add(
                 "subject_id": subject_id,
                 "try": (
                     f"mosquitto_pub -h {broker.host} -p {broker.port} -u {device_id} "
-                    f"-i {device_id} -P '{password}' -q 1 -t {topic} "
-                    + EXAMPLE_FIX
+                    f"-i {device_id} -P '{password}' -q 1 -t {topic} " + EXAMPLE_FIX
                 ),
             },
             indent=2,
@@ -315,14 +314,3 @@ def bench_ingest(
     from tagwatch.bench_ingest import run_benchmark  # noqa: PLC0415
 
     run_benchmark(fixes, directory, echo=typer.echo)
-
-
-@bench_app.command("geofence")
-def bench_geofence(
-    subjects: Annotated[int, typer.Option()] = 100_000,
-    fixes: Annotated[int, typer.Option()] = 1_000_000,
-) -> None:
-    """Vectorized geofence throughput vs a naive per-fix loop, on a national zone set."""
-    from tagwatch import bench_geofence  # noqa: PLC0415
-
-    bench_geofence.run(subjects=subjects, fixes=fixes, echo=typer.echo)
