@@ -108,3 +108,11 @@ def test_bad_token_gets_401(settings):
         response = client.get("/api/v1/subjects", headers={"Authorization": "Bearer not.a.token"})
     assert response.status_code == 401
     assert response.json()["detail"]
+
+
+def test_metrics_can_require_a_token(settings):
+    private = settings.model_copy(update={"metrics_public": False})
+    with TestClient(create_app(private)) as client:
+        assert client.get("/metrics").status_code == 401
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/metrics").status_code == 200

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.metrics import render_metrics
+from api.security import current_user, oauth2_scheme
 from tagwatch.settings import MqttEndpoint
 
 router = APIRouter(tags=["health"])
@@ -47,7 +49,12 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
+async def metrics(
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Response:
+    """Public by default for Prometheus; TAGWATCH_METRICS_PUBLIC=false requires a token."""
+    if not request.app.state.settings.metrics_public:
+        await current_user(request, token)
     async with request.app.state.pool.connection() as conn:
         body = await render_metrics(conn)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
