@@ -1,8 +1,9 @@
 """The ingest process: MQTT in, decode, one transaction per batch, then acknowledge.
 
-paho-mqtt runs the network loop in its own thread and hands every message to a bounded queue; this
-thread takes batches from the queue, writes each in one transaction and only then sends the
-PUBACKs (manual acknowledgement). The session is persistent (fixed client id, clean start off,
+paho-mqtt runs the network loop in its own thread and hands every message to a bounded queue; a
+decode thread takes batches from it (size and time bounded) and decodes them while the main thread
+writes the previous batch in one transaction and only then sends its PUBACKs (manual
+acknowledgement). The session is persistent (fixed client id, clean start off,
 session never expires), so whatever was not acknowledged, because ingest was killed, the database
 was down or the connection dropped, is redelivered by the broker and stored once thanks to the
 unique key. A full queue blocks the network thread: backpressure reaches the broker, which keeps
@@ -61,6 +62,8 @@ class IngestService:
             future_tolerance_s=settings.future_tolerance_s,
         )
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=settings.ingest_queue_messages)
+        # Decoded batches waiting for the writer; two is enough to keep both stages busy.
+        self.ready: queue.Queue[tuple[list[Inbound], Decoded]] = queue.Queue(maxsize=2)
         self.registry = DeviceRegistry(settings.database_url)
         self.stop_requested = threading.Event()
         self.connected = threading.Event()
@@ -196,13 +199,40 @@ class IngestService:
             )
         return out
 
-    def _write(self, batch: list[Inbound]) -> BatchResult:
+    def _decode_until_done(self, batch: list[Inbound]) -> Decoded | None:
+        """Decoding may look devices up in the database; wait it out if that is down."""
+        delay = 0.5
+        while True:
+            try:
+                return self._decode(batch)
+            except psycopg.OperationalError as exc:
+                log.warning("device registry unreachable (%s); retrying in %.1f s", exc, delay)
+                if self.stop_requested.wait(delay * (0.5 + random.random())):
+                    return None
+                delay = min(delay * 2, 10.0)
+
+    def _decode_loop(self) -> None:
+        """The decode stage: runs beside the writer, so decoding overlaps the database's work."""
+        while not self.stop_requested.is_set():
+            batch = self._collect()
+            if not batch:
+                continue
+            decoded = self._decode_until_done(batch)
+            if decoded is None:
+                return
+            while not self.stop_requested.is_set():
+                try:
+                    self.ready.put((batch, decoded), timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    def _write(self, batch: list[Inbound], decoded: Decoded) -> BatchResult:
         delay = 0.5
         while True:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = self._connect_db()
-                decoded = self._decode(batch)
                 counters: defaultdict[tuple[str, str], float] = defaultdict(float)
                 counters[("messages_total", "")] = len(batch)
                 for seconds in self._pending_latency:
@@ -250,20 +280,25 @@ class IngestService:
 
     def run(self) -> None:
         self.start()
+        decoder = threading.Thread(target=self._decode_loop, name="ingest-decode", daemon=True)
+        decoder.start()
         try:
             while not self.stop_requested.is_set():
                 self.step()
         finally:
+            self.stop_requested.set()
+            decoder.join(5)
             self.close()
 
     def step(self) -> int:
-        """One batch: collect, write, commit, acknowledge. Returns the number of messages."""
-        batch = self._collect()
-        if not batch:
+        """One decoded batch: write, commit, acknowledge. Returns the number of messages."""
+        try:
+            batch, decoded = self.ready.get(timeout=0.2)
+        except queue.Empty:
             return 0
         started = time.perf_counter()
         try:
-            result = self._write(batch)
+            result = self._write(batch, decoded)
         except psycopg.OperationalError:
             return 0  # stopping while the database is down: the broker redelivers it all
         self._acknowledge(batch)
