@@ -178,14 +178,7 @@ def run_benchmark(
     env = state.env()
     try:
         migrate(env["TAGWATCH_DATABASE_URL"])
-        settings = Settings(
-            environment="test",
-            database_url=env["TAGWATCH_DATABASE_URL"],
-            mqtt_url=env["TAGWATCH_MQTT_URL"],
-            mqtt_admin_url=env["TAGWATCH_MQTT_ADMIN_URL"],
-            mqtt_gateway_url=env["TAGWATCH_MQTT_GATEWAY_URL"],
-            secret_key=env["TAGWATCH_SECRET_KEY"],
-        )
+        settings = Settings.for_services(env, environment="test")
         gateway = MqttEndpoint.parse(settings.mqtt_gateway_url)
         bare_subscriber = MqttEndpoint.parse(settings.mqtt_url)
         run = secrets.token_hex(2)

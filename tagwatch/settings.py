@@ -67,6 +67,18 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return self
 
+    @classmethod
+    def for_services(cls, env: dict[str, str], **overrides: object) -> Settings:
+        """Settings pointing at the private services whose env file `services up` wrote."""
+        return cls(
+            database_url=env["TAGWATCH_DATABASE_URL"],
+            mqtt_url=env["TAGWATCH_MQTT_URL"],
+            mqtt_admin_url=env["TAGWATCH_MQTT_ADMIN_URL"],
+            mqtt_gateway_url=env["TAGWATCH_MQTT_GATEWAY_URL"],
+            secret_key=env["TAGWATCH_SECRET_KEY"],
+            **overrides,  # type: ignore[arg-type]
+        )
+
     def problems(self) -> list[str]:
         """What an operator should fix before trusting this configuration."""
         found: list[str] = []

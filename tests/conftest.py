@@ -12,8 +12,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
+from api.app import create_app
+from api.security import hash_password
 from tests.support import fresh_id, wait_for
 
 
@@ -45,14 +49,7 @@ def service_env(services_dir: Path) -> dict[str, str]:
 def settings(service_env: dict[str, str]):
     from tagwatch.settings import Settings
 
-    return Settings(
-        environment="test",
-        database_url=service_env["TAGWATCH_DATABASE_URL"],
-        mqtt_url=service_env["TAGWATCH_MQTT_URL"],
-        mqtt_admin_url=service_env["TAGWATCH_MQTT_ADMIN_URL"],
-        mqtt_gateway_url=service_env["TAGWATCH_MQTT_GATEWAY_URL"],
-        secret_key=service_env["TAGWATCH_SECRET_KEY"],
-    )
+    return Settings.for_services(service_env, environment="test")
 
 
 class IngestProcess:
@@ -142,3 +139,30 @@ def running_ingest(service_env: dict[str, str], tmp_path_factory) -> Iterator[In
     process.start_and_wait()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="module")
+def api(settings):
+    """The real API app, with its own pool, once per module."""
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def login(settings, api):
+    """Create a user with a role and regions; return its Authorization header."""
+
+    def make(role: str, regions: list[str]) -> dict[str, str]:
+        username = fresh_id(role)
+        with psycopg.connect(settings.database_url) as conn:
+            conn.execute(
+                "INSERT INTO users (username, password_hash, role, regions) "
+                "VALUES (%s, %s, %s, %s)",
+                (username, hash_password("pass-word-1"), role, regions),
+            )
+        token = api.post(
+            "/api/v1/auth/token", data={"username": username, "password": "pass-word-1"}
+        ).json()
+        return {"Authorization": f"Bearer {token['access_token']}"}
+
+    return make

@@ -2,39 +2,11 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.security import hash_password
 from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def api(settings):
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def login(settings, api):
-    def make(role: str, regions: list[str]) -> dict[str, str]:
-        username = fresh_id(role)
-        with psycopg.connect(settings.database_url) as conn:
-            conn.execute(
-                "INSERT INTO users (username, password_hash, role, regions) "
-                "VALUES (%s, %s, %s, %s)",
-                (username, hash_password("pass-word-1"), role, regions),
-            )
-        token = api.post(
-            "/api/v1/auth/token", data={"username": username, "password": "pass-word-1"}
-        ).json()
-        return {"Authorization": f"Bearer {token['access_token']}"}
-
-    return make
 
 
 @pytest.fixture(scope="module")

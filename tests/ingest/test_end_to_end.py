@@ -6,37 +6,16 @@ from __future__ import annotations
 import json
 import time
 
-import psycopg
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.security import hash_password
 from tests.support import connect, count, fresh_id, publish_all, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def api(settings):
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def admin_headers(settings, api) -> dict[str, str]:
-    username = fresh_id("admin")
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute(
-            "INSERT INTO users (username, password_hash, role, regions) VALUES (%s, %s, 'admin', "
-            "'{*}')",
-            (username, hash_password("correct horse")),
-        )
-    response = api.post(
-        "/api/v1/auth/token", data={"username": username, "password": "correct horse"}
-    )
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+def admin_headers(login) -> dict[str, str]:
+    return login("admin", ["*"])
 
 
 def test_fix_published_by_device_comes_back_from_api(settings, api, admin_headers, running_ingest):
