@@ -1,0 +1,126 @@
+"""The loader refuses what a supervisor might get wrong, and says where."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from copy import deepcopy
+
+import pytest
+
+from simulators.scenario import (
+    LIBRARY,
+    ScenarioError,
+    build_timeline,
+    parse_scenario,
+    validate_scenario,
+)
+from simulators.scoring import naive_alerts, score_run
+
+BASE = tomllib.loads((LIBRARY / "curfew-breach.toml").read_text())
+
+
+def _parse(change) -> None:
+    raw = deepcopy(BASE)
+    change(raw)
+    parse_scenario(raw, "test.toml")
+
+
+def _fails(change, *fragments: str) -> None:
+    with pytest.raises(ScenarioError) as info:
+        _parse(change)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_the_library_file_parses():
+    scenario = parse_scenario(deepcopy(BASE), "test.toml")
+    assert scenario.name == "curfew-breach" and scenario.subjects[0].key == "sipho"
+
+
+def test_a_typo_in_a_key_is_named_with_a_suggestion():
+    _fails(lambda r: r["devices"][0].update(incidnets=[]), "devices[0].incidnets", "incidents")
+
+
+def test_an_unknown_alert_type_suggests_the_vocabulary():
+    _fails(
+        lambda r: r["expect"][0].update(alert="curfew_violaton"),
+        "expect[0].alert",
+        "curfew_violation",
+    )
+
+
+def test_unknown_places_subjects_and_regions_are_refused():
+    _fails(lambda r: r["subjects"][0]["itinerary"][1].update(go="pub"), "unknown place 'pub'")
+    _fails(lambda r: r["devices"][0].update(subject="nobody"), "unknown subject 'nobody'")
+    _fails(lambda r: r["subjects"][0].update(region="xx"), "unknown region 'xx'")
+
+
+def test_times_need_offsets_and_clock_times_must_be_real():
+    _fails(lambda r: r.update(start="2026-11-23T06:00:00"), "no UTC offset")
+    _fails(lambda r: r["expect"][0].update(after="25:00"), "not a clock time")
+    _fails(lambda r: r["expect"][0].update(before="soon"), "is not a time")
+
+
+def test_tag_only_incidents_are_refused_on_phones():
+    def phone(raw):
+        raw["devices"][0]["kind"] = "phone"
+        raw["devices"][0]["incidents"] = [{"type": "strap_cut", "at": "09:00"}]
+
+    _fails(phone, "strap_cut happens to tags only")
+
+
+def test_an_expectation_may_not_also_be_forbidden():
+    _fails(
+        lambda r: r["forbid"][0].update(after="22:05"),
+        "both expected and forbidden",
+    )
+
+
+def test_victim_zones_need_a_victim_with_a_phone():
+    def victim_zone(raw):
+        raw["zones"].append({"key": "v", "kind": "victim", "subject": "sipho", "victim": "sipho"})
+
+    _fails(victim_zone, "has no victim_phone device")
+
+
+def test_zone_geometry_is_exactly_one_form_and_valid():
+    _fails(lambda r: r["zones"][0].update(point=[18.4, -33.9]), "exactly one of")
+
+    def bowtie(raw):
+        zone = raw["zones"][0]
+        del zone["around"], zone["box_m"]
+        zone["polygon"] = [[18.40, -33.90], [18.41, -33.91], [18.41, -33.90], [18.40, -33.91]]
+
+    _fails(bowtie, "self-intersection")
+
+
+def test_windows_are_checked_against_the_scenario():
+    _fails(lambda r: r["expect"][0].update(after="+30h"), "outside the scenario")
+
+
+def test_itinerary_timing_errors_surface_when_the_trip_is_laid_out():
+    raw = deepcopy(BASE)
+    raw["subjects"][0]["itinerary"][2]["until"] = "07:40"  # at work 5 minutes after leaving home
+    scenario = parse_scenario(raw, "test.toml")
+    with pytest.raises(ScenarioError, match=r"subjects\[0\]\.itinerary\[2\].*only gets there"):
+        build_timeline(scenario, "x")
+
+
+def test_run_ids_are_short_and_plain():
+    scenario = parse_scenario(deepcopy(BASE), "test.toml")
+    with pytest.raises(ScenarioError, match="run id"):
+        build_timeline(scenario, "not/valid")
+
+
+def test_the_documented_example_is_a_valid_scenario(tmp_path):
+    docs = (LIBRARY.parent / "docs" / "simulators.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", docs, re.DOTALL)
+    assert example is not None
+    path = tmp_path / "school-run.toml"
+    path.write_text(example.group(1))
+    scenario = validate_scenario(path)
+    run = build_timeline(scenario, "doc")
+    assert run.publications and run.forbidden
+    assert score_run(run, []).passed
+    assert isinstance(naive_alerts(run), list)
