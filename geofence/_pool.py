@@ -1,0 +1,134 @@
+"""Growable NumPy storage with range allocation, so that the index changes in place.
+
+The classifier wants every zone's data in a few flat arrays (one gather per column per pair); the
+index wants to add, change and remove one zone at a time without rebuilding them. A pool gives out
+ranges at the end of its arrays (doubling the capacity when full), takes freed ranges back as
+garbage, and compacts only when garbage outweighs live data, so each change costs amortized
+O(size of the change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+AnyArray = npt.NDArray[Any]  # columns of mixed dtypes; callers know theirs
+
+
+class RangePool:
+    def __init__(self, columns: dict[str, tuple[np.dtype[np.generic], tuple[int, ...]]]) -> None:
+        """``columns`` maps a name to (dtype, shape of one row)."""
+        self._layout = columns
+        self.capacity = 64
+        self.arrays: dict[str, AnyArray] = {
+            name: np.zeros((self.capacity, *shape), dtype=dtype)
+            for name, (dtype, shape) in columns.items()
+        }
+        self.used = 0
+        self.garbage = 0
+
+    def __getitem__(self, name: str) -> AnyArray:
+        return self.arrays[name]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(a.nbytes) for a in self.arrays.values())
+
+    def _reserve(self, size: int) -> None:
+        if size <= self.capacity:
+            return
+        capacity = max(size, 2 * self.capacity)
+        for name, old in self.arrays.items():
+            grown = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
+            grown[: self.used] = old[: self.used]
+            self.arrays[name] = grown
+        self.capacity = capacity
+
+    def alloc(self, n: int) -> int:
+        self._reserve(self.used + n)
+        start = self.used
+        self.used += n
+        return start
+
+    def put(self, values: dict[str, npt.ArrayLike]) -> int:
+        n = len(np.asarray(next(iter(values.values()))))
+        start = self.alloc(n)
+        for name, value in values.items():
+            self.arrays[name][start : start + n] = value
+        return start
+
+    def free(self, n: int) -> None:
+        self.garbage += n
+
+    def wants_compaction(self) -> bool:
+        return self.garbage > 4096 and self.garbage > self.used // 2
+
+    def compact(
+        self, starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """Keep only the live ranges (given by their owners), in their current order; return
+        their new starts."""
+        order = np.argsort(starts, kind="stable")
+        s = starts[order]
+        n = lengths[order]
+        new_sorted = np.cumsum(n) - n
+        total = int(n.sum())
+        rows = np.repeat(s - new_sorted, n) + np.arange(total)
+        for name, old in self.arrays.items():
+            fresh = np.zeros((max(total, 64), *old.shape[1:]), dtype=old.dtype)
+            fresh[:total] = old[rows]
+            self.arrays[name] = fresh
+        self.capacity = max(total, 64)
+        self.used = total
+        self.garbage = 0
+        out = np.empty_like(starts)
+        out[order] = new_sorted
+        return out
+
+
+class SlotTable:
+    """Fixed-width rows addressed by slot number, with slot reuse; the zone and subject tables."""
+
+    def __init__(
+        self, columns: dict[str, tuple[np.dtype[np.generic], tuple[int, ...], object]]
+    ) -> None:
+        """``columns`` maps a name to (dtype, shape of one row, fill value of a free row)."""
+        self._columns = columns
+        self.capacity = 64
+        self.arrays: dict[str, AnyArray] = {}
+        for name, (dtype, shape, fill) in columns.items():
+            self.arrays[name] = np.full((self.capacity, *shape), fill, dtype=dtype)
+        self.size = 0  # slots ever handed out
+        self._free: list[int] = []
+        self.on_grow: list[Callable[[int], None]] = []
+
+    def __getitem__(self, name: str) -> AnyArray:
+        return self.arrays[name]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(a.nbytes) for a in self.arrays.values())
+
+    def take(self) -> int:
+        if self._free:
+            return self._free.pop()
+        if self.size == self.capacity:
+            capacity = 2 * self.capacity
+            for name, (dtype, shape, fill) in self._columns.items():
+                grown = np.full((capacity, *shape), fill, dtype=dtype)
+                grown[: self.capacity] = self.arrays[name]
+                self.arrays[name] = grown
+            self.capacity = capacity
+            for callback in self.on_grow:
+                callback(capacity)
+        slot = self.size
+        self.size += 1
+        return slot
+
+    def release(self, slot: int) -> None:
+        for name, (_, _, fill) in self._columns.items():
+            self.arrays[name][slot] = fill
+        self._free.append(slot)

@@ -1,0 +1,576 @@
+"""Fixes x zones -> inside / outside / uncertain, warning band, signed distance, schedule.
+
+The accuracy rule of the contract, with ``d`` the signed distance from the fix to the zone's
+boundary (negative inside) and ``acc`` its 68 % accuracy radius:
+
+* INSIDE when the accuracy circle lies wholly inside: ``d < -acc``;
+* OUTSIDE when it lies wholly outside: ``d > acc``;
+* UNCERTAIN otherwise (the circle crosses the boundary, or touches it).
+
+The warning band of an exclusion or victim zone with ``buffer_m = b`` uses the same confidence:
+a fix is in the band when it is not INSIDE and its accuracy circle lies wholly within ``b`` of the
+zone, ``d + acc < b``. A fix that only might be within the band is not in it; one that might be
+inside the zone is UNCERTAIN for the zone and, if the band holds it, in the band.
+
+Victim zones are circles around the victim's latest fix. The distance between two uncertain
+positions is uncertain by both accuracies, so a victim pair uses ``acc + victim_acc``. A victim
+position older than ``max_age_s`` at the fix's own time (or newer by as much: a late offender fix
+must not be compared with where the victim went later) is stale: the pair is UNCERTAIN, never in
+the band, its distance NaN, and ``victim_stale`` says why. A victim zone without a position is
+stale too.
+
+The work is vectorized over the whole batch, in chunks that fit the CPU caches: the (fix, zone)
+pairs come from each subject's zone list with one gather, circles are measured with the chord rule
+of geofence._projection, polygons with the edge kernel of geofence._edges, schedules with one
+searchsorted. There is no Python loop over fixes or zones; the loops that remain are over chunks,
+over time zones present in a chunk, and over the handful of fixes whose accuracy circle is wider
+than the keep-out screen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from geofence._edges import (
+    SELECT_RECORD,
+    SELECT_WIDTH,
+    cell_of,
+    select_nearest,
+    signed_distance,
+)
+from geofence._projection import chord_distance, ecef, mean_radius, to_frame
+from geofence.index import (
+    CIRCLE,
+    EVERYONE,
+    KEEPOUT_ALLOWANCE_M,
+    POLYGON,
+    VICTIM_CIRCLE,
+    ZoneIndex,
+    prefilter_keys,
+    reach_box_arrays,
+)
+from geofence.schedule import schedule_clock
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+Int8Array = npt.NDArray[np.int8]
+
+OUTSIDE = 0
+INSIDE = 1
+UNCERTAIN = 2
+
+CHUNK_FIXES = 16_384
+POLYGON_BLOCK = 2_048  # (pair, edge) rows of a block stay in the CPU cache
+
+
+def _column(values: npt.ArrayLike, dtype: type[np.generic], name: str) -> npt.NDArray[np.generic]:
+    array = np.ascontiguousarray(values, dtype=dtype)
+    if array.ndim != 1:
+        msg = f"{name} must be one-dimensional"
+        raise ValueError(msg)
+    return array
+
+
+@dataclass(frozen=True, slots=True)
+class FixBatch:
+    """A batch of fixes as aligned arrays: subject id (the database key), WGS84 degrees, 68 %
+    accuracy radius in metres, fix time in UTC epoch seconds."""
+
+    subject_id: IntArray
+    lon: FloatArray
+    lat: FloatArray
+    acc: FloatArray
+    time: FloatArray
+
+    def __post_init__(self) -> None:
+        for name, dtype in (
+            ("subject_id", np.int64),
+            ("lon", np.float64),
+            ("lat", np.float64),
+            ("acc", np.float64),
+            ("time", np.float64),
+        ):
+            object.__setattr__(self, name, _column(getattr(self, name), dtype, name))
+        n = self.subject_id.size
+        if any(getattr(self, a).size != n for a in ("lon", "lat", "acc", "time")):
+            msg = "FixBatch arrays must have the same length"
+            raise ValueError(msg)
+        stacked = (self.lon, self.lat, self.acc, self.time)
+        if not all(np.isfinite(a).all() for a in stacked):
+            msg = "FixBatch holds NaN or infinite values (ingest dead-letters those)"
+            raise ValueError(msg)
+        if (np.abs(self.lat) > 90.0).any() or (np.abs(self.lon) > 180.0).any():
+            msg = "FixBatch holds coordinates out of range"
+            raise ValueError(msg)
+        if (self.acc < 0.0).any():
+            msg = "FixBatch holds a negative accuracy"
+            raise ValueError(msg)
+
+    def __len__(self) -> int:
+        return int(self.subject_id.size)
+
+
+@dataclass(frozen=True, slots=True)
+class VictimPositions:
+    """The latest position of each victim zone's victim: zone id, WGS84 degrees, fix time (UTC
+    epoch seconds), accuracy (metres). ``max_age_s`` (one value or one per row) is how far apart the
+    victim's and the offender's fix times may be before the victim position is stale."""
+
+    zone_id: IntArray
+    lon: FloatArray
+    lat: FloatArray
+    time: FloatArray
+    acc: FloatArray
+    max_age_s: FloatArray | float = 300.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "zone_id", _column(self.zone_id, np.int64, "zone_id"))
+        for name in ("lon", "lat", "time", "acc"):
+            object.__setattr__(self, name, _column(getattr(self, name), np.float64, name))
+        n = self.zone_id.size
+        if any(getattr(self, a).size != n for a in ("lon", "lat", "time", "acc")):
+            msg = "VictimPositions arrays must have the same length"
+            raise ValueError(msg)
+        age = np.broadcast_to(np.asarray(self.max_age_s, dtype=np.float64), (n,))
+        object.__setattr__(self, "max_age_s", np.ascontiguousarray(age))
+
+
+_EMPTY_I64 = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """One row per (fix, applicable zone) pair, ordered by (fix_index, kind priority, zone_id).
+
+    Rows: every zone of the fix's subject (its own, and the inclusion and curfew zones it gets
+    from its groups or from everyone) - whether or not their schedule is active (``active`` says)
+    - and every global or group exclusion zone the fix comes within ``buffer_m + acc + reach_m``
+    of. A global or group exclusion zone without a row is confidently outside, out of its band.
+    ``kind`` holds geofence.KindCode values (victim 0, exclusion 1, inclusion 2, curfew 3).
+    """
+
+    fix_index: IntArray
+    zone_id: IntArray
+    kind: Int8Array
+    state: Int8Array
+    in_band: BoolArray
+    distance_m: FloatArray
+    active: BoolArray
+    victim_stale: BoolArray
+    unknown_subject_ids: IntArray = field(default_factory=lambda: _EMPTY_I64)
+
+    def __len__(self) -> int:
+        return int(self.fix_index.size)
+
+    def fix_offsets(self, fix_count: int) -> IntArray:
+        """Row offsets per fix: the rows of fix ``i`` are ``offsets[i]:offsets[i + 1]``."""
+        return np.searchsorted(self.fix_index, np.arange(fix_count + 1)).astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class _Victims:
+    row_of_slot: IntArray
+    x: FloatArray
+    y: FloatArray
+    z: FloatArray
+    half_inv_r: FloatArray
+    time: FloatArray
+    acc: FloatArray
+    max_age: FloatArray
+
+
+def _victims(index: ZoneIndex, victims: VictimPositions | None) -> _Victims | None:
+    if victims is None or victims.zone_id.size == 0:
+        return None
+    geom = index._zones["geom"]
+    order = np.argsort(victims.time, kind="stable")  # the latest position of a zone wins
+    slots = np.array(
+        [index._slot_of.get(int(z), -1) for z in victims.zone_id[order]], dtype=np.int64
+    )
+    valid = slots >= 0
+    valid[valid] = geom[slots[valid]] == VICTIM_CIRCLE
+    row_of_slot = np.full(index._zones.capacity, -1, dtype=np.int64)
+    row_of_slot[slots[valid]] = order[valid]
+    x, y, z = ecef(victims.lon, victims.lat)
+    assert isinstance(victims.max_age_s, np.ndarray)
+    return _Victims(
+        row_of_slot,
+        x,
+        y,
+        z,
+        0.5 / mean_radius(victims.lat),
+        victims.time,
+        victims.acc,
+        victims.max_age_s,
+    )
+
+
+def classify(
+    index: ZoneIndex,
+    fixes: FixBatch,
+    victims: VictimPositions | None = None,
+    *,
+    reach_m: float = 0.0,
+) -> Classification:
+    """Classify a batch of fixes against every zone that applies to each fix's subject.
+
+    ``victims`` carries the victims' latest positions for victim zones; ``reach_m`` widens the
+    distance within which global and group exclusion zones are reported (for display). Fixes of
+    subjects the index does not know get no rows; their ids are in ``unknown_subject_ids``.
+    """
+    n = len(fixes)
+    rows = index.subject_rows(fixes.subject_id)
+    unknown = np.unique(fixes.subject_id[rows < 0]) if (rows < 0).any() else _EMPTY_I64
+    context = _Context(index, _victims(index, victims), float(reach_m))
+    pieces = [
+        context.chunk(fixes, rows, start, min(start + CHUNK_FIXES, n))
+        for start in range(0, n, CHUNK_FIXES)
+    ]
+    if not pieces:
+        pieces = [context.empty()]
+    names = (
+        "fix_index",
+        "zone_id",
+        "kind",
+        "state",
+        "in_band",
+        "distance_m",
+        "active",
+        "victim_stale",
+    )
+    columns = {
+        name: pieces[0][name] if len(pieces) == 1 else np.concatenate([p[name] for p in pieces])
+        for name in names
+    }
+    return Classification(**columns, unknown_subject_ids=unknown)  # type: ignore[arg-type]
+
+
+class _Context:
+    """Per-batch views of the index, so each chunk reads plain arrays."""
+
+    def __init__(self, index: ZoneIndex, victims: _Victims | None, reach_m: float) -> None:
+        self.index = index
+        self.victims = victims
+        self.reach_m = reach_m
+        zones = index._zones
+        self.z_id = zones["zone_id"]
+        self.z_kind = zones["kind"]
+        self.z_geom = zones["geom"]
+        self.z_buffer = zones["buffer"]
+        self.z_radius = zones["radius"]
+        self.z_circle = zones["circle"]
+        self.z_shape = zones["shape"]
+        self.z_key = zones["sort_key"]
+        self.z_group = zones["group"]
+        shapes = index._shapes
+        self.s_frame = shapes["frame"]
+        self.s_grid = shapes["grid"]
+        self.s_edge_base = shapes["edge_base"]
+        self.s_cand_base = shapes["cand_base"]
+        self.s_cell_base = shapes["cell_base"]
+        self.select = index._edges["select"].view(SELECT_RECORD).reshape(-1)
+        self.exact = index._edges["exact"]
+        self.normals = index._edges["normals"]
+        self.cand = index._cands["edge"]
+        self.cells = index._cells["start"]
+        subjects = index._subjects
+        self.list_start = subjects["list_start"]
+        self.list_len = subjects["list_len"]
+        self.sub_tz = subjects["tz"]
+        self.lists = index._lists["slot"]
+        self.tree, self.tree_slots, self.cell_keys, self.cell_start, self.cell_slots = (
+            index.keepout_tables()
+        )
+        self.membership = index.membership() if self.tree is not None else _EMPTY_I64
+        self.schedules = index._schedules
+        self.tz_names = index._tz_names
+
+    def empty(self) -> dict[str, npt.NDArray[np.generic]]:
+        return {
+            "fix_index": _EMPTY_I64,
+            "zone_id": _EMPTY_I64,
+            "kind": np.zeros(0, dtype=np.int8),
+            "state": np.zeros(0, dtype=np.int8),
+            "in_band": np.zeros(0, dtype=np.bool_),
+            "distance_m": np.zeros(0, dtype=np.float64),
+            "active": np.zeros(0, dtype=np.bool_),
+            "victim_stale": np.zeros(0, dtype=np.bool_),
+        }
+
+    # ------------------------------------------------------------------ one chunk
+
+    def chunk(
+        self, fixes: FixBatch, all_rows: IntArray, start: int, stop: int
+    ) -> dict[str, npt.NDArray[np.generic]]:
+        lon = fixes.lon[start:stop]
+        lat = fixes.lat[start:stop]
+        acc = fixes.acc[start:stop]
+        when = fixes.time[start:stop]
+        rows = all_rows[start:stop]
+        m = stop - start
+        safe = np.maximum(rows, 0)
+        count = np.where(rows >= 0, self.list_len[safe], 0)
+        own_start = np.cumsum(count) - count
+        total = int(own_start[-1] + count[-1]) if m else 0
+        pair_fix = np.repeat(np.arange(m, dtype=np.int64), count)
+        position = np.repeat(self.list_start[safe] - own_start, count) + np.arange(total)
+        slot = self.lists[position]
+
+        g_fix, g_slot = self._keepout_pairs(lon, lat, acc, rows)
+        if g_fix.size:
+            pair_fix = np.concatenate((pair_fix, g_fix))
+            slot = np.concatenate((slot, g_slot))
+
+        x, y, z = ecef(lon, lat)
+        distance, stale, extra_acc = self._measure(pair_fix, slot, x, y, z, when)
+        pair_acc = acc[pair_fix]
+        if extra_acc is not None:
+            pair_acc = pair_acc + extra_acc
+        state = np.full(slot.size, UNCERTAIN, dtype=np.int8)
+        state[distance < -pair_acc] = INSIDE
+        state[distance > pair_acc] = OUTSIDE
+        buffer = self.z_buffer[slot]
+        in_band = (distance + pair_acc < buffer) & (state != INSIDE)
+        active = self._active(pair_fix, slot, rows, when)
+
+        columns: dict[str, npt.NDArray[np.generic]] = {
+            "fix_index": pair_fix + start,
+            "zone_id": self.z_id[slot],
+            "kind": self.z_kind[slot],
+            "state": state,
+            "in_band": in_band,
+            "distance_m": distance,
+            "active": active,
+            "victim_stale": stale,
+        }
+        if g_fix.size == 0:
+            return columns
+        keep_global = distance[total:] <= pair_acc[total:] + buffer[total:] + self.reach_m
+        return _merge(columns, total, keep_global, own_start, count, self.z_key[slot], pair_fix)
+
+    # ------------------------------------------------------------------ pairs with keep-out zones
+
+    def _keepout_pairs(
+        self, lon: FloatArray, lat: FloatArray, acc: FloatArray, rows: IntArray
+    ) -> tuple[IntArray, IntArray]:
+        """Candidate (fix, global exclusion zone) pairs. An ordinary fix looks up the zones listed
+        for its grid cell (a cell lists every zone whose reach box touches it); a fix whose
+        accuracy circle is wider than the cells' allowance goes through an STRtree bulk query
+        with its own box."""
+        if self.cell_keys.size == 0:
+            return _EMPTY_I64, _EMPTY_I64
+        fixes_parts: list[IntArray] = []
+        slots_parts: list[IntArray] = []
+        narrow = acc + self.reach_m <= KEEPOUT_ALLOWANCE_M
+        keys = prefilter_keys(lon, lat)
+        pos = np.minimum(np.searchsorted(self.cell_keys, keys), self.cell_keys.size - 1)
+        hit = np.flatnonzero((self.cell_keys[pos] == keys) & narrow)
+        if hit.size:
+            first = self.cell_start[pos[hit]]
+            count = self.cell_start[pos[hit] + 1] - first
+            starts = np.cumsum(count) - count
+            total = int(starts[-1] + count[-1])
+            fixes_parts.append(np.repeat(hit, count))
+            slots_parts.append(self.cell_slots[np.repeat(first - starts, count) + np.arange(total)])
+        wide = np.flatnonzero(~narrow)
+        if wide.size and self.tree is not None:
+            owner, boxes = reach_box_arrays(
+                lon[wide], lat[wide], lon[wide], lat[wide], acc[wide] + self.reach_m
+            )
+            hits = self.tree.query(shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]))
+            fix = wide[owner[hits[0]]]
+            slot = self.tree_slots[hits[1]]
+            order = np.lexsort((slot, fix))
+            fix, slot = fix[order], slot[order]
+            if fix.size > 1:  # a zone or a fix split at the antimeridian has two boxes
+                distinct = np.concatenate(([True], (np.diff(fix) != 0) | (np.diff(slot) != 0)))
+                fix, slot = fix[distinct], slot[distinct]
+            fixes_parts.append(fix)
+            slots_parts.append(slot)
+        if not fixes_parts:
+            return _EMPTY_I64, _EMPTY_I64
+        fix = np.concatenate(fixes_parts)
+        slot = np.concatenate(slots_parts)
+        group = self.z_group[slot]
+        applies = rows[fix] >= 0
+        grouped = np.flatnonzero(applies & (group != EVERYONE))
+        if grouped.size:
+            member_keys = (rows[fix[grouped]] << 20) | group[grouped]
+            if self.membership.size:
+                at = np.minimum(
+                    np.searchsorted(self.membership, member_keys), self.membership.size - 1
+                )
+                is_member = self.membership[at] == member_keys
+            else:
+                is_member = np.zeros(grouped.size, dtype=np.bool_)
+            applies[grouped[~is_member]] = False
+        fix = fix[applies]
+        slot = slot[applies]
+        if wide.size and fix.size > 1:  # cell lists are in order already; wide hits are not
+            order = np.lexsort((self.z_key[slot], fix))
+            fix = fix[order]
+            slot = slot[order]
+        return fix, slot
+
+    # ------------------------------------------------------------------ geometry
+
+    def _measure(
+        self,
+        pair_fix: IntArray,
+        slot: IntArray,
+        x: FloatArray,
+        y: FloatArray,
+        z: FloatArray,
+        when: FloatArray,
+    ) -> tuple[FloatArray, BoolArray, FloatArray | None]:
+        geom = self.z_geom[slot]
+        distance = np.empty(slot.size, dtype=np.float64)
+        stale = np.zeros(slot.size, dtype=np.bool_)
+        extra_acc: FloatArray | None = None
+
+        circles = np.flatnonzero(geom == CIRCLE)
+        if circles.size:
+            s = slot[circles]
+            f = pair_fix[circles]
+            centre = self.z_circle[s]
+            arc = chord_distance(
+                x[f], y[f], z[f], centre[:, 0], centre[:, 1], centre[:, 2], centre[:, 3]
+            )
+            distance[circles] = arc - self.z_radius[s]
+
+        polygons = np.flatnonzero(geom == POLYGON)
+        if polygons.size:
+            distance[polygons] = self._polygons(pair_fix[polygons], slot[polygons], x, y, z)
+
+        victims = np.flatnonzero(geom == VICTIM_CIRCLE)
+        if victims.size:
+            extra_acc = np.zeros(slot.size, dtype=np.float64)
+            self._victim_pairs(victims, pair_fix, slot, x, y, z, when, distance, stale, extra_acc)
+        return distance, stale, extra_acc
+
+    def _polygons(
+        self, f: IntArray, s: IntArray, x: FloatArray, y: FloatArray, z: FloatArray
+    ) -> FloatArray:
+        out = np.empty(f.size, dtype=np.float64)
+        for a in range(0, f.size, POLYGON_BLOCK):
+            b = min(a + POLYGON_BLOCK, f.size)
+            out[a:b] = self._polygon_block(f[a:b], s[a:b], x, y, z)
+        return out
+
+    def _polygon_block(
+        self, f: IntArray, s: IntArray, x: FloatArray, y: FloatArray, z: FloatArray
+    ) -> FloatArray:
+        shape = self.z_shape[s]
+        px, py = to_frame(x[f], y[f], z[f], self.s_frame[shape])
+        at = self.s_cell_base[shape] + cell_of(px, py, self.s_grid[shape])
+        first = self.cells[at].astype(np.int64)
+        count = self.cells[at + 1].astype(np.int64) - first
+        starts = np.cumsum(count) - count
+        total = int(starts[-1] + count[-1])
+        rows = np.repeat(self.s_cand_base[shape] + first - starts, count) + np.arange(total)
+        edge = self.cand[rows] + np.repeat(self.s_edge_base[shape], count)
+        records = np.take(self.select, edge).view(np.float32).reshape(-1, SELECT_WIDTH)
+        winner = edge[
+            select_nearest(
+                np.repeat(px.astype(np.float32), count),
+                np.repeat(py.astype(np.float32), count),
+                records,
+                starts,
+            )
+        ]
+        return signed_distance(
+            px, py, np.take(self.exact, winner, axis=0), np.take(self.normals, winner, axis=0)
+        )
+
+    def _victim_pairs(
+        self,
+        victims: IntArray,
+        pair_fix: IntArray,
+        slot: IntArray,
+        x: FloatArray,
+        y: FloatArray,
+        z: FloatArray,
+        when: FloatArray,
+        distance: FloatArray,
+        stale: BoolArray,
+        extra_acc: FloatArray,
+    ) -> None:
+        distance[victims] = np.nan
+        stale[victims] = True
+        v = self.victims
+        if v is None:
+            return
+        s = slot[victims]
+        f = pair_fix[victims]
+        row = v.row_of_slot[s]
+        known = row >= 0
+        safe = np.maximum(row, 0)
+        fresh = known & (np.abs(when[f] - v.time[safe]) <= v.max_age[safe])
+        ok = victims[fresh]
+        r = safe[fresh]
+        fr = f[fresh]
+        arc = chord_distance(x[fr], y[fr], z[fr], v.x[r], v.y[r], v.z[r], v.half_inv_r[r])
+        distance[ok] = arc - self.z_radius[s[fresh]]
+        stale[ok] = False
+        extra_acc[ok] = v.acc[r]
+
+    # ------------------------------------------------------------------ schedules
+
+    def _active(
+        self, pair_fix: IntArray, slot: IntArray, rows: IntArray, when: FloatArray
+    ) -> BoolArray:
+        scheduled = self.schedules.has_schedule(slot)
+        if not scheduled.any():
+            return np.ones(slot.size, dtype=np.bool_)
+        tz = np.where(rows >= 0, self.sub_tz[np.maximum(rows, 0)], 0)
+        clock = np.empty(when.size, dtype=np.int64)
+        present = np.flatnonzero(np.bincount(tz))
+        if present.size == 1:
+            clock[:] = schedule_clock(when, self.tz_names[int(present[0])])
+        else:
+            for code in present.tolist():
+                mask = tz == code
+                clock[mask] = schedule_clock(when[mask], self.tz_names[code])
+        return self.schedules.active(slot, clock[pair_fix])
+
+
+def _merge(
+    columns: dict[str, npt.NDArray[np.generic]],
+    own_total: int,
+    keep_global: BoolArray,
+    own_start: IntArray,
+    own_count: IntArray,
+    sort_key: IntArray,
+    local_fix: IntArray,
+) -> dict[str, npt.NDArray[np.generic]]:
+    """Insert the kept keep-out rows (already in (fix, key) order) among the subject-list rows
+    (in (fix, key) order), keeping the output order."""
+    kept = own_total + np.flatnonzero(keep_global)
+    if kept.size == 0:
+        return {name: values[:own_total] for name, values in columns.items()}
+    g_fix = local_fix[kept]
+    g_key = sort_key[kept]
+    base = own_start[g_fix]
+    limit = own_count[g_fix]
+    before = np.zeros(kept.size, dtype=np.int64)
+    own_key = sort_key[:own_total]
+    for j in range(int(limit.max())):
+        at = np.minimum(base + j, max(own_total - 1, 0))
+        before += (j < limit) & (own_key[at] < g_key)
+    target = base + before + np.arange(kept.size)
+    size = own_total + kept.size
+    is_global = np.zeros(size, dtype=np.bool_)
+    is_global[target] = True
+    own_target = np.flatnonzero(~is_global)
+    out: dict[str, npt.NDArray[np.generic]] = {}
+    for name, values in columns.items():
+        merged = np.empty(size, dtype=values.dtype)
+        merged[own_target] = values[:own_total]
+        merged[target] = values[kept]
+        out[name] = merged
+    return out

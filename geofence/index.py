@@ -1,0 +1,647 @@
+"""The zone index the ingest process keeps in memory: built once, changed one zone at a time.
+
+What it holds, and why that shape:
+
+* a **subject table** (id -> time zone, groups) because schedules run on the subject's clock and
+  group zones apply through membership; the caller registers subjects once and then passes only
+  subject ids with the fixes;
+* for each subject, the **list of zones that always apply to it**, sorted by (kind priority, zone
+  id): its own zones, plus the inclusion and curfew zones it gets from its groups or from everyone.
+  Those "stay inside" zones must be reported for every fix (being far outside is the violation),
+  so they are written into the lists of the subjects they apply to: a fix then finds all its pairs
+  with one contiguous read, already in output order;
+* **global and group exclusion zones** ("keep out" zones that apply to many subjects: schools,
+  airports) in an STRtree of reach boxes; only fixes that come near one are paired with it. A
+  coarse grid of the cells those boxes touch screens the batch first, so that Shapely points are
+  made only for the few fixes near a global zone;
+* **polygons compiled once** into flat edge arrays in their own local frame, shared by every zone
+  with the same geometry (a district is stored once however many subjects it confines).
+
+Every change is incremental: a zone is added to or removed from the lists it belongs to and its
+polygon's ranges in the edge pools are appended or released (pools compact when garbage outweighs
+live data). The STRtree and a few small lookup tables are rebuilt lazily, at the next batch after a
+change, in time proportional to the number of global zones, not of all zones.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from geofence._edges import GRID_PARAMS, SELECT_WIDTH, compile_polygon
+from geofence._pool import RangePool, SlotTable
+from geofence._projection import FRAME_WIDTH, ecef, mean_radius
+from geofence.schedule import ScheduleBook, check_timezone
+from geofence.zones import (
+    CheckedZone,
+    Outline,
+    Zone,
+    ZoneKind,
+    ZoneValidationError,
+    check_zone,
+)
+
+if TYPE_CHECKING:
+    from geofence.classification import Classification, FixBatch, VictimPositions
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+CIRCLE, POLYGON, VICTIM_CIRCLE = 0, 1, 2
+EVERYONE = -1
+KIND_SHIFT = 60
+# Fixes whose accuracy plus reach is under this are screened by their position alone.
+KEEPOUT_ALLOWANCE_M = 500.0
+PREFILTER_CELLS_PER_DEGREE = 64
+# Conservative metres per degree (fewer than anywhere on the ellipsoid), for reach boxes.
+METRES_PER_DEGREE_LOW = 110_000.0
+_F64 = np.dtype(np.float64)
+_F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
+_I32 = np.dtype(np.int32)
+_I8 = np.dtype(np.int8)
+
+
+def _raw_key(zone: Zone, repair: bool) -> bytes:
+    geometry = zone.geometry or {}
+    text = f"{geometry.get('type')}|{geometry.get('coordinates')!r}|{repair}"
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+def reach_box_arrays(
+    lon_lo: FloatArray,
+    lat_lo: FloatArray,
+    lon_hi: FloatArray,
+    lat_hi: FloatArray,
+    metres: FloatArray,
+) -> tuple[IntArray, FloatArray]:
+    """Longitude/latitude boxes holding every point within ``metres`` of each given box, split
+    at the antimeridian: (owner of each box, boxes as rows lon_lo, lat_lo, lon_hi, lat_hi)."""
+    dlat = metres / METRES_PER_DEGREE_LOW
+    south = np.maximum(lat_lo - dlat, -90.0)
+    north = np.minimum(lat_hi + dlat, 90.0)
+    cos_lat = np.cos(np.radians(np.maximum(np.abs(south), np.abs(north))))
+    dlon = np.divide(
+        metres,
+        METRES_PER_DEGREE_LOW * cos_lat,
+        out=np.full(cos_lat.shape, 360.0),
+        where=cos_lat > 1e-6,
+    )
+    west = lon_lo - dlon
+    east = lon_hi + dlon
+    whole = east - west >= 360.0
+    shift = np.floor((west + 180.0) / 360.0) * 360.0
+    west = np.where(whole, -180.0, west - shift)
+    east = np.where(whole, 180.0, east - shift)
+    split = east > 180.0
+    n = west.size
+    owner = np.concatenate((np.arange(n), np.flatnonzero(split)))
+    boxes = np.empty((owner.size, 4), dtype=np.float64)
+    boxes[:n, 0] = west
+    boxes[:n, 1] = south
+    boxes[:n, 2] = np.minimum(east, 180.0)
+    boxes[:n, 3] = north
+    boxes[n:, 0] = -180.0
+    boxes[n:, 1] = south[split]
+    boxes[n:, 2] = east[split] - 360.0
+    boxes[n:, 3] = north[split]
+    return owner.astype(np.int64), boxes
+
+
+def reach_boxes(
+    lon_lo: float, lat_lo: float, lon_hi: float, lat_hi: float, metres: float
+) -> list[tuple[float, ...]]:
+    _, boxes = reach_box_arrays(
+        np.array([lon_lo]),
+        np.array([lat_lo]),
+        np.array([lon_hi]),
+        np.array([lat_hi]),
+        np.array([metres]),
+    )
+    return [tuple(float(v) for v in box) for box in boxes]
+
+
+def prefilter_keys(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> IntArray:
+    per = PREFILTER_CELLS_PER_DEGREE
+    row = np.clip(np.floor((lat + 90.0) * per), 0, 180 * per - 1).astype(np.int64)
+    col = np.clip(np.floor((lon + 180.0) * per), 0, 360 * per - 1).astype(np.int64)
+    return row * (360 * per) + col
+
+
+def _box_cells(box: tuple[float, ...]) -> list[int]:
+    per = PREFILTER_CELLS_PER_DEGREE
+    lo_lon, lo_lat, hi_lon, hi_lat = box
+    rows = range(
+        max(math.floor((lo_lat + 90.0) * per), 0),
+        min(math.floor((hi_lat + 90.0) * per), 180 * per - 1) + 1,
+    )
+    cols = range(
+        max(math.floor((lo_lon + 180.0) * per), 0),
+        min(math.floor((hi_lon + 180.0) * per), 360 * per - 1) + 1,
+    )
+    return [r * 360 * per + c for r in rows for c in cols]
+
+
+class ZoneIndex:
+    """All zones and subjects, in the arrays the classifier reads. Not thread-safe: one writer
+    (the ingest process applying zone changes between batches)."""
+
+    def __init__(self) -> None:
+        self._zones = SlotTable(
+            {
+                "zone_id": (_I64, (), -1),
+                "kind": (_I8, (), -1),
+                "geom": (_I8, (), -1),
+                "buffer": (_F64, (), 0.0),
+                "radius": (_F64, (), 0.0),
+                "circle": (_F64, (4,), 0.0),
+                "shape": (_I64, (), -1),
+                "sort_key": (_I64, (), -1),
+                "group": (_I64, (), EVERYONE),
+            }
+        )
+        self._schedules = ScheduleBook()
+        self._slot_of: dict[int, int] = {}
+        self._zone_at: dict[int, Zone] = {}
+        self._listed_in: dict[int, set[int]] = {}
+        self._repairs: dict[int, tuple[str, ...]] = {}
+
+        self._shapes = SlotTable(
+            {
+                "frame": (_F64, (FRAME_WIDTH,), 0.0),
+                "grid": (_F64, (GRID_PARAMS,), 0.0),
+                "edge_base": (_I64, (), 0),
+                "n_edges": (_I64, (), 0),
+                "cand_base": (_I64, (), 0),
+                "n_cand": (_I64, (), 0),
+                "cell_base": (_I64, (), 0),
+                "n_cells": (_I64, (), 0),
+                "refs": (_I64, (), 0),
+            }
+        )
+        self._shape_of_key: dict[bytes, int] = {}
+        self._outline_of_shape: dict[int, Outline] = {}
+        self._raw_cache: dict[bytes, tuple[bytes, tuple[str, ...]]] = {}
+        self._raw_keys_of: dict[bytes, set[bytes]] = {}
+        self._edges = RangePool(
+            {"select": (_F32, (SELECT_WIDTH,)), "exact": (_F64, (4,)), "normals": (_F32, (4,))}
+        )
+        self._cands = RangePool({"edge": (_I32, ())})
+        self._cells = RangePool({"start": (_I32, ())})
+
+        self._subjects = SlotTable(
+            {
+                "subject_id": (_I64, (), -1),
+                "tz": (_I64, (), 0),
+                "list_start": (_I64, (), 0),
+                "list_len": (_I64, (), 0),
+                "list_cap": (_I64, (), 0),
+            }
+        )
+        self._row_of: dict[int, int] = {}
+        self._tz_names: list[str] = ["UTC"]
+        self._tz_code: dict[str, int] = {"UTC": 0}
+        self._groups_of: dict[int, frozenset[str]] = {}
+        self._members: dict[str, set[int]] = {}
+        self._group_code: dict[str, int] = {}
+        self._lists = RangePool({"slot": (_I64, ())})
+
+        self._always: dict[str | None, set[int]] = {}
+        self._keepout_boxes: dict[int, list[tuple[float, ...]]] = {}
+        self._keepout_cells: dict[int, set[int]] = {}
+
+        self._lookup_dirty = True
+        self._lookup_base = 0
+        self._lookup_table: IntArray = np.zeros(0, dtype=np.int64)
+        self._lookup_sorted_ids: IntArray = np.zeros(0, dtype=np.int64)
+        self._lookup_sorted_rows: IntArray = np.zeros(0, dtype=np.int64)
+        self._keepout_dirty = True
+        self._tree: shapely.STRtree | None = None
+        self._tree_slots: IntArray = np.zeros(0, dtype=np.int64)
+        self._cell_keys: IntArray = np.zeros(0, dtype=np.int64)
+        self._cell_start: IntArray = np.zeros(1, dtype=np.int64)
+        self._cell_slots: IntArray = np.zeros(0, dtype=np.int64)
+        self._membership_dirty = True
+        self._membership: IntArray = np.zeros(0, dtype=np.int64)
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def build(
+        cls,
+        zones: Iterable[Zone],
+        subjects: Iterable[tuple[int, str, Iterable[str]]] = (),
+        *,
+        repair: bool = False,
+    ) -> ZoneIndex:
+        """An index from (subject_id, timezone, groups) rows and zones."""
+        index = cls()
+        for subject_id, timezone, groups in subjects:
+            index.set_subject(subject_id, timezone=timezone, groups=groups)
+        for zone in zones:
+            index.upsert(zone, repair=repair)
+        return index
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def __contains__(self, zone_id: object) -> bool:
+        return zone_id in self._slot_of
+
+    def get(self, zone_id: int) -> Zone:
+        return self._zone_at[self._slot_of[zone_id]]
+
+    def zones(self) -> Iterator[Zone]:
+        return iter(list(self._zone_at.values()))
+
+    def repairs(self, zone_id: int) -> tuple[str, ...]:
+        return self._repairs.get(self._slot_of[zone_id], ())
+
+    @property
+    def subject_count(self) -> int:
+        return len(self._row_of)
+
+    def nbytes(self) -> int:
+        """Bytes held in the index's arrays (not the Python dictionaries beside them)."""
+        tables = (self._zones, self._shapes, self._subjects)
+        pools = (self._edges, self._cands, self._cells, self._lists)
+        return (
+            sum(t.nbytes for t in tables)
+            + sum(p.nbytes for p in pools)
+            + int(self._lookup_table.nbytes + self._membership.nbytes)
+            + int(self._cell_keys.nbytes + self._cell_start.nbytes + self._cell_slots.nbytes)
+        )
+
+    # ------------------------------------------------------------------ subjects
+
+    def set_subject(
+        self, subject_id: int, *, timezone: str = "UTC", groups: Iterable[str] = ()
+    ) -> None:
+        """Register or update a subject: the time zone its schedules run in and its groups."""
+        check_timezone(timezone)
+        row = self._ensure_subject(int(subject_id))
+        code = self._tz_code.get(timezone)
+        if code is None:
+            code = len(self._tz_names)
+            self._tz_names.append(timezone)
+            self._tz_code[timezone] = code
+        self._subjects["tz"][row] = code
+        new = frozenset(groups)
+        old = self._groups_of.get(row, frozenset())
+        for group in old - new:
+            self._members[group].discard(row)
+            for slot in self._always.get(group, ()):
+                self._list_remove(row, slot)
+                self._listed_in[slot].discard(row)
+        for group in new - old:
+            self._members.setdefault(group, set()).add(row)
+            self._group_code.setdefault(group, len(self._group_code))
+            for slot in self._always.get(group, ()):
+                self._list_insert(row, slot)
+                self._listed_in[slot].add(row)
+        self._groups_of[row] = new
+        if new != old:
+            self._membership_dirty = True
+
+    def remove_subject(self, subject_id: int) -> None:
+        """Forget a subject and every zone it owns."""
+        row = self._row_of.get(subject_id)
+        if row is None:
+            return
+        owned = [z.zone_id for z in list(self._zone_at.values()) if z.subject_id == subject_id]
+        for zone_id in owned:
+            self.remove(zone_id)
+        self.set_subject(subject_id, groups=())
+        for slot in list(self._always.get(None, ())):
+            self._list_remove(row, slot)
+            self._listed_in[slot].discard(row)
+        self._lists.free(int(self._subjects["list_cap"][row]))
+        self._groups_of.pop(row, None)
+        del self._row_of[subject_id]
+        self._subjects.release(row)
+        self._lookup_dirty = True
+
+    def _ensure_subject(self, subject_id: int) -> int:
+        row = self._row_of.get(subject_id)
+        if row is not None:
+            return row
+        row = self._subjects.take()
+        self._row_of[subject_id] = row
+        self._subjects["subject_id"][row] = subject_id
+        self._subjects["tz"][row] = 0
+        self._subjects["list_start"][row] = self._lists.alloc(4)
+        self._subjects["list_len"][row] = 0
+        self._subjects["list_cap"][row] = 4
+        for slot in self._always.get(None, ()):
+            self._list_insert(row, slot)
+            self._listed_in[slot].add(row)
+        self._lookup_dirty = True
+        return row
+
+    def _list_insert(self, row: int, slot: int) -> None:
+        subjects = self._subjects
+        start = int(subjects["list_start"][row])
+        length = int(subjects["list_len"][row])
+        cap = int(subjects["list_cap"][row])
+        current = self._lists["slot"][start : start + length].tolist()
+        keys = [int(self._zones["sort_key"][s]) for s in current]
+        position = bisect.bisect_left(keys, int(self._zones["sort_key"][slot]))
+        current.insert(position, slot)
+        if length + 1 > cap:
+            self._lists.free(cap)
+            cap *= 2
+            start = self._lists.alloc(cap)
+            subjects["list_start"][row] = start
+            subjects["list_cap"][row] = cap
+            self._maybe_compact_lists()
+            start = int(subjects["list_start"][row])
+        self._lists["slot"][start : start + length + 1] = current
+        subjects["list_len"][row] = length + 1
+
+    def _list_remove(self, row: int, slot: int) -> None:
+        subjects = self._subjects
+        start = int(subjects["list_start"][row])
+        length = int(subjects["list_len"][row])
+        current = self._lists["slot"][start : start + length].tolist()
+        if slot not in current:
+            return
+        current.remove(slot)
+        self._lists["slot"][start : start + length - 1] = current
+        subjects["list_len"][row] = length - 1
+
+    def _maybe_compact_lists(self) -> None:
+        if not self._lists.wants_compaction():
+            return
+        rows = np.asarray(sorted(self._row_of.values()), dtype=np.int64)
+        starts = self._subjects["list_start"][rows].astype(np.int64)
+        caps = self._subjects["list_cap"][rows].astype(np.int64)
+        self._subjects["list_start"][rows] = self._lists.compact(starts, caps)
+
+    # ------------------------------------------------------------------ zones
+
+    def upsert(self, zone: Zone, *, repair: bool = False) -> tuple[str, ...]:
+        """Add a zone or replace the zone with the same id; returns the repairs made (see
+        geofence.zones). Raises ZoneValidationError and leaves the index unchanged on a bad zone."""
+        checked = self._check(zone, repair)
+        if zone.zone_id in self._slot_of:
+            self.remove(zone.zone_id)
+        self._add(checked)
+        return checked.repairs
+
+    def remove(self, zone_id: int) -> None:
+        slot = self._slot_of.pop(zone_id, None)
+        if slot is None:
+            return
+        zone = self._zone_at.pop(slot)
+        for row in self._listed_in.pop(slot, set()):
+            self._list_remove(row, slot)
+        if zone.subject_id is None:
+            self._always.get(zone.group, set()).discard(slot)
+            boxes = self._keepout_boxes.pop(slot, None)
+            if boxes is not None:
+                for box in boxes:
+                    for cell in _box_cells(box):
+                        members = self._keepout_cells[cell]
+                        members.discard(slot)
+                        if not members:
+                            del self._keepout_cells[cell]
+                self._keepout_dirty = True
+        shape = int(self._zones["shape"][slot])
+        if shape >= 0:
+            self._unref_shape(shape)
+        self._repairs.pop(slot, None)
+        self._schedules.clear(slot)
+        self._zones.release(slot)
+
+    def _check(self, zone: Zone, repair: bool) -> CheckedZone:
+        """Validate, reusing the prepared outline when the same geometry was seen before (a
+        district shared by thousands of subjects is parsed and projected once)."""
+        geometry = zone.geometry
+        if geometry is None or geometry.get("type") not in ("Polygon", "MultiPolygon"):
+            return check_zone(zone, repair=repair)
+        raw = _raw_key(zone, repair)
+        cached = self._raw_cache.get(raw)
+        if cached is not None and cached[0] in self._shape_of_key:
+            outline = self._outline_of_shape[self._shape_of_key[cached[0]]]
+            return check_zone(zone, repair=repair, prepared=(outline, cached[1]))
+        checked = check_zone(zone, repair=repair, known=self._known_outline)
+        assert checked.outline is not None
+        self._raw_cache[raw] = (checked.outline.key, checked.repairs)
+        self._raw_keys_of.setdefault(checked.outline.key, set()).add(raw)
+        return checked
+
+    def _known_outline(self, key: bytes) -> Outline | None:
+        shape = self._shape_of_key.get(key)
+        return None if shape is None else self._outline_of_shape[shape]
+
+    def _add(self, checked: CheckedZone) -> None:
+        zone = checked.zone
+        table = self._zones
+        slot = table.take()
+        self._slot_of[zone.zone_id] = slot
+        self._zone_at[slot] = zone
+        if checked.repairs:
+            self._repairs[slot] = checked.repairs
+        code = zone.kind.code
+        table["zone_id"][slot] = zone.zone_id
+        table["kind"][slot] = code
+        table["sort_key"][slot] = (code << KIND_SHIFT) | zone.zone_id
+        table["buffer"][slot] = zone.buffer_m or 0.0
+        table["radius"][slot] = zone.radius_m or 0.0
+        if zone.kind is ZoneKind.VICTIM:
+            table["geom"][slot] = VICTIM_CIRCLE
+        elif checked.circle is not None:
+            circle = checked.circle
+            x, y, z = ecef(circle.lon, circle.lat)
+            table["geom"][slot] = CIRCLE
+            table["circle"][slot] = (
+                float(x),
+                float(y),
+                float(z),
+                float(0.5 / mean_radius(circle.lat)),
+            )
+        else:
+            assert checked.outline is not None
+            table["geom"][slot] = POLYGON
+            table["shape"][slot] = self._ref_shape(checked.outline)
+        self._schedules.assign(slot, zone.schedule)
+        if zone.subject_id is not None:
+            row = self._ensure_subject(zone.subject_id)
+            self._list_insert(row, slot)
+            self._listed_in[slot] = {row}
+        elif zone.kind in (ZoneKind.INCLUSION, ZoneKind.CURFEW):
+            self._always.setdefault(zone.group, set()).add(slot)
+            rows = (
+                set(self._row_of.values())
+                if zone.group is None
+                else set(self._members.get(zone.group, ()))
+            )
+            for row in rows:
+                self._list_insert(row, slot)
+            self._listed_in[slot] = rows
+        else:
+            self._add_keepout(slot, checked)
+
+    def _add_keepout(self, slot: int, checked: CheckedZone) -> None:
+        zone = checked.zone
+        if zone.group is not None:
+            self._group_code.setdefault(zone.group, len(self._group_code))
+            self._zones["group"][slot] = self._group_code[zone.group]
+        metres = (zone.buffer_m or 0.0) + KEEPOUT_ALLOWANCE_M
+        if checked.circle is not None:
+            c = checked.circle
+            boxes = reach_boxes(c.lon, c.lat, c.lon, c.lat, metres + c.radius_m)
+        else:
+            assert checked.outline is not None
+            boxes = reach_boxes(*checked.outline.lonlat_bounds, metres)
+        self._keepout_boxes[slot] = boxes
+        for box in boxes:
+            for cell in _box_cells(box):
+                self._keepout_cells.setdefault(cell, set()).add(slot)
+        self._keepout_dirty = True
+
+    def _ref_shape(self, outline: Outline) -> int:
+        shape = self._shape_of_key.get(outline.key)
+        if shape is not None:
+            self._shapes["refs"][shape] += 1
+            return shape
+        compiled = compile_polygon(outline.polygon)
+        shape = self._shapes.take()
+        shapes = self._shapes
+        shapes["refs"][shape] = 1
+        shapes["frame"][shape] = outline.frame
+        shapes["grid"][shape] = compiled.grid
+        shapes["edge_base"][shape] = self._edges.put(
+            {"select": compiled.select, "exact": compiled.exact, "normals": compiled.normals}
+        )
+        shapes["n_edges"][shape] = compiled.n_edges
+        shapes["cand_base"][shape] = self._cands.put({"edge": compiled.cand})
+        shapes["n_cand"][shape] = compiled.cand.size
+        shapes["cell_base"][shape] = self._cells.put({"start": compiled.cell_start})
+        shapes["n_cells"][shape] = compiled.cell_start.size
+        self._shape_of_key[outline.key] = shape
+        self._outline_of_shape[shape] = outline
+        return shape
+
+    def _unref_shape(self, shape: int) -> None:
+        shapes = self._shapes
+        shapes["refs"][shape] -= 1
+        if shapes["refs"][shape] > 0:
+            return
+        outline = self._outline_of_shape.pop(shape)
+        del self._shape_of_key[outline.key]
+        for raw in self._raw_keys_of.pop(outline.key, ()):
+            self._raw_cache.pop(raw, None)
+        self._edges.free(int(shapes["n_edges"][shape]))
+        self._cands.free(int(shapes["n_cand"][shape]))
+        self._cells.free(int(shapes["n_cells"][shape]))
+        shapes.release(shape)
+        live = np.asarray(sorted(self._outline_of_shape), dtype=np.int64)
+        for pool, base, length in (
+            (self._edges, "edge_base", "n_edges"),
+            (self._cands, "cand_base", "n_cand"),
+            (self._cells, "cell_base", "n_cells"),
+        ):
+            if pool.wants_compaction():
+                shapes[base][live] = pool.compact(
+                    shapes[base][live].astype(np.int64), shapes[length][live].astype(np.int64)
+                )
+
+    # ------------------------------------------------------------------ what the classifier reads
+
+    def subject_rows(self, subject_ids: npt.ArrayLike) -> IntArray:
+        """Row of each subject id in the subject table, -1 for unknown subjects."""
+        ids = np.asarray(subject_ids, dtype=np.int64)
+        if self._lookup_dirty:
+            self._compile_lookup()
+        if self._lookup_table.size:
+            offset = ids - self._lookup_base
+            ok = (offset >= 0) & (offset < self._lookup_table.size)
+            rows = self._lookup_table[np.where(ok, offset, 0)]
+            return np.where(ok, rows, -1)
+        if self._lookup_sorted_ids.size == 0:
+            return np.full(ids.shape, -1, dtype=np.int64)
+        pos = np.searchsorted(self._lookup_sorted_ids, ids)
+        pos = np.minimum(pos, self._lookup_sorted_ids.size - 1)
+        found = self._lookup_sorted_ids[pos] == ids
+        return np.where(found, self._lookup_sorted_rows[pos], -1)
+
+    def _compile_lookup(self) -> None:
+        rows = np.fromiter(self._row_of.values(), dtype=np.int64, count=len(self._row_of))
+        ids = np.fromiter(self._row_of.keys(), dtype=np.int64, count=len(self._row_of))
+        self._lookup_table = np.zeros(0, dtype=np.int64)
+        if ids.size:
+            low, high = int(ids.min()), int(ids.max())
+            if high - low < 4 * ids.size + 65_536:
+                self._lookup_base = low
+                self._lookup_table = np.full(high - low + 1, -1, dtype=np.int64)
+                self._lookup_table[ids - low] = rows
+        order = np.argsort(ids)
+        self._lookup_sorted_ids = ids[order]
+        self._lookup_sorted_rows = rows[order]
+        self._lookup_dirty = False
+
+    def keepout_tables(
+        self,
+    ) -> tuple[shapely.STRtree | None, IntArray, IntArray, IntArray, IntArray]:
+        """For global and group exclusion zones: the STRtree of their reach boxes and the zone
+        slot of each box; the grid cells their boxes touch (sorted keys), and per cell the zone
+        slots (CSR: start offsets and slots, each cell's slots in output order)."""
+        if self._keepout_dirty:
+            slots: list[int] = []
+            boxes: list[tuple[float, ...]] = []
+            for slot, slot_boxes in self._keepout_boxes.items():
+                for box in slot_boxes:
+                    slots.append(slot)
+                    boxes.append(box)
+            if boxes:
+                coords = np.asarray(boxes, dtype=np.float64)
+                self._tree = shapely.STRtree(
+                    shapely.box(coords[:, 0], coords[:, 1], coords[:, 2], coords[:, 3])
+                )
+            else:
+                self._tree = None
+            self._tree_slots = np.asarray(slots, dtype=np.int64)
+            keys = sorted(self._keepout_cells)
+            sort_key = self._zones["sort_key"]
+            lists = [sorted(self._keepout_cells[k], key=lambda s: int(sort_key[s])) for k in keys]
+            self._cell_keys = np.asarray(keys, dtype=np.int64)
+            self._cell_start = np.zeros(len(keys) + 1, dtype=np.int64)
+            np.cumsum([len(v) for v in lists], out=self._cell_start[1:])
+            self._cell_slots = np.asarray([s for v in lists for s in v], dtype=np.int64)
+            self._keepout_dirty = False
+        return self._tree, self._tree_slots, self._cell_keys, self._cell_start, self._cell_slots
+
+    def membership(self) -> IntArray:
+        """Sorted keys ``row << 20 | group code`` of every (subject, group) membership."""
+        if self._membership_dirty:
+            keys = [
+                (row << 20) | self._group_code[group]
+                for row, groups in self._groups_of.items()
+                for group in groups
+            ]
+            self._membership = np.asarray(sorted(keys), dtype=np.int64)
+            self._membership_dirty = False
+        return self._membership
+
+    def classify(
+        self,
+        fixes: FixBatch,
+        victims: VictimPositions | None = None,
+        *,
+        reach_m: float = 0.0,
+    ) -> Classification:
+        """See geofence.classification.classify."""
+        from geofence.classification import classify  # noqa: PLC0415 - classify imports this module
+
+        return classify(self, fixes, victims, reach_m=reach_m)
+
+
+__all__ = ["ZoneIndex", "ZoneValidationError"]

@@ -1,0 +1,454 @@
+"""The zone model and its validation: what a zone is, and what we refuse to guess.
+
+A zone's boundary is a legal line drawn by a supervisor or taken from a court order, so the core
+never silently changes it. Validation either accepts a geometry as drawn (after normalizations that
+do not move the boundary: orientation, repeated vertices, parts that merely touch - for example the
+two halves of a zone split at the antimeridian - merged into one) or refuses it with reasons a
+person can act on. Repairing an invalid polygon (a bow-tie, a hole outside its shell, overlapping
+parts) changes what it means, so it happens only when the caller asks for it (``repair=True``, for
+example after showing the repaired shape to the person who drew it), and the repairs are reported.
+
+Edges are straight lines in longitude/latitude, as RFC 7946 defines them, and a ring's consecutive
+vertices are joined the short way round, so a ring may cross the antimeridian without being split.
+Zones must lie within +-85 deg latitude and reach at most 75 km from their centre (a district, a
+city; see docs/geofence.md for why and how to express larger areas); buffers are at most 10 km.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from geofence._edges import rings_of
+from geofence._projection import FRAME_WIDTH, frame_params, lonlat_to_frame
+from geofence.schedule import Schedule, ScheduleError
+
+FloatArray = npt.NDArray[np.float64]
+
+MAX_LATITUDE = 85.0
+MAX_ZONE_REACH_M = 75_000.0
+MAX_BUFFER_M = 10_000.0
+MIN_RADIUS_M = 1.0
+MIN_AREA_M2 = 1.0
+DENSIFY_TOLERANCE_M = 0.02
+MAX_ZONE_ID = (1 << 60) - 1
+
+
+class ZoneKind(StrEnum):
+    EXCLUSION = "exclusion"
+    INCLUSION = "inclusion"
+    CURFEW = "curfew"
+    VICTIM = "victim"
+
+    @property
+    def code(self) -> int:
+        return int(KindCode[self.name])
+
+
+class KindCode(IntEnum):
+    """Kinds as they appear in result arrays; the value is also the order of overlapping zones
+    for one fix (a victim at risk first, a curfew last)."""
+
+    VICTIM = 0
+    EXCLUSION = 1
+    INCLUSION = 2
+    CURFEW = 3
+
+
+class ZoneValidationError(ValueError):
+    """A zone that cannot be used as given; ``reasons`` are sentences for the person who drew it."""
+
+    def __init__(self, reasons: Sequence[str], zone_id: int | None = None) -> None:
+        self.reasons = list(reasons)
+        self.zone_id = zone_id
+        prefix = f"zone {zone_id}: " if zone_id is not None else ""
+        super().__init__(prefix + "; ".join(self.reasons))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Zone:
+    """A zone as the rest of tagwatch stores it.
+
+    ``geometry`` is GeoJSON: a ``Polygon`` or ``MultiPolygon`` (holes allowed), or a ``Point`` with
+    ``radius_m``. A ``victim`` zone has no geometry: it is a circle of ``radius_m`` around the
+    victim's latest fix, which the caller passes with each batch. ``buffer_m`` is the warning band
+    outside an exclusion or victim zone. The owner is one subject (``subject_id``), a group
+    (``group``), or, with neither, every subject.
+    """
+
+    zone_id: int
+    kind: ZoneKind
+    geometry: Mapping[str, Any] | None = None
+    radius_m: float | None = None
+    buffer_m: float | None = None
+    subject_id: int | None = None
+    group: str | None = None
+    schedule: Schedule | None = None
+
+    @property
+    def is_global(self) -> bool:
+        return self.subject_id is None
+
+    @property
+    def is_circle(self) -> bool:
+        return self.kind is ZoneKind.VICTIM or (
+            self.geometry is not None and self.geometry.get("type") == "Point"
+        )
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Zone:
+        """The API's JSON shape: the dataclass fields, ``kind`` as a string, ``schedule`` as
+        Schedule.from_json takes it."""
+        try:
+            schedule = obj.get("schedule")
+            return cls(
+                zone_id=int(obj["zone_id"]),
+                kind=ZoneKind(obj["kind"]),
+                geometry=obj.get("geometry"),
+                radius_m=None if obj.get("radius_m") is None else float(obj["radius_m"]),
+                buffer_m=None if obj.get("buffer_m") is None else float(obj["buffer_m"]),
+                subject_id=None if obj.get("subject_id") is None else int(obj["subject_id"]),
+                group=obj.get("group"),
+                schedule=None if schedule is None else Schedule.from_json(schedule),
+            )
+        except ScheduleError as exc:
+            raise ZoneValidationError([f"schedule: {exc}"], obj.get("zone_id")) from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ZoneValidationError([f"malformed zone: {exc}"], obj.get("zone_id")) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Circle:
+    lon: float
+    lat: float
+    radius_m: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outline:
+    """A polygon zone in its own local frame, ready for the classifier."""
+
+    key: bytes  # identity of the normalized geometry, shared by identical zones
+    frame: FloatArray  # one frame parameter row (see _projection)
+    polygon: BaseGeometry  # Polygon or MultiPolygon in frame metres, exterior rings CCW
+    lonlat_bounds: tuple[float, float, float, float]  # unwrapped: lon may leave [-180, 180]
+    reach_m: float  # farthest vertex from the frame centre
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedZone:
+    zone: Zone
+    circle: Circle | None = None
+    outline: Outline | None = None
+    repairs: tuple[str, ...] = field(default_factory=tuple)
+
+
+def check_zone(
+    zone: Zone,
+    *,
+    repair: bool = False,
+    known: Callable[[bytes], Outline | None] | None = None,
+    prepared: tuple[Outline, tuple[str, ...]] | None = None,
+) -> CheckedZone:
+    """Validate a zone and prepare its geometry; raise ZoneValidationError with every reason.
+
+    ``known`` looks up the prepared outline of an identical normalized geometry; ``prepared`` is
+    the outline (and repairs) of this very geometry, already checked: only the attributes are.
+    """
+    reasons = _check_attributes(zone)
+    if reasons:
+        raise ZoneValidationError(reasons, zone.zone_id)
+    if zone.kind is ZoneKind.VICTIM:
+        return CheckedZone(zone)
+    if prepared is not None:
+        return CheckedZone(zone, outline=prepared[0], repairs=prepared[1])
+    geometry = zone.geometry
+    if not isinstance(geometry, Mapping):
+        raise ZoneValidationError(["geometry is missing"], zone.zone_id)
+    kind = geometry.get("type")
+    try:
+        if kind == "Point":
+            return CheckedZone(zone, circle=_check_circle(zone, geometry))
+        if kind in ("Polygon", "MultiPolygon"):
+            parts = _parse_polygons(geometry)
+            lonlat, repairs = _normalize(parts, repair)
+            key = hashlib.blake2b(shapely.to_wkb(lonlat), digest_size=16).digest()
+            outline = known(key) if known is not None else None
+            if outline is None:
+                outline = _outline(lonlat, key)
+            return CheckedZone(zone, outline=outline, repairs=tuple(repairs))
+    except _Invalid as exc:
+        raise ZoneValidationError(exc.reasons, zone.zone_id) from None
+    raise ZoneValidationError(
+        [f"geometry type {kind!r} is not Polygon, MultiPolygon or Point"], zone.zone_id
+    )
+
+
+def validate_zone(zone: Zone, *, repair: bool = False) -> tuple[str, ...]:
+    """For the API: raise ZoneValidationError, or return the repairs made (empty if none)."""
+    return check_zone(zone, repair=repair).repairs
+
+
+class _Invalid(Exception):
+    def __init__(self, *reasons: str) -> None:
+        self.reasons = list(reasons)
+
+
+def _positive(value: float | None, name: str, limit: float, reasons: list[str]) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        reasons.append(f"{name} must be a finite number of metres")
+    elif value <= 0:
+        reasons.append(f"{name} must be positive (got {value:g})")
+    elif value > limit:
+        reasons.append(f"{name} of {value:g} m is larger than the {limit:g} m limit")
+
+
+def _check_attributes(zone: Zone) -> list[str]:
+    reasons: list[str] = []
+    if isinstance(zone.zone_id, bool) or not isinstance(zone.zone_id, int):
+        reasons.append("zone_id must be an integer")
+    elif not 0 <= zone.zone_id <= MAX_ZONE_ID:
+        reasons.append("zone_id must be between 0 and 2**60 - 1")
+    if not isinstance(zone.kind, ZoneKind):
+        reasons.append(f"kind {zone.kind!r} is not one of {[k.value for k in ZoneKind]}")
+        return reasons
+    if zone.subject_id is not None and zone.group is not None:
+        reasons.append("a zone belongs to one subject or to a group, not both")
+    if zone.group is not None and (not isinstance(zone.group, str) or not zone.group):
+        reasons.append("group must be a non-empty string")
+    _positive(zone.buffer_m, "buffer_m", MAX_BUFFER_M, reasons)
+    if zone.buffer_m is not None and zone.kind not in (ZoneKind.EXCLUSION, ZoneKind.VICTIM):
+        reasons.append(
+            f"buffer_m is a warning band outside exclusion and victim zones, not {zone.kind}"
+        )
+    if zone.kind is ZoneKind.CURFEW and zone.schedule is None:
+        reasons.append("a curfew zone needs a schedule")
+    if zone.schedule is not None and not isinstance(zone.schedule, Schedule):
+        reasons.append("schedule must be a Schedule")
+    if zone.kind is ZoneKind.VICTIM:
+        if zone.subject_id is None:
+            reasons.append("a victim zone belongs to the subject it protects the victim from")
+        if zone.geometry is not None:
+            reasons.append("a victim zone has no geometry: it follows the victim's phone")
+        if zone.radius_m is None:
+            reasons.append("a victim zone needs radius_m")
+    elif zone.geometry is not None and zone.geometry.get("type") == "Point":
+        if zone.radius_m is None:
+            reasons.append("a Point zone needs radius_m")
+    elif zone.radius_m is not None:
+        reasons.append("radius_m belongs to Point and victim zones only")
+    _positive(zone.radius_m, "radius_m", MAX_ZONE_REACH_M, reasons)
+    if zone.radius_m is not None and 0 < zone.radius_m < MIN_RADIUS_M:
+        reasons.append(f"radius_m of {zone.radius_m:g} m is smaller than {MIN_RADIUS_M:g} m")
+    return reasons
+
+
+def _position(value: object, where: str) -> tuple[float, float]:
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) not in (2, 3):
+        raise _Invalid(f"{where}: a position is [lon, lat] (optionally with altitude)")
+    lon, lat = value[0], value[1]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lon, lat)):
+        raise _Invalid(f"{where}: coordinates must be numbers")
+    lon_f, lat_f = float(lon), float(lat)
+    if not (math.isfinite(lon_f) and math.isfinite(lat_f)):
+        raise _Invalid(f"{where}: coordinates must be finite")
+    if not -180.0 <= lon_f <= 180.0:
+        raise _Invalid(f"{where}: longitude {lon_f:g} is outside -180..180")
+    if not -90.0 <= lat_f <= 90.0:
+        raise _Invalid(f"{where}: latitude {lat_f:g} is outside -90..90")
+    if abs(lat_f) > MAX_LATITUDE:
+        raise _Invalid(
+            f"{where}: latitude {lat_f:g} is beyond +-{MAX_LATITUDE:g}, where zones are unsupported"
+        )
+    return lon_f, lat_f
+
+
+def _positions(ring: Sequence[Any], where: str) -> FloatArray:
+    """Positions of a ring as an (n, 2) array; vectorized, with the slow per-position checks
+    (which name the offending value) only when something is wrong."""
+    try:
+        points = np.asarray(ring, dtype=np.float64)
+    except (TypeError, ValueError):
+        points = np.zeros((0, 0))
+    if points.ndim == 2 and points.shape[1] in (2, 3):
+        lon = points[:, 0]
+        lat = points[:, 1]
+        if (
+            np.isfinite(points[:, :2]).all()
+            and (np.abs(lon) <= 180.0).all()
+            and (np.abs(lat) <= MAX_LATITUDE).all()
+        ):
+            return np.ascontiguousarray(points[:, :2])
+    return np.array([_position(v, where) for v in ring], dtype=np.float64)
+
+
+def _check_circle(zone: Zone, geometry: Mapping[str, Any]) -> Circle:
+    lon, lat = _position(geometry.get("coordinates"), "Point")
+    assert zone.radius_m is not None  # _check_attributes made sure
+    return Circle(lon, lat, float(zone.radius_m))
+
+
+def _wrap(delta: FloatArray) -> FloatArray:
+    return np.asarray((delta + 180.0) % 360.0 - 180.0, dtype=np.float64)
+
+
+def _parse_polygons(geometry: Mapping[str, Any]) -> list[list[FloatArray]]:
+    """GeoJSON to rings of unwrapped [lon, lat] arrays (closed), per polygon part."""
+    coordinates = geometry.get("coordinates")
+    polygons = [coordinates] if geometry.get("type") == "Polygon" else coordinates
+    if not isinstance(polygons, Sequence) or not polygons:
+        raise _Invalid("the geometry has no coordinates")
+    reference: float | None = None
+    parts: list[list[FloatArray]] = []
+    for p, rings in enumerate(polygons):
+        if not isinstance(rings, Sequence) or not rings:
+            raise _Invalid(f"polygon {p} has no rings")
+        parsed: list[FloatArray] = []
+        for r, ring in enumerate(rings):
+            where = f"polygon {p} ring {r}" if len(polygons) > 1 else f"ring {r}"
+            if not isinstance(ring, Sequence) or len(ring) < 4:
+                raise _Invalid(f"{where}: a ring needs at least 4 positions (closed)")
+            points = _positions(ring, where)
+            if not np.array_equal(points[0], points[-1]):
+                raise _Invalid(f"{where}: the ring is not closed (first and last positions differ)")
+            lon = points[:, 0]
+            drift = lon[0] + np.concatenate(([0.0], np.cumsum(_wrap(np.diff(lon))))) - lon
+            turns = np.round(drift / 360.0)  # whole turns added to each vertex, kept exact
+            if turns[-1] != turns[0]:
+                raise _Invalid(f"{where}: the ring goes round the globe")
+            if reference is None:
+                reference = float(lon[0])
+            first = float(lon[0] + 360.0 * turns[0])
+            turns += round(
+                (reference + float(_wrap(np.array([first - reference]))[0]) - first) / 360.0
+            )
+            points[:, 0] = lon + 360.0 * turns
+            distinct = np.unique(points[:-1], axis=0)
+            if len(distinct) < 3:
+                raise _Invalid(f"{where}: the ring is empty (fewer than 3 distinct positions)")
+            parsed.append(points)
+        parts.append(parsed)
+    return parts
+
+
+def _normalize(parts: list[list[FloatArray]], repair: bool) -> tuple[BaseGeometry, list[str]]:
+    polygons = [shapely.Polygon(rings[0], rings[1:]) for rings in parts]
+    repairs: list[str] = []
+    problems = [
+        (i, shapely.is_valid_reason(g)) for i, g in enumerate(polygons) if not shapely.is_valid(g)
+    ]
+    if len(polygons) > 1:
+        total = sum(float(shapely.area(g)) for g in polygons)
+        merged = shapely.union_all(polygons)
+        if not problems and abs(float(shapely.area(merged)) - total) > 1e-9 * max(total, 1e-12):
+            problems.append((-1, "parts of the MultiPolygon overlap"))
+        geometry = merged
+    else:
+        geometry = polygons[0]
+    if problems:
+        described = [
+            reason if i < 0 else (f"polygon {i}: {reason}" if len(polygons) > 1 else reason)
+            for i, reason in problems
+        ]
+        if not repair:
+            raise _Invalid(
+                *(f"invalid polygon ({d})" for d in described),
+                "pass repair=True to accept the repaired shape instead",
+            )
+        fixed = shapely.make_valid(
+            shapely.MultiPolygon(polygons) if len(polygons) > 1 else polygons[0],
+            method="structure",
+            keep_collapsed=False,
+        )
+        fixed = shapely.union_all(_polygonal_parts(fixed))
+        before = sum(float(shapely.area(g)) for g in polygons)
+        repairs.extend(f"repaired {d}" for d in described)
+        repairs.append(
+            f"area in square degrees changed from {before:.6g} to {float(shapely.area(fixed)):.6g}"
+        )
+        geometry = fixed
+    geometry = shapely.normalize(shapely.remove_repeated_points(geometry))
+    if geometry.is_empty or float(shapely.area(geometry)) <= 0.0:
+        raise _Invalid("the polygon is empty (no area)")
+    return geometry, repairs
+
+
+def _polygonal_parts(geometry: BaseGeometry) -> list[BaseGeometry]:
+    parts = shapely.get_parts(geometry)
+    out: list[BaseGeometry] = []
+    for part in parts:
+        if isinstance(part, shapely.Polygon | shapely.MultiPolygon):
+            out.append(part)
+        elif isinstance(part, shapely.GeometryCollection):
+            out.extend(_polygonal_parts(part))
+    return out
+
+
+def densify_ring(lonlat: FloatArray, frame: FloatArray, tolerance: float) -> FloatArray:
+    """Subdivide edges (straight in lon/lat) until, in the frame, each piece stays within
+    ``tolerance`` metres of the curve it stands for. Returns closed frame coordinates."""
+    lon, lat = lonlat[:, 0], lonlat[:, 1]
+    for _ in range(40):
+        x, y = lonlat_to_frame(lon, lat, frame)
+        mid_lon = 0.5 * (lon[:-1] + lon[1:])
+        mid_lat = 0.5 * (lat[:-1] + lat[1:])
+        mx, my = lonlat_to_frame(mid_lon, mid_lat, frame)
+        # Distance of the curve's midpoint from the chord's line (the sag).
+        cx = x[1:] - x[:-1]
+        cy = y[1:] - y[:-1]
+        chord = np.hypot(cx, cy)
+        cross = np.abs(cx * (my - y[:-1]) - cy * (mx - x[:-1]))
+        sag = np.divide(cross, chord, out=np.zeros_like(cross), where=chord > 0)
+        split = np.flatnonzero(sag > tolerance)
+        if split.size == 0:
+            return np.column_stack((x, y))
+        lon = np.insert(lon, split + 1, mid_lon[split])
+        lat = np.insert(lat, split + 1, mid_lat[split])
+    msg = "densification did not converge"
+    raise _Invalid(msg)
+
+
+def _outline(lonlat: BaseGeometry, key: bytes) -> Outline:
+    min_lon, min_lat, max_lon, max_lat = (float(v) for v in shapely.bounds(lonlat))
+    frame = frame_params(0.5 * (min_lon + max_lon), 0.5 * (min_lat + max_lat))
+    polygons = []
+    reach = 0.0
+    for part in shapely.get_parts(lonlat):
+        rings = rings_of(part)
+        projected = [
+            densify_ring(np.asarray(shapely.get_coordinates(r)), frame, DENSIFY_TOLERANCE_M)
+            for r in rings
+        ]
+        reach = max(reach, *(float(np.hypot(c[:, 0], c[:, 1]).max()) for c in projected))
+        polygons.append(shapely.Polygon(projected[0], projected[1:]))
+    if reach > MAX_ZONE_REACH_M:
+        raise _Invalid(
+            f"the zone reaches {reach / 1000:.1f} km from its centre; the limit is "
+            f"{MAX_ZONE_REACH_M / 1000:g} km (draw large areas as several zones)"
+        )
+    polygon = shapely.union_all(polygons) if len(polygons) > 1 else polygons[0]
+    if not shapely.is_valid(polygon):
+        polygon = shapely.union_all(_polygonal_parts(shapely.make_valid(polygon)))
+    polygon = shapely.orient_polygons(polygon, exterior_cw=False)
+    area = float(shapely.area(polygon))
+    if area < MIN_AREA_M2:
+        raise _Invalid(f"the zone's area is {area:.3g} m², under the {MIN_AREA_M2:g} m² minimum")
+    assert frame.shape == (1, FRAME_WIDTH)
+    return Outline(
+        key=key,
+        frame=frame[0],
+        polygon=polygon,
+        lonlat_bounds=(min_lon, min_lat, max_lon, max_lat),
+        reach_m=reach,
+    )
