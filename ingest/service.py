@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from alerts.engine import AlertEngine
 from ingest.decode import Decoded, Limits, decode_message
 from ingest.registry import DeviceRegistry
 from store.ingest_writer import BatchResult, prepare_session, write_batch
@@ -73,6 +74,8 @@ class IngestService:
         self._generation_lock = threading.Lock()
         self._pending_latency: list[float] = []
         self._conn: psycopg.Connection | None = None
+        self.engine = AlertEngine() if settings.alerts_enabled else None
+        self._last_tick = 0.0
         self._client = self._make_client()
 
     # ------------------------------------------------------------ MQTT side
@@ -249,6 +252,7 @@ class IngestService:
                     decoded.statuses,
                     decoded.dead,
                     counters,
+                    self.engine,
                 )
                 self._pending_latency.clear()
                 return result
@@ -292,6 +296,7 @@ class IngestService:
 
     def step(self) -> int:
         """One decoded batch: write, commit, acknowledge. Returns the number of messages."""
+        self._maybe_tick()
         try:
             batch, decoded = self.ready.get(timeout=0.2)
         except queue.Empty:
@@ -305,6 +310,27 @@ class IngestService:
         self._pending_latency.append(time.perf_counter() - started)
         self._account(result)
         return len(batch)
+
+    def _maybe_tick(self) -> None:
+        """Clock rules about once a second, between batches, on the writer's connection."""
+        if self.engine is None or time.monotonic() - self._last_tick < 1.0:
+            return
+        self._last_tick = time.monotonic()
+        try:
+            if self._conn is None or self._conn.closed:
+                return
+            for _ in range(10):  # bounded: batches must not wait long behind the clock
+                if not self.engine.tick(self._conn) or self.stop_requested.is_set():
+                    break
+        except psycopg.OperationalError as exc:
+            log.warning("clock rules skipped: database error (%s)", exc)
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+        except Exception:
+            log.exception("clock rules failed; retrying in a second")
+            if self._conn is not None and not self._conn.closed:
+                self._conn.rollback()
 
     def close(self) -> None:
         self._client.disconnect()

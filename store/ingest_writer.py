@@ -11,6 +11,7 @@ what is stored, whatever crashes.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,10 @@ from typing import Any
 import psycopg
 from psycopg.errors import UniqueViolation
 
+from alerts.engine import AlertEngine
 from ingest.decode import DeadLetter, EventRow, FixRow
+
+log = logging.getLogger("tagwatch.ingest")
 
 FIX_COLUMNS = "device_id, ts, seq, lat, lon, acc, alt, spd, hdg, sats, batt, src"
 FIX_TYPES = [
@@ -46,6 +50,7 @@ class BatchResult:
     events_stored: int = 0
     event_duplicates: int = 0
     dead_letters: int = 0
+    alert_changes: int = 0
 
 
 def prepare_session(conn: psycopg.Connection) -> None:
@@ -78,19 +83,52 @@ def _insert_once(
     columns: str,
     types: list[str],
     rows: list[tuple[Any, ...]],
-) -> int:
-    """Store each row once; return how many were new."""
+    key_width: int,
+) -> list[tuple[Any, ...]]:
+    """Store each row once; return the rows that were new (repeats are not evaluated again)."""
     try:
         with conn.transaction():
             _copy_rows(cur, table, columns, types, rows)
-        return len(rows)
+        return rows
     except UniqueViolation:
         pass
     _copy_rows(cur, stage, columns, types, rows)
+    key_columns = ", ".join(c.strip() for c in columns.split(",")[:key_width])
     cur.execute(
         f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT DO NOTHING"
+        f" RETURNING {key_columns}"
     )
-    return cur.rowcount
+    new = {tuple(r) for r in cur.fetchall()}
+    out = []
+    for row in rows:
+        key = tuple(row[:key_width])
+        if key in new:
+            new.discard(key)  # a repeat inside the batch is new only once
+            out.append(row)
+    return out
+
+
+def _evaluate(
+    conn: psycopg.Connection,
+    engine: AlertEngine,
+    fixes: list[tuple[Any, ...]],
+    events: list[tuple[Any, ...]],
+    counters: dict[tuple[str, str], float],
+) -> int:
+    """A bug in the rules must not stop fixes being stored: the engine's work is a savepoint,
+    rolled back and counted (alert_engine_errors_total) if it fails for any reason but the
+    database going away."""
+    try:
+        with conn.transaction():
+            return engine.process(conn, fixes, events)
+    except psycopg.OperationalError:
+        raise
+    except Exception:
+        log.exception("alert engine failed on a batch; fixes stored without evaluation")
+        counters[("alert_engine_errors_total", "")] = (
+            counters.get(("alert_engine_errors_total", ""), 0.0) + 1
+        )
+        return 0
 
 
 def write_batch(
@@ -101,20 +139,29 @@ def write_batch(
     statuses: list[tuple[str, str, str]],
     dead: list[DeadLetter],
     counters: dict[tuple[str, str], float],
+    engine: AlertEngine | None = None,
 ) -> BatchResult:
-    """Everything or nothing; the caller acknowledges the messages only after this returns."""
+    """Everything or nothing; the caller acknowledges the messages only after this returns.
+    With an alert engine, the alerts the new fixes and events raise are part of the same
+    transaction."""
     result = BatchResult()
     with conn.transaction(), conn.cursor() as cur:
+        new_fixes: list[tuple[Any, ...]] = []
+        new_events: list[tuple[Any, ...]] = []
         if fixes:
-            result.fixes_stored = _insert_once(
-                conn, cur, "fixes", "fix_stage", FIX_COLUMNS, FIX_TYPES, fixes
+            new_fixes = _insert_once(
+                conn, cur, "fixes", "fix_stage", FIX_COLUMNS, FIX_TYPES, fixes, 3
             )
+            result.fixes_stored = len(new_fixes)
             result.fix_duplicates = len(fixes) - result.fixes_stored
         if events:
-            result.events_stored = _insert_once(
-                conn, cur, "device_events", "event_stage", EVENT_COLUMNS, EVENT_TYPES, events
+            new_events = _insert_once(
+                conn, cur, "device_events", "event_stage", EVENT_COLUMNS, EVENT_TYPES, events, 4
             )
+            result.events_stored = len(new_events)
             result.event_duplicates = len(events) - result.events_stored
+        if engine is not None:
+            result.alert_changes = _evaluate(conn, engine, new_fixes, new_events, counters)
         if statuses:
             cur.executemany(
                 "INSERT INTO device_status (device_id, status, changed_at, source) "
@@ -138,6 +185,7 @@ def write_batch(
         counters[("fix_duplicates_total", "")] += result.fix_duplicates
         counters[("events_stored_total", "")] += result.events_stored
         counters[("event_duplicates_total", "")] += result.event_duplicates
+        counters[("alert_changes_total", "")] += result.alert_changes
         for letter in dead:
             counters[("dead_letters_total", letter.reason)] += 1
         cur.executemany(

@@ -314,3 +314,32 @@ def bench_ingest(
     from tagwatch.bench_ingest import run_benchmark  # noqa: PLC0415
 
     run_benchmark(fixes, directory, echo=typer.echo)
+
+
+@bench_app.command("geofence")
+def bench_geofence(
+    subjects: Annotated[int, typer.Option(help="subjects in the national set")] = 100_000,
+    global_zones: Annotated[int, typer.Option(help="global exclusion zones")] = 1_000,
+    fixes: Annotated[int, typer.Option(help="fixes to classify")] = 1_000_000,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Fixes/s through the vectorized classifier on one core, beside a naive per-fix loop."""
+    from tagwatch.bench_geofence import run as run_geofence  # noqa: PLC0415
+
+    run_geofence(subjects, global_zones, fixes, seed, echo=typer.echo)
+
+
+@app.command("score-offline")
+def score_offline_command(
+    names: Annotated[list[str] | None, typer.Argument(help="scenarios (default: all)")] = None,
+) -> None:
+    """Score the rule core on the scenario library without broker or database (seconds)."""
+    from simulators.scenario import load_library  # noqa: PLC0415
+    from simulators.scoring import format_scorecards  # noqa: PLC0415
+    from tagwatch.offline import score_offline  # noqa: PLC0415
+
+    library = [s for s in load_library() if not names or s.name in names]
+    cards, naive = score_offline(library)
+    typer.echo(format_scorecards(cards, naive))
+    if any(c.missed or c.false or c.slow for c in cards):
+        raise typer.Exit(1)

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     ingest_shared_group: str | None = None
     ingest_batch_messages: int = Field(default=2000, ge=1)
     ingest_batch_seconds: float = Field(default=0.05, gt=0)
+    alerts_enabled: bool = True  # evaluate alerts inside ingest (off: store only, e.g. benches)
     ingest_queue_messages: int = Field(default=20000, ge=10)
     max_payload_bytes: int = 256 * 1024
     max_batch_fixes: int = 500

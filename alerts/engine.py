@@ -1,0 +1,581 @@
+"""The alert engine inside ingest: geofence + rules over each stored batch, in its transaction.
+
+For every batch ingest writes, the engine takes the fixes and events that were new (a repeat
+changes nothing), finds who held each device at the fix's own time, locks those subjects' rule
+state rows (in subject order, so several workers never deadlock and never interleave on one
+subject), classifies the offenders' fixes in one geofence call, runs the rules, and writes
+alerts, their history, the outbox and the new state - all before ingest commits and only then
+acknowledges to the broker. Killing ingest anywhere therefore replays the batch against the state
+as it was before it: no alert is lost or raised twice (the episode key is unique per subject).
+
+Fixes older than what the subject's state has seen (a store-and-forward upload behind live
+fixes) do not touch the live state: the window around them is re-evaluated from stored fixes and
+only episodes that no alert covers yet are raised, marked late.
+
+The clock rules (silence, GPS lost, curfew while away, absconder escalation) run in `tick`, in
+their own transaction, on the rule clock: the wall clock, or a scenario replay's clock when the
+`rule_clock` row is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.types.json import Jsonb
+
+from alerts import vocabulary as v
+from alerts.escalation import OpenAlert, absconder, due, limit_s
+from alerts.observe import Episode, RawFix, late_episodes, observe
+from alerts.rules import (
+    AlertChange,
+    EventObs,
+    Observation,
+    SubjectState,
+    ZoneMeta,
+    evaluate,
+    tick,
+)
+from alerts.rules import due_at as next_due
+from alerts.thresholds import DEFAULTS, ThresholdError, Thresholds, layered
+from geofence import Schedule, VictimPositions, Zone, ZoneIndex, ZoneKind, ZoneValidationError
+
+log = logging.getLogger("tagwatch.alerts")
+
+LATE_CONTEXT_S = 1800.0
+SYNC_EVERY_S = 0.0  # every batch: two indexed queries, and a zone drawn a moment ago counts
+TICK_BATCH = 500
+
+
+def _epoch(ts: datetime) -> float:
+    return ts.timestamp()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class AlertEngine:
+    def __init__(self) -> None:
+        self.index = ZoneIndex()
+        self.metas: dict[int, ZoneMeta] = {}
+        self.zone_rows: dict[int, dict[str, Any]] = {}
+        self.victim_zones: dict[int, set[int]] = defaultdict(set)
+        self.curfews: dict[int, set[int]] = defaultdict(set)
+        self.schedules: dict[int, tuple[Schedule, int]] = {}
+        self.subject_tz: dict[int, str] = {}
+        self.subject_thresholds: dict[int, dict[str, Any]] = {}
+        self.global_thresholds: Thresholds = DEFAULTS
+        self.victim_pos: dict[int, tuple[float, float, float, float]] = {}
+        self.revision = 0
+        self._synced_at = 0.0
+
+    # -- keeping the zone index in step with the database
+
+    def sync(self, conn: psycopg.Connection, *, force: bool = False) -> None:
+        if not force and time.monotonic() - self._synced_at < SYNC_EVERY_S:
+            return
+        self._synced_at = time.monotonic()
+        row = conn.execute("SELECT values FROM alert_thresholds WHERE scope = 'global'").fetchone()
+        try:
+            self.global_thresholds = layered(row[0] if row else None)
+        except ThresholdError as exc:
+            log.error("global thresholds ignored: %s", exc)
+        top = self.revision
+        for sid, tz, groups, thresholds, rev in conn.execute(
+            "SELECT id, timezone, groups, thresholds, revision FROM subjects WHERE revision > %s",
+            (self.revision,),
+        ):
+            self.subject_tz[sid] = tz
+            self.subject_thresholds[sid] = thresholds or {}
+            self.index.set_subject(sid, timezone=tz, groups=tuple(groups))
+            top = max(top, rev)
+        changed = conn.execute(
+            "SELECT id, kind, geometry, radius_m, buffer_m, subject_id, group_name,"
+            " victim_subject_id, schedule, thresholds, name, deleted_at IS NOT NULL, revision"
+            " FROM zones WHERE revision > %s ORDER BY revision",
+            (self.revision,),
+        ).fetchall()
+        for (
+            zid,
+            kind,
+            geom,
+            radius,
+            buffer,
+            owner,
+            group,
+            victim,
+            sched,
+            thr,
+            name,
+            gone,
+            rev,
+        ) in changed:
+            top = max(top, rev)
+            self._drop_zone(zid)
+            if gone:
+                continue
+            try:
+                schedule = Schedule.from_json(sched) if sched else None
+                self.index.upsert(
+                    Zone(zid, ZoneKind(kind), geom, radius, buffer, owner, group, schedule)
+                )
+                zone_thresholds = layered(
+                    self.subject_thresholds.get(owner) if owner else None,
+                    thr,
+                    base=self.global_thresholds,
+                )
+            except (ZoneValidationError, ThresholdError, ValueError) as exc:
+                log.error("zone %s not loaded: %s", zid, exc)
+                continue
+            self.metas[zid] = ZoneMeta(
+                zid, kind, buffer, zone_thresholds, name or "", shared=owner is None
+            )
+            self.zone_rows[zid] = {"owner": owner, "victim": victim}
+            if victim is not None:
+                self.victim_zones[victim].add(zid)
+            if kind == "curfew" and owner is not None:
+                self.curfews[owner].add(zid)
+                if schedule is not None:
+                    self.schedules[zid] = (schedule, owner)
+        self.revision = top
+
+    def _drop_zone(self, zid: int) -> None:
+        if zid not in self.metas:
+            return
+        rows = self.zone_rows.pop(zid)
+        self.metas.pop(zid)
+        self.schedules.pop(zid, None)
+        if rows["victim"] is not None:
+            self.victim_zones[rows["victim"]].discard(zid)
+        if rows["owner"] is not None:
+            self.curfews[rows["owner"]].discard(zid)
+        if zid in self.index:
+            self.index.remove(zid)
+
+    def thresholds_for(self, subject_id: int) -> Thresholds:
+        try:
+            return layered(self.subject_thresholds.get(subject_id), base=self.global_thresholds)
+        except ThresholdError:
+            return self.global_thresholds
+
+    def curfew_active(self, zone_id: int, t: float) -> bool:
+        entry = self.schedules.get(zone_id)
+        if entry is None:
+            return True
+        schedule, owner = entry
+        return bool(schedule.active([t], self.subject_tz.get(owner, "UTC"))[0])
+
+    @staticmethod
+    def clock(conn: psycopg.Connection) -> float:
+        """The rule clock: wall time, or a replay's scenario time."""
+        row = conn.execute(
+            "SELECT extract(epoch FROM origin) + extract(epoch FROM now() - wall_origin) * speed"
+            " FROM rule_clock"
+        ).fetchone()
+        return float(row[0]) if row else time.time()
+
+    # -- one ingest batch
+
+    def process(
+        self,
+        conn: psycopg.Connection,
+        fixes: Sequence[tuple[Any, ...]],
+        events: Sequence[tuple[Any, ...]],
+    ) -> int:
+        """Evaluate the new fixes and events of a batch; return how many alert changes."""
+        if not fixes and not events:
+            return 0
+        self.sync(conn)
+        now = self.clock(conn)
+        devices = sorted({f[0] for f in fixes} | {e[0] for e in events})
+        holders: dict[str, list[tuple[int, str, float, float, int]]] = defaultdict(list)
+        for device_id, sid, role, lo, hi, interval in conn.execute(
+            "SELECT a.device_id, a.subject_id, a.role, lower(a.during), upper(a.during),"
+            " d.expected_interval_s FROM device_assignments a JOIN devices d"
+            " ON d.id = a.device_id WHERE a.device_id = ANY(%s)",
+            (devices,),
+        ):
+            holders[device_id].append(
+                (
+                    sid,
+                    role,
+                    _epoch(lo) if lo else float("-inf"),
+                    _epoch(hi) if hi else float("inf"),
+                    interval,
+                )
+            )
+
+        def holder(device_id: str, ts: float) -> tuple[int, str, int] | None:
+            for sid, role, lo, hi, interval in holders.get(device_id, ()):
+                if lo <= ts < hi:
+                    return sid, role, interval
+            return None
+
+        raw: list[RawFix] = []
+        events_by: dict[int, list[Observation]] = defaultdict(list)
+        intervals: dict[tuple[int, str], int] = {}
+        for f in fixes:
+            ts = _epoch(f[1])
+            held = holder(f[0], ts)
+            if held is None:
+                continue
+            sid, role, interval = held
+            if role == "victim":
+                for zid in self.victim_zones.get(sid, ()):
+                    old = self.victim_pos.get(zid)
+                    if old is None or old[0] <= ts:
+                        self.victim_pos[zid] = (ts, f[4], f[3], float(f[5] or 0.0))
+                continue
+            intervals[(sid, f[0])] = interval
+            raw.append(RawFix(sid, f[0], ts, f[4], f[3], float(f[5] or 0.0), f[11] or "gps"))
+        for e in events:
+            ts = _epoch(e[1])
+            held = holder(e[0], ts)
+            if held is None or held[1] != "offender":
+                continue
+            intervals[(held[0], e[0])] = held[2]
+            events_by[held[0]].append(EventObs(ts, e[0], e[3]))
+        subjects = sorted({r.subject_id for r in raw} | set(events_by))
+        if not subjects:
+            return 0
+        self._load_victims(conn, raw)
+        observed: dict[int, list[Observation]] = defaultdict(list)
+        for fix, obs in zip(raw, observe(self.index, raw, self._victims()), strict=True):
+            observed[fix.subject_id].append(obs)
+        for sid, items in events_by.items():
+            observed[sid].extend(items)
+        states = self._lock(conn, subjects)
+        changes_total = 0
+        writes: list[tuple[int, list[AlertChange]]] = []
+        for sid in subjects:
+            state = states[sid]
+            thresholds = self.thresholds_for(sid)
+            for (s, device_id), interval in intervals.items():
+                if s == sid:
+                    state.device(device_id).expected_interval_s = float(interval)
+            items = observed.get(sid, [])
+            wm = state.watermark
+            live = [o for o in items if wm is None or o.ts >= wm]
+            late = [o for o in items if wm is not None and o.ts < wm]
+            changes = evaluate(state, live, self.metas, thresholds, now)
+            if late:
+                changes += self._late(conn, sid, late, thresholds, now)
+            writes.append((sid, changes))
+        for sid, changes in writes:
+            changes_total += apply_changes(conn, sid, changes)
+        self._save(conn, states, now)
+        return changes_total
+
+    def _load_victims(self, conn: psycopg.Connection, raw: Sequence[RawFix]) -> None:
+        """Victim positions missing from memory (after a restart) come from the stored fixes."""
+        wanted = {
+            victim
+            for victim, zones in self.victim_zones.items()
+            if any(z not in self.victim_pos for z in zones)
+        }
+        if not wanted or not raw:
+            return
+        for sid, ts, lon, lat, acc in conn.execute(
+            "SELECT DISTINCT ON (a.subject_id) a.subject_id, f.ts, f.lon, f.lat, f.acc"
+            " FROM device_assignments a JOIN fixes f ON f.device_id = a.device_id"
+            " AND a.during @> f.ts WHERE a.role = 'victim' AND a.subject_id = ANY(%s)"
+            " ORDER BY a.subject_id, f.ts DESC",
+            (sorted(wanted),),
+        ):
+            for zid in self.victim_zones[sid]:
+                self.victim_pos.setdefault(zid, (_epoch(ts), lon, lat, float(acc or 0.0)))
+
+    def _victims(self) -> VictimPositions | None:
+        live = [z for z in self.victim_pos if z in self.metas]
+        if not live:
+            return None
+        cols = np.array([self.victim_pos[z] for z in live], dtype=np.float64)
+        ages = np.array([self.metas[z].thresholds.victim_max_age_s for z in live], dtype=np.float64)
+        return VictimPositions(
+            np.array(live, dtype=np.int64), cols[:, 1], cols[:, 2], cols[:, 0], cols[:, 3], ages
+        )
+
+    def _lock(self, conn: psycopg.Connection, subjects: list[int]) -> dict[int, SubjectState]:
+        conn.execute(
+            "INSERT INTO rule_state (subject_id, state)"
+            " SELECT s, '{}'::jsonb FROM unnest(%s::bigint[]) AS s ORDER BY s"
+            " ON CONFLICT DO NOTHING",
+            (subjects,),
+        )
+        rows = conn.execute(
+            "SELECT subject_id, state FROM rule_state WHERE subject_id = ANY(%s)"
+            " ORDER BY subject_id FOR UPDATE",
+            (subjects,),
+        ).fetchall()
+        return {sid: SubjectState.from_json(state) for sid, state in rows}
+
+    def _save(self, conn: psycopg.Connection, states: dict[int, SubjectState], now: float) -> None:
+        rows = []
+        for sid, state in states.items():
+            due_at = next_due(
+                state,
+                self.metas,
+                self.thresholds_for(sid),
+                now,
+                has_curfew=bool(self.curfews.get(sid)),
+            )
+            rows.append((Jsonb(state.to_json()), _dt(due_at), sid))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE rule_state SET state = %s, due_at = %s, updated_at = now()"
+                " WHERE subject_id = %s",
+                rows,
+            )
+
+    def _late(
+        self,
+        conn: psycopg.Connection,
+        sid: int,
+        late: list[Observation],
+        thresholds: Thresholds,
+        now: float,
+    ) -> list[AlertChange]:
+        lo = min(o.ts for o in late) - LATE_CONTEXT_S
+        hi = max(o.ts for o in late) + LATE_CONTEXT_S
+        stored = conn.execute(
+            "SELECT f.device_id, f.ts, f.lon, f.lat, f.acc, f.src FROM fixes f"
+            " JOIN device_assignments a ON a.device_id = f.device_id AND a.during @> f.ts"
+            " WHERE a.subject_id = %s AND a.role = 'offender' AND f.ts BETWEEN %s AND %s"
+            " ORDER BY f.ts",
+            (sid, _dt(lo), _dt(hi)),
+        ).fetchall()
+        raw = [
+            RawFix(sid, d, _epoch(ts), lon, lat, float(acc or 0.0), src or "gps")
+            for d, ts, lon, lat, acc, src in stored
+        ]
+        window: list[Observation] = list(observe(self.index, raw, self._victims()))
+        for d, ts, kind in conn.execute(
+            "SELECT e.device_id, e.ts, e.type FROM device_events e"
+            " JOIN device_assignments a ON a.device_id = e.device_id AND a.during @> e.ts"
+            " WHERE a.subject_id = %s AND a.role = 'offender' AND e.ts BETWEEN %s AND %s",
+            (sid, _dt(lo), _dt(hi)),
+        ):
+            window.append(EventObs(_epoch(ts), d, kind))
+        existing = [
+            Episode(t, z, d, start, end)
+            for t, z, d, start, end in conn.execute(
+                "SELECT type, zone_id, device_id,"
+                " extract(epoch FROM coalesce(first_fix_at, opened_at))::float8,"
+                " extract(epoch FROM cleared_at)::float8 FROM alerts WHERE subject_id = %s"
+                " AND coalesce(cleared_at, 'infinity') >= %s AND opened_at <= %s",
+                (sid, _dt(lo - LATE_CONTEXT_S), _dt(hi + LATE_CONTEXT_S)),
+            )
+        ]
+        return late_episodes(window, self.metas, thresholds, now, existing)
+
+    # -- the clock
+
+    def tick(self, conn: psycopg.Connection) -> int:
+        """Clock rules for subjects that are due, then absconder escalation. Own transaction."""
+        with conn.transaction():
+            self.sync(conn)
+            now = self.clock(conn)
+            rows = conn.execute(
+                "SELECT subject_id, state FROM rule_state WHERE due_at <= %s"
+                " ORDER BY subject_id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (_dt(now), TICK_BATCH),
+            ).fetchall()
+            states: dict[int, SubjectState] = {}
+            count = 0
+            for sid, raw_state in rows:
+                state = SubjectState.from_json(raw_state)
+                changes, _ = tick(
+                    state,
+                    self.metas,
+                    self.thresholds_for(sid),
+                    now,
+                    sorted(self.curfews.get(sid, ())),
+                    self.curfew_active,
+                )
+                count += apply_changes(conn, sid, changes)
+                states[sid] = state
+            if states:
+                self._save(conn, states, now)
+            count += self._escalate(conn, now)
+        return count
+
+    def _escalate(self, conn: psycopg.Connection, now: float) -> int:
+        candidates = conn.execute(
+            "SELECT id, subject_id, type, extract(epoch FROM opened_at)::float8 FROM alerts"
+            " WHERE type = ANY(%s) AND status <> 'resolved' AND cleared_at IS NULL"
+            " AND NOT escalated AND opened_at <= %s ORDER BY id FOR UPDATE SKIP LOCKED",
+            (sorted(v.ESCALATING), _dt(now)),
+        ).fetchall()
+        count = 0
+        for alert_id, sid, kind, opened in candidates:
+            thresholds = self.thresholds_for(sid)
+            source = OpenAlert(alert_id, kind, opened, None, False, False)
+            if not due(source, now, thresholds):
+                continue
+            count += raise_absconder(conn, sid, now, source=source)
+        return count
+
+
+def raise_absconder(
+    conn: psycopg.Connection,
+    sid: int,
+    now: float,
+    *,
+    source: OpenAlert | None = None,
+    declared_by: str | None = None,
+) -> int:
+    """Raise an absconder for ``sid`` unless one is already open; mark the source escalated."""
+    busy = conn.execute(
+        "SELECT 1 FROM alerts WHERE subject_id = %s AND type = 'absconder'"
+        " AND status <> 'resolved' AND cleared_at IS NULL",
+        (sid,),
+    ).fetchone()
+    if source is not None:
+        conn.execute("UPDATE alerts SET escalated = true WHERE id = %s", (source.alert_id,))
+    if busy:
+        return 0
+    row = conn.execute("SELECT state FROM rule_state WHERE subject_id = %s", (sid,)).fetchone()
+    state = SubjectState.from_json(row[0] if row else None)
+    open_alerts = [
+        {"id": i, "type": t, "opened_at": o.isoformat()}
+        for i, t, o in conn.execute(
+            "SELECT id, type, opened_at FROM alerts WHERE subject_id = %s"
+            " AND status <> 'resolved' AND cleared_at IS NULL ORDER BY id",
+            (sid,),
+        )
+    ]
+    change = absconder(source, state, now, open_alerts, declared_by=declared_by)
+    return apply_changes(conn, sid, [change], actor=declared_by or "engine")
+
+
+# -- writing changes ---------------------------------------------------------------------------
+
+
+def apply_changes(
+    conn: psycopg.Connection, sid: int, changes: Sequence[AlertChange], actor: str = "engine"
+) -> int:
+    """Alerts, history and outbox for one subject's changes (only the last update of each
+    episode is written: updates within a batch supersede each other)."""
+    last_update: dict[str, AlertChange] = {}
+    ordered: list[AlertChange] = []
+    for change in changes:
+        if change.action == "update":
+            last_update[change.episode_key] = change
+        else:
+            ordered.append(change)
+    ordered += last_update.values()
+    written = 0
+    for change in ordered:
+        if change.action == "open":
+            row = conn.execute(
+                "INSERT INTO alerts (subject_id, device_id, zone_id, region_id, type, severity,"
+                " opened_at, first_fix_at, last_fix_at, late, lat, lon, worst_distance_m,"
+                " fix_count, episode_key, details)"
+                " SELECT %s, %s, %s, s.region_id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+                " FROM subjects s WHERE s.id = %s"
+                " ON CONFLICT (subject_id, episode_key) DO NOTHING RETURNING id, region_id",
+                (
+                    sid,
+                    change.device_id,
+                    change.zone_id,
+                    change.type,
+                    change.severity,
+                    _dt(change.at),
+                    _dt(change.first_fix_at),
+                    _dt(change.at) if change.zone_id is not None else None,
+                    change.late,
+                    change.lat,
+                    change.lon,
+                    change.distance_m,
+                    change.fix_count,
+                    change.episode_key,
+                    Jsonb(dict(change.details)),
+                    sid,
+                ),
+            ).fetchone()
+            if row is None:
+                continue
+            alert_id, region = row
+            _history(conn, alert_id, actor, "opened", {"late": change.late})
+            enqueue(conn, alert_id, region, change.type, change.severity, "opened")
+            written += 1
+        elif change.action == "update":
+            conn.execute(
+                "UPDATE alerts SET last_fix_at = %s, lat = %s, lon = %s,"
+                " worst_distance_m = %s, fix_count = %s, updated_at = now()"
+                " WHERE subject_id = %s AND episode_key = %s",
+                (
+                    _dt(change.at),
+                    change.lat,
+                    change.lon,
+                    change.distance_m,
+                    change.fix_count,
+                    sid,
+                    change.episode_key,
+                ),
+            )
+            written += 1
+        else:
+            row = conn.execute(
+                "UPDATE alerts SET cleared_at = %s, updated_at = now()"
+                " WHERE subject_id = %s AND episode_key = %s AND cleared_at IS NULL"
+                " RETURNING id, region_id, type, severity",
+                (_dt(change.at), sid, change.episode_key),
+            ).fetchone()
+            if row is None:
+                continue
+            _history(conn, row[0], actor, "cleared", {"at": change.at})
+            enqueue(conn, row[0], row[1], row[2], row[3], "cleared")
+            written += 1
+    return written
+
+
+def _history(
+    conn: psycopg.Connection, alert_id: int, actor: str, action: str, detail: dict[str, Any]
+) -> None:
+    conn.execute(
+        "INSERT INTO alert_history (alert_id, actor, action, detail) VALUES (%s, %s, %s, %s)",
+        (alert_id, actor, action, Jsonb(detail)),
+    )
+
+
+def enqueue(
+    conn: psycopg.Connection,
+    alert_id: int,
+    region: str | None,
+    alert_type: str,
+    severity: str,
+    event: str,
+) -> None:
+    """An outbox row with the alert as it is now, and one delivery per matching channel."""
+    row = conn.execute(
+        "INSERT INTO outbox (alert_id, region_id, type, severity, event, payload)"
+        " SELECT a.id, %s, %s, %s, %s, jsonb_build_object('alert_id', a.id, 'event', %s::text,"
+        " 'type', a.type, 'severity', a.severity, 'status', a.status,"
+        " 'subject_id', a.subject_id, 'region', a.region_id, 'device_id', a.device_id,"
+        " 'zone_id', a.zone_id, 'opened_at', a.opened_at, 'first_fix_at', a.first_fix_at,"
+        " 'cleared_at', a.cleared_at, 'late', a.late, 'lat', a.lat, 'lon', a.lon,"
+        " 'details', a.details) FROM alerts a WHERE a.id = %s RETURNING id",
+        (region, alert_type, severity, event, event, alert_id),
+    ).fetchone()
+    assert row is not None
+    rank = v.SEVERITY_RANK[severity]
+    conn.execute(
+        "INSERT INTO deliveries (outbox_id, channel)"
+        " SELECT %s, 'mqtt' UNION ALL"
+        " SELECT %s, 'webhook:' || w.id FROM webhook_subscriptions w WHERE w.active"
+        " AND ('*' = ANY(w.regions) OR %s = ANY(w.regions))"
+        " AND ('*' = ANY(w.types) OR %s = ANY(w.types))"
+        " AND (CASE w.min_severity WHEN 'info' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END) <= %s",
+        (row[0], row[0], region, alert_type, rank),
+    )
+
+
+__all__ = ["AlertEngine", "apply_changes", "enqueue", "limit_s", "raise_absconder"]

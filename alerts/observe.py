@@ -1,0 +1,134 @@
+"""From a batch of fixes to rule observations: one geofence call for the whole batch, then the
+classification rows are cut per fix. Pure; shared by the ingest engine and the offline replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from alerts.rules import AlertChange, EventObs, FixObs, Observation, SubjectState, ZoneMeta, ZoneObs
+from alerts.rules import evaluate as run_rules
+from alerts.thresholds import Thresholds
+from geofence import FixBatch, VictimPositions, ZoneIndex
+
+
+@dataclass(frozen=True, slots=True)
+class RawFix:
+    subject_id: int
+    device_id: str
+    ts: float
+    lon: float
+    lat: float
+    acc: float
+    src: str = "gps"
+
+
+def observe(
+    index: ZoneIndex, fixes: Sequence[RawFix], victims: VictimPositions | None = None
+) -> list[FixObs]:
+    """Classify ``fixes`` against every zone that applies to each fix's subject."""
+    if not fixes:
+        return []
+    batch = FixBatch(
+        np.fromiter((f.subject_id for f in fixes), np.int64, len(fixes)),
+        np.fromiter((f.lon for f in fixes), np.float64, len(fixes)),
+        np.fromiter((f.lat for f in fixes), np.float64, len(fixes)),
+        np.fromiter((f.acc for f in fixes), np.float64, len(fixes)),
+        np.fromiter((f.ts for f in fixes), np.float64, len(fixes)),
+    )
+    result = index.classify(batch, victims=victims)
+    offsets = result.fix_offsets(len(fixes)).tolist()
+    zone_id = result.zone_id.tolist()
+    state = result.state.tolist()
+    in_band = result.in_band.tolist()
+    distance = result.distance_m.tolist()
+    active = result.active.tolist()
+    stale = result.victim_stale.tolist()
+    out = []
+    for i, f in enumerate(fixes):
+        rows = tuple(
+            ZoneObs(zone_id[r], state[r], in_band[r], distance[r], active[r], stale[r])
+            for r in range(offsets[i], offsets[i + 1])
+        )
+        out.append(FixObs(f.ts, f.device_id, f.lon, f.lat, f.acc, rows, f.src))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """An alert as far as overlap is concerned."""
+
+    type: str
+    zone_id: int | None
+    device_id: str | None
+    start: float
+    end: float | None
+
+
+def late_episodes(
+    window: Sequence[Observation],
+    zones: Mapping[int, ZoneMeta],
+    thresholds: Thresholds,
+    now: float,
+    existing: Sequence[Episode],
+    margin_s: float = 0.0,
+) -> list[AlertChange]:
+    """Episodes that fixes arriving out of order reveal, and that no alert already covers.
+
+    The window (the late observations with the stored ones around them) is evaluated from a
+    fresh state, apart from the live state: late data never disturbs the episodes live data
+    opened, and an episode already alerted is never raised again. What is new comes back as its
+    changes (open, updates, clear) marked late.
+    """
+    changes = run_rules(SubjectState(), window, zones, thresholds, now)
+    by_key: dict[str, list[AlertChange]] = {}
+    for change in changes:
+        by_key.setdefault(change.episode_key, []).append(change)
+    out: list[AlertChange] = []
+    for key_changes in by_key.values():
+        opened = next((c for c in key_changes if c.action == "open"), None)
+        if opened is None:
+            continue
+        start = opened.first_fix_at if opened.first_fix_at is not None else opened.at
+        cleared = next((c.at for c in key_changes if c.action == "clear"), None)
+        end = cleared if cleared is not None else float("inf")
+        covered = any(
+            e.type == opened.type
+            and e.zone_id == opened.zone_id
+            and (opened.zone_id is not None or e.device_id == opened.device_id)
+            and e.start - margin_s <= end
+            and (e.end if e.end is not None else float("inf")) + margin_s >= start
+            for e in existing
+        )
+        if covered:
+            continue
+        for change in key_changes:
+            if change.action == "update" and change is not key_changes[-1]:
+                continue
+            out.append(_as_late(change))
+    return out
+
+
+def _as_late(change: AlertChange) -> AlertChange:
+    return AlertChange(
+        action=change.action,
+        episode_key=change.episode_key,
+        type=change.type,
+        at=change.at,
+        first_fix_at=change.first_fix_at,
+        zone_id=change.zone_id,
+        device_id=change.device_id,
+        lon=change.lon,
+        lat=change.lat,
+        acc=change.acc,
+        distance_m=change.distance_m,
+        fix_count=change.fix_count,
+        late=True,
+        details=change.details,
+    )
+
+
+__all__ = ["EventObs", "RawFix", "late_episodes", "observe"]

@@ -1,0 +1,89 @@
+"""The alert vocabulary of DESIGN.md: types, their severities, and which device events drive them.
+
+Severities are what a monitoring centre triages by: `critical` means someone may be at risk now
+(a subject inside a victim's zone, a cut strap, an absconder); `warning` needs a look this shift;
+`info` is housekeeping the device will usually sort out itself.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+EXCLUSION_ENTRY: Final = "exclusion_zone_entry"
+EXCLUSION_WARNING: Final = "exclusion_zone_warning"
+INCLUSION_EXIT: Final = "inclusion_zone_exit"
+CURFEW_VIOLATION: Final = "curfew_violation"
+VICTIM_PROXIMITY: Final = "victim_proximity"
+VICTIM_WARNING: Final = "victim_proximity_warning"
+STRAP_TAMPER: Final = "strap_tamper"
+CASE_TAMPER: Final = "case_tamper"
+BATTERY_LOW: Final = "battery_low"
+BATTERY_CRITICAL: Final = "battery_critical"
+GPS_LOST: Final = "gps_lost"
+NO_COMMUNICATION: Final = "no_communication"
+GPS_JAMMING: Final = "gps_jamming"
+ABSCONDER: Final = "absconder"
+
+SEVERITY: Final[dict[str, str]] = {
+    EXCLUSION_ENTRY: "critical",
+    EXCLUSION_WARNING: "warning",
+    INCLUSION_EXIT: "warning",
+    CURFEW_VIOLATION: "warning",
+    VICTIM_PROXIMITY: "critical",
+    VICTIM_WARNING: "warning",
+    STRAP_TAMPER: "critical",
+    CASE_TAMPER: "warning",
+    BATTERY_LOW: "info",
+    BATTERY_CRITICAL: "warning",
+    GPS_LOST: "warning",
+    NO_COMMUNICATION: "warning",
+    GPS_JAMMING: "warning",
+    ABSCONDER: "critical",
+}
+ALERT_TYPES: Final = frozenset(SEVERITY)
+SEVERITY_RANK: Final[dict[str, int]] = {"info": 0, "warning": 1, "critical": 2}
+
+# Alerts whose condition is about the body or the device's integrity: they cannot be resolved
+# without a note saying what was found.
+NOTE_REQUIRED: Final = frozenset({STRAP_TAMPER, CASE_TAMPER, ABSCONDER})
+
+# Alerts that escalate to absconder when left unresolved (see Thresholds.absconder_after_s).
+ESCALATING: Final = frozenset({STRAP_TAMPER, NO_COMMUNICATION, INCLUSION_EXIT})
+
+OUTCOMES: Final = frozenset(
+    {"confirmed", "false_alarm", "equipment_fault", "authorised_absence", "traced", "other"}
+)
+
+# Device events that open an episode, and the events that end it.
+EVENT_OPENS: Final[dict[str, str]] = {
+    "strap_tamper": STRAP_TAMPER,
+    "case_tamper": CASE_TAMPER,
+    "battery_low": BATTERY_LOW,
+    "battery_critical": BATTERY_CRITICAL,
+    "jamming_detected": GPS_JAMMING,
+}
+EVENT_CLEARS: Final[dict[str, tuple[str, ...]]] = {
+    "strap_restored": (STRAP_TAMPER,),
+    "charging_started": (BATTERY_LOW, BATTERY_CRITICAL),
+    "jamming_cleared": (GPS_JAMMING,),
+    "gps_restored": (GPS_LOST,),
+}
+EVENT_TYPES: Final = frozenset(
+    {
+        "strap_tamper",
+        "strap_restored",
+        "case_tamper",
+        "battery_low",
+        "battery_critical",
+        "charging_started",
+        "charging_stopped",
+        "gps_lost",
+        "gps_restored",
+        "jamming_detected",
+        "jamming_cleared",
+        "beacon_home_enter",
+        "beacon_home_leave",
+        "power_off",
+        "heartbeat",
+    }
+)
