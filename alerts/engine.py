@@ -61,6 +61,9 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
+SETTLE_WALL_S = 0.1
+
+
 class AlertEngine:
     def __init__(self) -> None:
         self.index = ZoneIndex()
@@ -175,11 +178,15 @@ class AlertEngine:
     @staticmethod
     def clock(conn: psycopg.Connection) -> float:
         """The rule clock: wall time, or a replay's scenario time."""
+        return AlertEngine.clock_and_speed(conn)[0]
+
+    @staticmethod
+    def clock_and_speed(conn: psycopg.Connection) -> tuple[float, float]:
         row = conn.execute(
-            "SELECT extract(epoch FROM origin) + extract(epoch FROM now() - wall_origin) * speed"
-            " FROM rule_clock"
+            "SELECT extract(epoch FROM origin) + extract(epoch FROM now() - wall_origin) * speed,"
+            " speed FROM rule_clock"
         ).fetchone()
-        return float(row[0]) if row else time.time()
+        return (float(row[0]), float(row[1])) if row else (time.time(), 1.0)
 
     # -- one ingest batch
 
@@ -381,7 +388,11 @@ class AlertEngine:
         """Clock rules for subjects that are due, then absconder escalation. Own transaction."""
         with conn.transaction():
             self.sync(conn)
-            now = self.clock(conn)
+            now, speed = self.clock_and_speed(conn)
+            # Silence is only judged beyond the platform's own latency (a fix can be on its way
+            # through broker and batch for ~0.1 s). At wall speed that is nothing; under a
+            # compressed scenario clock it is minutes, and a fix in flight is not silence.
+            now -= SETTLE_WALL_S * (speed - 1.0)
             rows = conn.execute(
                 "SELECT subject_id, state FROM rule_state WHERE due_at <= %s"
                 " ORDER BY subject_id LIMIT %s FOR UPDATE SKIP LOCKED",

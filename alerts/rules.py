@@ -127,6 +127,7 @@ class DeviceState:
     last_heard: float | None = None
     last_fix: float | None = None
     gps_lost_since: float | None = None
+    gps_restored_at: float | None = None  # the device said GNSS is back: a fix is on its way
     episodes: dict[str, str] = field(default_factory=dict)
     episode_first: dict[str, float] = field(default_factory=dict)
 
@@ -421,6 +422,7 @@ class Evaluator:
             dev.gps_lost_since = event.ts
         elif kind == "gps_restored":
             dev.gps_lost_since = None
+            dev.gps_restored_at = max(event.ts, dev.gps_restored_at or event.ts)
         elif kind == "beacon_home_enter":
             self.state.beacon_home = True
         elif kind == "beacon_home_leave":
@@ -436,7 +438,8 @@ class Evaluator:
         """Talking without a fix: from a gps_lost event, or simply from the last fix."""
         since = dev.gps_lost_since
         if since is None and dev.last_fix is not None:
-            since = dev.last_fix
+            # measured from the last fix, or from the restoration the device announced since
+            since = max(dev.last_fix, dev.gps_restored_at or dev.last_fix)
         if since is not None and ts - since >= self.thresholds.gps_lost_after_s:
             self._device_open(device_id, v.GPS_LOST, ts, since)
 

@@ -76,6 +76,8 @@ class IngestService:
         self._conn: psycopg.Connection | None = None
         self.engine = AlertEngine() if settings.alerts_enabled else None
         self._last_tick = 0.0
+        self._tick_every = 1.0
+        self._speed_checked = 0.0
         self._client = self._make_client()
 
     # ------------------------------------------------------------ MQTT side
@@ -298,7 +300,7 @@ class IngestService:
         """One decoded batch: write, commit, acknowledge. Returns the number of messages."""
         self._maybe_tick()
         try:
-            batch, decoded = self.ready.get(timeout=0.2)
+            batch, decoded = self.ready.get(timeout=min(0.2, self._tick_every))
         except queue.Empty:
             return 0
         started = time.perf_counter()
@@ -312,13 +314,27 @@ class IngestService:
         return len(batch)
 
     def _maybe_tick(self) -> None:
-        """Clock rules about once a second, between batches, on the writer's connection."""
-        if self.engine is None or time.monotonic() - self._last_tick < 1.0:
+        """Clock rules about once a second, between batches, on the writer's connection.
+
+        Under a compressed scenario clock (`rule_clock.speed` > 1) a second of wall time is many
+        of the rules' seconds, so the rules tick more often: about every 15 scenario seconds,
+        never more than 50 times a wall second. While messages wait in ingest's own queues the
+        tick waits (up to ten periods): a backlog here must not look like devices going silent."""
+        if self.engine is None or time.monotonic() - self._last_tick < self._tick_every:
             return
+        backlog = not self.inbox.empty() or not self.ready.empty()
+        if backlog and time.monotonic() - self._last_tick < 10 * self._tick_every:
+            return  # messages still waiting here are not silence: catch up first
         self._last_tick = time.monotonic()
         try:
             if self._conn is None or self._conn.closed:
                 return
+            if self._last_tick - self._speed_checked > 2.0:
+                self._speed_checked = self._last_tick
+                row = self._conn.execute("SELECT speed FROM rule_clock").fetchone()
+                self._conn.commit()
+                speed = float(row[0]) if row else 1.0
+                self._tick_every = min(1.0, max(0.02, 15.0 / speed))
             for _ in range(10):  # bounded: batches must not wait long behind the clock
                 if not self.engine.tick(self._conn) or self.stop_requested.is_set():
                     break

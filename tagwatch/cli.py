@@ -21,13 +21,16 @@ services_app = typer.Typer(no_args_is_help=True, help="Private PostgreSQL + Mosq
 user_app = typer.Typer(no_args_is_help=True, help="Operator accounts.")
 device_app = typer.Typer(no_args_is_help=True, help="Devices and their broker credentials.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
+scenario_app = typer.Typer(no_args_is_help=True, help="The scenario library: list, run, score.")
 app.add_typer(services_app, name="services")
 app.add_typer(user_app, name="user")
 app.add_typer(device_app, name="device")
 app.add_typer(bench_app, name="bench")
+app.add_typer(scenario_app, name="scenario")
 
 DirOption = Annotated[Path, typer.Option("--dir", help="where the private services live")]
 DEFAULT_DIR = Path(".tagwatch")
+DEFAULT_MANIFEST = DEFAULT_DIR / "scenario-run.json"
 EXAMPLE_FIX = '''-m "{\\"ts\\": $(date +%s), \\"lat\\": -33.92, \\"lon\\": 18.42, \\"acc\\": 8}"'''
 
 
@@ -155,9 +158,13 @@ def run(
     ] = 0,
     interval: Annotated[float, typer.Option(help="simulated fix interval, seconds")] = 5.0,
 ) -> None:
-    """Ingest and API together (and simulated devices with --simulate N), until Ctrl-C."""
+    """Ingest, dispatcher and API together (and N simulated devices), until Ctrl-C."""
     exe = [sys.executable, "-m", "tagwatch"]
-    children = [subprocess.Popen([*exe, "ingest"]), subprocess.Popen([*exe, "api"])]
+    children = [
+        subprocess.Popen([*exe, "ingest"]),
+        subprocess.Popen([*exe, "dispatch"]),
+        subprocess.Popen([*exe, "api"]),
+    ]
     if simulate_devices:
         children.append(
             subprocess.Popen(
@@ -206,6 +213,31 @@ def simulate(
 
     stats = run_simulation(settings(), devices, interval, duration, region)
     typer.echo(f"published {stats.published} fixes from {stats.devices} devices")
+
+
+@app.command()
+def load(
+    devices: Annotated[int, typer.Option(min=1, help="devices reporting")] = 1000,
+    interval: Annotated[
+        float, typer.Option(min=0.01, help="seconds between a device's fixes")
+    ] = 60.0,
+    duration: Annotated[float, typer.Option(min=1.0, help="seconds of steady load")] = 60.0,
+    clients: Annotated[int, typer.Option(min=1, help="gateway connections publishing")] = 2,
+    sample: Annotated[int, typer.Option(min=1, help="one fix in SAMPLE is timed")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="figures as JSON at the end")] = False,
+) -> None:
+    """N devices at a steady rate through a gateway account; achieved rate and latency."""
+    from simulators.load import run_load  # noqa: PLC0415
+
+    report = run_load(
+        settings(), devices, interval, duration, clients=clients, sample=sample, echo=typer.echo
+    )
+    for line in report.lines():
+        typer.echo(line)
+    if as_json:
+        typer.echo(json.dumps(report.figures()))
+    if report.unseen:
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------ accounts
@@ -343,3 +375,87 @@ def score_offline_command(
     typer.echo(format_scorecards(cards, naive))
     if any(c.missed or c.false or c.slow for c in cards):
         raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+@scenario_app.command("list")
+def scenario_list() -> None:
+    """The scenarios in the library, with what each one expects."""
+    from simulators.scenario import load_library  # noqa: PLC0415
+
+    for s in load_library():
+        expects = ", ".join(sorted({e.alert for e in s.expect})) or "no alert"
+        typer.echo(f"{s.name:<22} {s.duration_s / 3600:>5.1f} h  expects: {expects}")
+
+
+@scenario_app.command("run")
+def scenario_run(
+    names: Annotated[list[str] | None, typer.Argument(help="scenario names")] = None,
+    all_scenarios: Annotated[bool, typer.Option("--all", help="every scenario")] = False,
+    speedup: Annotated[
+        float, typer.Option(min=1.0, help="scenario seconds per wall second")
+    ] = 360.0,
+    on_date: Annotated[
+        str | None, typer.Option("--date", help="local start date (default: days ago)")
+    ] = None,
+    manifest: Annotated[Path, typer.Option(help="where the run is recorded")] = DEFAULT_MANIFEST,
+    score: Annotated[bool, typer.Option("--score", help="score the run when it ends")] = False,
+) -> None:
+    """Play scenarios against the running platform (ingest must be running), time compressed."""
+    from datetime import date  # noqa: PLC0415
+
+    from simulators.runner import run_scenarios  # noqa: PLC0415
+    from simulators.scenario import load_library  # noqa: PLC0415
+
+    if all_scenarios:
+        names = [s.name for s in load_library()]
+    if not names:
+        typer.echo("name scenarios or give --all (see `tagwatch scenario list`)", err=True)
+        raise typer.Exit(2)
+    try:
+        day = date.fromisoformat(on_date) if on_date else None
+    except ValueError:
+        typer.echo(f"--date must be YYYY-MM-DD, not {on_date!r}", err=True)
+        raise typer.Exit(2) from None
+    result = run_scenarios(
+        settings(), names, speedup=speedup, on_date=day, manifest_path=manifest, echo=typer.echo
+    )
+    if score:
+        _score(manifest)
+    if not result.finished:
+        raise typer.Exit(1)
+
+
+def _score(manifest: Path) -> None:
+    from simulators.runner import Manifest, score_manifest  # noqa: PLC0415
+    from simulators.scoring import format_scorecards  # noqa: PLC0415
+
+    if not manifest.exists():
+        typer.echo(f"no run recorded at {manifest}; run `tagwatch scenario run` first", err=True)
+        raise typer.Exit(2)
+    cards, naive = score_manifest(settings(), Manifest.load(manifest))
+    typer.echo(format_scorecards(cards, naive))
+    if any(not c.passed for c in cards):
+        raise typer.Exit(1)
+
+
+@scenario_app.command("score")
+def scenario_score(
+    manifest: Annotated[Path, typer.Option(help="the run to score")] = DEFAULT_MANIFEST,
+) -> None:
+    """Compare the alerts the platform raised in a run with the expected ones, beside naive."""
+    _score(manifest)
+
+
+@app.command()
+def dispatch() -> None:
+    """Deliver alert notifications (signed webhooks, MQTT em/v1/alerts/{region}) until stopped."""
+    from alerts.dispatcher import main as dispatch_main  # noqa: PLC0415
+
+    stats = dispatch_main(settings())
+    typer.echo(
+        f"dispatch stopped: {stats.delivered} delivered, {stats.retried} retries scheduled, "
+        f"{stats.failed} failed"
+    )

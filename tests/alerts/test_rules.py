@@ -145,6 +145,27 @@ def test_silence_and_talking_without_fixes() -> None:
     assert ("open", "gps_lost") in kinds
 
 
+def test_gps_restored_ends_the_episode_and_its_fix_arriving_later_opens_no_other() -> None:
+    """Found by the real pipeline: the restore event and the fix after it arrive in separate
+    batches; measuring 'talking without a fix' from the fix before the basement reopened it."""
+    state = SubjectState()
+    evaluate(state, [fix(0.0, "out")], ZONES, T, 0.0)
+    beats = [EventObs(60.0 * i, "tag-1", "heartbeat") for i in range(1, 31)]
+    changes = evaluate(state, beats, ZONES, T, 1800.0)
+    assert [(c.action, c.type) for c in changes].count(("open", "gps_lost")) == 1
+    changes = evaluate(state, [EventObs(1900.0, "tag-1", "gps_restored")], ZONES, T, 1900.0)
+    assert [(c.action, c.type) for c in changes] == [("clear", "gps_lost")]
+    changes = evaluate(state, [fix(1900.0, "out")], ZONES, T, 1901.0)
+    assert [c for c in changes if c.type == "gps_lost"] == []
+    # and the restoration itself is not a fix: silence about positions starts again from it
+    later = [EventObs(1900.0 + 60.0 * i, "tag-1", "heartbeat") for i in range(1, 12)]
+    state2 = SubjectState()
+    evaluate(state2, [fix(0.0, "out")], ZONES, T, 0.0)
+    evaluate(state2, [EventObs(1900.0, "tag-1", "gps_restored")], ZONES, T, 1900.0)
+    changes = evaluate(state2, later[:5], ZONES, T, 2200.0)
+    assert [c for c in changes if c.type == "gps_lost"] == []
+
+
 def test_tamper_opens_once_and_clears_on_restore() -> None:
     events = [
         EventObs(10.0, "tag-1", "strap_tamper"),

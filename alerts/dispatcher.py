@@ -1,0 +1,604 @@
+"""The notification dispatcher: delivers the outbox to MQTT and to signed webhooks, at least once.
+
+The alert engine and the lifecycle write, in the alert's own transaction, an ``outbox`` row and
+one ``deliveries`` row per channel (``mqtt``, ``webhook:{subscription id}``). This process sends
+them:
+
+* **claiming**: each worker thread takes up to ``batch_size`` due rows (``status = 'pending'``,
+  ``next_attempt <= now()``) with ``FOR UPDATE SKIP LOCKED``, sends them, records the outcome and
+  commits. The row locks are held while sending, so several workers and several dispatcher
+  processes never send the same row at once, and a dispatcher that dies (SIGKILL, OOM, lost
+  database connection) releases its rows at once: the next claim sends them again.
+* **at least once**: a row becomes ``delivered`` only after the receiver confirmed (HTTP 2xx,
+  MQTT PUBACK), in a transaction after the send. Dying between the two re-sends the same body,
+  with the same ``notification_id`` (the outbox id) for the receiver to deduplicate on.
+* **mqtt**: the body is published at QoS 1 on ``em/v1/alerts/{region}`` (``unassigned`` when the
+  alert has no region) with the platform's service account (``TAGWATCH_MQTT_URL``, whose role
+  may publish on ``em/v1/alerts/#``), under its own client id.
+* **webhooks**: ``POST`` of the body, signed (``alerts.signing``), 2xx is success, redirects are
+  not followed. Inactive or deleted subscriptions and non-HTTP URLs fail the delivery at once.
+* **retries**: a failed attempt sets ``next_attempt`` to now + ``min(cap, base * 2^(n-1))`` x a
+  random factor in [0.5, 1) after the n-th failed attempt; after ``max_attempts`` attempts the row
+  is ``failed`` (defaults: 2 s base, 10 min cap, 30 attempts: about three hours of trying).
+  Every attempt, successful or not, is a ``delivery_attempts`` row (ok, status code, error,
+  duration).
+* **waking up**: ``LISTEN tagwatch_deliveries`` (migration 0003 notifies on every insert into
+  deliveries, at commit), plus a poll every ``poll_interval_s`` and a wake-up when the earliest
+  retry comes due.
+
+The body is the outbox payload (the alert as it was at that change: ``event``, ``type``,
+``severity``, ``status``, subject, region, position, details such as an absconder's trail) plus
+``notification_id``, serialised with sorted keys so every retry sends the same bytes. Order
+between notifications is not guaranteed (retries, several workers): receivers order by
+``notification_id`` and use the ``status`` they carry.
+
+Settings come from ``TAGWATCH_DISPATCH_*`` environment variables (see ``DispatcherConfig``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import random
+import re
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from alerts.signing import NOTIFICATION_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from tagwatch.settings import MqttEndpoint, Settings
+
+log = logging.getLogger("tagwatch.dispatcher")
+
+LISTEN_CHANNEL: Final = "tagwatch_deliveries"
+MQTT_CHANNEL: Final = "mqtt"
+WEBHOOK_PREFIX: Final = "webhook:"
+ALERT_TOPIC: Final = "em/v1/alerts/{region}"
+NO_REGION: Final = "unassigned"
+REGION_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # regions.id CHECK: no MQTT wildcards
+MAX_ERROR_CHARS: Final = 500
+USER_AGENT: Final = "tagwatch-dispatcher/1"
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherConfig:
+    """Dispatcher knobs. ``from_env`` reads each as ``TAGWATCH_DISPATCH_<NAME>``."""
+
+    workers: int = 4  # claiming threads, each with its own database connection
+    batch_size: int = 10  # rows one worker claims and sends together
+    http_concurrency: int = 16  # webhook requests in flight, all workers together
+    poll_interval_s: float = 1.0  # fallback when no notification arrives
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 600.0
+    max_attempts: int = 30
+    http_timeout_s: float = 10.0
+    mqtt_timeout_s: float = 10.0  # waiting for PUBACKs
+    mqtt_url: str | None = None  # default: Settings.mqtt_url (the platform service account)
+    mqtt_client_id: str | None = None  # default: tagwatch-dispatch-<host>-<pid>
+    use_env_proxy: bool = True  # honour http(s)_proxy / no_proxy for webhooks
+
+    def __post_init__(self) -> None:
+        positive = ("workers", "batch_size", "http_concurrency", "max_attempts")
+        for name in positive:
+            if getattr(self, name) < 1:
+                msg = f"{name} must be at least 1"
+                raise ValueError(msg)
+        for name in ("poll_interval_s", "backoff_base_s", "backoff_cap_s", "http_timeout_s"):
+            if getattr(self, name) <= 0:
+                msg = f"{name} must be positive"
+                raise ValueError(msg)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DispatcherConfig:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"TAGWATCH_DISPATCH_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            default = f.default
+            if isinstance(default, bool):
+                values[f.name] = raw.strip().lower() in {"1", "true", "yes", "on"}
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, float):
+                values[f.name] = float(raw)
+            else:  # str | None
+                values[f.name] = raw
+        return cls(**values)
+
+    def backoff_s(self, failed_attempts: int, rng: random.Random | None = None) -> float:
+        """Delay before the next try after ``failed_attempts`` (>= 1) failed ones."""
+        exponent = min(max(failed_attempts - 1, 0), 60)
+        jitter = (rng or random).uniform(0.5, 1.0)
+        return min(self.backoff_cap_s, self.backoff_base_s * 2.0**exponent) * jitter
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A claimed row with what sending it needs."""
+
+    outbox_id: int
+    channel: str
+    attempts: int
+    region_id: str | None
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The outcome of one send. ``permanent`` failures are not retried."""
+
+    ok: bool
+    at: datetime
+    duration_ms: float
+    status_code: int | None = None
+    error: str | None = None
+    permanent: bool = False
+
+
+@dataclass
+class DispatchStats:
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, delivered: int, retried: int, failed: int) -> None:
+        with self._lock:
+            self.delivered += delivered
+            self.retried += retried
+            self.failed += failed
+
+
+def notification_body(outbox_id: int, payload: Mapping[str, Any]) -> bytes:
+    """The bytes every channel sends for one outbox row, identical in every retry."""
+    document = {**payload, "notification_id": outbox_id}
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def alert_topic(region_id: str | None) -> str:
+    region = region_id if region_id and REGION_RE.match(region_id) else NO_REGION
+    return ALERT_TOPIC.format(region=region)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------- webhooks
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer (3xx, a failed attempt), never a second request."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        return None
+
+
+def _opener(use_env_proxy: bool) -> urllib.request.OpenerDirector:
+    proxies = urllib.request.ProxyHandler() if use_env_proxy else urllib.request.ProxyHandler({})
+    return urllib.request.build_opener(proxies, _NoRedirect())
+
+
+def post_webhook(
+    url: str,
+    secret: str,
+    body: bytes,
+    notification_id: int,
+    *,
+    timeout: float,
+    use_env_proxy: bool = True,
+) -> Attempt:
+    """One signed POST. 2xx is success; anything else, or no answer, a failed attempt."""
+    at = _now()
+    started = time.perf_counter()
+
+    def took() -> float:
+        return (time.perf_counter() - started) * 1000.0
+
+    if urlsplit(url).scheme not in {"http", "https"}:
+        return Attempt(False, at, took(), error="webhook url must be http(s)", permanent=True)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        SIGNATURE_HEADER: sign(secret, body),
+        NOTIFICATION_ID_HEADER: str(notification_id),
+        TIMESTAMP_HEADER: str(int(time.time())),
+    }
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked above
+    try:
+        with _opener(use_env_proxy).open(request, timeout=timeout) as response:
+            response.read(65536)
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        status = int(exc.code)
+        exc.close()
+        return Attempt(False, at, took(), status_code=status, error=f"HTTP {status}")
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        return Attempt(False, at, took(), error=_short(f"{type(exc).__name__}: {reason}"))
+    if 200 <= status < 300:
+        return Attempt(True, at, took(), status_code=status)
+    return Attempt(False, at, took(), status_code=status, error=f"HTTP {status}")
+
+
+# ---------------------------------------------------------------------------------- MQTT
+
+
+class MqttPublisher:
+    """One broker connection for the dispatcher, reconnecting by itself; QoS 1 and PUBACKs."""
+
+    def __init__(self, url: str, client_id: str, timeout: float) -> None:
+        endpoint = MqttEndpoint.parse(url)
+        self.timeout = timeout
+        self.connected = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        if endpoint.username:
+            self.client.username_pw_set(endpoint.username, endpoint.password)
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(1, 5)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.connect_async(endpoint.host, endpoint.port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
+        if rc.is_failure:
+            log.error("broker refused the dispatcher: %s", rc)
+            return
+        log.info("dispatcher connected to the broker")
+        self.connected.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
+        self.connected.clear()
+        log.warning("dispatcher lost the broker: %s", rc)
+
+    def publish(self, messages: Sequence[tuple[str, bytes]]) -> list[Attempt]:
+        """Publish all at QoS 1 and wait for each PUBACK (all in flight together)."""
+        at = _now()
+        started = time.perf_counter()
+        if not self.connected.wait(min(self.timeout, 2.0)):
+            took = (time.perf_counter() - started) * 1000.0
+            return [Attempt(False, at, took, error="broker not connected") for _ in messages]
+        infos = [self.client.publish(topic, body, qos=1) for topic, body in messages]
+        deadline = time.monotonic() + self.timeout
+        results: list[Attempt] = []
+        for info in infos:
+            error: str | None = None
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+                if not info.is_published():
+                    error = "no PUBACK in time"
+            except (RuntimeError, ValueError) as exc:
+                error = _short(f"publish failed: {exc}")
+            took = (time.perf_counter() - started) * 1000.0
+            results.append(Attempt(error is None, at, took, error=error))
+        return results
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# ---------------------------------------------------------------------------------- dispatcher
+
+
+CLAIM_SQL: Final = (
+    "SELECT d.outbox_id, d.channel, d.attempts, o.region_id, o.payload"
+    " FROM deliveries d JOIN outbox o ON o.id = d.outbox_id"
+    " WHERE d.status = 'pending' AND d.next_attempt <= now()"
+    " ORDER BY d.next_attempt, d.outbox_id LIMIT %s FOR UPDATE OF d SKIP LOCKED"
+)
+
+
+class Dispatcher:
+    """Worker threads claiming due deliveries, a listener waking them, one MQTT connection."""
+
+    def __init__(self, settings: Settings, config: DispatcherConfig | None = None) -> None:
+        self.settings = settings
+        self.config = config or DispatcherConfig()
+        self.stats = DispatchStats()
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._rng = random.Random()
+        self._http = ThreadPoolExecutor(
+            max_workers=self.config.http_concurrency, thread_name_prefix="dispatch-http"
+        )
+        client_id = self.config.mqtt_client_id or (
+            f"tagwatch-dispatch-{os.uname().nodename[:20]}-{os.getpid()}"
+        )
+        self.mqtt = MqttPublisher(
+            self.config.mqtt_url or settings.mqtt_url, client_id, self.config.mqtt_timeout_s
+        )
+
+    # -- one batch
+
+    def dispatch_once(self, conn: psycopg.Connection[Any]) -> int:
+        """Claim, send and record one batch in one transaction; return how many rows."""
+        with conn.transaction():
+            rows = conn.execute(CLAIM_SQL, (self.config.batch_size,)).fetchall()
+            if not rows:
+                return 0
+            claimed = [
+                Delivery(oid, channel, attempts, region, notification_body(oid, payload))
+                for oid, channel, attempts, region, payload in rows
+            ]
+            outcomes = self._send(conn, claimed)
+            self._record(conn, claimed, outcomes)
+        return len(claimed)
+
+    def _send(
+        self, conn: psycopg.Connection[Any], claimed: Sequence[Delivery]
+    ) -> dict[tuple[int, str], Attempt]:
+        webhook_ids = sorted(
+            {
+                int(d.channel.removeprefix(WEBHOOK_PREFIX))
+                for d in claimed
+                if d.channel.startswith(WEBHOOK_PREFIX)
+                and d.channel.removeprefix(WEBHOOK_PREFIX).isdigit()
+            }
+        )
+        hooks: dict[int, tuple[str, str, bool]] = {}
+        if webhook_ids:
+            for wid, url, secret, active in conn.execute(
+                "SELECT id, url, secret, active FROM webhook_subscriptions WHERE id = ANY(%s)",
+                (webhook_ids,),
+            ):
+                hooks[wid] = (url, secret, active)
+        outcomes: dict[tuple[int, str], Attempt] = {}
+        futures = []
+        mqtt_items: list[Delivery] = []
+        for d in claimed:
+            key = (d.outbox_id, d.channel)
+            if d.channel == MQTT_CHANNEL:
+                mqtt_items.append(d)
+                continue
+            suffix = d.channel.removeprefix(WEBHOOK_PREFIX)
+            hook = hooks.get(int(suffix)) if suffix.isdigit() else None
+            if not d.channel.startswith(WEBHOOK_PREFIX) or hook is None:
+                outcomes[key] = Attempt(
+                    False, _now(), 0.0, error="unknown channel or subscription", permanent=True
+                )
+                continue
+            url, secret, active = hook
+            if not active:
+                outcomes[key] = Attempt(
+                    False, _now(), 0.0, error="subscription inactive", permanent=True
+                )
+                continue
+            future = self._http.submit(
+                post_webhook,
+                url,
+                secret,
+                d.body,
+                d.outbox_id,
+                timeout=self.config.http_timeout_s,
+                use_env_proxy=self.config.use_env_proxy,
+            )
+            futures.append((key, future))
+        if mqtt_items:
+            published = self.mqtt.publish([(alert_topic(d.region_id), d.body) for d in mqtt_items])
+            for d, attempt in zip(mqtt_items, published, strict=True):
+                outcomes[(d.outbox_id, d.channel)] = attempt
+        for key, future in futures:
+            outcomes[key] = future.result()
+        return outcomes
+
+    def _record(
+        self,
+        conn: psycopg.Connection[Any],
+        claimed: Sequence[Delivery],
+        outcomes: Mapping[tuple[int, str], Attempt],
+    ) -> None:
+        attempts_rows = []
+        delivered_rows = []
+        failed_rows = []
+        delivered = retried = failed = 0
+        for d in claimed:
+            a = outcomes[(d.outbox_id, d.channel)]
+            attempts_rows.append(
+                (d.outbox_id, d.channel, a.at, a.ok, a.status_code, a.error, a.duration_ms)
+            )
+            if a.ok:
+                delivered_rows.append((d.outbox_id, d.channel))
+                delivered += 1
+                continue
+            n = d.attempts + 1
+            final = a.permanent or n >= self.config.max_attempts
+            delay = 0.0 if final else self.config.backoff_s(n, self._rng)
+            failed_rows.append(
+                ("failed" if final else "pending", a.error, delay, d.outbox_id, d.channel)
+            )
+            if final:
+                failed += 1
+                log.warning(
+                    "delivery %s/%s failed for good after %d attempts: %s",
+                    d.outbox_id,
+                    d.channel,
+                    n,
+                    a.error,
+                )
+            else:
+                retried += 1
+                log.info(
+                    "delivery %s/%s attempt %d failed (%s); next in %.1f s",
+                    d.outbox_id,
+                    d.channel,
+                    n,
+                    a.error,
+                    delay,
+                )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO delivery_attempts"
+                " (outbox_id, channel, at, ok, status_code, error, duration_ms)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                attempts_rows,
+            )
+            if delivered_rows:
+                cur.executemany(
+                    "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1,"
+                    " delivered_at = clock_timestamp(), last_error = NULL"
+                    " WHERE outbox_id = %s AND channel = %s",
+                    delivered_rows,
+                )
+            if failed_rows:
+                cur.executemany(
+                    "UPDATE deliveries SET status = %s, attempts = attempts + 1,"
+                    " last_error = %s,"
+                    " next_attempt = clock_timestamp() + make_interval(secs => %s)"
+                    " WHERE outbox_id = %s AND channel = %s",
+                    failed_rows,
+                )
+        self.stats.count(delivered, retried, failed)
+
+    def seconds_to_next(self, conn: psycopg.Connection[Any]) -> float:
+        """Until the earliest scheduled retry is due, at most the poll interval. Rows due now
+        that the last claim skipped are locked by another worker, which will handle them."""
+        row = conn.execute(
+            "SELECT extract(epoch FROM min(next_attempt) - clock_timestamp())::float8"
+            " FROM deliveries WHERE status = 'pending' AND next_attempt > clock_timestamp()"
+        ).fetchone()
+        conn.rollback()  # leave no transaction open while waiting
+        poll = self.config.poll_interval_s
+        if row is None or row[0] is None:
+            return poll
+        return max(0.01, min(poll, float(row[0])))
+
+    # -- threads
+
+    def _worker(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.settings.database_url)
+                if self.dispatch_once(conn) >= self.config.batch_size:
+                    continue  # more may be waiting
+                self.wake.wait(self.seconds_to_next(conn))
+                self.wake.clear()
+            except psycopg.Error as exc:
+                log.warning("dispatcher database error: %s", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("dispatcher worker error")
+                self._stop.wait(1.0)
+        if conn is not None:
+            conn.close()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {LISTEN_CHANNEL}")
+                    self.wake.set()  # catch up on what was committed while not listening
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.5):
+                            self.wake.set()
+            except psycopg.Error as exc:
+                log.warning("dispatcher listener: %s", exc)
+                self._stop.wait(1.0)
+
+    def run(self, stop: threading.Event) -> DispatchStats:
+        threads = [threading.Thread(target=self._listen, name="dispatch-listen", daemon=True)]
+        threads += [
+            threading.Thread(target=self._worker, name=f"dispatch-{i}", daemon=True)
+            for i in range(self.config.workers)
+        ]
+        for thread in threads:
+            thread.start()
+        log.info(
+            "dispatcher started: %d workers, batches of %d",
+            self.config.workers,
+            self.config.batch_size,
+        )
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            self._stop.set()
+            self.wake.set()
+            for thread in threads:
+                thread.join(self.config.http_timeout_s + self.config.mqtt_timeout_s + 5)
+            self._http.shutdown(wait=False, cancel_futures=True)
+            self.mqtt.close()
+        log.info(
+            "dispatcher stopped: %d delivered, %d retries scheduled, %d failed",
+            self.stats.delivered,
+            self.stats.retried,
+            self.stats.failed,
+        )
+        return self.stats
+
+
+def run(
+    settings: Settings, stop: threading.Event, config: DispatcherConfig | None = None
+) -> DispatchStats:
+    """Deliver until ``stop`` is set; finish the batches in hand, then return the counts."""
+    return Dispatcher(settings, config or DispatcherConfig.from_env()).run(stop)
+
+
+def main(settings: Settings | None = None) -> DispatchStats:
+    """``tagwatch dispatch``: run until SIGTERM or SIGINT."""
+    if settings is None:
+        from tagwatch.settings import get_settings  # noqa: PLC0415
+
+        settings = get_settings()
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return run(settings, stop)
+
+
+__all__ = [
+    "Attempt",
+    "DispatchStats",
+    "Dispatcher",
+    "DispatcherConfig",
+    "MqttPublisher",
+    "alert_topic",
+    "main",
+    "notification_body",
+    "post_webhook",
+    "run",
+]

@@ -1,0 +1,348 @@
+"""What operators do to alerts: acknowledge, resolve with an outcome, note, declare an absconder.
+
+Statuses go ``open`` -> ``acknowledged`` -> ``resolved`` and never back:
+
+* **acknowledge** an open alert: the operator takes it. Acknowledging an alert that the same
+  actor already acknowledged is a no-op (a retried request); one that someone else acknowledged
+  is a conflict (``already_acknowledged``: the operator should know a colleague has it); a
+  resolved one is a conflict (``already_resolved``).
+* **resolve** an open or acknowledged alert with an outcome from ``vocabulary.OUTCOMES``. An open
+  alert may be resolved directly (an operator who has seen enough): that records an *implicit*
+  acknowledgement first (history row ``acknowledged`` with ``{"implicit": true}``,
+  ``acknowledged_at``/``_by`` set to the resolution's), so every resolved alert says who took it
+  and when. Types in ``vocabulary.NOTE_REQUIRED`` (tampers, absconder) need a non-blank note.
+  Resolving a resolved alert is a conflict: two operators cannot both resolve it.
+* **notes** may be added to an alert in any status (also after resolution: what the tracing unit
+  reported later). A note given with an acknowledgement or a resolution is stored as a note too,
+  and the resolution's note also in ``alerts.resolution_note``.
+* **declare_absconder**: an operator raises the critical ``absconder`` alert for a subject (the
+  engine's own ``raise_absconder``, so the alert carries the last known position, the trail and
+  the open alerts). When one is already open, no second one is raised: the declaration and its
+  note are recorded on the open one.
+
+Every change writes ``alert_history`` (actor, action, detail; the time is the database's), and
+each status change writes an outbox event (``acknowledged``, ``resolved``; the engine writes
+``opened`` and ``cleared``) in the same transaction, so notification receivers and the live feed
+see it. Notes alone are not notified.
+
+Each function runs in ``conn.transaction()``: on an idle connection it commits on success, inside
+the caller's transaction it is a savepoint and the caller commits. The alert row is locked
+(``SELECT ... FOR UPDATE``) before it is checked, so two operators racing on one alert are
+serialised and the second sees the first's result (exactly one resolution wins).
+
+Refusals raise :class:`LifecycleError` (or a subclass) carrying a machine-readable ``reason`` and
+the HTTP status the API should answer with: 404 not found, 409 conflict with the alert's current
+status, 422 invalid input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import psycopg
+
+from alerts import vocabulary as v
+from alerts.engine import AlertEngine, _history, enqueue, raise_absconder
+
+OPEN: Final = "open"
+ACKNOWLEDGED: Final = "acknowledged"
+RESOLVED: Final = "resolved"
+
+# Outbox events (``outbox.event``, ``payload.event``). The engine writes the first two.
+EVENT_OPENED: Final = "opened"
+EVENT_CLEARED: Final = "cleared"
+EVENT_ACKNOWLEDGED: Final = "acknowledged"
+EVENT_RESOLVED: Final = "resolved"
+EVENTS: Final = frozenset({EVENT_OPENED, EVENT_CLEARED, EVENT_ACKNOWLEDGED, EVENT_RESOLVED})
+
+MAX_NOTE_CHARS: Final = 10_000  # alert_notes.body CHECK
+MAX_ACTOR_CHARS: Final = 200
+
+
+class LifecycleError(Exception):
+    """A refused lifecycle operation. ``reason`` is stable (for clients); ``status_code`` is
+    what the API answers with."""
+
+    status_code: int = 422
+
+    def __init__(self, reason: str, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.context = context
+
+    def as_detail(self) -> dict[str, Any]:
+        """The API's ``{"detail": ...}`` body."""
+        return {"reason": self.reason, "message": self.message, **self.context}
+
+
+class NotFound(LifecycleError):
+    status_code = 404
+
+
+class Conflict(LifecycleError):
+    """The alert's current status does not allow the change (another operator got there)."""
+
+    status_code = 409
+
+
+class Invalid(LifecycleError):
+    """The request itself is wrong: unknown outcome, missing or blank note, bad actor."""
+
+    status_code = 422
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStatus:
+    """An alert's lifecycle fields after an operation; ``changed`` is False for a no-op."""
+
+    alert_id: int
+    type: str
+    status: str
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    outcome: str | None
+    changed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Locked:
+    alert_id: int
+    type: str
+    severity: str
+    status: str
+    region_id: str | None
+    acknowledged_by: str | None
+
+
+def _actor(actor: str) -> str:
+    if not isinstance(actor, str) or not actor.strip():
+        raise Invalid("actor_required", "an actor (who does this) is required")
+    actor = actor.strip()
+    if len(actor) > MAX_ACTOR_CHARS:
+        raise Invalid("actor_too_long", f"actor longer than {MAX_ACTOR_CHARS} characters")
+    return actor
+
+
+def _clean_note(note: str | None) -> str | None:
+    """A note's text, or None when it is missing or blank."""
+    if note is None:
+        return None
+    if not isinstance(note, str):
+        raise Invalid("invalid_note", "a note must be text")
+    text = note.strip()
+    if not text:
+        return None
+    if len(text) > MAX_NOTE_CHARS:
+        raise Invalid("note_too_long", f"a note has at most {MAX_NOTE_CHARS} characters")
+    return text
+
+
+def _lock(conn: psycopg.Connection[Any], alert_id: int) -> _Locked:
+    row = conn.execute(
+        "SELECT id, type, severity, status, region_id, acknowledged_by FROM alerts"
+        " WHERE id = %s FOR UPDATE",
+        (alert_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound("not_found", f"alert {alert_id} does not exist", alert_id=alert_id)
+    return _Locked(*row)
+
+
+def _status(conn: psycopg.Connection[Any], alert_id: int, *, changed: bool) -> AlertStatus:
+    row = conn.execute(
+        "SELECT id, type, status, acknowledged_at, acknowledged_by, resolved_at, resolved_by,"
+        " outcome FROM alerts WHERE id = %s",
+        (alert_id,),
+    ).fetchone()
+    assert row is not None
+    return AlertStatus(
+        alert_id=row[0],
+        type=row[1],
+        status=row[2],
+        acknowledged_at=row[3],
+        acknowledged_by=row[4],
+        resolved_at=row[5],
+        resolved_by=row[6],
+        outcome=row[7],
+        changed=changed,
+    )
+
+
+def _insert_note(conn: psycopg.Connection[Any], alert_id: int, author: str, body: str) -> int:
+    row = conn.execute(
+        "INSERT INTO alert_notes (alert_id, author, body) VALUES (%s, %s, %s) RETURNING id",
+        (alert_id, author, body),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _already_resolved(alert: _Locked) -> Conflict:
+    return Conflict(
+        "already_resolved",
+        f"alert {alert.alert_id} is already resolved",
+        alert_id=alert.alert_id,
+        status=alert.status,
+    )
+
+
+def acknowledge(
+    conn: psycopg.Connection[Any], alert_id: int, actor: str, note: str | None = None
+) -> AlertStatus:
+    """Take an open alert. See the module docstring for the rules."""
+    who = _actor(actor)
+    text = _clean_note(note)
+    with conn.transaction():
+        alert = _lock(conn, alert_id)
+        if alert.status == RESOLVED:
+            raise _already_resolved(alert)
+        if alert.status == ACKNOWLEDGED:
+            if alert.acknowledged_by != who:
+                raise Conflict(
+                    "already_acknowledged",
+                    f"alert {alert_id} is already acknowledged by {alert.acknowledged_by}",
+                    alert_id=alert_id,
+                    status=alert.status,
+                    acknowledged_by=alert.acknowledged_by,
+                )
+            if text is not None:
+                note_id = _insert_note(conn, alert_id, who, text)
+                _history(conn, alert_id, who, "note", {"note_id": note_id})
+            return _status(conn, alert_id, changed=False)
+        conn.execute(
+            "UPDATE alerts SET status = 'acknowledged', acknowledged_at = now(),"
+            " acknowledged_by = %s, updated_at = now() WHERE id = %s",
+            (who, alert_id),
+        )
+        detail: dict[str, Any] = {"from": alert.status, "implicit": False}
+        if text is not None:
+            detail["note_id"] = _insert_note(conn, alert_id, who, text)
+        _history(conn, alert_id, who, "acknowledged", detail)
+        enqueue(conn, alert_id, alert.region_id, alert.type, alert.severity, EVENT_ACKNOWLEDGED)
+        return _status(conn, alert_id, changed=True)
+
+
+def resolve(
+    conn: psycopg.Connection[Any], alert_id: int, actor: str, outcome: str, note: str | None
+) -> AlertStatus:
+    """Close an open or acknowledged alert with an outcome (and a note; required for
+    ``NOTE_REQUIRED`` types). Resolving an open alert records an implicit acknowledgement."""
+    who = _actor(actor)
+    if outcome not in v.OUTCOMES:
+        raise Invalid(
+            "unknown_outcome",
+            f"outcome must be one of {', '.join(sorted(v.OUTCOMES))}",
+            outcome=outcome,
+        )
+    text = _clean_note(note)
+    with conn.transaction():
+        alert = _lock(conn, alert_id)
+        if alert.status == RESOLVED:
+            raise _already_resolved(alert)
+        if alert.type in v.NOTE_REQUIRED and text is None:
+            raise Invalid(
+                "note_required",
+                f"a {alert.type} alert cannot be resolved without a note saying what was found",
+                alert_id=alert_id,
+                type=alert.type,
+            )
+        if alert.status == OPEN:
+            conn.execute(
+                "UPDATE alerts SET status = 'acknowledged', acknowledged_at = now(),"
+                " acknowledged_by = %s WHERE id = %s",
+                (who, alert_id),
+            )
+            _history(conn, alert_id, who, "acknowledged", {"from": OPEN, "implicit": True})
+        conn.execute(
+            "UPDATE alerts SET status = 'resolved', resolved_at = now(), resolved_by = %s,"
+            " outcome = %s, resolution_note = %s, updated_at = now() WHERE id = %s",
+            (who, outcome, text, alert_id),
+        )
+        detail: dict[str, Any] = {"from": alert.status, "outcome": outcome}
+        if text is not None:
+            detail["note_id"] = _insert_note(conn, alert_id, who, text)
+        _history(conn, alert_id, who, "resolved", detail)
+        enqueue(conn, alert_id, alert.region_id, alert.type, alert.severity, EVENT_RESOLVED)
+        return _status(conn, alert_id, changed=True)
+
+
+def add_note(conn: psycopg.Connection[Any], alert_id: int, actor: str, body: str) -> int:
+    """Add a note to an alert in any status; return the note's id."""
+    who = _actor(actor)
+    text = _clean_note(body)
+    if text is None:
+        raise Invalid("empty_note", "a note needs some text")
+    with conn.transaction():
+        _lock(conn, alert_id)
+        note_id = _insert_note(conn, alert_id, who, text)
+        _history(conn, alert_id, who, "note", {"note_id": note_id})
+        conn.execute("UPDATE alerts SET updated_at = now() WHERE id = %s", (alert_id,))
+        return note_id
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """The absconder alert a declaration produced; ``raised`` is False when one was already open
+    and the declaration was recorded on it."""
+
+    alert_id: int
+    raised: bool
+    note_id: int
+
+
+def declare_absconder(
+    conn: psycopg.Connection[Any], subject_id: int, actor: str, note: str
+) -> Declared:
+    """An operator declares ``subject_id`` an absconder (critical, goes to tracing units)."""
+    who = _actor(actor)
+    text = _clean_note(note)
+    if text is None:
+        raise Invalid("note_required", "declaring an absconder needs a note saying why")
+    with conn.transaction():
+        # Serialise declarations for one subject (FOR NO KEY UPDATE leaves the foreign-key
+        # share locks that inserting its alerts takes alone).
+        found = conn.execute(
+            "SELECT id FROM subjects WHERE id = %s FOR NO KEY UPDATE", (subject_id,)
+        ).fetchone()
+        if found is None:
+            raise NotFound(
+                "subject_not_found", f"subject {subject_id} does not exist", subject_id=subject_id
+            )
+        raised = raise_absconder(conn, subject_id, AlertEngine.clock(conn), declared_by=who) > 0
+        row = conn.execute(
+            "SELECT id FROM alerts WHERE subject_id = %s AND type = %s AND status <> 'resolved'"
+            " AND cleared_at IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE",
+            (subject_id, v.ABSCONDER),
+        ).fetchone()
+        assert row is not None  # raised now, or already open
+        alert_id = int(row[0])
+        note_id = _insert_note(conn, alert_id, who, text)
+        _history(conn, alert_id, who, "declared", {"note_id": note_id, "already_open": not raised})
+        return Declared(alert_id, raised, note_id)
+
+
+__all__ = [
+    "ACKNOWLEDGED",
+    "EVENTS",
+    "EVENT_ACKNOWLEDGED",
+    "EVENT_CLEARED",
+    "EVENT_OPENED",
+    "EVENT_RESOLVED",
+    "OPEN",
+    "RESOLVED",
+    "AlertStatus",
+    "Conflict",
+    "Declared",
+    "Invalid",
+    "LifecycleError",
+    "NotFound",
+    "acknowledge",
+    "add_note",
+    "declare_absconder",
+    "resolve",
+]

@@ -1,0 +1,134 @@
+"""A real HTTP webhook receiver for tests: http.server in a thread on a free port.
+
+It records every request it reads (body, headers, time), can answer 500 to the first N requests,
+can be slow (it records the request before sleeping, so a sender killed meanwhile has sent
+without seeing the answer), can be taken down (the port closes: connection refused) and brought
+back on the same port, and counts the requests it is still answering.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from alerts.signing import NOTIFICATION_ID_HEADER, SIGNATURE_HEADER, verify_signature
+from tagwatch.services import free_port
+
+
+@dataclass(frozen=True)
+class Received:
+    at: float
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def notification_id(self) -> str | None:
+        return self.headers.get(NOTIFICATION_ID_HEADER)
+
+    def signed_by(self, secret: str) -> bool:
+        return verify_signature(secret, self.body, self.headers.get(SIGNATURE_HEADER))
+
+
+class WebhookReceiver:
+    def __init__(self, *, fail_first: int = 0, delay_s: float = 0.0) -> None:
+        self.port = free_port()
+        self.fail_first = fail_first
+        self.delay_s = delay_s
+        self.received: list[Received] = []
+        self.in_flight = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    # -- lifecycle
+
+    def start(self) -> WebhookReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with receiver._lock:
+                    fail = receiver.fail_first > 0
+                    if fail:
+                        receiver.fail_first -= 1
+                    status = 500 if fail else 200
+                    receiver.received.append(
+                        Received(time.time(), self.path, dict(self.headers), body, status)
+                    )
+                    receiver.in_flight += 1
+                try:
+                    if receiver.delay_s:
+                        time.sleep(receiver.delay_s)
+                    answer = b'{"ok": false}' if fail else b'{"ok": true}'
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except OSError:
+                    pass  # the sender went away (killed) before the answer
+                finally:
+                    with receiver._lock:
+                        receiver.in_flight -= 1
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the port: senders now get connection refused."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- what arrived
+
+    def ok(self) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if r.status == 200]
+
+    def ids(self) -> list[str]:
+        """Notification ids of every request answered (or being answered) with 200."""
+        return [r.notification_id or "" for r in self.ok()]
+
+    def unique_ids(self) -> set[str]:
+        """What a receiver deduplicating on the notification id keeps."""
+        return set(self.ids())
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.received)
