@@ -34,6 +34,8 @@ from tagwatch.settings import MqttEndpoint, Settings
 log = logging.getLogger("tagwatch.ingest")
 
 TOPICS = ("em/v1/+/fix", "em/v1/+/event", "em/v1/+/status", "owntracks/+/+")
+DRAIN_QUIET_S = 0.3  # no message for this long after a reconnect: the broker's backlog is in
+LIVE_WINDOW_S = 120.0  # a batch with a fix this recent (rule time) is live traffic, not backlog
 BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
 
 
@@ -78,6 +80,11 @@ class IngestService:
         self._last_tick = 0.0
         self._tick_every = 1.0
         self._speed_checked = 0.0
+        self._drained = False
+        self._live_batch = False
+        self._connected_at = time.monotonic()
+        self._last_inbound = 0.0
+        self._speed = 1.0
         self._client = self._make_client()
 
     # ------------------------------------------------------------ MQTT side
@@ -111,6 +118,9 @@ class IngestService:
             return
         with self._generation_lock:
             self._generation += 1
+        self._drained = False  # what the broker kept for us comes first: no clock rules till then
+        self._live_batch = False
+        self._connected_at = time.monotonic()
         client.subscribe([(topic, 1) for topic in subscriptions(self.settings.ingest_shared_group)])
         self.connected.set()
         present = getattr(flags, "session_present", "?")
@@ -137,6 +147,7 @@ class IngestService:
             log.warning("broker connection lost (%s); reconnecting", reason)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self._last_inbound = time.monotonic()
         self.inbox.put(Inbound(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
 
     def _acknowledge(self, batch: list[Inbound]) -> None:
@@ -309,9 +320,19 @@ class IngestService:
         except psycopg.OperationalError:
             return 0  # stopping while the database is down: the broker redelivers it all
         self._acknowledge(batch)
+        if not self._drained and decoded.fixes and self.engine is not None:
+            newest = max(f[1] for f in decoded.fixes).timestamp()
+            self._live_batch = newest >= self._rule_now() - LIVE_WINDOW_S * self._speed
         self._pending_latency.append(time.perf_counter() - started)
         self._account(result)
         return len(batch)
+
+    def _rule_now(self) -> float:
+        if self._conn is None or self._conn.closed:
+            return time.time()
+        now, self._speed = AlertEngine.clock_and_speed(self._conn)
+        self._conn.commit()
+        return now
 
     def _maybe_tick(self) -> None:
         """Clock rules about once a second, between batches, on the writer's connection.
@@ -323,6 +344,15 @@ class IngestService:
         if self.engine is None or time.monotonic() - self._last_tick < self._tick_every:
             return
         backlog = not self.inbox.empty() or not self.ready.empty()
+        if not self._drained:
+            # After a (re)connect the broker first sends what it kept while ingest was away;
+            # judging silence before that is in would raise no_communication for every device.
+            # Drained: a batch carried fixes from the last couple of minutes (live traffic is
+            # flowing again), or nothing arrives at all, or, at the latest, after five minutes.
+            quiet = not backlog and time.monotonic() - self._last_inbound > DRAIN_QUIET_S
+            if not (self._live_batch or quiet or time.monotonic() - self._connected_at > 300):
+                return
+            self._drained = True
         if backlog and time.monotonic() - self._last_tick < 10 * self._tick_every:
             return  # messages still waiting here are not silence: catch up first
         self._last_tick = time.monotonic()
@@ -333,7 +363,7 @@ class IngestService:
                 self._speed_checked = self._last_tick
                 row = self._conn.execute("SELECT speed FROM rule_clock").fetchone()
                 self._conn.commit()
-                speed = float(row[0]) if row else 1.0
+                speed = self._speed = float(row[0]) if row else 1.0
                 self._tick_every = min(1.0, max(0.02, 15.0 / speed))
             for _ in range(10):  # bounded: batches must not wait long behind the clock
                 if not self.engine.tick(self._conn) or self.stop_requested.is_set():

@@ -305,6 +305,8 @@ class RegionStep:
 class ReleaseStep:
     at: float
     subject_ids: tuple[int, ...]
+    devices: tuple[str, ...]
+    fixes: int  # what ingest must have stored before the subjects are let go
 
 
 Step = Publication | LinkChange | RegionStep | ReleaseStep
@@ -319,7 +321,9 @@ def all_steps(runs: Sequence[ScenarioRun], subject_ids: dict[str, dict[str, int]
                 rank = 2
             steps.append((step.at, rank, step))
         over = run.end.timestamp()
-        steps.append((over, 3, ReleaseStep(over, tuple(subject_ids[run.scenario].values()))))
+        fixes, devices = expected_fixes([run])
+        ids = tuple(subject_ids[run.scenario].values())
+        steps.append((over, 3, ReleaseStep(over, ids, tuple(devices), fixes)))
         for subject in run.plan.subjects:
             for change in subject.region_changes:
                 sid = subject_ids[run.scenario][subject.key]
@@ -350,6 +354,7 @@ class Player:
         self.wall_origin = wall_origin
         self.speedup = speedup
         self.published = 0
+        self.releasing: list[threading.Thread] = []
 
     def wall(self, at: float) -> float:
         return self.wall_origin + (at - self.origin) / self.speedup
@@ -368,7 +373,13 @@ class Player:
                     if delay > 0 and stop.wait(delay):
                         return
                     if isinstance(step, ReleaseStep):
-                        release(conn, step.subject_ids, step.at)
+                        # the scenario's last fixes may still be on their way through ingest:
+                        # let them land (on a thread, the player keeps time), then release
+                        releasing = threading.Thread(
+                            target=self._release, args=(step,), name="release", daemon=True
+                        )
+                        releasing.start()
+                        self.releasing.append(releasing)
                     elif isinstance(step, RegionStep):
                         conn.execute(
                             "UPDATE subjects SET region_id = %s, updated_at = now() WHERE id = %s",
@@ -388,6 +399,13 @@ class Player:
             finally:
                 for link in self.links.values():
                     link.close()
+                for releasing in self.releasing:
+                    releasing.join(60)
+
+    def _release(self, step: ReleaseStep) -> None:
+        with psycopg.connect(self.settings.database_url) as conn:
+            wait_stored(conn, list(step.devices), step.fixes, timeout=30.0)
+            release(conn, step.subject_ids, step.at)
 
 
 # -- the whole run -------------------------------------------------------------------------
