@@ -64,6 +64,12 @@ def _dt(ts: float | None) -> datetime | None:
 SETTLE_WALL_S = 0.1
 
 
+def region_group(region_id: str) -> str:
+    """The group every subject of a region is in: a global zone with a region but no group
+    applies to that region's subjects only (a group, when given, takes precedence)."""
+    return f"region:{region_id}"
+
+
 class AlertEngine:
     def __init__(self) -> None:
         self.index = ZoneIndex()
@@ -91,16 +97,19 @@ class AlertEngine:
         except ThresholdError as exc:
             log.error("global thresholds ignored: %s", exc)
         top = self.revision
-        for sid, tz, groups, thresholds, rev in conn.execute(
-            "SELECT id, timezone, groups, thresholds, revision FROM subjects WHERE revision > %s",
+        for sid, tz, groups, region, thresholds, rev in conn.execute(
+            "SELECT id, timezone, groups, region_id, thresholds, revision FROM subjects"
+            " WHERE revision > %s",
             (self.revision,),
         ):
             self.subject_tz[sid] = tz
             self.subject_thresholds[sid] = thresholds or {}
-            self.index.set_subject(sid, timezone=tz, groups=tuple(groups))
+            # a subject is in its region's group, so a global zone of one region applies there
+            self.index.set_subject(sid, timezone=tz, groups=(*groups, region_group(region)))
             top = max(top, rev)
         changed = conn.execute(
-            "SELECT id, kind, geometry, radius_m, buffer_m, subject_id, group_name,"
+            "SELECT id, kind, geometry, radius_m, buffer_m, subject_id,"
+            " CASE WHEN subject_id IS NULL THEN coalesce(group_name, 'region:' || region_id) END,"
             " victim_subject_id, schedule, thresholds, name, deleted_at IS NOT NULL, revision"
             " FROM zones WHERE revision > %s ORDER BY revision",
             (self.revision,),

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
-from api.routes import auth, devices, health, location, subjects
+from api.routes import alerts, auth, devices, health, location, stream, subjects, zones
 from api.security import current_user
 from tagwatch.settings import Settings, get_settings
 
@@ -55,8 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected.include_router(subjects.router)
     protected.include_router(devices.router)
     protected.include_router(location.router)
+    protected.include_router(zones.router)
+    protected.include_router(alerts.router)
     app.include_router(public)
     app.include_router(protected)
+    # The live alert feed authenticates itself (token as first message or ?token=; browsers
+    # cannot set headers on a WebSocket) and closes with 1008 without one: see routes/stream.py.
+    app.include_router(stream.router, prefix="/api/v1")
     app.include_router(health.router)
 
     @app.exception_handler(RequestValidationError)

@@ -273,6 +273,8 @@ class _Context:
         self.s_edge_base = shapes["edge_base"]
         self.s_cand_base = shapes["cand_base"]
         self.s_cell_base = shapes["cell_base"]
+        self.s_n_edges = shapes["n_edges"]
+        self.s_gridded = shapes["gridded"]
         self.select = index._edges["select"].view(SELECT_RECORD).reshape(-1)
         self.exact = index._edges["exact"]
         self.normals = index._edges["normals"]
@@ -456,24 +458,53 @@ class _Context:
     def _polygons(
         self, f: IntArray, s: IntArray, x: FloatArray, y: FloatArray, z: FloatArray
     ) -> FloatArray:
+        """Small polygons (every edge is a candidate) and gridded ones (the candidates of the
+        fix's cell) in separate blocks: the small ones need neither the cell nor the lists."""
         out = np.empty(f.size, dtype=np.float64)
-        for a in range(0, f.size, POLYGON_BLOCK):
-            b = min(a + POLYGON_BLOCK, f.size)
-            out[a:b] = self._polygon_block(f[a:b], s[a:b], x, y, z)
+        shape = self.z_shape[s]
+        gridded = self.s_gridded[shape].view(np.bool_)
+        parts: list[tuple[IntArray | None, bool]]
+        if not gridded.any() or gridded.all():
+            parts = [(None, bool(gridded.size and gridded[0]))]
+        else:
+            parts = [(np.flatnonzero(~gridded), False), (np.flatnonzero(gridded), True)]
+        for which, grid in parts:
+            ff = f if which is None else f[which]
+            sh = shape if which is None else shape[which]
+            part = np.empty(ff.size, dtype=np.float64)
+            for a in range(0, ff.size, POLYGON_BLOCK):
+                b = min(a + POLYGON_BLOCK, ff.size)
+                part[a:b] = self._polygon_block(ff[a:b], sh[a:b], x, y, z, grid)
+            if which is None:
+                out = part
+            else:
+                out[which] = part
         return out
 
     def _polygon_block(
-        self, f: IntArray, s: IntArray, x: FloatArray, y: FloatArray, z: FloatArray
+        self,
+        f: IntArray,
+        shape: IntArray,
+        x: FloatArray,
+        y: FloatArray,
+        z: FloatArray,
+        grid: bool,
     ) -> FloatArray:
-        shape = self.z_shape[s]
         px, py = to_frame(x[f], y[f], z[f], self.s_frame[shape])
-        at = self.s_cell_base[shape] + cell_of(px, py, self.s_grid[shape])
-        first = self.cells[at].astype(np.int64)
-        count = self.cells[at + 1].astype(np.int64) - first
-        starts = np.cumsum(count) - count
-        total = int(starts[-1] + count[-1])
-        rows = np.repeat(self.s_cand_base[shape] + first - starts, count) + np.arange(total)
-        edge = self.cand[rows] + np.repeat(self.s_edge_base[shape], count)
+        if grid:
+            at = self.s_cell_base[shape] + cell_of(px, py, self.s_grid[shape])
+            first = self.cells[at].astype(np.int64)
+            count = self.cells[at + 1].astype(np.int64) - first
+            starts = np.cumsum(count) - count
+            total = int(starts[-1] + count[-1])
+            rows = np.repeat(self.s_cand_base[shape] + first - starts, count) + np.arange(total)
+            edge = self.cand[rows] + np.repeat(self.s_edge_base[shape], count)
+        else:
+            # A polygon without grid lists all its edges, in order, for its only cell.
+            count = self.s_n_edges[shape]
+            starts = np.cumsum(count) - count
+            total = int(starts[-1] + count[-1])
+            edge = np.repeat(self.s_edge_base[shape] - starts, count) + np.arange(total)
         records = np.take(self.select, edge).view(np.float32).reshape(-1, SELECT_WIDTH)
         winner = edge[
             select_nearest(

@@ -184,6 +184,7 @@ class ZoneIndex:
                 "cell_base": (_I64, (), 0),
                 "n_cells": (_I64, (), 0),
                 "refs": (_I64, (), 0),
+                "gridded": (_I8, (), 0),
             }
         )
         self._shape_of_key: dict[bytes, int] = {}
@@ -526,6 +527,7 @@ class ZoneIndex:
         shapes["n_cand"][shape] = compiled.cand.size
         shapes["cell_base"][shape] = self._cells.put({"start": compiled.cell_start})
         shapes["n_cells"][shape] = compiled.cell_start.size
+        shapes["gridded"][shape] = compiled.n_cells > 1
         self._shape_of_key[outline.key] = shape
         self._outline_of_shape[shape] = outline
         return shape

@@ -256,10 +256,12 @@ class Schedule:
 
     def active(self, times: npt.ArrayLike, timezone: str) -> BoolArray:
         """Whether the schedule is active at each UTC epoch second, on ``timezone``'s clock."""
-        clock = schedule_clock(np.asarray(times, dtype=np.float64), timezone)
+        instants = np.asarray(times, dtype=np.float64)
+        clock = schedule_clock(instants.ravel(), timezone)
         book = ScheduleBook()
         book.assign(0, self)
-        return book.active(np.zeros(clock.shape, dtype=np.int64), clock)
+        flat = book.active(np.zeros(clock.shape, dtype=np.int64), clock)
+        return flat.reshape(instants.shape)
 
 
 def _exception_timeline(
@@ -412,6 +414,8 @@ class ScheduleBook:
             grown = np.full(new, NO_SCHEDULE if name == "_pattern_of_slot" else -1, np.int64)
             grown[:size] = old
             setattr(self, name, grown)
+        # The compiled slot -> exception table map must cover the new slots too.
+        self._dirty_exceptions = True
 
     def assign(self, slot: int, schedule: Schedule | None) -> None:
         self._grow(slot)

@@ -278,9 +278,11 @@ def _positions(ring: Sequence[Any], where: str) -> FloatArray:
     """Positions of a ring as an (n, 2) array; vectorized, with the slow per-position checks
     (which name the offending value) only when something is wrong."""
     try:
-        points = np.asarray(ring, dtype=np.float64)
+        raw = np.asarray(ring)
     except (TypeError, ValueError):
-        points = np.zeros((0, 0))
+        raw = np.zeros((0, 0))
+    # Only numbers take the fast path: NumPy would read "18.4" as 18.4, JSON does not.
+    points = raw.astype(np.float64) if raw.dtype.kind in "iuf" else np.zeros((0, 0))
     if points.ndim == 2 and points.shape[1] in (2, 3):
         lon = points[:, 0]
         lat = points[:, 1]
@@ -306,6 +308,8 @@ def _wrap(delta: FloatArray) -> FloatArray:
 def _parse_polygons(geometry: Mapping[str, Any]) -> list[list[FloatArray]]:
     """GeoJSON to rings of unwrapped [lon, lat] arrays (closed), per polygon part."""
     coordinates = geometry.get("coordinates")
+    if not isinstance(coordinates, Sequence) or isinstance(coordinates, str) or not coordinates:
+        raise _Invalid("the geometry has no coordinates")
     polygons = [coordinates] if geometry.get("type") == "Polygon" else coordinates
     if not isinstance(polygons, Sequence) or not polygons:
         raise _Invalid("the geometry has no coordinates")

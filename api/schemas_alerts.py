@@ -1,0 +1,145 @@
+"""Alert bodies: the queue's summaries, an alert's detail, and what operators send.
+
+Positions are location data: a summary (the queue, the live feed) carries none - no ``lat``,
+``lon``, nor the absconder's ``last_known`` and ``trail`` in ``details`` -, the detail does, and
+reading the detail is written to the audit log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, Field
+
+from alerts import vocabulary as v
+
+AlertStatusName = Literal["open", "acknowledged", "resolved"]
+SeverityName = Literal["info", "warning", "critical"]
+AlertTypeName = Literal[
+    "exclusion_zone_entry",
+    "exclusion_zone_warning",
+    "inclusion_zone_exit",
+    "curfew_violation",
+    "victim_proximity",
+    "victim_proximity_warning",
+    "strap_tamper",
+    "case_tamper",
+    "battery_low",
+    "battery_critical",
+    "gps_lost",
+    "no_communication",
+    "gps_jamming",
+    "absconder",
+]
+assert set(get_args(AlertTypeName)) == v.ALERT_TYPES, "AlertTypeName must follow the vocabulary"
+assert set(get_args(SeverityName)) == set(v.SEVERITY_RANK)
+
+# Keys of ``alerts.details`` that hold positions: only in the (audited) detail.
+LOCATION_DETAILS = frozenset({"last_known", "trail"})
+
+
+def without_location(details: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: val for k, val in (details or {}).items() if k not in LOCATION_DETAILS}
+
+
+class AlertSummary(BaseModel):
+    id: int
+    subject_id: int | None
+    device_id: str | None
+    zone_id: int | None
+    region_id: str | None = Field(description="the region the alert was raised in")
+    type: str
+    severity: SeverityName
+    status: AlertStatusName
+    opened_at: datetime
+    raised_at: datetime
+    updated_at: datetime
+    first_fix_at: datetime | None
+    last_fix_at: datetime | None
+    cleared_at: datetime | None
+    late: bool
+    escalated: bool
+    fix_count: int
+    worst_distance_m: float | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    outcome: str | None
+    details: dict[str, Any] = Field(description="without positions (last_known, trail)")
+
+
+class AlertPage(BaseModel):
+    items: list[AlertSummary]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next page; null on the last page"
+    )
+
+
+class HistoryEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    detail: dict[str, Any]
+
+
+class NotePublic(BaseModel):
+    id: int
+    alert_id: int
+    at: datetime
+    author: str
+    body: str
+
+
+class AlertDetail(AlertSummary):
+    lat: float | None
+    lon: float | None
+    resolution_note: str | None
+    details: dict[str, Any] = Field(description="everything, positions included")
+    history: list[HistoryEntry]
+    notes: list[NotePublic]
+    fixes: dict[str, Any] = Field(
+        description="GeoJSON FeatureCollection of the subject's fixes around the alert"
+    )
+
+
+class AcknowledgeBody(BaseModel):
+    note: str | None = Field(default=None, description="optional; stored as a note")
+
+
+class ResolveBody(BaseModel):
+    outcome: str = Field(description=f"one of {', '.join(sorted(v.OUTCOMES))}")
+    note: str | None = Field(
+        default=None,
+        description=f"required for {', '.join(sorted(v.NOTE_REQUIRED))}; stored as a note",
+    )
+
+
+class NoteBody(BaseModel):
+    body: str
+
+
+class AbsconderBody(BaseModel):
+    note: str = Field(description="why the subject is declared an absconder (required)")
+
+
+class AlertStatusPublic(BaseModel):
+    """An alert's lifecycle fields after an action; ``changed`` is false for a repeated one."""
+
+    alert_id: int
+    type: str
+    status: AlertStatusName
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    outcome: str | None
+    changed: bool
+
+
+class Declaration(BaseModel):
+    alert_id: int
+    raised: bool = Field(description="false when an absconder alert was already open")
+    note_id: int
