@@ -319,18 +319,30 @@ class AlertEngine:
         )
 
     def _lock(self, conn: psycopg.Connection, subjects: list[int]) -> dict[int, SubjectState]:
-        conn.execute(
-            "INSERT INTO rule_state (subject_id, state)"
-            " SELECT s, '{}'::jsonb FROM unnest(%s::bigint[]) AS s ORDER BY s"
-            " ON CONFLICT DO NOTHING",
-            (subjects,),
-        )
-        rows = conn.execute(
-            "SELECT subject_id, state FROM rule_state WHERE subject_id = ANY(%s)"
-            " ORDER BY subject_id FOR UPDATE",
-            (subjects,),
-        ).fetchall()
-        return {sid: SubjectState.from_json(state) for sid, state in rows}
+        """Every subject's state row, locked in subject order. A row deleted between the insert
+        and the lock (a subject released concurrently) is created again: never a missing state,
+        which would skip the batch's evaluation."""
+        states: dict[int, SubjectState] = {}
+        wanted = sorted(set(subjects))
+        for _ in range(5):
+            missing = [s for s in wanted if s not in states]
+            if not missing:
+                break
+            conn.execute(
+                "INSERT INTO rule_state (subject_id, state)"
+                " SELECT s, '{}'::jsonb FROM unnest(%s::bigint[]) AS s ORDER BY s"
+                " ON CONFLICT DO NOTHING",
+                (missing,),
+            )
+            for sid, state in conn.execute(
+                "SELECT subject_id, state FROM rule_state WHERE subject_id = ANY(%s)"
+                " ORDER BY subject_id FOR UPDATE",
+                (missing,),
+            ):
+                states[sid] = SubjectState.from_json(state)
+        for sid in wanted:
+            states.setdefault(sid, SubjectState())  # _save upserts it
+        return states
 
     def _save(self, conn: psycopg.Connection, states: dict[int, SubjectState], now: float) -> None:
         rows = []
@@ -342,13 +354,17 @@ class AlertEngine:
                 now,
                 has_curfew=bool(self.curfews.get(sid)),
             )
-            rows.append((Jsonb(state.to_json()), _dt(due_at), sid))
-        with conn.cursor() as cur:
-            cur.executemany(
-                "UPDATE rule_state SET state = %s, due_at = %s, updated_at = now()"
-                " WHERE subject_id = %s",
-                rows,
-            )
+            rows.append((sid, Jsonb(state.to_json()), _dt(due_at)))
+        if not rows:
+            return
+        # one statement for the whole batch (an UPDATE per subject was a round trip each)
+        conn.execute(
+            "INSERT INTO rule_state (subject_id, state, due_at)"
+            " SELECT * FROM unnest(%s::bigint[], %s::jsonb[], %s::timestamptz[])"
+            " ON CONFLICT (subject_id) DO UPDATE SET state = excluded.state,"
+            " due_at = excluded.due_at, updated_at = now()",
+            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+        )
 
     def _late(
         self,

@@ -17,7 +17,22 @@ from fastapi.responses import JSONResponse
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
-from api.routes import alerts, auth, devices, health, location, stream, subjects, zones
+from api.routes import (
+    alerts,
+    auth,
+    devices,
+    exports,
+    health,
+    location,
+    proximity,
+    reports,
+    stream,
+    subjects,
+    zones,
+)
+from api.routes import console as console_routes
+from api.routes import users as users_routes
+from api.routes import webhooks as webhooks_routes
 from api.security import current_user
 from tagwatch.settings import Settings, get_settings
 
@@ -57,12 +72,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected.include_router(location.router)
     protected.include_router(zones.router)
     protected.include_router(alerts.router)
+    protected.include_router(auth.session_router)
+    protected.include_router(users_routes.router)
+    protected.include_router(webhooks_routes.router)
+    protected.include_router(proximity.router)
+    protected.include_router(reports.router)
+    protected.include_router(exports.router)
     app.include_router(public)
     app.include_router(protected)
     # The live alert feed authenticates itself (token as first message or ?token=; browsers
     # cannot set headers on a WebSocket) and closes with 1008 without one: see routes/stream.py.
     app.include_router(stream.router, prefix="/api/v1")
     app.include_router(health.router)
+    # The operator console (static, public, holds no data): `/`, /console/, /vendor/.
+    app.include_router(console_routes.router)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

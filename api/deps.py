@@ -17,7 +17,9 @@ async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
-Conn = Annotated[AsyncConnection, Depends(connection)]
+# scope="function": the commit happens before the response is sent, so a client that got 201
+# can read its write back at once (with the default, the exit code runs after the response).
+Conn = Annotated[AsyncConnection, Depends(connection, scope="function")]
 
 
 async def subject_in_scope(conn: AsyncConnection, user: User, subject_id: int) -> tuple[Any, ...]:

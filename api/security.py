@@ -1,12 +1,22 @@
-"""Passwords, tokens and who may do what.
+"""Passwords, tokens, login throttling and who may do what.
 
-Passwords are argon2id hashes; tokens are short-lived HS256 JWTs carrying only the user id, so a
-disabled user or a changed region takes effect on the next request (the user row is read each
-time). Every route is authenticated unless it is explicitly listed as public.
+Passwords are argon2id hashes; tokens are short-lived HS256 JWTs carrying the user id, a unique
+token id (``jti``) and the user's token generation (``gen``). Every authenticated request reads
+the user row and the revocation list in one indexed query, so a disabled user, a changed role or
+region, a logout (the ``jti`` is revoked) or a password change (the generation moves on, so every
+earlier token of that user is refused) takes effect on the next request, in every API process.
+
+Failed logins are counted per username in the database (known or unknown names alike, so a lock
+does not reveal which names exist): after ``login_max_failures`` within
+``login_failure_window_s`` the name is locked for ``login_lockout_s`` seconds (429 with
+Retry-After), whatever password is tried; a successful login clears the count.
+
+Every route is authenticated unless it is explicitly listed as public.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,11 +27,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
+from psycopg import AsyncConnection
 
 Role = Literal["admin", "supervisor", "operator", "tracer"]
 ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")
 ALL_REGIONS = "*"
 ALGORITHM = "HS256"
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 1024
+USERNAME_MAX_LENGTH = 200
 
 _hasher = PasswordHasher()
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
@@ -61,13 +75,22 @@ class User:
         return self.all_regions or region in self.regions
 
 
-def issue_token(user_id: int, secret: str, minutes: int) -> tuple[str, int]:
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: int
+    jti: str
+    expires_at: datetime
+    generation: int
+
+
+def issue_token(user_id: int, secret: str, minutes: int, generation: int = 0) -> tuple[str, int]:
     now = datetime.now(UTC)
     claims = {
         "sub": str(user_id),
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(minutes=minutes)).timestamp()),
-        "jti": secrets.token_hex(8),
+        "jti": secrets.token_hex(16),
+        "gen": generation,
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM), minutes * 60
 
@@ -78,25 +101,50 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
+def decode_token(token: str, secret: str) -> TokenClaims:
+    """The token's claims, or 401 when it is malformed, forged or expired."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp", "jti"]}
+        )
+        generation = claims.get("gen", 0)
+        jti = claims["jti"]
+        if not isinstance(generation, int) or not isinstance(jti, str) or not jti:
+            raise ValueError("bad claims")
+        return TokenClaims(
+            user_id=int(claims["sub"]),
+            jti=jti,
+            expires_at=datetime.fromtimestamp(float(claims["exp"]), UTC),
+            generation=generation,
+        )
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError, OverflowError) as exc:
+        raise _unauthorized("invalid or expired token") from exc
+
+
 async def current_user(
     request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> User:
+    """The caller, from a valid, unrevoked token of an enabled user (one indexed query).
+
+    Uses only ``request.app.state`` (settings, pool), so the WebSocket feed can call it too."""
     if not token:
         raise _unauthorized("not authenticated")
-    try:
-        claims = jwt.decode(token, request.app.state.settings.secret_key, algorithms=[ALGORITHM])
-        user_id = int(claims["sub"])
-    except (jwt.PyJWTError, KeyError, ValueError) as exc:
-        raise _unauthorized("invalid or expired token") from exc
+    claims = decode_token(token, request.app.state.settings.secret_key)
     async with request.app.state.pool.connection() as conn:
         row = await (
             await conn.execute(
-                "SELECT id, username, role, regions FROM users WHERE id = %s AND NOT disabled",
-                (user_id,),
+                "SELECT u.id, u.username, u.role, u.regions, u.token_generation,"
+                " EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = %s)"
+                " FROM users u WHERE u.id = %s AND NOT u.disabled",
+                (claims.jti, claims.user_id),
             )
         ).fetchone()
     if row is None:
         raise _unauthorized("user unknown or disabled")
+    if row[5]:
+        raise _unauthorized("token revoked (logged out)")
+    if row[4] != claims.generation:
+        raise _unauthorized("token revoked (password changed); log in again")
     return User(id=row[0], username=row[1], role=row[2], regions=tuple(row[3]))
 
 
@@ -114,3 +162,108 @@ def allow(*roles: Role) -> Any:
         return user
 
     return Depends(check)
+
+
+# ------------------------------------------------------------------ revocation
+
+
+async def revoke_token(conn: AsyncConnection, claims: TokenClaims) -> None:
+    """Refuse this token from now on; forget revocations of tokens that have expired anyway."""
+    await conn.execute("DELETE FROM revoked_tokens WHERE expires_at < now()")
+    await conn.execute(
+        "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES (%s, %s, %s) "
+        "ON CONFLICT (jti) DO NOTHING",
+        (claims.jti, claims.user_id, claims.expires_at),
+    )
+
+
+async def set_password(conn: AsyncConnection, user_id: int, password: str) -> int | None:
+    """New hash, and every earlier token of the user revoked; the new generation (None: no
+    such user). Any login lock on the name is lifted."""
+    row = await (
+        await conn.execute(
+            "UPDATE users SET password_hash = %s, token_generation = token_generation + 1,"
+            " password_changed_at = now(), updated_at = now() WHERE id = %s"
+            " RETURNING token_generation, username",
+            (hash_password(password), user_id),
+        )
+    ).fetchone()
+    if row is None:
+        return None
+    await clear_login_failures(conn, row[1])
+    return int(row[0])
+
+
+# ------------------------------------------------------------------ login throttling
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    max_failures: int = 5
+    window_s: float = 900.0
+    lockout_s: float = 900.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> LoginPolicy:
+        """From ``login_max_failures``, ``login_failure_window_s`` and ``login_lockout_s``
+        (TAGWATCH_LOGIN_*), with these defaults where the settings do not define them."""
+        default = cls()
+        return cls(
+            max_failures=max(1, int(getattr(settings, "login_max_failures", default.max_failures))),
+            window_s=float(getattr(settings, "login_failure_window_s", default.window_s)),
+            lockout_s=float(getattr(settings, "login_lockout_s", default.lockout_s)),
+        )
+
+
+def locked_out(retry_after_s: float) -> HTTPException:
+    seconds = max(1, math.ceil(retry_after_s))
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=f"too many failed logins for this username: locked, try again in {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+async def lock_remaining(conn: AsyncConnection, username: str) -> float | None:
+    """Seconds until the name may try again, or None when it is not locked."""
+    row = await (
+        await conn.execute(
+            "SELECT EXTRACT(EPOCH FROM locked_until - now()) FROM login_throttle"
+            " WHERE username = %s AND locked_until > now()",
+            (username,),
+        )
+    ).fetchone()
+    return None if row is None else float(row[0])
+
+
+async def record_login_failure(
+    conn: AsyncConnection, username: str, policy: LoginPolicy
+) -> float | None:
+    """Count a failure (atomically, across processes); the lock's length if this one locks."""
+    window = timedelta(seconds=policy.window_s)
+    row = await (
+        await conn.execute(
+            "INSERT INTO login_throttle AS t (username, failures, window_start, last_failure_at)"
+            " VALUES (%(u)s, 1, now(), now())"
+            " ON CONFLICT (username) DO UPDATE SET"
+            "  failures = CASE WHEN t.window_start < now() - %(w)s THEN 1 ELSE t.failures + 1 END,"
+            "  window_start = CASE WHEN t.window_start < now() - %(w)s"
+            "   THEN now() ELSE t.window_start END,"
+            "  last_failure_at = now()"
+            " RETURNING failures",
+            {"u": username, "w": window},
+        )
+    ).fetchone()
+    assert row is not None
+    if int(row[0]) < policy.max_failures:
+        return None
+    await conn.execute(
+        "UPDATE login_throttle SET locked_until = now() + %s, failures = 0, window_start = now()"
+        " WHERE username = %s",
+        (timedelta(seconds=policy.lockout_s), username),
+    )
+    return policy.lockout_s
+
+
+async def clear_login_failures(conn: AsyncConnection, username: str) -> None:
+    await conn.execute("DELETE FROM login_throttle WHERE username = %s", (username,))

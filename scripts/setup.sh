@@ -14,6 +14,14 @@ command -v mosquitto_ctrl >/dev/null 2>&1 || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
+# The web console's Leaflet comes from npm (package-lock.json); its browser test drives Debian's
+# Chromium with playwright-core (never a browser download; it needs node >= 20, Debian 12's own
+# nodejs is 18: the browser test then skips). TAGWATCH_SETUP_BROWSER=0 skips Chromium, e.g. on
+# a server that only serves the console.
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+if [ "${TAGWATCH_SETUP_BROWSER:-1}" != "0" ] && [ ! -x /usr/bin/chromium ]; then
+  need+=(chromium)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
@@ -36,5 +44,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/tag
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
+fi
+# Node packages, exactly as locked; again only when the lock file changed.
+node_stamp="node_modules/.tagwatch-installed"
+node_want="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ ! -f "$node_stamp" ] || [ "$(cat "$node_stamp")" != "$node_want" ] \
+    || [ ! -f node_modules/leaflet/dist/leaflet.js ]; then
+  echo "setup: installing Node packages (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$node_want" > "$node_stamp"
 fi
 echo "setup: ready (.venv/bin/tagwatch)"

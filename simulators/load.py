@@ -13,6 +13,7 @@ so that their silence does not raise 100,000 'no communication' alerts afterward
 
 from __future__ import annotations
 
+import collections
 import random
 import secrets
 import threading
@@ -31,6 +32,7 @@ from tagwatch.settings import MqttEndpoint, Settings
 CENTRE = (18.4241, -33.9249)  # lon, lat: Cape Town
 REGION = "load"
 POLL_S = 0.02
+MAX_OUTSTANDING = 50_000
 
 
 @dataclass
@@ -237,6 +239,10 @@ def _publish(
     last_report = t0
     count = 0
     infos: list[mqtt.MQTTMessageInfo] = []
+    # paho's message ids are 16-bit: never more than this many unacknowledged per connection
+    outstanding: list[collections.deque[mqtt.MQTTMessageInfo]] = [
+        collections.deque() for _ in links
+    ]
     try:
         while not stop.is_set():
             now = time.time()
@@ -252,7 +258,11 @@ def _publish(
                     f'"seq":{seq[i]},"batt":80,"src":"gps"}}'
                 )
                 device_id = ids[i]
+                queue = outstanding[i % len(links)]
+                while len(queue) >= MAX_OUTSTANDING:
+                    queue.popleft().wait_for_publish(30)
                 info = links[i % len(links)].publish(f"em/v1/{device_id}/fix", body, qos=1)
+                queue.append(info)
                 count += 1
                 if count % sample == 0:
                     infos.append(info)

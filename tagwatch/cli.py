@@ -268,9 +268,11 @@ def user_add(
         conn.execute(
             "INSERT INTO users (username, password_hash, role, regions) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, "
-            "role = excluded.role, regions = excluded.regions, disabled = false",
+            "role = excluded.role, regions = excluded.regions, disabled = false, "
+            "token_generation = users.token_generation + 1",  # earlier tokens stop working
             (username, hash_password(secret), role, region or ["*"]),
         )
+        conn.execute("DELETE FROM login_throttle WHERE username = %s", (username,))
     typer.echo(f"user {username} ({role}, regions {', '.join(region or ['*'])}) saved")
 
 
@@ -332,6 +334,36 @@ def device_add(
     )
 
 
+# ------------------------------------------------------------------ audit log
+
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log of location reads.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain: exit 0 with the count when intact, 1 naming the first bad row."""
+    from tagwatch.audit_verify import run_verify  # noqa: PLC0415
+
+    code = run_verify(settings().database_url, typer.echo)
+    if code:
+        raise typer.Exit(code)
+
+
+@audit_app.command("list")
+def audit_list(
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+    subject: Annotated[int | None, typer.Option(help="only this subject id")] = None,
+    username: Annotated[str | None, typer.Option(help="only this user")] = None,
+    action: Annotated[str | None, typer.Option(help="position, track, alert_detail, ...")] = None,
+) -> None:
+    """The latest audit rows, newest first, one JSON object a line."""
+    from tagwatch.audit_verify import recent  # noqa: PLC0415
+
+    for row in recent(settings().database_url, limit, subject, username, action):
+        typer.echo(json.dumps(row, default=str))
+
+
 # ------------------------------------------------------------------ benchmarks
 
 
@@ -359,6 +391,36 @@ def bench_geofence(
     from tagwatch.bench_geofence import run as run_geofence  # noqa: PLC0415
 
     run_geofence(subjects, global_zones, fixes, seed, echo=typer.echo)
+
+
+@bench_app.command("alerts")
+def bench_alerts(
+    rate: Annotated[float, typer.Option(min=1.0, help="background fixes per second")] = 5000.0,
+    probes: Annotated[int, typer.Option(min=1, help="probe episodes under load")] = 200,
+    duration: Annotated[float, typer.Option(min=1.0, help="seconds the probes spread over")] = 60.0,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="each background device's fix interval")
+    ] = 60.0,
+    quick: Annotated[bool, typer.Option("--quick", help="small and short (smoke test)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="figures as JSON at the end")] = False,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="private services dir (default: a temp dir)")
+    ] = None,
+) -> None:
+    """Publish → alert committed and → webhook delivered percentiles, idle and under load."""
+    from tagwatch.bench_alerts import run_benchmark  # noqa: PLC0415
+
+    figures = run_benchmark(
+        rate,
+        probes,
+        duration,
+        interval=interval,
+        quick=quick,
+        directory=directory,
+        echo=typer.echo,
+    )
+    if as_json:
+        typer.echo(json.dumps(figures))
 
 
 @app.command("score-offline")
@@ -459,3 +521,21 @@ def dispatch() -> None:
         f"dispatch stopped: {stats.delivered} delivered, {stats.retried} retries scheduled, "
         f"{stats.failed} failed"
     )
+
+
+@app.command()
+def openapi(
+    write: Annotated[bool, typer.Option("--write", help="rewrite docs/openapi.json")] = False,
+) -> None:
+    """Check (or with --write, rewrite) the committed OpenAPI document against the app."""
+    from tagwatch.openapi_doc import drift  # noqa: PLC0415
+    from tagwatch.openapi_doc import write as write_doc  # noqa: PLC0415
+
+    if write:
+        typer.echo(f"wrote {write_doc()}")
+        return
+    problem = drift()
+    if problem:
+        typer.echo(problem, err=True)
+        raise typer.Exit(1)
+    typer.echo("docs/openapi.json matches the app")

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     mqtt_gateway_url: str = "mqtt://tagwatch-gateway@127.0.0.1:1883"
     secret_key: str = DEV_SECRET
     token_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # Failed logins per username within the window lock the name (across API processes).
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window_s: float = Field(default=900.0, gt=0)
+    login_lockout_s: float = Field(default=900.0, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -1,0 +1,313 @@
+"""Exports for data transfer between agencies: a subject's fixes, events and alerts over a range.
+
+``GET /subjects/{id}/export?from=&to=&format=geojson|csv&kind=`` (supervisor, admin):
+
+* what is exported: fixes and device events of every device the subject held (either role; a
+  ``role`` column says which) inside its holding period and the range, and the subject's alerts
+  opened in the range, with their full details;
+* ``format=geojson`` (default): one FeatureCollection (RFC 7946, coordinates lon, lat); fixes are
+  Points, alerts Points where they have a position, events have no geometry (``null``, as
+  RFC 7946 allows); ``properties.kind`` says which;
+* ``format=csv``: without ``kind``, a zip of ``fixes.csv``, ``events.csv`` and ``alerts.csv``;
+  with ``kind=fixes|events|alerts``, that one CSV. ``kind`` filters GeoJSON the same way;
+* streamed from a server-side cursor, so a long range never sits in memory;
+* audited (who, role, subject, range, format, kind, reason) and committed before the first byte.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from psycopg import AsyncConnection
+from pydantic import AwareDatetime
+
+from api import audit
+from api.deps import Conn, subject_in_scope
+from api.security import CurrentUser, Role, allow
+
+router = APIRouter(tags=["exports"])
+EXPORT_ROLES: tuple[Role, ...] = ("admin", "supervisor")
+MAX_RANGE = timedelta(days=366)
+BATCH = 2000
+
+Kind = Literal["fixes", "events", "alerts"]
+KINDS: tuple[Kind, ...] = ("fixes", "events", "alerts")
+SINGULAR: dict[Kind, str] = {"fixes": "fix", "events": "event", "alerts": "alert"}
+
+HELD = """
+    FROM device_assignments da JOIN {table} x ON x.device_id = da.device_id
+     AND x.ts >= greatest(lower(da.during), %(start)s)
+     AND x.ts < least(upper(da.during), %(end)s)
+    WHERE da.subject_id = %(subject)s
+"""
+QUERIES: dict[Kind, tuple[list[str], str]] = {
+    "fixes": (
+        [
+            "device_id",
+            "role",
+            "ts",
+            "lat",
+            "lon",
+            "acc",
+            "alt",
+            "spd",
+            "hdg",
+            "sats",
+            "batt",
+            "src",
+            "seq",
+            "received_at",
+        ],
+        "SELECT x.device_id, da.role, x.ts, x.lat, x.lon, x.acc, x.alt, x.spd, x.hdg, x.sats,"
+        " x.batt, x.src, NULLIF(x.seq, -1), x.received_at"
+        + HELD.format(table="fixes")
+        + " ORDER BY x.ts, x.device_id, x.seq",
+    ),
+    "events": (
+        ["device_id", "role", "ts", "type", "seq", "batt", "detail", "received_at"],
+        "SELECT x.device_id, da.role, x.ts, x.type, NULLIF(x.seq, -1), x.batt, x.detail,"
+        " x.received_at"
+        + HELD.format(table="device_events")
+        + " ORDER BY x.ts, x.device_id, x.seq",
+    ),
+    "alerts": (
+        [
+            "id",
+            "type",
+            "severity",
+            "status",
+            "device_id",
+            "zone_id",
+            "region_id",
+            "opened_at",
+            "first_fix_at",
+            "last_fix_at",
+            "cleared_at",
+            "lat",
+            "lon",
+            "worst_distance_m",
+            "fix_count",
+            "late",
+            "escalated",
+            "acknowledged_at",
+            "acknowledged_by",
+            "resolved_at",
+            "resolved_by",
+            "outcome",
+            "resolution_note",
+            "details",
+        ],
+        "SELECT id, type, severity, status, device_id, zone_id, region_id, opened_at,"
+        " first_fix_at, last_fix_at, cleared_at, lat, lon, worst_distance_m, fix_count, late,"
+        " escalated, acknowledged_at, acknowledged_by, resolved_at, resolved_by, outcome,"
+        " resolution_note, details FROM alerts WHERE subject_id = %(subject)s"
+        " AND opened_at >= %(start)s AND opened_at < %(end)s ORDER BY opened_at, id",
+    ),
+}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str, sort_keys=True)
+    return str(value)
+
+
+def _json(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+async def _rows(conn: AsyncConnection, kind: Kind, params: dict[str, Any]) -> AsyncIterator[Any]:
+    async with conn.cursor(name=f"export_{kind}") as cursor:
+        cursor.itersize = BATCH
+        await cursor.execute(QUERIES[kind][1], params)
+        async for row in cursor:
+            yield row
+
+
+def _feature(kind: Kind, row: Any) -> dict[str, Any]:
+    columns = QUERIES[kind][0]
+    properties = {"kind": SINGULAR[kind]} | {c: _json(v) for c, v in zip(columns, row, strict=True)}
+    geometry = None
+    if properties.get("lat") is not None and properties.get("lon") is not None:
+        geometry = {"type": "Point", "coordinates": [properties["lon"], properties["lat"]]}
+    return {"type": "Feature", "geometry": geometry, "properties": properties}
+
+
+class _Chunks:
+    """A write-only, unseekable file that a zip is written into and drained from, piece by
+    piece (zipfile writes data descriptors when it cannot seek back)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def drain(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+class _Lines:
+    """csv.writer target that hands each written line back."""
+
+    def __init__(self) -> None:
+        self.buffer = io.StringIO()
+
+    def write(self, text: str) -> int:
+        return self.buffer.write(text)
+
+    def take(self) -> str:
+        text = self.buffer.getvalue()
+        self.buffer.seek(0)
+        self.buffer.truncate()
+        return text
+
+
+def _csv_rows(columns: list[str]) -> tuple[Any, _Lines]:
+    lines = _Lines()
+    writer = csv.writer(lines, lineterminator="\r\n")
+    writer.writerow(columns)
+    return writer, lines
+
+
+@router.get(
+    "/subjects/{subject_id}/export",
+    dependencies=[allow(*EXPORT_ROLES)],
+    responses={
+        200: {
+            "content": {
+                "application/geo+json": {"schema": {"type": "object"}},
+                "text/csv": {"schema": {"type": "string"}},
+                "application/zip": {"schema": {"type": "string", "format": "binary"}},
+            },
+            "description": "GeoJSON FeatureCollection, one CSV (kind=) or a zip of three CSVs",
+        }
+    },
+)
+async def export(
+    subject_id: int,
+    request: Request,
+    conn: Conn,
+    user: CurrentUser,
+    from_: AwareDatetime = Query(alias="from", description="range start (inclusive)"),
+    to: AwareDatetime = Query(description="range end (exclusive); at most 366 days after from"),
+    format_: Literal["geojson", "csv"] = Query(default="geojson", alias="format"),
+    kind: Kind | None = Query(default=None, description="only this kind (default: all three)"),
+    reason: str | None = Query(default=None, max_length=500, description="why, for the audit log"),
+) -> StreamingResponse:
+    if from_ >= to:
+        raise HTTPException(
+            422, detail={"reason": "empty_window", "message": "'from' must be before 'to'"}
+        )
+    if to - from_ > MAX_RANGE:
+        raise HTTPException(
+            422,
+            detail={"reason": "window_too_long", "message": "the range may span at most 366 days"},
+        )
+    await subject_in_scope(conn, user, subject_id)
+    await audit.record(
+        conn,
+        user,
+        "export",
+        subject_id,
+        start=from_.isoformat(),
+        end=to.isoformat(),
+        format=format_,
+        kind=kind,
+        reason=reason,
+    )
+    await conn.commit()  # the audit row is durable before any data leaves
+    kinds: tuple[Kind, ...] = (kind,) if kind else KINDS
+    params = {"subject": subject_id, "start": from_, "end": to}
+    pool = request.app.state.pool
+    stem = f"subject-{subject_id}-{from_.date().isoformat()}-{to.date().isoformat()}"
+
+    async def geojson() -> AsyncIterator[bytes]:
+        head = {
+            "subject_id": subject_id,
+            "from": from_.isoformat(),
+            "to": to.isoformat(),
+            "kinds": list(kinds),
+        }
+        yield (
+            '{"type": "FeatureCollection", "properties": ' + json.dumps(head) + ', "features": ['
+        ).encode()
+        first = True
+        async with pool.connection() as read:
+            for each in kinds:
+                batch: list[str] = []
+                async for row in _rows(read, each, params):
+                    text = json.dumps(_feature(each, row), default=str)
+                    batch.append(text if first else "," + text)
+                    first = False
+                    if len(batch) >= BATCH:
+                        yield "\n".join(batch).encode()
+                        batch = []
+                if batch:
+                    yield "\n".join(batch).encode()
+        yield b"]}\n"
+
+    async def one_csv(only: Kind) -> AsyncIterator[bytes]:
+        writer, lines = _csv_rows(QUERIES[only][0])
+        async with pool.connection() as read:
+            count = 0
+            async for row in _rows(read, only, params):
+                writer.writerow([_cell(v) for v in row])
+                count += 1
+                if count % BATCH == 0:
+                    yield lines.take().encode()
+        yield lines.take().encode()
+
+    async def zipped() -> AsyncIterator[bytes]:
+        sink = _Chunks()
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:
+            async with pool.connection() as read:
+                for each in kinds:
+                    writer, lines = _csv_rows(QUERIES[each][0])
+                    with archive.open(f"{each}.csv", "w", force_zip64=True) as member:
+                        member.write(lines.take().encode())
+                        count = 0
+                        async for row in _rows(read, each, params):
+                            writer.writerow([_cell(v) for v in row])
+                            count += 1
+                            if count % BATCH == 0:
+                                member.write(lines.take().encode())
+                                yield sink.drain()
+                        member.write(lines.take().encode())
+                    yield sink.drain()
+        yield sink.drain()
+
+    if format_ == "geojson":
+        body: AsyncIterator[bytes] = geojson()
+        media, filename = "application/geo+json", f"{stem}.geojson"
+    elif kind is not None:
+        body, media, filename = one_csv(kind), "text/csv; charset=utf-8", f"{stem}-{kind}.csv"
+    else:
+        body, media, filename = zipped(), "application/zip", f"{stem}.zip"
+    return StreamingResponse(
+        body,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -1,0 +1,185 @@
+"""Reports for corrections departments: compliance per region and month, and absconders.
+
+Roles: supervisor and admin. A region that does not exist and a region that is not the caller's
+both answer 404 (as a subject elsewhere does); admins (``*``) may ask for any region.
+
+Both reports answer JSON, or CSV with ``?format=csv`` or ``Accept: text/csv`` (as an attachment
+with a file name). The figures and their definitions are in ``store/reports.py``: months are
+bounded by midnights in the region's time zone (UTC when it has none); a subject counts in the
+region ``report_subject_regions`` puts it in at each moment (today: its current region).
+
+The absconders report holds last known positions, so reading it is a location read: one audit
+row for the report (its region, window, reason and the subjects in it) and one per subject in it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from pydantic import AwareDatetime
+
+from api import audit
+from api.deps import Conn
+from api.schemas import REGION_PATTERN
+from api.security import CurrentUser, Role, User, allow
+from store import reports
+
+router = APIRouter(tags=["reports"])
+REPORT_ROLES: tuple[Role, ...] = ("admin", "supervisor")
+MONTH_PATTERN = r"^[12][0-9]{3}-(0[1-9]|1[0-2])$"
+MAX_ABSCONDER_WINDOW = timedelta(days=366)
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "description": "JSON, or CSV with ?format=csv or Accept: text/csv",
+    }
+}
+
+Format = Literal["json", "csv"]
+
+
+def _refuse(code: int, reason: str, message: str) -> HTTPException:
+    return HTTPException(code, detail={"reason": reason, "message": message})
+
+
+def wants_csv(request: Request, format_: Format | None) -> bool:
+    if format_ is not None:
+        return format_ == "csv"
+    accept = request.headers.get("accept", "")
+    return "text/csv" in accept and "application/json" not in accept
+
+
+def cell(value: Any) -> str:
+    """A CSV cell: times in RFC 3339, nothing as empty, lists joined by ';'."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ";".join(cell(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, default=str, sort_keys=True)
+    return str(value)
+
+
+def flatten(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested figures (by type) become columns ``figure.type``."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, Mapping):
+            for inner, item in value.items():
+                flat[f"{key}.{inner}"] = item
+        else:
+            flat[key] = value
+    return flat
+
+
+def csv_response(rows: Iterable[Mapping[str, Any]], columns: list[str], filename: str) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([cell(row.get(c)) for c in columns])
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+async def _region_zone(conn: Conn, user: User, region: str) -> str:
+    zone = await reports.region_timezone(conn, region, user.region_filter())
+    if zone is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"region {region!r} not found")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "UTC"  # a region's zone the database holds but this host does not know
+    return zone
+
+
+@router.get("/reports/compliance", dependencies=[allow(*REPORT_ROLES)], responses=CSV_RESPONSE)
+async def compliance(
+    request: Request,
+    conn: Conn,
+    user: CurrentUser,
+    region: str = Query(pattern=REGION_PATTERN),
+    month: str = Query(pattern=MONTH_PATTERN, description="YYYY-MM, in the region's time zone"),
+    format_: Format | None = Query(default=None, alias="format"),
+) -> Any:
+    """Subjects monitored, monitored subject-days, alerts and violations by type, time in
+    violation, alerts per subject-day, false-alarm share, and fixes (see store/reports.py)."""
+    zone = await _region_zone(conn, user, region)
+    year, number = (int(p) for p in month.split("-"))
+    period = reports.Month(date(year, number, 1), zone)
+    now = datetime.now(UTC)
+    buckets = await reports.timescale_fix_buckets(conn)
+    report = await reports.compliance(conn, region, period, now, buckets)
+    if wants_csv(request, format_):
+        flat = flatten(report)
+        return csv_response([flat], list(flat), f"compliance-{region}-{period.label}.csv")
+    return report
+
+
+ABSCONDER_COLUMNS = [
+    "alert_id",
+    "subject_id",
+    "subject_name",
+    "case_ref",
+    "region_id",
+    "absconded_at",
+    "last_known_at",
+    "last_known_lat",
+    "last_known_lon",
+    "last_known_acc",
+    "linked_alert_ids",
+    "escalated_from",
+    "declared_by",
+    "status",
+    "outcome",
+    "resolved_at",
+    "days_at_large",
+]
+
+
+@router.get("/reports/absconders", dependencies=[allow(*REPORT_ROLES)], responses=CSV_RESPONSE)
+async def absconders(
+    request: Request,
+    conn: Conn,
+    user: CurrentUser,
+    region: str = Query(pattern=REGION_PATTERN),
+    from_: AwareDatetime = Query(alias="from", description="absconded at or after"),
+    to: AwareDatetime = Query(description="absconded before"),
+    format_: Format | None = Query(default=None, alias="format"),
+    reason: str | None = Query(default=None, max_length=500, description="why, for the audit log"),
+) -> Any:
+    """One row per absconder alert opened in [from, to): subject, region, when, last known
+    position, linked alerts, status (``traced``: resolved as traced; ``outstanding``: not
+    resolved; ``closed``: resolved otherwise, e.g. a false alarm) and days at large (until traced,
+    or until now while outstanding; none when closed)."""
+    if from_ >= to:
+        raise _refuse(422, "empty_window", "'from' must be before 'to'")
+    if to - from_ > MAX_ABSCONDER_WINDOW:
+        raise _refuse(422, "window_too_long", "the window may span at most 366 days")
+    await _region_zone(conn, user, region)
+    rows = await reports.absconders(conn, region, from_, to, datetime.now(UTC))
+    subjects = sorted({r["subject_id"] for r in rows if r["subject_id"] is not None})
+    window = {"region": region, "start": from_.isoformat(), "end": to.isoformat()}
+    await audit.record(
+        conn, user, "report_absconders", None, **window, reason=reason, subject_ids=subjects
+    )
+    for subject_id in subjects:
+        await audit.record(conn, user, "report_absconders", subject_id, **window, reason=reason)
+    if wants_csv(request, format_):
+        name = f"absconders-{region}-{from_.date().isoformat()}-{to.date().isoformat()}.csv"
+        return csv_response(rows, ABSCONDER_COLUMNS, name)
+    return {"region": region, "from": from_, "to": to, "rows": rows}

@@ -1,0 +1,232 @@
+"""User accounts, for admins: list, read, create, update role / regions / disabled, reset password.
+
+Roles (declared next to each route): admin only.
+
+Region scope: an admin with every region (``*``) manages everyone; an admin limited to some
+regions sees and manages only users whose regions all lie within theirs, and cannot grant ``*``
+or a region that is not theirs (403); a user outside their scope answers 404, as one that does
+not exist. Password hashes are never returned. A password reset (like a user's own change)
+revokes every earlier token of that user; disabling a user refuses their tokens at once. Every
+change is written to the audit log (never a password).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from psycopg import AsyncConnection
+from psycopg.errors import UniqueViolation
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from api import audit
+from api.deps import Conn
+from api.security import (
+    ALL_REGIONS,
+    PASSWORD_MAX_LENGTH,
+    PASSWORD_MIN_LENGTH,
+    CurrentUser,
+    Role,
+    User,
+    allow,
+    hash_password,
+    set_password,
+)
+
+router = APIRouter(prefix="/users", tags=["users"])
+ADMIN: tuple[Role, ...] = ("admin",)
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_.@+-]{1,64}$"
+REGION_OR_ALL_PATTERN = r"^(\*|[A-Za-z0-9_.-]{1,64})$"
+COLUMNS = "id, username, role, regions, disabled, created_at, updated_at, password_changed_at"
+RegionOrAll = Annotated[str, StringConstraints(pattern=REGION_OR_ALL_PATTERN)]
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(pattern=USERNAME_PATTERN)
+    role: Role
+    regions: list[RegionOrAll] = Field(
+        min_length=1, max_length=100, description="region ids, or ['*'] for every region"
+    )
+    password: str = Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)
+
+
+class UserUpdate(BaseModel):
+    """Only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role | None = None
+    regions: list[RegionOrAll] | None = Field(default=None, min_length=1, max_length=100)
+    disabled: bool | None = None
+
+
+class PasswordReset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)
+
+
+class UserPublic(BaseModel):
+    id: int
+    username: str
+    role: Role
+    regions: list[str]
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime
+    password_changed_at: datetime | None
+
+
+def _user(row: tuple[Any, ...]) -> UserPublic:
+    return UserPublic(
+        id=row[0],
+        username=row[1],
+        role=row[2],
+        regions=list(row[3]),
+        disabled=row[4],
+        created_at=row[5],
+        updated_at=row[6],
+        password_changed_at=row[7],
+    )
+
+
+async def checked_regions(conn: AsyncConnection, admin: User, regions: list[str]) -> list[str]:
+    """Regions as stored: deduplicated, ``['*']`` when every region; 422 for an unknown region
+    (the body's schema checks the pattern), 403 for one the admin does not hold themselves."""
+    if ALL_REGIONS in regions:
+        if not admin.all_regions:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, detail="only an admin of every region may grant '*'"
+            )
+        return [ALL_REGIONS]
+    unique = list(dict.fromkeys(regions))
+    row = await (
+        await conn.execute(
+            "SELECT array_agg(x ORDER BY x) FROM unnest(%s::text[]) x"
+            " WHERE NOT EXISTS (SELECT 1 FROM regions r WHERE r.id = x)",
+            (unique,),
+        )
+    ).fetchone()
+    unknown = row[0] if row else None
+    if unknown:
+        raise HTTPException(422, detail=f"unknown region {unknown[0]!r}")
+    foreign = [r for r in unique if not admin.may_see_region(r)]
+    if foreign:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"region {foreign[0]!r} is not yours")
+    return unique
+
+
+# Users the admin may see: all, or those whose regions lie within the admin's.
+IN_SCOPE = "(%(scope)s::text[] IS NULL OR regions <@ %(scope)s::text[])"
+
+
+async def _in_scope(conn: AsyncConnection, admin: User, user_id: int) -> tuple[Any, ...]:
+    row = await (
+        await conn.execute(
+            f"SELECT {COLUMNS} FROM users WHERE id = %(id)s AND {IN_SCOPE}",
+            {"id": user_id, "scope": admin.region_filter()},
+        )
+    ).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"user {user_id} not found")
+    return row
+
+
+@router.get("", response_model=list[UserPublic], dependencies=[allow(*ADMIN)])
+async def list_users(
+    conn: Conn,
+    admin: CurrentUser,
+    role: Role | None = None,
+    disabled: bool | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+    after_id: int = Query(default=0, ge=0, description="cursor: the last id of the previous page"),
+) -> list[UserPublic]:
+    """Admin. Users in the admin's scope, by id."""
+    rows = await (
+        await conn.execute(
+            f"SELECT {COLUMNS} FROM users WHERE id > %(after)s AND {IN_SCOPE}"
+            " AND (%(role)s::text IS NULL OR role = %(role)s)"
+            " AND (%(disabled)s::boolean IS NULL OR disabled = %(disabled)s)"
+            " ORDER BY id LIMIT %(limit)s",
+            {
+                "after": after_id,
+                "scope": admin.region_filter(),
+                "role": role,
+                "disabled": disabled,
+                "limit": limit,
+            },
+        )
+    ).fetchall()
+    return [_user(r) for r in rows]
+
+
+@router.get("/{user_id}", response_model=UserPublic, dependencies=[allow(*ADMIN)])
+async def read_user(user_id: int, conn: Conn, admin: CurrentUser) -> UserPublic:
+    """Admin."""
+    return _user(await _in_scope(conn, admin, user_id))
+
+
+@router.post("", response_model=UserPublic, status_code=201, dependencies=[allow(*ADMIN)])
+async def create_user(body: UserCreate, conn: Conn, admin: CurrentUser) -> UserPublic:
+    """Admin. The password is stored as an argon2 hash and never returned."""
+    regions = await checked_regions(conn, admin, body.regions)
+    try:
+        row = await (
+            await conn.execute(
+                "INSERT INTO users (username, password_hash, role, regions, password_changed_at)"
+                f" VALUES (%s, %s, %s, %s, now()) RETURNING {COLUMNS}",
+                (body.username, hash_password(body.password), body.role, regions),
+            )
+        ).fetchone()
+    except UniqueViolation as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail=f"username {body.username!r} is taken"
+        ) from exc
+    assert row is not None
+    await audit.record(
+        conn, admin, "user_create", None, user_id=row[0], username=row[1], role=row[2],
+        regions=regions,
+    )  # fmt: skip
+    return _user(row)
+
+
+@router.patch("/{user_id}", response_model=UserPublic, dependencies=[allow(*ADMIN)])
+async def update_user(user_id: int, body: UserUpdate, conn: Conn, admin: CurrentUser) -> UserPublic:
+    """Admin. Role, regions and disabled take effect on the user's next request."""
+    await _in_scope(conn, admin, user_id)
+    if user_id == admin.id and (body.disabled or (body.role is not None and body.role != "admin")):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail="you cannot disable or demote your own account"
+        )
+    regions = None if body.regions is None else await checked_regions(conn, admin, body.regions)
+    row = await (
+        await conn.execute(
+            "UPDATE users SET role = COALESCE(%(role)s, role),"
+            " regions = COALESCE(%(regions)s::text[], regions),"
+            " disabled = COALESCE(%(disabled)s, disabled), updated_at = now()"
+            f" WHERE id = %(id)s RETURNING {COLUMNS}",
+            {"role": body.role, "regions": regions, "disabled": body.disabled, "id": user_id},
+        )
+    ).fetchone()
+    assert row is not None
+    changes = body.model_dump(exclude_none=True)
+    if regions is not None:
+        changes["regions"] = regions
+    await audit.record(conn, admin, "user_update", None, user_id=user_id, changes=changes)
+    return _user(row)
+
+
+@router.post("/{user_id}/password", status_code=204, dependencies=[allow(*ADMIN)])
+async def reset_password(
+    user_id: int, body: PasswordReset, conn: Conn, admin: CurrentUser
+) -> Response:
+    """Admin. Sets a new password, revokes every earlier token of the user and lifts any login
+    lock on the name."""
+    await _in_scope(conn, admin, user_id)
+    await set_password(conn, user_id, body.password)
+    await audit.record(conn, admin, "user_password_reset", None, user_id=user_id)
+    return Response(status_code=204)

@@ -1,0 +1,271 @@
+"""Webhook subscriptions of tracing units, for admins: list, read, create, update, deactivate,
+rotate the signing secret.
+
+Roles (declared next to each route): admin only.
+
+A subscription receives the alerts of its ``regions`` (``['*']``: every region) and ``types``
+(``['*']``: every type of the alert vocabulary) at or above ``min_severity``, as signed POSTs
+(HMAC-SHA256 of the body with its secret; see alerts/dispatcher.py). The secret is shown once,
+in the answer to create (generated when not given) or to a rotation, and never again. A
+subscription is deactivated, not deleted, so its delivery record keeps its meaning.
+
+Region scope as for users: an admin limited to some regions sees and manages only subscriptions
+whose regions lie within theirs. Every change is written to the audit log (never a secret).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from psycopg import AsyncConnection
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, field_validator
+
+from alerts.vocabulary import ALERT_TYPES
+from api import audit
+from api.deps import Conn
+from api.routes.users import REGION_OR_ALL_PATTERN, checked_regions
+from api.security import CurrentUser, Role, User, allow
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+ADMIN: tuple[Role, ...] = ("admin",)
+ALL = "*"
+SeverityName = Literal["info", "warning", "critical"]
+RegionOrAll = Annotated[str, StringConstraints(pattern=REGION_OR_ALL_PATTERN)]
+COLUMNS = "id, name, url, regions, types, min_severity, active, created_at"
+MAX_URL = 2000
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
+
+
+def _types(value: list[str]) -> list[str]:
+    unknown = sorted({t for t in value if t != ALL and t not in ALERT_TYPES})
+    if unknown:
+        msg = f"unknown alert type {unknown[0]!r}; known: {', '.join(sorted(ALERT_TYPES))} or *"
+        raise ValueError(msg)
+    return [ALL] if ALL in value else list(dict.fromkeys(value))
+
+
+def _url(value: HttpUrl) -> HttpUrl:
+    if len(str(value)) > MAX_URL:
+        msg = f"url longer than {MAX_URL} characters"
+        raise ValueError(msg)
+    if not value.host:
+        msg = "url needs a host"
+        raise ValueError(msg)
+    return value
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    url: HttpUrl = Field(description="http:// or https:// only")
+    secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=256,
+        description="HMAC-SHA256 signing key; generated when not given. Shown once.",
+    )
+    regions: list[RegionOrAll] = Field(default_factory=lambda: [ALL], min_length=1, max_length=100)
+    types: list[str] = Field(
+        default_factory=lambda: [ALL],
+        min_length=1,
+        max_length=50,
+        description="alert types of the vocabulary, or ['*'] for all",
+    )
+    min_severity: SeverityName = "info"
+    active: bool = True
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        return _types(value)
+
+    @field_validator("url")
+    @classmethod
+    def _good_url(cls, value: HttpUrl) -> HttpUrl:
+        return _url(value)
+
+
+class WebhookUpdate(BaseModel):
+    """Only the fields given change; the secret changes only through a rotation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL)
+    url: HttpUrl | None = None
+    regions: list[RegionOrAll] | None = Field(default=None, min_length=1, max_length=100)
+    types: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    min_severity: SeverityName | None = None
+    active: bool | None = None
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _types(value)
+
+    @field_validator("url")
+    @classmethod
+    def _good_url(cls, value: HttpUrl | None) -> HttpUrl | None:
+        return None if value is None else _url(value)
+
+
+class WebhookPublic(BaseModel):
+    id: int
+    name: str
+    url: str
+    regions: list[str]
+    types: list[str]
+    min_severity: SeverityName
+    active: bool
+    created_at: datetime
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(description="shown once, now; keep it where the receiver checks it")
+
+
+class WebhookSecret(BaseModel):
+    id: int
+    secret: str = Field(description="shown once, now")
+
+
+def _webhook(row: tuple[Any, ...]) -> WebhookPublic:
+    return WebhookPublic(
+        id=row[0],
+        name=row[1],
+        url=row[2],
+        regions=list(row[3]),
+        types=list(row[4]),
+        min_severity=row[5],
+        active=row[6],
+        created_at=row[7],
+    )
+
+
+IN_SCOPE = "(%(scope)s::text[] IS NULL OR regions <@ %(scope)s::text[])"
+
+
+async def _in_scope(conn: AsyncConnection, admin: User, webhook_id: int) -> tuple[Any, ...]:
+    row = await (
+        await conn.execute(
+            f"SELECT {COLUMNS} FROM webhook_subscriptions WHERE id = %(id)s AND {IN_SCOPE}",
+            {"id": webhook_id, "scope": admin.region_filter()},
+        )
+    ).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"webhook {webhook_id} not found")
+    return row
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@router.get("", response_model=list[WebhookPublic], dependencies=[allow(*ADMIN)])
+async def list_webhooks(
+    conn: Conn,
+    admin: CurrentUser,
+    active: bool | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+    after_id: int = Query(default=0, ge=0, description="cursor: the last id of the previous page"),
+) -> list[WebhookPublic]:
+    """Admin. Subscriptions in the admin's scope, by id; never their secrets."""
+    rows = await (
+        await conn.execute(
+            f"SELECT {COLUMNS} FROM webhook_subscriptions WHERE id > %(after)s AND {IN_SCOPE}"
+            " AND (%(active)s::boolean IS NULL OR active = %(active)s)"
+            " ORDER BY id LIMIT %(limit)s",
+            {"after": after_id, "scope": admin.region_filter(), "active": active, "limit": limit},
+        )
+    ).fetchall()
+    return [_webhook(r) for r in rows]
+
+
+@router.get("/{webhook_id}", response_model=WebhookPublic, dependencies=[allow(*ADMIN)])
+async def read_webhook(webhook_id: int, conn: Conn, admin: CurrentUser) -> WebhookPublic:
+    """Admin."""
+    return _webhook(await _in_scope(conn, admin, webhook_id))
+
+
+@router.post("", response_model=WebhookCreated, status_code=201, dependencies=[allow(*ADMIN)])
+async def create_webhook(body: WebhookCreate, conn: Conn, admin: CurrentUser) -> WebhookCreated:
+    """Admin. The answer carries the signing secret, the only time it is shown."""
+    regions = await checked_regions(conn, admin, body.regions)
+    secret = body.secret or new_secret()
+    row = await (
+        await conn.execute(
+            "INSERT INTO webhook_subscriptions"
+            " (name, url, secret, regions, types, min_severity, active)"
+            f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}",
+            (body.name, str(body.url), secret, regions, body.types, body.min_severity, body.active),
+        )
+    ).fetchone()
+    assert row is not None
+    public = _webhook(row)
+    await audit.record(
+        conn, admin, "webhook_create", None, webhook_id=public.id, name=public.name,
+        url=public.url, regions=public.regions, types=public.types,
+        min_severity=public.min_severity,
+    )  # fmt: skip
+    return WebhookCreated(**public.model_dump(), secret=secret)
+
+
+@router.patch("/{webhook_id}", response_model=WebhookPublic, dependencies=[allow(*ADMIN)])
+async def update_webhook(
+    webhook_id: int, body: WebhookUpdate, conn: Conn, admin: CurrentUser
+) -> WebhookPublic:
+    """Admin. Applies to alerts enqueued from now on."""
+    await _in_scope(conn, admin, webhook_id)
+    regions = None if body.regions is None else await checked_regions(conn, admin, body.regions)
+    row = await (
+        await conn.execute(
+            "UPDATE webhook_subscriptions SET name = COALESCE(%(name)s, name),"
+            " url = COALESCE(%(url)s, url), regions = COALESCE(%(regions)s::text[], regions),"
+            " types = COALESCE(%(types)s::text[], types),"
+            " min_severity = COALESCE(%(severity)s, min_severity),"
+            " active = COALESCE(%(active)s, active)"
+            f" WHERE id = %(id)s RETURNING {COLUMNS}",
+            {
+                "name": body.name,
+                "url": None if body.url is None else str(body.url),
+                "regions": regions,
+                "types": body.types,
+                "severity": body.min_severity,
+                "active": body.active,
+                "id": webhook_id,
+            },
+        )
+    ).fetchone()
+    assert row is not None
+    changes = body.model_dump(mode="json", exclude_none=True)
+    if regions is not None:
+        changes["regions"] = regions
+    await audit.record(conn, admin, "webhook_update", None, webhook_id=webhook_id, changes=changes)
+    return _webhook(row)
+
+
+@router.delete("/{webhook_id}", status_code=204, dependencies=[allow(*ADMIN)])
+async def deactivate_webhook(webhook_id: int, conn: Conn, admin: CurrentUser) -> Response:
+    """Admin. Deactivates the subscription (kept, with its deliveries); pending deliveries to
+    it are given up by the dispatcher. PATCH ``{"active": true}`` turns it on again."""
+    await _in_scope(conn, admin, webhook_id)
+    await conn.execute(
+        "UPDATE webhook_subscriptions SET active = false WHERE id = %s", (webhook_id,)
+    )
+    await audit.record(conn, admin, "webhook_deactivate", None, webhook_id=webhook_id)
+    return Response(status_code=204)
+
+
+@router.post("/{webhook_id}/secret", response_model=WebhookSecret, dependencies=[allow(*ADMIN)])
+async def rotate_secret(webhook_id: int, conn: Conn, admin: CurrentUser) -> WebhookSecret:
+    """Admin. A new signing secret, shown once; the old one stops signing at once."""
+    await _in_scope(conn, admin, webhook_id)
+    secret = new_secret()
+    await conn.execute(
+        "UPDATE webhook_subscriptions SET secret = %s WHERE id = %s", (secret, webhook_id)
+    )
+    await audit.record(conn, admin, "webhook_secret_rotate", None, webhook_id=webhook_id)
+    return WebhookSecret(id=webhook_id, secret=secret)

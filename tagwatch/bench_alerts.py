@@ -1,0 +1,757 @@
+"""`tagwatch bench alerts`: publish → alert committed and publish → webhook delivered, under load.
+
+Everything runs for real, on private services in a temporary directory: Mosquitto, PostgreSQL,
+`tagwatch ingest` and `tagwatch dispatch` as subprocesses (each with its own interpreter), a
+webhook receiver (a threaded HTTP server in this process, subscribed to every type and region,
+checking every signature), and the background load in a child process of its own
+(`simulators.load`: ``rate x interval`` devices through gateway connections, each reporting every
+``interval`` seconds with no zones, so their fixes take the whole ingest and alert-engine path
+but raise nothing). The database is ANALYZEd once they are registered, as a database holding
+them for a while would be (fresh from COPY, the planner seq-scans the assignments every batch).
+
+**Probes.** A probe is a subject holding one device with its own exclusion zone (a 200 m circle)
+and no history. An episode publishes ``entry_fixes`` (4) fixes at the zone's centre, 1 s apart,
+``acc`` 5 m: deep inside by far more than twice the accuracy, so each is confident evidence and
+the *fourth* completes the dwell (4 fixes; 150 s cannot be reached in 3 s). That fix is the
+proving fix: the alert's ``opened_at`` is its time, which the benchmark checks for every probe.
+
+**Latency** is measured from the wall time the proving fix was handed to the MQTT client:
+
+* to *alert committed*: a watcher polls the alerts table every 10 ms on its own connection; the
+  time the first query that sees the row was sent bounds the commit from above (a statement sees
+  what was committed before it started), so the figure is late by at most a poll interval plus
+  one query. The proving fix is stored in the same transaction; the watcher times it too.
+* to *alert transaction began*: the row's ``raised_at`` (``now()`` of the ingest transaction).
+* to *webhook delivered*: the receiver's clock when the dispatcher's signed POST arrived.
+
+**Baselines, in the same run**: the same probes with no background load (before the load
+starts), and publish → committed for the background fixes themselves (one in ``sample``, timed by
+the load generator's own watcher).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from psycopg.types.json import Jsonb
+
+from alerts.signing import SIGNATURE_HEADER, verify_signature
+from alerts.thresholds import DEFAULTS
+from simulators.load import release
+from store.migrate import migrate
+from tagwatch import services
+from tagwatch.settings import MqttEndpoint, Settings
+
+REGION = "bench"
+CENTRE = (18.60, -33.70)  # lon, lat: away from the load's area (it has no zones anyway)
+ZONE_RADIUS_M = 200.0
+PROBE_ACC_M = 5.0
+PROBE_FIXES = DEFAULTS.entry_fixes  # the fourth confident fix inside completes the dwell
+PROBE_SPACING_S = 1.0  # between a probe's fixes (--quick: 0.2 s; the dwell counts fixes)
+POLL_S = 0.01
+ALERT_TYPE = "exclusion_zone_entry"
+TARGET_ALERT_P99_S = 0.5
+TARGET_WEBHOOK_P99_S = 1.0
+LOAD_WARMUP_S = 3.0  # the load runs this long before the first loaded probe (--quick: 1 s)
+LOAD_TAIL_S = 5.0  # and this long after the last proving fix (--quick: 1 s)
+
+
+# ---------------------------------------------------------------------------------- probes
+
+
+@dataclass
+class Probe:
+    index: int
+    device_id: str
+    subject_id: int
+    lon: float
+    lat: float
+    proving_ts: float | None = None  # the proving fix's own time (its `ts`)
+    published_at: float | None = None  # wall time it was handed to the MQTT client
+    fix_seen_at: float | None = None
+    alert_seen_at: float | None = None
+    alert_id: int | None = None
+    opened_at: float | None = None
+    raised_at: float | None = None
+    webhook_at: float | None = None
+
+
+def _create_probes(conn: psycopg.Connection, prefix: str, count: int) -> list[Probe]:
+    """Devices, subjects, assignments and one exclusion zone each; nothing published yet."""
+    probes = []
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO regions (id, name) VALUES (%s, 'Alert benchmark') ON CONFLICT DO NOTHING",
+            (REGION,),
+        )
+        for index in range(count):
+            device_id = f"{prefix}-{index:04d}"
+            lon = CENTRE[0] + 0.01 * (index % 50)
+            lat = CENTRE[1] - 0.01 * (index // 50)
+            conn.execute(
+                "INSERT INTO devices (id, kind, expected_interval_s) VALUES (%s, 'tag', 60)",
+                (device_id,),
+            )
+            row = conn.execute(
+                "INSERT INTO subjects (name, case_ref, region_id, timezone)"
+                " VALUES (%s, %s, %s, 'Africa/Johannesburg') RETURNING id",
+                (device_id, device_id, REGION),
+            ).fetchone()
+            assert row is not None
+            conn.execute(
+                "INSERT INTO device_assignments (device_id, subject_id, role, during)"
+                " VALUES (%s, %s, 'offender', tstzrange(now() - interval '1 hour', NULL))",
+                (device_id, row[0]),
+            )
+            conn.execute(
+                "INSERT INTO zones (name, kind, geometry, radius_m, subject_id)"
+                " VALUES (%s, 'exclusion', %s, %s, %s)",
+                (
+                    f"bench zone {index}",
+                    Jsonb({"type": "Point", "coordinates": [lon, lat]}),
+                    ZONE_RADIUS_M,
+                    row[0],
+                ),
+            )
+            probes.append(Probe(index, device_id, int(row[0]), lon, lat))
+    return probes
+
+
+class ProbeWatcher(threading.Thread):
+    """Polls for the alert and the proving fix of every probe whose proving fix is out."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(name="bench-alert-watcher", daemon=True)
+        self.database_url = database_url
+        self.lock = threading.Lock()
+        self.pending: dict[int, Probe] = {}  # by subject id
+        self.stop = threading.Event()
+
+    def expect(self, probe: Probe) -> None:
+        with self.lock:
+            self.pending[probe.subject_id] = probe
+
+    def run(self) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            while not self.stop.is_set():
+                with self.lock:
+                    waiting = list(self.pending.values())
+                if waiting:
+                    self._poll(conn, waiting)
+                self.stop.wait(POLL_S)
+
+    def _poll(self, conn: psycopg.Connection, waiting: list[Probe]) -> None:
+        # A row visible to a statement was committed before the statement's snapshot, taken as
+        # it starts: the time just before sending it bounds the commit from above.
+        alerts_asked = time.time()
+        alerts = conn.execute(
+            "SELECT subject_id, id, extract(epoch FROM opened_at)::float8,"
+            " extract(epoch FROM raised_at)::float8 FROM alerts"
+            " WHERE subject_id = ANY(%s) AND type = %s",
+            ([p.subject_id for p in waiting if p.alert_seen_at is None], ALERT_TYPE),
+        ).fetchall()
+        fixes_asked = time.time()
+        fixes = conn.execute(
+            "SELECT device_id FROM fixes WHERE device_id = ANY(%s) AND seq = %s",
+            ([p.device_id for p in waiting if p.fix_seen_at is None], PROBE_FIXES),
+        ).fetchall()
+        by_device = {p.device_id: p for p in waiting}
+        with self.lock:
+            for subject_id, alert_id, opened_at, raised_at in alerts:
+                probe = self.pending[subject_id]
+                probe.alert_seen_at = alerts_asked
+                probe.alert_id, probe.opened_at, probe.raised_at = alert_id, opened_at, raised_at
+            for (device_id,) in fixes:
+                by_device[device_id].fix_seen_at = fixes_asked
+            for probe in waiting:
+                if probe.alert_seen_at is not None and probe.fix_seen_at is not None:
+                    self.pending.pop(probe.subject_id, None)
+
+
+def _fix_body(probe: Probe, seq: int, ts: float) -> bytes:
+    return (
+        f'{{"ts":{ts:.3f},"lat":{probe.lat:.6f},"lon":{probe.lon:.6f},"acc":{PROBE_ACC_M:g},'
+        f'"seq":{seq},"batt":80,"src":"gps"}}'
+    ).encode()
+
+
+def _gateway_client(settings: Settings, name: str) -> mqtt.Client:
+    endpoint = MqttEndpoint.parse(settings.mqtt_gateway_url)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"{name}-{secrets.token_hex(3)}",
+        protocol=mqtt.MQTTv311,
+    )
+    client.username_pw_set(endpoint.username, endpoint.password)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
+    client.connect(endpoint.host, endpoint.port, keepalive=30)
+    client.loop_start()
+    if not connected.wait(10):
+        msg = "the benchmark's gateway connection was not accepted"
+        raise RuntimeError(msg)
+    return client
+
+
+def _run_probes(
+    client: mqtt.Client,
+    watcher: ProbeWatcher,
+    receiver: WebhookReceiver,
+    probes: list[Probe],
+    start: float,
+    duration: float,
+    spacing: float,
+    timeout: float = 60.0,
+) -> None:
+    """Episodes evenly spread over `duration` from wall time `start`; wait for their alerts and
+    webhooks (at most `timeout` after the last proving fix)."""
+    spread = duration / max(1, len(probes))
+    events = sorted(
+        (start + i * spread + k * spacing, k + 1, i)
+        for i in range(len(probes))
+        for k in range(PROBE_FIXES)
+    )
+    for due, seq, i in events:
+        delay = due - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        probe = probes[i]
+        now = time.time()
+        ts = round(now, 3)
+        if seq == PROBE_FIXES:
+            probe.proving_ts, probe.published_at = ts, now
+        client.publish(f"em/v1/{probe.device_id}/fix", _fix_body(probe, seq, ts), qos=1)
+        if seq == PROBE_FIXES:
+            watcher.expect(probe)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        receiver.collect(probes)
+        with watcher.lock:
+            done = all(p.alert_seen_at is not None for p in probes)
+        if done and all(p.webhook_at is not None for p in probes):
+            return
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------- webhooks
+
+
+class WebhookReceiver:
+    """A local webhook endpoint: records when each signed notification arrived (by subject)."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.lock = threading.Lock()
+        self.opened: dict[int, float] = {}  # subject id -> first arrival of its 'opened' POST
+        self.requests = 0
+        self.bad_signatures = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                arrived = time.time()
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                signed = verify_signature(receiver.secret, body, self.headers.get(SIGNATURE_HEADER))
+                note: dict[str, Any] = json.loads(body) if signed else {}
+                with receiver.lock:
+                    receiver.requests += 1
+                    receiver.bad_signatures += 0 if signed else 1
+                    if note.get("event") == "opened" and note.get("type") == ALERT_TYPE:
+                        receiver.opened.setdefault(int(note["subject_id"]), arrived)
+                answer = b'{"ok": true}' if signed else b'{"ok": false}'
+                self.send_response(200 if signed else 401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.1,), name="bench-webhooks", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def start(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+    def collect(self, probes: list[Probe]) -> None:
+        with self.lock:
+            for probe in probes:
+                if probe.webhook_at is None:
+                    probe.webhook_at = self.opened.get(probe.subject_id)
+
+
+# ---------------------------------------------------------------------------------- processes
+
+
+class Child:
+    """A `python -m ...` subprocess with the services' environment and its output in a log."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *args], env=env, stdout=self._log, stderr=self._log
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                msg = f"{self.name} did not log {text!r} in time:\n{self.log()[-3000:]}"
+                raise RuntimeError(msg)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+class LoadChild:
+    """The background load in its own process (its own GIL): `python -m tagwatch.bench_alerts`.
+
+    It registers its devices first (so ingest, started afterwards, knows them all), says so, then
+    publishes when told to, and prints its report as JSON."""
+
+    def __init__(self, env: dict[str, str], prefix: str, devices: int, interval: float) -> None:
+        self.prefix = prefix
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.echo: Callable[[str], object] = print
+        args = [prefix, str(devices), str(interval)]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tagwatch.bench_alerts", *args],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            if line.startswith("{"):
+                self.lines.put(json.loads(line))
+            else:
+                self.echo(f"  load: {line.rstrip()}")
+
+    def next(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    msg = f"the load generator exited ({self.process.returncode}) without answering"
+                    raise RuntimeError(msg) from None
+        msg = f"the load generator did not answer in {timeout:g} s"
+        raise RuntimeError(msg)
+
+    def go(self, duration: float, clients: int, sample: int) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{duration} {clients} {sample}\n")
+        self.process.stdin.flush()
+        return self.next(30)
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()  # a child still waiting for `go` exits
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def _load_child(argv: list[str]) -> int:
+    """The load generator's side of `LoadChild` (uses `simulators.load` as `tagwatch load` does)."""
+    import random  # noqa: PLC0415
+
+    from simulators.load import LoadReport, _publish, register  # noqa: PLC0415
+
+    prefix, devices, interval = argv[0], int(argv[1]), float(argv[2])
+    settings = Settings.for_services(dict(os.environ), environment="test")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with psycopg.connect(settings.database_url) as conn:
+        started = time.perf_counter()
+        ids = register(conn, prefix, devices, interval)
+        print(json.dumps({"registered": len(ids), "seconds": time.perf_counter() - started}))
+        sys.stdout.flush()
+        command = sys.stdin.readline().split()
+        if not command:
+            return 0
+        duration, clients, sample = float(command[0]), int(command[1]), int(command[2])
+        report = LoadReport(devices, interval, duration)
+        print(json.dumps({"publishing": time.time() + 0.5}))  # `_publish` starts at +0.5 s
+        sys.stdout.flush()
+        error = None
+        try:
+            _publish(settings, ids, report, clients, sample, random.Random(), print, stop)
+        except (ValueError, RuntimeError) as exc:  # after the publishing loop: the counts stand
+            error = f"{type(exc).__name__}: {exc}"
+        figures = {
+            "error": error,
+            "published": report.published,
+            "publish_s": report.publish_s,
+            "sampled": len(report.latencies_s),
+            "unseen": report.unseen,
+            "latencies": _latencies(report.latencies_s),
+        }
+        print(json.dumps(figures))
+        sys.stdout.flush()
+    return 0
+
+
+@contextmanager
+def _platform(env: dict[str, str], log_dir: Path) -> Iterator[None]:
+    """`tagwatch ingest` and `tagwatch dispatch`, started together and stopped together."""
+    child_env = {
+        **os.environ,
+        **env,
+        "TAGWATCH_ENVIRONMENT": "test",
+        "TAGWATCH_INGEST_CLIENT_ID": f"bench-ingest-{secrets.token_hex(3)}",
+        "TAGWATCH_DISPATCH_USE_ENV_PROXY": "0",  # the receiver is on loopback
+    }
+    child_env.pop("TAGWATCH_ENV_FILE", None)
+    children: list[Child] = []
+    try:
+        ingest = Child("ingest", ["tagwatch", "ingest"], child_env, log_dir)
+        children.append(ingest)
+        dispatcher = Child("dispatch", ["tagwatch", "dispatch"], child_env, log_dir)
+        children.append(dispatcher)
+        ingest.wait_for_log("subscribed to", 120)
+        dispatcher.wait_for_log("dispatcher started", 60)
+        dispatcher.wait_for_log("dispatcher connected to the broker", 30)
+        yield
+    finally:
+        for child in children:
+            child.stop()
+
+
+# ---------------------------------------------------------------------------------- figures
+
+
+STATS = ("p50", "p95", "p99", "max")
+
+
+def _latencies(values: list[float]) -> dict[str, float]:
+    if not values:
+        return dict.fromkeys(STATS, float("nan"))
+    a = np.array(values)
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+    }
+
+
+def _phase_figures(name: str, probes: list[Probe]) -> dict[str, float]:
+    out: dict[str, float] = {
+        f"{name}_probes": len(probes),
+        f"{name}_alerted": sum(p.alert_seen_at is not None for p in probes),
+        f"{name}_delivered": sum(p.webhook_at is not None for p in probes),
+        # the alert must be opened by the proving fix itself (its time), not another one
+        f"{name}_wrong_fix": sum(
+            p.opened_at is not None
+            and p.proving_ts is not None
+            and abs(p.opened_at - p.proving_ts) > 0.002
+            for p in probes
+        ),
+    }
+    measures = {
+        "fix": [p.fix_seen_at - p.published_at for p in probes if p.fix_seen_at and p.published_at],
+        "alert": [
+            p.alert_seen_at - p.published_at for p in probes if p.alert_seen_at and p.published_at
+        ],
+        "raised": [p.raised_at - p.published_at for p in probes if p.raised_at and p.published_at],
+        "webhook": [
+            p.webhook_at - p.published_at for p in probes if p.webhook_at and p.published_at
+        ],
+    }
+    for measure, values in measures.items():
+        out[f"{name}_{measure}_n"] = len(values)
+        for stat, value in _latencies(values).items():
+            out[f"{name}_{measure}_{stat}_ms"] = round(1000 * value, 1)
+    return out
+
+
+def _table(figures: dict[str, float], rate: float) -> list[str]:
+    rows = [
+        ("idle", "fix", "idle: publish → proving fix committed", None),
+        ("idle", "raised", "idle: publish → alert transaction began", None),
+        ("idle", "alert", "idle: publish → alert committed", None),
+        ("idle", "webhook", "idle: publish → webhook delivered", None),
+        ("loaded", "fix", f"{rate:,.0f}/s: publish → proving fix committed", None),
+        ("loaded", "raised", f"{rate:,.0f}/s: publish → alert transaction began", None),
+        ("loaded", "alert", f"{rate:,.0f}/s: publish → alert committed", TARGET_ALERT_P99_S),
+        ("loaded", "webhook", f"{rate:,.0f}/s: publish → webhook delivered", TARGET_WEBHOOK_P99_S),
+        ("background", "fix", f"{rate:,.0f}/s: background fix committed (sampled)", None),
+    ]
+    width = max(len(r[2]) for r in rows)
+    out = [
+        f"{'latency, ms':<{width}} {'n':>5} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}  p99 target"
+    ]
+    for phase, measure, label, target in rows:
+        n = int(figures.get(f"{phase}_{measure}_n", 0))
+        cells = " ".join(
+            f"{figures.get(f'{phase}_{measure}_{s}_ms', float('nan')):>7.0f}" for s in STATS
+        )
+        verdict = ""
+        if target is not None:
+            ok = figures.get(f"{phase}_{measure}_p99_ms", float("inf")) <= 1000 * target
+            verdict = f"≤ {1000 * target:.0f} {'met' if ok else 'MISSED'}"
+        out.append(f"{label:<{width}} {n:>5} {cells}  {verdict}")
+    return out
+
+
+# ---------------------------------------------------------------------------------- benchmark
+
+
+def run_benchmark(
+    rate: float = 5000.0,
+    probes: int = 200,
+    duration: float = 60.0,
+    *,
+    interval: float = 60.0,
+    baseline_probes: int | None = None,
+    clients: int = 4,  # gateway connections: each holds < 65,536 unacknowledged publishes
+    sample: int = 50,
+    quick: bool = False,
+    directory: Path | None = None,
+    echo: Callable[[str], object] = print,
+) -> dict[str, float]:
+    """Run it all and print the table; returns the figures (latencies in ms)."""
+    spacing, warm, tail = PROBE_SPACING_S, LOAD_WARMUP_S, LOAD_TAIL_S
+    if quick:
+        rate, probes, duration, interval = min(rate, 200.0), min(probes, 10), 3.0, 10.0
+        baseline_probes = 5 if baseline_probes is None else baseline_probes
+        spacing, warm, tail = 0.2, 1.0, 1.0
+    baseline_probes = max(5, probes // 4) if baseline_probes is None else baseline_probes
+    baseline_duration = max(2.0, duration * baseline_probes / max(1, probes))
+    devices = max(1, round(rate * interval))
+    base = directory or Path(tempfile.mkdtemp(prefix="tagwatch-bench-alerts-"))
+    log_dir = base / "bench-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    echo(f"starting private services in {base} ...")
+    state = services.up(base)
+    env = state.env()
+    load: LoadChild | None = None
+    receiver: WebhookReceiver | None = None
+    watcher: ProbeWatcher | None = None
+    client: mqtt.Client | None = None
+    run = secrets.token_hex(2)
+    try:
+        migrate(env["TAGWATCH_DATABASE_URL"])
+        settings = Settings.for_services(env, environment="test")
+        secret = secrets.token_urlsafe(24)
+        receiver = WebhookReceiver(secret).start()
+        with psycopg.connect(settings.database_url) as conn:
+            conn.execute(
+                "INSERT INTO webhook_subscriptions (name, url, secret) VALUES (%s, %s, %s)",
+                (f"bench-{run}", receiver.url, secret),
+            )
+            conn.commit()
+            all_probes = _create_probes(conn, f"bprobe-{run}", 1 + baseline_probes + probes)
+        warmup = all_probes[:1]
+        idle = all_probes[1 : 1 + baseline_probes]
+        loaded = all_probes[1 + baseline_probes :]
+        load_env = {**os.environ, **env}
+        load_env.pop("TAGWATCH_ENV_FILE", None)
+        load = LoadChild(load_env, f"bload-{run}", devices, interval)
+        load.echo = echo
+        registered = load.next(600)
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            # Statistics, as a database that has held these devices for a while has them: fresh
+            # from COPY, the planner would seq-scan the assignments for every batch.
+            conn.execute("ANALYZE")
+        echo(
+            f"registered {registered['registered']:,} background devices (one fix each every"
+            f" {interval:g} s) in {registered['seconds']:.1f} s; {len(all_probes)} probe subjects"
+        )
+        with _platform(env, log_dir):
+            watcher = ProbeWatcher(settings.database_url)
+            watcher.start()
+            client = _gateway_client(settings, "bench-probe")
+            _run_probes(client, watcher, receiver, warmup, time.time(), 0.0, spacing, timeout=120)
+            if warmup[0].webhook_at is None:
+                msg = f"the warm-up probe got no alert or no webhook; logs in {log_dir}"
+                raise RuntimeError(msg)
+            echo(f"idle: {len(idle)} probe episodes over {baseline_duration:g} s, no other load")
+            start = time.time() + 0.2
+            _run_probes(client, watcher, receiver, idle, start, baseline_duration, spacing)
+            load_s = warm + duration + PROBE_FIXES * spacing + tail
+            started = float(load.go(load_s, clients, sample)["publishing"])
+            echo(
+                f"loaded: background {rate:,.0f} fixes/s from {devices:,} devices for {load_s:g} s;"
+                f" {len(loaded)} probe episodes over {duration:g} s from +{warm:g} s"
+            )
+            _run_probes(client, watcher, receiver, loaded, started + warm, duration, spacing)
+            report = load.next(load_s + 120)
+            stored, stored_span = _stored(settings.database_url, load.prefix, report["published"])
+            _settle(watcher, receiver, all_probes, 30.0)
+            if directory is not None:  # services that outlive the run: once ingest has drained,
+                with psycopg.connect(settings.database_url) as conn:  # stop monitoring the load
+                    release(conn, load.prefix)
+        figures = _phase_figures("idle", idle) | _phase_figures("loaded", loaded)
+        figures.update(
+            {
+                "background_devices": devices,
+                "background_target_per_s": rate,
+                "background_published": report["published"],
+                "background_published_per_s": round(report["published"] / report["publish_s"], 1),
+                "background_stored": stored,
+                "background_stored_per_s": round(stored / stored_span, 1) if stored_span else 0.0,
+                "background_fix_n": report["sampled"],
+                "background_unseen": report["unseen"],
+                "background_failed": 0.0 if report["error"] is None else 1.0,
+                "bad_signatures": receiver.bad_signatures,
+                "webhook_requests": receiver.requests,
+                **{
+                    f"background_fix_{s}_ms": round(1000 * v, 1)
+                    for s, v in report["latencies"].items()
+                },
+            }
+        )
+        _print(figures, rate, echo)
+        if figures["background_stored_per_s"] < 0.95 * figures["background_published_per_s"]:
+            echo(
+                "ingest did not keep up with the background load: the loaded latencies measure"
+                " a backlog that grew for the whole run, not a steady state"
+            )
+        if report["error"]:
+            echo(
+                f"the load generator failed after publishing ({report['error']}): its"
+                " sampled latencies are lost and fixes still queued in its client were not sent"
+            )
+        return figures
+    finally:
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+        if watcher is not None:
+            watcher.stop.set()
+            watcher.join(5)
+        if load is not None:
+            load.stop()
+        if receiver is not None:
+            receiver.stop()
+        if directory is None:
+            services.down(base)
+            shutil.rmtree(base, ignore_errors=True)
+        else:  # services kept: stop sending to a receiver that is gone
+            with psycopg.connect(env["TAGWATCH_DATABASE_URL"]) as conn:
+                conn.execute(
+                    "UPDATE webhook_subscriptions SET active = false WHERE name = %s",
+                    (f"bench-{run}",),
+                )
+
+
+def _print(figures: dict[str, float], rate: float, echo: Callable[[str], object]) -> None:
+    for line in _table(figures, rate):
+        echo(line)
+    published, stored = figures["background_published"], figures["background_stored"]
+    echo(
+        f"background: published {published:,.0f} fixes at"
+        f" {figures['background_published_per_s']:,.0f}/s (target {rate:,.0f}/s); stored"
+        f" {stored:,.0f} at {figures['background_stored_per_s']:,.0f}/s"
+        f" ({stored / max(1, published):.1%})"
+    )
+    for phase in ("idle", "loaded"):
+        echo(
+            f"{phase} probes: {figures[f'{phase}_alerted']:.0f}/{figures[f'{phase}_probes']:.0f}"
+            f" alerted, {figures[f'{phase}_delivered']:.0f} webhooks delivered,"
+            f" {figures[f'{phase}_wrong_fix']:.0f} opened by another fix than the proving one"
+        )
+    echo(
+        f"{figures['webhook_requests']:.0f} webhook requests,"
+        f" {figures['bad_signatures']:.0f} with a bad signature;"
+        f" {os.cpu_count()} CPUs, load average now {os.getloadavg()[0]:.1f}"
+    )
+
+
+def _settle(
+    watcher: ProbeWatcher, receiver: WebhookReceiver, probes: list[Probe], timeout: float
+) -> None:
+    """After the drain: the last webhooks of probes whose alert came late (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        receiver.collect(probes)
+        with watcher.lock:
+            if all(p.alert_seen_at is None or p.webhook_at is not None for p in probes):
+                return
+        time.sleep(0.1)
+
+
+def _stored(database_url: str, prefix: str, published: int) -> tuple[int, float]:
+    """Background fixes stored once ingest has drained (or stopped making progress), and the
+    span of their transactions' start times."""
+    last, still = -1, 0
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*), extract(epoch FROM max(received_at) - min(received_at))::float8"
+                " FROM fixes WHERE device_id LIKE %s",
+                (f"{prefix}-%",),
+            ).fetchone()
+            assert row is not None
+            stored, span = int(row[0]), float(row[1] or 0.0)
+            still = still + 1 if stored == last else 0
+            if stored >= published or still >= 10:
+                return stored, span
+            last = stored
+            time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    sys.exit(_load_child(sys.argv[1:]))
