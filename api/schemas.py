@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 OWNTRACKS_TOPIC = re.compile(r"^owntracks/[^/+#\s]{1,64}/[^/+#\s]{1,64}$")
@@ -42,6 +42,36 @@ class SubjectCreate(BaseModel):
             msg = f"unknown IANA time zone {value!r}"
             raise ValueError(msg)
         return value
+
+
+class SubjectUpdate(BaseModel):
+    """Fields a supervisor may change; a region change is recorded in the subject's history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    region_id: str | None = Field(default=None, pattern=REGION_PATTERN)
+    timezone: str | None = None
+    groups: list[str] | None = Field(default=None, max_length=50)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            msg = f"unknown IANA time zone {value!r}"
+            raise ValueError(msg) from exc
+        return value
+
+
+class RegionStay(BaseModel):
+    region_id: str
+    from_: datetime | None = Field(serialization_alias="from")
+    to: datetime | None
+    changed_by: str | None
 
 
 class SubjectPublic(BaseModel):

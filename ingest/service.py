@@ -349,7 +349,8 @@ class IngestService:
             # judging silence before that is in would raise no_communication for every device.
             # Drained: a batch carried fixes from the last couple of minutes (live traffic is
             # flowing again), or nothing arrives at all, or, at the latest, after five minutes.
-            quiet = not backlog and time.monotonic() - self._last_inbound > DRAIN_QUIET_S
+            heard = max(self._last_inbound, self._connected_at)  # nothing yet is not quiet
+            quiet = not backlog and time.monotonic() - heard > DRAIN_QUIET_S
             if not (self._live_batch or quiet or time.monotonic() - self._connected_at > 300):
                 return
             self._drained = True

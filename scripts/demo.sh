@@ -18,8 +18,9 @@ TAGWATCH_NEW_PASSWORD="$(cat "$DIR/admin-password")" .venv/bin/tagwatch user add
 cat <<MSG
 
   tagwatch is starting with ${TAGWATCH_DEMO_DEVICES:-25} simulated tags.
-  API:      http://127.0.0.1:${TAGWATCH_API_PORT}/docs   (OpenAPI at /openapi.json)
-  Log in:   admin / $(cat "$DIR/admin-password")   (POST /api/v1/auth/token)
+  Console:  http://127.0.0.1:${TAGWATCH_API_PORT}/        API: /docs (OpenAPI at /openapi.json)
+  Log in:   admin / $(cat "$DIR/admin-password")
+  The tags walk near three keep-out zones: alerts appear in the console's queue within minutes.
   Settings: $DIR/env      Stop: Ctrl-C, then .venv/bin/tagwatch services down --dir $DIR
 
   Publish a fix yourself (in another shell):

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
+from psycopg.types.json import Jsonb
 
 from ingest.broker_accounts import BrokerAdmin
 from ingest.provisioning import provision_device
@@ -81,6 +82,37 @@ def connect_device(endpoint: MqttEndpoint, device_id: str, password: str) -> mqt
     return client
 
 
+DEMO_ZONES = (  # name, lon/lat offset from the centre (degrees), radius m, warning band m
+    ("demo: school grounds", (0.004, 0.003), 250.0, 200.0),
+    ("demo: victim's street", (-0.006, -0.002), 300.0, 250.0),
+    ("demo: magistrate's court", (0.001, -0.007), 200.0, 150.0),
+)
+
+
+def ensure_demo_zones(conn: psycopg.Connection, region: str) -> None:
+    """A few keep-out zones for the region's walkers, so the demo's queue and map come alive
+    with real alerts (regional global zones: every subject of the region must keep out)."""
+    for name, (dlon, dlat), radius, band in DEMO_ZONES:
+        exists = conn.execute(
+            "SELECT 1 FROM zones WHERE name = %s AND region_id = %s AND deleted_at IS NULL",
+            (name, region),
+        ).fetchone()
+        if exists:
+            continue
+        conn.execute(
+            "INSERT INTO zones (name, kind, geometry, radius_m, buffer_m, region_id)"
+            " VALUES (%s, 'exclusion', %s, %s, %s, %s)",
+            (
+                name,
+                Jsonb({"type": "Point", "coordinates": [CENTRE[0] + dlon, CENTRE[1] + dlat]}),
+                radius,
+                band,
+                region,
+            ),
+        )
+    conn.commit()
+
+
 def register_demo_tags(settings: Settings, count: int, region: str) -> list[SimulatedTag]:
     """Create the region, one subject per tag and the assignment, so the API shows positions."""
     rng = random.Random()
@@ -93,6 +125,7 @@ def register_demo_tags(settings: Settings, count: int, region: str) -> list[Simu
             (region, f"{region} region"),
         )
         conn.commit()
+        ensure_demo_zones(conn, region)
         for index in range(count):
             device_id = f"sim-{run}-{index:04d}"
             password = provision_device(conn, admin, device_id)
@@ -112,8 +145,8 @@ def register_demo_tags(settings: Settings, count: int, region: str) -> list[Simu
                 SimulatedTag(
                     device_id,
                     password,
-                    CENTRE[0] + rng.uniform(-0.05, 0.05),
-                    CENTRE[1] + rng.uniform(-0.05, 0.05),
+                    CENTRE[0] + rng.uniform(-0.012, 0.012),
+                    CENTRE[1] + rng.uniform(-0.012, 0.012),
                     rng.uniform(0, 2 * math.pi),
                 )
             )

@@ -13,8 +13,10 @@ from api.schemas import (
     AssignmentPublic,
     RegionCreate,
     RegionPublic,
+    RegionStay,
     SubjectCreate,
     SubjectPublic,
+    SubjectUpdate,
 )
 from api.security import CurrentUser, allow
 
@@ -109,6 +111,52 @@ async def create_subject(body: SubjectCreate, conn: Conn, user: CurrentUser) -> 
 @router.get("/subjects/{subject_id}", response_model=SubjectPublic)
 async def read_subject(subject_id: int, conn: Conn, user: CurrentUser) -> SubjectPublic:
     return _subject(await subject_in_scope(conn, user, subject_id))
+
+
+@router.patch(
+    "/subjects/{subject_id}",
+    response_model=SubjectPublic,
+    dependencies=[allow("admin", "supervisor")],
+)
+async def update_subject(
+    subject_id: int, body: SubjectUpdate, conn: Conn, user: CurrentUser
+) -> SubjectPublic:
+    """Rename, move to another region (both must be the caller's), change time zone or groups."""
+    await subject_in_scope(conn, user, subject_id)
+    if body.region_id is not None and not user.may_see_region(body.region_id):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, detail=f"region {body.region_id!r} is not yours"
+        )
+    changes = body.model_dump(exclude_none=True)
+    if not changes:
+        return _subject(await subject_in_scope(conn, user, subject_id))
+    await conn.execute("SELECT set_config('tagwatch.actor', %s, true)", (user.username,))
+    assignments = ", ".join(f"{column} = %({column})s" for column in changes)
+    try:
+        row = await (
+            await conn.execute(
+                f"UPDATE subjects SET {assignments} WHERE id = %(id)s RETURNING {SUBJECT_COLUMNS}",
+                {**changes, "id": subject_id},
+            )
+        ).fetchone()
+    except ForeignKeyViolation as exc:
+        raise HTTPException(422, detail=f"unknown region {body.region_id!r}") from exc
+    assert row is not None
+    return _subject(row)
+
+
+@router.get("/subjects/{subject_id}/regions", response_model=list[RegionStay])
+async def region_history(subject_id: int, conn: Conn, user: CurrentUser) -> list[RegionStay]:
+    """Where the subject was monitored, oldest first (open-ended stays have no bound)."""
+    await subject_in_scope(conn, user, subject_id)
+    rows = await (
+        await conn.execute(
+            "SELECT region_id, lower(during), upper(during), changed_by FROM subject_regions"
+            " WHERE subject_id = %s ORDER BY lower(during) NULLS FIRST",
+            (subject_id,),
+        )
+    ).fetchall()
+    return [RegionStay(region_id=r[0], from_=r[1], to=r[2], changed_by=r[3]) for r in rows]
 
 
 @router.post(
