@@ -5,6 +5,7 @@ accuracy-circle rule, the warning band, the signed distance in metres and whethe
 schedule is active. See docs/geofence.md.
 """
 
+from geofence._kernel import polygon_kernel
 from geofence.classification import (
     INSIDE,
     OUTSIDE,
@@ -17,6 +18,14 @@ from geofence.classification import (
 from geofence.index import ZoneIndex
 from geofence.schedule import Schedule, ScheduleError, ScheduleException, WeeklyWindow
 from geofence.zones import KindCode, Zone, ZoneKind, ZoneValidationError, validate_zone
+
+
+def warm_up() -> bool:
+    """Compile the polygon kernel now (about a second, cached on disk after the first time), so
+    that the first batch a process classifies does not pay for it. True when it is compiled;
+    False when Numba is absent and the NumPy kernel is used."""
+    return polygon_kernel() is not None
+
 
 __all__ = [
     "INSIDE",
@@ -36,4 +45,5 @@ __all__ = [
     "ZoneValidationError",
     "classify",
     "validate_zone",
+    "warm_up",
 ]

@@ -21,7 +21,8 @@ stale too.
 
 The work is vectorized over the whole batch, in chunks that fit the CPU caches: the (fix, zone)
 pairs come from each subject's zone list with one gather, circles are measured with the chord rule
-of geofence._projection, polygons with the edge kernel of geofence._edges, schedules with one
+of geofence._projection, polygons with the edge kernel of geofence._edges (compiled with Numba
+by geofence._kernel when Numba is installed, bit for bit the same results), schedules with one
 searchsorted. There is no Python loop over fixes or zones; the loops that remain are over chunks,
 over time zones present in a chunk, and over the handful of fixes whose accuracy circle is wider
 than the keep-out screen.
@@ -42,12 +43,14 @@ from geofence._edges import (
     select_nearest,
     signed_distance,
 )
+from geofence._kernel import polygon_kernel
 from geofence._projection import chord_distance, ecef, mean_radius, to_frame
 from geofence.index import (
     CIRCLE,
     EVERYONE,
     KEEPOUT_ALLOWANCE_M,
     POLYGON,
+    PREFILTER_CELLS_PER_DEGREE,
     VICTIM_CIRCLE,
     ZoneIndex,
     prefilter_keys,
@@ -65,6 +68,7 @@ INSIDE = 1
 UNCERTAIN = 2
 
 CHUNK_FIXES = 16_384
+SORT_MIN_FIXES = 4_096  # smaller batches are measured in arrival order
 POLYGON_BLOCK = 2_048  # (pair, edge) rows of a block stay in the CPU cache
 
 
@@ -227,8 +231,15 @@ def classify(
     rows = index.subject_rows(fixes.subject_id)
     unknown = np.unique(fixes.subject_id[rows < 0]) if (rows < 0).any() else _EMPTY_I64
     context = _Context(index, _victims(index, victims), float(reach_m))
+    # Fixes are measured in subject-row order: a subject's list, zones, polygons and edges were
+    # stored side by side when it was registered, so the index's tables are then read forwards
+    # instead of at random; the rows are put back in fix order at the end.
+    order = np.argsort(rows, kind="stable") if n > SORT_MIN_FIXES else None
+    lon, lat, acc, when = fixes.lon, fixes.lat, fixes.acc, fixes.time
+    if order is not None:
+        lon, lat, acc, when, rows = lon[order], lat[order], acc[order], when[order], rows[order]
     pieces = [
-        context.chunk(fixes, rows, start, min(start + CHUNK_FIXES, n))
+        context.chunk(lon, lat, acc, when, rows, start, min(start + CHUNK_FIXES, n))
         for start in range(0, n, CHUNK_FIXES)
     ]
     if not pieces:
@@ -247,6 +258,8 @@ def classify(
         name: pieces[0][name] if len(pieces) == 1 else np.concatenate([p[name] for p in pieces])
         for name in names
     }
+    if order is not None:
+        columns = _unsort(columns, order, n)
     return Classification(**columns, unknown_subject_ids=unknown)  # type: ignore[arg-type]
 
 
@@ -275,6 +288,8 @@ class _Context:
         self.s_cell_base = shapes["cell_base"]
         self.s_n_edges = shapes["n_edges"]
         self.s_gridded = shapes["gridded"]
+        self.kernel = polygon_kernel()
+        self.select_rows = index._edges["select"]
         self.select = index._edges["select"].view(SELECT_RECORD).reshape(-1)
         self.exact = index._edges["exact"]
         self.normals = index._edges["normals"]
@@ -288,6 +303,7 @@ class _Context:
         self.tree, self.tree_slots, self.cell_keys, self.cell_start, self.cell_slots = (
             index.keepout_tables()
         )
+        self.dense = index.keepout_dense()
         self.membership = index.membership() if self.tree is not None else _EMPTY_I64
         self.schedules = index._schedules
         self.tz_names = index._tz_names
@@ -307,12 +323,19 @@ class _Context:
     # ------------------------------------------------------------------ one chunk
 
     def chunk(
-        self, fixes: FixBatch, all_rows: IntArray, start: int, stop: int
+        self,
+        all_lon: FloatArray,
+        all_lat: FloatArray,
+        all_acc: FloatArray,
+        all_when: FloatArray,
+        all_rows: IntArray,
+        start: int,
+        stop: int,
     ) -> dict[str, npt.NDArray[np.generic]]:
-        lon = fixes.lon[start:stop]
-        lat = fixes.lat[start:stop]
-        acc = fixes.acc[start:stop]
-        when = fixes.time[start:stop]
+        lon = all_lon[start:stop]
+        lat = all_lat[start:stop]
+        acc = all_acc[start:stop]
+        when = all_when[start:stop]
         rows = all_rows[start:stop]
         m = stop - start
         safe = np.maximum(rows, 0)
@@ -369,9 +392,21 @@ class _Context:
         fixes_parts: list[IntArray] = []
         slots_parts: list[IntArray] = []
         narrow = acc + self.reach_m <= KEEPOUT_ALLOWANCE_M
-        keys = prefilter_keys(lon, lat)
-        pos = np.minimum(np.searchsorted(self.cell_keys, keys), self.cell_keys.size - 1)
-        hit = np.flatnonzero((self.cell_keys[pos] == keys) & narrow)
+        if self.dense is not None:
+            r0, c0, n_rows, n_cols, table = self.dense
+            per = PREFILTER_CELLS_PER_DEGREE
+            row = np.clip(np.floor((lat + 90.0) * per), 0, 180 * per - 1).astype(np.int64)
+            col = np.clip(np.floor((lon + 180.0) * per), 0, 360 * per - 1).astype(np.int64)
+            row -= r0
+            col -= c0
+            inside = (row >= 0) & (row < n_rows) & (col >= 0) & (col < n_cols)
+            at = np.where(inside, row * n_cols + col, 0)
+            pos = table[at].astype(np.int64)
+            hit = np.flatnonzero(inside & (pos >= 0) & narrow)
+        else:
+            keys = prefilter_keys(lon, lat)
+            pos = np.minimum(np.searchsorted(self.cell_keys, keys), self.cell_keys.size - 1)
+            hit = np.flatnonzero((self.cell_keys[pos] == keys) & narrow)
         if hit.size:
             first = self.cell_start[pos[hit]]
             count = self.cell_start[pos[hit] + 1] - first
@@ -458,10 +493,39 @@ class _Context:
     def _polygons(
         self, f: IntArray, s: IntArray, x: FloatArray, y: FloatArray, z: FloatArray
     ) -> FloatArray:
-        """Small polygons (every edge is a candidate) and gridded ones (the candidates of the
-        fix's cell) in separate blocks: the small ones need neither the cell nor the lists."""
+        """With the compiled kernel (geofence._kernel): every pair in one call, sorted by polygon.
+        Without it, the NumPy kernel: small polygons (every edge is a candidate) and gridded ones
+        (the candidates of the fix's cell) in separate blocks, since the small ones need neither
+        the cell nor the lists."""
         out = np.empty(f.size, dtype=np.float64)
         shape = self.z_shape[s]
+        if self.kernel is not None:
+            # In polygon order: a district's grid and lists, and a subject's small polygons (stored
+            # side by side), are then read while they are still in the cache.
+            order = np.argsort(shape)
+            f = f[order]
+            shape = shape[order]
+            px, py = to_frame(x[f], y[f], z[f], self.s_frame[shape])
+            self.kernel(
+                px,
+                py,
+                shape,
+                self.s_grid,
+                self.s_gridded,
+                self.s_cell_base,
+                self.s_cand_base,
+                self.s_edge_base,
+                self.s_n_edges,
+                self.cells,
+                self.cand,
+                self.select_rows,
+                self.exact,
+                self.normals,
+                out,
+            )
+            result = np.empty_like(out)
+            result[order] = out
+            return result
         gridded = self.s_gridded[shape].view(np.bool_)
         parts: list[tuple[IntArray | None, bool]]
         if not gridded.any() or gridded.all():
@@ -568,6 +632,25 @@ class _Context:
                 mask = tz == code
                 clock[mask] = schedule_clock(when[mask], self.tz_names[code])
         return self.schedules.active(slot, clock[pair_fix])
+
+
+def _unsort(
+    columns: dict[str, npt.NDArray[np.generic]], order: IntArray, n: int
+) -> dict[str, npt.NDArray[np.generic]]:
+    """Rows of fixes measured in ``order`` (fix_index = position in ``order``) back in fix order;
+    each fix's rows keep their order."""
+    position = columns["fix_index"]
+    count = np.bincount(position, minlength=n)
+    first = np.cumsum(count) - count
+    where = np.empty(n, dtype=np.int64)
+    where[order] = np.arange(n, dtype=np.int64)  # position of each fix in the measured order
+    per_fix = count[where]
+    out_start = np.cumsum(per_fix) - per_fix
+    total = int(position.size)
+    rows = np.repeat(first[where] - out_start, per_fix) + np.arange(total)
+    out = {name: values[rows] for name, values in columns.items() if name != "fix_index"}
+    out["fix_index"] = np.repeat(np.arange(n, dtype=np.int64), per_fix)
+    return out
 
 
 def _merge(

@@ -135,6 +135,25 @@ def prefilter_keys(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -
     return row * (360 * per) + col
 
 
+DENSE_CELLS_MAX = 4_000_000  # 16 MB of int32 at most for the dense keep-out cell table
+
+
+def _dense_cells(keys: IntArray) -> tuple[int, int, int, int, npt.NDArray[np.int32]] | None:
+    if keys.size == 0:
+        return None
+    width = 360 * PREFILTER_CELLS_PER_DEGREE
+    rows = keys // width
+    cols = keys % width
+    r0, c0 = int(rows.min()), int(cols.min())
+    n_rows = int(rows.max()) - r0 + 1
+    n_cols = int(cols.max()) - c0 + 1
+    if n_rows * n_cols > DENSE_CELLS_MAX:
+        return None
+    table = np.full(n_rows * n_cols, -1, dtype=np.int32)
+    table[(rows - r0) * n_cols + (cols - c0)] = np.arange(keys.size, dtype=np.int32)
+    return r0, c0, n_rows, n_cols, table
+
+
 def _box_cells(box: tuple[float, ...]) -> list[int]:
     per = PREFILTER_CELLS_PER_DEGREE
     lo_lon, lo_lat, hi_lon, hi_lat = box
@@ -229,6 +248,7 @@ class ZoneIndex:
         self._cell_keys: IntArray = np.zeros(0, dtype=np.int64)
         self._cell_start: IntArray = np.zeros(1, dtype=np.int64)
         self._cell_slots: IntArray = np.zeros(0, dtype=np.int64)
+        self._cell_dense: tuple[int, int, int, int, npt.NDArray[np.int32]] | None = None
         self._membership_dirty = True
         self._membership: IntArray = np.zeros(0, dtype=np.int64)
 
@@ -618,8 +638,16 @@ class ZoneIndex:
             self._cell_start = np.zeros(len(keys) + 1, dtype=np.int64)
             np.cumsum([len(v) for v in lists], out=self._cell_start[1:])
             self._cell_slots = np.asarray([s for v in lists for s in v], dtype=np.int64)
+            self._cell_dense = _dense_cells(self._cell_keys)
             self._keepout_dirty = False
         return self._tree, self._tree_slots, self._cell_keys, self._cell_start, self._cell_slots
+
+    def keepout_dense(self) -> tuple[int, int, int, int, npt.NDArray[np.int32]] | None:
+        """The keep-out cells as a dense table over their bounding block of prefilter cells (row
+        and column of its corner, its rows and columns, and per cell the position in the sorted
+        cell keys or -1), when that block is small enough; None otherwise."""
+        self.keepout_tables()
+        return self._cell_dense
 
     def membership(self) -> IntArray:
         """Sorted keys ``row << 20 | group code`` of every (subject, group) membership."""

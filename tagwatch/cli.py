@@ -121,8 +121,11 @@ def ingest(
     worker: Annotated[str | None, typer.Option(help="name for counters and logs")] = None,
 ) -> None:
     """MQTT in → decode → one transaction per batch → acknowledge."""
+    from geofence import warm_up  # noqa: PLC0415
     from ingest.service import IngestService  # noqa: PLC0415
 
+    # compile the geofence kernel before taking traffic, not in the first batch's transaction
+    warm_up()
     service = IngestService(settings(), worker=worker)
 
     def _stop(_signum: int, _frame: object) -> None:

@@ -27,6 +27,15 @@ def _device(row: tuple[Any, ...]) -> DevicePublic:
     )
 
 
+# A device held now by a subject outside the caller's regions is invisible to them (it answers
+# like a missing one); devices in stock (held by nobody) are visible to all, to be assigned.
+VISIBLE = (
+    "(%(regions)s::text[] IS NULL OR NOT EXISTS (SELECT 1 FROM device_assignments a"
+    " JOIN subjects s ON s.id = a.subject_id WHERE a.device_id = devices.id"
+    " AND a.during @> now() AND NOT s.region_id = ANY(%(regions)s::text[])))"
+)
+
+
 @router.get("", response_model=list[DevicePublic])
 async def list_devices(
     conn: Conn,
@@ -36,7 +45,9 @@ async def list_devices(
 ) -> list[DevicePublic]:
     rows = await (
         await conn.execute(
-            f"SELECT {COLUMNS} FROM devices WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit)
+            f"SELECT {COLUMNS} FROM devices WHERE id > %(after)s AND {VISIBLE}"
+            " ORDER BY id LIMIT %(limit)s",
+            {"after": after_id, "limit": limit, "regions": _user.region_filter()},
         )
     ).fetchall()
     return [_device(r) for r in rows]
@@ -45,7 +56,10 @@ async def list_devices(
 @router.get("/{device_id}", response_model=DevicePublic)
 async def read_device(device_id: str, conn: Conn, _user: CurrentUser) -> DevicePublic:
     row = await (
-        await conn.execute(f"SELECT {COLUMNS} FROM devices WHERE id = %s", (device_id,))
+        await conn.execute(
+            f"SELECT {COLUMNS} FROM devices WHERE id = %(id)s AND {VISIBLE}",
+            {"id": device_id, "regions": _user.region_filter()},
+        )
     ).fetchone()
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"device {device_id!r} not found")

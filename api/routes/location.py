@@ -1,4 +1,6 @@
-"""Where a subject is and was. Every read here is written to the audit log first."""
+"""Where a subject is and was, and where every subject of the caller's regions is now.
+
+Every read here is written to the audit log in the transaction of the read."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel, Field
 
 from api import audit
 from api.deps import Conn, subject_in_scope
@@ -26,6 +28,126 @@ HELD_FIXES = """
 FIX_COLUMNS = (
     "f.device_id, f.ts, f.lat, f.lon, f.acc, f.spd, f.hdg, f.batt, f.src, f.seq, f.received_at"
 )
+
+
+MAX_OVERVIEW_SUBJECTS = 5_000
+# A position is stale when the device has missed about three of its reports (at least 2 min).
+STALE_AFTER_INTERVALS = 3
+STALE_AFTER_MIN_S = 120
+
+# The latest fix of each subject in scope, from the offender devices the subject holds now: one
+# backward probe of the fixes index (device_id, ts, seq) per held device, not a scan.
+OVERVIEW = f"""
+SELECT s.id, s.name, s.region_id, p.device_id, p.ts, p.lat, p.lon, p.acc, p.src, p.batt,
+       EXTRACT(EPOCH FROM now() - p.ts)::float8 AS age_s, p.expected_interval_s
+FROM subjects s
+JOIN LATERAL (
+    SELECT f.device_id, f.ts, f.lat, f.lon, f.acc, f.src, f.batt, d.expected_interval_s
+    FROM device_assignments a
+    JOIN devices d ON d.id = a.device_id
+    JOIN LATERAL (
+        SELECT x.device_id, x.ts, x.lat, x.lon, x.acc, x.src, x.batt
+        FROM fixes x
+        WHERE x.device_id = a.device_id AND x.ts >= lower(a.during)
+          AND (upper_inf(a.during) OR x.ts < upper(a.during))
+        ORDER BY x.ts DESC, x.seq DESC
+        LIMIT 1
+    ) f ON true
+    WHERE a.subject_id = s.id AND a.role = 'offender' AND a.during @> now()
+    ORDER BY f.ts DESC
+    LIMIT 1
+) p ON true
+WHERE (%(regions)s::text[] IS NULL OR s.region_id = ANY(%(regions)s::text[]))
+  AND (%(region)s::text IS NULL OR s.region_id = %(region)s::text)
+ORDER BY s.id
+LIMIT {MAX_OVERVIEW_SUBJECTS + 1}
+"""
+
+
+class SubjectPosition(BaseModel):
+    subject_id: int
+    name: str
+    region_id: str
+    device_id: str
+    ts: datetime
+    lon: float
+    lat: float
+    acc: float | None
+    src: str
+    batt: float | None
+    age_s: float = Field(description="seconds since the fix was taken, at the time of the read")
+    expected_interval_s: int = Field(description="how often the device is meant to report")
+    stale: bool = Field(
+        description="the device has missed about three reports: older than "
+        "max(3 x expected_interval_s, 120 s)"
+    )
+
+
+class PositionsOverview(BaseModel):
+    generated_at: datetime
+    count: int
+    truncated: bool = Field(
+        description=f"more than {MAX_OVERVIEW_SUBJECTS} subjects had a position: the first "
+        f"{MAX_OVERVIEW_SUBJECTS} by id are listed; narrow with region="
+    )
+    items: list[SubjectPosition]
+
+
+@router.get(
+    "/positions",
+    response_model=PositionsOverview,
+    dependencies=[allow(*LOCATION_ROLES)],
+)
+async def positions(
+    conn: Conn,
+    user: CurrentUser,
+    region: str | None = Query(
+        default=None, max_length=64, description="only this region (within the caller's)"
+    ),
+    reason: str | None = Query(default=None, max_length=500, description="why, for the audit log"),
+) -> PositionsOverview:
+    """The latest fix of every subject in the caller's regions that holds a device as offender
+    now (fixes from the current holding period only), for a live map. Subjects without a fix
+    are left out; at most 5,000 subjects (by id), `truncated` says when there were more.
+
+    One audit row for the whole overview (action `positions_overview`, with the subject ids
+    listed and the reason if given)."""
+    rows = await (
+        await conn.execute(OVERVIEW, {"regions": user.region_filter(), "region": region})
+    ).fetchall()
+    truncated = len(rows) > MAX_OVERVIEW_SUBJECTS
+    rows = rows[:MAX_OVERVIEW_SUBJECTS]
+    items = [
+        SubjectPosition(
+            subject_id=r[0],
+            name=r[1],
+            region_id=r[2],
+            device_id=r[3],
+            ts=r[4],
+            lat=r[5],
+            lon=r[6],
+            acc=r[7],
+            src=r[8],
+            batt=r[9],
+            age_s=max(0.0, r[10]),
+            expected_interval_s=r[11],
+            stale=r[10] > max(STALE_AFTER_INTERVALS * r[11], STALE_AFTER_MIN_S),
+        )
+        for r in rows
+    ]
+    await audit.record(
+        conn,
+        user,
+        "positions_overview",
+        None,
+        region=region,
+        reason=reason,
+        count=len(items),
+        subject_ids=[item.subject_id for item in items],
+    )
+    return PositionsOverview(
+        generated_at=datetime.now(UTC), count=len(items), truncated=truncated, items=items
+    )
 
 
 def _position(subject_id: int, row: tuple[Any, ...]) -> Position:
@@ -71,7 +193,52 @@ async def position(
     return _position(subject_id, row)
 
 
-@router.get("/subjects/{subject_id}/track", dependencies=[allow(*LOCATION_ROLES)])
+# The fixes of the range (the first `limit`), thinned evenly by time when there are more than
+# max_points: the span first..last is cut into max_points - 1 equal steps, and for each instant
+# first + i * step the first fix at or after it is kept (so the first and the last fix always
+# are, and a gap never yields two points for one instant). Numeric epochs: exact to the
+# microsecond, so the last fix falls in the last bucket.
+THINNED = f"""
+WITH sel AS (
+    SELECT {FIX_COLUMNS} {HELD_FIXES} AND f.ts >= %(start)s AND f.ts < %(end)s
+    ORDER BY f.ts, f.seq LIMIT %(limit)s
+), span AS (
+    SELECT min(ts) AS t0, max(ts) AS t1, count(*) AS n FROM sel
+), numbered AS (
+    SELECT sel.*, span.n,
+           CASE WHEN span.n <= %(max_points)s
+                THEN row_number() OVER (ORDER BY sel.ts, sel.seq)
+                WHEN span.t1 = span.t0 THEN 0
+                ELSE floor(EXTRACT(EPOCH FROM sel.ts - span.t0) * (%(max_points)s - 1)
+                           / EXTRACT(EPOCH FROM span.t1 - span.t0))::bigint
+           END AS bucket
+    FROM sel CROSS JOIN span
+)
+SELECT DISTINCT ON (bucket) device_id, ts, lat, lon, acc, spd, hdg, batt, src, seq,
+       received_at, n
+FROM numbered ORDER BY bucket, ts, seq
+"""
+
+TRACK_DESCRIPTION = """A GeoJSON FeatureCollection (lon, lat): the track as a LineString, then
+each fix (in time order), for the fixes the subject's offender devices reported while held, in
+[from, to) (default: the last 24 hours), at most the first `limit`.
+
+**Downsampling** for long ranges: with `max_points=N` (2 to 10,000) at most N points are
+returned, thinned evenly by time: the span from the first to the last fix of the selection is
+cut into N - 1 equal steps and, for each step's start, the first fix at or after it is kept.
+The first and the last fix are always kept; a gap in reporting yields fewer points, never
+invented ones. `properties.fixes` is the number of points returned, `properties.fixes_in_range`
+the number they were thinned from, `properties.downsampled` whether any were dropped. Without
+`max_points` every selected fix is returned (the default).
+
+The read is audited (action `track`, with the range and the reason)."""
+
+
+@router.get(
+    "/subjects/{subject_id}/track",
+    dependencies=[allow(*LOCATION_ROLES)],
+    description=TRACK_DESCRIPTION,
+)
 async def track(
     subject_id: int,
     conn: Conn,
@@ -79,24 +246,43 @@ async def track(
     from_: AwareDatetime | None = Query(default=None, alias="from"),
     to: AwareDatetime | None = None,
     limit: int = Query(default=10_000, ge=1, le=100_000),
+    max_points: int | None = Query(
+        default=None,
+        ge=2,
+        le=10_000,
+        description="downsample: at most this many points, evenly thinned by time, "
+        "keeping the first and the last fix",
+    ),
     reason: str | None = Query(default=None, max_length=500),
 ) -> dict[str, Any]:
-    """A GeoJSON FeatureCollection (lon, lat): the track as a LineString, then each fix."""
     end = to or datetime.now(UTC)
     start = from_ or end - timedelta(hours=24)
     if start >= end:
         raise HTTPException(422, detail="'from' must be before 'to'")
     await subject_in_scope(conn, user, subject_id)
     await audit.record(
-        conn, user, "track", subject_id, start=start.isoformat(), end=end.isoformat(), reason=reason
+        conn,
+        user,
+        "track",
+        subject_id,
+        start=start.isoformat(),
+        end=end.isoformat(),
+        reason=reason,
+        **({"max_points": max_points} if max_points is not None else {}),
     )
-    rows = await (
-        await conn.execute(
-            f"SELECT {FIX_COLUMNS} {HELD_FIXES} AND f.ts >= %(start)s AND f.ts < %(end)s "
-            "ORDER BY f.ts LIMIT %(limit)s",
-            {"subject": subject_id, "start": start, "end": end, "limit": limit},
-        )
-    ).fetchall()
+    params = {"subject": subject_id, "start": start, "end": end, "limit": limit}
+    if max_points is None:
+        rows = await (
+            await conn.execute(
+                f"SELECT {FIX_COLUMNS} {HELD_FIXES} AND f.ts >= %(start)s AND f.ts < %(end)s "
+                "ORDER BY f.ts LIMIT %(limit)s",
+                params,
+            )
+        ).fetchall()
+        selected = len(rows)
+    else:
+        rows = await (await conn.execute(THINNED, {**params, "max_points": max_points})).fetchall()
+        selected = int(rows[0][11]) if rows else 0
     points = [
         {
             "type": "Feature",
@@ -124,14 +310,15 @@ async def track(
             }
         )
     features.extend(points)
-    return {
-        "type": "FeatureCollection",
-        "features": features,
-        "properties": {
-            "subject_id": subject_id,
-            "from": start.isoformat(),
-            "to": end.isoformat(),
-            "fixes": len(rows),
-            "truncated": len(rows) == limit,
-        },
+    properties: dict[str, Any] = {
+        "subject_id": subject_id,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "fixes": len(rows),
+        "truncated": selected == limit,
     }
+    if max_points is not None:
+        properties["fixes_in_range"] = selected
+        properties["max_points"] = max_points
+        properties["downsampled"] = len(rows) < selected
+    return {"type": "FeatureCollection", "features": features, "properties": properties}

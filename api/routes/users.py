@@ -104,6 +104,11 @@ async def checked_regions(conn: AsyncConnection, admin: User, regions: list[str]
             )
         return [ALL_REGIONS]
     unique = list(dict.fromkeys(regions))
+    # ownership first: a regional admin gets the same 403 for a region that exists elsewhere
+    # and for one that does not exist, so the answer does not tell which region ids exist
+    foreign = [r for r in unique if not admin.may_see_region(r)]
+    if foreign:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"region {foreign[0]!r} is not yours")
     row = await (
         await conn.execute(
             "SELECT array_agg(x ORDER BY x) FROM unnest(%s::text[]) x"
@@ -114,14 +119,14 @@ async def checked_regions(conn: AsyncConnection, admin: User, regions: list[str]
     unknown = row[0] if row else None
     if unknown:
         raise HTTPException(422, detail=f"unknown region {unknown[0]!r}")
-    foreign = [r for r in unique if not admin.may_see_region(r)]
-    if foreign:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"region {foreign[0]!r} is not yours")
     return unique
 
 
 # Users the admin may see: all, or those whose regions lie within the admin's.
-IN_SCOPE = "(%(scope)s::text[] IS NULL OR regions <@ %(scope)s::text[])"
+# (a user with no regions at all is not within a regional admin's: '{}' <@ anything is true)
+IN_SCOPE = (
+    "(%(scope)s::text[] IS NULL OR (cardinality(regions) > 0 AND regions <@ %(scope)s::text[]))"
+)
 
 
 async def _in_scope(conn: AsyncConnection, admin: User, user_id: int) -> tuple[Any, ...]:

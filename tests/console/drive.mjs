@@ -1,7 +1,8 @@
 // Drives the console in headless Debian Chromium with playwright-core, for test_console_e2e.py.
 //
 // Input: the JSON in DRIVE_CONFIG. Talks with the test over lines of JSON: it writes
-// {"wait": "<what>"} when the test must act (insert an alert) and reads the answer from stdin;
+// {"wait": "<what>"} when the test must act ("approach": the tag publishes its first fixes over
+// MQTT; "alert": it walks into the exclusion zone) and reads the answer from stdin;
 // it writes {"result": {...}} at the end, or {"error": "..."} (and exits 1). Every page is
 // screenshotted into config.artifacts.
 
@@ -66,7 +67,20 @@ async function logIn(page, user) {
   result.token_in_local_storage = await page.evaluate(() => Object.keys(localStorage).length > 0);
 }
 
+// Every frame the console's WebSocket receives: proof that an alert came over the feed.
+const wsFrames = [];
+
 function watch(page) {
+  page.on("websocket", (ws) => {
+    if (!/\/alerts\/stream/.test(ws.url())) return;
+    ws.on("framereceived", (frame) => {
+      try {
+        wsFrames.push({ at: Date.now(), data: JSON.parse(String(frame.payload)) });
+      } catch {
+        // not JSON: not ours
+      }
+    });
+  });
   page.on("pageerror", (error) => result.page_errors.push(String(error)));
   page.on("console", (message) => {
     // a 4xx the page shows on purpose is logged by the browser as a failed resource load
@@ -91,27 +105,72 @@ try {
   await page.waitForSelector("#login-error:not([hidden])", { timeout: T });
   result.wrong_password_message = await page.textContent("#login-error");
 
-  // 2. log in as the operator; the queue goes live
+  // 2. log in as the operator; the queue goes live, the positions layer reads (no fix yet)
   await timed("login", () => logIn(page, config.operator));
   result.whoami = await page.textContent("#whoami");
   result.reports_tab_hidden = await page.isHidden("a[data-tab='reports']");
+  await page.waitForSelector("#positions-count[data-state='live']", { timeout: T });
+  result.positions_count_before = await page.textContent("#positions-count");
+  result.positions_layer_switch = await page.textContent(".leaflet-control-layers");
   await shot(page, "02-queue");
 
-  // 3. an alert inserted now arrives over the WebSocket
+  // 3. the tag publishes its first fixes over MQTT: its subject appears on the map within a
+  // refresh, coloured fresh, with a tooltip; the header counts it
+  const marker = `.leaflet-positions-pane path.tw-pos[data-subject-id='${config.subject_id}']`;
+  const approach = await ask("approach");
+  await timed("position_shown", () => page.waitForSelector(marker, { timeout: T }));
+  await page.waitForFunction(
+    (n) => document.querySelector("#positions-count")?.dataset.count === String(n),
+    approach.subjects,
+    { timeout: T },
+  );
+  const readMarker = () =>
+    page.$eval(marker, (el) => ({
+      lat: Number(el.dataset.lat),
+      lon: Number(el.dataset.lon),
+      age_s: Number(el.dataset.age),
+      class: el.getAttribute("class"),
+      fill: el.getAttribute("fill"),
+    }));
+  result.position_before = await readMarker();
+  result.positions_count = await page.textContent("#positions-count");
+  result.positions_markers = await page.$$eval(".leaflet-positions-pane path.tw-pos", (p) => p.length);
+  await page.hover(marker);
+  await page.waitForSelector(".leaflet-tooltip .pos-tip", { timeout: T });
+  result.position_tooltip = await page.textContent(".leaflet-tooltip .pos-tip");
+  await shot(page, "03-positions");
+  await page.mouse.move(5, 400);
+
+  // 4. the tag walks into the exclusion zone: ingest stores the fixes, the engine raises the
+  // alert, and it arrives in the queue over the WebSocket (nothing reads the list meanwhile)
   const listReads = [];
   page.on("request", (r) => {
     if (/\/api\/v1\/alerts(\?|$)/.test(r.url())) listReads.push(r.url());
   });
+  const framesBefore = wsFrames.length;
   const { alert_id: alertId } = await ask("alert");
   const row = `#queue li[data-alert-id='${alertId}']`;
   await timed("alert_arrived", () => page.waitForSelector(row, { timeout: T }));
   result.list_reads_while_waiting = listReads.length; // 0: it came over the WebSocket
+  result.ws_alert_events = wsFrames
+    .slice(framesBefore)
+    .filter((f) => f.data.type === "alert")
+    .map((f) => ({ alert_id: f.data.alert_id, event: f.data.event, type: f.data.alert && f.data.alert.type }));
   result.queue_order = await page.$$eval("#queue li", (items) => items.map((li) => Number(li.dataset.alertId)));
   result.row_text = await page.textContent(row);
   result.row_severity = await page.getAttribute(row, "data-severity");
-  await shot(page, "03-queue-live");
+  // the positions layer follows the tag into the zone (within a refresh)
+  await timed("position_moved", () =>
+    page.waitForFunction(
+      ([selector, lon]) => Number(document.querySelector(selector)?.dataset.lon) > lon + 1e-4,
+      [marker, result.position_before.lon],
+      { timeout: T },
+    ),
+  );
+  result.position_after = await readMarker();
+  await shot(page, "04-queue-live");
 
-  // 4. open it: the map shows the zone, the track, the accuracy circles and the last position
+  // 5. open it: the map shows the zone, the track, the accuracy circles and the last position
   await page.click(row);
   await page.waitForSelector(`#alert-detail[data-alert-id='${alertId}']`, { timeout: T });
   await page.waitForSelector(".leaflet-overlay-pane svg path.tw-track", { timeout: T });
@@ -127,17 +186,29 @@ try {
     tiles: document.querySelectorAll("img.leaflet-tile").length,
   }));
   result.detail_text = await page.textContent("#alert-detail");
-  await shot(page, "04-alert-detail");
+  await shot(page, "05-alert-detail");
 
-  // 5. acknowledge: the detail and the queue row change
+  // 6. acknowledge: the detail and the queue row change
   await page.click("#btn-acknowledge");
+  // the feed may turn the pill before the action's answer is in: wait for the detail read
+  // after the answer
+  await page.waitForSelector(`#alert-detail[data-alert-id='${alertId}'][data-status='acknowledged']`, { timeout: T });
   await page.waitForSelector("#alert-status.acknowledged", { timeout: T });
   await page.waitForSelector(`${row}[data-status='acknowledged']`, { timeout: T });
   result.after_ack_status = await page.textContent("#alert-status");
+  // the WebSocket can turn the status before the action's own answer is shown: wait for it
+  await page.waitForFunction(
+    () => {
+      const text = (document.querySelector("#alert-action-status")?.textContent || "").trim();
+      return text.length > 0 && !text.startsWith("working");
+    },
+    null,
+    { timeout: T },
+  );
   result.after_ack_message = await page.textContent("#alert-action-status");
-  await shot(page, "05-acknowledged");
+  await shot(page, "06-acknowledged");
 
-  // 6. resolving a tamper-like alert without an outcome is refused; the reason is shown
+  // 7. resolving without an outcome is refused; the reason is shown
   await page.click("#btn-resolve");
   await page.waitForSelector("#alert-action-status.error", { timeout: T });
   result.resolve_refusal = await page.textContent("#alert-action-status");
@@ -145,6 +216,7 @@ try {
   await page.selectOption("#resolve-outcome", "false_alarm");
   await page.fill("#resolve-note", "drift near the boundary, checked with the subject");
   await page.click("#btn-resolve");
+  await page.waitForSelector(`#alert-detail[data-alert-id='${alertId}'][data-status='resolved']`, { timeout: T });
   await page.waitForSelector("#alert-status.resolved", { timeout: T });
   await page.fill("#note-body", "closed from the console test");
   await page.click("#btn-note");
@@ -152,10 +224,15 @@ try {
   result.notes_text = await page.textContent("#alert-notes");
   result.history_text = await page.textContent("#alert-history");
   result.resolved_row_in_queue = await page.$$eval(row, (items) => items.length);
-  await shot(page, "06-resolved");
+  await shot(page, "07-resolved");
 
-  // 7. the subject page: zones and track over a chosen range
-  await page.goto(`${config.url}/#/subject/${config.subject_id}`);
+  // 8. back on the queue, a click on the subject's dot opens its page: zones and track over a
+  // chosen range
+  await page.goto(`${config.url}/#/queue`);
+  await page.waitForSelector(marker, { timeout: T });
+  await page.click(marker);
+  await page.waitForFunction((id) => location.hash === `#/subject/${id}`, config.subject_id, { timeout: T });
+  result.positions_layer_left_with_the_queue = await page.$$eval(marker, (p) => p.length) === 0;
   await page.waitForSelector("#subject-page", { timeout: T });
   await page.waitForSelector("#track-status.ok", { timeout: T });
   result.subject_map = await page.evaluate(() => ({
@@ -172,14 +249,14 @@ try {
   result.empty_range_tracks = await page.$$eval(".leaflet-overlay-pane svg path.tw-track", (p) => p.length);
   await page.click("button.link >> text='24 h'");
   await page.waitForSelector(".leaflet-overlay-pane svg path.tw-track", { timeout: T });
-  await shot(page, "07-subject");
+  await shot(page, "08-subject");
 
-  // 8. an operator may not draw zones
+  // 9. an operator may not draw zones
   await page.goto(`${config.url}/#/zones/new/${config.subject_id}`);
   await page.waitForSelector("#zone-form", { timeout: T });
   result.operator_zone_save_disabled = await page.isDisabled("#zone-save");
 
-  // 9. a supervisor draws a zone: a bow-tie is refused with the geofence core's reason, a square is stored
+  // 10. a supervisor draws a zone: a bow-tie is refused with the geofence core's reason, a square is stored
   await page.click("#logout");
   await page.waitForSelector("#login-form", { state: "visible", timeout: T });
   await logIn(page, config.supervisor);
@@ -196,7 +273,7 @@ try {
   await page.click("#zone-save");
   await page.waitForSelector("#zone-status.error", { timeout: T });
   result.bowtie_refusal = await page.textContent("#zone-status");
-  await shot(page, "08-zone-refused");
+  await shot(page, "09-zone-refused");
   await page.click("#zone-clear");
   for (const [dx, dy] of [[-80, -50], [80, -50], [80, 50], [-80, 50]]) await click(dx, dy);
   await page.fill("#zone-name", "console test square");
@@ -205,9 +282,9 @@ try {
   await page.waitForFunction(() => /^#\/zones\/\d+$/.test(location.hash), null, { timeout: T });
   result.saved_zone_hash = await page.evaluate(() => location.hash);
   await page.waitForSelector("#zone-list", { timeout: T });
-  await shot(page, "09-zone-saved");
+  await shot(page, "10-zone-saved");
 
-  // 10. reports: the compliance figures, the chart and the CSV download
+  // 11. reports: the compliance figures, the chart and the CSV download
   await page.goto(`${config.url}/#/reports`);
   await page.waitForSelector("#reports", { timeout: T });
   await page.waitForFunction(
@@ -225,7 +302,7 @@ try {
     await download.saveAs(file);
     result.csv_path = file;
   }
-  await shot(page, "10-reports");
+  await shot(page, "11-reports");
   say({ result });
 } catch (error) {
   result.error = String(error && error.stack ? error.stack : error);

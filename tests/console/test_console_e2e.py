@@ -1,13 +1,20 @@
 """The console in a real browser (Debian's headless Chromium, driven by playwright-core from
 node_modules) against a real API server and database.
 
-An operator logs in; an alert written to the database the engine's way (row, history, outbox)
-appears in the queue over the WebSocket; opened, it shows the subject's zone, the track with its
-accuracy circles and the last position on the map; acknowledged, its status changes in the
-detail and in the queue; resolving without an outcome shows the API's reason, with one it
-resolves. The subject page draws zones and the track over a chosen range. A supervisor draws a
-zone (a self-intersecting one is refused with the geofence core's reason) and opens the reports
-page with its chart and CSV. Every page is screenshotted to /tmp/tagwatch-console (or
+Nothing is written to the database behind the platform's back: a tag is provisioned with its own
+broker account, held by a subject of the operator's region who has an exclusion zone, and a real
+`tagwatch ingest` stores what the tag publishes over MQTT with its own credentials.
+
+An operator logs in; the tag's first fixes put its subject on the live positions layer of the
+queue's map (fresh, with a tooltip, counted in the header); the tag walks into the zone, the
+engine raises the entry alert, and it arrives in the queue over the WebSocket (a frame of the
+feed carries it; nothing read the list meanwhile) while the dot follows the tag into the zone.
+Opened, the alert shows the zone, the track with its accuracy circles and the last position on
+the map; acknowledged, its status changes in the detail and in the queue; resolving without an
+outcome shows the API's reason, with one it resolves. A click on the subject's dot opens the
+subject page with zones and the track over a chosen range. A supervisor draws a zone (a
+self-intersecting one is refused with the geofence core's reason) and opens the reports page
+with its chart and CSV. Every page is screenshotted to /tmp/tagwatch-console (or
 TAGWATCH_TEST_ARTIFACTS).
 
 Skipped, with the reason, when Chromium, node or node_modules are missing: scripts/setup.sh
@@ -20,24 +27,29 @@ import json
 import math
 import os
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
-from alerts.engine import enqueue
 from api.security import hash_password
 from tests.console.conftest import ARTIFACTS, NODE_MODULES, browser_missing, chromium_path
-from tests.support import fresh_id, wait_for
+from tests.support import connect, count, fresh_id, publish_all, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
 DRIVER = Path(__file__).with_name("drive.mjs")
 PASSWORD = "console-pass-word-1"
-# a small town block: the subject walks east through an exclusion zone
+# a small town block: the subject walks east into an exclusion zone
 LAT, LON = -33.9249, 18.4241
+ZONE_EAST_M = 0.004 * 111_320.0 * math.cos(math.radians(LAT))  # the zone's centre, 370 m east
+# metres east of the start: the approach stays clear of the warning band (150 m + 100 m around
+# the centre); then through the band and 120 m into the zone, where the tag stays
+APPROACH_M = [10.0 * i for i in range(12)]
+INTO_ZONE_M = [130.0, 150, 170, 190, 210, 250, 270, 290, 310, 320, 325, 330, 330]
+FIXES = len(APPROACH_M) + len(INTO_ZONE_M)
 
 
 def _user(conn: psycopg.Connection, role: str, regions: list[str]) -> dict[str, str]:
@@ -50,10 +62,12 @@ def _user(conn: psycopg.Connection, role: str, regions: list[str]) -> dict[str, 
 
 
 @pytest.fixture
-def world(settings, console_server):
-    """A region, a subject wearing a tag with an hour of fixes, an exclusion zone, and users."""
+def world(settings, console_server, provision, running_ingest):
+    """A region; a tag provisioned with its own broker account, held by a subject of the region
+    with an exclusion zone 370 m east; an operator and a supervisor of the region."""
     region = fresh_id("cons")
     device = fresh_id("tag")
+    password = provision(device)  # the device row and its broker account
     now = datetime.now(UTC)
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         admin = _user(conn, "admin", ["*"])
@@ -73,6 +87,15 @@ def world(settings, console_server):
         assert wait_for(
             lambda: client.get(f"/api/v1/subjects/{subject['id']}").status_code == 200, 5
         )
+        assigned = client.post(
+            f"/api/v1/subjects/{subject['id']}/assignments",
+            json={
+                "device_id": device,
+                "role": "offender",
+                "from": (now - timedelta(hours=1)).isoformat(),
+            },
+        )
+        assert assigned.status_code == 201, assigned.text
         zone = client.post(
             "/api/v1/zones",
             json={
@@ -85,64 +108,82 @@ def world(settings, console_server):
             },
         )
         assert zone.status_code == 201, zone.text
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO devices (id, kind) VALUES (%s, 'tag')", (device,))
-        conn.execute(
-            "INSERT INTO device_assignments (device_id, subject_id, role, during)"
-            " VALUES (%s, %s, 'offender', tstzrange(%s, NULL))",
-            (device, subject["id"], now - timedelta(days=2)),
-        )
-        for minute in range(40):
-            conn.execute(
-                "INSERT INTO fixes (device_id, ts, lat, lon, acc) VALUES (%s, %s, %s, %s, %s)",
-                (
-                    device,
-                    now - timedelta(minutes=40 - minute),
-                    LAT + 0.0003 * math.sin(minute / 6),
-                    LON + 0.00012 * minute,
-                    8 + (minute % 4) * 6,
-                ),
-            )
     return {
         "region": region,
         "device": device,
+        "password": password,
         "subject_id": subject["id"],
         "zone_id": zone.json()["id"],
         "operator": operator,
         "supervisor": supervisor,
-        "now": now,
+        "ingest": running_ingest,
     }
 
 
-def _insert_alert(settings, world) -> int:
-    """An exclusion-zone entry, written as the engine writes one: row, history, outbox."""
-    now = world["now"]
-    with psycopg.connect(settings.database_url) as conn:
-        alert_id = conn.execute(
-            "INSERT INTO alerts (subject_id, region_id, device_id, zone_id, type, severity,"
-            " opened_at, first_fix_at, last_fix_at, lat, lon, fix_count, worst_distance_m,"
-            " episode_key, details) VALUES (%s, %s, %s, %s, 'exclusion_zone_entry', 'critical',"
-            " %s, %s, %s, %s, %s, 6, 42.5, %s, %s) RETURNING id",
-            (
-                world["subject_id"],
-                world["region"],
-                world["device"],
-                world["zone_id"],
-                now - timedelta(minutes=8),
-                now - timedelta(minutes=8),
-                now - timedelta(minutes=2),
-                LAT,
-                LON + 0.0038,
-                fresh_id("episode"),
-                Jsonb({"dwell_fixes": 3}),
-            ),
-        ).fetchone()[0]
-        conn.execute(
-            "INSERT INTO alert_history (alert_id, actor, action) VALUES (%s, 'engine', 'opened')",
-            (alert_id,),
+def _fix(east_m: float, ts: float, index: int) -> dict:
+    """A fix ``east_m`` metres east of the start, with a little north-south wobble."""
+    return {
+        "ts": round(ts, 3),
+        "lat": LAT + 0.00002 * math.sin(index / 3),
+        "lon": LON + east_m / (111_320.0 * math.cos(math.radians(LAT))),
+        "acc": 6 + index % 4,
+        "seq": index + 1,
+        "spd": 1.4,
+        "batt": 77,
+    }
+
+
+class Tag:
+    """The tag: publishes over MQTT with its own credentials, on its own topic."""
+
+    def __init__(self, settings, world) -> None:
+        self.settings = settings
+        self.world = world
+        self.sent: list[dict] = []
+
+    def publish(self, fixes: list[dict]) -> None:
+        device = self.world["device"]
+        client = connect(self.settings.mqtt_url, device, self.world["password"])
+        try:
+            publish_all(client, [(f"em/v1/{device}/fix", json.dumps(f).encode()) for f in fixes])
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        self.sent.extend(fixes)
+        stored = lambda: count(  # noqa: E731
+            self.settings.database_url,
+            "SELECT count(*) FROM fixes WHERE device_id = %s",
+            (device,),
         )
-        enqueue(conn, alert_id, world["region"], "exclusion_zone_entry", "critical", "opened")
-    return int(alert_id)
+        assert wait_for(lambda: stored() == len(self.sent), 20), (
+            f"ingest stored {stored()} of {len(self.sent)} fixes:\n"
+            + self.world["ingest"].log()[-3000:]
+        )
+
+    def approach(self) -> dict:
+        """Twelve fixes 10 s apart, the last a minute old, well outside the warning band."""
+        now = time.time()
+        start = now - 60 - 10 * (len(APPROACH_M) - 1)
+        self.publish([_fix(m, start + 10 * i, i) for i, m in enumerate(APPROACH_M)])
+        return {"subjects": 1, "fixes": len(self.sent)}
+
+    def into_the_zone(self) -> int:
+        """Through the band into the zone, 5 s apart, after the approach (ending at most a few
+        seconds ahead of the clock, well within ingest's tolerance); the entry alert's id."""
+        last = self.sent[-1]["ts"]
+        start = max(time.time() - 5 * len(INTO_ZONE_M), last + 5)
+        offset = len(self.sent)
+        self.publish([_fix(m, start + 5 * i, offset + i) for i, m in enumerate(INTO_ZONE_M)])
+        subject = self.world["subject_id"]
+        query = "SELECT id FROM alerts WHERE subject_id = %s AND type = 'exclusion_zone_entry'"
+
+        def raised() -> bool:
+            with psycopg.connect(self.settings.database_url) as conn:
+                return conn.execute(query, (subject,)).fetchone() is not None
+
+        assert wait_for(raised, 20), self.world["ingest"].log()[-3000:]
+        with psycopg.connect(self.settings.database_url) as conn:
+            return int(conn.execute(query, (subject,)).fetchone()[0])
 
 
 def _drive(config: dict, on_wait) -> dict:
@@ -181,14 +222,17 @@ def _drive(config: dict, on_wait) -> dict:
 
 
 @pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
-def test_operator_works_an_alert_on_the_map_and_a_supervisor_draws_a_zone(
+def test_operator_works_a_live_alert_from_a_real_publish_and_a_supervisor_draws_a_zone(
     settings, console_server, world
 ):
+    tag = Tag(settings, world)
     inserted: list[int] = []
 
     def on_wait(what: str) -> dict:
+        if what == "approach":
+            return tag.approach()
         assert what == "alert"
-        inserted.append(_insert_alert(settings, world))
+        inserted.append(tag.into_the_zone())
         return {"alert_id": inserted[-1]}
 
     result = _drive(
@@ -215,7 +259,51 @@ def test_operator_works_an_alert_on_the_map_and_a_supervisor_draws_a_zone(
     assert "operator" in result["whoami"]
     assert result["reports_tab_hidden"] is True  # reports are for supervisors and admins
 
-    # the alert came over the WebSocket (nothing read the list meanwhile)
+    # the positions layer: nobody on the map before the tag reported; then its subject, fresh,
+    # with a tooltip (name, age, accuracy), counted in the header; the layer has a switch
+    assert "0 subjects on the map" in result["positions_count_before"]
+    assert "Positions (live)" in result["positions_layer_switch"]
+    assert "1 subject on the map" in result["positions_count"]
+    assert result["positions_markers"] == 1  # only the operator's region
+    before, after = result["position_before"], result["position_after"]
+    last_approach = tag.sent[len(APPROACH_M) - 1]
+    assert math.isclose(before["lon"], last_approach["lon"], abs_tol=1e-9)
+    assert math.isclose(before["lat"], last_approach["lat"], abs_tol=1e-9)
+    assert "tw-pos-fresh" in before["class"]
+    assert 55 <= before["age_s"] < 120  # the last approach fix was a minute old
+    assert "Console Test Subject" in result["position_tooltip"]
+    assert "ago" in result["position_tooltip"]
+    assert f"±{last_approach['acc']} m" in result["position_tooltip"]
+    # ... and the dot followed the tag into the zone: the last fix published
+    assert math.isclose(after["lon"], tag.sent[-1]["lon"], abs_tol=1e-9)
+    assert after["lon"] > before["lon"]
+    assert "tw-pos-fresh" in after["class"]
+    assert result["steps"]["position_moved"] < 10_000
+    # every refresh of the layer is one audited read of the subjects on it
+    with psycopg.connect(settings.database_url) as conn:
+        reads = conn.execute(
+            "SELECT role, subject_id, detail FROM audit_log"
+            " WHERE username = %s AND action = 'positions_overview' ORDER BY id",
+            (world["operator"]["username"],),
+        ).fetchall()
+    assert len(reads) >= 3
+    assert {(role, subject_id) for role, subject_id, _ in reads} == {("operator", None)}
+    assert reads[-1][2]["subject_ids"] == [world["subject_id"]]
+    assert reads[-1][2]["reason"] == "operator console: live map"
+
+    # the alert was raised by the engine from the published fixes, and came over the
+    # WebSocket: a frame of the feed carried it, and nothing read the list meanwhile
+    with psycopg.connect(settings.database_url) as conn:
+        device, late, fix_count, worst = conn.execute(
+            "SELECT device_id, late, fix_count, worst_distance_m FROM alerts WHERE id = %s",
+            (alert_id,),
+        ).fetchone()
+    assert (device, late) == (world["device"], False)
+    assert fix_count >= 4
+    assert worst < -90  # 120 m inside the 150 m circle at the deepest
+    assert {"alert_id": alert_id, "event": "opened", "type": "exclusion_zone_entry"} in result[
+        "ws_alert_events"
+    ], result["ws_alert_events"]
     assert result["list_reads_while_waiting"] == 0
     assert alert_id in result["queue_order"]
     assert result["row_severity"] == "critical"
@@ -235,7 +323,7 @@ def test_operator_works_an_alert_on_the_map_and_a_supervisor_draws_a_zone(
     assert drawn["alert_marker"] == 1
     assert drawn["last_position"] == 1
     assert drawn["tiles"] == 0
-    assert "42 m" in result["detail_text"] or "43 m" in result["detail_text"]
+    assert f"{math.floor(worst + 0.5)} m" in result["detail_text"]  # JavaScript's Math.round
 
     # acknowledge, then a refused resolve (the reason shown), then resolved, then a note
     assert result["after_ack_status"] == "acknowledged"
@@ -260,11 +348,13 @@ def test_operator_works_an_alert_on_the_map_and_a_supervisor_draws_a_zone(
     assert acked_by == resolved_by == world["operator"]["username"]
     assert notes[-1] == "closed from the console test"
 
-    # the subject page: zone, track and last position; an empty range clears the track
+    # the subject page, reached by a click on the dot: zone, every published fix as the track,
+    # the last position; an empty range clears the track; the live layer stays on the queue
+    assert result["positions_layer_left_with_the_queue"] is True
     assert result["subject_map"]["zones"] >= 1
     assert result["subject_map"]["tracks"] == 1
     assert result["subject_map"]["last_position"] == 1
-    assert result["subject_status"].startswith("40 fixes")
+    assert result["subject_status"].startswith(f"{FIXES} fixes")
     assert result["empty_range_tracks"] == 0
 
     # zones: operators may not draw; a supervisor's bow-tie is refused with the reason, the

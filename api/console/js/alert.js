@@ -13,6 +13,9 @@ let unsubscribe = null;
 // What this console's last action answered, laid over the detail read after it: the API may
 // answer an action before its transaction is visible to the next read.
 let pending = null;
+// The last action's message, carried over to the detail rendered after it (a live event may
+// change the status pill before the action's answer is in: the message is what says it is done).
+let flash = null;
 
 function overlay(detail) {
   if (!pending || pending.alert_id !== detail.id) return detail;
@@ -117,6 +120,8 @@ function row(label, value) {
 
 function renderDetail(side, detail) {
   const actionStatus = h("p", { class: "status", id: "alert-action-status", role: "alert", hidden: true });
+  if (flash && flash.alert_id === detail.id) status(actionStatus, flash.text, "ok");
+  flash = null;
   const allowed = may("admin", "supervisor", "operator");
   const canAct = detail.status !== "resolved" && allowed;
   const subjectLink = detail.subject_id != null ? h("a", { href: `#/subject/${detail.subject_id}` }, queue.subjectName(detail.subject_id)) : "no subject";
@@ -138,10 +143,11 @@ function renderDetail(side, detail) {
     try {
       const result = await call();
       pending = result && result.body !== undefined ? { alert_id: detail.id, note: result } : result;
-      status(actionStatus, done(result), "ok");
+      const message = done(result);
+      // the detail is read again: its new panel shows this message from the start
+      flash = { alert_id: detail.id, text: message };
+      status(actionStatus, message, "ok");
       await show(side, detail.id);
-      const again = document.getElementById("alert-action-status");
-      if (again) status(again, done(result), "ok");
     } catch (error) {
       button.disabled = false;
       const code = error instanceof ApiError ? `${error.status}: ` : "";
@@ -174,7 +180,8 @@ function renderDetail(side, detail) {
 
   const panel = h(
     "div",
-    { class: "panel", id: "alert-detail", dataset: { alertId: detail.id } },
+    // data-status: the status this panel was rendered from (a read of the detail)
+    { class: "panel", id: "alert-detail", dataset: { alertId: detail.id, status: detail.status } },
     h(
       "div",
       { class: `detail-head sev-${detail.severity}` },

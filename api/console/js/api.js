@@ -105,8 +105,9 @@ export async function login(username, password) {
   }
 }
 
-// One authenticated call. `onProgress(bytes)` streams the body for long loads.
-export async function request(method, path, { body, query, onProgress, accept } = {}) {
+// One authenticated call. `onProgress(bytes)` streams the body for long loads; `quiet` keeps
+// the progress bar still (a background refresh every few seconds).
+export async function request(method, path, { body, query, onProgress, accept, quiet } = {}) {
   const current = session();
   if (!current) {
     onUnauthorized("Your session has ended; log in again.");
@@ -119,7 +120,8 @@ export async function request(method, path, { body, query, onProgress, accept } 
   }
   const headers = { Authorization: `Bearer ${current.token}`, Accept: accept || "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  progress(1);
+  const step = quiet ? 0 : 1;
+  progress(step);
   try {
     const response = await fetch(url, {
       method,
@@ -138,7 +140,7 @@ export async function request(method, path, { body, query, onProgress, accept } 
     }
     return { data, type, response };
   } finally {
-    progress(-1);
+    progress(-step);
   }
 }
 

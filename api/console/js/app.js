@@ -9,6 +9,7 @@ import * as alertView from "./alert.js";
 import * as subjectView from "./subject.js";
 import * as zonesView from "./zones.js";
 import * as reportsView from "./reports.js";
+import * as positions from "./positions.js";
 
 let config = { tile_url: null, vendor: {} };
 let started = false;
@@ -25,6 +26,7 @@ async function loadConfig() {
 function showLogin(message) {
   if (started) {
     queue.stop();
+    positions.reset();
     started = false;
   }
   document.getElementById("app").hidden = true;
@@ -100,13 +102,26 @@ async function route() {
     } else {
       setTab("queue");
       maps.clearMap();
+      leaving = positions.stop;
       showContext();
+      positions.start();
       clear(side).append(
         h(
           "div",
           { class: "panel" },
           h("h2", {}, "Alert queue"),
           h("p", { class: "muted" }, "Most severe first, then the longest waiting. New alerts arrive live. Select an alert to see it on the map and act on it."),
+          h(
+            "p",
+            { class: "muted" },
+            "The map shows where every subject of your regions was last seen, refreshed every 5 s: ",
+            h("span", { class: "pos-key fresh" }, "reporting"),
+            ", ",
+            h("span", { class: "pos-key stale" }, "missed reports"),
+            ", ",
+            h("span", { class: "pos-key old" }, "silent over an hour"),
+            ". Point at a dot for the name, age and accuracy; click it for the subject's page.",
+          ),
           h("ul", { class: "key" }, h("li", { class: "sev-critical" }, "critical"), h("li", { class: "sev-warning" }, "warning"), h("li", { class: "sev-info" }, "info")),
         ),
       );
@@ -119,8 +134,9 @@ async function route() {
   }
 }
 
-// The queue's map: the zones the user can see, for orientation (alert summaries carry no
-// positions; an alert's own map is one click away, and that read is audited).
+// The queue's map: the zones the user can see, for orientation, under the live positions
+// layer (positions.js; alert summaries carry no positions, and every positions read is
+// audited).
 async function showContext() {
   try {
     const zones = await get("/zones", { query: { limit: 1000 } });

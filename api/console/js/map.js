@@ -17,6 +17,7 @@ const MAX_ACCURACY_CIRCLES = 400;
 let L = null;
 let map = null;
 let content = null; // the current view's layers
+const fitCompanions = new Set(); // layers of their own (live positions) that fit() frames too
 let loadError = null;
 
 export async function loadLeaflet() {
@@ -78,9 +79,22 @@ export function clearMap() {
   if (content) content.clearLayers();
 }
 
+// A layer that lives beside the view's content (the live positions): fit() frames it too
+// while it is on the map.
+export function fitAlso(layer) {
+  fitCompanions.add(layer);
+}
+
 export function fit(padding = 40) {
   if (!map || !content) return;
-  const bounds = content.getBounds();
+  const bounds = L.latLngBounds([]);
+  const own = content.getBounds();
+  if (own.isValid()) bounds.extend(own);
+  for (const layer of fitCompanions) {
+    if (!map.hasLayer(layer) || !layer.getBounds) continue;
+    const extra = layer.getBounds();
+    if (extra.isValid()) bounds.extend(extra);
+  }
   if (bounds.isValid()) map.fitBounds(bounds, { padding: [padding, padding], maxZoom: 17 });
 }
 

@@ -65,7 +65,8 @@ export async function show(side, subjectId, { from, to } = {}) {
 
   async function load() {
     const a = new Date(fromInput.value);
-    const b = new Date(toInput.value);
+    // the inputs hold minutes: "to 14:05" includes 14:05:59, so the latest fixes are not cut off
+    const b = new Date(new Date(toInput.value).getTime() + 60 * 1000);
     if (!(a < b)) {
       status(message, "'from' must be before 'to'", "error");
       return;

@@ -40,7 +40,12 @@ export function humanType(type) {
 // "3 min", "2 h 05", "4 d": how long an alert has been waiting, at a glance
 export function age(iso, now = Date.now()) {
   if (!iso) return "";
-  const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  return duration((now - Date.parse(iso)) / 1000);
+}
+
+// The same for a number of seconds (the server's age of a fix: no clock of this PC involved)
+export function duration(totalSeconds) {
+  const seconds = Math.max(0, Math.round(Number(totalSeconds) || 0));
   if (seconds < 60) return `${seconds} s`;
   const minutes = Math.floor(seconds / 60);
   if (minutes < 60) return `${minutes} min`;

@@ -1,0 +1,767 @@
+"""Role x route x region: every HTTP route of the app, every role, in and out of region.
+
+The routes come from the app's own route table (``app.routes``, dependencies included), so a
+route added without an entry in ``MATRIX`` is a failing case, and the allowed roles come from
+the route's ``allow(...)`` (``api/security.py``), not from this file. Every case runs as a user
+of one role holding region A only (see ``tests/api/matrix_support.py`` for the world):
+
+* a role the route's ``allow(...)`` leaves out gets 403 ("role ... may not do this"), in and out
+  of region alike;
+* an allowed role gets the route's success status for a resource of region A, and for the same
+  request on region B's resource the answer of the rule below; where the rule is 404 the body
+  must be exactly the body for a resource that does not exist (ids aside).
+
+Left out of the matrix: the WebSocket feed ``/api/v1/alerts/stream`` (its own tests,
+tests/api/test_alert_stream.py), the console's static routes (``include_in_schema=False``,
+public, no data), FastAPI's ``/openapi.json``, ``/docs``, ``/redoc``, and the public routes
+(``PUBLIC``: no token, no role; ``test_public_routes_need_no_token``).
+
+Open to every authenticated role by design (no ``allow(...)``; docs/api.md "who: all"):
+``GET /regions``, ``GET /subjects``, ``GET /subjects/{id}``, ``GET /subjects/{id}/regions``,
+``GET /subjects/{id}/assignments``, ``GET /devices``, ``GET /devices/{id}``.
+
+Exceptions to "out of region answers 404" (the B column is what an allowed role gets):
+
+=================================================  ======================  ==================
+route                                              B variant               answer for B
+=================================================  ======================  ==================
+GET /regions, /subjects, /zones, /alerts,          the list (filtered by   200, no B item in
+/positions, /users, /webhooks                      region=B where the      it (lists are
+                                                   route has the filter)   filtered in SQL)
+GET /proximity                                     search where only B's   200, no subject
+                                                   subject was             found
+POST /regions                                      a new region            201: creates, not
+                                                                           region-scoped
+POST /subjects                                     region_id B             403 "not yours",
+                                                                           as for a missing
+                                                                           region
+POST /users, POST /webhooks                        regions [B]             403 "not yours"
+                                                                           (users.py; a missing
+                                                                           region is a 422)
+POST /zones                                        subject_id of B's       422 unknown_subject
+                                                   subject                 as for a missing
+                                                                           subject
+GET /devices, POST /devices                        the list / a new one    200 without B's
+                                                                           held device / 201
+POST /auth/logout, POST /auth/password,            (the caller's own       204 / 200 / 200:
+GET /auth/me                                       session)                not region-scoped
+=================================================  ======================  ==================
+
+Allowed, in region A, and still 403 by a documented region rule (``test_region_rules``): moving
+region A's subject to B (PATCH /subjects/{id}), writing a global zone (POST, PATCH, DELETE
+/zones: only users with every region), granting region B (PATCH /users/{id}).
+
+Every other route answers 404 for B's resource, with the body of a missing one. Mutating cases
+work on resources made for the case (an alert to acknowledge, a zone to delete...) or change
+nothing that later cases read (a rename); they run after the reads, deletes last.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.security import ROLES
+from tagwatch.settings import Settings
+from tests.api.matrix_support import (
+    ELSEWHERE,
+    FIX_TIMES,
+    MISSING_ID,
+    OTHER_PASSWORD,
+    PASSWORD,
+    SCENE,
+    RouteInfo,
+    World,
+    api_routes,
+    build_world,
+)
+from tests.support import fresh_id
+
+pytestmark = pytest.mark.integration
+
+V1 = "/api/v1"
+PUBLIC = frozenset({"POST /api/v1/auth/token", "GET /healthz", "GET /readyz", "GET /metrics"})
+OPEN_TO_ALL_ROLES = frozenset(
+    {
+        "GET /api/v1/regions",
+        "GET /api/v1/subjects",
+        "GET /api/v1/subjects/{subject_id}",
+        "GET /api/v1/subjects/{subject_id}/regions",
+        "GET /api/v1/subjects/{subject_id}/assignments",
+        "GET /api/v1/devices",
+        "GET /api/v1/devices/{device_id}",
+    }
+)
+# The policy of docs/api.md, pinned: the matrix takes the roles from allow(...), so widening a
+# route's roles would pass it; this table makes such a change a deliberate one.
+POLICY: dict[tuple[str, ...], frozenset[str]] = {
+    ("admin",): frozenset(
+        {
+            "POST /api/v1/regions",
+            "GET /api/v1/users",
+            "POST /api/v1/users",
+            "GET /api/v1/users/{user_id}",
+            "PATCH /api/v1/users/{user_id}",
+            "POST /api/v1/users/{user_id}/password",
+            "GET /api/v1/webhooks",
+            "POST /api/v1/webhooks",
+            "GET /api/v1/webhooks/{webhook_id}",
+            "PATCH /api/v1/webhooks/{webhook_id}",
+            "DELETE /api/v1/webhooks/{webhook_id}",
+            "POST /api/v1/webhooks/{webhook_id}/secret",
+        }
+    ),
+    ("admin", "supervisor"): frozenset(
+        {
+            "POST /api/v1/subjects",
+            "PATCH /api/v1/subjects/{subject_id}",
+            "POST /api/v1/subjects/{subject_id}/assignments",
+            "POST /api/v1/devices",
+            "POST /api/v1/zones",
+            "PUT /api/v1/zones/{zone_id}",
+            "PATCH /api/v1/zones/{zone_id}",
+            "DELETE /api/v1/zones/{zone_id}",
+            "GET /api/v1/reports/compliance",
+            "GET /api/v1/reports/absconders",
+            "GET /api/v1/subjects/{subject_id}/export",
+        }
+    ),
+    ("admin", "supervisor", "operator"): frozenset(
+        {
+            "POST /api/v1/alerts/{alert_id}/acknowledge",
+            "POST /api/v1/alerts/{alert_id}/resolve",
+            "POST /api/v1/subjects/{subject_id}/absconder",
+        }
+    ),
+}
+MARCH = {"from": "2025-03-01T00:00:00Z", "to": "2025-04-01T00:00:00Z"}
+MISSING_REGION = "mx-no-such-region"
+
+
+@dataclass
+class Call:
+    """One request; ``missing`` is the same request on a resource that does not exist, and
+    ``hidden`` / ``missing.hidden`` the ids that may differ between the two answers."""
+
+    path: str
+    params: dict[str, Any] | None = None
+    json: Any = None
+    headers: dict[str, str] | None = None  # instead of the role's token
+    hidden: str | None = None
+    missing: Call | None = None
+    check: Callable[[httpx.Response], None] | None = None
+
+
+Builder = Callable[[World, str, str], Call]
+
+
+@dataclass(frozen=True)
+class Entry:
+    build: Builder
+    ok: frozenset[int]  # what an allowed role gets in region A
+    out: frozenset[int]  # ... and for region B's resource
+
+
+def entry(build: Builder, ok: int | set[int], out: int | set[int] = 404, **kw: Any) -> Entry:
+    def as_set(value: int | set[int]) -> frozenset[int]:
+        return frozenset({value}) if isinstance(value, int) else frozenset(value)
+
+    return Entry(build, as_set(ok), as_set(out), **kw)
+
+
+# ------------------------------------------------------------------ checks on answers
+
+
+def ids(response: httpx.Response, key: str | None = None) -> set[Any]:
+    body = response.json()
+    items = body[key] if key else body
+    return {item["id"] for item in items}
+
+
+def lists(present: Callable[[World], set[Any]], absent: Callable[[World], set[Any]], key=None):
+    def make(w: World) -> Callable[[httpx.Response], None]:
+        def check(response: httpx.Response) -> None:
+            found = ids(response, key)
+            assert present(w) <= found, f"missing from the list: {present(w) - found}"
+            assert not absent(w) & found, f"region B leaked into the list: {absent(w) & found}"
+
+        return check
+
+    return make
+
+
+def empty(key: str | None = None) -> Callable[[httpx.Response], None]:
+    def check(response: httpx.Response) -> None:
+        assert ids(response, key) == set(), response.text
+
+    return check
+
+
+def path_call(w: World, region: str, template: str, value: Callable[[Any], Any], **kw) -> Call:
+    """A call on the region's resource, with its missing twin for region B."""
+    side = w.side(region)
+    resource = value(side)
+    call = Call(V1 + template.format(resource), hidden=str(resource), **kw)
+    if region == "B":
+        call.check = None  # the checks are on what region A's resource answers
+        missing_value = MISSING_ID if isinstance(resource, int) else "mx-no-such-device"
+        call.missing = Call(
+            V1 + template.format(missing_value),
+            hidden=str(missing_value),
+            **{k: v for k, v in kw.items() if k != "check"},
+        )
+    return call
+
+
+def on(template: str, value: Callable[[Any], Any], **kw: Any) -> Builder:
+    def build(w: World, _role: str, region: str) -> Call:
+        return path_call(w, region, template, value, **kw)
+
+    return build
+
+
+# ------------------------------------------------------------------ builders
+
+
+def regions_list(w: World, _role: str, region: str) -> Call:
+    check = lists(lambda w: {w.a.region}, lambda w: {w.b.region})(w)
+    return Call(V1 + "/regions", check=check)
+
+
+def region_create(w: World, _role: str, _region: str) -> Call:
+    return Call(V1 + "/regions", json={"id": fresh_id("mxnew"), "name": "new"})
+
+
+def subjects_list(w: World, _role: str, region: str) -> Call:
+    if region == "A":
+        check = lists(lambda w: {w.a.subject}, lambda w: {w.b.subject})(w)
+        return Call(V1 + "/subjects", params={"limit": 1000}, check=check)
+    return Call(V1 + "/subjects", params={"region": w.b.region}, check=empty())
+
+
+def devices_list(w: World, _role: str, region: str) -> Call:
+    if region == "A":
+        check = lists(lambda w: {w.a.device}, lambda w: {w.b.device})(w)
+        return Call(V1 + "/devices", params={"limit": 1000}, check=check)
+    check = lists(lambda w: set(), lambda w: {w.b.device})(w)
+    return Call(V1 + "/devices", params={"limit": 1000}, check=check)
+
+
+def subject_create(w: World, _role: str, region: str) -> Call:
+    target = w.side(region).region
+    body = {"name": fresh_id("mxs"), "region_id": target}
+    call = Call(V1 + "/subjects", json=body, hidden=target)
+    if region == "B":
+        call.missing = Call(
+            V1 + "/subjects", json={**body, "region_id": MISSING_REGION}, hidden=MISSING_REGION
+        )
+    return call
+
+
+def assignment_create(w: World, role: str, region: str) -> Call:
+    def body() -> dict[str, Any]:
+        return {"device_id": w.new_device(), "role": "victim", "from": "2026-01-01T00:00:00Z"}
+
+    call = path_call(w, region, "/subjects/{}/assignments", lambda s: s.subject, json=body())
+    if call.missing:
+        call.missing.json = body()
+    return call
+
+
+def assignments_check(w: World) -> Callable[[httpx.Response], None]:
+    def check(response: httpx.Response) -> None:
+        assert w.a.device in {a["device_id"] for a in response.json()}
+
+    return check
+
+
+def device_create(w: World, _role: str, _region: str) -> Call:
+    return Call(V1 + "/devices", json={"id": fresh_id("mxprov")})
+
+
+def position(w: World, role: str, region: str) -> Call:
+    def check(response: httpx.Response) -> None:
+        body = response.json()
+        assert body["device_id"] == w.a.device and (body["lat"], body["lon"]) == SCENE
+
+    return path_call(w, region, "/subjects/{}/position", lambda s: s.subject, check=check)
+
+
+def track(w: World, role: str, region: str) -> Call:
+    def check(response: httpx.Response) -> None:
+        assert response.json()["properties"]["fixes"] == w.a.fixes, "B's fixes counted?"
+
+    return path_call(
+        w, region, "/subjects/{}/track", lambda s: s.subject, params=dict(MARCH), check=check
+    )
+
+
+def zones_list(w: World, _role: str, region: str) -> Call:
+    if region == "A":
+        check = lists(lambda w: {w.a.zone, w.a.global_zone}, lambda w: {w.b.zone, w.b.global_zone})(
+            w
+        )
+        return Call(V1 + "/zones", params={"limit": 1000}, check=check)
+    return Call(V1 + "/zones", params={"region": w.b.region, "limit": 1000}, check=empty())
+
+
+def zone_create(w: World, _role: str, region: str) -> Call:
+    subject = w.side(region).subject
+    call = Call(V1 + "/zones", json=w.zone_body(region), hidden=str(subject))
+    if region == "B":
+        call.missing = Call(
+            V1 + "/zones", json=w.zone_body(region, subject_id=MISSING_ID), hidden=str(MISSING_ID)
+        )
+    return call
+
+
+def zone_replace(w: World, _role: str, region: str) -> Call:
+    # The body is region A's in both variants: only the zone in the path differs.
+    return path_call(w, region, "/zones/{}", lambda s: s.zone, json=w.zone_body("A"))
+
+
+def zone_delete(w: World, _role: str, region: str) -> Call:
+    zone = w.new_zone(region)
+    call = Call(V1 + f"/zones/{zone}", hidden=str(zone))
+    if region == "B":
+        call.missing = Call(V1 + f"/zones/{MISSING_ID}", hidden=str(MISSING_ID))
+
+        def kept(_response: httpx.Response) -> None:
+            assert w.one("SELECT deleted_at FROM zones WHERE id = %s", (zone,)) is None
+
+        call.check = kept
+    return call
+
+
+def alerts_list(w: World, _role: str, region: str) -> Call:
+    if region == "A":
+        check = lists(
+            lambda w: {w.a.alert, w.a.absconder_alert, w.a.regionless_alert},
+            lambda w: {w.b.alert, w.b.absconder_alert, w.b.regionless_alert},
+            key="items",
+        )(w)
+        return Call(V1 + "/alerts", params={"limit": 1000}, check=check)
+    return Call(V1 + "/alerts", params={"region": w.b.region}, check=empty("items"))
+
+
+def alert_detail(w: World, _role: str, region: str) -> Call:
+    def check(response: httpx.Response) -> None:
+        devices = {f["properties"]["device_id"] for f in response.json()["fixes"]["features"]}
+        assert devices == {w.a.device}, devices
+
+    return path_call(w, region, "/alerts/{}", lambda s: s.alert, check=check)
+
+
+def alert_action(action: str, body: dict[str, Any] | None = None) -> Builder:
+    """On an open alert made for the case, so that no case sees another's action."""
+
+    def build(w: World, _role: str, region: str) -> Call:
+        alert = w.new_alert(region)
+        call = Call(V1 + f"/alerts/{alert}/{action}", json=body, hidden=str(alert))
+        if region == "B":
+            call.missing = Call(
+                V1 + f"/alerts/{MISSING_ID}/{action}", json=body, hidden=str(MISSING_ID)
+            )
+
+            def untouched(_response: httpx.Response) -> None:
+                assert w.one("SELECT status FROM alerts WHERE id = %s", (alert,)) == "open"
+
+            call.check = untouched
+        return call
+
+    return build
+
+
+def logout(w: World, role: str, _region: str) -> Call:
+    headers = w.fresh_token(role)
+
+    def check(_response: httpx.Response) -> None:
+        assert w.api.get(V1 + "/auth/me", headers=headers).status_code == 401
+
+    return Call(V1 + "/auth/logout", headers=headers, check=check)
+
+
+def password_change(w: World, role: str, _region: str) -> Call:
+    return Call(
+        V1 + "/auth/password",
+        headers=w.throwaway(role),
+        json={"old": PASSWORD, "new": OTHER_PASSWORD},
+    )
+
+
+def me(w: World, role: str, _region: str) -> Call:
+    def check(response: httpx.Response) -> None:
+        assert response.json()["role"] == role and response.json()["regions"] == [w.a.region]
+
+    return Call(V1 + "/auth/me", check=check)
+
+
+def users_list(w: World, _role: str, _region: str) -> Call:
+    check = lists(lambda w: {w.a.user}, lambda w: {w.b.user})(w)
+    return Call(V1 + "/users", params={"limit": 1000}, check=check)
+
+
+def user_create(w: World, _role: str, region: str) -> Call:
+    body = {
+        "username": fresh_id("mxnew"),
+        "role": "tracer",
+        "regions": [w.side(region).region],
+        "password": OTHER_PASSWORD,
+    }
+    return Call(V1 + "/users", json=body)
+
+
+def webhooks_list(w: World, _role: str, _region: str) -> Call:
+    check = lists(lambda w: {w.a.webhook}, lambda w: {w.b.webhook})(w)
+    return Call(V1 + "/webhooks", params={"limit": 1000}, check=check)
+
+
+def webhook_create(w: World, _role: str, region: str) -> Call:
+    body = {
+        "name": fresh_id("mxhook"),
+        "url": "https://hooks.example.org/new",
+        "regions": [w.side(region).region],
+    }
+    return Call(V1 + "/webhooks", json=body)
+
+
+def webhook_delete(w: World, _role: str, region: str) -> Call:
+    webhook = w.new_webhook(region)
+    call = Call(V1 + f"/webhooks/{webhook}", hidden=str(webhook))
+    if region == "B":
+        call.missing = Call(V1 + f"/webhooks/{MISSING_ID}", hidden=str(MISSING_ID))
+
+        def kept(_response: httpx.Response) -> None:
+            query = "SELECT active FROM webhook_subscriptions WHERE id = %s"
+            assert w.one(query, (webhook,)) is True
+
+        call.check = kept
+    return call
+
+
+def positions(w: World, _role: str, region: str) -> Call:
+    def check(response: httpx.Response) -> None:
+        body = response.json()
+        found = {item["subject_id"] for item in body["items"]}
+        assert body["count"] == len(found), body
+        if region == "A":
+            assert w.a.subject in found and w.b.subject not in found, found
+        else:
+            assert found == set(), "region B's subject listed"
+
+    params = {} if region == "A" else {"region": w.b.region}
+    return Call(V1 + "/positions", params=params, check=check)
+
+
+def proximity(w: World, _role: str, region: str) -> Call:
+    window = {"from": "2025-03-10T00:00:00Z", "to": "2025-03-11T00:00:00Z", "radius_m": 200}
+    if region == "A":
+        lat, lon = SCENE
+
+        def check(response: httpx.Response) -> None:
+            found = {s["subject_id"]: s for s in response.json()["subjects"]}
+            assert w.b.subject not in found, "region B's subject found"
+            assert found[w.a.subject]["fixes_within"] == len(FIX_TIMES)
+
+    else:
+        lat, lon = ELSEWHERE
+
+        def check(response: httpx.Response) -> None:
+            assert response.json()["subjects"] == [], response.text
+
+    return Call(V1 + "/proximity", params={**window, "lat": lat, "lon": lon}, check=check)
+
+
+def report(name: str, params: dict[str, Any]) -> Builder:
+    def build(w: World, _role: str, region: str) -> Call:
+        target = w.side(region).region
+        if name == "compliance":
+
+            def check(response: httpx.Response) -> None:
+                body = response.json()
+                assert body["subjects_monitored"] == 1, body
+                assert body["fixes"] == w.a.fixes, body
+
+        else:
+
+            def check(response: httpx.Response) -> None:
+                rows = response.json()["rows"]
+                assert {r["alert_id"] for r in rows} == {w.a.absconder_alert}, rows
+
+        call = Call(
+            V1 + f"/reports/{name}",
+            params={**params, "region": target},
+            hidden=target,
+            check=check if region == "A" else None,
+        )
+        if region == "B":
+            call.missing = Call(
+                V1 + f"/reports/{name}",
+                params={**params, "region": MISSING_REGION},
+                hidden=MISSING_REGION,
+            )
+        return call
+
+    return build
+
+
+def export(w: World, _role: str, region: str) -> Call:
+    def check(response: httpx.Response) -> None:
+        features = [f["properties"] for f in response.json()["features"]]
+        fixes = [f for f in features if f["kind"] == "fix"]
+        assert len(fixes) == w.a.fixes and {f["device_id"] for f in fixes} == {w.a.device}
+        alerts = {f["id"] for f in features if f["kind"] == "alert"}
+        assert {w.a.alert, w.a.absconder_alert} <= alerts, alerts
+        assert not alerts & {w.b.alert, w.b.absconder_alert, w.b.regionless_alert}, alerts
+
+    return path_call(
+        w, region, "/subjects/{}/export", lambda s: s.subject, params=dict(MARCH), check=check
+    )
+
+
+# ------------------------------------------------------------------ the matrix
+
+MATRIX: dict[str, Entry] = {
+    # regions, subjects, assignments
+    "GET /api/v1/regions": entry(regions_list, 200, 200),
+    "POST /api/v1/regions": entry(region_create, 201, 201),
+    "GET /api/v1/subjects": entry(subjects_list, 200, 200),
+    "POST /api/v1/subjects": entry(subject_create, 201, 403),
+    "GET /api/v1/subjects/{subject_id}": entry(on("/subjects/{}", lambda s: s.subject), 200),
+    "PATCH /api/v1/subjects/{subject_id}": entry(
+        on("/subjects/{}", lambda s: s.subject, json={"name": "renamed"}), 200
+    ),
+    "GET /api/v1/subjects/{subject_id}/regions": entry(
+        on("/subjects/{}/regions", lambda s: s.subject), 200
+    ),
+    "POST /api/v1/subjects/{subject_id}/assignments": entry(assignment_create, 201),
+    "GET /api/v1/subjects/{subject_id}/assignments": entry(
+        lambda w, role, region: path_call(
+            w, region, "/subjects/{}/assignments", lambda s: s.subject, check=assignments_check(w)
+        ),
+        200,
+    ),
+    # devices: a device held by a subject of another region is invisible; stock is visible
+    "GET /api/v1/devices": entry(devices_list, 200, 200),
+    "GET /api/v1/devices/{device_id}": entry(on("/devices/{}", lambda s: s.device), 200),
+    "POST /api/v1/devices": entry(device_create, 201, 201),
+    # location
+    "GET /api/v1/subjects/{subject_id}/position": entry(position, 200),
+    "GET /api/v1/subjects/{subject_id}/track": entry(track, 200),
+    "GET /api/v1/positions": entry(positions, 200, 200),
+    "GET /api/v1/proximity": entry(proximity, 200, 200),
+    "GET /api/v1/subjects/{subject_id}/export": entry(export, 200),
+    # zones
+    "GET /api/v1/zones": entry(zones_list, 200, 200),
+    "GET /api/v1/zones/{zone_id}": entry(on("/zones/{}", lambda s: s.zone), 200),
+    "POST /api/v1/zones": entry(zone_create, 201, 422),
+    "PUT /api/v1/zones/{zone_id}": entry(zone_replace, 200),
+    "PATCH /api/v1/zones/{zone_id}": entry(
+        on("/zones/{}", lambda s: s.zone, json={"name": "renamed"}), 200
+    ),
+    "DELETE /api/v1/zones/{zone_id}": entry(zone_delete, 204),
+    # alerts
+    "GET /api/v1/alerts": entry(alerts_list, 200, 200),
+    "GET /api/v1/alerts/{alert_id}": entry(alert_detail, 200),
+    "POST /api/v1/alerts/{alert_id}/acknowledge": entry(alert_action("acknowledge"), 200),
+    "POST /api/v1/alerts/{alert_id}/resolve": entry(
+        alert_action("resolve", {"outcome": "false_alarm", "note": "matrix"}), 200
+    ),
+    "POST /api/v1/alerts/{alert_id}/notes": entry(
+        on("/alerts/{}/notes", lambda s: s.alert, json={"body": "matrix note"}), 201
+    ),
+    "POST /api/v1/subjects/{subject_id}/absconder": entry(
+        on("/subjects/{}/absconder", lambda s: s.subject, json={"note": "gone"}), {200, 201}
+    ),
+    # sessions
+    "POST /api/v1/auth/logout": entry(logout, 204, 204),
+    "POST /api/v1/auth/password": entry(password_change, 200, 200),
+    "GET /api/v1/auth/me": entry(me, 200, 200),
+    # users
+    "GET /api/v1/users": entry(users_list, 200, 200),
+    "GET /api/v1/users/{user_id}": entry(on("/users/{}", lambda s: s.user), 200),
+    "POST /api/v1/users": entry(user_create, 201, 403),
+    "PATCH /api/v1/users/{user_id}": entry(
+        on("/users/{}", lambda s: s.user, json={"role": "tracer"}), 200
+    ),
+    "POST /api/v1/users/{user_id}/password": entry(
+        on("/users/{}/password", lambda s: s.user, json={"password": OTHER_PASSWORD}), 204
+    ),
+    # webhooks
+    "GET /api/v1/webhooks": entry(webhooks_list, 200, 200),
+    "GET /api/v1/webhooks/{webhook_id}": entry(on("/webhooks/{}", lambda s: s.webhook), 200),
+    "POST /api/v1/webhooks": entry(webhook_create, 201, 403),
+    "PATCH /api/v1/webhooks/{webhook_id}": entry(
+        on("/webhooks/{}", lambda s: s.webhook, json={"name": "renamed"}), 200
+    ),
+    "DELETE /api/v1/webhooks/{webhook_id}": entry(webhook_delete, 204),
+    "POST /api/v1/webhooks/{webhook_id}/secret": entry(
+        on("/webhooks/{}/secret", lambda s: s.webhook), 200
+    ),
+    # reports
+    "GET /api/v1/reports/compliance": entry(report("compliance", {"month": "2025-03"}), 200),
+    "GET /api/v1/reports/absconders": entry(report("absconders", dict(MARCH)), 200),
+}
+
+# ------------------------------------------------------------------ the route table
+
+
+def _route_table() -> tuple[list[RouteInfo], list[str]]:
+    # The route table does not depend on the settings; nothing is opened here.
+    return api_routes(create_app(Settings(environment="test")))
+
+
+ROUTES, SKIPPED = _route_table()
+METHOD_ORDER = {"GET": 0, "PUT": 1, "PATCH": 1, "POST": 1, "DELETE": 2}
+CASES = [
+    pytest.param(route, role, region, id=f"{route.key}-{role}-{region}")
+    for route in sorted(
+        (r for r in ROUTES if r.key not in PUBLIC),
+        key=lambda r: METHOD_ORDER.get(r.method, 1),
+    )
+    for role in ROLES
+    for region in ("A", "B")
+]
+
+
+@pytest.fixture(scope="module")
+def world(api, settings) -> World:
+    return build_world(api, settings.database_url)
+
+
+def test_the_route_table_is_what_the_matrix_expects():
+    keys = {r.key for r in ROUTES}
+    assert keys - PUBLIC == set(MATRIX), "routes without a matrix entry, or entries without route"
+    assert keys >= PUBLIC
+    for route in ROUTES:
+        if route.key in PUBLIC:
+            assert not route.authenticated, f"{route.key} is listed as public but needs a token"
+        else:
+            assert route.authenticated, f"{route.key} answers without a token"
+            if route.key in OPEN_TO_ALL_ROLES:
+                assert route.roles is None, f"{route.key} now declares allow{route.roles}"
+            else:
+                assert route.roles, f"{route.key} declares no allow(...)"
+    skipped = "\n".join(SKIPPED)
+    assert "websocket /api/v1/alerts/stream" in skipped
+    assert all(
+        line.startswith(("websocket", "starlette")) or "api.routes.console" in line
+        for line in SKIPPED
+    ), skipped
+
+
+def test_declared_roles_are_the_documented_policy():
+    """Every other route is for every role, with allow(...) or (OPEN_TO_ALL_ROLES) without."""
+    for route in ROUTES:
+        if route.key in PUBLIC:
+            continue
+        expected = next((roles for roles, keys in POLICY.items() if route.key in keys), ROLES)
+        assert set(route.roles or ROLES) == set(expected), f"{route.key}: allow{route.roles}"
+
+
+def test_public_routes_need_no_token(api):
+    for key in sorted(PUBLIC - {"POST /api/v1/auth/token"}):
+        method, path = key.split(" ", 1)
+        assert api.request(method, path).status_code == 200, key
+
+
+def _send(w: World, method: str, role: str, call: Call) -> httpx.Response:
+    return w.api.request(
+        method,
+        call.path,
+        params=call.params,
+        json=call.json,
+        headers=call.headers if call.headers is not None else w.headers[role],
+    )
+
+
+def _masked(response: httpx.Response, hidden: str | None) -> str:
+    text = json.dumps(response.json(), sort_keys=True)
+    if hidden:
+        text = re.sub(rf"(?<![\w-]){re.escape(hidden)}(?![\w-])", "<hidden>", text)
+    return text
+
+
+@pytest.mark.parametrize(("route", "role", "region"), CASES)
+def test_access(world: World, route: RouteInfo, role: str, region: str):
+    spec = MATRIX.get(route.key)
+    assert spec is not None, f"no matrix entry for {route.key}: add one to MATRIX"
+    allowed = role in (route.roles or ROLES)
+    call = spec.build(world, role, region)
+    response = _send(world, route.method, role, call)
+    where = f"{route.key} as {role} of A, {'own' if region == 'A' else 'other'} region"
+    if not allowed:
+        assert response.status_code == 403, f"{where}: {response.status_code} {response.text}"
+        assert "may not" in response.json()["detail"], response.text
+        return
+    expected = spec.ok if region == "A" else spec.out
+    if region == "B" and spec.out == frozenset({404}):
+        assert call.missing is not None, f"{route.key}: a 404 case needs its missing twin"
+    assert response.status_code in expected, f"{where}: {response.status_code} {response.text}"
+    if call.missing is not None:
+        twin = _send(world, route.method, role, call.missing)
+        assert twin.status_code == response.status_code, f"{where}: missing gets {twin.text}"
+        assert _masked(response, call.hidden) == _masked(twin, call.missing.hidden), (
+            f"{where}: region B's answer differs from a missing resource's"
+        )
+    if call.check is not None:
+        call.check(response)
+
+
+def test_the_docstring_table_names_every_exception():
+    """Every route whose out-of-region answer is not 404 has its row in the module docstring."""
+    for key, spec in MATRIX.items():
+        if spec.out != frozenset({404}):
+            short = re.sub(r"\{[^}]+\}", "{id}", key.split(" ", 1)[1].removeprefix(V1))
+            assert short in (__doc__ or ""), f"{key} answers {set(spec.out)} for region B"
+
+
+def _region_rules(w: World) -> list[tuple[str, str, str, dict[str, Any] | None, int]]:
+    """(role, method, path, body, status): refusals that depend on the region, not the role."""
+    a = w.a
+    global_body = w.zone_body("A", subject_id=None, region_id=a.region)
+    return [
+        ("supervisor", "PATCH", f"/subjects/{a.subject}", {"region_id": w.b.region}, 403),
+        ("supervisor", "POST", "/zones", global_body, 403),
+        ("supervisor", "PATCH", f"/zones/{a.global_zone}", {"name": "x"}, 403),
+        ("supervisor", "DELETE", f"/zones/{a.global_zone}", None, 403),
+        ("admin", "PATCH", f"/users/{a.user}", {"regions": [a.region, w.b.region]}, 403),
+        ("admin", "PATCH", f"/webhooks/{a.webhook}", {"regions": [w.b.region]}, 403),
+        ("admin", "POST", "/users", {"username": fresh_id("mx"), "role": "admin",
+                                      "regions": ["*"], "password": OTHER_PASSWORD}, 403),
+    ]  # fmt: skip
+
+
+def test_region_rules(world: World):
+    """A user of region A cannot move a subject to B, write global zones or grant B or '*'."""
+    for role, method, path, body, status in _region_rules(world):
+        response = world.api.request(method, V1 + path, json=body, headers=world.headers[role])
+        assert response.status_code == status, (role, method, path, response.text)
+    assert world.one("SELECT region_id FROM subjects WHERE id = %s", (world.a.subject,)) == (
+        world.a.region
+    )
+    query = "SELECT deleted_at FROM zones WHERE id = %s"
+    assert world.one(query, (world.a.global_zone,)) is None
+
+
+def test_references_to_region_b_answer_like_missing_ones(world: World):
+    """A zone naming B's subject as its victim, or moved to B's subject: the 422 of a missing
+    subject, so the answer does not tell that the subject exists."""
+    w, headers = world, world.headers["supervisor"]
+    victim = {"kind": "victim", "radius_m": 100, "subject_id": w.a.subject}
+    for method, path, body_b, body_missing in [
+        ("POST", "/zones", {**victim, "victim_subject_id": w.b.subject},
+         {**victim, "victim_subject_id": MISSING_ID}),
+        ("PATCH", f"/zones/{w.a.zone}", {"subject_id": w.b.subject}, {"subject_id": MISSING_ID}),
+    ]:  # fmt: skip
+        b = w.api.request(method, V1 + path, json=body_b, headers=headers)
+        missing = w.api.request(method, V1 + path, json=body_missing, headers=headers)
+        assert b.status_code == missing.status_code == 422, (b.text, missing.text)
+        assert _masked(b, str(w.b.subject)) == _masked(missing, str(MISSING_ID))
