@@ -15,7 +15,7 @@ from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)  # reset when the world is built (see `world`)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,10 @@ def world(settings):
     order), whose earlier device (returned) reported later than its return; a subject whose
     fix is three hours old; a subject without fixes; a subject whose device was taken off; a
     victim's phone. In B: one subject."""
+    # "now" is when the fixes are written, not when the module was collected: a long test run
+    # in between would age every fix (and make the fresh ones stale)
+    global NOW  # noqa: PLW0603
+    NOW = datetime.now(UTC).replace(microsecond=0)
     a, b = fresh_id("posa"), fresh_id("posb")
     ids: dict[str, int] = {}
     with psycopg.connect(settings.database_url) as conn:
