@@ -1,0 +1,56 @@
+"""Two ingest workers on one shared subscription split the stream: every fix stored exactly
+once, both doing part of the work (the way to use a second core)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.support import connect, count, fresh_id, publish_all, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_two_workers_on_a_shared_subscription_store_every_fix_once(
+    settings, service_env, provision, ingest_factory
+):
+    group = fresh_id("pool")
+    workers = [ingest_factory(fresh_id("worker")) for _ in range(2)]
+    for worker in workers:
+        worker.env["TAGWATCH_INGEST_SHARED_GROUP"] = group
+        worker.start_and_wait()
+    prefix = fresh_id("shared")
+    devices = [f"{prefix}-{i}" for i in range(8)]
+    for device_id in devices:
+        provision(device_id)
+    base = time.time() - 7200
+    messages = [
+        (
+            f"em/v1/{device_id}/fix",
+            json.dumps(
+                {"ts": base + seq, "lat": -29.0 + seq * 1e-5, "lon": 24.0, "acc": 5, "seq": seq}
+            ).encode(),
+        )
+        for seq in range(500)
+        for device_id in devices
+    ]
+    password = service_env["TAGWATCH_MQTT_GATEWAY_URL"].split(":")[2].split("@")[0]
+    gateway = connect(settings.mqtt_gateway_url, "tagwatch-gateway", password, fresh_id("gw"))
+    publish_all(gateway, messages)
+    gateway.disconnect()
+    query = "SELECT count(*) FROM fixes WHERE device_id LIKE %s"
+    assert wait_for(lambda: count(settings.database_url, query, (f"{prefix}-%",)) == 4000, 60)
+    time.sleep(1)
+    assert count(settings.database_url, query, (f"{prefix}-%",)) == 4000
+    distinct = "SELECT count(DISTINCT (device_id, seq)) FROM fixes WHERE device_id LIKE %s"
+    assert count(settings.database_url, distinct, (f"{prefix}-%",)) == 4000
+    for worker in workers:
+        stored = count(
+            settings.database_url,
+            "SELECT coalesce(sum(value), 0)::bigint FROM ingest_counters"
+            " WHERE worker = %s AND metric = 'fixes_stored_total'",
+            (worker.client_id,),
+        )
+        assert stored > 0, f"{worker.client_id} stored nothing: the stream was not shared"
