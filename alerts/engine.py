@@ -20,12 +20,15 @@ their own transaction, on the rule clock: the wall clock, or a scenario replay's
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
+import msgspec
 import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
@@ -63,6 +66,46 @@ def _dt(ts: float | None) -> datetime | None:
 
 SETTLE_WALL_S = 0.1
 
+_QUAD = struct.Struct("<4d")
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+
+
+def pack_trail(trail: Sequence[tuple[float, float, float, float]]) -> bytes:
+    """The trail as little-endian float64 (ts, lon, lat, acc) quadruples (migration 0008)."""
+    return struct.pack(f"<{4 * len(trail)}d", *chain.from_iterable(trail))
+
+
+def unpack_trail(packed: bytes | None) -> list[tuple[float, float, float, float]]:
+    if not packed:
+        return []
+    return list(_QUAD.iter_unpack(packed))
+
+
+def encode_state(state: SubjectState) -> tuple[dict[str, Any], bytes]:
+    """The rule_state row of ``state``: its jsonb document without the trail, and the trail
+    packed (``SubjectState.to_json`` decides every other field)."""
+    trail, state.trail = state.trail, []
+    try:
+        doc = state.to_json()
+    finally:
+        state.trail = trail
+    doc.pop("trail", None)
+    return doc, pack_trail(trail)
+
+
+def decode_state(doc: dict[str, Any] | None, packed: bytes | None) -> SubjectState:
+    """A state from its rule_state row. A document that still carries its trail (written before
+    migration 0008) is read whole; otherwise the trail is the packed column."""
+    state = SubjectState.from_json(doc)
+    if not doc or "trail" not in doc:
+        state.trail = unpack_trail(packed)
+    return state
+
+
+def _load_doc(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else _json_decode(text)
+
 
 def region_group(region_id: str) -> str:
     """The group every subject of a region is in: a global zone with a region but no group
@@ -84,6 +127,8 @@ class AlertEngine:
         self.victim_pos: dict[int, tuple[float, float, float, float]] = {}
         self.revision = 0
         self._synced_at = 0.0
+        # rule_state rows as `_lock`/`tick` read them (document, packed trail, due_at)
+        self._read: dict[int, tuple[dict[str, Any] | None, bytes | None, datetime | None]] = {}
 
     # -- keeping the zone index in step with the database
 
@@ -212,10 +257,15 @@ class AlertEngine:
         now = self.clock(conn)
         devices = sorted({f[0] for f in fixes} | {e[0] for e in events})
         holders: dict[str, list[tuple[int, str, float, float, int]]] = defaultdict(list)
+        # One probe per device (LATERAL ... OFFSET 0 keeps it a nested loop) on the covering
+        # index of migration 0008, the only one that matches `COLLATE "C"`: `device_id =
+        # ANY(...)` made the planner seq-scan both tables, a cost that grew with every device.
         for device_id, sid, role, lo, hi, interval in conn.execute(
-            "SELECT a.device_id, a.subject_id, a.role, lower(a.during), upper(a.during),"
-            " d.expected_interval_s FROM device_assignments a JOIN devices d"
-            " ON d.id = a.device_id WHERE a.device_id = ANY(%s)",
+            "SELECT q.id, a.subject_id, a.role, lower(a.during), upper(a.during),"
+            " (SELECT d.expected_interval_s FROM devices d WHERE d.id = q.id)"
+            " FROM unnest(%s::text[]) AS q(id) CROSS JOIN LATERAL"
+            " (SELECT subject_id, role, during FROM device_assignments"
+            ' WHERE device_id COLLATE "C" = q.id OFFSET 0) AS a',
             (devices,),
         ):
             holders[device_id].append(
@@ -236,7 +286,8 @@ class AlertEngine:
 
         raw: list[RawFix] = []
         events_by: dict[int, list[Observation]] = defaultdict(list)
-        intervals: dict[tuple[int, str], int] = {}
+        # per subject, its devices' reporting intervals (in the order the batch first met them)
+        intervals: dict[int, dict[str, int]] = defaultdict(dict)
         for f in fixes:
             ts = _epoch(f[1])
             held = holder(f[0], ts)
@@ -249,14 +300,14 @@ class AlertEngine:
                     if old is None or old[0] <= ts:
                         self.victim_pos[zid] = (ts, f[4], f[3], float(f[5] or 0.0))
                 continue
-            intervals[(sid, f[0])] = interval
+            intervals[sid][f[0]] = interval
             raw.append(RawFix(sid, f[0], ts, f[4], f[3], float(f[5] or 0.0), f[11] or "gps"))
         for e in events:
             ts = _epoch(e[1])
             held = holder(e[0], ts)
             if held is None or held[1] != "offender":
                 continue
-            intervals[(held[0], e[0])] = held[2]
+            intervals[held[0]][e[0]] = held[2]
             events_by[held[0]].append(EventObs(ts, e[0], e[3]))
         subjects = sorted({r.subject_id for r in raw} | set(events_by))
         if not subjects:
@@ -273,9 +324,8 @@ class AlertEngine:
         for sid in subjects:
             state = states[sid]
             thresholds = self.thresholds_for(sid)
-            for (s, device_id), interval in intervals.items():
-                if s == sid:
-                    state.device(device_id).expected_interval_s = float(interval)
+            for device_id, interval in intervals.get(sid, {}).items():
+                state.device(device_id).expected_interval_s = float(interval)
             items = observed.get(sid, [])
             wm = state.watermark
             live = [o for o in items if wm is None or o.ts >= wm]
@@ -319,51 +369,86 @@ class AlertEngine:
         )
 
     def _lock(self, conn: psycopg.Connection, subjects: list[int]) -> dict[int, SubjectState]:
-        """Every subject's state row, locked in subject order. A row deleted between the insert
-        and the lock (a subject released concurrently) is created again: never a missing state,
-        which would skip the batch's evaluation."""
+        """Every subject's state row, locked in subject order; a subject without one gets an
+        empty row first. A row deleted between the insert and the lock (a subject released
+        concurrently) is created again: never a missing state, which would skip the batch's
+        evaluation. What was read is remembered, so that `_save` skips rows that did not
+        change."""
         states: dict[int, SubjectState] = {}
+        self._read = {}
         wanted = sorted(set(subjects))
-        for _ in range(5):
+        missing = wanted
+        for attempt in range(6):
+            if attempt:
+                # only subjects never evaluated before (or just released) get here; a row this
+                # transaction created is its own (invisible and unlockable to others till commit)
+                created = conn.execute(
+                    "INSERT INTO rule_state (subject_id, state)"
+                    " SELECT s, '{}'::jsonb FROM unnest(%s::bigint[]) AS s ORDER BY s"
+                    " ON CONFLICT DO NOTHING RETURNING subject_id",
+                    (missing,),
+                ).fetchall()
+                for (sid,) in created:
+                    states[sid] = SubjectState()
+                    self._read[sid] = ({}, None, None)
+                missing = [s for s in missing if s not in states]
+                if not missing:
+                    break
+            for sid, text, packed, due_read in conn.execute(
+                "SELECT subject_id, state::text, trail, due_at FROM rule_state"
+                " WHERE subject_id = ANY(%s) ORDER BY subject_id FOR UPDATE",
+                (missing,),
+            ):
+                doc = _load_doc(text)
+                states[sid] = decode_state(doc, packed)
+                self._read[sid] = (doc, packed, due_read)
             missing = [s for s in wanted if s not in states]
             if not missing:
                 break
-            conn.execute(
-                "INSERT INTO rule_state (subject_id, state)"
-                " SELECT s, '{}'::jsonb FROM unnest(%s::bigint[]) AS s ORDER BY s"
-                " ON CONFLICT DO NOTHING",
-                (missing,),
-            )
-            for sid, state in conn.execute(
-                "SELECT subject_id, state FROM rule_state WHERE subject_id = ANY(%s)"
-                " ORDER BY subject_id FOR UPDATE",
-                (missing,),
-            ):
-                states[sid] = SubjectState.from_json(state)
         for sid in wanted:
             states.setdefault(sid, SubjectState())  # _save upserts it
         return states
 
     def _save(self, conn: psycopg.Connection, states: dict[int, SubjectState], now: float) -> None:
-        rows = []
+        """One statement for the whole batch (an UPDATE per subject was a round trip each),
+        with only the rows that changed; the arrays go in binary (no text escaping)."""
+        ids: list[int] = []
+        docs: list[str] = []
+        trails: list[bytes] = []
+        dues: list[datetime | None] = []
         for sid, state in states.items():
-            due_at = next_due(
-                state,
-                self.metas,
-                self.thresholds_for(sid),
-                now,
-                has_curfew=bool(self.curfews.get(sid)),
+            due_at = _dt(
+                next_due(
+                    state,
+                    self.metas,
+                    self.thresholds_for(sid),
+                    now,
+                    has_curfew=bool(self.curfews.get(sid)),
+                )
             )
-            rows.append((sid, Jsonb(state.to_json()), _dt(due_at)))
-        if not rows:
+            doc, packed = encode_state(state)
+            read = self._read.get(sid)
+            if (
+                read is not None
+                and read[2] == due_at
+                and read[0] == doc
+                and (read[1] or b"") == packed
+            ):
+                continue  # nothing changed: no new row version
+            ids.append(sid)
+            docs.append(_json_encode(doc).decode())
+            trails.append(packed)
+            dues.append(due_at)
+        self._read = {}
+        if not ids:
             return
-        # one statement for the whole batch (an UPDATE per subject was a round trip each)
         conn.execute(
-            "INSERT INTO rule_state (subject_id, state, due_at)"
-            " SELECT * FROM unnest(%s::bigint[], %s::jsonb[], %s::timestamptz[])"
+            "INSERT INTO rule_state (subject_id, state, trail, due_at)"
+            " SELECT s, d::jsonb, t, due FROM"
+            " unnest(%b::int8[], %b::text[], %b::bytea[], %b::timestamptz[]) AS u(s, d, t, due)"
             " ON CONFLICT (subject_id) DO UPDATE SET state = excluded.state,"
-            " due_at = excluded.due_at, updated_at = now()",
-            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+            " trail = excluded.trail, due_at = excluded.due_at, updated_at = now()",
+            (ids, docs, trails, dues),
         )
 
     def _late(
@@ -419,14 +504,17 @@ class AlertEngine:
             # compressed scenario clock it is minutes, and a fix in flight is not silence.
             now -= SETTLE_WALL_S * (speed - 1.0)
             rows = conn.execute(
-                "SELECT subject_id, state FROM rule_state WHERE due_at <= %s"
-                " ORDER BY subject_id LIMIT %s FOR UPDATE SKIP LOCKED",
+                "SELECT subject_id, state::text, trail, due_at FROM rule_state"
+                " WHERE due_at <= %s ORDER BY subject_id LIMIT %s FOR UPDATE SKIP LOCKED",
                 (_dt(now), TICK_BATCH),
             ).fetchall()
             states: dict[int, SubjectState] = {}
             count = 0
-            for sid, raw_state in rows:
-                state = SubjectState.from_json(raw_state)
+            self._read = {}
+            for sid, text, packed, due_read in rows:
+                doc = _load_doc(text)
+                state = decode_state(doc, packed)
+                self._read[sid] = (doc, packed, due_read)
                 changes, _ = tick(
                     state,
                     self.metas,
@@ -477,8 +565,10 @@ def raise_absconder(
         conn.execute("UPDATE alerts SET escalated = true WHERE id = %s", (source.alert_id,))
     if busy:
         return 0
-    row = conn.execute("SELECT state FROM rule_state WHERE subject_id = %s", (sid,)).fetchone()
-    state = SubjectState.from_json(row[0] if row else None)
+    row = conn.execute(
+        "SELECT state::text, trail FROM rule_state WHERE subject_id = %s", (sid,)
+    ).fetchone()
+    state = decode_state(_load_doc(row[0]), row[1]) if row else SubjectState()
     open_alerts = [
         {"id": i, "type": t, "opened_at": o.isoformat()}
         for i, t, o in conn.execute(

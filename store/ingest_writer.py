@@ -131,6 +131,35 @@ def _evaluate(
         return 0
 
 
+_STATUS_UPSERT = (
+    "INSERT INTO device_status (device_id, status, changed_at, source) {rows}"
+    " ON CONFLICT (device_id) DO UPDATE SET status = excluded.status,"
+    " changed_at = excluded.changed_at, source = excluded.source"
+    " WHERE device_status.status IS DISTINCT FROM excluded.status"
+)
+
+
+def _write_statuses(cur: psycopg.Cursor[Any], statuses: list[tuple[str, str, str]]) -> None:
+    """Online/offline messages: one statement for the devices that sent one status in the batch
+    (a row changes only when its status does). A device with several in one batch (rare) keeps
+    the statement per message, in order, so changed_at and source stay those of the last change."""
+    per_device: dict[str, int] = defaultdict(int)
+    for device_id, _, _ in statuses:
+        per_device[device_id] += 1
+    single = [s for s in statuses if per_device[s[0]] == 1]
+    repeated = [s for s in statuses if per_device[s[0]] > 1]
+    if single:
+        cur.execute(
+            _STATUS_UPSERT.format(
+                rows="SELECT d, s, now(), src FROM unnest(%s::text[], %s::text[], %s::text[])"
+                " AS u(d, s, src)"
+            ),
+            ([s[0] for s in single], [s[1] for s in single], [s[2] for s in single]),
+        )
+    if repeated:
+        cur.executemany(_STATUS_UPSERT.format(rows="VALUES (%s, %s, now(), %s)"), repeated)
+
+
 def write_batch(
     conn: psycopg.Connection,
     worker: str,
@@ -163,14 +192,7 @@ def write_batch(
         if engine is not None:
             result.alert_changes = _evaluate(conn, engine, new_fixes, new_events, counters)
         if statuses:
-            cur.executemany(
-                "INSERT INTO device_status (device_id, status, changed_at, source) "
-                "VALUES (%s, %s, now(), %s) ON CONFLICT (device_id) DO UPDATE "
-                "SET status = excluded.status, changed_at = excluded.changed_at, "
-                "source = excluded.source "
-                "WHERE device_status.status IS DISTINCT FROM excluded.status",
-                statuses,
-            )
+            _write_statuses(cur, statuses)
         if dead:
             _copy_rows(
                 cur,

@@ -6,7 +6,12 @@ and both consumers meet exactly the same stream:
 
 * the ceiling: a bare paho subscriber that only counts messages (auto-acknowledged);
 * ingest, one fix per message: broker → decode → COPY → commit → PUBACK;
-* ingest, 50 fixes per message (store-and-forward uploads), same path.
+* ingest, 50 fixes per message (store-and-forward uploads), same path;
+* ingest with the alert engine on and off, one fix per message from ENGINE_DEVICES devices that
+  each have a subject, an open assignment and the rule state of a subject tracked for a while (a
+  full trail), registered in bulk as `simulators/load.py register` does, and a few global
+  exclusion zones nowhere near them: the engine's own cost. The fixes are live (the newest a few
+  seconds old) and come round-robin over the devices, so each batch evaluates ~2,000 subjects.
 """
 
 from __future__ import annotations
@@ -19,17 +24,23 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
+from psycopg.types.json import Jsonb
 
+from alerts.rules import TRAIL_FIXES, DeviceState, SubjectState
 from ingest.service import IngestService, subscriptions
 from store.migrate import migrate
 from tagwatch import services
 from tagwatch.settings import MqttEndpoint, Settings
 
 DEVICES = 200
+ENGINE_DEVICES = 20_000
+ENGINE_REGION = "bench-ingest"
+ENGINE_ZONES = 5
 
 
 def _client(endpoint: MqttEndpoint, client_id: str, clean: bool = False) -> mqtt.Client:
@@ -120,6 +131,101 @@ def _register(database_url: str, prefix: str) -> None:
         )
 
 
+def _engine_messages(prefix: str, devices: int, fixes: int) -> list[tuple[str, bytes]]:
+    """Live single fixes, round-robin over the devices (as live traffic arrives: every batch
+    holds a different device per message), the newest a few seconds old."""
+    per_device = max(1, fixes // devices)
+    now = time.time()
+    out = []
+    for seq in range(per_device):
+        ts = now - (per_device - seq) * 15
+        for index in range(devices):
+            body = {
+                "ts": ts,
+                "lat": -33.9 - (index % 100) * 1e-3,
+                "lon": 18.4 + (index // 100) * 1e-3,
+                "acc": 7.5,
+                "seq": seq,
+                "spd": 1.3,
+                "batt": 80,
+            }
+            out.append((f"em/v1/{prefix}-{index:06d}/fix", json.dumps(body).encode()))
+    return out
+
+
+def _copy(cur: psycopg.Cursor[Any], statement: str, rows: list[tuple[object, ...]]) -> None:
+    with cur.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _tracked_state(device_id: str, last: float) -> dict[str, Any]:
+    """The rule state of a subject tracked for a while (a full trail), last heard at ``last``."""
+    state = SubjectState(
+        devices={
+            device_id: DeviceState(
+                expected_interval_s=60.0, last_msg=last, last_heard=last, last_fix=last
+            )
+        },
+        watermark=last,
+        trail=[
+            (last - k * 60.0, 18.4 + k * 1.234567e-4, -33.9 - k * 7.654321e-5, 7.5)
+            for k in range(TRAIL_FIXES - 1, -1, -1)
+        ],
+    )
+    return state.to_json()
+
+
+def _register_subjects(database_url: str, prefix: str, devices: int) -> None:
+    """Devices, one subject each with the rule state of a subject tracked for a while, and an
+    open assignment, in bulk; then statistics, as a database that has held them a while has
+    (fresh from COPY the planner would guess)."""
+    ids = [f"{prefix}-{i:06d}" for i in range(devices)]
+    last = time.time() - 120
+    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO regions (id, name) VALUES (%s, 'Ingest benchmark') ON CONFLICT DO NOTHING",
+            (ENGINE_REGION,),
+        )
+        _copy(
+            cur,
+            "COPY devices (id, kind, expected_interval_s) FROM STDIN",
+            [(d, "tag", 60) for d in ids],
+        )
+        _copy(
+            cur,
+            "COPY subjects (name, case_ref, region_id, timezone) FROM STDIN",
+            [(d, d, ENGINE_REGION, "Africa/Johannesburg") for d in ids],
+        )
+        cur.execute(
+            "INSERT INTO device_assignments (device_id, subject_id, role, during)"
+            " SELECT s.case_ref, s.id, 'offender', tstzrange(now() - interval '1 day', NULL)"
+            " FROM subjects s WHERE s.case_ref LIKE %s",
+            (f"{prefix}-%",),
+        )
+        cur.execute("SELECT id, case_ref FROM subjects WHERE case_ref LIKE %s", (f"{prefix}-%",))
+        _copy(
+            cur,
+            "COPY rule_state (subject_id, state) FROM STDIN",
+            [(sid, Jsonb(_tracked_state(ref, last))) for sid, ref in cur.fetchall()],
+        )
+        cur.execute("SELECT count(*) FROM zones WHERE name LIKE 'bench-ingest zone %%'")
+        row = cur.fetchone()
+        for index in range(0 if row and row[0] else ENGINE_ZONES):
+            # global exclusion zones of the region, a few km from every fix
+            cur.execute(
+                "INSERT INTO zones (name, kind, geometry, radius_m, region_id)"
+                " VALUES (%s, 'exclusion', %s, 300, %s)",
+                (
+                    f"bench-ingest zone {index}",
+                    Jsonb({"type": "Point", "coordinates": [18.2, -33.7 - index * 0.01]}),
+                    ENGINE_REGION,
+                ),
+            )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
 def measure_bare(
     endpoint: MqttEndpoint, publisher: MqttEndpoint, messages: list[tuple[str, bytes]]
 ) -> float:
@@ -204,6 +310,28 @@ def run_benchmark(
         rate, msg_rate = measure_ingest(settings, gateway, batched, fixes)
         figures["ingest_batch50_fixes_per_s"] = rate
         echo(f"  ingest, 50 fixes per message     {rate:>10,.0f} fixes/s ({msg_rate:,.0f} msg/s)")
+
+        engine_fixes = max(ENGINE_DEVICES, fixes - fixes % ENGINE_DEVICES)
+        echo(
+            f"{engine_fixes} single fixes from {ENGINE_DEVICES:,} devices with subjects and open"
+            f" assignments, {ENGINE_ZONES} global zones; alert engine on vs off"
+        )
+        for label, enabled in (("on", True), ("off", False)):
+            prefix = f"be{label}-{run}"
+            _register_subjects(settings.database_url, prefix, ENGINE_DEVICES)
+            messages = _engine_messages(prefix, ENGINE_DEVICES, engine_fixes)
+            rate, _ = measure_ingest(
+                settings.model_copy(update={"alerts_enabled": enabled}),
+                gateway,
+                messages,
+                engine_fixes,
+            )
+            figures[f"ingest_engine_{label}_fixes_per_s"] = rate
+            echo(f"  ingest, 1 fix/msg, engine {label:<4}   {rate:>10,.0f} fixes/s")
+        figures["engine_on_vs_off"] = (
+            figures["ingest_engine_on_fixes_per_s"] / figures["ingest_engine_off_fixes_per_s"]
+        )
+        echo(f"  engine on / engine off            {figures['engine_on_vs_off']:>10.2f}")
         echo("targets: >= 15,000 fixes/s single (>= 0.8 of the ceiling); >= 100,000 batched")
         return figures
     finally:
