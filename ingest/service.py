@@ -362,10 +362,8 @@ class IngestService:
                 return
             if self._last_tick - self._speed_checked > 2.0:
                 self._speed_checked = self._last_tick
-                row = self._conn.execute("SELECT speed FROM rule_clock").fetchone()
-                self._conn.commit()
-                speed = self._speed = float(row[0]) if row else 1.0
-                self._tick_every = min(1.0, max(0.02, 15.0 / speed))
+                self._rule_now()  # refreshes self._speed
+                self._tick_every = min(1.0, max(0.02, 15.0 / self._speed))
             for _ in range(10):  # bounded: batches must not wait long behind the clock
                 if not self.engine.tick(self._conn) or self.stop_requested.is_set():
                     break

@@ -91,6 +91,29 @@ def _copy_rows(conn: psycopg.Connection, statement: str, rows: list[tuple[object
             copy.write_row(row)
 
 
+def gateway_client(settings: Settings, name: str) -> mqtt.Client:
+    """A connected client on the gateway account (which may publish for any device), for
+    loads and benchmarks that speak for many devices at once."""
+    endpoint = MqttEndpoint.parse(settings.mqtt_gateway_url)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"{name}-{secrets.token_hex(3)}",
+        protocol=mqtt.MQTTv311,
+    )
+    client.username_pw_set(endpoint.username, endpoint.password)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
+    client.connect(endpoint.host, endpoint.port, keepalive=30)
+    client.loop_start()
+    if not connected.wait(10):
+        client.loop_stop()
+        msg = f"the gateway connection {name} was not accepted"
+        raise RuntimeError(msg)
+    return client
+
+
 def register(conn: psycopg.Connection, prefix: str, count: int, interval: float) -> list[str]:
     """Devices, one subject each and their assignments, in bulk; returns the device ids."""
     ids = [f"{prefix}-{i:06d}" for i in range(count)]
@@ -120,17 +143,11 @@ def register(conn: psycopg.Connection, prefix: str, count: int, interval: float)
 
 
 def release(conn: psycopg.Connection, prefix: str) -> None:
-    with conn.transaction():
-        conn.execute(
-            "UPDATE device_assignments SET during = tstzrange(lower(during), now())"
-            " WHERE device_id LIKE %s AND upper_inf(during)",
-            (f"{prefix}-%",),
-        )
-        conn.execute(
-            "DELETE FROM rule_state WHERE subject_id IN"
-            " (SELECT id FROM subjects WHERE case_ref LIKE %s)",
-            (f"{prefix}-%",),
-        )
+    """The load's subjects stop being monitored now (as a scenario's do when it ends)."""
+    from simulators.runner import release as release_subjects  # noqa: PLC0415
+
+    rows = conn.execute("SELECT id FROM subjects WHERE case_ref LIKE %s", (f"{prefix}-%",))
+    release_subjects(conn, [r[0] for r in rows.fetchall()], time.time())
 
 
 class Watcher(threading.Thread):
@@ -193,7 +210,7 @@ def run_load(
         ids = register(conn, prefix, devices, interval)
         echo(f"registered {devices:,} devices in {time.perf_counter() - started:.1f} s")
         try:
-            _publish(settings, ids, report, clients, sample, rng, echo, stop)
+            publish_steady(settings, ids, report, clients, sample, rng, echo, stop)
         finally:
             release(conn, prefix)
         row = conn.execute(
@@ -203,7 +220,7 @@ def run_load(
     return report
 
 
-def _publish(
+def publish_steady(
     settings: Settings,
     ids: list[str],
     report: LoadReport,
@@ -213,20 +230,7 @@ def _publish(
     echo: Callable[[str], object],
     stop: threading.Event,
 ) -> None:
-    endpoint = MqttEndpoint.parse(settings.mqtt_gateway_url)
-    links = []
-    for index in range(max(1, clients)):
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"load-gw-{secrets.token_hex(3)}-{index}",
-            protocol=mqtt.MQTTv311,
-        )
-        client.username_pw_set(endpoint.username, endpoint.password)
-        client.max_inflight_messages_set(1000)
-        client.max_queued_messages_set(0)
-        client.connect(endpoint.host, endpoint.port)
-        client.loop_start()
-        links.append(client)
+    links = [gateway_client(settings, f"load-gw-{index}") for index in range(max(1, clients))]
     watcher = Watcher(settings.database_url)
     watcher.start()
     n = len(ids)

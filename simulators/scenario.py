@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shapely.geometry import shape
 
+from alerts.vocabulary import ALERT_TYPES  # the contract's alert types, one list
 from simulators.devices import (
     INSTANT_INCIDENTS,
     TAG_ONLY_INCIDENTS,
@@ -62,24 +63,6 @@ from simulators.wire import LinkAction, LinkChange, Publication, Will, tag_will
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 
-ALERT_TYPES = frozenset(
-    {
-        "exclusion_zone_entry",
-        "exclusion_zone_warning",
-        "inclusion_zone_exit",
-        "curfew_violation",
-        "victim_proximity",
-        "victim_proximity_warning",
-        "strap_tamper",
-        "case_tamper",
-        "battery_low",
-        "battery_critical",
-        "gps_lost",
-        "no_communication",
-        "gps_jamming",
-        "absconder",
-    }
-)
 ZONE_KINDS = ("exclusion", "inclusion", "curfew", "victim")
 ROLES = ("offender", "victim")
 PHONE_EXPECTED_INTERVAL_S = 900  # the longest regular silence of an OwnTracks phone (doze)

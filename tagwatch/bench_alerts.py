@@ -52,15 +52,14 @@ from typing import IO, Any
 import numpy as np
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 from psycopg.types.json import Jsonb
 
 from alerts.signing import SIGNATURE_HEADER, verify_signature
 from alerts.thresholds import DEFAULTS
-from simulators.load import release
+from simulators.load import gateway_client, release
 from store.migrate import migrate
 from tagwatch import services
-from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.settings import Settings
 
 REGION = "bench"
 CENTRE = (18.60, -33.70)  # lon, lat: away from the load's area (it has no zones anyway)
@@ -193,26 +192,6 @@ def _fix_body(probe: Probe, seq: int, ts: float) -> bytes:
         f'{{"ts":{ts:.3f},"lat":{probe.lat:.6f},"lon":{probe.lon:.6f},"acc":{PROBE_ACC_M:g},'
         f'"seq":{seq},"batt":80,"src":"gps"}}'
     ).encode()
-
-
-def _gateway_client(settings: Settings, name: str) -> mqtt.Client:
-    endpoint = MqttEndpoint.parse(settings.mqtt_gateway_url)
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"{name}-{secrets.token_hex(3)}",
-        protocol=mqtt.MQTTv311,
-    )
-    client.username_pw_set(endpoint.username, endpoint.password)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    connected = threading.Event()
-    client.on_connect = lambda *_: connected.set()
-    client.connect(endpoint.host, endpoint.port, keepalive=30)
-    client.loop_start()
-    if not connected.wait(10):
-        msg = "the benchmark's gateway connection was not accepted"
-        raise RuntimeError(msg)
-    return client
 
 
 def _run_probes(
@@ -416,7 +395,7 @@ def _load_child(argv: list[str]) -> int:
     """The load generator's side of `LoadChild` (uses `simulators.load` as `tagwatch load` does)."""
     import random  # noqa: PLC0415
 
-    from simulators.load import LoadReport, _publish, register  # noqa: PLC0415
+    from simulators.load import LoadReport, publish_steady, register  # noqa: PLC0415
 
     prefix, devices, interval = argv[0], int(argv[1]), float(argv[2])
     settings = Settings.for_services(dict(os.environ), environment="test")
@@ -432,11 +411,11 @@ def _load_child(argv: list[str]) -> int:
             return 0
         duration, clients, sample = float(command[0]), int(command[1]), int(command[2])
         report = LoadReport(devices, interval, duration)
-        print(json.dumps({"publishing": time.time() + 0.5}))  # `_publish` starts at +0.5 s
+        print(json.dumps({"publishing": time.time() + 0.5}))  # `publish_steady` starts at +0.5 s
         sys.stdout.flush()
         error = None
         try:
-            _publish(settings, ids, report, clients, sample, random.Random(), print, stop)
+            publish_steady(settings, ids, report, clients, sample, random.Random(), print, stop)
         except (ValueError, RuntimeError) as exc:  # after the publishing loop: the counts stand
             error = f"{type(exc).__name__}: {exc}"
         figures = {
@@ -622,7 +601,7 @@ def run_benchmark(
         with _platform(env, log_dir):
             watcher = ProbeWatcher(settings.database_url)
             watcher.start()
-            client = _gateway_client(settings, "bench-probe")
+            client = gateway_client(settings, "bench-probe")
             _run_probes(client, watcher, receiver, warmup, time.time(), 0.0, spacing, timeout=120)
             if warmup[0].webhook_at is None:
                 msg = f"the warm-up probe got no alert or no webhook; logs in {log_dir}"
