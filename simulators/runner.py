@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -547,15 +546,3 @@ def score_manifest(
             cards.append(score_run(run, raised, {str(v): k for k, v in ids.items()}))
             naive.append(score_run(run, naive_alerts(run)))
     return cards, naive
-
-
-def describe(manifest: Manifest) -> dict[str, Any]:
-    return {
-        "run": manifest.run_id,
-        "date": manifest.on_date,
-        "speedup": manifest.speedup,
-        "scenarios": manifest.scenarios,
-        "published": manifest.published,
-        "stored": f"{manifest.stored_fixes}/{manifest.expected_fixes}",
-        "finished": manifest.finished,
-    }
