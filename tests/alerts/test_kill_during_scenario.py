@@ -37,6 +37,9 @@ def test_sigkill_of_ingest_and_dispatcher_during_scenarios_loses_and_duplicates_
             (receiver.url, secret),
         ).fetchone()
     dispatch = DispatchProcess(service_env, tmp_path / "dispatch.log")
+    # The test's backoff is capped at 1 s (production: 10 min), so the default 30 attempts would
+    # be spent in ~25 s, less than the receiver's outage here: give up as late as production does.
+    dispatch.env["TAGWATCH_DISPATCH_MAX_ATTEMPTS"] = "10000"
     dispatch.start()
     manifest_path = tmp_path / "run.json"
     outcome: dict[str, object] = {}
