@@ -80,12 +80,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected.include_router(exports.router)
     app.include_router(public)
     app.include_router(protected)
-    # The live alert feed authenticates itself (token as first message or ?token=; browsers
+    # The live alert feed authenticates itself (token as the first message only; browsers
     # cannot set headers on a WebSocket) and closes with 1008 without one: see routes/stream.py.
     app.include_router(stream.router, prefix="/api/v1")
     app.include_router(health.router)
     # The operator console (static, public, holds no data): `/`, /console/, /vendor/.
     app.include_router(console_routes.router)
+    # One place for the Content-Security-Policy and its companions: every HTTP response,
+    # whatever route or error produced it (see routes/console.py).
+    app.add_middleware(console_routes.SecurityHeaders, docs_paths=console_routes.docs_paths(app))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

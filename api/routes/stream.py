@@ -2,11 +2,14 @@
 
 Protocol
 --------
-1. Connect. Authenticate with the bearer token either as the first message,
-   ``{"token": "<access token>"}`` (preferred: query strings end up in access logs), or as the
-   query parameter ``?token=<access token>``. Without a valid token within 10 seconds the server
-   closes with code 1008 (policy violation). The token is checked again every 30 seconds, so an
-   expired or revoked token, a disabled user or a changed region ends the feed the same way.
+1. Connect. Authenticate with the bearer token as the first message,
+   ``{"token": "<access token>"}``. Only there: a token in the URL (``?token=``) ends up in the
+   access logs of every proxy on the way, so a connection that carries one is closed with code
+   1008 (policy violation) before anything is read, even when the token is valid. Without a
+   valid token within 5 seconds the server closes with 1008 too (an unauthenticated connection
+   holds a socket and a task; it gets no longer than a browser needs to send its first
+   message). The token is checked again every 30 seconds, so an expired or revoked token, a
+   disabled user or a changed region ends the feed the same way.
 2. The server sends ``{"type": "ready", "cursor": <outbox id>}``: events after that id follow.
 3. Each event: ``{"type": "alert", "id": <outbox id>, "event": "opened" | "cleared" |
    "acknowledged" | "resolved", "at": <when the event was written>, "alert_id": ...,
@@ -50,7 +53,7 @@ log = logging.getLogger("tagwatch.api.stream")
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 POLL_S = 0.5
-AUTH_TIMEOUT_S = 10.0
+AUTH_TIMEOUT_S = 5.0
 RECHECK_S = 30.0
 BATCH = 200
 GAP_WAIT_S = 60.0  # how long an id missing below the cursor is looked for again
@@ -129,10 +132,7 @@ async def _authenticate(websocket: WebSocket, token: str | None) -> User | None:
 
 
 async def _first_token(websocket: WebSocket) -> str | None:
-    """The token from ?token= or from the first message."""
-    token = websocket.query_params.get("token")
-    if token:
-        return token
+    """The token from the first message, or None when it does not come in time."""
     with anyio.move_on_after(AUTH_TIMEOUT_S):
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -211,6 +211,12 @@ async def _client_stays(websocket: WebSocket, seconds: float) -> bool:
 async def alert_stream(websocket: WebSocket) -> None:
     """Live alert events; see the module docstring for the protocol."""
     await websocket.accept()
+    if "token" in websocket.query_params:
+        # refused even when valid: the URL, token included, is already in some proxy's log
+        await _close(
+            websocket, POLICY_VIOLATION, "send the token as the first message, not in the URL"
+        )
+        return
     raw_after = websocket.query_params.get("after")
     after: int | None = None
     if raw_after is not None:

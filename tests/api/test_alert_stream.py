@@ -1,10 +1,14 @@
 """The live alert feed over a real WebSocket on the real app and database: new events arrive,
-a reconnect resumes after its cursor, other regions stay out, a bad token is refused."""
+a reconnect resumes after its cursor, other regions stay out, a bad token is refused, and the
+token is taken from the first message only (never from the URL)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -16,6 +20,14 @@ from tests.support import fresh_id
 # A receive that never comes would block: fail instead.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 STREAM = "/api/v1/alerts/stream"
+
+
+@contextmanager
+def feed(api, token: str, query: str = "") -> Iterator[Any]:
+    """The feed, authenticated the one way it accepts: the token as the first message."""
+    with api.websocket_connect(f"{STREAM}{query}") as ws:
+        ws.send_json({"token": token})
+        yield ws
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +74,7 @@ def open_alert(settings, subject_id: int, region: str, alert_type: str = "strap_
 
 
 def test_new_alert_events_arrive_without_positions_and_only_for_own_regions(api, world, settings):
-    with api.websocket_connect(f"{STREAM}?token={world['token']}") as ws:
+    with feed(api, world["token"]) as ws:
         ready = ws.receive_json()
         assert ready["type"] == "ready"
         assert isinstance(ready["cursor"], int)
@@ -92,21 +104,19 @@ def test_new_alert_events_arrive_without_positions_and_only_for_own_regions(api,
 
 
 def test_reconnect_resumes_after_the_cursor(api, world, settings):
-    with api.websocket_connect(f"{STREAM}?token={world['token']}") as ws:
+    with feed(api, world["token"]) as ws:
         start = ws.receive_json()["cursor"]
     first = open_alert(settings, world["n_subject"], world["north"], "case_tamper")
     open_alert(settings, world["s_subject"], world["south"], "case_tamper")
     second = open_alert(settings, world["n_subject"], world["north"], "battery_low")
 
-    # the token as the first message this time
-    with api.websocket_connect(f"{STREAM}?after={start}") as ws:
-        ws.send_json({"token": world["token"]})
+    with feed(api, world["token"], f"?after={start}") as ws:
         assert ws.receive_json() == {"type": "ready", "cursor": start}
         got = [ws.receive_json(), ws.receive_json()]
     assert [e["alert_id"] for e in got] == [first, second]
     assert got[0]["id"] < got[1]["id"]
 
-    with api.websocket_connect(f"{STREAM}?after={got[0]['id']}&token={world['token']}") as ws:
+    with feed(api, world["token"], f"?after={got[0]['id']}") as ws:
         assert ws.receive_json()["type"] == "ready"
         resumed = ws.receive_json()
     assert resumed == got[1]
@@ -118,7 +128,8 @@ def test_reconnect_resumes_after_the_cursor(api, world, settings):
         (f"{STREAM}?token=not.a.token", None),
         (STREAM, {"token": "not.a.token"}),
         (STREAM, "hello"),
-        (f"{STREAM}?after=-3&token=x", None),
+        (STREAM, {"token": 42}),
+        (f"{STREAM}?after=-3", {"token": "x"}),
     ],
 )
 def test_bad_or_missing_token_closes_with_policy_violation(api, url, first_message):
@@ -130,9 +141,20 @@ def test_bad_or_missing_token_closes_with_policy_violation(api, url, first_messa
     assert closed.value.code == 1008
 
 
+def test_a_valid_token_in_the_url_is_refused_even_with_a_first_message(api, world):
+    """A token in the query string is in the access log of every proxy on the way: the feed
+    does not take it, and does not wait for a first message either."""
+    with api.websocket_connect(f"{STREAM}?token={world['token']}") as ws:
+        ws.send_json({"token": world["token"]})
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 1008
+    assert "first message" in closed.value.reason
+
+
 def test_an_event_committed_after_a_later_one_still_arrives(api, world, settings):
     """Outbox ids are taken before commit: a lower id can become visible after a higher one."""
-    with api.websocket_connect(f"{STREAM}?token={world['token']}") as ws:
+    with feed(api, world["token"]) as ws:
         ws.receive_json()
         with psycopg.connect(settings.database_url) as slow:
             late = slow.execute(

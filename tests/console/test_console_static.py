@@ -1,14 +1,19 @@
 """The console without a browser: the page and its modules are public and hold no data, Leaflet
 is served from node_modules (or refused with the reason when it is not installed), nothing
-outside the console's folders is reachable, and every API call the page's code makes needs a
-token."""
+outside the console's folders is reachable, every API call the page's code makes needs a
+token, no server-supplied string can reach an HTML sink (the modules are read for one), and
+every HTML response carries the strict Content-Security-Policy."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from pathlib import Path
 
 import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.routing import Route
 from starlette.websockets import WebSocketDisconnect
 
 from api.routes import console
@@ -55,6 +60,9 @@ def test_the_page_is_public_and_carries_no_data(api):
     assert config.json()["api"] == "/api/v1"
     assert config.json()["vendor"]["leaflet"] is LEAFLET_INSTALLED
     assert config.json()["tile_url"] is None
+    # nothing about the deployment: whether development shortcuts are on is not public
+    assert set(config.json()) == {"api", "stream", "tile_url", "tile_attribution", "vendor"}
+    assert "environment" not in config.text
 
 
 def test_every_file_the_page_loads_is_served_with_its_type(api):
@@ -169,3 +177,125 @@ def test_every_api_call_the_console_makes_needs_a_token(api):
     code = "\n".join(m.read_text() for m in MODULES)
     assert "?token=" not in code
     assert "localStorage.setItem" not in code
+
+
+# --- no HTML sink ------------------------------------------------------------------------------
+
+# Whatever parses a string as HTML (or runs it as code). Comment lines are left out: the
+# modules' comments say why these are not used.
+HTML_SINKS = re.compile(
+    r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|createContextualFragment"
+    r"|parseFromString|srcdoc\s*[:=]|\beval\(|new Function\(|set(?:Timeout|Interval)\(\s*[\"'`]"
+)
+# Leaflet's ways in for content: a string given to them is set as innerHTML
+LEAFLET_CONTENT = re.compile(
+    r"\.(bindTooltip|bindPopup|setTooltipContent|setPopupContent|setContent)\(\s*([^\s)]*)"
+)
+# the one helper that builds tooltip content: map.js's tip(), as an import or maps.tip
+TIP_CALL = re.compile(r"(?:maps\.)?tip\(")
+
+
+def code_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, line) of a module, without its comment lines."""
+    return [
+        (number, line)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if not line.lstrip().startswith(("//", "/*", "*"))
+    ]
+
+
+def test_no_module_of_the_console_writes_html():
+    sinks = [
+        f"{module.name}:{number}: {line.strip()}"
+        for module in MODULES
+        for number, line in code_lines(module)
+        if HTML_SINKS.search(line)
+    ]
+    assert sinks == [], "\n".join(sinks)
+    # the page itself: no inline script, handler or style for a policy exception to excuse
+    html = (CONSOLE / "index.html").read_text()
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html)
+    assert not re.search(r"\son[a-z]+\s*=", html, re.IGNORECASE)
+    assert not re.search(r"\sstyle\s*=|<style", html, re.IGNORECASE)
+
+
+def test_leaflet_gets_tooltip_content_only_as_a_node_built_by_tip():
+    calls = [
+        (module.name, number, method, argument)
+        for module in MODULES
+        for number, line in code_lines(module)
+        for method, argument in LEAFLET_CONTENT.findall(line)
+    ]
+    # the zones, the track, its fixes, the last position, the alert, the live positions
+    assert len(calls) >= 7, calls
+    strings = [call for call in calls if not TIP_CALL.match(call[3])]
+    assert strings == [], f"tooltip/popup content that is not a tip(...) node: {strings}"
+    # tip() builds an element with h() (text nodes), and nothing else gives Leaflet content:
+    # no L.popup / L.tooltip with content, no divIcon with html, no attribution string
+    map_js = (CONSOLE / "js" / "map.js").read_text()
+    assert re.search(r"export function tip\(\.\.\.children\) \{\n\s+return h\(", map_js)
+    code = "\n".join(line for module in MODULES for _, line in code_lines(module))
+    assert not re.search(r"\bL\.(popup|tooltip)\(", code)
+    assert not re.search(r"divIcon\(\{[^}]*\bhtml\s*:", code)
+    assert not re.search(r"\battribution\s*:", code)
+    assert re.findall(r"attributionControl:\s*\w+", code) == ["attributionControl: false"]
+
+
+# --- one Content-Security-Policy on every HTML response -----------------------------------------
+
+
+def html_routes(app) -> list[str]:
+    """GET paths of the app without parameters, and one file for each of the console's file
+    routes: what a browser could load as a page."""
+    paths = ["/console/index.html", "/console/favicon.svg", "/console/no-such-page.html"]
+    for route in iter_route_contexts(app.routes):
+        original = getattr(route, "original_route", route)
+        get = isinstance(original, APIRoute | Route) and "GET" in (original.methods or ())
+        if get and "{" not in route.path:
+            paths.append(route.path)
+    return paths
+
+
+def directives(policy: str) -> dict[str, list[str]]:
+    parsed = {}
+    for part in policy.split(";"):
+        name, *values = part.split()
+        parsed[name] = values
+    return parsed
+
+
+def test_every_html_response_carries_the_strict_policy(api):
+    docs = console.docs_paths(api.app)
+    assert docs == {"/docs", "/redoc", "/docs/oauth2-redirect"}
+    pages = {}
+    for path in html_routes(api.app):
+        response = api.get(path)
+        policy = response.headers.get("content-security-policy")
+        assert policy, path  # every response, HTML or not, JSON error or file
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        if response.headers.get("content-type", "").startswith("text/html"):
+            pages[path] = (response, directives(policy))
+    print(f"HTML responses checked: {sorted(pages)}")
+    assert {"/", "/console/index.html", *docs} <= set(pages)
+    strict = pages["/"][1]
+    for path, (response, policy) in pages.items():
+        assert "'unsafe-inline'" not in policy["script-src"], path
+        assert "'unsafe-eval'" not in " ".join(v for vs in policy.values() for v in vs), path
+        assert policy["frame-ancestors"] == ["'none'"], path
+        assert policy["object-src"] == ["'none'"], path
+        assert policy["base-uri"] == ["'none'"], path
+        if path in docs:
+            # FastAPI's reference pages: their own inline scripts by hash, nothing else inline
+            for script in re.findall(r"<script>(.*?)</script>", response.text, re.DOTALL):
+                digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+                assert f"'sha256-{digest}'" in policy["script-src"], path
+        else:
+            assert policy == strict, path
+    # the console's: scripts and styles from this origin only, no inline style either
+    assert strict["default-src"] == ["'self'"]
+    assert strict["script-src"] == ["'self'"]
+    assert strict["style-src"] == ["'self'"]
+    assert strict["connect-src"] == ["'self'"]
+    # an error (a JSON 404) and the page's modules carry it too
+    assert "content-security-policy" in api.get("/api/v1/no-such-route").headers
+    assert "content-security-policy" in api.get("/console/js/app.js").headers

@@ -2,6 +2,10 @@
 // layers only unless the server names a tile URL. Zones, tracks and positions are SVG paths
 // with classes (tw-zone, tw-track, tw-acc, tw-fix, tw-last, tw-alert) so that styles and tests
 // can find them.
+//
+// Tooltips are DOM nodes built by tip(), never strings: Leaflet puts a string content into
+// innerHTML, and a zone or subject name is whatever someone typed. The tile attribution is
+// text for the same reason (Leaflet's own attribution control writes HTML).
 
 import { h, when } from "./ui.js";
 
@@ -38,6 +42,22 @@ export function leaflet() {
   return L;
 }
 
+// The content of every tooltip (and popup) on the map: text and nodes, never HTML.
+export function tip(...children) {
+  return h("div", { class: "tw-tip" }, ...children);
+}
+
+// The tile server's attribution, as text, in the corner Leaflet would use.
+function attribution(text) {
+  const Attribution = L.Control.extend({
+    options: { position: "bottomright" },
+    onAdd() {
+      return h("div", { class: "leaflet-control-attribution leaflet-control tw-attribution" }, text);
+    },
+  });
+  return new Attribution();
+}
+
 export async function initMap(config) {
   await loadLeaflet();
   const missing = document.getElementById("map-missing");
@@ -51,9 +71,10 @@ export async function initMap(config) {
     return null;
   }
   if (map) return map;
-  map = L.map("map", { zoomControl: true, attributionControl: Boolean(config.tile_url), preferCanvas: false, zoomSnap: 0.25 });
+  map = L.map("map", { zoomControl: true, attributionControl: false, preferCanvas: false, zoomSnap: 0.25 });
   if (config.tile_url) {
-    L.tileLayer(config.tile_url, { maxZoom: 19, attribution: config.tile_attribution || "" }).addTo(map);
+    L.tileLayer(config.tile_url, { maxZoom: 19 }).addTo(map);
+    if (config.tile_attribution) attribution(config.tile_attribution).addTo(map);
   } else {
     // No tiles offline: a plain grid that pans and zooms with the map.
     const Grid = L.GridLayer.extend({
@@ -121,7 +142,8 @@ export function addZones(zones, { onClick, highlight } = {}) {
   const added = [];
   for (const zone of zones) {
     if (!zone.geometry) continue; // victim zones follow the victim's phone: no fixed shape
-    const emphasis = highlight === zone.id ? { weight: 4, fillOpacity: 0.3 } : {};
+    // the zone's id as a class of its shape (not of its warning band), for tests and styles
+    const emphasis = { className: `tw-zone tw-zone-${zone.kind} tw-zone-id-${Number(zone.id)}`, ...(highlight === zone.id ? { weight: 4, fillOpacity: 0.3 } : {}) };
     let layer;
     if (zone.geometry.type === "Point") {
       const [lon, lat] = zone.geometry.coordinates;
@@ -133,7 +155,7 @@ export function addZones(zones, { onClick, highlight } = {}) {
     } else {
       layer = L.geoJSON(zone.geometry, { style: () => zoneStyle(zone.kind, emphasis) });
     }
-    layer.bindTooltip(zoneLabel(zone), { sticky: true });
+    layer.bindTooltip(tip(zoneLabel(zone)), { sticky: true });
     if (onClick) layer.on("click", (event) => onClick(zone, event));
     layer.addTo(content);
     added.push(layer);
@@ -157,16 +179,16 @@ export function addTrack(features, { label = "track" } = {}) {
     }
   }
   if (latlngs.length >= 2) {
-    L.polyline(latlngs, { color: TRACK_COLOUR, weight: 3, opacity: 0.9, className: "tw-track" }).bindTooltip(label, { sticky: true }).addTo(group);
+    L.polyline(latlngs, { color: TRACK_COLOUR, weight: 3, opacity: 0.9, className: "tw-track" }).bindTooltip(tip(label), { sticky: true }).addTo(group);
   }
   for (const f of points) {
     const p = f.properties || {};
-    const tip = [when(p.ts), p.acc != null ? `±${Math.round(p.acc)} m` : null, p.spd != null ? `${(p.spd * 3.6).toFixed(0)} km/h` : null, p.src && p.src !== "gps" ? p.src : null]
+    const text = [when(p.ts), p.acc != null ? `±${Math.round(p.acc)} m` : null, p.spd != null ? `${(p.spd * 3.6).toFixed(0)} km/h` : null, p.src && p.src !== "gps" ? p.src : null]
       .filter(Boolean)
       .join(" · ");
     L.circleMarker([f.geometry.coordinates[1], f.geometry.coordinates[0]], {
       radius: 3, color: TRACK_COLOUR, weight: 1, fillColor: "#fff", fillOpacity: 1, className: "tw-fix",
-    }).bindTooltip(tip).addTo(group);
+    }).bindTooltip(tip(text)).addTo(group);
   }
   group.addTo(content);
   return group;
@@ -180,7 +202,7 @@ export function addLastPosition(position, label = "last position") {
     L.circle(latlng, { radius: position.acc, color: "#111", weight: 1, dashArray: "3 3", fillOpacity: 0.05, className: "tw-acc tw-last-acc", interactive: false }).addTo(group);
   }
   L.circleMarker(latlng, { radius: 9, color: "#111", weight: 3, fillColor: "#ffb020", fillOpacity: 1, className: "tw-last" })
-    .bindTooltip(`${label}: ${when(position.ts)}${position.acc ? ` ±${Math.round(position.acc)} m` : ""}`, { permanent: false })
+    .bindTooltip(tip(`${label}: ${when(position.ts)}${position.acc ? ` ±${Math.round(position.acc)} m` : ""}`), { permanent: false })
     .addTo(group);
   group.addTo(content);
   return group;
@@ -188,7 +210,7 @@ export function addLastPosition(position, label = "last position") {
 
 export function addAlertMarker(lat, lon, label) {
   if (!map || lat == null || lon == null) return null;
-  const marker = L.circleMarker([lat, lon], { radius: 13, color: "#d62728", weight: 3, fill: false, className: "tw-alert" }).bindTooltip(label);
+  const marker = L.circleMarker([lat, lon], { radius: 13, color: "#d62728", weight: 3, fill: false, className: "tw-alert" }).bindTooltip(tip(label));
   marker.addTo(content);
   return marker;
 }

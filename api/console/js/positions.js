@@ -7,6 +7,7 @@
 import { get, ApiError } from "./api.js";
 import { h, clear, duration } from "./ui.js";
 import * as maps from "./map.js";
+import { tip } from "./map.js";
 
 export const REFRESH_MS = 5000;
 const OLD_AFTER_S = 3600;
@@ -45,6 +46,7 @@ function setCount(text, data = {}) {
   Object.assign(el.dataset, data);
 }
 
+// The dot's tooltip: text nodes only (the name is whatever the subject was registered as).
 function tooltip(position, kind) {
   const accuracy = position.acc != null ? `±${Math.round(position.acc)} m` : "accuracy unknown";
   return h(
@@ -82,7 +84,7 @@ function draw(items) {
     let marker = markers.get(position.subject_id);
     if (!marker) {
       marker = L.circleMarker(latlng, { ...style(kind), pane: PANE, className: `tw-pos tw-pos-${kind}` });
-      marker.bindTooltip("", { direction: "top", offset: [0, -6] });
+      marker.bindTooltip(tip(tooltip(position, kind)), { direction: "top", offset: [0, -6] });
       const id = position.subject_id;
       marker.on("click", () => (location.hash = `#/subject/${id}`));
       marker.addTo(layer);
@@ -91,7 +93,7 @@ function draw(items) {
       marker.setLatLng(latlng);
       marker.setStyle(style(kind));
     }
-    marker.setTooltipContent(tooltip(position, kind));
+    marker.setTooltipContent(tip(tooltip(position, kind)));
     tag(marker, position, kind);
     // fresh positions on top of stale and old ones
     if (kind === "fresh") marker.bringToFront();

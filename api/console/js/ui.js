@@ -1,14 +1,27 @@
-// DOM helpers. Data from the API is only ever set as text, never parsed as HTML.
+// DOM helpers. Data from the API is only ever set as text, never parsed as HTML: the console
+// builds every node with h() (or svg() in reports.js) and writes text with textContent. No
+// innerHTML, outerHTML, insertAdjacentHTML or document.write anywhere in it (a test reads the
+// modules to keep it so); Leaflet tooltips get a node from map.js's tip(), never a string.
+
+// URLs that would run script when followed or loaded
+const SCRIPT_URL = /^\s*(javascript|vbscript|data):/i;
+const URL_ATTRIBUTES = new Set(["href", "src", "action", "formaction", "xlink:href"]);
 
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
     if (value === undefined || value === null || value === false) continue;
+    const name = key.toLowerCase();
     if (key === "class") el.className = value;
     else if (key === "dataset") Object.assign(el.dataset, value);
-    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
+    else if (name.startsWith("on")) {
+      // a handler is a function of this code; a string would be an inline script
+      if (typeof value !== "function") throw new TypeError(`h(): ${key} must be a function`);
+      el.addEventListener(key.slice(2), value);
+    } else if (name === "style" || name === "srcdoc") throw new TypeError(`h(): no ${key} attribute (CSP)`);
     else if (key === "value") el.value = value;
     else if (value === true) el.setAttribute(key, "");
+    else if (URL_ATTRIBUTES.has(name) && SCRIPT_URL.test(String(value))) throw new TypeError(`h(): refused ${key} ${String(value).slice(0, 40)}`);
     else el.setAttribute(key, String(value));
   }
   append(el, children);
