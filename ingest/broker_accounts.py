@@ -16,20 +16,37 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
+from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = "$CONTROL/dynamic-security/v1/response"
 INGEST_ROLE = "tagwatch-ingest"
+DISPATCHER_ROLE = "tagwatch-dispatcher"
 GATEWAY_ROLE = "tagwatch-gateway"
+# Device ids a device may never have: the platform's own client ids all start with "tagwatch",
+# `alerts` would own em/v1/alerts/# (the notification topics), and `$` starts broker-internal
+# topics. Compared case-insensitively, so `TagWatch-ingest` is refused too.
+RESERVED_PREFIXES = ("tagwatch", "$")
+RESERVED_IDS = frozenset({"alerts"})
 
 Command = dict[str, Any]
 
 
 class BrokerAdminError(RuntimeError):
     """The broker refused a provisioning command or could not be reached."""
+
+
+def reserved_device_id(device_id: str) -> str | None:
+    """Why a device may not have this id, or None when it may."""
+    folded = device_id.casefold()
+    if folded in RESERVED_IDS:
+        return f"device id {device_id!r} is reserved for the platform's alert topics"
+    for prefix in RESERVED_PREFIXES:
+        if folded.startswith(prefix):
+            return f"device ids starting with {prefix!r} are reserved for the platform's services"
+    return None
 
 
 def device_role(device_id: str) -> str:
@@ -50,6 +67,9 @@ def new_device_password() -> str:
 def create_device_commands(
     device_id: str, password: str, owntracks_topic: str | None
 ) -> list[Command]:
+    reason = reserved_device_id(device_id)
+    if reason:
+        raise BrokerAdminError(reason)
     role = device_role(device_id)
     commands: list[Command] = [{"command": "createRole", "rolename": role}]
     commands += [
@@ -63,17 +83,18 @@ def create_device_commands(
         }
         for topic in device_topics(device_id, owntracks_topic)
     ]
-    client: Command = {
-        "command": "createClient",
-        "username": device_id,
-        "password": password,
-        "roles": [{"rolename": role, "priority": 5}],
-    }
-    if not owntracks_topic:
-        # A tag must connect with client id = username = device_id (the contract); phone apps
-        # choose their own client ids, so those are not pinned.
-        client["clientid"] = device_id
-    commands.append(client)
+    # Every device, phones too, connects with client id = user name = device_id (the contract;
+    # the OwnTracks apps let the client id be set). Without the pin, a wearer holding a phone's
+    # credentials could connect with a service's client id and take over its session.
+    commands.append(
+        {
+            "command": "createClient",
+            "username": device_id,
+            "password": password,
+            "clientid": device_id,
+            "roles": [{"rolename": role, "priority": 5}],
+        }
+    )
     return commands
 
 
@@ -95,20 +116,34 @@ def _acl(role: str, acltype: str, topic: str) -> Command:
     }
 
 
-def service_account_commands(ingest: tuple[str, str], gateway: tuple[str, str]) -> list[Command]:
-    """The platform's own accounts: ingest reads every device topic; a gateway writes for many."""
+def service_account_commands(
+    ingest: str, dispatcher: str, gateway: str | None = None
+) -> list[Command]:
+    """The platform's own accounts: ingest reads every device topic, the dispatcher publishes
+    alert notifications, and (development only) a gateway writes for many devices.
+
+    They log in on the service listener with client certificates whose common name is the user
+    name; their passwords are random and kept nowhere, so they cannot log in on the devices'
+    listener, which only takes passwords.
+    """
     commands: list[Command] = [
         {"command": "createRole", "rolename": INGEST_ROLE},
-        {"command": "createRole", "rolename": GATEWAY_ROLE},
+        {"command": "createRole", "rolename": DISPATCHER_ROLE},
     ]
     for topic in ("em/v1/#", "owntracks/#", "$share/#"):
         commands.append(_acl(INGEST_ROLE, "subscribePattern", topic))
         commands.append(_acl(INGEST_ROLE, "unsubscribePattern", topic))
     for topic in ("em/v1/#", "owntracks/#"):
         commands.append(_acl(INGEST_ROLE, "publishClientReceive", topic))
-        commands.append(_acl(GATEWAY_ROLE, "publishClientSend", topic))
-    commands.append(_acl(INGEST_ROLE, "publishClientSend", "em/v1/alerts/#"))
-    for (username, password), role in ((ingest, INGEST_ROLE), (gateway, GATEWAY_ROLE)):
+    commands.append(_acl(DISPATCHER_ROLE, "publishClientSend", "em/v1/alerts/#"))
+    accounts = [(ingest, INGEST_ROLE), (dispatcher, DISPATCHER_ROLE)]
+    if gateway:
+        commands.append({"command": "createRole", "rolename": GATEWAY_ROLE})
+        for topic in ("em/v1/#", "owntracks/#"):
+            commands.append(_acl(GATEWAY_ROLE, "publishClientSend", topic))
+        accounts.append((gateway, GATEWAY_ROLE))
+    for username, role in accounts:
+        password = secrets.token_urlsafe(32)
         commands.append(
             {
                 "command": "createClient",
@@ -117,7 +152,7 @@ def service_account_commands(ingest: tuple[str, str], gateway: tuple[str, str]) 
                 "roles": [{"rolename": role, "priority": 5}],
             }
         )
-        # An existing account keeps its roles; make sure the password is the current one.
+        # An existing account keeps its roles; its unknown password is replaced by another.
         commands.append(
             {"command": "setClientPassword", "username": username, "password": password}
         )
@@ -146,13 +181,7 @@ class BrokerAdmin:
         connected = threading.Event()
         failure: list[str] = []
 
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"tagwatch-admin-{correlation[:12]}",
-            protocol=mqtt.MQTTv311,
-        )
-        if self.endpoint.username:
-            client.username_pw_set(self.endpoint.username, self.endpoint.password)
+        client = new_client(self.endpoint, f"tagwatch-admin-{correlation[:12]}")
 
         def on_connect(c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
             if rc.is_failure:

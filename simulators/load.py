@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 import numpy as np
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 
+from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
 
 CENTRE = (18.4241, -33.9249)  # lon, lat: Cape Town
@@ -94,13 +94,14 @@ def _copy_rows(conn: psycopg.Connection, statement: str, rows: list[tuple[object
 def gateway_client(settings: Settings, name: str) -> mqtt.Client:
     """A connected client on the gateway account (which may publish for any device), for
     loads and benchmarks that speak for many devices at once."""
+    if not settings.mqtt_gateway_url:
+        msg = (
+            "no gateway account (TAGWATCH_MQTT_GATEWAY_URL): it exists on development brokers only"
+        )
+        raise RuntimeError(msg)
     endpoint = MqttEndpoint.parse(settings.mqtt_gateway_url)
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"{name}-{secrets.token_hex(3)}",
-        protocol=mqtt.MQTTv311,
-    )
-    client.username_pw_set(endpoint.username, endpoint.password)
+    # Service client ids start with "tagwatch", which no device may use (reserved ids).
+    client = new_client(endpoint, f"tagwatch-gateway-{name}-{secrets.token_hex(3)}")
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     connected = threading.Event()

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 from psycopg.types.json import Jsonb
 
 from ingest.broker_accounts import BrokerAdmin
 from ingest.provisioning import provision_device
+from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
 
 CENTRE = (18.4241, -33.9249)  # Cape Town, lon/lat
@@ -73,8 +73,8 @@ class SimulatedTag:
 
 
 def connect_device(endpoint: MqttEndpoint, device_id: str, password: str) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv311)
-    client.username_pw_set(device_id, password)
+    """The tag's own connection on the devices' listener (TLS), client id = its device id."""
+    client = new_client(endpoint.with_account(device_id, password), device_id)
     client.will_set(f"em/v1/{device_id}/status", "offline", qos=1, retain=True)
     client.connect(endpoint.host, endpoint.port, keepalive=60)
     client.loop_start()
@@ -162,7 +162,7 @@ def run_simulation(
     stop: threading.Event | None = None,
 ) -> SimulationStats:
     stop = stop or threading.Event()
-    endpoint = MqttEndpoint.parse(settings.mqtt_gateway_url)
+    endpoint = MqttEndpoint.parse(settings.mqtt_device_url)
     tags = register_demo_tags(settings, devices, region)
     clients = {tag.device_id: connect_device(endpoint, tag.device_id, tag.password) for tag in tags}
     stats = SimulationStats(devices=len(tags))

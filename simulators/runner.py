@@ -30,7 +30,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 from psycopg.types.json import Jsonb
 
 from ingest.broker_accounts import BrokerAdmin
@@ -43,6 +42,7 @@ from simulators.scenario import (
 )
 from simulators.scoring import RaisedAlert, ScoreCard, naive_alerts, score_run
 from simulators.wire import LinkAction, LinkChange, Publication, read_trace
+from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
 
 log = logging.getLogger(__name__)
@@ -215,13 +215,11 @@ class DeviceLink:
         if self.dropping is not None:
             self.dropping.join(10)
             self.dropping = None
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.device_id,
-            protocol=mqtt.MQTTv311,
+        client = new_client(
+            self.endpoint.with_account(self.device_id, self.password),
+            self.device_id,
             clean_session=True,
         )
-        client.username_pw_set(self.device_id, self.password)
         client.max_inflight_messages_set(200)
         if change.will is not None:
             will = change.will
@@ -347,7 +345,7 @@ class Player:
         speedup: float,
     ) -> None:
         self.settings = settings
-        self.endpoint = MqttEndpoint.parse(settings.mqtt_gateway_url)
+        self.endpoint = MqttEndpoint.parse(settings.mqtt_device_url)
         self.links = {d: DeviceLink(self.endpoint, d, p) for d, p in passwords.items()}
         self.origin = origin
         self.wall_origin = wall_origin

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psycopg
 
+from store.roles import apply_grants
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 INTERVAL = re.compile(r"^\d+ (seconds?|minutes?|hours?|days?|weeks?|months?|years?)$")
 LOCK_KEY = 0x7467_6D69  # one migrator at a time, whatever process runs it
@@ -80,6 +82,8 @@ def migrate(
                         "INSERT INTO schema_migrations (version) VALUES (%s)", (migration.version,)
                     )
                 done.append(migration.version)
+            with conn.transaction():
+                apply_grants(conn)  # every table, old and new, gets each process role's rights
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     return done

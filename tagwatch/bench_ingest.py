@@ -28,13 +28,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 from psycopg.types.json import Jsonb
 
 from alerts.rules import TRAIL_FIXES, DeviceState, SubjectState
 from ingest.service import IngestService, subscriptions
 from store.migrate import migrate
 from tagwatch import services
+from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
 
 DEVICES = 200
@@ -45,14 +45,7 @@ ENGINE_ZONES = 5
 
 def _client(endpoint: MqttEndpoint, client_id: str, clean: bool = False) -> mqtt.Client:
     """MQTT 3.1.1, as ingest speaks it, so the ceiling and ingest share the same client path."""
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=mqtt.MQTTv311,
-        clean_session=clean,
-    )
-    client.username_pw_set(endpoint.username, endpoint.password)
-    return client
+    return new_client(endpoint, client_id, clean_session=clean)
 
 
 def _open_session(endpoint: MqttEndpoint, client_id: str) -> None:
@@ -80,7 +73,7 @@ def _close_session(endpoint: MqttEndpoint, client_id: str) -> None:
 
 
 def _publish(endpoint: MqttEndpoint, messages: list[tuple[str, bytes]]) -> float:
-    client = _client(endpoint, f"bench-pub-{secrets.token_hex(3)}", clean=True)
+    client = _client(endpoint, f"tagwatch-bench-pub-{secrets.token_hex(3)}", clean=True)
     client.max_inflight_messages_set(2000)
     client.max_queued_messages_set(0)
     client.connect(endpoint.host, endpoint.port)
@@ -229,7 +222,7 @@ def _register_subjects(database_url: str, prefix: str, devices: int) -> None:
 def measure_bare(
     endpoint: MqttEndpoint, publisher: MqttEndpoint, messages: list[tuple[str, bytes]]
 ) -> float:
-    client_id = f"bench-bare-{secrets.token_hex(3)}"
+    client_id = f"tagwatch-bench-bare-{secrets.token_hex(3)}"
     _open_session(endpoint, client_id)
     _publish(publisher, messages)
     received = 0
@@ -257,7 +250,7 @@ def measure_bare(
 def measure_ingest(
     settings: Settings, endpoint: MqttEndpoint, messages: list[tuple[str, bytes]], fixes: int
 ) -> tuple[float, float]:
-    client_id = f"bench-ingest-{secrets.token_hex(3)}"
+    client_id = f"tagwatch-bench-ingest-{secrets.token_hex(3)}"
     _open_session(MqttEndpoint.parse(settings.mqtt_url), client_id)
     _publish(endpoint, messages)
     service = IngestService(settings.model_copy(update={"ingest_client_id": client_id}))
@@ -285,6 +278,7 @@ def run_benchmark(
     try:
         migrate(env["TAGWATCH_DATABASE_URL"])
         settings = Settings.for_services(env, environment="test")
+        assert settings.mqtt_gateway_url, "services up provisions the gateway"
         gateway = MqttEndpoint.parse(settings.mqtt_gateway_url)
         bare_subscriber = MqttEndpoint.parse(settings.mqtt_url)
         run = secrets.token_hex(2)

@@ -10,11 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tagwatch.settings import Settings, get_settings, load_env_file
+
+if TYPE_CHECKING:
+    from ingest.device_broker import DeviceBroker
 
 app = typer.Typer(no_args_is_help=True, help="tagwatch: electronic monitoring platform.")
 services_app = typer.Typer(no_args_is_help=True, help="Private PostgreSQL + Mosquitto.")
@@ -32,6 +35,23 @@ DirOption = Annotated[Path, typer.Option("--dir", help="where the private servic
 DEFAULT_DIR = Path(".tagwatch")
 DEFAULT_MANIFEST = DEFAULT_DIR / "scenario-run.json"
 EXAMPLE_FIX = '''-m "{\\"ts\\": $(date +%s), \\"lat\\": -33.92, \\"lon\\": 18.42, \\"acc\\": 8}"'''
+EXAMPLE_OWNTRACKS = (
+    """-m "{\\"_type\\": \\"location\\", \\"tst\\": $(date +%s), \\"lat\\": -33.92, """
+    '''\\"lon\\": 18.42, \\"acc\\": 8, \\"tid\\": \\"p1\\"}"'''
+)
+
+
+def try_publish_line(
+    broker: DeviceBroker, device_id: str, password: str, owntracks_topic: str | None
+) -> str:
+    """A `mosquitto_pub` line that publishes one fix as the device would, over TLS."""
+    tls = f"--cafile {broker.ca_file} " if broker.tls and broker.ca_file else ""
+    topic = owntracks_topic or f"em/v1/{device_id}/fix"
+    payload = EXAMPLE_OWNTRACKS if owntracks_topic else EXAMPLE_FIX
+    return (
+        f"mosquitto_pub -h {broker.host} -p {broker.port} {tls}-u {device_id} "
+        f"-i {device_id} -P '{password}' -q 1 -t {topic} {payload}"
+    )
 
 
 @app.callback()
@@ -54,17 +74,50 @@ def settings() -> Settings:
     return get_settings()
 
 
+def sound_settings(command: str) -> Settings:
+    """The settings of a long-running process, which refuses to start on a configuration that
+    `check-config` finds fault with (a default secret, a plaintext broker, a missing key), unless
+    TAGWATCH_ENVIRONMENT=development was set explicitly (the default is production)."""
+    s = settings()
+    problems = s.problems()
+    if not problems:
+        return s
+    for problem in problems:
+        typer.echo(f"- {problem}", err=True)
+    if s.environment == "development":
+        typer.echo(f"{command}: starting anyway (TAGWATCH_ENVIRONMENT=development)", err=True)
+        return s
+    typer.echo(
+        f"{command}: refusing to start in {s.environment} with the problems above"
+        " (`tagwatch check-config` lists them; TAGWATCH_ENVIRONMENT=development overrides)",
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
 # ------------------------------------------------------------------ services
 
 
 @services_app.command("up")
-def services_up(directory: DirOption = DEFAULT_DIR) -> None:
-    """Start (or reuse) private PostgreSQL and Mosquitto; write DIR/env."""
+def services_up(
+    directory: DirOption = DEFAULT_DIR,
+    plain_devices: Annotated[
+        bool, typer.Option(help="also a plain-TCP device listener on loopback (development)")
+    ] = False,
+) -> None:
+    """Start (or reuse) private PostgreSQL and Mosquitto for development; write DIR/env."""
     from tagwatch import services  # noqa: PLC0415 - keep CLI start-up light
 
-    state = services.up(directory)
+    state = services.up(directory, plain_devices=plain_devices)
     typer.echo(f"PostgreSQL on 127.0.0.1:{state.pg_port} (timescaledb: {state.timescaledb})")
-    typer.echo(f"Mosquitto  on 127.0.0.1:{state.mqtt_port} (auth on, per-device ACLs)")
+    typer.echo(
+        f"Mosquitto  on 127.0.0.1:{state.mqtt_port} for devices (TLS, per-device accounts"
+        f" pinned to their client id), 127.0.0.1:{state.mqtt_service_port} for services"
+        " (client certificates)"
+    )
+    if state.mqtt_plain_port:
+        typer.echo(f"           127.0.0.1:{state.mqtt_plain_port} for devices without TLS (dev)")
+    typer.echo(f"CA to pin: {state.env()['TAGWATCH_MQTT_DEVICE_URL'].split('?ca=')[1]}")
     typer.echo(f"settings in {directory.resolve() / 'env'}")
 
 
@@ -125,8 +178,9 @@ def ingest(
     from ingest.service import IngestService  # noqa: PLC0415
 
     # compile the geofence kernel before taking traffic, not in the first batch's transaction
+    s = sound_settings("ingest")
     warm_up()
-    service = IngestService(settings(), worker=worker)
+    service = IngestService(s, worker=worker)
 
     def _stop(_signum: int, _frame: object) -> None:
         service.stop_requested.set()
@@ -150,7 +204,7 @@ def api(
 
     from api.app import create_app  # noqa: PLC0415
 
-    s = settings()
+    s = sound_settings("api")
     uvicorn.run(create_app(s), host=host or s.api_host, port=port or s.api_port, log_level="info")
 
 
@@ -162,6 +216,7 @@ def run(
     interval: Annotated[float, typer.Option(help="simulated fix interval, seconds")] = 5.0,
 ) -> None:
     """Ingest, dispatcher and API together (and N simulated devices), until Ctrl-C."""
+    sound_settings("run")
     exe = [sys.executable, "-m", "tagwatch"]
     children = [
         subprocess.Popen([*exe, "ingest"]),
@@ -292,10 +347,14 @@ def device_add(
     """Register a device and print its MQTT credentials (the password is shown once)."""
     import psycopg  # noqa: PLC0415
 
-    from ingest.broker_accounts import BrokerAdmin  # noqa: PLC0415
+    from ingest.broker_accounts import BrokerAdmin, reserved_device_id  # noqa: PLC0415
+    from ingest.device_broker import device_broker  # noqa: PLC0415
     from ingest.provisioning import provision_device  # noqa: PLC0415
-    from tagwatch.settings import MqttEndpoint  # noqa: PLC0415
 
+    reserved = reserved_device_id(device_id)
+    if reserved:
+        typer.echo(f"refused: {reserved}", err=True)
+        raise typer.Exit(2)
     s = settings()
     subject_id = None
     with psycopg.connect(s.database_url) as conn:
@@ -317,24 +376,33 @@ def device_add(
                 "VALUES (%s, %s, 'offender', tstzrange(now() - interval '1 day', NULL))",
                 (device_id, subject_id),
             )
-    broker = MqttEndpoint.parse(s.mqtt_url)
-    topic = owntracks_topic or f"em/v1/{device_id}/fix"
+    broker = device_broker(s)
     typer.echo(
         json.dumps(
             {
                 "device_id": device_id,
                 "username": device_id,
+                "client_id": device_id,
                 "password": password,
-                "broker": f"{broker.host}:{broker.port}",
+                "broker": broker.url,
+                "ca_file": broker.ca_file,
                 "subject_id": subject_id,
-                "try": (
-                    f"mosquitto_pub -h {broker.host} -p {broker.port} -u {device_id} "
-                    f"-i {device_id} -P '{password}' -q 1 -t {topic} " + EXAMPLE_FIX
-                ),
+                "try": try_publish_line(broker, device_id, password, owntracks_topic),
             },
             indent=2,
         )
     )
+    if broker.ca_pem:
+        typer.echo("# the CA the device must pin (TLS):", err=True)
+        typer.echo(broker.ca_pem.strip(), err=True)
+    if owntracks_topic:
+        typer.echo(
+            f"# OwnTracks app (docs/phones.md): mode MQTT, host {broker.host}, port"
+            f" {broker.port}, TLS on with the CA above, user name {device_id}, the password"
+            f" above, client ID {device_id} (the broker refuses any other), base topic"
+            f" {owntracks_topic}",
+            err=True,
+        )
 
 
 # ------------------------------------------------------------------ audit log
@@ -519,7 +587,7 @@ def dispatch() -> None:
     """Deliver alert notifications (signed webhooks, MQTT em/v1/alerts/{region}) until stopped."""
     from alerts.dispatcher import main as dispatch_main  # noqa: PLC0415
 
-    stats = dispatch_main(settings())
+    stats = dispatch_main(sound_settings("dispatch"))
     typer.echo(
         f"dispatch stopped: {stats.delivered} delivered, {stats.retried} retries scheduled, "
         f"{stats.failed} failed"

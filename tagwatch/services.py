@@ -20,16 +20,27 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from urllib.parse import quote
 
 from ingest.broker_accounts import BrokerAdmin, service_account_commands
+from store.roles import PROCESS_ROLES, ensure_roles
+from tagwatch.pki import Pki, default_server_names
 
 PG_SUPERUSER = "tagwatch"
 DATABASE = "tagwatch"
 ADMIN_USER = "tagwatch-admin"
 INGEST_USER = "tagwatch-ingest"
+DISPATCHER_USER = "tagwatch-dispatcher"
 GATEWAY_USER = "tagwatch-gateway"
+SERVICE_USERS = (ADMIN_USER, INGEST_USER, DISPATCHER_USER, GATEWAY_USER)
+# The contract's largest payload (256 KiB): the broker refuses anything bigger before it is queued.
+MESSAGE_SIZE_LIMIT = 256 * 1024
+# What the broker may hold for one client (ingest's persistent session while ingest is down):
+# about seven million fixes; past it new messages for that client are dropped, so this is sized
+# for a long ingest outage at a national rate rather than left unbounded.
+MAX_QUEUED_BYTES = 1024 * 1024 * 1024
 DYNSEC_PLUGIN_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
     "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
@@ -47,26 +58,53 @@ class ServiceState:
     """What `services up` decided, kept in DIR/services.json so a later `up` reuses it."""
 
     pg_port: int
+    # the devices' TLS listener (8883-style)
     mqtt_port: int
     pg_password: str
-    admin_password: str
-    ingest_password: str
-    gateway_password: str
     secret_key: str
     pg_data: str
+    pki_dir: str = ""
+    # the services' listener: client certificates only, loopback
+    mqtt_service_port: int = 0
+    # a plain-TCP device listener on loopback, development only (0: off)
+    mqtt_plain_port: int = 0
+    # passwords of the per-process database roles (store/roles.py)
+    role_passwords: dict[str, str] = field(default_factory=dict)
     timescaledb: bool = False
 
+    def _service_url(self, user: str) -> str:
+        pki = Pki(Path(self.pki_dir))
+        identity = pki.identity(user)
+        query = f"ca={quote(str(pki.ca_cert))}&cert={quote(str(identity.cert))}"
+        query += f"&key={quote(str(identity.key))}"
+        return f"mqtts://{user}@127.0.0.1:{self.mqtt_service_port}?{query}"
+
     def env(self) -> dict[str, str]:
-        mqtt = f"127.0.0.1:{self.mqtt_port}"
-        return {
+        ca = quote(str(Pki(Path(self.pki_dir)).ca_cert))
+        env = {
+            # `services up` is a development tool: real secrets, development rules.
+            "TAGWATCH_ENVIRONMENT": "development",
             "TAGWATCH_DATABASE_URL": (
                 f"postgresql://{PG_SUPERUSER}:{self.pg_password}@127.0.0.1:{self.pg_port}/{DATABASE}"
             ),
-            "TAGWATCH_MQTT_URL": f"mqtt://{INGEST_USER}:{self.ingest_password}@{mqtt}",
-            "TAGWATCH_MQTT_ADMIN_URL": f"mqtt://{ADMIN_USER}:{self.admin_password}@{mqtt}",
-            "TAGWATCH_MQTT_GATEWAY_URL": f"mqtt://{GATEWAY_USER}:{self.gateway_password}@{mqtt}",
+            **{
+                f"TAGWATCH_{process.upper()}_DATABASE_URL": (
+                    f"postgresql://{role}:{self.role_passwords[role]}"
+                    f"@127.0.0.1:{self.pg_port}/{DATABASE}"
+                )
+                for process, role in PROCESS_ROLES.items()
+                if role in self.role_passwords
+            },
+            "TAGWATCH_MQTT_URL": self._service_url(INGEST_USER),
+            "TAGWATCH_MQTT_ADMIN_URL": self._service_url(ADMIN_USER),
+            "TAGWATCH_MQTT_DISPATCHER_URL": self._service_url(DISPATCHER_USER),
+            "TAGWATCH_MQTT_GATEWAY_URL": self._service_url(GATEWAY_USER),
+            "TAGWATCH_MQTT_DEVICE_URL": f"mqtts://127.0.0.1:{self.mqtt_port}?ca={ca}",
             "TAGWATCH_SECRET_KEY": self.secret_key,
         }
+        if self.mqtt_plain_port:
+            env["TAGWATCH_MQTT_PLAIN_DEVICE_URL"] = f"mqtt://127.0.0.1:{self.mqtt_plain_port}"
+        return env
 
 
 def free_port() -> int:
@@ -172,7 +210,9 @@ def _read_state(base: Path) -> ServiceState | None:
     state_file = base / "services.json"
     if not state_file.exists():
         return None
-    return ServiceState(**json.loads(state_file.read_text()))
+    known = {f.name for f in fields(ServiceState)}
+    saved = json.loads(state_file.read_text())
+    return ServiceState(**{k: v for k, v in saved.items() if k in known})
 
 
 def _write_state(base: Path, state: ServiceState) -> None:
@@ -285,6 +325,10 @@ def _pg_create_database(state: ServiceState) -> None:
         ).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        # one login role per process; `migrate` grants their privileges
+        for role in PROCESS_ROLES.values():
+            state.role_passwords.setdefault(role, secrets.token_urlsafe(18))
+        ensure_roles(conn, state.role_passwords)
 
 
 def _pg_stop(state: ServiceState, bindir: Path) -> None:
@@ -309,9 +353,29 @@ def _mqtt_write_config(base: Path, state: ServiceState) -> Path:
     mdir = _mqtt_dir(base)
     (mdir / "data").mkdir(parents=True, exist_ok=True)
     user_line = "user root\n" if _running_as_root() else ""
+    pki = Pki(Path(state.pki_dir))
+    server = pki.identity("server")
+    tls = (
+        f"cafile {pki.ca_cert}\ncertfile {server.cert}\nkeyfile {server.key}\ntls_version tlsv1.2\n"
+    )
+    plain = (
+        "# development only: plain TCP for devices, loopback\n"
+        f"listener {state.mqtt_plain_port} 127.0.0.1\n"
+        if state.mqtt_plain_port
+        else ""
+    )
     conf = (
         f"# Written by `tagwatch services up`; see deploy/mosquitto/ for the production layout.\n"
+        "per_listener_settings false\n"
+        "# devices: TLS, user name + password, client id pinned to the user name (dynsec)\n"
         f"listener {state.mqtt_port} 127.0.0.1\n"
+        f"{tls}"
+        "# the platform's services: a client certificate is the login, its CN the user name\n"
+        f"listener {state.mqtt_service_port} 127.0.0.1\n"
+        f"{tls}"
+        "require_certificate true\n"
+        "use_identity_as_username true\n"
+        f"{plain}"
         "allow_anonymous false\n"
         f"plugin {dynsec_plugin()}\n"
         f"plugin_opt_config_file {mdir / 'dynsec.json'}\n"
@@ -320,11 +384,11 @@ def _mqtt_write_config(base: Path, state: ServiceState) -> Path:
         "autosave_interval 30\n"
         # A persistent ingest session must keep every fix published while ingest is down.
         "max_queued_messages 10000000\n"
-        "max_queued_bytes 0\n"
+        f"max_queued_bytes {MAX_QUEUED_BYTES}\n"
         # Unacknowledged messages in flight to one client: ingest acknowledges a whole batch
         # after its commit, so this must exceed the batch size (TAGWATCH_INGEST_BATCH_MESSAGES).
         "max_inflight_messages 10000\n"
-        "message_size_limit 1048576\n"
+        f"message_size_limit {MESSAGE_SIZE_LIMIT}\n"
         "max_keepalive 120\n"
         f"pid_file {mdir / 'mosquitto.pid'}\n"
         f"log_dest file {mdir / 'mosquitto.log'}\n"
@@ -341,8 +405,9 @@ def _mqtt_init_dynsec(base: Path, state: ServiceState) -> None:
     dynsec = _mqtt_dir(base) / "dynsec.json"
     if dynsec.exists():
         return
+    # The admin logs in with its client certificate; its password is thrown away.
     result = subprocess.run(
-        ["mosquitto_ctrl", "dynsec", "init", str(dynsec), ADMIN_USER, state.admin_password],
+        ["mosquitto_ctrl", "dynsec", "init", str(dynsec), ADMIN_USER, secrets.token_urlsafe(32)],
         capture_output=True,
         text=True,
         check=False,
@@ -366,9 +431,12 @@ def _mqtt_start(base: Path, state: ServiceState) -> None:
     result = subprocess.run(
         ["mosquitto", "-c", str(conf), "-d"], capture_output=True, text=True, check=False
     )
+    ports = [state.mqtt_port, state.mqtt_service_port] + (
+        [state.mqtt_plain_port] if state.mqtt_plain_port else []
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if not port_is_free(state.mqtt_port) and _mqtt_running(base):
+        if not any(port_is_free(p) for p in ports) and _mqtt_running(base):
             return
         time.sleep(0.05)
     log = _mqtt_dir(base) / "mosquitto.log"
@@ -381,8 +449,7 @@ def _mqtt_provision_service_accounts(state: ServiceState) -> None:
     admin = BrokerAdmin.from_url(state.env()["TAGWATCH_MQTT_ADMIN_URL"])
     admin.run(
         service_account_commands(
-            ingest=(INGEST_USER, state.ingest_password),
-            gateway=(GATEWAY_USER, state.gateway_password),
+            ingest=INGEST_USER, dispatcher=DISPATCHER_USER, gateway=GATEWAY_USER
         ),
         tolerate=("already exists",),
     )
@@ -403,8 +470,10 @@ def _mqtt_stop(base: Path) -> None:
 # ---------------------------------------------------------------- public
 
 
-def up(base: Path) -> ServiceState:
-    """Start (or reuse) the private pair in `base`; idempotent."""
+def up(base: Path, plain_devices: bool = False) -> ServiceState:
+    """Start (or reuse) the private pair in `base`; idempotent.
+
+    `plain_devices` also opens a plain-TCP device listener on loopback (development only)."""
     base = base.resolve()
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o711 if _running_as_root() else 0o700)
@@ -415,13 +484,16 @@ def up(base: Path) -> ServiceState:
             pg_port=free_port(),
             mqtt_port=free_port(),
             pg_password=secrets.token_urlsafe(18),
-            admin_password=secrets.token_urlsafe(18),
-            ingest_password=secrets.token_urlsafe(18),
-            gateway_password=secrets.token_urlsafe(18),
             secret_key=secrets.token_urlsafe(48),
             pg_data=str(_pg_data_dir(base) / "data"),
         )
     state.timescaledb = timescaledb_available(bindir)
+    state.pki_dir = str(base / "pki")
+    Pki(Path(state.pki_dir)).ensure(default_server_names(), list(SERVICE_USERS))
+    mqtt_running = _mqtt_running(base) is not None
+    if not mqtt_running:
+        state.mqtt_service_port = state.mqtt_service_port or free_port()
+        state.mqtt_plain_port = (state.mqtt_plain_port or free_port()) if plain_devices else 0
     if not _pg_running(state):
         if not port_is_free(state.pg_port):
             state.pg_port = free_port()
@@ -429,18 +501,22 @@ def up(base: Path) -> ServiceState:
             _pg_init(state, bindir)
         _pg_configure(state)
         _pg_start(state, bindir)
-    if not _mqtt_running(base):
-        if not port_is_free(state.mqtt_port):
-            state.mqtt_port = free_port()
+    if not mqtt_running:
+        for name in ("mqtt_port", "mqtt_service_port", "mqtt_plain_port"):
+            port = getattr(state, name)
+            if port and not port_is_free(port):
+                setattr(state, name, free_port())
         try:
             _mqtt_start(base, state)
         except ServiceError as exc:
             if "Address already in use" not in str(exc):
                 raise
-            state.mqtt_port = free_port()  # taken between the check and the bind: once more
+            # taken between the check and the bind: once more, on fresh ports
+            state.mqtt_port, state.mqtt_service_port = free_port(), free_port()
+            state.mqtt_plain_port = free_port() if state.mqtt_plain_port else 0
             _mqtt_start(base, state)
-    _write_state(base, state)
     _pg_create_database(state)
+    _write_state(base, state)
     _mqtt_provision_service_accounts(state)
     return state
 
@@ -468,6 +544,12 @@ def status(base: Path) -> dict[str, object]:
             "data": state.pg_data,
             "timescaledb": state.timescaledb,
         },
-        "mosquitto": {"running": _mqtt_running(base) is not None, "port": state.mqtt_port},
+        "mosquitto": {
+            "running": _mqtt_running(base) is not None,
+            "devices_tls_port": state.mqtt_port,
+            "services_port": state.mqtt_service_port,
+            "devices_plain_port": state.mqtt_plain_port or None,
+            "ca": str(Pki(Path(state.pki_dir)).ca_cert) if state.pki_dir else None,
+        },
         "env_file": str(base / "env"),
     }

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 
+from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint
 
 
@@ -35,15 +35,17 @@ def count(database_url: str, sql: str, params: tuple = ()) -> int:
 def connect(
     mqtt_url: str,
     username: str,
-    password: str,
+    password: str | None,
     client_id: str | None = None,
     protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv311,
 ) -> mqtt.Client:
+    """A connected client: a device's own account on the devices' TLS listener
+    (`settings.mqtt_device_url`), or a service identity (its client certificate is in the URL;
+    user name and password are then ignored by the broker)."""
     endpoint = MqttEndpoint.parse(mqtt_url)
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id or username, protocol=protocol
-    )
-    client.username_pw_set(username, password)
+    if not endpoint.cert_file:
+        endpoint = endpoint.with_account(username, password)
+    client = new_client(endpoint, client_id or username, protocol=protocol)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.connect(endpoint.host, endpoint.port, keepalive=30)

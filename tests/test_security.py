@@ -10,9 +10,9 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion
 
 from api.app import PUBLIC_ROOT, PUBLIC_V1, create_app
+from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint
 from tests.support import count, fresh_id, wait_for
 
@@ -20,9 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 def _connect_result(mqtt_url: str, username: str, password: str, client_id: str) -> object:
-    endpoint = MqttEndpoint.parse(mqtt_url)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.username_pw_set(username, password)
+    endpoint = MqttEndpoint.parse(mqtt_url).with_account(username, password)
+    client = new_client(endpoint, client_id, protocol=mqtt.MQTTv5)
     outcome: list[object] = []
     done = threading.Event()
 
@@ -42,24 +41,23 @@ def _connect_result(mqtt_url: str, username: str, password: str, client_id: str)
 def test_wrong_password_is_refused(settings, provision):
     device_id = fresh_id("tag")
     provision(device_id)
-    reason = _connect_result(settings.mqtt_url, device_id, "not-the-password", device_id)
+    reason = _connect_result(settings.mqtt_device_url, device_id, "not-the-password", device_id)
     assert reason is not None and reason.is_failure
 
 
 def test_tag_must_use_its_own_client_id(settings, provision):
     device_id = fresh_id("tag")
     password = provision(device_id)
-    assert not _connect_result(settings.mqtt_url, device_id, password, device_id).is_failure
-    assert _connect_result(settings.mqtt_url, device_id, password, "someone-else").is_failure
+    assert not _connect_result(settings.mqtt_device_url, device_id, password, device_id).is_failure
+    assert _connect_result(settings.mqtt_device_url, device_id, password, "someone-else").is_failure
 
 
 def test_device_cannot_publish_on_another_devices_topic(settings, provision, running_ingest):
     me, victim = fresh_id("tag"), fresh_id("tag")
     password = provision(me)
     provision(victim)
-    endpoint = MqttEndpoint.parse(settings.mqtt_url)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=me, protocol=mqtt.MQTTv5)
-    client.username_pw_set(me, password)
+    endpoint = MqttEndpoint.parse(settings.mqtt_device_url).with_account(me, password)
+    client = new_client(endpoint, me, protocol=mqtt.MQTTv5)
     acks: dict[int, object] = {}
     client.on_publish = lambda _c, _u, mid, reason, _p: acks.__setitem__(mid, reason)
     client.connect(endpoint.host, endpoint.port)

@@ -12,6 +12,7 @@ from api.deps import Conn
 from api.schemas import DeviceCreate, DeviceCredentials, DevicePublic
 from api.security import CurrentUser, allow
 from ingest.broker_accounts import BrokerAdmin, BrokerAdminError, device_topics, new_device_password
+from ingest.device_broker import device_broker
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 COLUMNS = "id, kind, owntracks_topic, expected_interval_s, created_at"
@@ -97,9 +98,13 @@ async def create_device(body: DeviceCreate, conn: Conn, request: Request) -> Dev
             status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"broker provisioning failed: {exc}"
         ) from exc
     device = _device(row)
+    broker = device_broker(request.app.state.settings)
     return DeviceCredentials(
         **device.model_dump(),
         mqtt_username=body.id,
         mqtt_password=password,
+        mqtt_client_id=body.id,
+        broker_url=broker.url,
+        ca_pem=broker.ca_pem,
         publish_topics=device_topics(body.id, body.owntracks_topic),
     )
