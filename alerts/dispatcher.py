@@ -15,8 +15,15 @@ them:
 * **mqtt**: the body is published at QoS 1 on ``em/v1/alerts/{region}`` (``unassigned`` when the
   alert has no region) with the platform's service account (``TAGWATCH_MQTT_URL``, whose role
   may publish on ``em/v1/alerts/#``), under its own client id.
-* **webhooks**: ``POST`` of the body, signed (``alerts.signing``), 2xx is success, redirects are
-  not followed. Inactive or deleted subscriptions and non-HTTP URLs fail the delivery at once.
+* **webhooks**: ``POST`` of the body, signed over a timestamp and the body (``alerts.signing``),
+  2xx is success, redirects are not followed. Each attempt resolves the host, refuses internal
+  addresses and non-https URLs outside development (``alerts.webhook_destination``; the
+  allow-list ``TAGWATCH_WEBHOOK_ALLOW_HOSTS`` makes exceptions) and connects to the address it
+  checked. A refused destination, an inactive or deleted subscription fail the delivery at once
+  (no retries), and a refusal is shown on the subscription (``refused_at``, ``refused_reason``).
+* **secrets**: stored encrypted (``store.webhook_secrets``, ``TAGWATCH_WEBHOOK_SECRET_KEY``);
+  the dispatcher encrypts any plaintext ones at start-up and before it uses one. Without a key
+  webhook deliveries fail (and are retried) rather than fall back to plaintext.
 * **retries**: a failed attempt sets ``next_attempt`` to now + ``min(cap, base * 2^(n-1))`` x a
   random factor in [0.5, 1) after the n-th failed attempt; after ``max_attempts`` attempts the row
   is ``failed`` (defaults: 2 s base, 10 min cap, 30 attempts: about three hours of trying).
@@ -37,29 +44,43 @@ Settings come from ``TAGWATCH_DISPATCH_*`` environment variables (see ``Dispatch
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
 import random
 import re
 import signal
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
+import certifi
+import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.signing import NOTIFICATION_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from alerts.signing import NOTIFICATION_ID_HEADER, signed_headers
+from alerts.webhook_destination import (
+    AllowList,
+    DestinationRefused,
+    DestinationUnresolved,
+    Resolver,
+    resolve_destination,
+    system_resolver,
+)
+from store.webhook_secrets import (
+    SecretBox,
+    SecretUnreadable,
+    key_problem,
+    rotate_all,
+    seal_plaintext,
+)
 from tagwatch.settings import MqttEndpoint, Settings
 
 log = logging.getLogger("tagwatch.dispatcher")
@@ -72,6 +93,7 @@ NO_REGION: Final = "unassigned"
 REGION_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # regions.id CHECK: no MQTT wildcards
 MAX_ERROR_CHARS: Final = 500
 USER_AGENT: Final = "tagwatch-dispatcher/1"
+REFUSED: Final = "destination refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +111,7 @@ class DispatcherConfig:
     mqtt_timeout_s: float = 10.0  # waiting for PUBACKs
     mqtt_url: str | None = None  # default: Settings.mqtt_url (the platform service account)
     mqtt_client_id: str | None = None  # default: tagwatch-dispatch-<host>-<pid>
-    use_env_proxy: bool = True  # honour http(s)_proxy / no_proxy for webhooks
+    ca_file: str | None = None  # a private CA to trust for webhook receivers, beside public ones
 
     def __post_init__(self) -> None:
         positive = ("workers", "batch_size", "http_concurrency", "max_attempts")
@@ -151,6 +173,16 @@ class Attempt:
     permanent: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Hook:
+    """A subscription as a send needs it; ``secret`` None when it cannot be read (``problem``)."""
+
+    url: str
+    secret: str | None
+    active: bool
+    problem: str | None = None
+
+
 @dataclass
 class DispatchStats:
     delivered: int = 0
@@ -187,66 +219,104 @@ def _short(text: str) -> str:
 # ---------------------------------------------------------------------------------- webhooks
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer (3xx, a failed attempt), never a second request."""
+MAX_ANSWER_BYTES: Final = 65536  # read this much of a receiver's answer, then hang up
+MAX_ADDRESSES_TRIED: Final = 3  # of a name's checked addresses, when one cannot be reached
 
-    def redirect_request(
+
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """The public CAs (certifi), and a private one a tracing unit's receiver may use."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+class WebhookSender:
+    """Signed POSTs to checked destinations, over one thread-safe httpx client.
+
+    Every attempt resolves the URL's host and checks each address
+    (``alerts.webhook_destination``); the request then goes to a checked address (the URL
+    carries the address), with the name in the ``Host`` header and as the TLS server name
+    (``sni_hostname``), so the certificate is verified against the name and a DNS answer that
+    changed since the check cannot redirect the connection. Connections are not kept alive:
+    a pooled connection is keyed by address, and reusing one opened for another name would
+    skip that name's certificate check. Environment proxies are ignored (a proxy would
+    resolve the name again, out of reach of the check) and redirects are never followed.
+    """
+
+    def __init__(
         self,
-        req: urllib.request.Request,
-        fp: Any,
-        code: int,
-        msg: str,
-        headers: Any,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        return None
+        environment: str,
+        allow: AllowList,
+        *,
+        timeout: float,
+        concurrency: int,
+        ca_file: str | None = None,
+        resolver: Resolver = system_resolver,
+    ) -> None:
+        self.environment = environment
+        self.allow = allow
+        self.resolver = resolver
+        self.client = httpx.Client(
+            transport=httpx.HTTPTransport(
+                verify=_ssl_context(ca_file),
+                trust_env=False,
+                limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=0),
+            ),
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,
+        )
 
+    def close(self) -> None:
+        self.client.close()
 
-def _opener(use_env_proxy: bool) -> urllib.request.OpenerDirector:
-    proxies = urllib.request.ProxyHandler() if use_env_proxy else urllib.request.ProxyHandler({})
-    return urllib.request.build_opener(proxies, _NoRedirect())
+    def post(self, url: str, secret: str, body: bytes, notification_id: int) -> Attempt:
+        """One signed POST. 2xx is success; a refused destination is a permanent failure;
+        anything else, or no answer, a failed attempt to retry."""
+        at = _now()
+        started = time.perf_counter()
 
+        def took() -> float:
+            return (time.perf_counter() - started) * 1000.0
 
-def post_webhook(
-    url: str,
-    secret: str,
-    body: bytes,
-    notification_id: int,
-    *,
-    timeout: float,
-    use_env_proxy: bool = True,
-) -> Attempt:
-    """One signed POST. 2xx is success; anything else, or no answer, a failed attempt."""
-    at = _now()
-    started = time.perf_counter()
-
-    def took() -> float:
-        return (time.perf_counter() - started) * 1000.0
-
-    if urlsplit(url).scheme not in {"http", "https"}:
-        return Attempt(False, at, took(), error="webhook url must be http(s)", permanent=True)
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        SIGNATURE_HEADER: sign(secret, body),
-        NOTIFICATION_ID_HEADER: str(notification_id),
-        TIMESTAMP_HEADER: str(int(time.time())),
-    }
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked above
-    try:
-        with _opener(use_env_proxy).open(request, timeout=timeout) as response:
-            response.read(65536)
-            status = int(response.status)
-    except urllib.error.HTTPError as exc:
-        status = int(exc.code)
-        exc.close()
-        return Attempt(False, at, took(), status_code=status, error=f"HTTP {status}")
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        return Attempt(False, at, took(), error=_short(f"{type(exc).__name__}: {reason}"))
-    if 200 <= status < 300:
-        return Attempt(True, at, took(), status_code=status)
-    return Attempt(False, at, took(), status_code=status, error=f"HTTP {status}")
+        try:
+            destination = resolve_destination(url, self.environment, self.allow, self.resolver)
+            target = httpx.URL(url)
+        except (DestinationRefused, httpx.InvalidURL) as exc:
+            return Attempt(False, at, took(), error=_short(f"{REFUSED}: {exc}"), permanent=True)
+        except DestinationUnresolved as exc:
+            return Attempt(False, at, took(), error=_short(str(exc)))
+        headers = {
+            "Host": target.netloc.decode("ascii"),
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            NOTIFICATION_ID_HEADER: str(notification_id),
+            **signed_headers(secret, body),
+        }
+        extensions = {"sni_hostname": destination.host} if destination.scheme == "https" else {}
+        error = "no address tried"
+        for address in destination.addresses[:MAX_ADDRESSES_TRIED]:
+            pinned = target.copy_with(host=str(address))
+            try:
+                with self.client.stream(
+                    "POST", pinned, content=body, headers=headers, extensions=extensions
+                ) as response:
+                    received = 0
+                    for chunk in response.iter_raw():
+                        received += len(chunk)
+                        if received >= MAX_ANSWER_BYTES:
+                            break
+                    status = response.status_code
+            except httpx.ConnectError as exc:  # this address does not answer: try the next
+                error = _short(f"ConnectError: {address}: {exc}")
+                continue
+            except httpx.HTTPError as exc:
+                return Attempt(False, at, took(), error=_short(f"{type(exc).__name__}: {exc}"))
+            if 200 <= status < 300:
+                return Attempt(True, at, took(), status_code=status)
+            return Attempt(False, at, took(), status_code=status, error=f"HTTP {status}")
+        return Attempt(False, at, took(), error=error)
 
 
 # ---------------------------------------------------------------------------------- MQTT
@@ -327,7 +397,12 @@ CLAIM_SQL: Final = (
 class Dispatcher:
     """Worker threads claiming due deliveries, a listener waking them, one MQTT connection."""
 
-    def __init__(self, settings: Settings, config: DispatcherConfig | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: DispatcherConfig | None = None,
+        resolver: Resolver = system_resolver,
+    ) -> None:
         self.settings = settings
         self.config = config or DispatcherConfig()
         self.stats = DispatchStats()
@@ -336,6 +411,15 @@ class Dispatcher:
         self._rng = random.Random()
         self._http = ThreadPoolExecutor(
             max_workers=self.config.http_concurrency, thread_name_prefix="dispatch-http"
+        )
+        self.box = SecretBox.optional(settings.webhook_secret_key)
+        self.webhooks = WebhookSender(
+            settings.environment,
+            AllowList.parse(settings.webhook_allow_hosts),
+            timeout=self.config.http_timeout_s,
+            concurrency=self.config.http_concurrency,
+            ca_file=self.config.ca_file,
+            resolver=resolver,
         )
         client_id = self.config.mqtt_client_id or (
             f"tagwatch-dispatch-{os.uname().nodename[:20]}-{os.getpid()}"
@@ -371,13 +455,7 @@ class Dispatcher:
                 and d.channel.removeprefix(WEBHOOK_PREFIX).isdigit()
             }
         )
-        hooks: dict[int, tuple[str, str, bool]] = {}
-        if webhook_ids:
-            for wid, url, secret, active in conn.execute(
-                "SELECT id, url, secret, active FROM webhook_subscriptions WHERE id = ANY(%s)",
-                (webhook_ids,),
-            ):
-                hooks[wid] = (url, secret, active)
+        hooks = self._webhooks(conn, webhook_ids)
         outcomes: dict[tuple[int, str], Attempt] = {}
         futures = []
         mqtt_items: list[Delivery] = []
@@ -393,20 +471,16 @@ class Dispatcher:
                     False, _now(), 0.0, error="unknown channel or subscription", permanent=True
                 )
                 continue
-            url, secret, active = hook
-            if not active:
+            if not hook.active:
                 outcomes[key] = Attempt(
                     False, _now(), 0.0, error="subscription inactive", permanent=True
                 )
                 continue
+            if hook.secret is None:  # no key, or the wrong one: retried once it is fixed
+                outcomes[key] = Attempt(False, _now(), 0.0, error=hook.problem)
+                continue
             future = self._http.submit(
-                post_webhook,
-                url,
-                secret,
-                d.body,
-                d.outbox_id,
-                timeout=self.config.http_timeout_s,
-                use_env_proxy=self.config.use_env_proxy,
+                self.webhooks.post, hook.url, hook.secret, d.body, d.outbox_id
             )
             futures.append((key, future))
         if mqtt_items:
@@ -416,6 +490,68 @@ class Dispatcher:
         for key, future in futures:
             outcomes[key] = future.result()
         return outcomes
+
+    def _webhooks(self, conn: psycopg.Connection[Any], ids: list[int]) -> dict[int, _Hook]:
+        """The subscriptions with their secrets decrypted; a plaintext secret is encrypted (and
+        its plaintext cleared) first, so none is ever used while it stays readable in the table."""
+        if not ids:
+            return {}
+        if self.box is not None:
+            sealed = seal_plaintext(conn, self.box, ids)
+            if sealed:
+                log.warning("encrypted %d webhook secret(s) found in plaintext", sealed)
+        hooks: dict[int, _Hook] = {}
+        for wid, url, token, active in conn.execute(
+            "SELECT id, url, secret_encrypted, active FROM webhook_subscriptions"
+            " WHERE id = ANY(%s)",
+            (ids,),
+        ):
+            if self.box is None:
+                problem = key_problem(self.settings.webhook_secret_key)
+                hooks[wid] = _Hook(url, None, active, problem)
+                continue
+            if token is None:  # only without a key could a row still be plaintext
+                hooks[wid] = _Hook(url, None, active, "webhook secret not encrypted")
+                continue
+            try:
+                hooks[wid] = _Hook(url, self.box.open(token), active)
+            except SecretUnreadable as exc:
+                hooks[wid] = _Hook(url, None, active, str(exc))
+        return hooks
+
+    def _mark_refusals(
+        self,
+        conn: psycopg.Connection[Any],
+        claimed: Sequence[Delivery],
+        outcomes: Mapping[tuple[int, str], Attempt],
+    ) -> None:
+        """Show the admin which subscriptions' destinations were refused, and clear that once
+        one is delivered. Informational (the deliveries rows hold the outcome): rows another
+        worker is updating are skipped rather than waited for."""
+        refused: dict[int, Attempt] = {}
+        delivered: set[int] = set()
+        for d in claimed:
+            suffix = d.channel.removeprefix(WEBHOOK_PREFIX)
+            if not d.channel.startswith(WEBHOOK_PREFIX) or not suffix.isdigit():
+                continue
+            a = outcomes[(d.outbox_id, d.channel)]
+            if a.ok:
+                delivered.add(int(suffix))
+            elif a.error and a.error.startswith(REFUSED):
+                refused[int(suffix)] = a
+        lock = "SELECT id FROM webhook_subscriptions WHERE id = %s FOR UPDATE SKIP LOCKED"
+        for wid in sorted(refused):
+            conn.execute(
+                "UPDATE webhook_subscriptions SET refused_at = %s, refused_reason = %s"
+                f" WHERE id = ({lock})",
+                (refused[wid].at, refused[wid].error, wid),
+            )
+        for wid in sorted(delivered - set(refused)):
+            conn.execute(
+                "UPDATE webhook_subscriptions SET refused_at = NULL, refused_reason = NULL"
+                f" WHERE refused_at IS NOT NULL AND id = ({lock})",
+                (wid,),
+            )
 
     def _record(
         self,
@@ -483,6 +619,7 @@ class Dispatcher:
                     " WHERE outbox_id = %s AND channel = %s",
                     failed_rows,
                 )
+        self._mark_refusals(conn, claimed, outcomes)
         self.stats.count(delivered, retried, failed)
 
     def seconds_to_next(self, conn: psycopg.Connection[Any]) -> float:
@@ -535,7 +672,30 @@ class Dispatcher:
                 log.warning("dispatcher listener: %s", exc)
                 self._stop.wait(1.0)
 
+    def prepare_secrets(self) -> None:
+        """At start-up: encrypt any plaintext secret and re-encrypt those under a retired key,
+        so the table holds no readable secret even for subscriptions that get no alert."""
+        if self.box is None:
+            log.error(
+                "webhook deliveries will fail: %s", key_problem(self.settings.webhook_secret_key)
+            )
+            return
+        try:
+            with psycopg.connect(self.settings.database_url) as conn:
+                sealed = seal_plaintext(conn, self.box)
+                rotated = rotate_all(conn, self.box)
+        except psycopg.Error as exc:
+            log.warning("could not encrypt webhook secrets at start-up: %s", exc)
+            return
+        if sealed or rotated:
+            log.warning(
+                "webhook secrets: %d plaintext encrypted, %d re-encrypted under the first key",
+                sealed,
+                rotated,
+            )
+
     def run(self, stop: threading.Event) -> DispatchStats:
+        self.prepare_secrets()
         threads = [threading.Thread(target=self._listen, name="dispatch-listen", daemon=True)]
         threads += [
             threading.Thread(target=self._worker, name=f"dispatch-{i}", daemon=True)
@@ -557,6 +717,7 @@ class Dispatcher:
             for thread in threads:
                 thread.join(self.config.http_timeout_s + self.config.mqtt_timeout_s + 5)
             self._http.shutdown(wait=False, cancel_futures=True)
+            self.webhooks.close()
             self.mqtt.close()
         log.info(
             "dispatcher stopped: %d delivered, %d retries scheduled, %d failed",
@@ -596,9 +757,9 @@ __all__ = [
     "Dispatcher",
     "DispatcherConfig",
     "MqttPublisher",
+    "WebhookSender",
     "alert_topic",
     "main",
     "notification_body",
-    "post_webhook",
     "run",
 ]

@@ -54,7 +54,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from psycopg.types.json import Jsonb
 
-from alerts.signing import SIGNATURE_HEADER, verify_signature
+from alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from alerts.thresholds import DEFAULTS
 from simulators.load import gateway_client, release
 from store.migrate import migrate
@@ -254,7 +254,12 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 arrived = time.time()
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                signed = verify_signature(receiver.secret, body, self.headers.get(SIGNATURE_HEADER))
+                signed = verify_signature(
+                    receiver.secret,
+                    body,
+                    self.headers.get(SIGNATURE_HEADER),
+                    self.headers.get(TIMESTAMP_HEADER),
+                )
                 note: dict[str, Any] = json.loads(body) if signed else {}
                 with receiver.lock:
                     receiver.requests += 1
@@ -439,9 +444,13 @@ def _platform(env: dict[str, str], log_dir: Path) -> Iterator[None]:
         **env,
         "TAGWATCH_ENVIRONMENT": "test",
         "TAGWATCH_INGEST_CLIENT_ID": f"bench-ingest-{secrets.token_hex(3)}",
-        "TAGWATCH_DISPATCH_USE_ENV_PROXY": "0",  # the receiver is on loopback
+        "TAGWATCH_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",  # the receiver is on loopback, over http
     }
     child_env.pop("TAGWATCH_ENV_FILE", None)
+    if not child_env.get("TAGWATCH_WEBHOOK_SECRET_KEY"):  # an env file from before the key
+        from store.webhook_secrets import generate_key  # noqa: PLC0415
+
+        child_env["TAGWATCH_WEBHOOK_SECRET_KEY"] = generate_key()
     children: list[Child] = []
     try:
         ingest = Child("ingest", ["tagwatch", "ingest"], child_env, log_dir)

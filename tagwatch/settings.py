@@ -17,6 +17,11 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused outside development
+# Settings field -> variable that `Settings.for_services` takes from the env file when present.
+WEBHOOK_ENV = (
+    ("webhook_secret_key", "TAGWATCH_WEBHOOK_SECRET_KEY"),
+    ("webhook_allow_hosts", "TAGWATCH_WEBHOOK_ALLOW_HOSTS"),
+)
 
 
 def default_env_file() -> str | None:
@@ -61,6 +66,13 @@ class Settings(BaseSettings):
     max_batch_fixes: int = 500
     future_tolerance_s: float = 300.0
 
+    # Webhooks: the key that encrypts their signing secrets at rest (a Fernet key; several,
+    # comma-separated, to rotate: store/webhook_secrets.py), and the hosts or CIDR networks they
+    # may reach although private or loopback, or over http outside development
+    # (alerts/webhook_destination.py).
+    webhook_secret_key: str | None = Field(default=None, repr=False)
+    webhook_allow_hosts: str = ""
+
     # TimescaleDB policies (applied only when the extension is present).
     compress_after: str = "7 days"
     retain_fixes_for: str = "3650 days"
@@ -72,6 +84,17 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return self
 
+    def _webhook_problems(self) -> list[str]:
+        from alerts.webhook_destination import AllowList  # noqa: PLC0415 - settings load first
+        from store.webhook_secrets import key_problem  # noqa: PLC0415
+
+        found = [p for p in [key_problem(self.webhook_secret_key)] if p]
+        try:
+            AllowList.parse(self.webhook_allow_hosts)
+        except ValueError as exc:
+            found.append(f"TAGWATCH_WEBHOOK_ALLOW_HOSTS: {exc}")
+        return found
+
     @classmethod
     def for_services(cls, env: dict[str, str], **overrides: object) -> Settings:
         """Settings pointing at the private services whose env file `services up` wrote."""
@@ -81,7 +104,10 @@ class Settings(BaseSettings):
             mqtt_admin_url=env["TAGWATCH_MQTT_ADMIN_URL"],
             mqtt_gateway_url=env["TAGWATCH_MQTT_GATEWAY_URL"],
             secret_key=env["TAGWATCH_SECRET_KEY"],
-            **overrides,  # type: ignore[arg-type]
+            **{
+                **{f: env[n] for f, n in WEBHOOK_ENV if env.get(n)},
+                **overrides,
+            },  # type: ignore[arg-type]
         )
 
     def problems(self) -> list[str]:
@@ -99,6 +125,7 @@ class Settings(BaseSettings):
                 continue
             if not broker.password:
                 found.append(f"TAGWATCH_{name.upper()} has no password")
+        found += self._webhook_problems()
         if not self.database_url.startswith(("postgresql://", "postgres://")):
             found.append("TAGWATCH_DATABASE_URL must be a postgresql:// URL")
         return found

@@ -42,6 +42,10 @@ def service_env(services_dir: Path) -> dict[str, str]:
     for line in (services_dir / "env").read_text().splitlines():
         key, _, value = line.partition("=")
         env[key] = value
+    if not env.get("TAGWATCH_WEBHOOK_SECRET_KEY"):  # until `services up` writes one
+        from store.webhook_secrets import generate_key
+
+        env["TAGWATCH_WEBHOOK_SECRET_KEY"] = generate_key()
     return env
 
 

@@ -5,9 +5,17 @@ Roles (declared next to each route): admin only.
 
 A subscription receives the alerts of its ``regions`` (``['*']``: every region) and ``types``
 (``['*']``: every type of the alert vocabulary) at or above ``min_severity``, as signed POSTs
-(HMAC-SHA256 of the body with its secret; see alerts/dispatcher.py). The secret is shown once,
-in the answer to create (generated when not given) or to a rotation, and never again. A
-subscription is deactivated, not deleted, so its delivery record keeps its meaning.
+(HMAC-SHA256 of the timestamp and the body with its secret; see alerts/signing.py). The secret
+is shown once, in the answer to create (generated when not given) or to a rotation, and never
+again; it is stored encrypted under ``TAGWATCH_WEBHOOK_SECRET_KEY`` (store/webhook_secrets.py),
+so without that key create and rotate answer 503. A subscription is deactivated, not deleted, so
+its delivery record keeps its meaning.
+
+The url must be ``https`` outside development and may not name a loopback, private, link-local
+or metadata address unless ``TAGWATCH_WEBHOOK_ALLOW_HOSTS`` allows it: 422 with the reason
+(alerts/webhook_destination.py). The dispatcher checks again, with DNS, on every send; when it
+refuses the destination, ``refused_at`` and ``refused_reason`` say so until a delivery succeeds
+or the url changes.
 
 Region scope as for users: an admin limited to some regions sees and manages only subscriptions
 whose regions lie within theirs. Every change is written to the audit log (never a secret).
@@ -19,22 +27,27 @@ import secrets
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, field_validator
 
 from alerts.vocabulary import ALERT_TYPES
+from alerts.webhook_destination import AllowList, url_problem
 from api import audit
 from api.deps import Conn
 from api.routes.users import REGION_OR_ALL_PATTERN, checked_regions
 from api.security import CurrentUser, Role, User, allow
+from store.webhook_secrets import SecretBox
+from tagwatch.settings import Settings
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 ADMIN: tuple[Role, ...] = ("admin",)
 ALL = "*"
 SeverityName = Literal["info", "warning", "critical"]
 RegionOrAll = Annotated[str, StringConstraints(pattern=REGION_OR_ALL_PATTERN)]
-COLUMNS = "id, name, url, regions, types, min_severity, active, created_at"
+COLUMNS = (
+    "id, name, url, regions, types, min_severity, active, created_at, refused_at, refused_reason"
+)
 MAX_URL = 2000
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 
@@ -61,7 +74,10 @@ class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
-    url: HttpUrl = Field(description="http:// or https:// only")
+    url: HttpUrl = Field(
+        description="https:// (http:// only in development or for an allow-listed host); not a"
+        " loopback, private, link-local or metadata address unless allow-listed"
+    )
     secret: str | None = Field(
         default=None,
         min_length=16,
@@ -121,6 +137,12 @@ class WebhookPublic(BaseModel):
     min_severity: SeverityName
     active: bool
     created_at: datetime
+    refused_at: datetime | None = Field(
+        default=None, description="when the dispatcher last refused this destination"
+    )
+    refused_reason: str | None = Field(
+        default=None, description="why (not https, or an internal address); cleared on success"
+    )
 
 
 class WebhookCreated(WebhookPublic):
@@ -142,7 +164,41 @@ def _webhook(row: tuple[Any, ...]) -> WebhookPublic:
         min_severity=row[5],
         active=row[6],
         created_at=row[7],
+        refused_at=row[8],
+        refused_reason=row[9],
     )
+
+
+NO_KEY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "TAGWATCH_WEBHOOK_SECRET_KEY is not configured"}
+}
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _box(request: Request) -> SecretBox:
+    """The secrets' cipher; 503 (a configuration fault, not the caller's) without a key."""
+    box = SecretBox.optional(_settings(request).webhook_secret_key)
+    if box is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="webhook secrets cannot be stored: TAGWATCH_WEBHOOK_SECRET_KEY is not set",
+        )
+    return box
+
+
+def _check_destination(request: Request, url: str) -> None:
+    """422 with the reason when the url may not be a destination here (see the module doc)."""
+    settings = _settings(request)
+    problem = url_problem(url, settings.environment, AllowList.parse(settings.webhook_allow_hosts))
+    if problem is not None:
+        raise HTTPException(
+            422,  # the status of a validation error, named differently across Starlette versions
+            detail=[{"type": "value_error", "loc": ["body", "url"], "msg": problem, "input": url}],
+        )
 
 
 IN_SCOPE = "(%(scope)s::text[] IS NULL OR regions <@ %(scope)s::text[])"
@@ -190,17 +246,35 @@ async def read_webhook(webhook_id: int, conn: Conn, admin: CurrentUser) -> Webho
     return _webhook(await _in_scope(conn, admin, webhook_id))
 
 
-@router.post("", response_model=WebhookCreated, status_code=201, dependencies=[allow(*ADMIN)])
-async def create_webhook(body: WebhookCreate, conn: Conn, admin: CurrentUser) -> WebhookCreated:
+@router.post(
+    "",
+    response_model=WebhookCreated,
+    status_code=201,
+    dependencies=[allow(*ADMIN)],
+    responses=NO_KEY,
+)
+async def create_webhook(
+    body: WebhookCreate, conn: Conn, admin: CurrentUser, request: Request
+) -> WebhookCreated:
     """Admin. The answer carries the signing secret, the only time it is shown."""
+    _check_destination(request, str(body.url))
+    box = _box(request)
     regions = await checked_regions(conn, admin, body.regions)
     secret = body.secret or new_secret()
     row = await (
         await conn.execute(
             "INSERT INTO webhook_subscriptions"
-            " (name, url, secret, regions, types, min_severity, active)"
+            " (name, url, secret_encrypted, regions, types, min_severity, active)"
             f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}",
-            (body.name, str(body.url), secret, regions, body.types, body.min_severity, body.active),
+            (
+                body.name,
+                str(body.url),
+                box.seal(secret),
+                regions,
+                body.types,
+                body.min_severity,
+                body.active,
+            ),
         )
     ).fetchone()
     assert row is not None
@@ -215,9 +289,11 @@ async def create_webhook(body: WebhookCreate, conn: Conn, admin: CurrentUser) ->
 
 @router.patch("/{webhook_id}", response_model=WebhookPublic, dependencies=[allow(*ADMIN)])
 async def update_webhook(
-    webhook_id: int, body: WebhookUpdate, conn: Conn, admin: CurrentUser
+    webhook_id: int, body: WebhookUpdate, conn: Conn, admin: CurrentUser, request: Request
 ) -> WebhookPublic:
-    """Admin. Applies to alerts enqueued from now on."""
+    """Admin. Applies to alerts enqueued from now on (a new url: to pending ones too)."""
+    if body.url is not None:
+        _check_destination(request, str(body.url))
     await _in_scope(conn, admin, webhook_id)
     regions = None if body.regions is None else await checked_regions(conn, admin, body.regions)
     row = await (
@@ -226,7 +302,9 @@ async def update_webhook(
             " url = COALESCE(%(url)s, url), regions = COALESCE(%(regions)s::text[], regions),"
             " types = COALESCE(%(types)s::text[], types),"
             " min_severity = COALESCE(%(severity)s, min_severity),"
-            " active = COALESCE(%(active)s, active)"
+            " active = COALESCE(%(active)s, active),"
+            " refused_at = CASE WHEN %(url)s::text IS NULL THEN refused_at END,"
+            " refused_reason = CASE WHEN %(url)s::text IS NULL THEN refused_reason END"
             f" WHERE id = %(id)s RETURNING {COLUMNS}",
             {
                 "name": body.name,
@@ -259,13 +337,22 @@ async def deactivate_webhook(webhook_id: int, conn: Conn, admin: CurrentUser) ->
     return Response(status_code=204)
 
 
-@router.post("/{webhook_id}/secret", response_model=WebhookSecret, dependencies=[allow(*ADMIN)])
-async def rotate_secret(webhook_id: int, conn: Conn, admin: CurrentUser) -> WebhookSecret:
+@router.post(
+    "/{webhook_id}/secret",
+    response_model=WebhookSecret,
+    dependencies=[allow(*ADMIN)],
+    responses=NO_KEY,
+)
+async def rotate_secret(
+    webhook_id: int, conn: Conn, admin: CurrentUser, request: Request
+) -> WebhookSecret:
     """Admin. A new signing secret, shown once; the old one stops signing at once."""
     await _in_scope(conn, admin, webhook_id)
+    box = _box(request)
     secret = new_secret()
     await conn.execute(
-        "UPDATE webhook_subscriptions SET secret = %s WHERE id = %s", (secret, webhook_id)
+        "UPDATE webhook_subscriptions SET secret_encrypted = %s, secret = NULL WHERE id = %s",
+        (box.seal(secret), webhook_id),
     )
     await audit.record(conn, admin, "webhook_secret_rotate", None, webhook_id=webhook_id)
     return WebhookSecret(id=webhook_id, secret=secret)

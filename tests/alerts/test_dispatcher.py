@@ -1,6 +1,7 @@
 """The notification dispatcher against the real database, the real broker and a real HTTP receiver:
 signed webhooks, retries with backoff, a receiver that is down, MQTT at QoS 1, and SIGKILL of a
-`tagwatch dispatch` process mid-stream."""
+`tagwatch dispatch` process mid-stream. The receivers listen on loopback over http, so the
+dispatchers here allow-list 127.0.0.1 (tests/adversarial/test_webhooks.py covers the refusals)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ import pytest
 
 from alerts import lifecycle
 from alerts.dispatcher import Dispatcher, DispatcherConfig, alert_topic, notification_body
-from alerts.signing import sign, verify_signature
+from alerts.signing import sign, signed_headers, verify_signature
 from tagwatch.settings import MqttEndpoint
 from tests.alerts.test_lifecycle import make_alert, make_subject
-from tests.alerts.webhook_receiver import WebhookReceiver
+from tests.alerts.webhook_receiver import LOOPBACK_ALLOW, WebhookReceiver, allowing_loopback
 from tests.support import connect, fresh_id, wait_for
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,6 @@ FAST = DispatcherConfig(
     backoff_cap_s=1.0,
     http_timeout_s=3.0,
     mqtt_timeout_s=5.0,
-    use_env_proxy=False,
 )
 
 
@@ -53,7 +53,7 @@ def start_dispatcher(settings) -> Iterator:
 
     def start(**overrides: object) -> Dispatcher:
         config = dataclasses.replace(FAST, mqtt_client_id=fresh_id("dispatch"), **overrides)
-        dispatcher = Dispatcher(settings, config)
+        dispatcher = Dispatcher(allowing_loopback(settings), config)
         stop = threading.Event()
         thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
         thread.start()
@@ -127,19 +127,34 @@ def status_of(conn: psycopg.Connection, outbox_id: int, channel: str) -> str | N
 # ---------------------------------------------------------------------- pure parts
 
 
-def test_signatures_verify_only_the_exact_body_and_secret():
+def test_signatures_verify_only_the_exact_timestamp_body_and_secret():
     body = notification_body(42, {"event": "opened", "type": "absconder", "lat": -33.9})
-    header = sign("s3cret", body)
+    now = time.time()
+    ts = str(int(now))
+    header = sign("s3cret", ts, body)
     assert header.startswith("sha256=")
     assert len(header) == len("sha256=") + 64
-    assert verify_signature("s3cret", body, header)
-    assert verify_signature(b"s3cret", body, header.upper().replace("SHA256=", "sha256="))
-    assert not verify_signature("other", body, header)
-    assert not verify_signature("s3cret", body + b" ", header)
-    assert not verify_signature("s3cret", body, None)
-    assert not verify_signature("s3cret", body, "")
-    assert not verify_signature("s3cret", body, header.replace("sha256=", "sha1="))
-    assert not verify_signature("", body, sign("", body))
+    assert signed_headers("s3cret", body, now) == {
+        "X-Tagwatch-Timestamp": ts,
+        "X-Tagwatch-Signature": header,
+    }
+    assert verify_signature("s3cret", body, header, ts)
+    assert verify_signature(b"s3cret", body, header.upper().replace("SHA256=", "sha256="), ts)
+    assert not verify_signature("other", body, header, ts)
+    assert not verify_signature("s3cret", body + b" ", header, ts)
+    assert not verify_signature("s3cret", body, header, str(int(ts) + 1))
+    assert not verify_signature("s3cret", body, header, None)
+    assert not verify_signature("s3cret", body, None, ts)
+    assert not verify_signature("s3cret", body, "", ts)
+    assert not verify_signature("s3cret", body, header.replace("sha256=", "sha1="), ts)
+    assert not verify_signature("", body, sign("", ts, body), ts)
+    # the window: 300 s either way by default, or the receiver's own
+    assert verify_signature("s3cret", body, header, ts, now=now + 299)
+    assert not verify_signature("s3cret", body, header, ts, now=now + 301)
+    assert not verify_signature("s3cret", body, header, ts, now=now - 301)
+    assert not verify_signature("s3cret", body, header, ts, now=now + 61, window_s=60)
+    for odd in ("-1", "1e9", " ", "１２３", "0x10", "9" * 13):
+        assert not verify_signature("s3cret", body, sign("s3cret", odd, body), odd), odd
     # the same bytes every time: retries carry the same signature
     assert notification_body(42, {"lat": -33.9, "type": "absconder", "event": "opened"}) == body
     assert json.loads(body)["notification_id"] == 42
@@ -151,11 +166,12 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_settings_come_from_the_en
             "TAGWATCH_DISPATCH_BACKOFF_BASE_S": "2",
             "TAGWATCH_DISPATCH_BACKOFF_CAP_S": "600",
             "TAGWATCH_DISPATCH_MAX_ATTEMPTS": "30",
-            "TAGWATCH_DISPATCH_USE_ENV_PROXY": "false",
+            "TAGWATCH_DISPATCH_CA_FILE": "/etc/tracing-ca.pem",
             "TAGWATCH_DISPATCH_MQTT_CLIENT_ID": "d-1",
         }
     )
-    assert (config.backoff_base_s, config.max_attempts, config.use_env_proxy) == (2.0, 30, False)
+    assert (config.backoff_base_s, config.max_attempts) == (2.0, 30)
+    assert config.ca_file == "/etc/tracing-ca.pem"
     assert config.mqtt_client_id == "d-1"
     for n, full in [(1, 2), (2, 4), (3, 8), (9, 512), (10, 600), (29, 600)]:
         delays = [config.backoff_s(n) for _ in range(200)]
@@ -193,9 +209,12 @@ def test_a_signed_webhook_is_delivered_at_once_and_verifiable(
         assert got.path == "/hook"
         assert got.signed_by(secret)
         assert not got.signed_by("not-the-secret")
-        assert verify_signature(secret, got.body, got.headers["X-Tagwatch-Signature"])
+        assert verify_signature(
+            secret, got.body, got.headers["X-Tagwatch-Signature"], got.timestamp
+        )
         assert got.headers["X-Tagwatch-Notification-Id"] == str(oid)
         assert abs(int(got.headers["X-Tagwatch-Timestamp"]) - time.time()) < 60
+        assert got.headers["Host"] == f"127.0.0.1:{receiver.port}"
         assert got.headers["Content-Type"] == "application/json"
         note = got.json
         assert note["notification_id"] == oid
@@ -215,6 +234,12 @@ def test_a_signed_webhook_is_delivered_at_once_and_verifiable(
         assert delivery(conn, oid, f"webhook:{other}") is None
         time.sleep(0.5)
         assert receiver.count() == 1
+    # the secret was inserted in plaintext (as before migration 0011): the dispatcher encrypted
+    # it before using it, and the plaintext column is empty now
+    stored, sealed = conn.execute(
+        "SELECT secret, secret_encrypted FROM webhook_subscriptions WHERE id = %s", (wid,)
+    ).fetchone()
+    assert stored is None and sealed and secret not in sealed
 
 
 def test_a_failing_receiver_is_retried_with_backoff_and_every_attempt_recorded(
@@ -349,7 +374,7 @@ class DispatchProcess:
             "TAGWATCH_DISPATCH_BACKOFF_BASE_S": "0.2",
             "TAGWATCH_DISPATCH_BACKOFF_CAP_S": "1",
             "TAGWATCH_DISPATCH_HTTP_TIMEOUT_S": "5",
-            "TAGWATCH_DISPATCH_USE_ENV_PROXY": "false",
+            "TAGWATCH_WEBHOOK_ALLOW_HOSTS": LOOPBACK_ALLOW,
         }
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None

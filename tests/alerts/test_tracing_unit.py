@@ -14,7 +14,7 @@ import pytest
 
 from alerts.dispatcher import Dispatcher, DispatcherConfig
 from simulators.runner import run_scenarios, score_manifest
-from tests.alerts.webhook_receiver import WebhookReceiver
+from tests.alerts.webhook_receiver import WebhookReceiver, allowing_loopback
 from tests.support import fresh_id, wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,6 @@ def test_a_tracing_unit_gets_the_signed_absconder_with_its_trail_within_seconds(
         poll_interval_s=0.5,
         backoff_base_s=0.2,
         backoff_cap_s=1.0,
-        use_env_proxy=False,
     )
     stop = threading.Event()
     with WebhookReceiver() as receiver, psycopg.connect(settings.database_url) as conn:
@@ -40,7 +39,7 @@ def test_a_tracing_unit_gets_the_signed_absconder_with_its_trail_within_seconds(
             (receiver.url, secret),
         ).fetchone()
         conn.commit()
-        dispatcher = Dispatcher(settings, config)
+        dispatcher = Dispatcher(allowing_loopback(settings), config)
         thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
         thread.start()
         try:

@@ -4,6 +4,10 @@ It records every request it reads (body, headers, time), can answer 500 to the f
 can be slow (it records the request before sleeping, so a sender killed meanwhile has sent
 without seeing the answer), can be taken down (the port closes: connection refused) and brought
 back on the same port, and counts the requests it is still answering.
+
+It listens on loopback over plain http, which the dispatcher refuses outside development unless
+the allow-list names it: dispatchers in tests run with ``allowing_loopback(settings)`` (or
+``TAGWATCH_WEBHOOK_ALLOW_HOSTS=127.0.0.1`` in a child's environment).
 """
 
 from __future__ import annotations
@@ -15,8 +19,21 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from alerts.signing import NOTIFICATION_ID_HEADER, SIGNATURE_HEADER, verify_signature
+from alerts.signing import (
+    NOTIFICATION_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    verify_signature,
+)
 from tagwatch.services import free_port
+from tagwatch.settings import Settings
+
+LOOPBACK_ALLOW = "127.0.0.1"
+
+
+def allowing_loopback(settings: Settings) -> Settings:
+    """The test settings with this receiver's address on the webhook allow-list."""
+    return settings.model_copy(update={"webhook_allow_hosts": LOOPBACK_ALLOW})
 
 
 @dataclass(frozen=True)
@@ -35,8 +52,15 @@ class Received:
     def notification_id(self) -> str | None:
         return self.headers.get(NOTIFICATION_ID_HEADER)
 
+    @property
+    def timestamp(self) -> str | None:
+        return self.headers.get(TIMESTAMP_HEADER)
+
     def signed_by(self, secret: str) -> bool:
-        return verify_signature(secret, self.body, self.headers.get(SIGNATURE_HEADER))
+        """Verified as the receiver would have at arrival: signature, timestamp, window."""
+        return verify_signature(
+            secret, self.body, self.headers.get(SIGNATURE_HEADER), self.timestamp, now=self.at
+        )
 
 
 class WebhookReceiver:
