@@ -680,7 +680,9 @@ def enqueue(
     severity: str,
     event: str,
 ) -> None:
-    """An outbox row with the alert as it is now, and one delivery per matching channel."""
+    """An outbox row with the alert as it is now, and one delivery per matching channel. The
+    payload leaves the platform (webhooks, MQTT, the live feed): the name of a zone protecting a
+    victim is left out of its details (alert_public_details, migration 0013)."""
     row = conn.execute(
         "INSERT INTO outbox (alert_id, region_id, type, severity, event, payload)"
         " SELECT a.id, %s, %s, %s, %s, jsonb_build_object('alert_id', a.id, 'event', %s::text,"
@@ -688,7 +690,8 @@ def enqueue(
         " 'subject_id', a.subject_id, 'region', a.region_id, 'device_id', a.device_id,"
         " 'zone_id', a.zone_id, 'opened_at', a.opened_at, 'first_fix_at', a.first_fix_at,"
         " 'cleared_at', a.cleared_at, 'late', a.late, 'lat', a.lat, 'lon', a.lon,"
-        " 'details', a.details) FROM alerts a WHERE a.id = %s RETURNING id",
+        " 'details', alert_public_details(a.zone_id, a.details))"
+        " FROM alerts a WHERE a.id = %s RETURNING id",
         (region, alert_type, severity, event, event, alert_id),
     ).fetchone()
     assert row is not None

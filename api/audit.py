@@ -5,11 +5,17 @@ Rows are hash-chained by the database at the commit of the transaction that wrot
 store/migrations/0004_security.sql): the chain is serialised on a one-row head, so concurrent
 requests never fork it, and `tagwatch audit verify` names the first row that was altered, deleted
 or inserted out of chain.
+
+Victims' data (store/migrations/0013_victim_data.sql) is read by supervisors and admins only,
+and every read of it is audited like a location read: a row about a victim subject carries
+``"victim": true`` in its detail (added here, in SQL, whatever route wrote it), and a read of
+zones that protect a victim writes one ``victim_zone`` row per victim, naming the zones.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -24,6 +30,30 @@ async def record(
     and a read that is rolled back leaves no row (nor a link in the chain)."""
     await conn.execute(
         "INSERT INTO audit_log (username, role, action, subject_id, detail) "
-        "VALUES (%s, %s, %s, %s, %s::jsonb)",
-        (user.username, user.role, action, subject_id, json.dumps(detail, default=str)),
+        "SELECT %(username)s::text, %(role)s::text, %(action)s::text, %(subject)s::bigint,"
+        " %(detail)s::jsonb || CASE WHEN EXISTS (SELECT 1 FROM subjects"
+        " WHERE id = %(subject)s::bigint AND victim) THEN '{\"victim\": true}'::jsonb"
+        " ELSE '{}'::jsonb END",
+        {
+            "username": user.username,
+            "role": user.role,
+            "action": action,
+            "subject": subject_id,
+            "detail": json.dumps(detail, default=str),
+        },
     )
+
+
+async def record_victim_zones(
+    conn: AsyncConnection,
+    user: User,
+    protected: Iterable[tuple[int, int]],
+    **detail: Any,
+) -> None:
+    """One ``victim_zone`` row per victim whose protecting zones ``user`` was shown:
+    ``protected`` holds (victim subject id, zone id) pairs."""
+    zones: dict[int, list[int]] = {}
+    for victim, zone_id in protected:
+        zones.setdefault(victim, []).append(zone_id)
+    for victim, ids in sorted(zones.items()):
+        await record(conn, user, "victim_zone", victim, zone_ids=sorted(set(ids)), **detail)

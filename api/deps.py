@@ -8,7 +8,17 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 from psycopg import AsyncConnection
 
-from api.security import User
+from api import audit
+from api.security import Role, User
+
+# Who may read victims' data (victim subjects, zones protecting a victim): see
+# store/migrations/0013_victim_data.sql. Everyone else gets 404 for a victim subject and
+# redacted victim-protecting zones.
+VICTIM_DATA_ROLES: frozenset[Role] = frozenset({"admin", "supervisor"})
+
+
+def may_read_victims(user: User) -> bool:
+    return user.role in VICTIM_DATA_ROLES
 
 
 async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
@@ -23,17 +33,22 @@ Conn = Annotated[AsyncConnection, Depends(connection, scope="function")]
 
 
 async def subject_in_scope(conn: AsyncConnection, user: User, subject_id: int) -> tuple[Any, ...]:
-    """The subject's row, or 404 whether it is missing or outside the user's regions.
+    """The subject's row, or 404 whether it is missing, outside the user's regions, or a victim
+    and the user may not read victims' data.
 
-    Both answers are the same so that a user cannot learn that a subject exists elsewhere.
+    The answers are the same so that a user cannot learn that a subject exists elsewhere (or is
+    a victim). A victim's row given to a supervisor or admin is audited (``victim_subject``).
     """
     row = await (
         await conn.execute(
-            "SELECT id, name, case_ref, region_id, timezone, groups, created_at FROM subjects "
-            "WHERE id = %s AND (%s::text[] IS NULL OR region_id = ANY(%s::text[]))",
-            (subject_id, user.region_filter(), user.region_filter()),
+            "SELECT id, name, case_ref, region_id, timezone, groups, created_at, victim"
+            " FROM subjects WHERE id = %s AND (%s::text[] IS NULL OR region_id = ANY(%s::text[]))"
+            " AND (%s OR NOT victim)",
+            (subject_id, user.region_filter(), user.region_filter(), may_read_victims(user)),
         )
     ).fetchone()
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"subject {subject_id} not found")
+    if row[7]:
+        await audit.record(conn, user, "victim_subject", subject_id)
     return row

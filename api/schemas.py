@@ -29,6 +29,11 @@ class SubjectCreate(BaseModel):
     timezone: str = "UTC"
     case_ref: str | None = Field(default=None, max_length=100)
     groups: list[str] = Field(default_factory=list, max_length=50)
+    victim: bool = Field(
+        default=False,
+        description="a victim (protected person): readable by supervisors and admins only; "
+        "also set by assigning a device as victim or by a zone protecting the subject",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -53,6 +58,11 @@ class SubjectUpdate(BaseModel):
     region_id: str | None = Field(default=None, pattern=REGION_PATTERN)
     timezone: str | None = None
     groups: list[str] | None = Field(default=None, max_length=50)
+    victim: bool | None = Field(
+        default=None,
+        description="false clears a mistaken mark, unless a victim device or a protecting zone "
+        "links the subject as a victim (then it stays true)",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -82,6 +92,7 @@ class SubjectPublic(BaseModel):
     timezone: str
     groups: list[str]
     created_at: datetime
+    victim: bool = Field(default=False, description="a victim: see SubjectCreate.victim")
 
 
 DeviceKind = Literal["tag", "phone", "victim_phone"]

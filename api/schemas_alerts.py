@@ -3,6 +3,14 @@
 Positions are location data: a summary (the queue, the live feed) carries none - no ``lat``,
 ``lon``, nor the absconder's ``last_known`` and ``trail`` in ``details`` -, the detail does, and
 reading the detail is written to the audit log.
+
+Victims' data: an alert of a zone that protects a victim (a victim zone, or an exclusion zone
+protecting one) carries the offender's position (what a tracing unit acts on), never the
+victim's; its summary (for everyone) and its detail for operators and tracers leave out what
+would locate the victim: the zone's name (``details.zone_name``) and ``worst_distance_m`` (the
+offender's distance to the zone: several of them, with the offender's positions, locate the
+victim by trilateration). ``redacted`` says so. Supervisors and admins get them in the detail,
+and that read names the victim in the audit log.
 """
 
 from __future__ import annotations
@@ -39,8 +47,16 @@ assert set(get_args(SeverityName)) == set(v.SEVERITY_RANK)
 LOCATION_DETAILS = frozenset({"last_known", "trail"})
 
 
+# Keys of ``alerts.details`` that would locate a victim when the alert's zone protects one.
+VICTIM_DETAILS = frozenset({"zone_name"})
+
+
 def without_location(details: dict[str, Any] | None) -> dict[str, Any]:
     return {k: val for k, val in (details or {}).items() if k not in LOCATION_DETAILS}
+
+
+def without_victim(details: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: val for k, val in (details or {}).items() if k not in VICTIM_DETAILS}
 
 
 class AlertSummary(BaseModel):
@@ -68,6 +84,11 @@ class AlertSummary(BaseModel):
     resolved_by: str | None
     outcome: str | None
     details: dict[str, Any] = Field(description="without positions (last_known, trail)")
+    redacted: bool = Field(
+        default=False,
+        description="the alert's zone protects a victim and what would locate the victim "
+        "(details.zone_name, worst_distance_m) was withheld",
+    )
 
 
 class AlertPage(BaseModel):

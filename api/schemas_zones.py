@@ -45,6 +45,11 @@ class ZoneCreate(BaseModel):
     victim_subject_id: int | None = Field(
         default=None, description="victim zones: the victim whose phone the zone follows"
     )
+    protects_subject_id: int | None = Field(
+        default=None,
+        description="exclusion zones: the victim this zone protects (their home, work, "
+        "school); the zone is then readable by supervisors and admins only, as victim zones are",
+    )
     schedule: dict[str, Any] | None = Field(
         default=None,
         description="weekly windows and dated exceptions on the subject's wall clock; the zone "
@@ -69,11 +74,19 @@ class ZonePatch(BaseModel):
     group_name: str | None = Field(default=None, min_length=1, max_length=100)
     region_id: str | None = Field(default=None, pattern=REGION_PATTERN)
     victim_subject_id: int | None = None
+    protects_subject_id: int | None = None
     schedule: dict[str, Any] | None = None
     thresholds: dict[str, Any] | None = None
 
 
 class ZonePublic(BaseModel):
+    """A zone. One that protects a victim (a victim zone, or an exclusion zone with
+    ``protects_subject_id``) is shown whole to supervisors and admins only, and audited; to
+    operators and tracers it is ``redacted``: it exists, with its kind, owner, region and
+    thresholds (its alerts name it by id), but ``name``, ``geometry``, ``radius_m``,
+    ``buffer_m``, ``schedule``, ``victim_subject_id`` and ``protects_subject_id`` are withheld
+    (empty name, nulls): they would tell where the victim lives, works or is."""
+
     id: int
     name: str
     kind: ZoneKindName
@@ -86,8 +99,18 @@ class ZonePublic(BaseModel):
         description="a global zone's region; for a subject's zone, its subject's region"
     )
     victim_subject_id: int | None
+    protects_subject_id: int | None = None
     schedule: dict[str, Any] | None
     thresholds: dict[str, Any]
     created_at: datetime
     updated_at: datetime
     revision: int = Field(description="grows on every change; the alert engine syncs by it")
+    protects_victim: bool = Field(
+        default=False, description="a victim zone, or an exclusion zone protecting a victim"
+    )
+    redacted: bool = Field(
+        default=False,
+        description="the victim's whereabouts were withheld (name, geometry, radius_m, "
+        "buffer_m, schedule, victim and protected subject ids): the caller is not a "
+        "supervisor or admin",
+    )

@@ -12,6 +12,12 @@ Roles (declared next to each route):
 * add a note: every role, tracers included (what the tracing unit found is part of the record,
   also after resolution).
 
+Victims' data (store/migrations/0013_victim_data.sql): an alert about a victim subject (which
+the engine never raises: a victim's devices only move their zones) is hidden from operators and
+tracers like one of another region; an alert of a zone protecting a victim is shown to everyone,
+without what would locate the victim (see ``api.schemas_alerts``) except in the detail for
+supervisors and admins, whose read of it is audited as a ``victim_zone`` read.
+
 Refusals from the lifecycle answer with its status (404, 409, 422) and body
 ``{"detail": {"reason": ..., "message": ..., ...}}``.
 
@@ -37,7 +43,7 @@ from pydantic import AwareDatetime
 from alerts import lifecycle
 from alerts.lifecycle import LifecycleError
 from api import audit
-from api.deps import Conn
+from api.deps import Conn, may_read_victims
 from api.schemas_alerts import (
     AbsconderBody,
     AcknowledgeBody,
@@ -54,6 +60,7 @@ from api.schemas_alerts import (
     ResolveBody,
     SeverityName,
     without_location,
+    without_victim,
 )
 from api.security import CurrentUser, Role, User, allow
 
@@ -69,16 +76,20 @@ MAX_FIXES = 5000
 
 # The region an alert is in, for scoping and the ?region= filter.
 ALERT_REGION = "COALESCE(s.region_id, a.region_id)"
+# %(victims)s: whether the caller may read victims' data (alerts about a victim subject).
 SCOPED = (
     " FROM alerts a LEFT JOIN subjects s ON s.id = a.subject_id"
+    " LEFT JOIN zones z ON z.id = a.zone_id"
     f" WHERE (%(regions)s::text[] IS NULL OR {ALERT_REGION} = ANY(%(regions)s::text[]))"
+    " AND (%(victims)s OR s.victim IS NOT TRUE)"
 )
 RANK = "(CASE a.severity WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END)"
 SUMMARY_COLUMNS = (
     "a.id, a.subject_id, a.device_id, a.zone_id, a.region_id, a.type, a.severity, a.status,"
     " a.opened_at, a.raised_at, a.updated_at, a.first_fix_at, a.last_fix_at, a.cleared_at,"
     " a.late, a.escalated, a.fix_count, a.worst_distance_m, a.acknowledged_at,"
-    " a.acknowledged_by, a.resolved_at, a.resolved_by, a.outcome, a.details"
+    " a.acknowledged_by, a.resolved_at, a.resolved_by, a.outcome, a.details,"
+    " COALESCE(z.victim_subject_id, z.protects_subject_id)"
 )
 SUMMARY_FIELDS = (
     "id",
@@ -105,6 +116,7 @@ SUMMARY_FIELDS = (
     "resolved_by",
     "outcome",
     "details",
+    "protected_victim",  # the victim the alert's zone protects; not shown
 )
 HELD_FIXES = (
     "SELECT f.device_id, f.ts, f.lat, f.lon, f.acc, f.spd, f.hdg, f.batt, f.src, f.seq"
@@ -121,8 +133,20 @@ def _fields(row: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(SUMMARY_FIELDS, row, strict=False))
 
 
+def _redact(fields: dict[str, Any]) -> dict[str, Any]:
+    """Without what would locate the victim the alert's zone protects (if it protects one)."""
+    if fields.pop("protected_victim") is None:
+        return fields
+    return {
+        **fields,
+        "details": without_victim(fields["details"]),
+        "worst_distance_m": None,
+        "redacted": True,
+    }
+
+
 def _summary(row: tuple[Any, ...]) -> AlertSummary:
-    fields = _fields(row)
+    fields = _redact(_fields(row))
     fields["details"] = without_location(fields["details"])
     return AlertSummary(**fields)
 
@@ -173,7 +197,7 @@ async def _act(request: Request, work: Callable[[psycopg.Connection[Any]], T]) -
 def _alert_in_scope(conn: psycopg.Connection[Any], user: User, alert_id: int) -> None:
     row = conn.execute(
         f"SELECT a.id {SCOPED} AND a.id = %(id)s",
-        {"regions": user.region_filter(), "id": alert_id},
+        {"regions": user.region_filter(), "victims": may_read_victims(user), "id": alert_id},
     ).fetchone()
     if row is None:
         raise lifecycle.NotFound("not_found", f"alert {alert_id} does not exist", alert_id=alert_id)
@@ -225,6 +249,7 @@ async def list_alerts(
             f" ORDER BY {RANK} DESC, a.opened_at, a.id LIMIT %(limit)s",
             {
                 "regions": user.region_filter(),
+                "victims": may_read_victims(user),
                 "status": status_,
                 "type": type_,
                 "severity": severity,
@@ -259,7 +284,7 @@ async def read_alert(
     row = await (
         await conn.execute(
             f"SELECT {SUMMARY_COLUMNS}, a.lat, a.lon, a.resolution_note {SCOPED} AND a.id = %(id)s",
-            {"regions": user.region_filter(), "id": alert_id},
+            {"regions": user.region_filter(), "victims": may_read_victims(user), "id": alert_id},
         )
     ).fetchone()
     if row is None:
@@ -267,6 +292,11 @@ async def read_alert(
             lifecycle.NotFound("not_found", f"alert {alert_id} does not exist", alert_id=alert_id)
         )
     fields = _fields(tuple(row))
+    victim = fields["protected_victim"]
+    if may_read_victims(user):
+        fields.pop("protected_victim")
+    else:
+        fields = _redact(fields)
     lat, lon, resolution_note = row[-3], row[-2], row[-1]
     begin = min(t for t in (fields["first_fix_at"], fields["opened_at"]) if t is not None)
     finish = max(
@@ -287,6 +317,10 @@ async def read_alert(
         end=end.isoformat(),
         reason=reason,
     )
+    if victim is not None and may_read_victims(user):
+        await audit.record_victim_zones(
+            conn, user, [(victim, fields["zone_id"])], via="alert", alert_id=alert_id
+        )
     fixes: list[Any] = []
     if subject_id is not None:
         fixes = await (
@@ -426,8 +460,8 @@ async def declare_absconder(
     def work(conn: psycopg.Connection[Any]) -> lifecycle.Declared:
         row = conn.execute(
             "SELECT id FROM subjects WHERE id = %s"
-            " AND (%s::text[] IS NULL OR region_id = ANY(%s::text[]))",
-            (subject_id, user.region_filter(), user.region_filter()),
+            " AND (%s::text[] IS NULL OR region_id = ANY(%s::text[])) AND (%s OR NOT victim)",
+            (subject_id, user.region_filter(), user.region_filter(), may_read_victims(user)),
         ).fetchone()
         if row is None:
             raise lifecycle.NotFound(

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import AwareDatetime, BaseModel, Field
 
 from api import audit
-from api.deps import Conn, subject_in_scope
+from api.deps import Conn, may_read_victims, subject_in_scope
 from api.schemas import Position
 from api.security import CurrentUser, Role, allow
 
@@ -59,6 +59,7 @@ JOIN LATERAL (
 ) p ON true
 WHERE (%(regions)s::text[] IS NULL OR s.region_id = ANY(%(regions)s::text[]))
   AND (%(region)s::text IS NULL OR s.region_id = %(region)s::text)
+  AND (%(victims)s OR NOT s.victim)
 ORDER BY s.id
 LIMIT {MAX_OVERVIEW_SUBJECTS + 1}
 """
@@ -107,13 +108,17 @@ async def positions(
     reason: str | None = Query(default=None, max_length=500, description="why, for the audit log"),
 ) -> PositionsOverview:
     """The latest fix of every subject in the caller's regions that holds a device as offender
-    now (fixes from the current holding period only), for a live map. Subjects without a fix
-    are left out; at most 5,000 subjects (by id), `truncated` says when there were more.
+    now (fixes from the current holding period only), for a live map. Subjects without a fix,
+    and victims unless the caller is a supervisor or admin, are left out; at most 5,000
+    subjects (by id), `truncated` says when there were more.
 
     One audit row for the whole overview (action `positions_overview`, with the subject ids
     listed and the reason if given)."""
     rows = await (
-        await conn.execute(OVERVIEW, {"regions": user.region_filter(), "region": region})
+        await conn.execute(
+            OVERVIEW,
+            {"regions": user.region_filter(), "region": region, "victims": may_read_victims(user)},
+        )
     ).fetchall()
     truncated = len(rows) > MAX_OVERVIEW_SUBJECTS
     rows = rows[:MAX_OVERVIEW_SUBJECTS]

@@ -1,10 +1,12 @@
 """Crime-scene correlation: which subjects were within a radius of a point in a time window.
 
 Only subjects in the caller's regions (their current region, as everywhere in the API) are
-searched, in SQL. Fixes count while the subject held the device as offender. The search is a
-bounding box on lat/lon (the spherical cap's exact extent, split in two across the antimeridian,
-unbounded in longitude when the cap holds a pole), then the haversine distance on a sphere of
-the Earth's mean radius, metres on the ground (within 0.5 % of the WGS84 geodesic).
+searched, in SQL. Fixes count while the subject held the device as offender: a victim's phone
+is never a suspect's fix, and a victim subject (store/migrations/0013_victim_data.sql) is
+searched for supervisors and admins only. The search is a bounding box on lat/lon (the
+spherical cap's exact extent, split in two across the antimeridian, unbounded in longitude when
+the cap holds a pole), then the haversine distance on a sphere of the Earth's mean radius,
+metres on the ground (within 0.5 % of the WGS84 geodesic).
 
 A location read: one audit row for the search (who, role, area, window, reason, the subjects
 found) and one per subject found, so a subject's audit trail shows it.
@@ -20,7 +22,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime
 
 from api import audit
-from api.deps import Conn
+from api.deps import Conn, may_read_victims
 from api.security import CurrentUser, Role, allow
 
 router = APIRouter(tags=["location"])
@@ -44,6 +46,7 @@ WITH candidates AS (
      AND f.ts >= greatest(lower(a.during), %(start)s)
      AND f.ts < least(upper(a.during), %(end)s)
     WHERE (%(regions)s::text[] IS NULL OR s.region_id = ANY(%(regions)s::text[]))
+      AND (%(victims)s OR NOT s.victim)
       AND f.lat BETWEEN %(lat_min)s AND %(lat_max)s
       AND (%(lon_any)s OR f.lon BETWEEN %(lon_min)s AND %(lon_max)s
            OR f.lon BETWEEN %(lon_min2)s AND %(lon_max2)s)
@@ -119,6 +122,7 @@ async def proximity(
                 "start": from_,
                 "end": to,
                 "regions": user.region_filter(),
+                "victims": may_read_victims(user),
                 **bounding_box(lat, lon, radius_m),
             },
         )

@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, status
 from psycopg.errors import ExclusionViolation, ForeignKeyViolation, UniqueViolation
 
-from api.deps import Conn, subject_in_scope
+from api import audit
+from api.deps import Conn, may_read_victims, subject_in_scope
 from api.schemas import (
     AssignmentCreate,
     AssignmentPublic,
@@ -22,7 +23,7 @@ from api.security import CurrentUser, allow
 
 router = APIRouter(tags=["subjects"])
 
-SUBJECT_COLUMNS = "id, name, case_ref, region_id, timezone, groups, created_at"
+SUBJECT_COLUMNS = "id, name, case_ref, region_id, timezone, groups, created_at, victim"
 
 
 def _subject(row: tuple[Any, ...]) -> SubjectPublic:
@@ -34,6 +35,7 @@ def _subject(row: tuple[Any, ...]) -> SubjectPublic:
         timezone=row[4],
         groups=list(row[5]),
         created_at=row[6],
+        victim=row[7],
     )
 
 
@@ -72,10 +74,21 @@ async def list_subjects(
         await conn.execute(
             f"SELECT {SUBJECT_COLUMNS} FROM subjects "
             "WHERE id > %s AND (%s::text[] IS NULL OR region_id = ANY(%s::text[])) "
-            "AND (%s::text IS NULL OR region_id = %s) ORDER BY id LIMIT %s",
-            (after_id, user.region_filter(), user.region_filter(), region, region, limit),
+            "AND (%s::text IS NULL OR region_id = %s) AND (%s OR NOT victim) ORDER BY id LIMIT %s",
+            (
+                after_id,
+                user.region_filter(),
+                user.region_filter(),
+                region,
+                region,
+                may_read_victims(user),
+                limit,
+            ),
         )
     ).fetchall()
+    for r in rows:
+        if r[7]:  # victims are listed to supervisors and admins only, and audited
+            await audit.record(conn, user, "victim_subject", r[0], listed=True)
     return [_subject(r) for r in rows]
 
 
@@ -93,9 +106,9 @@ async def create_subject(body: SubjectCreate, conn: Conn, user: CurrentUser) -> 
     try:
         row = await (
             await conn.execute(
-                "INSERT INTO subjects (name, case_ref, region_id, timezone, groups) "
-                f"VALUES (%s, %s, %s, %s, %s) RETURNING {SUBJECT_COLUMNS}",
-                (body.name, body.case_ref, body.region_id, body.timezone, body.groups),
+                "INSERT INTO subjects (name, case_ref, region_id, timezone, groups, victim) "
+                f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {SUBJECT_COLUMNS}",
+                (body.name, body.case_ref, body.region_id, body.timezone, body.groups, body.victim),
             )
         ).fetchone()
     except ForeignKeyViolation as exc:

@@ -10,6 +10,12 @@ Who writes: supervisors and admins. Global zones are written only by users with 
 (the geofence index knows no regions), so a supervisor of one region could otherwise put zones
 on the subjects of another.
 
+Victims' data (store/migrations/0013_victim_data.sql): a zone that protects a victim (a victim
+zone, or an exclusion zone with ``protects_subject_id``) is shown whole to supervisors and
+admins only, and every time it is (a read, a list, a write's answer) one ``victim_zone`` audit
+row per victim names the zones shown. Operators and tracers see it redacted (``ZonePublic``):
+that it exists, its kind, owner and region, so that its alerts make sense, not where it is.
+
 Deleting is soft (``deleted_at``): alerts keep their zone reference. Every insert takes a new
 ``revision`` (column default) and every update, the soft delete included, a newer one (trigger
 ``zones_touch``), which is how running alert engines pick the change up.
@@ -28,7 +34,8 @@ from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from alerts.thresholds import DEFAULTS, ThresholdError
-from api.deps import Conn
+from api import audit
+from api.deps import Conn, may_read_victims
 from api.schemas_zones import ZoneCreate, ZoneKindName, ZonePatch, ZonePublic
 from api.security import CurrentUser, Role, User, allow
 from geofence import Zone, ZoneValidationError
@@ -41,7 +48,7 @@ WRITE_ROLES: tuple[Role, ...] = ("admin", "supervisor")
 COLUMNS = (
     "z.id, z.name, z.kind, z.geometry, z.radius_m, z.buffer_m, z.subject_id, z.group_name,"
     " COALESCE(s.region_id, z.region_id), z.victim_subject_id, z.schedule, z.thresholds,"
-    " z.created_at, z.updated_at, z.revision"
+    " z.created_at, z.updated_at, z.revision, z.protects_subject_id"
 )
 # The region a zone is in, for scoping: its subject's, or its own for a global zone.
 ZONE_REGION = "(CASE WHEN z.subject_id IS NULL THEN z.region_id ELSE s.region_id END)"
@@ -61,9 +68,21 @@ FIELDS = (
     "group_name",
     "region_id",
     "victim_subject_id",
+    "protects_subject_id",
     "schedule",
     "thresholds",
 )
+# What a zone protecting a victim shows to a caller who may not read victims' data.
+REDACTED: dict[str, Any] = {
+    "name": "",
+    "geometry": None,
+    "radius_m": None,
+    "buffer_m": None,
+    "schedule": None,
+    "victim_subject_id": None,
+    "protects_subject_id": None,
+    "redacted": True,
+}
 
 
 def _zone(row: tuple[Any, ...]) -> ZonePublic:
@@ -83,7 +102,28 @@ def _zone(row: tuple[Any, ...]) -> ZonePublic:
         created_at=row[12],
         updated_at=row[13],
         revision=row[14],
+        protects_subject_id=row[15],
+        protects_victim=row[9] is not None or row[15] is not None,
     )
+
+
+def _victim_of(zone: ZonePublic) -> int | None:
+    if zone.victim_subject_id is not None:
+        return zone.victim_subject_id
+    return zone.protects_subject_id
+
+
+async def _shown(
+    conn: AsyncConnection, user: User, rows: list[tuple[Any, ...]], action: str
+) -> list[ZonePublic]:
+    """The zones as ``user`` may see them: victims' zones redacted for operators and tracers,
+    whole (and audited) for supervisors and admins."""
+    zones = [_zone(r) for r in rows]
+    if not may_read_victims(user):
+        return [z.model_copy(update=REDACTED) if z.protects_victim else z for z in zones]
+    shown = [(victim, z.id) for z in zones if (victim := _victim_of(z)) is not None]
+    await audit.record_victim_zones(conn, user, shown, via=action)
+    return zones
 
 
 def _invalid(reasons: list[str]) -> HTTPException:
@@ -104,6 +144,16 @@ def _geometry_reasons(body: ZoneCreate) -> list[str]:
         reasons.append("a victim zone needs victim_subject_id (the victim whose phone it follows)")
     if body.kind != "victim" and body.victim_subject_id is not None:
         reasons.append("victim_subject_id belongs to victim zones only")
+    if body.kind != "exclusion" and body.protects_subject_id is not None:
+        reasons.append(
+            "protects_subject_id belongs to exclusion zones only "
+            "(a victim zone names its victim in victim_subject_id)"
+        )
+    if body.subject_id is not None and body.subject_id in (
+        body.victim_subject_id,
+        body.protects_subject_id,
+    ):
+        reasons.append("a zone cannot protect its own subject from them")
     if body.subject_id is not None and body.group_name is not None:
         reasons.append("a zone belongs to one subject or to a group, not both")
     for name in ("radius_m", "buffer_m"):
@@ -172,11 +222,9 @@ async def _checked(conn: AsyncConnection, user: User, body: ZoneCreate) -> ZoneC
             detail="a global zone applies to subjects of every region; "
             "only a user with every region may write one",
         )
-    if (
-        body.victim_subject_id is not None
-        and await _subject_region(conn, user, body.victim_subject_id) is None
-    ):
-        raise _refer("unknown_victim", f"victim subject {body.victim_subject_id} not found")
+    for victim in (body.victim_subject_id, body.protects_subject_id):
+        if victim is not None and await _subject_region(conn, user, victim) is None:
+            raise _refer("unknown_victim", f"victim subject {victim} not found")
     return body
 
 
@@ -191,6 +239,7 @@ def _values(body: ZoneCreate) -> dict[str, Any]:
         "group_name": body.group_name,
         "region_id": body.region_id,
         "victim_subject_id": body.victim_subject_id,
+        "protects_subject_id": body.protects_subject_id,
         "schedule": None if body.schedule is None else Jsonb(body.schedule),
         "thresholds": Jsonb(body.thresholds),
     }
@@ -243,7 +292,7 @@ async def _store(
         raise _refer(
             "unknown_reference", f"unknown region or subject: {exc.diag.message_detail}"
         ) from exc
-    return _zone(await _read(conn, user, zone_id))
+    return (await _shown(conn, user, [await _read(conn, user, zone_id)], "write"))[0]
 
 
 @router.get("", response_model=list[ZonePublic], dependencies=[allow(*READ_ROLES)])
@@ -273,12 +322,12 @@ async def list_zones(
             },
         )
     ).fetchall()
-    return [_zone(r) for r in rows]
+    return await _shown(conn, user, [tuple(r) for r in rows], "list")
 
 
 @router.get("/{zone_id}", response_model=ZonePublic, dependencies=[allow(*READ_ROLES)])
 async def read_zone(zone_id: int, conn: Conn, user: CurrentUser) -> ZonePublic:
-    return _zone(await _read(conn, user, zone_id))
+    return (await _shown(conn, user, [await _read(conn, user, zone_id)], "read"))[0]
 
 
 @router.post("", response_model=ZonePublic, status_code=201, dependencies=[allow(*WRITE_ROLES)])

@@ -1,7 +1,10 @@
 """The fixture world of the access matrix (tests/api/test_access_matrix.py): two fresh regions, A
 and B, each with a subject holding a device, fixes, a subject zone, a global zone, alerts, a
-user and a webhook subscription; one user per role holding region A only; and factories for
-the resources a mutating case consumes (an alert to acknowledge, a zone to delete...).
+user and a webhook subscription, and a victim (store/migrations/0013_victim_data.sql): a
+subject holding a victim's phone with fixes at VICTIM_HOME, the victim zone that follows it, an
+exclusion zone around the victim's home protecting them, and a victim_proximity alert; one user
+per role holding region A only; and factories for the resources a mutating case consumes (an
+alert to acknowledge, a zone to delete...).
 
 Rows are written straight to the database (one password hash for every user: hashing is slow);
 zones go through the API as an admin of every region, so that they are stored as the API stores
@@ -37,6 +40,13 @@ ELSEWHERE = (-26.2000, 28.0400)
 HELD_FROM = datetime(2025, 3, 1, tzinfo=UTC)
 FIX_TIMES = [datetime(2025, 3, 10, 10, minute, tzinfo=UTC) for minute in (0, 5, 10)]
 B_LAST_FIX = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
+# The victim lives at VICTIM_HOME (lat, lon); the offender's alert fix is OFFENDER_NEAR, 3
+# decimals away from it in both coordinates, so a leak of the victim's position is a string
+# search (VICTIM_MARKS) away.
+VICTIM_HOME = (-33.9512, 18.4631)
+OFFENDER_NEAR = (-33.9498, 18.4647)
+VICTIM_MARKS = ("-33.951", "18.463")
+HOME_ADDRESS = "12 Protea Lane"
 SQUARE = {
     "type": "Polygon",
     "coordinates": [
@@ -128,6 +138,11 @@ class Side:
     user: int = 0
     webhook: int = 0
     fixes: int = 0
+    victim: int = 0  # a victim subject
+    victim_phone: str = ""
+    victim_zone: int = 0  # kind victim, owned by `subject`, following the victim's phone
+    protected_zone: int = 0  # exclusion zone around the victim's home (protects_subject_id)
+    victim_alert: int = 0  # victim_proximity on victim_zone
 
 
 @dataclass
@@ -309,4 +324,64 @@ def build_world(api: TestClient, database_url: str) -> World:
     for name, side in (("A", world.a), ("B", world.b)):
         side.zone = world.new_zone(name)
         side.global_zone = world.new_zone(name, subject_id=None, region_id=side.region)
+        add_victim(world, name)
     return world
+
+
+def add_victim(world: World, name: str) -> None:
+    """A victim with a phone (fixes at VICTIM_HOME) in the side's region, protected from the
+    side's subject by a victim zone and an exclusion zone around the home; an alert of each."""
+    side = world.side(name)
+    with psycopg.connect(world.database_url) as conn:
+        row = conn.execute(
+            "INSERT INTO subjects (name, region_id) VALUES (%s, %s) RETURNING id",
+            (fresh_id("mxvictim"), side.region),
+        ).fetchone()
+        assert row is not None
+        side.victim = int(row[0])
+        side.victim_phone = fresh_id("mxvphone")
+        conn.execute(
+            "INSERT INTO devices (id, kind, owntracks_topic) VALUES (%s, 'victim_phone', %s)",
+            (side.victim_phone, f"owntracks/{side.victim_phone}/phone"),
+        )
+        conn.execute(
+            "INSERT INTO device_assignments (device_id, subject_id, role, during)"
+            " VALUES (%s, %s, 'victim', tstzrange(%s, NULL))",
+            (side.victim_phone, side.victim, HELD_FROM),
+        )
+        for ts in FIX_TIMES:
+            conn.execute(
+                "INSERT INTO fixes (device_id, ts, lat, lon, acc) VALUES (%s, %s, %s, %s, 5)",
+                (side.victim_phone, ts, *VICTIM_HOME),
+            )
+    side.victim_zone = world.new_zone(
+        name,
+        name=f"{HOME_ADDRESS} (victim phone)",
+        kind="victim",
+        geometry=None,
+        radius_m=500,
+        buffer_m=300,
+        victim_subject_id=side.victim,
+    )
+    side.protected_zone = world.new_zone(
+        name,
+        name=f"{HOME_ADDRESS} (victim home)",
+        geometry={"type": "Point", "coordinates": [VICTIM_HOME[1], VICTIM_HOME[0]]},
+        radius_m=300,
+        buffer_m=200,
+        protects_subject_id=side.victim,
+    )
+    side.victim_alert = insert_alert(
+        world.database_url,
+        side.subject,
+        side.region,
+        "victim_proximity",
+        device_id=side.device,
+        zone_id=side.victim_zone,
+        first_fix_at=FIX_TIMES[0],
+        last_fix_at=FIX_TIMES[-1],
+        lat=OFFENDER_NEAR[0],
+        lon=OFFENDER_NEAR[1],
+        worst_distance_m=180.0,
+        details={"zone_name": f"{HOME_ADDRESS} (victim phone)"},
+    )

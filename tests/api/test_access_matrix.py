@@ -54,6 +54,28 @@ region A's subject to B (PATCH /subjects/{id}), writing a global zone (POST, PAT
 Every other route answers 404 for B's resource, with the body of a missing one. Mutating cases
 work on resources made for the case (an alert to acknowledge, a zone to delete...) or change
 nothing that later cases read (a rename); they run after the reads, deletes last.
+
+Victims' data (``test_victim_data``, store/migrations/0013_victim_data.sql), for every role, in
+and out of region, on every route that could show it:
+
+=====================================  ===========================  ===========================
+what (region A)                        admin, supervisor            operator, tracer
+=====================================  ===========================  ===========================
+GET /zones, /zones/{id} of a victim    whole; one ``victim_zone``   listed, ``redacted``: no
+zone / exclusion zone protecting one   audit row per victim         name, geometry, radius,
+                                                                    buffer, schedule, victim id
+GET /subjects/{victim} and its         200 (``victim_subject``      404, the body of a missing
+/regions, /assignments, /position,     audit row)                   subject
+/track, /export
+GET /subjects                          the victim listed (audited)  the victim left out
+GET /alerts                            victim alert ``redacted``    the same
+GET /alerts/{victim alert}             zone name, distance;         ``redacted``; the
+                                       ``victim_zone`` audit row    offender's lat/lon only
+GET /proximity at the victim's home,   no victim's phone fix        the same
+GET /positions
+=====================================  ===========================  ===========================
+
+Region B's victim data answers every role as any of B's resources does (404, or absent).
 """
 
 from __future__ import annotations
@@ -65,6 +87,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from api.app import create_app
@@ -73,10 +96,14 @@ from tagwatch.settings import Settings
 from tests.api.matrix_support import (
     ELSEWHERE,
     FIX_TIMES,
+    HOME_ADDRESS,
     MISSING_ID,
+    OFFENDER_NEAR,
     OTHER_PASSWORD,
     PASSWORD,
     SCENE,
+    VICTIM_HOME,
+    VICTIM_MARKS,
     RouteInfo,
     World,
     api_routes,
@@ -266,8 +293,10 @@ def subject_create(w: World, _role: str, region: str) -> Call:
 
 
 def assignment_create(w: World, role: str, region: str) -> Call:
+    # role offender: a victim device would make region A's subject a victim (migration 0013),
+    # hidden from the operator and tracer cases that follow; victims have test_victim_data
     def body() -> dict[str, Any]:
-        return {"device_id": w.new_device(), "role": "victim", "from": "2026-01-01T00:00:00Z"}
+        return {"device_id": w.new_device(), "role": "offender", "from": "2026-01-01T00:00:00Z"}
 
     call = path_call(w, region, "/subjects/{}/assignments", lambda s: s.subject, json=body())
     if call.missing:
@@ -756,12 +785,177 @@ def test_references_to_region_b_answer_like_missing_ones(world: World):
     subject, so the answer does not tell that the subject exists."""
     w, headers = world, world.headers["supervisor"]
     victim = {"kind": "victim", "radius_m": 100, "subject_id": w.a.subject}
+    protecting = w.zone_body("A")
     for method, path, body_b, body_missing in [
         ("POST", "/zones", {**victim, "victim_subject_id": w.b.subject},
          {**victim, "victim_subject_id": MISSING_ID}),
+        ("POST", "/zones", {**protecting, "protects_subject_id": w.b.victim},
+         {**protecting, "protects_subject_id": MISSING_ID}),
         ("PATCH", f"/zones/{w.a.zone}", {"subject_id": w.b.subject}, {"subject_id": MISSING_ID}),
     ]:  # fmt: skip
         b = w.api.request(method, V1 + path, json=body_b, headers=headers)
         missing = w.api.request(method, V1 + path, json=body_missing, headers=headers)
         assert b.status_code == missing.status_code == 422, (b.text, missing.text)
-        assert _masked(b, str(w.b.subject)) == _masked(missing, str(MISSING_ID))
+        hidden = str(body_b.get("protects_subject_id") or w.b.subject)
+        assert _masked(b, hidden) == _masked(missing, str(MISSING_ID))
+
+
+# ------------------------------------------------------------------ victims' data
+
+VICTIM_READERS = frozenset({"admin", "supervisor"})
+WITHHELD = (
+    "geometry",
+    "radius_m",
+    "buffer_m",
+    "schedule",
+    "victim_subject_id",
+    "protects_subject_id",
+)
+
+
+def _audit_rows(w: World, username: str, after: int) -> list[tuple[str, int | None, Any]]:
+    with psycopg.connect(w.database_url) as conn:
+        rows = conn.execute(
+            "SELECT action, subject_id, detail FROM audit_log WHERE username = %s AND id > %s"
+            " ORDER BY id",
+            (username, after),
+        ).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _last_audit_id(w: World) -> int:
+    return int(w.one("SELECT COALESCE(max(id), 0) FROM audit_log", ()))
+
+
+def _no_victim_marks(response: httpx.Response, where: str) -> None:
+    for mark in (*VICTIM_MARKS, HOME_ADDRESS):
+        assert mark not in response.text, f"{where}: the victim's {mark!r} in {response.text}"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_victim_data(world: World, role: str):
+    """Victims' data by role (the table in the module docstring), region B's never."""
+    w, headers = world, world.headers[role]
+    a, b = w.a, w.b
+    reader = role in VICTIM_READERS
+    start = _last_audit_id(w)
+
+    def get(path: str, **params: Any) -> httpx.Response:
+        return w.api.get(V1 + path, params=params or None, headers=headers)
+
+    # zones: listed to everyone, whole to readers, redacted to the others
+    listed = {z["id"]: z for z in get("/zones", limit=1000).json()}
+    assert {a.victim_zone, a.protected_zone} <= set(listed)
+    assert not {b.victim_zone, b.protected_zone} & set(listed), "region B's victim zones"
+    for zone_id in (a.victim_zone, a.protected_zone):
+        one = get(f"/zones/{zone_id}")
+        assert one.status_code == 200, one.text
+        for zone in (listed[zone_id], one.json()):
+            assert zone["protects_victim"] is True
+            assert zone["redacted"] is not reader, zone
+            if reader:
+                assert HOME_ADDRESS in zone["name"]
+            else:
+                assert zone["name"] == "" and all(zone[k] is None for k in WITHHELD), zone
+                assert (zone["kind"], zone["subject_id"]) == (
+                    "victim" if zone_id == a.victim_zone else "exclusion",
+                    a.subject,
+                )
+        if not reader:
+            _no_victim_marks(one, f"GET /zones/{zone_id} as {role}")
+    if reader:
+        home = get(f"/zones/{a.protected_zone}").json()
+        assert home["geometry"]["coordinates"] == [VICTIM_HOME[1], VICTIM_HOME[0]]
+        assert home["protects_subject_id"] == a.victim
+    for zone_id in (b.victim_zone, b.protected_zone):
+        assert get(f"/zones/{zone_id}").status_code == 404
+
+    # the victim subject: readers only; for the others exactly a missing subject's answer
+    for suffix, params in [
+        ("", {}),
+        ("/regions", {}),
+        ("/assignments", {}),
+        ("/position", {}),
+        ("/track", dict(MARCH)),
+        ("/export", dict(MARCH)),
+    ]:
+        answer = get(f"/subjects/{a.victim}{suffix}", **params)
+        missing = get(f"/subjects/{MISSING_ID}{suffix}", **params)
+        other = get(f"/subjects/{b.victim}{suffix}", **params)
+        where = f"GET /subjects/{{victim}}{suffix} as {role}"
+        assert _masked(other, str(b.victim)) == _masked(missing, str(MISSING_ID)), where
+        if suffix == "/export" and not reader:
+            assert answer.status_code == 403, where  # exports are for readers only anyway
+        elif reader:
+            # a victim holds no offender device: no position of them (their phone only moves
+            # their zone), and the export (their phone's fixes) is the readers' to take
+            expected = 404 if suffix == "/position" else 200
+            assert answer.status_code == expected, f"{where}: {answer.text}"
+        else:
+            assert answer.status_code == 404, f"{where}: {answer.text}"
+            assert _masked(answer, str(a.victim)) == _masked(missing, str(MISSING_ID)), where
+            _no_victim_marks(answer, where)
+    subjects = {s["id"]: s for s in get("/subjects", limit=1000).json()}
+    assert (a.victim in subjects) is reader and b.victim not in subjects
+    if reader:
+        assert subjects[a.victim]["victim"] is True and subjects[a.subject]["victim"] is False
+
+    # alerts: the queue never names the zone nor the distance; the detail to readers only
+    queue = {x["id"]: x for x in get("/alerts", limit=1000).json()["items"]}
+    item = queue[a.victim_alert]
+    assert item["redacted"] is True and item["worst_distance_m"] is None, item
+    assert "zone_name" not in item["details"] and b.victim_alert not in queue
+    detail = get(f"/alerts/{a.victim_alert}")
+    assert detail.status_code == 200, detail.text
+    body = detail.json()
+    assert (body["lat"], body["lon"]) == OFFENDER_NEAR, "the offender's position, for tracers"
+    assert body["redacted"] is not reader
+    if reader:
+        assert HOME_ADDRESS in body["details"]["zone_name"] and body["worst_distance_m"] == 180
+    else:
+        assert "zone_name" not in body["details"] and body["worst_distance_m"] is None
+        _no_victim_marks(detail, f"GET /alerts/{{victim alert}} as {role}")
+    assert get(f"/alerts/{b.victim_alert}").status_code == 404
+
+    # the victim's phone is nobody's suspect, nor on the live map
+    lat, lon = VICTIM_HOME
+    near = get(
+        "/proximity", lat=lat, lon=lon, radius_m=50, **{"from": MARCH["from"], "to": MARCH["to"]}
+    )
+    assert near.status_code == 200 and near.json()["subjects"] == [], near.text
+    _no_victim_marks(get("/positions"), f"GET /positions as {role}")
+
+    # audited: every victim data read of a reader names the victim; nothing for the others
+    rows = _audit_rows(w, w.usernames[role], start)
+    victim_rows = [r for r in rows if r[1] == a.victim]
+    if reader:
+        actions = {r[0] for r in victim_rows}
+        assert {"victim_zone", "victim_subject", "track", "export"} <= actions, actions
+        assert all(r[2].get("victim") is True for r in victim_rows), victim_rows
+        zones_read = {z for r in victim_rows if r[0] == "victim_zone" for z in r[2]["zone_ids"]}
+        assert zones_read == {a.victim_zone, a.protected_zone}, zones_read
+        via = {r[2].get("via") for r in victim_rows if r[0] == "victim_zone"}
+        assert {"list", "read", "alert"} <= via, via
+    else:
+        assert victim_rows == [], victim_rows
+    assert not [r for r in rows if r[1] == b.victim], "region B's victim read"
+
+
+def test_a_victim_device_or_zone_marks_the_subject(world: World):
+    """The mark follows the links (trigger), and a mistaken mark can be cleared only while
+    nothing links the subject as a victim."""
+    w, headers = world, world.headers["supervisor"]
+    made = w.api.post(
+        V1 + "/subjects",
+        json={"name": fresh_id("mxv"), "region_id": w.a.region, "victim": True},
+        headers=headers,
+    )
+    assert made.status_code == 201 and made.json()["victim"] is True, made.text
+    marked = made.json()["id"]
+    assert w.api.get(V1 + f"/subjects/{marked}", headers=w.headers["tracer"]).status_code == 404
+    cleared = w.api.patch(V1 + f"/subjects/{marked}", json={"victim": False}, headers=headers)
+    assert cleared.status_code == 200 and cleared.json()["victim"] is False, cleared.text
+    assert w.api.get(V1 + f"/subjects/{marked}", headers=w.headers["tracer"]).status_code == 200
+    kept = w.api.patch(V1 + f"/subjects/{w.a.victim}", json={"victim": False}, headers=headers)
+    assert kept.status_code == 200 and kept.json()["victim"] is True, "a linked victim unmarked"
+    assert w.one("SELECT victim FROM subjects WHERE id = %s", (w.a.subject,)) is False

@@ -388,3 +388,87 @@ def test_declared_absconder(api, world, settings):
         ]["reason"]
         == "subject_not_found"
     )
+
+
+def victim_zone(api, world, offender: int) -> tuple[int, int]:
+    """A victim and the victim zone protecting them from ``offender``."""
+    victim = make_subject(api, world, world["north"])
+    zone = api.post(
+        "/api/v1/zones",
+        json={
+            "name": "Mary's phone, 4 Elm Close",
+            "kind": "victim",
+            "radius_m": 500,
+            "subject_id": offender,
+            "victim_subject_id": victim,
+        },
+        headers=world["supervisor"],
+    )
+    assert zone.status_code == 201, zone.text
+    return victim, zone.json()["id"]
+
+
+def test_a_victim_zones_alert_does_not_locate_the_victim(api, world, settings):
+    """Queue (everyone) and detail (operators, tracers): no zone name, no distance, the
+    offender's position only; supervisors' detail has them, audited as a victim_zone read."""
+    offender = make_subject(api, world, world["north"])
+    victim, zone = victim_zone(api, world, offender)
+    alert = make_alert(
+        settings,
+        offender,
+        world["north"],
+        "victim_proximity",
+        zone_id=zone,
+        lat=-33.95,
+        lon=18.47,
+        worst_distance_m=120.5,
+        details={"zone_name": "Mary's phone, 4 Elm Close"},
+    )
+    for role in ("operator", "tracer", "supervisor", "admin"):
+        page = api.get("/api/v1/alerts", params={"subject_id": offender}, headers=world[role])
+        (item,) = page.json()["items"]
+        assert item["redacted"] is True and item["worst_distance_m"] is None, item
+        assert "Elm" not in page.text
+    for role in ("operator", "tracer"):
+        detail = api.get(f"/api/v1/alerts/{alert}", headers=world[role])
+        assert detail.status_code == 200
+        body = detail.json()
+        assert (body["lat"], body["lon"]) == (-33.95, 18.47)
+        assert body["redacted"] is True and body["worst_distance_m"] is None
+        assert "Elm" not in detail.text
+    whole = api.get(f"/api/v1/alerts/{alert}", headers=world["supervisor"]).json()
+    assert whole["redacted"] is False and whole["worst_distance_m"] == 120.5
+    assert whole["details"]["zone_name"] == "Mary's phone, 4 Elm Close"
+    with psycopg.connect(settings.database_url) as conn:
+        payload = conn.execute(
+            "SELECT payload FROM outbox WHERE alert_id = %s", (alert,)
+        ).fetchone()[0]
+        audited = conn.execute(
+            "SELECT role, detail FROM audit_log WHERE action = 'victim_zone' AND subject_id = %s"
+            " AND detail->>'via' = 'alert'",
+            (victim,),
+        ).fetchall()
+    assert "zone_name" not in payload["details"], "the outbox (webhooks, MQTT, feed) names it"
+    assert (payload["lat"], payload["lon"]) == (-33.95, 18.47)  # tracing units get the offender
+    assert [(r[0], r[1]["alert_id"], r[1]["zone_ids"]) for r in audited] == [
+        ("supervisor", alert, [zone])
+    ]
+
+
+def test_a_victims_own_alerts_and_absconder_declarations_are_not_theirs(api, world, settings):
+    """An alert about a victim subject (never raised by the engine; a misconfiguration) is
+    hidden from operators and tracers like another region's, and so is declaring one."""
+    offender = make_subject(api, world, world["north"])
+    victim, _zone = victim_zone(api, world, offender)
+    alert = make_alert(settings, victim, world["north"], "battery_low", lat=-33.9, lon=18.4)
+    for role in ("operator", "tracer"):
+        assert api.get(f"/api/v1/alerts/{alert}", headers=world[role]).status_code == 404
+        page = api.get("/api/v1/alerts", params={"subject_id": victim}, headers=world[role])
+        assert page.json()["items"] == []
+    note = api.post(f"/api/v1/alerts/{alert}/notes", json={"body": "x"}, headers=world["operator"])
+    assert note.status_code == 404
+    declared = api.post(
+        f"/api/v1/subjects/{victim}/absconder", json={"note": "x"}, headers=world["operator"]
+    )
+    assert declared.status_code == 404
+    assert api.get(f"/api/v1/alerts/{alert}", headers=world["supervisor"]).status_code == 200

@@ -352,3 +352,92 @@ def test_victim_zone_follows_a_victim_in_reach(api, world):
     assert far.json()["detail"]["reason"] == "unknown_victim"
     with_geometry = api.post("/api/v1/zones", json={**body, "geometry": SQUARE}, headers=sup)
     assert with_geometry.status_code == 422
+
+
+def test_an_exclusion_zone_protects_a_victim(api, world, settings):
+    """protects_subject_id: exclusion zones only, a victim in reach, never the zone's own subject;
+    it marks the subject a victim (migration 0013) and survives a PATCH of something else."""
+    sup, admin = world["supervisor"], world["admin"]
+    victim = api.post(
+        "/api/v1/subjects", json={"name": fresh_id("v"), "region_id": world["north"]}, headers=admin
+    ).json()["id"]
+    body = {
+        "name": "victim's home, 3 Oak Road",
+        "kind": "exclusion",
+        "geometry": {"type": "Point", "coordinates": [18.42, -33.92]},
+        "radius_m": 200,
+        "subject_id": world["n_subject"],
+        "protects_subject_id": victim,
+    }
+    created = api.post("/api/v1/zones", json=body, headers=sup)
+    assert created.status_code == 201, created.text
+    zone = created.json()
+    assert zone["protects_subject_id"] == victim and zone["protects_victim"] is True
+    assert zone["redacted"] is False
+    with psycopg.connect(settings.database_url) as conn:
+        marked = conn.execute("SELECT victim FROM subjects WHERE id = %s", (victim,)).fetchone()
+    assert marked == (True,)
+    renamed = api.patch(f"/api/v1/zones/{zone['id']}", json={"name": "x"}, headers=sup)
+    assert renamed.status_code == 200 and renamed.json()["protects_subject_id"] == victim
+    for change, reason in [
+        ({"kind": "inclusion", "radius_m": 200}, "invalid_zone"),
+        ({"protects_subject_id": world["n_subject"]}, "invalid_zone"),
+        ({"protects_subject_id": world["s_subject"]}, "unknown_victim"),
+    ]:
+        refused = api.post("/api/v1/zones", json={**body, **change}, headers=sup)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"]["reason"] == reason, refused.text
+
+
+def test_operators_and_tracers_see_victims_zones_redacted(api, world, settings):
+    """They see that the zone exists (kind, owner, region), not where; supervisors see it whole,
+    and each read names the victim in the audit log."""
+    sup, admin = world["supervisor"], world["admin"]
+    victim = api.post(
+        "/api/v1/subjects",
+        json={"name": fresh_id("v"), "region_id": world["north"], "victim": True},
+        headers=admin,
+    ).json()["id"]
+    home = {"type": "Point", "coordinates": [18.4555, -33.9444]}
+    zone = api.post(
+        "/api/v1/zones",
+        json={
+            "name": "7 Fig Street",
+            "kind": "exclusion",
+            "geometry": home,
+            "radius_m": 250,
+            "buffer_m": 100,
+            "schedule": NIGHTS,
+            "subject_id": world["n_subject"],
+            "protects_subject_id": victim,
+        },
+        headers=sup,
+    ).json()
+    for role in ("operator", "tracer"):
+        one = api.get(f"/api/v1/zones/{zone['id']}", headers=world[role])
+        listed = api.get(
+            "/api/v1/zones", params={"subject_id": world["n_subject"]}, headers=world[role]
+        )
+        assert one.status_code == 200 and listed.status_code == 200
+        assert one.json() in listed.json()
+        shown = one.json()
+        assert shown["redacted"] is True and shown["protects_victim"] is True
+        assert (shown["kind"], shown["subject_id"], shown["region_id"]) == (
+            "exclusion",
+            world["n_subject"],
+            world["north"],
+        )
+        for key in ("geometry", "radius_m", "buffer_m", "schedule", "protects_subject_id"):
+            assert shown[key] is None, key
+        assert shown["name"] == ""
+        assert "Fig" not in one.text and "18.455" not in one.text and "-33.944" not in one.text
+    whole = api.get(f"/api/v1/zones/{zone['id']}", headers=sup).json()
+    assert whole["geometry"] == home and whole["schedule"] == NIGHTS and not whole["redacted"]
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            "SELECT role, detail FROM audit_log WHERE action = 'victim_zone' AND subject_id = %s",
+            (victim,),
+        ).fetchall()
+    assert {r[0] for r in rows} == {"supervisor"}, rows  # the write's answer and the read
+    assert all(r[1]["zone_ids"] == [zone["id"]] and r[1]["victim"] is True for r in rows)
+    assert {r[1]["via"] for r in rows} == {"write", "read"}
