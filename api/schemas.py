@@ -172,7 +172,11 @@ class Position(BaseModel):
     batt: float | None
     src: str
     seq: int | None
-    received_at: datetime
+    received_at: datetime = Field(description="when ingest stored the fix")
+    late: bool = Field(
+        default=False,
+        description="received more than 300 s after its own time (a tag's buffered upload)",
+    )
 
 
 class Token(BaseModel):

@@ -4,16 +4,22 @@ Decoding is typed (msgspec) so that a wrong type is refused with the path of the
 and everything the contract forbids (NaN, out-of-range coordinates, fixes from the future,
 oversize payloads, unknown devices, a topic that does not fit the device) becomes a dead letter
 with the raw bytes. A batch with one bad fix keeps its good ones: only the bad fix is refused.
+
+Time is bounded on both sides: a fix more than `future_tolerance_s` ahead of the server, or more
+than `max_lateness_s` behind it (the longest store-and-forward a tag holds), is refused here; a
+fix older than the start of the device's current assignment is refused by the writer
+(`Decoded.refuse_before`), which reads the assignments in the batch's own transaction.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from functools import lru_cache
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -40,6 +46,7 @@ EVENT_TYPES = frozenset(
 FIX_SOURCES = frozenset({"gps", "wifi", "cell"})
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 MAX_ACCURACY_M = 100_000.0
+MAX_TS_CHARS = 64  # RFC 3339 with nanoseconds and an offset is 35 characters
 
 
 class Reason:
@@ -51,6 +58,8 @@ class Reason:
     OUT_OF_RANGE = "value_out_of_range"
     COORDINATES = "coordinates_out_of_range"
     FUTURE = "timestamp_in_future"
+    TOO_LATE = "too_late"
+    BEFORE_ASSIGNMENT = "before_assignment"
     BAD_TIMESTAMP = "timestamp_invalid"
     OVERSIZE = "payload_too_large"
     TOO_MANY = "too_many_fixes"
@@ -60,6 +69,7 @@ class Reason:
     UNKNOWN_EVENT = "unknown_event_type"
     BAD_STATUS = "invalid_status"
     UNSUPPORTED = "unsupported_message_type"
+    DECODER_ERROR = "decoder_error"
 
 
 class _FixFields(msgspec.Struct, forbid_unknown_fields=False):
@@ -141,12 +151,45 @@ class DeviceInfo:
     owntracks_topic: str | None
 
 
+SENDER_MAX = 128
+
+
+@lru_cache(maxsize=4096)
+def sender_of(topic: str) -> str:
+    """Who a message is from, for the per-device dead-letter limit: the device id of a tag topic,
+    `owntracks/{user}` of a phone's (the broker pins both to the account, so a sender cannot
+    spread its refused messages over many names); anything else by its first segments."""
+    parts = topic.split("/", 4)
+    if len(parts) >= 3 and parts[0] == "em":
+        return parts[2][:SENDER_MAX]
+    if len(parts) >= 2 and parts[0] == "owntracks":
+        return "/".join(parts[:2])[:SENDER_MAX]
+    return "/".join(parts[:2])[:SENDER_MAX]
+
+
 @dataclass
 class DeadLetter:
+    """A refused message (or one refused fix of a batch). `payload` is the whole input; the
+    writer keeps only a prefix of it, with the length and SHA-256 of the whole."""
+
     topic: str
     payload: bytes
     reason: str
     detail: str
+    sender: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.sender:
+            self.sender = sender_of(self.topic)
+
+
+@dataclass(slots=True)
+class Origin:
+    """Where a decoded fix or event came from, so the writer can still dead-letter it."""
+
+    topic: str
+    raw: bytes | msgspec.Raw
+    where: str  # "" for a single object, "fixes[3]: " for an item of a batch
 
 
 @dataclass
@@ -155,9 +198,70 @@ class Decoded:
     events: list[EventRow] = field(default_factory=list)
     statuses: list[tuple[str, str, str]] = field(default_factory=list)  # device, status, source
     dead: list[DeadLetter] = field(default_factory=list)
+    fix_origins: list[Origin] = field(default_factory=list)  # one per fix, same order
+    event_origins: list[Origin] = field(default_factory=list)  # one per event, same order
 
     def refuse(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
         self.dead.append(DeadLetter(topic, payload, reason, detail))
+
+    def mark(self) -> tuple[int, int, int, int]:
+        return len(self.fixes), len(self.events), len(self.statuses), len(self.dead)
+
+    def rewind(self, mark: tuple[int, int, int, int]) -> None:
+        """Forget what one message added, so it can be refused as a whole."""
+        fixes, events, statuses, dead = mark
+        del self.fixes[fixes:], self.fix_origins[fixes:]
+        del self.events[events:], self.event_origins[events:]
+        del self.statuses[statuses:], self.dead[dead:]
+
+    def add_fix(self, row: FixRow, origin: Origin) -> None:
+        self.fixes.append(row)
+        self.fix_origins.append(origin)
+
+    def add_event(self, row: EventRow, origin: Origin) -> None:
+        self.events.append(row)
+        self.event_origins.append(origin)
+
+    def refuse_before(self, floors: Mapping[str, datetime]) -> int:
+        """Dead-letter every fix and event older than its device's floor (the start of the
+        device's current assignment): a reused tag cannot write into its previous holder's
+        history, nor anyone into time before the holder had the device. Returns how many."""
+        if not floors:
+            return 0
+        self.fixes, self.fix_origins, late_fixes = _split(self.fixes, self.fix_origins, floors)
+        self.events, self.event_origins, late_events = _split(
+            self.events, self.event_origins, floors
+        )
+        for noun, refused in (("fix", late_fixes), ("event", late_events)):
+            for row, origin, floor in refused:
+                self.refuse(
+                    origin.topic,
+                    bytes(origin.raw),
+                    Reason.BEFORE_ASSIGNMENT,
+                    f"{origin.where}{noun} ts {row[1].isoformat()} is before the device's "
+                    f"current assignment began ({floor.isoformat()})",
+                )
+        return len(late_fixes) + len(late_events)
+
+
+Row = TypeVar("Row", FixRow, EventRow)
+
+
+def _split(
+    rows: list[Row], origins: list[Origin], floors: Mapping[str, datetime]
+) -> tuple[list[Row], list[Origin], list[tuple[Row, Origin, datetime]]]:
+    """The rows at or after their device's floor, their origins, and the refused ones."""
+    kept: list[Row] = []
+    kept_origins: list[Origin] = []
+    refused: list[tuple[Row, Origin, datetime]] = []
+    for row, origin in zip(rows, origins, strict=True):
+        floor = floors.get(row[0])
+        if floor is None or row[1] >= floor:
+            kept.append(row)
+            kept_origins.append(origin)
+        else:
+            refused.append((row, origin, floor))
+    return kept, kept_origins, refused
 
 
 class Refused(Exception):
@@ -172,6 +276,7 @@ class Limits:
     max_payload_bytes: int = 256 * 1024
     max_batch_fixes: int = 500
     future_tolerance_s: float = 300.0
+    max_lateness_s: float = 7 * 86400.0
 
 
 Lookup = Callable[[str], DeviceInfo | None]
@@ -197,6 +302,8 @@ def parse_ts(value: float | str | None, now: float, limits: Limits) -> datetime:
     if value is None:
         raise Refused(Reason.SCHEMA, "missing required field `ts`")
     if isinstance(value, str):
+        if len(value) > MAX_TS_CHARS:  # parsing (and quoting) a huge string costs; no date is
+            raise Refused(Reason.BAD_TIMESTAMP, f"ts is a {len(value)}-character string")
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError as exc:
@@ -213,6 +320,12 @@ def parse_ts(value: float | str | None, now: float, limits: Limits) -> datetime:
     if epoch > now + limits.future_tolerance_s:
         raise Refused(
             Reason.FUTURE, f"ts {value!r} is {epoch - now:.0f} s ahead of the server clock"
+        )
+    if epoch < now - limits.max_lateness_s:
+        raise Refused(
+            Reason.TOO_LATE,
+            f"ts {value!r} is {now - epoch:.0f} s old; at most {limits.max_lateness_s:.0f} s "
+            "(the longest a tag holds fixes) are accepted",
         )
     return datetime.fromtimestamp(epoch, UTC)
 
@@ -280,7 +393,7 @@ def decode_fix_payload(
         return
     if message.fixes is None:
         try:
-            out.fixes.append(fix_row(device_id, message, now, limits))
+            out.add_fix(fix_row(device_id, message, now, limits), Origin(topic, payload, ""))
         except Refused as refused:
             out.refuse(topic, payload, refused.reason, refused.detail)
         return
@@ -296,7 +409,9 @@ def decode_fix_payload(
         item = bytes(raw)
         try:
             fix = _fix_fields.decode(item)
-            out.fixes.append(fix_row(device_id, fix, now, limits))
+            out.add_fix(
+                fix_row(device_id, fix, now, limits), Origin(topic, raw, f"fixes[{index}]: ")
+            )
         except msgspec.ValidationError as exc:
             out.refuse(topic, item, schema_reason(exc), f"fixes[{index}]: {exc}")
         except Refused as refused:
@@ -330,7 +445,7 @@ def decode_event_payload(
         return
     if message.events is None:
         try:
-            out.events.append(event_row(device_id, message, now, limits))
+            out.add_event(event_row(device_id, message, now, limits), Origin(topic, payload, ""))
         except Refused as refused:
             out.refuse(topic, payload, refused.reason, refused.detail)
         return
@@ -340,7 +455,8 @@ def decode_event_payload(
     for index, raw in enumerate(message.events):
         item = bytes(raw)
         try:
-            out.events.append(event_row(device_id, _event.decode(item), now, limits))
+            row = event_row(device_id, _event.decode(item), now, limits)
+            out.add_event(row, Origin(topic, raw, f"events[{index}]: "))
         except msgspec.ValidationError as exc:
             out.refuse(topic, item, schema_reason(exc), f"events[{index}]: {exc}")
         except Refused as refused:
@@ -379,7 +495,7 @@ def decode_owntracks(
             batt=message.batt,
             src="gps",
         )
-        out.fixes.append(fix_row(device.device_id, fix, now, limits))
+        out.add_fix(fix_row(device.device_id, fix, now, limits), Origin(topic, payload, ""))
     except Refused as refused:
         out.refuse(topic, payload, refused.reason, refused.detail)
 
@@ -393,7 +509,29 @@ def decode_message(
     limits: Limits,
     out: Decoded,
 ) -> None:
-    """Route by topic, check the device and the topic agree, decode; everything refused is kept."""
+    """Route by topic, check the device and the topic agree, decode; everything refused is kept.
+
+    JSON nested deeper than the decoder's recursion limit (`{"x": [[[[...`, a few bytes per
+    level) raises RecursionError, not a decode error: it is refused here as malformed, whole,
+    rather than escaping and stopping the decode stage on a message the broker would redeliver
+    for ever."""
+    mark = out.mark()
+    try:
+        _route(topic, payload, now, lookup, owntracks, limits, out)
+    except RecursionError:
+        out.rewind(mark)
+        out.refuse(topic, payload, Reason.MALFORMED_JSON, "JSON nested too deeply")
+
+
+def _route(
+    topic: str,
+    payload: bytes,
+    now: float,
+    lookup: Lookup,
+    owntracks: Lookup,
+    limits: Limits,
+    out: Decoded,
+) -> None:
     if len(payload) > limits.max_payload_bytes:
         out.refuse(
             topic,

@@ -8,6 +8,11 @@ session never expires), so whatever was not acknowledged, because ingest was kil
 was down or the connection dropped, is redelivered by the broker and stored once thanks to the
 unique key. A full queue blocks the network thread: backpressure reaches the broker, which keeps
 the messages for us.
+
+Memory is bounded in bytes, not only in messages: every message's payload is counted against
+`TAGWATCH_INGEST_QUEUE_BYTES` from the moment paho hands it over until its batch is committed and
+acknowledged (queued, being decoded, waiting for the writer, being written), so a flood of large
+payloads holds ingest at a fixed size; the network thread waits for room, nothing is dropped.
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.engine import AlertEngine
-from ingest.decode import Decoded, Limits, decode_message
+from ingest.decode import Decoded, Limits, Reason, decode_message
 from ingest.registry import DeviceRegistry
-from store.ingest_writer import BatchResult, prepare_session, write_batch
+from store.ingest_writer import BatchResult, DeadLetterPolicy, prepare_session, write_batch
+from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
 
 log = logging.getLogger("tagwatch.ingest")
@@ -39,6 +44,9 @@ LIVE_WINDOW_S = 120.0  # a batch with a fix this recent (rule time) is live traf
 BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
 
 
+MESSAGE_OVERHEAD_BYTES = 256  # what a queued message costs beyond its topic and payload
+
+
 @dataclass(slots=True)
 class Inbound:
     generation: int
@@ -46,6 +54,34 @@ class Inbound:
     qos: int
     topic: str
     payload: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + len(self.topic) + MESSAGE_OVERHEAD_BYTES
+
+
+class ByteBudget:
+    """Bytes held by ingest between arrival and acknowledgement. `take` waits while the budget
+    is spent (a message larger than the whole budget still passes when nothing else is held, so
+    it can never wedge ingest); `give_back` after the batch is committed and acknowledged."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.peak = 0
+        self._room = threading.Condition()
+
+    def take(self, size: int, stop: threading.Event) -> None:
+        with self._room:
+            while self.held and self.held + size > self.limit and not stop.is_set():
+                self._room.wait(0.2)
+            self.held += size
+            self.peak = max(self.peak, self.held)
+
+    def give_back(self, size: int) -> None:
+        with self._room:
+            self.held -= size
+            self._room.notify_all()
 
 
 def subscriptions(shared_group: str | None) -> list[str]:
@@ -63,11 +99,19 @@ class IngestService:
             max_payload_bytes=settings.max_payload_bytes,
             max_batch_fixes=settings.max_batch_fixes,
             future_tolerance_s=settings.future_tolerance_s,
+            max_lateness_s=settings.max_fix_lateness_s,
         )
+        self.dead_letter_policy = DeadLetterPolicy(
+            per_device_per_minute=settings.dead_letters_per_device_minute
+        )
+        self.budget = ByteBudget(settings.ingest_queue_bytes)
+        # One batch holds at most a quarter of the budget, so decoding, writing and receiving
+        # can overlap even when every message is large.
+        self.batch_bytes = max(1, settings.ingest_queue_bytes // 4)
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=settings.ingest_queue_messages)
         # Decoded batches waiting for the writer; two is enough to keep both stages busy.
         self.ready: queue.Queue[tuple[list[Inbound], Decoded]] = queue.Queue(maxsize=2)
-        self.registry = DeviceRegistry(settings.database_url)
+        self.registry = DeviceRegistry(settings.database_url_for("ingest"))
         self.stop_requested = threading.Event()
         self.connected = threading.Event()
         self.subscribed = threading.Event()
@@ -91,16 +135,9 @@ class IngestService:
 
     def _make_client(self) -> mqtt.Client:
         endpoint = MqttEndpoint.parse(self.settings.mqtt_url)
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.settings.ingest_client_id,
-            # MQTT 3.1.1 with clean session off: a session that never expires, and paho decodes
-            # it about 1.5x faster than MQTT 5 (measured by `tagwatch bench ingest`).
-            protocol=mqtt.MQTTv311,
-            clean_session=False,
-        )
-        if endpoint.username:
-            client.username_pw_set(endpoint.username, endpoint.password)
+        # MQTT 3.1.1 with clean session off: a session that never expires, and paho decodes
+        # it about 1.5x faster than MQTT 5 (measured by `tagwatch bench ingest`).
+        client = new_client(endpoint, self.settings.ingest_client_id, clean_session=False)
         client.manual_ack_set(True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
@@ -148,7 +185,9 @@ class IngestService:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         self._last_inbound = time.monotonic()
-        self.inbox.put(Inbound(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
+        item = Inbound(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload))
+        self.budget.take(item.size, self.stop_requested)  # full: the network thread waits here
+        self.inbox.put(item)
 
     def _acknowledge(self, batch: list[Inbound]) -> None:
         with self._generation_lock:
@@ -163,7 +202,7 @@ class IngestService:
         delay = 0.5
         while True:
             try:
-                conn = psycopg.connect(self.settings.database_url)
+                conn = psycopg.connect(self.settings.database_url_for("ingest"))
                 prepare_session(conn)
                 return conn
             except psycopg.OperationalError as exc:
@@ -179,40 +218,58 @@ class IngestService:
         except queue.Empty:
             return []
         batch = [first]
+        size = first.size
         deadline = time.monotonic() + self.settings.ingest_batch_seconds
         limit = self.settings.ingest_batch_messages
-        while len(batch) < limit:
+        while len(batch) < limit and size < self.batch_bytes:
             remaining = deadline - time.monotonic()
             try:
                 item = (
                     self.inbox.get_nowait() if remaining <= 0 else self.inbox.get(timeout=remaining)
                 )
                 batch.append(item)
+                size += item.size
             except queue.Empty:
                 break
             if remaining <= 0:
                 # Past the deadline: take only what is already waiting.
-                while len(batch) < limit:
+                while len(batch) < limit and size < self.batch_bytes:
                     try:
-                        batch.append(self.inbox.get_nowait())
+                        item = self.inbox.get_nowait()
                     except queue.Empty:
                         break
+                    batch.append(item)
+                    size += item.size
                 break
         return batch
 
+    def _release(self, batch: list[Inbound]) -> None:
+        self.budget.give_back(sum(item.size for item in batch))
+
     def _decode(self, batch: list[Inbound]) -> Decoded:
+        """A message the decoder fails on (a bug, not bad input it knows) is a dead letter
+        `decoder_error`, never an exception that stops the decode stage: the broker would hand
+        the same message back after every restart. The database going away still propagates."""
         out = Decoded()
         now = time.time()
         for item in batch:
-            decode_message(
-                item.topic,
-                item.payload,
-                now,
-                self.registry.by_id,
-                self.registry.by_owntracks_topic,
-                self.limits,
-                out,
-            )
+            mark = out.mark()
+            try:
+                decode_message(
+                    item.topic,
+                    item.payload,
+                    now,
+                    self.registry.by_id,
+                    self.registry.by_owntracks_topic,
+                    self.limits,
+                    out,
+                )
+            except psycopg.Error:
+                raise
+            except Exception as exc:
+                log.exception("decoder failed on a message on %s; dead-lettered", item.topic)
+                out.rewind(mark)
+                out.refuse(item.topic, item.payload, Reason.DECODER_ERROR, repr(exc)[:500])
         return out
 
     def _decode_until_done(self, batch: list[Inbound]) -> Decoded | None:
@@ -235,8 +292,12 @@ class IngestService:
                 continue
             decoded = self._decode_until_done(batch)
             if decoded is None:
+                self._release(batch)  # stopping: never acknowledged, the broker redelivers it
                 return
-            while not self.stop_requested.is_set():
+            while True:
+                if self.stop_requested.is_set():
+                    self._release(batch)
+                    return
                 try:
                     self.ready.put((batch, decoded), timeout=0.2)
                     break
@@ -260,12 +321,10 @@ class IngestService:
                 result = write_batch(
                     self._conn,
                     self.worker,
-                    decoded.fixes,
-                    decoded.events,
-                    decoded.statuses,
-                    decoded.dead,
+                    decoded,
                     counters,
                     self.engine,
+                    self.dead_letter_policy,
                 )
                 self._pending_latency.clear()
                 return result
@@ -284,6 +343,8 @@ class IngestService:
         self.totals.events_stored += result.events_stored
         self.totals.event_duplicates += result.event_duplicates
         self.totals.dead_letters += result.dead_letters
+        self.totals.dead_letters_not_stored += result.dead_letters_not_stored
+        self.totals.before_assignment += result.before_assignment
 
     # ------------------------------------------------------------ lifecycle
 
@@ -318,8 +379,10 @@ class IngestService:
         try:
             result = self._write(batch, decoded)
         except psycopg.OperationalError:
+            self._release(batch)
             return 0  # stopping while the database is down: the broker redelivers it all
         self._acknowledge(batch)
+        self._release(batch)
         if not self._drained and decoded.fixes and self.engine is not None:
             newest = max(f[1] for f in decoded.fixes).timestamp()
             self._live_batch = newest >= self._rule_now() - LIVE_WINDOW_S * self._speed

@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     max_payload_bytes: int = 256 * 1024
     max_batch_fixes: int = 500
     future_tolerance_s: float = 300.0
+    # The longest store-and-forward a tag holds: an older fix or event is a dead letter (too_late).
+    max_fix_lateness_s: float = Field(default=7 * 86400.0, gt=0)
+    # Payload bytes ingest holds from arrival until acknowledged; when full, the network thread
+    # waits (backpressure to the broker, which keeps the messages).
+    ingest_queue_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    # Dead letters stored per sender and minute; beyond, they are only counted (by sender and
+    # reason, in dead_letter_tally and tagwatch_ingest_dead_letters_total).
+    dead_letters_per_device_minute: int = Field(default=60, ge=1)
 
     # Webhooks: the key that encrypts their signing secrets at rest (a Fernet key; several,
     # comma-separated, to rotate: store/webhook_secrets.py), and the hosts or CIDR networks they

@@ -4,7 +4,8 @@
 
 * what is exported: fixes and device events of every device the subject held (either role; a
   ``role`` column says which) inside its holding period and the range, and the subject's alerts
-  opened in the range, with their full details;
+  opened in the range, with their full details; each fix has ``received_at`` and ``late``
+  (received more than 300 s after its own time, e.g. a tag's buffered upload);
 * ``format=geojson`` (default): one FeatureCollection (RFC 7946, coordinates lon, lat); fixes are
   Points, alerts Points where they have a position, events have no geometry (``null``, as
   RFC 7946 allows); ``properties.kind`` says which;
@@ -31,6 +32,7 @@ from pydantic import AwareDatetime
 
 from api import audit
 from api.deps import Conn, subject_in_scope
+from api.routes.location import LATE_AFTER_S
 from api.security import CurrentUser, Role, allow
 
 router = APIRouter(tags=["exports"])
@@ -65,9 +67,11 @@ QUERIES: dict[Kind, tuple[list[str], str]] = {
             "src",
             "seq",
             "received_at",
+            "late",
         ],
         "SELECT x.device_id, da.role, x.ts, x.lat, x.lon, x.acc, x.alt, x.spd, x.hdg, x.sats,"
-        " x.batt, x.src, NULLIF(x.seq, -1), x.received_at"
+        " x.batt, x.src, NULLIF(x.seq, -1), x.received_at,"
+        f" x.received_at - x.ts > make_interval(secs => {LATE_AFTER_S})"
         + HELD.format(table="fixes")
         + " ORDER BY x.ts, x.device_id, x.seq",
     ),

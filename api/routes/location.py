@@ -1,6 +1,8 @@
 """Where a subject is and was, and where every subject of the caller's regions is now.
 
-Every read here is written to the audit log in the transaction of the read."""
+Every read here is written to the audit log in the transaction of the read. Every fix carries
+`received_at` (when ingest stored it) and `late`: received more than `LATE_AFTER_S` after its own
+time, as a tag uploads what it buffered out of coverage, or as someone backfills a track."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import AwareDatetime, BaseModel, Field
 
+from alerts.thresholds import Thresholds
 from api import audit
 from api.deps import Conn, may_read_victims, subject_in_scope
 from api.schemas import Position
@@ -17,6 +20,14 @@ from api.security import CurrentUser, Role, allow
 
 router = APIRouter(tags=["location"])
 LOCATION_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")
+# A fix is late when it reached the platform this long after it was taken: the same threshold
+# that marks alerts late (Thresholds.late_after_s).
+LATE_AFTER_S = Thresholds().late_after_s
+
+
+def is_late(ts: datetime, received_at: datetime) -> bool:
+    return (received_at - ts).total_seconds() > LATE_AFTER_S
+
 
 # Fixes of the devices the subject held as offender, each inside its holding period.
 HELD_FIXES = """
@@ -169,6 +180,7 @@ def _position(subject_id: int, row: tuple[Any, ...]) -> Position:
         src=row[8],
         seq=None if row[9] < 0 else row[9],
         received_at=row[10],
+        late=is_late(row[1], row[10]),
     )
 
 
@@ -227,6 +239,10 @@ FROM numbered ORDER BY bucket, ts, seq
 TRACK_DESCRIPTION = """A GeoJSON FeatureCollection (lon, lat): the track as a LineString, then
 each fix (in time order), for the fixes the subject's offender devices reported while held, in
 [from, to) (default: the last 24 hours), at most the first `limit`.
+
+Each fix says when it was stored (`received_at`) and whether it was **late**: received more
+than 300 s (the alert engine's `late_after_s`) after its own time, as a tag uploads what it
+buffered out of coverage. `properties.late_fixes` counts them.
 
 **Downsampling** for long ranges: with `max_points=N` (2 to 10,000) at most N points are
 returned, thinned evenly by time: the span from the first to the last fix of the selection is
@@ -301,6 +317,8 @@ async def track(
                 "batt": r[7],
                 "src": r[8],
                 "seq": None if r[9] < 0 else r[9],
+                "received_at": r[10].isoformat(),
+                "late": is_late(r[1], r[10]),
             },
         }
         for r in rows
@@ -320,6 +338,7 @@ async def track(
         "from": start.isoformat(),
         "to": end.isoformat(),
         "fixes": len(rows),
+        "late_fixes": sum(1 for r in rows if is_late(r[1], r[10])),
         "truncated": selected == limit,
     }
     if max_points is not None:

@@ -23,6 +23,7 @@ from pydantic import AwareDatetime
 
 from api import audit
 from api.deps import Conn, may_read_victims
+from api.routes.location import LATE_AFTER_S, is_late
 from api.security import CurrentUser, Role, allow
 
 router = APIRouter(tags=["location"])
@@ -34,7 +35,7 @@ MAX_RADIUS_M = 50_000.0
 SEARCH = f"""
 WITH candidates AS (
     SELECT s.id AS subject_id, s.name, s.case_ref, s.region_id,
-           f.device_id, f.ts, f.lat, f.lon, f.acc,
+           f.device_id, f.ts, f.lat, f.lon, f.acc, f.received_at,
            2 * {EARTH_RADIUS_M} * asin(least(1.0, sqrt(
                power(sin(radians(f.lat - %(lat)s) / 2), 2)
              + cos(radians(%(lat)s)) * cos(radians(f.lat))
@@ -51,11 +52,13 @@ WITH candidates AS (
       AND (%(lon_any)s OR f.lon BETWEEN %(lon_min)s AND %(lon_max)s
            OR f.lon BETWEEN %(lon_min2)s AND %(lon_max2)s)
 ), within AS (
-    SELECT *, count(*) OVER (PARTITION BY subject_id) AS fixes_within
+    SELECT *, count(*) OVER (PARTITION BY subject_id) AS fixes_within,
+           count(*) FILTER (WHERE received_at - ts > make_interval(secs => %(late_after)s))
+               OVER (PARTITION BY subject_id) AS late_within
     FROM candidates WHERE distance_m <= %(radius)s
 )
 SELECT DISTINCT ON (subject_id) subject_id, name, case_ref, region_id, device_id, ts, lat, lon,
-       acc, distance_m, fixes_within
+       acc, distance_m, fixes_within, received_at, late_within
 FROM within ORDER BY subject_id, distance_m, ts
 """
 
@@ -103,7 +106,11 @@ async def proximity(
     reason: str | None = Query(default=None, max_length=500, description="why, for the audit log"),
 ) -> dict[str, Any]:
     """Subjects with fixes within ``radius_m`` of (lat, lon) in [from, to), nearest first, each
-    with its closest fix (the earliest of equally close ones) and how many fixes were within."""
+    with its closest fix (the earliest of equally close ones) and how many fixes were within.
+
+    Late fixes count like any other but are shown as such: the closest fix has `received_at`
+    and `late` (received more than 300 s after its time), and `late_fixes_within` says how many
+    of the fixes within were late, so an answer built on a tag's buffered upload is visible."""
     if not math.isfinite(radius_m) or not 1 <= radius_m <= MAX_RADIUS_M:
         raise _refuse("radius_out_of_range", "radius_m must be between 1 and 50000 metres")
     if not (math.isfinite(lat) and math.isfinite(lon)):
@@ -122,6 +129,7 @@ async def proximity(
                 "start": from_,
                 "end": to,
                 "regions": user.region_filter(),
+                "late_after": LATE_AFTER_S,
                 "victims": may_read_victims(user),
                 **bounding_box(lat, lon, radius_m),
             },
@@ -135,6 +143,7 @@ async def proximity(
             "case_ref": r[2],
             "region_id": r[3],
             "fixes_within": r[10],
+            "late_fixes_within": r[12],
             "closest": {
                 "device_id": r[4],
                 "ts": r[5],
@@ -142,6 +151,8 @@ async def proximity(
                 "lon": r[7],
                 "acc": r[8],
                 "distance_m": round(r[9], 2),
+                "received_at": r[11],
+                "late": is_late(r[5], r[11]),
             },
         }
         for r in found

@@ -288,3 +288,35 @@ def test_max_points_is_validated(api, as_, long_track, world):
             f"/api/v1/subjects/{subject}/track", params={"max_points": bad}, headers=headers
         )
         assert response.status_code == 422, (bad, response.text)
+
+
+# ------------------------------------------------------------------ late fixes
+
+
+def test_track_and_position_show_when_each_fix_arrived_and_which_were_late(
+    api, as_, world, settings
+):
+    """A fix stored minutes after it was taken (a tag's buffered upload) is marked late in the
+    track and the position; one that arrived at once is not."""
+    with psycopg.connect(settings.database_url) as conn:
+        subject = _subject(conn, "Store and forward", world["a"])
+        device = _device(conn)
+        _hold(conn, device, subject, NOW - timedelta(days=1))
+        for minutes, delay_s in ((40, 3), (30, 2 * 3600), (20, 301), (10, 299)):
+            ts = NOW - timedelta(minutes=minutes)
+            conn.execute(
+                "INSERT INTO fixes (device_id, ts, lat, lon, acc, received_at)"
+                " VALUES (%s, %s, -33.9, 18.4, 8, %s)",
+                (device, ts, ts + timedelta(seconds=delay_s)),
+            )
+    headers = as_("operator", [world["a"]])
+    properties, points, _ = _track(api, headers, subject)
+    assert [p["properties"]["late"] for p in points] == [False, True, True, False]
+    assert properties["late_fixes"] == 2
+    second = points[1]["properties"]
+    assert datetime.fromisoformat(second["received_at"]) - datetime.fromisoformat(
+        second["ts"]
+    ) == timedelta(hours=2)
+    position = api.get(f"/api/v1/subjects/{subject}/position", headers=headers).json()
+    assert position["late"] is False
+    assert datetime.fromisoformat(position["received_at"]) == NOW - timedelta(seconds=301)

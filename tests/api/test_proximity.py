@@ -215,3 +215,35 @@ def test_bounding_box_crosses_the_antimeridian_and_holds_the_poles():
     polar = bounding_box(89.999, 0.0, 1000)
     assert polar["lon_any"] is True
     assert polar["lat_max"] == 90.0
+
+
+def test_the_closest_fix_says_when_it_arrived_and_late_fixes_are_counted(api, as_, settings):
+    """A tag's buffered upload still places its wearer at the scene, but the answer says so."""
+    region = fresh_id("pl")
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("INSERT INTO regions (id, name) VALUES (%s, %s)", (region, region))
+        subject = conn.execute(
+            "INSERT INTO subjects (name, region_id) VALUES ('late', %s) RETURNING id", (region,)
+        ).fetchone()[0]
+        device = fresh_id("px")
+        conn.execute("INSERT INTO devices (id, kind) VALUES (%s, 'tag')", (device,))
+        conn.execute(
+            "INSERT INTO device_assignments (device_id, subject_id, role, during)"
+            " VALUES (%s, %s, 'offender', tstzrange(%s, NULL))",
+            (device, subject, at("2025-04-01T00:00:00Z")),
+        )
+        for ts, metres, received in (
+            ("2025-05-01T10:00:00Z", 50, "2025-05-01T10:00:02Z"),  # on time, closest
+            ("2025-05-01T10:01:00Z", 80, "2025-05-01T16:00:00Z"),  # uploaded six hours later
+        ):
+            conn.execute(
+                "INSERT INTO fixes (device_id, ts, lat, lon, acc, received_at)"
+                " VALUES (%s, %s, %s, %s, 8, %s)",
+                (device, at(ts), *north_of(metres), at(received)),
+            )
+    body = search(api, as_("operator", [region])).json()
+    [found] = body["subjects"]
+    assert found["fixes_within"] == 2
+    assert found["late_fixes_within"] == 1
+    assert found["closest"]["late"] is False
+    assert at(found["closest"]["received_at"]) == at("2025-05-01T10:00:02Z")

@@ -3,6 +3,7 @@ never stops ingest: the good fixes around it are stored."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -26,9 +27,7 @@ def _cases(now: float) -> dict[str, bytes]:
         "coordinates_out_of_range": json.dumps(_fix(now, 1, lat=91.0)).encode(),
         "timestamp_in_future": json.dumps(_fix(now + 86400, 1)).encode(),
         "timestamp_invalid": json.dumps(_fix("2026-11-22T10:00:00", 1)).encode(),
-        "payload_too_large": json.dumps(
-            {"fixes": [_fix(now, 1)], "pad": "x" * (257 * 1024)}
-        ).encode(),
+        "too_late": json.dumps(_fix(now - 8 * 86400, 1)).encode(),
         "too_many_fixes": json.dumps({"fixes": [_fix(now - i, i) for i in range(501)]}).encode(),
         "value_out_of_range": json.dumps(_fix(now, 1, acc=-5)).encode(),
     }
@@ -51,7 +50,7 @@ def gateway(settings, service_env):
         "coordinates_out_of_range",
         "timestamp_in_future",
         "timestamp_invalid",
-        "payload_too_large",
+        "too_late",
         "too_many_fixes",
         "value_out_of_range",
     ],
@@ -60,7 +59,7 @@ def test_bad_payload_is_dead_lettered_between_good_fixes(
     settings, provision, running_ingest, reason
 ):
     device_id = fresh_id("tag")
-    device = connect(settings.mqtt_url, device_id, provision(device_id))
+    device = connect(settings.mqtt_device_url, device_id, provision(device_id))
     now = time.time()
     bad = _cases(now)[reason]
     topic = f"em/v1/{device_id}/fix"
@@ -95,16 +94,19 @@ def test_bad_payload_is_dead_lettered_between_good_fixes(
     )
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute(
-            "SELECT reason, payload, detail FROM dead_letters WHERE topic = %s", (topic,)
+            "SELECT reason, payload, detail, sender, payload_length, payload_sha256, repeats"
+            " FROM dead_letters WHERE topic = %s",
+            (topic,),
         ).fetchall()
     assert [r[0] for r in rows] == [reason]
-    assert bytes(rows[0][1]) == bad
+    assert bytes(rows[0][1]) == bad[:4096]  # a prefix, with the length and digest of the whole
     assert rows[0][2]
+    assert rows[0][3:] == (device_id, len(bad), hashlib.sha256(bad).digest(), 1)
 
 
 def test_one_bad_fix_in_a_batch_keeps_the_good_ones(settings, provision, running_ingest):
     device_id = fresh_id("tag")
-    device = connect(settings.mqtt_url, device_id, provision(device_id))
+    device = connect(settings.mqtt_device_url, device_id, provision(device_id))
     now = time.time()
     batch = {"fixes": [_fix(now - 3, 1), _fix(now - 2, 2, lon=200), _fix(now - 1, 3)]}
     publish_all(device, [(f"em/v1/{device_id}/fix", json.dumps(batch).encode())])

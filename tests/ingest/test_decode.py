@@ -110,3 +110,76 @@ def test_owntracks_location_converts_speed_and_lwt_goes_offline():
     assert _decode("owntracks/u/p1", {"_type": "waypoint"}).dead[0].reason == (
         "unsupported_message_type"
     )
+
+
+def test_a_fix_older_than_the_longest_store_and_forward_is_too_late():
+    week = 7 * 86400
+    kept = _decode("em/v1/t1/fix", {"ts": NOW - week + 60, "lat": 1, "lon": 2, "acc": 3})
+    assert len(kept.fixes) == 1 and not kept.dead
+    refused = _decode("em/v1/t1/fix", {"ts": NOW - week - 60, "lat": 1, "lon": 2, "acc": 3})
+    assert not refused.fixes
+    assert refused.dead[0].reason == "too_late"
+    event = _decode("em/v1/t1/event", {"ts": NOW - week - 60, "type": "strap_tamper"})
+    assert not event.events and event.dead[0].reason == "too_late"
+
+
+def test_fixes_and_events_before_the_assignment_floor_become_dead_letters():
+    from datetime import UTC, datetime
+
+    out = _decode(
+        "em/v1/t1/fix",
+        {
+            "fixes": [
+                {"ts": NOW - 100, "lat": 1, "lon": 2, "acc": 3, "seq": 1},
+                {"ts": NOW - 10, "lat": 1, "lon": 2, "acc": 3, "seq": 2},
+            ]
+        },
+    )
+    ev = _decode("em/v1/t1/event", {"ts": NOW - 100, "type": "strap_tamper"})
+    out.events, out.event_origins = ev.events, ev.event_origins
+    floor = datetime.fromtimestamp(NOW - 50, UTC)
+    assert out.refuse_before({"t1": floor, "other": floor}) == 2
+    assert [f[2] for f in out.fixes] == [2]
+    assert len(out.fix_origins) == 1
+    assert not out.events
+    assert [d.reason for d in out.dead] == ["before_assignment", "before_assignment"]
+    assert out.dead[0].detail.startswith("fixes[0]: fix ts ")
+    assert json.loads(out.dead[0].payload)["seq"] == 1  # the refused fix's own JSON
+    assert out.dead[1].payload == json.dumps({"ts": NOW - 100, "type": "strap_tamper"}).encode()
+    assert {d.sender for d in out.dead} == {"t1"}
+    assert out.refuse_before({"t1": floor}) == 0  # idempotent: a retried batch refuses nothing new
+
+
+def test_dead_letters_name_their_sender_from_the_topic():
+    from ingest.decode import sender_of
+
+    assert sender_of("em/v1/tag-1/fix") == "tag-1"
+    assert sender_of("owntracks/alice/phone") == "owntracks/alice"
+    assert sender_of("owntracks/alice/other-name/x") == "owntracks/alice"
+    assert len(sender_of("em/v1/" + "x" * 5000 + "/fix")) == 128
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"x": ' + b"[" * 100_000,
+        b'{"fixes": [' + b"[" * 100_000,
+        b'{"ts": 1, "lat": 1, "lon": 2, "acc": 3, "detail": ' + b"[" * 100_000 + b"}",
+    ],
+)
+@pytest.mark.parametrize("topic", ["em/v1/t1/fix", "em/v1/t1/event", "owntracks/u/p1"])
+def test_json_nested_past_the_recursion_limit_is_malformed_not_a_crash(topic, payload):
+    """Before, RecursionError escaped the decoder and stopped ingest's decode stage on a message
+    the broker redelivered after every restart: one 100 KB publish stopped all ingest."""
+    out = _decode(topic, payload)
+    assert [d.reason for d in out.dead] == ["malformed_json"]
+    assert out.dead[0].detail == "JSON nested too deeply"
+    assert not out.fixes and not out.events
+
+
+def test_a_batch_refused_as_a_whole_keeps_no_fix_it_decoded_before():
+    good = json.dumps({"ts": NOW, "lat": 1, "lon": 2, "acc": 3, "seq": 1})
+    payload = b'{"fixes": [' + good.encode() + b", " + b"[" * 100_000
+    out = _decode("em/v1/t1/fix", payload)
+    assert not out.fixes and not out.fix_origins
+    assert [d.reason for d in out.dead] == ["malformed_json"]
