@@ -6,17 +6,16 @@ the user row and the revocation list in one indexed query, so a disabled user, a
 region, a logout (the ``jti`` is revoked) or a password change (the generation moves on, so every
 earlier token of that user is refused) takes effect on the next request, in every API process.
 
-Failed logins are counted per username in the database (known or unknown names alike, so a lock
-does not reveal which names exist): after ``login_max_failures`` within
-``login_failure_window_s`` the name is locked for ``login_lockout_s`` seconds (429 with
-Retry-After), whatever password is tried; a successful login clears the count.
+Password hashing and verification cost ~64 MiB and tens of milliseconds of CPU each, so they run
+in a few low-priority worker threads (api/password_work.py), at most ``login_verify_threads`` at
+once per process: a login flood queues there instead of stalling the event loop that serves
+every other request and the alert feed. Failed logins are throttled in api/login_throttle.py.
 
 Every route is authenticated unless it is explicitly listed as public.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from psycopg import AsyncConnection
+
+from api.login_throttle import lift_name
+from api.password_work import Busy, password_work
 
 Role = Literal["admin", "supervisor", "operator", "tracer"]
 ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")
@@ -54,6 +56,26 @@ def verify_password(password_hash: str, password: str) -> bool:
 
 # A hash to verify against when the user does not exist, so timing does not reveal usernames.
 DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+async def verify_password_off_loop(state: Any, password_hash: str, password: str) -> bool:
+    """``verify_password`` in the process's password threads (api/password_work.py; ``state``:
+    app.state, for ``login_verify_threads``); 503 with Retry-After when too many logins
+    already wait for one."""
+    work = password_work(int(getattr(state.settings, "login_verify_threads", 2)))
+    try:
+        return await work.run(verify_password, password_hash, password)
+    except Busy as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="too many logins at once: try again in a moment",
+            headers={"Retry-After": "1"},
+        ) from exc
+
+
+async def hash_password_off_loop(password: str) -> str:
+    """``hash_password`` off the event loop (admin routes and password changes)."""
+    return await password_work(2).run(hash_password, password)
 
 
 @dataclass(frozen=True)
@@ -179,91 +201,17 @@ async def revoke_token(conn: AsyncConnection, claims: TokenClaims) -> None:
 
 async def set_password(conn: AsyncConnection, user_id: int, password: str) -> int | None:
     """New hash, and every earlier token of the user revoked; the new generation (None: no
-    such user). Any login lock on the name is lifted."""
+    such user). The name's spent login budget is given back."""
+    password_hash = await hash_password_off_loop(password)
     row = await (
         await conn.execute(
             "UPDATE users SET password_hash = %s, token_generation = token_generation + 1,"
             " password_changed_at = now(), updated_at = now() WHERE id = %s"
             " RETURNING token_generation, username",
-            (hash_password(password), user_id),
+            (password_hash, user_id),
         )
     ).fetchone()
     if row is None:
         return None
-    await clear_login_failures(conn, row[1])
+    await lift_name(conn, row[1])
     return int(row[0])
-
-
-# ------------------------------------------------------------------ login throttling
-
-
-@dataclass(frozen=True)
-class LoginPolicy:
-    max_failures: int = 5
-    window_s: float = 900.0
-    lockout_s: float = 900.0
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> LoginPolicy:
-        """From ``login_max_failures``, ``login_failure_window_s`` and ``login_lockout_s``
-        (TAGWATCH_LOGIN_*), with these defaults where the settings do not define them."""
-        default = cls()
-        return cls(
-            max_failures=max(1, int(getattr(settings, "login_max_failures", default.max_failures))),
-            window_s=float(getattr(settings, "login_failure_window_s", default.window_s)),
-            lockout_s=float(getattr(settings, "login_lockout_s", default.lockout_s)),
-        )
-
-
-def locked_out(retry_after_s: float) -> HTTPException:
-    seconds = max(1, math.ceil(retry_after_s))
-    return HTTPException(
-        status.HTTP_429_TOO_MANY_REQUESTS,
-        detail=f"too many failed logins for this username: locked, try again in {seconds} s",
-        headers={"Retry-After": str(seconds)},
-    )
-
-
-async def lock_remaining(conn: AsyncConnection, username: str) -> float | None:
-    """Seconds until the name may try again, or None when it is not locked."""
-    row = await (
-        await conn.execute(
-            "SELECT EXTRACT(EPOCH FROM locked_until - now()) FROM login_throttle"
-            " WHERE username = %s AND locked_until > now()",
-            (username,),
-        )
-    ).fetchone()
-    return None if row is None else float(row[0])
-
-
-async def record_login_failure(
-    conn: AsyncConnection, username: str, policy: LoginPolicy
-) -> float | None:
-    """Count a failure (atomically, across processes); the lock's length if this one locks."""
-    window = timedelta(seconds=policy.window_s)
-    row = await (
-        await conn.execute(
-            "INSERT INTO login_throttle AS t (username, failures, window_start, last_failure_at)"
-            " VALUES (%(u)s, 1, now(), now())"
-            " ON CONFLICT (username) DO UPDATE SET"
-            "  failures = CASE WHEN t.window_start < now() - %(w)s THEN 1 ELSE t.failures + 1 END,"
-            "  window_start = CASE WHEN t.window_start < now() - %(w)s"
-            "   THEN now() ELSE t.window_start END,"
-            "  last_failure_at = now()"
-            " RETURNING failures",
-            {"u": username, "w": window},
-        )
-    ).fetchone()
-    assert row is not None
-    if int(row[0]) < policy.max_failures:
-        return None
-    await conn.execute(
-        "UPDATE login_throttle SET locked_until = now() + %s, failures = 0, window_start = now()"
-        " WHERE username = %s",
-        (timedelta(seconds=policy.lockout_s), username),
-    )
-    return policy.lockout_s
-
-
-async def clear_login_failures(conn: AsyncConnection, username: str) -> None:
-    await conn.execute("DELETE FROM login_throttle WHERE username = %s", (username,))

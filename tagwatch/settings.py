@@ -7,13 +7,14 @@ development, so a production deployment that forgot one refuses to start instead
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused outside development
@@ -46,14 +47,28 @@ class Settings(BaseSettings):
     mqtt_gateway_url: str = "mqtt://tagwatch-gateway@127.0.0.1:1883"
     secret_key: str = DEV_SECRET
     token_minutes: int = Field(default=60, ge=1, le=24 * 60)
-    # Failed logins per username within the window lock the name (across API processes).
+    # Login throttling (api/login_throttle.py, docs/api.md "Login throttling"): a user name gets
+    # login_max_failures failed guesses per window from addresses it never logged in from (a
+    # budget, never a lock); a client address gets login_address_max_failures per window, then
+    # waits login_lockout_s, doubling with each repeat up to login_backoff_max_s.
     login_max_failures: int = Field(default=5, ge=1)
     login_failure_window_s: float = Field(default=900.0, gt=0)
     login_lockout_s: float = Field(default=900.0, gt=0)
+    login_address_max_failures: int = Field(default=20, ge=1)
+    login_backoff_max_s: float = Field(default=86400.0, gt=0)
+    # Password verifications at once per API process (argon2: ~64 MiB and a core each).
+    login_verify_threads: int = Field(default=2, ge=1, le=64)
+    # Reverse proxies whose X-Forwarded-For is believed: comma-separated addresses or CIDR
+    # ranges. Empty: the socket peer is the client (a header anyone can write is ignored).
+    trusted_proxies: str = ""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    metrics_public: bool = True
+    # /metrics without a token: unset means public in development and test, private (a user's
+    # bearer token or metrics_token) in production.
+    metrics_public: bool | None = None
+    # A static bearer token for Prometheus (scrapers cannot log in); compared in constant time.
+    metrics_token: str | None = None
 
     # Ingest: one database transaction per batch, bounded in size and time.
     ingest_client_id: str = "tagwatch-ingest"
@@ -84,6 +99,13 @@ class Settings(BaseSettings):
     # TimescaleDB policies (applied only when the extension is present).
     compress_after: str = "7 days"
     retain_fixes_for: str = "3650 days"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

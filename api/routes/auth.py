@@ -1,21 +1,31 @@
 """Sessions: token issue (the OAuth2 password flow, the one v1 route that needs no token),
 logout, password change and who am I.
 
-Failed logins are throttled per username in the database (see api/security.py): after
-``login_max_failures`` failures within the window the name is locked and answered 429 with a
-Retry-After header, whatever the password. Logout revokes the presented token; a password change
-revokes every earlier token of the user and answers with a fresh one.
+Logins are throttled per client address and per user name before the password is checked
+(api/login_throttle.py; docs/api.md "Login throttling"): a refused guess is answered 429 with
+Retry-After and a JSON detail, and is never verified. The argon2 verification runs in a bounded
+worker pool (api/security.py), and no database connection is held while it runs, so a login
+flood neither stalls the event loop nor drains the pool the other routes need. Logout revokes the
+presented token; a password change revokes every earlier token of the user and answers with a
+fresh one.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
+from anyio import CapacityLimiter
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
+from psycopg import AsyncConnection
 from pydantic import BaseModel, Field, model_validator
 
+from api import login_throttle
+from api.client_address import client_address
 from api.deps import Conn
+from api.login_throttle import LoginPolicy, Refusal, RefusalCache, Reservation
 from api.schemas import Token
 from api.security import (
     DUMMY_HASH,
@@ -24,20 +34,15 @@ from api.security import (
     ROLES,
     USERNAME_MAX_LENGTH,
     CurrentUser,
-    LoginPolicy,
     Role,
     User,
     allow,
-    clear_login_failures,
     decode_token,
     issue_token,
-    lock_remaining,
-    locked_out,
     oauth2_scheme,
-    record_login_failure,
     revoke_token,
     set_password,
-    verify_password,
+    verify_password_off_loop,
 )
 
 # /auth/token is public (listed in api.app.PUBLIC_V1); the session routes need a token.
@@ -72,38 +77,98 @@ def _bad_credentials() -> HTTPException:
     )
 
 
-@router.post(
-    "/token",
-    response_model=Token,
-    responses={429: {"description": "too many failed logins: locked, see Retry-After"}},
-)
-async def token(
-    request: Request, conn: Conn, form: Annotated[OAuth2PasswordRequestForm, Depends()]
-) -> Token:
+THROTTLED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "too many failed logins from this address or for this user name: see "
+        "Retry-After (seconds) and detail.retry_after_s",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    }
+}
+
+
+# Pool connections that logins may hold at once per process: a flood of logins queues here, and
+# the rest of the pool stays free for every other route and the alert feed.
+LOGIN_DB_SLOTS = 2
+
+
+@asynccontextmanager
+async def _login_db(state: Any) -> AsyncIterator[AsyncConnection]:
+    slots = getattr(state, "login_db_slots", None)
+    if slots is None:
+        slots = state.login_db_slots = CapacityLimiter(LOGIN_DB_SLOTS)
+    async with slots, state.pool.connection() as conn:
+        yield conn
+
+
+def _refusals(state: Any) -> RefusalCache:
+    cache = getattr(state, "login_refusals", None)
+    if cache is None:
+        cache = state.login_refusals = RefusalCache()
+    return cache
+
+
+def _address(request: Request) -> str:
+    return client_address(request, getattr(request.app.state.settings, "trusted_proxies", ""))
+
+
+def _refuse_from_memory(request: Request, username: str) -> None:
+    """429 at once when the database refused this address (and name) a moment ago."""
+    refusal = _refusals(request.app.state).refusal(_address(request), username)
+    if refusal is not None:
+        raise refusal.http()
+
+
+async def _reserve(request: Request, conn: AsyncConnection, username: str) -> Reservation:
+    state = request.app.state
+    address = _address(request)
+    outcome = await login_throttle.reserve(
+        conn, address, username, LoginPolicy.from_settings(state.settings)
+    )
+    if isinstance(outcome, Refusal):
+        _refusals(state).remember(address, username, outcome)
+        raise outcome.http()
+    return outcome
+
+
+async def _verify(state: Any, reservation: Reservation, password_hash: str, password: str) -> bool:
+    """Verify off the event loop; a guess that was never checked (503: too many waiting) is
+    given back."""
+    try:
+        return await verify_password_off_loop(state, password_hash, password)
+    except HTTPException:
+        async with _login_db(state) as conn:
+            await login_throttle.give_back(conn, reservation)
+        raise
+
+
+@router.post("/token", response_model=Token, responses=THROTTLED)
+async def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
     """Public. A bearer token for a username and password."""
     username = form.username
     if not username or len(username) > USERNAME_MAX_LENGTH or "\x00" in username:
         raise _bad_credentials()
-    settings = request.app.state.settings
-    remaining = await lock_remaining(conn, username)
-    if remaining is not None:
-        raise locked_out(remaining)
-    row = await (
-        await conn.execute(
-            "SELECT id, password_hash, token_generation FROM users"
-            " WHERE username = %s AND NOT disabled",
-            (username,),
-        )
-    ).fetchone()
-    ok = verify_password(row[1] if row else DUMMY_HASH, form.password)
-    if row is None or not ok:
-        lock = await record_login_failure(conn, username, LoginPolicy.from_settings(settings))
-        # The error rolls the request's transaction back: keep the count.
-        await conn.commit()
-        if lock is not None:
-            raise locked_out(lock)
-        raise _bad_credentials()
-    await clear_login_failures(conn, username)
+    state = request.app.state
+    policy = LoginPolicy.from_settings(state.settings)
+    _refuse_from_memory(request, username)
+    # Short connections around the verification: none is held while argon2 runs.
+    async with _login_db(state) as conn:
+        _refuse_from_memory(request, username)  # again: the wait for a slot may have been long
+        reservation = await _reserve(request, conn, username)
+        row = await (
+            await conn.execute(
+                "SELECT id, password_hash, token_generation FROM users"
+                " WHERE username = %s AND NOT disabled",
+                (username,),
+            )
+        ).fetchone()
+    ok = await _verify(state, reservation, row[1] if row else DUMMY_HASH, form.password)
+    async with _login_db(state) as conn:
+        if row is None or not ok:
+            await login_throttle.failed(conn, reservation, policy)
+            raise _bad_credentials()
+        await login_throttle.succeeded(conn, reservation)
+        await login_throttle.forget_stale(conn, policy)
+    settings = state.settings
     access, expires = issue_token(row[0], settings.secret_key, settings.token_minutes, row[2])
     return Token(access_token=access, expires_in=expires)
 
@@ -119,29 +184,23 @@ async def logout(
 
 
 @session_router.post(
-    "/password",
-    response_model=Token,
-    responses={429: {"description": "too many failed attempts: locked, see Retry-After"}},
-    dependencies=[allow(*ROLES)],
+    "/password", response_model=Token, responses=THROTTLED, dependencies=[allow(*ROLES)]
 )
 async def change_password(
     request: Request, body: PasswordChange, conn: Conn, user: CurrentUser
 ) -> Token:
     """Every role, for themselves. Revokes all the user's earlier tokens (this one included) and
-    returns a fresh token. A wrong old password counts as a failed login."""
+    returns a fresh token. A wrong old password counts as a failed login (address and name)."""
     settings = request.app.state.settings
-    remaining = await lock_remaining(conn, user.username)
-    if remaining is not None:
-        raise locked_out(remaining)
+    reservation = await _reserve(request, conn, user.username)
     row = await (
         await conn.execute("SELECT password_hash FROM users WHERE id = %s", (user.id,))
     ).fetchone()
-    if row is None or not verify_password(row[0], body.old):
-        lock = await record_login_failure(conn, user.username, LoginPolicy.from_settings(settings))
-        await conn.commit()
-        if lock is not None:
-            raise locked_out(lock)
+    state = request.app.state
+    if not await _verify(state, reservation, row[0] if row else DUMMY_HASH, body.old):
+        await login_throttle.failed(conn, reservation, LoginPolicy.from_settings(settings))
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="the old password is incorrect")
+    await login_throttle.give_back(conn, reservation)
     generation = await set_password(conn, user.id, body.new)
     assert generation is not None
     access, expires = issue_token(user.id, settings.secret_key, settings.token_minutes, generation)

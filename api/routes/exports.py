@@ -31,6 +31,7 @@ from psycopg import AsyncConnection
 from pydantic import AwareDatetime
 
 from api import audit
+from api.csv_cells import neutralize
 from api.deps import Conn, subject_in_scope
 from api.routes.location import LATE_AFTER_S
 from api.security import CurrentUser, Role, allow
@@ -119,6 +120,11 @@ QUERIES: dict[Kind, tuple[list[str], str]] = {
 
 
 def _cell(value: Any) -> str:
+    """Text a spreadsheet would run as a formula is neutralized (api/csv_cells.py)."""
+    return neutralize(value, _text(value))
+
+
+def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):

@@ -1,9 +1,17 @@
-"""Liveness, readiness and Prometheus metrics, at the root, public by design."""
+"""Liveness, readiness and Prometheus metrics, at the root.
+
+``/healthz`` and ``/readyz`` are public so that orchestrators can probe them. ``/metrics`` is
+public in development and test, and needs a token in production (``TAGWATCH_METRICS_PUBLIC``
+overrides either way): a user's bearer token, or ``TAGWATCH_METRICS_TOKEN`` for a Prometheus
+scraper. The figures are counts, not locations, but they still tell an outsider how many people
+are monitored and how busy the centre is.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import secrets
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -48,13 +56,27 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+def metrics_public(settings: Any) -> bool:
+    """TAGWATCH_METRICS_PUBLIC when set; otherwise private in production only."""
+    explicit = getattr(settings, "metrics_public", None)
+    if explicit is not None:
+        return bool(explicit)
+    return getattr(settings, "environment", "production") != "production"
+
+
+@router.get(
+    "/metrics",
+    responses={401: {"description": "a token is required (production, or when not public)"}},
+)
 async def metrics(
     request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> Response:
-    """Public by default for Prometheus; TAGWATCH_METRICS_PUBLIC=false requires a token."""
-    if not request.app.state.settings.metrics_public:
-        await current_user(request, token)
+    """Prometheus text. Needs a bearer token unless public (see the module docstring)."""
+    settings = request.app.state.settings
+    if not metrics_public(settings):
+        scraper = getattr(settings, "metrics_token", None)
+        if not (token and scraper and secrets.compare_digest(token.encode(), scraper.encode())):
+            await current_user(request, token)  # 401 unless a valid user token
     async with request.app.state.pool.connection() as conn:
         body = await render_metrics(conn)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

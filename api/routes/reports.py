@@ -4,7 +4,8 @@ Roles: supervisor and admin. A region that does not exist and a region that is n
 both answer 404 (as a subject elsewhere does); admins (``*``) may ask for any region.
 
 Both reports answer JSON, or CSV with ``?format=csv`` or ``Accept: text/csv`` (as an attachment
-with a file name). The figures and their definitions are in ``store/reports.py``: months are
+with a file name; text cells that a spreadsheet would run as a formula are neutralized, see
+api/csv_cells.py). The figures and their definitions are in ``store/reports.py``: months are
 bounded by midnights in the region's time zone (UTC when it has none); a subject counts in the
 region ``report_subject_regions`` puts it in at each moment (today: its current region).
 
@@ -26,6 +27,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import AwareDatetime
 
 from api import audit
+from api.csv_cells import neutralize
 from api.deps import Conn
 from api.schemas import REGION_PATTERN
 from api.security import CurrentUser, Role, User, allow
@@ -57,7 +59,12 @@ def wants_csv(request: Request, format_: Format | None) -> bool:
 
 
 def cell(value: Any) -> str:
-    """A CSV cell: times in RFC 3339, nothing as empty, lists joined by ';'."""
+    """A CSV cell: times in RFC 3339, nothing as empty, lists joined by ';'; text that a
+    spreadsheet would run as a formula is neutralized (api/csv_cells.py)."""
+    return neutralize(value, _text(value))
+
+
+def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
@@ -65,7 +72,7 @@ def cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple):
-        return ";".join(cell(v) for v in value)
+        return ";".join(_text(v) for v in value)
     if isinstance(value, dict):
         return json.dumps(value, default=str, sort_keys=True)
     return str(value)
@@ -86,7 +93,7 @@ def flatten(record: Mapping[str, Any]) -> dict[str, Any]:
 def csv_response(rows: Iterable[Mapping[str, Any]], columns: list[str], filename: str) -> Response:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(columns)
+    writer.writerow([cell(c) for c in columns])
     for row in rows:
         writer.writerow([cell(row.get(c)) for c in columns])
     return Response(

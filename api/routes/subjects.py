@@ -114,8 +114,11 @@ async def create_subject(body: SubjectCreate, conn: Conn, user: CurrentUser) -> 
     except ForeignKeyViolation as exc:
         raise HTTPException(422, detail=f"unknown region {body.region_id!r}") from exc
     except UniqueViolation as exc:
+        # case_ref is unique per region (migration 0010): only a subject of this region, which
+        # the caller may see anyway, can clash; one elsewhere is neither refused nor revealed
         raise HTTPException(
-            status.HTTP_409_CONFLICT, detail=f"case_ref {body.case_ref!r} already used"
+            status.HTTP_409_CONFLICT,
+            detail=f"case_ref {body.case_ref!r} already used in region {body.region_id!r}",
         ) from exc
     assert row is not None
     return _subject(row)

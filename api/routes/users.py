@@ -30,7 +30,7 @@ from api.security import (
     Role,
     User,
     allow,
-    hash_password,
+    hash_password_off_loop,
     set_password,
 )
 
@@ -129,10 +129,16 @@ IN_SCOPE = (
 )
 
 
-async def _in_scope(conn: AsyncConnection, admin: User, user_id: int) -> tuple[Any, ...]:
+async def _in_scope(
+    conn: AsyncConnection, admin: User, user_id: int, *, for_update: bool = False
+) -> tuple[Any, ...]:
+    """The user's row, or 404 whether missing or outside the admin's scope. ``for_update`` locks
+    the row until the request commits, so a concurrent change of the user's regions (say, to
+    ``*`` by an admin of every region) cannot slip between this check and the write."""
+    lock = " FOR UPDATE" if for_update else ""
     row = await (
         await conn.execute(
-            f"SELECT {COLUMNS} FROM users WHERE id = %(id)s AND {IN_SCOPE}",
+            f"SELECT {COLUMNS} FROM users WHERE id = %(id)s AND {IN_SCOPE}{lock}",
             {"id": user_id, "scope": admin.region_filter()},
         )
     ).fetchone()
@@ -184,7 +190,7 @@ async def create_user(body: UserCreate, conn: Conn, admin: CurrentUser) -> UserP
             await conn.execute(
                 "INSERT INTO users (username, password_hash, role, regions, password_changed_at)"
                 f" VALUES (%s, %s, %s, %s, now()) RETURNING {COLUMNS}",
-                (body.username, hash_password(body.password), body.role, regions),
+                (body.username, await hash_password_off_loop(body.password), body.role, regions),
             )
         ).fetchone()
     except UniqueViolation as exc:
@@ -202,7 +208,7 @@ async def create_user(body: UserCreate, conn: Conn, admin: CurrentUser) -> UserP
 @router.patch("/{user_id}", response_model=UserPublic, dependencies=[allow(*ADMIN)])
 async def update_user(user_id: int, body: UserUpdate, conn: Conn, admin: CurrentUser) -> UserPublic:
     """Admin. Role, regions and disabled take effect on the user's next request."""
-    await _in_scope(conn, admin, user_id)
+    await _in_scope(conn, admin, user_id, for_update=True)
     if user_id == admin.id and (body.disabled or (body.role is not None and body.role != "admin")):
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail="you cannot disable or demote your own account"
@@ -229,9 +235,10 @@ async def update_user(user_id: int, body: UserUpdate, conn: Conn, admin: Current
 async def reset_password(
     user_id: int, body: PasswordReset, conn: Conn, admin: CurrentUser
 ) -> Response:
-    """Admin. Sets a new password, revokes every earlier token of the user and lifts any login
-    lock on the name."""
-    await _in_scope(conn, admin, user_id)
+    """Admin. Sets a new password, revokes every earlier token of the user and gives back the
+    name's spent login budget. A regional admin reaches only users whose regions all lie
+    within theirs (others answer 404): never an admin of every region or of a region beyond."""
+    await _in_scope(conn, admin, user_id, for_update=True)
     await set_password(conn, user_id, body.password)
     await audit.record(conn, admin, "user_password_reset", None, user_id=user_id)
     return Response(status_code=204)
