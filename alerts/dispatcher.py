@@ -13,8 +13,8 @@ them:
   MQTT PUBACK), in a transaction after the send. Dying between the two re-sends the same body,
   with the same ``notification_id`` (the outbox id) for the receiver to deduplicate on.
 * **mqtt**: the body is published at QoS 1 on ``em/v1/alerts/{region}`` (``unassigned`` when the
-  alert has no region) with the platform's service account (``TAGWATCH_MQTT_URL``, whose role
-  may publish on ``em/v1/alerts/#``), under its own client id.
+  alert has no region) with the dispatcher's service account (``TAGWATCH_MQTT_DISPATCHER_URL``,
+  whose role may publish on ``em/v1/alerts/#`` and nothing else), under its own client id.
 * **webhooks**: ``POST`` of the body, signed over a timestamp and the body (``alerts.signing``),
   2xx is success, redirects are not followed. Each attempt resolves the host, refuses internal
   addresses and non-https URLs outside development (``alerts.webhook_destination``; the
@@ -63,7 +63,6 @@ import certifi
 import httpx
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.signing import NOTIFICATION_ID_HEADER, signed_headers
 from alerts.webhook_destination import (
@@ -81,6 +80,7 @@ from store.webhook_secrets import (
     rotate_all,
     seal_plaintext,
 )
+from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
 
 log = logging.getLogger("tagwatch.dispatcher")
@@ -109,7 +109,7 @@ class DispatcherConfig:
     max_attempts: int = 30
     http_timeout_s: float = 10.0
     mqtt_timeout_s: float = 10.0  # waiting for PUBACKs
-    mqtt_url: str | None = None  # default: Settings.mqtt_url (the platform service account)
+    mqtt_url: str | None = None  # default: Settings.mqtt_dispatcher_url (its service account)
     mqtt_client_id: str | None = None  # default: tagwatch-dispatch-<host>-<pid>
     ca_file: str | None = None  # a private CA to trust for webhook receivers, beside public ones
 
@@ -329,14 +329,7 @@ class MqttPublisher:
         endpoint = MqttEndpoint.parse(url)
         self.timeout = timeout
         self.connected = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-        )
-        if endpoint.username:
-            self.client.username_pw_set(endpoint.username, endpoint.password)
+        self.client = new_client(endpoint, client_id, clean_session=True)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(1, 5)
@@ -425,7 +418,9 @@ class Dispatcher:
             f"tagwatch-dispatch-{os.uname().nodename[:20]}-{os.getpid()}"
         )
         self.mqtt = MqttPublisher(
-            self.config.mqtt_url or settings.mqtt_url, client_id, self.config.mqtt_timeout_s
+            self.config.mqtt_url or settings.mqtt_dispatcher_url,
+            client_id,
+            self.config.mqtt_timeout_s,
         )
 
     # -- one batch
@@ -642,7 +637,7 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(self.settings.database_url)
+                    conn = psycopg.connect(self.settings.database_url_for("dispatcher"))
                 if self.dispatch_once(conn) >= self.config.batch_size:
                     continue  # more may be waiting
                 self.wake.wait(self.seconds_to_next(conn))
@@ -662,7 +657,9 @@ class Dispatcher:
     def _listen(self) -> None:
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+                with psycopg.connect(
+                    self.settings.database_url_for("dispatcher"), autocommit=True
+                ) as conn:
                     conn.execute(f"LISTEN {LISTEN_CHANNEL}")
                     self.wake.set()  # catch up on what was committed while not listening
                     while not self._stop.is_set():
@@ -681,7 +678,7 @@ class Dispatcher:
             )
             return
         try:
-            with psycopg.connect(self.settings.database_url) as conn:
+            with psycopg.connect(self.settings.database_url_for("dispatcher")) as conn:
                 sealed = seal_plaintext(conn, self.box)
                 rotated = rotate_all(conn, self.box)
         except psycopg.Error as exc:

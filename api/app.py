@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = AsyncConnectionPool(
-            settings.database_url, min_size=1, max_size=20, open=False, timeout=10
+            settings.database_url_for("api"), min_size=1, max_size=20, open=False, timeout=10
         )
         await pool.open(wait=False)
         app.state.pool = pool

@@ -19,6 +19,10 @@ COUNTERS = {
     "fix_duplicates_total": ("tagwatch_ingest_fix_duplicates", "repeated fixes not stored again"),
     "events_stored_total": ("tagwatch_ingest_events_stored", "device events stored"),
     "event_duplicates_total": ("tagwatch_ingest_event_duplicates", "repeated events"),
+    "dead_letters_not_stored_total": (
+        "tagwatch_ingest_dead_letters_not_stored",
+        "refused input beyond the per-device dead-letter rate: counted, not kept",
+    ),
 }
 
 
@@ -45,7 +49,9 @@ async def render_metrics(conn: AsyncConnection) -> bytes:
         family.add_metric([], values.get(key, {}).get("", 0.0))
         families.append(family)
     dead = CounterMetricFamily(
-        "tagwatch_ingest_dead_letters", "refused input kept as dead letters", labels=["reason"]
+        "tagwatch_ingest_dead_letters",
+        "refused input (dead letters, kept or only counted)",
+        labels=["reason"],
     )
     for reason, value in sorted(values.get("dead_letters_total", {}).items()):
         dead.add_metric([reason], value)

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ingest.broker_accounts import reserved_device_id
+
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 OWNTRACKS_TOPIC = re.compile(r"^owntracks/[^/+#\s]{1,64}/[^/+#\s]{1,64}$")
 REGION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -106,6 +108,14 @@ class DeviceCreate(BaseModel):
     )
     expected_interval_s: int = Field(default=60, ge=1, le=86400)
 
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        reason = reserved_device_id(value)
+        if reason:
+            raise ValueError(reason)
+        return value
+
     @model_validator(mode="after")
     def _topic_fits_kind(self) -> DeviceCreate:
         if self.kind == "tag" and self.owntracks_topic is not None:
@@ -132,6 +142,13 @@ class DevicePublic(BaseModel):
 class DeviceCredentials(DevicePublic):
     mqtt_username: str
     mqtt_password: str = Field(description="shown once, at creation; store it in the device")
+    mqtt_client_id: str = Field(
+        description="the only client id the broker accepts for this account (= the device id)"
+    )
+    broker_url: str = Field(description="where the device connects: mqtts://host:port (TLS)")
+    ca_pem: str | None = Field(
+        default=None, description="the private CA certificate (PEM) the device must pin"
+    )
     publish_topics: list[str]
 
 

@@ -443,14 +443,10 @@ def _platform(env: dict[str, str], log_dir: Path) -> Iterator[None]:
         **os.environ,
         **env,
         "TAGWATCH_ENVIRONMENT": "test",
-        "TAGWATCH_INGEST_CLIENT_ID": f"bench-ingest-{secrets.token_hex(3)}",
+        "TAGWATCH_INGEST_CLIENT_ID": f"tagwatch-bench-ingest-{secrets.token_hex(3)}",
         "TAGWATCH_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",  # the receiver is on loopback, over http
     }
     child_env.pop("TAGWATCH_ENV_FILE", None)
-    if not child_env.get("TAGWATCH_WEBHOOK_SECRET_KEY"):  # an env file from before the key
-        from store.webhook_secrets import generate_key  # noqa: PLC0415
-
-        child_env["TAGWATCH_WEBHOOK_SECRET_KEY"] = generate_key()
     children: list[Child] = []
     try:
         ingest = Child("ingest", ["tagwatch", "ingest"], child_env, log_dir)

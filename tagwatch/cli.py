@@ -205,7 +205,15 @@ def api(
     from api.app import create_app  # noqa: PLC0415
 
     s = sound_settings("api")
-    uvicorn.run(create_app(s), host=host or s.api_host, port=port or s.api_port, log_level="info")
+    # proxy_headers off: the client address (login throttling, audit) comes from the socket, or
+    # from X-Forwarded-For only when TAGWATCH_TRUSTED_PROXIES names the proxy (api/client_address)
+    uvicorn.run(
+        create_app(s),
+        host=host or s.api_host,
+        port=port or s.api_port,
+        log_level="info",
+        proxy_headers=False,
+    )
 
 
 @app.command()

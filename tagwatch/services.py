@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from ingest.broker_accounts import BrokerAdmin, service_account_commands
 from store.roles import PROCESS_ROLES, ensure_roles
+from store.webhook_secrets import generate_key
 from tagwatch.pki import Pki, default_server_names
 
 PG_SUPERUSER = "tagwatch"
@@ -70,6 +71,8 @@ class ServiceState:
     mqtt_plain_port: int = 0
     # passwords of the per-process database roles (store/roles.py)
     role_passwords: dict[str, str] = field(default_factory=dict)
+    # encrypts webhook secrets at rest (store/webhook_secrets.py)
+    webhook_secret_key: str = ""
     timescaledb: bool = False
 
     def _service_url(self, user: str) -> str:
@@ -101,6 +104,7 @@ class ServiceState:
             "TAGWATCH_MQTT_GATEWAY_URL": self._service_url(GATEWAY_USER),
             "TAGWATCH_MQTT_DEVICE_URL": f"mqtts://127.0.0.1:{self.mqtt_port}?ca={ca}",
             "TAGWATCH_SECRET_KEY": self.secret_key,
+            "TAGWATCH_WEBHOOK_SECRET_KEY": self.webhook_secret_key,
         }
         if self.mqtt_plain_port:
             env["TAGWATCH_MQTT_PLAIN_DEVICE_URL"] = f"mqtt://127.0.0.1:{self.mqtt_plain_port}"
@@ -488,6 +492,7 @@ def up(base: Path, plain_devices: bool = False) -> ServiceState:
             pg_data=str(_pg_data_dir(base) / "data"),
         )
     state.timescaledb = timescaledb_available(bindir)
+    state.webhook_secret_key = state.webhook_secret_key or generate_key()
     state.pki_dir = str(base / "pki")
     Pki(Path(state.pki_dir)).ensure(default_server_names(), list(SERVICE_USERS))
     mqtt_running = _mqtt_running(base) is not None

@@ -12,9 +12,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused outside development
@@ -37,14 +37,30 @@ def default_env_file() -> str | None:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAGWATCH_", extra="ignore")
 
-    environment: Literal["development", "test", "production"] = "development"
+    # Production unless said otherwise: a deployment that forgot this runs with every check on.
+    # `services up` and the demo write development into their env file.
+    environment: Literal["development", "test", "production"] = "production"
+    # The owner's URL: migrations and administration (`migrate`, `user add`, `audit verify`).
     database_url: str = "postgresql://tagwatch@127.0.0.1:5432/tagwatch"
+    # Each long-running process connects with its own least-privilege role (store/roles.py);
+    # unset falls back to database_url, which check-config reports outside development.
+    api_database_url: str | None = None
+    ingest_database_url: str | None = None
+    dispatcher_database_url: str | None = None
+    # The platform's own broker accounts log in on the service listener (loopback or an internal
+    # address) with a client certificate: mqtts://NAME@host:port?ca=CA&cert=CERT&key=KEY.
     # The ingest service account: subscribes to every device topic.
-    mqtt_url: str = "mqtt://tagwatch-ingest@127.0.0.1:1883"
+    mqtt_url: str = "mqtts://tagwatch-ingest@127.0.0.1:8884"
     # The broker's dynamic-security admin: provisions per-device credentials and ACLs.
-    mqtt_admin_url: str = "mqtt://tagwatch-admin@127.0.0.1:1883"
-    # A gateway account that may publish for many devices (load generator, simulators at scale).
-    mqtt_gateway_url: str = "mqtt://tagwatch-gateway@127.0.0.1:1883"
+    mqtt_admin_url: str = "mqtts://tagwatch-admin@127.0.0.1:8884"
+    # The dispatcher: publishes alert notifications on em/v1/alerts/{region}.
+    mqtt_dispatcher_url: str = "mqtts://tagwatch-dispatcher@127.0.0.1:8884"
+    # A gateway account that may publish for many devices (load generator, simulators at scale);
+    # development only: never provisioned in production.
+    mqtt_gateway_url: str | None = None
+    # Where devices connect: TLS with the private CA (mqtts://host:port?ca=CA); what `device add`
+    # prints and the simulators dial, each device with its own user name and password.
+    mqtt_device_url: str = "mqtts://127.0.0.1:8883"
     secret_key: str = DEV_SECRET
     token_minutes: int = Field(default=60, ge=1, le=24 * 60)
     # Login throttling (api/login_throttle.py, docs/api.md "Login throttling"): a user name gets
@@ -107,12 +123,8 @@ class Settings(BaseSettings):
             ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
         return value
 
-    @model_validator(mode="after")
-    def _refuse_default_secrets(self) -> Settings:
-        if self.environment == "production" and self.secret_key == DEV_SECRET:
-            msg = "TAGWATCH_SECRET_KEY must be set in production"
-            raise ValueError(msg)
-        return self
+    def _broker_problems(self) -> list[str]:
+        return _broker_url_problems(self)
 
     def _webhook_problems(self) -> list[str]:
         from alerts.webhook_destination import AllowList  # noqa: PLC0415 - settings load first
@@ -130,9 +142,14 @@ class Settings(BaseSettings):
         """Settings pointing at the private services whose env file `services up` wrote."""
         return cls(
             database_url=env["TAGWATCH_DATABASE_URL"],
+            api_database_url=env.get("TAGWATCH_API_DATABASE_URL"),
+            ingest_database_url=env.get("TAGWATCH_INGEST_DATABASE_URL"),
+            dispatcher_database_url=env.get("TAGWATCH_DISPATCHER_DATABASE_URL"),
             mqtt_url=env["TAGWATCH_MQTT_URL"],
             mqtt_admin_url=env["TAGWATCH_MQTT_ADMIN_URL"],
-            mqtt_gateway_url=env["TAGWATCH_MQTT_GATEWAY_URL"],
+            mqtt_dispatcher_url=env["TAGWATCH_MQTT_DISPATCHER_URL"],
+            mqtt_gateway_url=env.get("TAGWATCH_MQTT_GATEWAY_URL"),
+            mqtt_device_url=env["TAGWATCH_MQTT_DEVICE_URL"],
             secret_key=env["TAGWATCH_SECRET_KEY"],
             **{
                 **{f: env[n] for f, n in WEBHOOK_ENV if env.get(n)},
@@ -147,40 +164,143 @@ class Settings(BaseSettings):
             found.append("TAGWATCH_SECRET_KEY is the development default")
         elif len(self.secret_key) < 32:
             found.append("TAGWATCH_SECRET_KEY is shorter than 32 characters")
-        for name in ("mqtt_url", "mqtt_admin_url", "mqtt_gateway_url"):
-            try:
-                broker = MqttEndpoint.parse(getattr(self, name))
-            except ValueError as exc:
-                found.append(f"TAGWATCH_{name.upper()}: {exc}")
-                continue
-            if not broker.password:
-                found.append(f"TAGWATCH_{name.upper()} has no password")
+        found += self._broker_problems()
         found += self._webhook_problems()
         if not self.database_url.startswith(("postgresql://", "postgres://")):
             found.append("TAGWATCH_DATABASE_URL must be a postgresql:// URL")
+        for process in ("api", "ingest", "dispatcher"):
+            url = getattr(self, f"{process}_database_url")
+            label = f"TAGWATCH_{process.upper()}_DATABASE_URL"
+            if url is None:
+                if self.environment != "development":
+                    found.append(
+                        f"{label} is not set: the {process} would connect as the database owner"
+                        " instead of its own least-privilege role"
+                    )
+            elif not url.startswith(("postgresql://", "postgres://")):
+                found.append(f"{label} must be a postgresql:// URL")
         return found
+
+    def database_url_for(self, process: Literal["api", "ingest", "dispatcher"]) -> str:
+        """The URL a long-running process connects with: its own role's, else the owner's."""
+        own: str | None = getattr(self, f"{process}_database_url")
+        return own or self.database_url
+
+
+SERVICE_BROKER_URLS = ("mqtt_url", "mqtt_admin_url", "mqtt_dispatcher_url")
+
+
+def _broker_url_problems(settings: Settings) -> list[str]:
+    """Service accounts log in with a client certificate over TLS; devices reach the broker over
+    TLS unless this is a development machine."""
+    found: list[str] = []
+    urls = [*SERVICE_BROKER_URLS, "mqtt_device_url"]
+    if settings.mqtt_gateway_url:
+        urls.append("mqtt_gateway_url")
+        if settings.environment == "production":
+            found.append(
+                "TAGWATCH_MQTT_GATEWAY_URL is set: the gateway account is development-only"
+            )
+    if not settings.ingest_client_id.startswith("tagwatch"):
+        found.append(
+            "TAGWATCH_INGEST_CLIENT_ID must start with 'tagwatch' (ids no device may take)"
+        )
+    for name in urls:
+        label = f"TAGWATCH_{name.upper()}"
+        try:
+            broker = MqttEndpoint.parse(getattr(settings, name))
+        except ValueError as exc:
+            found.append(f"{label}: {exc}")
+            continue
+        if name == "mqtt_device_url":
+            if not broker.tls and settings.environment != "development":
+                found.append(
+                    f"{label}: devices must connect over TLS (mqtts://) outside development"
+                )
+            if broker.tls and not broker.ca_file:
+                found.append(f"{label}: name the CA devices pin (?ca=...)")
+            continue
+        if not (broker.tls and broker.cert_file and broker.key_file and broker.ca_file):
+            found.append(
+                f"{label}: service accounts log in with a client certificate over TLS "
+                "(mqtts://NAME@host:port?ca=...&cert=...&key=...)"
+            )
+            continue
+        for path in (broker.ca_file, broker.cert_file, broker.key_file):
+            if not Path(path).is_file():
+                found.append(f"{label}: {path} is not a readable file")
+    return found
 
 
 class MqttEndpoint:
-    """A broker address with the account to use, parsed from `mqtt://user:password@host:port`."""
+    """A broker address with the account to use, parsed from a URL.
 
-    def __init__(self, host: str, port: int, username: str | None, password: str | None) -> None:
+    `mqtt://user:password@host:port` is plain TCP (a development device listener only);
+    `mqtts://user@host:port?ca=CA&cert=CERT&key=KEY` is TLS verified against the CA file, with a
+    client certificate when `cert` and `key` are given (the platform's service accounts).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str | None,
+        password: str | None,
+        *,
+        tls: bool = False,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.username = username
         self.password = password
+        self.tls = tls
+        self.ca_file = ca_file
+        self.cert_file = cert_file
+        self.key_file = key_file
 
     @classmethod
     def parse(cls, url: str) -> MqttEndpoint:
         parts = urlsplit(url)
-        if parts.scheme not in {"mqtt", "tcp"}:
-            msg = f"expected mqtt://user:password@host:port, got scheme {parts.scheme!r}"
+        if parts.scheme not in {"mqtt", "tcp", "mqtts", "ssl"}:
+            msg = f"expected mqtts://user@host:port?ca=... or mqtt://..., got {parts.scheme!r}"
+            raise ValueError(msg)
+        tls = parts.scheme in {"mqtts", "ssl"}
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"ca", "cert", "key"}
+        if unknown:
+            msg = f"unknown broker URL parameters: {', '.join(sorted(unknown))}"
+            raise ValueError(msg)
+        if not tls and query:
+            msg = "ca, cert and key need an mqtts:// URL"
+            raise ValueError(msg)
+        if ("cert" in query) != ("key" in query):
+            msg = "a client certificate needs both cert= and key="
             raise ValueError(msg)
         return cls(
             host=parts.hostname or "127.0.0.1",
-            port=parts.port or 1883,
+            port=parts.port or (8883 if tls else 1883),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+            ca_file=query.get("ca"),
+            cert_file=query.get("cert"),
+            key_file=query.get("key"),
+        )
+
+    def with_account(self, username: str | None, password: str | None) -> MqttEndpoint:
+        """The same broker and TLS settings, logging in as someone else (a device)."""
+        return MqttEndpoint(
+            self.host,
+            self.port,
+            username,
+            password,
+            tls=self.tls,
+            ca_file=self.ca_file,
+            cert_file=None if username else self.cert_file,
+            key_file=None if username else self.key_file,
         )
 
 

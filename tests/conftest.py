@@ -42,10 +42,6 @@ def service_env(services_dir: Path) -> dict[str, str]:
     for line in (services_dir / "env").read_text().splitlines():
         key, _, value = line.partition("=")
         env[key] = value
-    if not env.get("TAGWATCH_WEBHOOK_SECRET_KEY"):  # until `services up` writes one
-        from store.webhook_secrets import generate_key
-
-        env["TAGWATCH_WEBHOOK_SECRET_KEY"] = generate_key()
     return env
 
 
@@ -60,6 +56,9 @@ class IngestProcess:
     """`tagwatch ingest` as a real subprocess, so tests can SIGKILL it like an operator's OOM."""
 
     def __init__(self, service_env: dict[str, str], client_id: str, log_dir: Path) -> None:
+        # Service client ids start with "tagwatch": no device may use such an id.
+        if not client_id.startswith("tagwatch"):
+            client_id = f"tagwatch-{client_id}"
         self.env = {
             **os.environ,
             **service_env,

@@ -182,7 +182,7 @@ def _refused(exc: LifecycleError) -> HTTPException:
 
 async def _act(request: Request, work: Callable[[psycopg.Connection[Any]], T]) -> T:
     """Run ``work`` on a worker thread in one transaction of its own connection."""
-    url = request.app.state.settings.database_url
+    url = request.app.state.settings.database_url_for("api")
 
     def run() -> T:
         with psycopg.connect(url, connect_timeout=10) as conn:

@@ -8,9 +8,9 @@ import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from psycopg.errors import UniqueViolation
 
-from api.deps import Conn
+from api.deps import Conn, may_read_victims
 from api.schemas import DeviceCreate, DeviceCredentials, DevicePublic
-from api.security import CurrentUser, allow
+from api.security import CurrentUser, User, allow
 from ingest.broker_accounts import BrokerAdmin, BrokerAdminError, device_topics, new_device_password
 from ingest.device_broker import device_broker
 
@@ -18,11 +18,13 @@ router = APIRouter(prefix="/devices", tags=["devices"])
 COLUMNS = "id, kind, owntracks_topic, expected_interval_s, created_at"
 
 
-def _device(row: tuple[Any, ...]) -> DevicePublic:
+def _device(row: tuple[Any, ...], user: User | None = None) -> DevicePublic:
+    # A victim's phone topic may carry her name: only those who may read victims' data see it.
+    hide_topic = user is not None and row[1] == "victim_phone" and not may_read_victims(user)
     return DevicePublic(
         id=row[0],
         kind=row[1],
-        owntracks_topic=row[2],
+        owntracks_topic=None if hide_topic else row[2],
         expected_interval_s=row[3],
         created_at=row[4],
     )
@@ -51,7 +53,7 @@ async def list_devices(
             {"after": after_id, "limit": limit, "regions": _user.region_filter()},
         )
     ).fetchall()
-    return [_device(r) for r in rows]
+    return [_device(r, _user) for r in rows]
 
 
 @router.get("/{device_id}", response_model=DevicePublic)
@@ -64,7 +66,7 @@ async def read_device(device_id: str, conn: Conn, _user: CurrentUser) -> DeviceP
     ).fetchone()
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"device {device_id!r} not found")
-    return _device(row)
+    return _device(row, _user)
 
 
 @router.post(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from store.webhook_secrets import SecretBox
 from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration
@@ -228,7 +229,7 @@ def test_webhook_secret_is_shown_once_and_never_again(api, admin, settings, regi
     assert body["types"] == ["absconder", "strap_tamper"] and body["active"] is True
     given = api.post(
         "/api/v1/webhooks",
-        json={"name": "given", "url": "http://10.0.0.5:8080/x", "secret": "s" * 20},
+        json={"name": "given", "url": "https://given.example.org/x", "secret": "s" * 20},
         headers=admin,
     ).json()
     assert given["secret"] == "s" * 20
@@ -240,12 +241,15 @@ def test_webhook_secret_is_shown_once_and_never_again(api, admin, settings, regi
         assert secret not in response.text and '"secret"' not in response.text
     with psycopg.connect(settings.database_url) as conn:
         row = conn.execute(
-            "SELECT secret FROM webhook_subscriptions WHERE id = %s", (body["id"],)
+            "SELECT secret, secret_encrypted FROM webhook_subscriptions WHERE id = %s",
+            (body["id"],),
         ).fetchone()
         audited = conn.execute(
             "SELECT string_agg(detail::text, ' ') FROM audit_log WHERE action LIKE 'webhook_%%'"
         ).fetchone()
-    assert row == (secret,)
+    box = SecretBox(settings.webhook_secret_key)
+    assert row is not None and row[0] is None  # encrypted at rest, never in the clear
+    assert box.open(row[1]) == secret
     assert audited is not None and secret not in audited[0]
 
     rotated = api.post(f"/api/v1/webhooks/{body['id']}/secret", headers=admin)
@@ -253,9 +257,11 @@ def test_webhook_secret_is_shown_once_and_never_again(api, admin, settings, regi
     assert rotated.json()["secret"] != secret
     with psycopg.connect(settings.database_url) as conn:
         row = conn.execute(
-            "SELECT secret FROM webhook_subscriptions WHERE id = %s", (body["id"],)
+            "SELECT secret, secret_encrypted FROM webhook_subscriptions WHERE id = %s",
+            (body["id"],),
         ).fetchone()
-    assert row == (rotated.json()["secret"],)
+    assert row is not None and row[0] is None
+    assert box.open(row[1]) == rotated.json()["secret"]
 
 
 def test_webhook_validation_is_422_with_reasons(api, admin):

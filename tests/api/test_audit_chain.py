@@ -212,7 +212,7 @@ def test_concurrent_reads_through_two_api_processes_keep_one_chain(settings, cha
         )
     assert subject is not None
     before = _verdict(chain_db).rows
-    private = settings.model_copy(update={"database_url": chain_db})
+    private = settings.model_copy(update={"database_url": chain_db, "api_database_url": None})
     threads_per_app, reads = 4, 6
     failures: list[str] = []
     with TestClient(create_app(private)) as one, TestClient(create_app(private)) as two:

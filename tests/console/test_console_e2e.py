@@ -143,7 +143,7 @@ class Tag:
 
     def publish(self, fixes: list[dict]) -> None:
         device = self.world["device"]
-        client = connect(self.settings.mqtt_url, device, self.world["password"])
+        client = connect(self.settings.mqtt_device_url, device, self.world["password"])
         try:
             publish_all(client, [(f"em/v1/{device}/fix", json.dumps(f).encode()) for f in fixes])
         finally:

@@ -45,7 +45,7 @@ def test_fix_published_by_device_comes_back_from_api(settings, api, admin_header
     assert assigned.status_code == 201, assigned.text
 
     now = time.time()
-    device = connect(settings.mqtt_url, device_id, password)
+    device = connect(settings.mqtt_device_url, device_id, password)
     fixes = [
         {"ts": now - 120 + i * 60, "lat": -33.92 + i * 0.001, "lon": 18.42, "acc": 6.5, "seq": i}
         for i in range(3)
@@ -94,7 +94,7 @@ def test_fix_published_by_device_comes_back_from_api(settings, api, admin_header
 def test_same_fixes_published_twice_are_stored_once(settings, provision, running_ingest):
     device_id = fresh_id("tag")
     password = provision(device_id)
-    device = connect(settings.mqtt_url, device_id, password)
+    device = connect(settings.mqtt_device_url, device_id, password)
     now = time.time()
     single = [
         (
@@ -119,7 +119,7 @@ def test_same_fixes_published_twice_are_stored_once(settings, provision, running
 
 def test_events_and_status_are_stored(settings, provision, running_ingest):
     device_id = fresh_id("tag")
-    device = connect(settings.mqtt_url, device_id, provision(device_id))
+    device = connect(settings.mqtt_device_url, device_id, provision(device_id))
     now = time.time()
     events = {
         "events": [
@@ -162,7 +162,8 @@ def test_owntracks_phone_location_and_lwt(settings, provision, running_ingest):
     device_id = fresh_id("phone")
     topic = f"owntracks/{fresh_id('user')}/{device_id}"
     password = provision(device_id, "phone", topic)
-    phone = connect(settings.mqtt_url, device_id, password, client_id=fresh_id("app"))
+    # the app's Client ID setting names the device: the broker accepts no other for its account
+    phone = connect(settings.mqtt_device_url, device_id, password, client_id=device_id)
     now = int(time.time())
     location = {
         "_type": "location",

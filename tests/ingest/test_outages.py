@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def test_database_outage_loses_nothing(settings, services_dir, provision, ingest_factory):
     device_id = fresh_id("tag")
-    device = connect(settings.mqtt_url, device_id, provision(device_id))
+    device = connect(settings.mqtt_device_url, device_id, provision(device_id))
     ingest = ingest_factory()
     ingest.start_and_wait()
     now = time.time() - 3600
@@ -71,7 +71,7 @@ def test_broker_outage_loses_nothing_and_ingest_reconnects(
             for s in seqs
         ]
 
-    device = connect(settings.mqtt_url, device_id, password)
+    device = connect(settings.mqtt_device_url, device_id, password)
     publish_all(device, fixes(range(2000)))  # acknowledged by the broker: it owes them to ingest
     device.disconnect()
     device.loop_stop()
@@ -88,7 +88,7 @@ def test_broker_outage_loses_nothing_and_ingest_reconnects(
     deadline = time.monotonic() + 15
     while device is None:  # the broker may take a moment to listen again
         try:
-            device = connect(settings.mqtt_url, device_id, password)
+            device = connect(settings.mqtt_device_url, device_id, password)
         except OSError:
             if time.monotonic() > deadline:
                 raise
