@@ -70,6 +70,7 @@ class Reason:
     BAD_STATUS = "invalid_status"
     UNSUPPORTED = "unsupported_message_type"
     DECODER_ERROR = "decoder_error"
+    QUARANTINED = "sender_quarantined"
 
 
 class _FixFields(msgspec.Struct, forbid_unknown_fields=False):

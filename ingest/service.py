@@ -30,7 +30,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from alerts.engine import AlertEngine
-from ingest.decode import Decoded, Limits, Reason, decode_message
+from ingest.decode import Decoded, Limits, Reason, decode_message, sender_of
+from ingest.flood_guard import FloodGuard
 from ingest.registry import DeviceRegistry
 from store.ingest_writer import BatchResult, DeadLetterPolicy, prepare_session, write_batch
 from tagwatch.mqtt_client import new_client
@@ -104,6 +105,7 @@ class IngestService:
         self.dead_letter_policy = DeadLetterPolicy(
             per_device_per_minute=settings.dead_letters_per_device_minute
         )
+        self.flood_guard = FloodGuard(settings.ingest_quarantine_refused_per_minute)
         self.budget = ByteBudget(settings.ingest_queue_bytes)
         # One batch holds at most a quarter of the budget, so decoding, writing and receiving
         # can overlap even when every message is large.
@@ -252,7 +254,17 @@ class IngestService:
         the same message back after every restart. The database going away still propagates."""
         out = Decoded()
         now = time.time()
+        guard = self.flood_guard
         for item in batch:
+            sender = sender_of(item.topic)
+            if guard.quarantined(sender, now):
+                out.refuse(
+                    item.topic,
+                    item.payload,
+                    Reason.QUARANTINED,
+                    f"over {guard.refused_per_minute} refused inputs this minute: not decoded",
+                )
+                continue
             mark = out.mark()
             try:
                 decode_message(
@@ -270,6 +282,7 @@ class IngestService:
                 log.exception("decoder failed on a message on %s; dead-lettered", item.topic)
                 out.rewind(mark)
                 out.refuse(item.topic, item.payload, Reason.DECODER_ERROR, repr(exc)[:500])
+            guard.record(sender, len(out.dead) - mark[3], now)
         return out
 
     def _decode_until_done(self, batch: list[Inbound]) -> Decoded | None:

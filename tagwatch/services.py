@@ -42,6 +42,7 @@ MESSAGE_SIZE_LIMIT = 256 * 1024
 # about seven million fixes; past it new messages for that client are dropped, so this is sized
 # for a long ingest outage at a national rate rather than left unbounded.
 MAX_QUEUED_BYTES = 1024 * 1024 * 1024
+MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
 DYNSEC_PLUGIN_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
     "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
@@ -392,6 +393,10 @@ def _mqtt_write_config(base: Path, state: ServiceState) -> Path:
         # Unacknowledged messages in flight to one client: ingest acknowledges a whole batch
         # after its commit, so this must exceed the batch size (TAGWATCH_INGEST_BATCH_MESSAGES).
         "max_inflight_messages 10000\n"
+        # ... but not 10,000 messages of 256 KiB: in flight to one client at most 64 MiB
+        # (ingest's own byte budget, TAGWATCH_INGEST_QUEUE_BYTES), so a flood of large payloads
+        # cannot make the broker hold gigabytes for ingest.
+        f"max_inflight_bytes {MAX_INFLIGHT_BYTES}\n"
         f"message_size_limit {MESSAGE_SIZE_LIMIT}\n"
         "max_keepalive 120\n"
         f"pid_file {mdir / 'mosquitto.pid'}\n"

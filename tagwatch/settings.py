@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # Dead letters stored per sender and minute; beyond, they are only counted (by sender and
     # reason, in dead_letter_tally and tagwatch_ingest_dead_letters_total).
     dead_letters_per_device_minute: int = Field(default=60, ge=1)
+    # A sender refused more often than this in a minute is quarantined for the rest of it: its
+    # messages are counted as dead letters without being decoded (ingest/flood_guard.py).
+    ingest_quarantine_refused_per_minute: int = Field(default=1000, ge=1)
 
     # Webhooks: the key that encrypts their signing secrets at rest (a Fernet key; several,
     # comma-separated, to rotate: store/webhook_secrets.py), and the hosts or CIDR networks they

@@ -12,7 +12,8 @@ Measured and asserted: ingest's resident memory (VmRSS, sampled throughout) stay
 bound; every honest fix is stored exactly once; the exclusion-zone alerts of honest subjects who
 walk into their zone during the flood open within ALERT_LATENCY_S of the fix that proves them;
 every refused message is counted (by sender and reason) while at most the per-sender limit is
-stored, each as a 4 KiB prefix.
+stored, each as a 4 KiB prefix; once the sender passed the quarantine threshold its messages are
+refused undecoded (`sender_quarantined`), so the flood stops costing ingest its validation work.
 
 `TAGWATCH_FLOOD_SECONDS` sets the flood's length (default 60 s, the issue's figure).
 """
@@ -61,7 +62,10 @@ def _broker_message_limit(services_dir: Path, fallback: int) -> int:
 
 def flood(device_url: str, device_id: str, password: str, seconds: float, limit: int, out) -> None:
     """The attacker: its own tag's account, one connection, as fast as the broker acknowledges.
-    Runs in a process of its own so that it does not share the test's interpreter."""
+    Runs in a process of its own so that it does not share the test's interpreter, at the lowest
+    CPU priority: a real attacker floods from his own machine, not from the platform's cores,
+    so on this 2-core machine he may use only what the platform leaves idle."""
+    os.nice(19)
     client = connect(device_url, device_id, password)
     topic = f"em/v1/{device_id}/fix"
     size = limit - 64  # just under the broker's limit, so the broker delivers it
@@ -314,21 +318,32 @@ def test_one_device_flooding_does_not_grow_ingest_lose_fixes_or_delay_alerts(
             ).fetchall()
         return {r[0]: (r[1], r[2]) for r in rows}
 
-    expected_dead = sent["garbage"] + sent["huge_ts"] + sent["deep"] + sent["small"]
-    expected_dead += 500 * sent["bad_batch"]
+    messages_sent = sum(sent.values())
+
+    def by_reason() -> dict[str, tuple[int, int]]:
+        with psycopg.connect(settings.database_url) as conn:
+            rows = conn.execute(
+                "SELECT reason, total, not_stored FROM dead_letter_tally WHERE sender = %s",
+                (attacker,),
+            ).fetchall()
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+    def messages_accounted() -> int:
+        """Every flood message is refused once: whole (1 dead letter, quarantined or not), or,
+        a batch of 500 invalid fixes decoded before the quarantine, as 500 dead letters."""
+        reasons = by_reason()
+        fixes = reasons.get("coordinates_out_of_range", (0, 0))[0]
+        whole = sum(t for r, (t, _) in reasons.items() if r != "coordinates_out_of_range")
+        return whole + fixes // 500
 
     def tally() -> tuple[int, int]:
-        with psycopg.connect(settings.database_url) as conn:
-            row = conn.execute(
-                "SELECT coalesce(sum(total), 0), coalesce(sum(not_stored), 0)"
-                " FROM dead_letter_tally WHERE sender = %s",
-                (attacker,),
-            ).fetchone()
-        return int(row[0]), int(row[1])
+        reasons = by_reason()
+        return sum(t for t, _ in reasons.values()), sum(n for _, n in reasons.values())
 
     drained = wait_for(
         lambda: (
-            tally()[0] >= expected_dead and sum(c for c, _ in stored().values()) >= total_expected
+            messages_accounted() >= messages_sent
+            and sum(c for c, _ in stored().values()) >= total_expected
         ),
         timeout=120,
         every=0.5,
@@ -340,6 +355,7 @@ def test_one_device_flooding_does_not_grow_ingest_lose_fixes_or_delay_alerts(
     sampler.thread.join(5)
     peak = max(sampler.samples)
     counted, not_stored = tally()
+    quarantined = by_reason().get("sender_quarantined", (0, 0))[0]
     with psycopg.connect(settings.database_url) as conn:
         rows, with_repeats, biggest = conn.execute(
             "SELECT count(*), coalesce(sum(repeats), 0), coalesce(max(octet_length(payload)), 0)"
@@ -355,7 +371,8 @@ def test_one_device_flooding_does_not_grow_ingest_lose_fixes_or_delay_alerts(
     print(
         f"\nflood: {messages} messages in {flood_wall:.1f} s ({messages / flood_wall:.0f}/s,"
         f" {sent}), payloads up to {limit - 64} bytes (broker limit {limit})"
-        f"\ndead letters: {counted} counted (expected {expected_dead}), {rows} rows stored"
+        f"\ndead letters: {counted} counted, every one of {messages_sent} messages accounted for"
+        f" ({quarantined} refused undecoded in quarantine), {rows} rows stored"
         f" ({with_repeats} with repeats, largest payload kept {biggest} bytes),"
         f" {not_stored} only counted"
         f"\nhonest fixes: {stored_total} stored of {total_expected} published by"
@@ -371,7 +388,8 @@ def test_one_device_flooding_does_not_grow_ingest_lose_fixes_or_delay_alerts(
     assert {d: per_device.get(d, (0, 0)) for d in expected} == {
         d: (n, n) for d, n in expected.items()
     }, "an honest fix was lost or stored twice"
-    assert counted == expected_dead
+    assert messages_accounted() == messages_sent
+    assert quarantined > 0  # the flood was cut short by the quarantine, not by luck
     assert counted - not_stored == with_repeats
     minutes = math.ceil(flood_wall / 60) + 1
     assert with_repeats <= settings.dead_letters_per_device_minute * minutes
