@@ -93,7 +93,7 @@ export async function show(side, subjectId, { from, to } = {}) {
       maps.fit();
       clear(zoneList).append(
         ...(zones.length
-          ? zones.map((z) => h("li", {}, h("i", { class: `sw ${z.kind}` }), h("a", { href: `#/zones/${z.id}` }, z.name || `zone ${z.id}`), h("span", { class: "muted small" }, ` ${z.kind}${z.schedule ? " · scheduled" : ""}${z.geometry ? "" : " · follows the victim's phone"}`)))
+          ? zones.map((z) => h("li", {}, h("i", { class: `sw ${z.kind}` }), h("a", { href: `#/zones/${z.id}` }, z.name || `zone ${z.id}`), h("span", { class: "muted small" }, ` ${z.kind}${z.schedule ? " · scheduled" : ""}${z.redacted ? " · protects a victim (details withheld)" : z.geometry ? "" : " · follows the victim's phone"}`)))
           : [h("li", { class: "muted small" }, "No zones of this subject.")]),
       );
       const truncated = track.properties && track.properties.truncated ? " (truncated)" : "";
