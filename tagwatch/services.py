@@ -501,6 +501,9 @@ def up(base: Path, plain_devices: bool = False) -> ServiceState:
     state.pki_dir = str(base / "pki")
     Pki(Path(state.pki_dir)).ensure(default_server_names(), list(SERVICE_USERS))
     mqtt_running = _mqtt_running(base) is not None
+    if mqtt_running and not state.mqtt_service_port:
+        _mqtt_stop(base)  # started by a tagwatch before the TLS listeners: restart it with them
+        mqtt_running = False
     if not mqtt_running:
         state.mqtt_service_port = state.mqtt_service_port or free_port()
         state.mqtt_plain_port = (state.mqtt_plain_port or free_port()) if plain_devices else 0
