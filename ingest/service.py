@@ -42,6 +42,11 @@ log = logging.getLogger("tagwatch.ingest")
 TOPICS = ("em/v1/+/fix", "em/v1/+/event", "em/v1/+/status", "owntracks/+/+")
 DRAIN_QUIET_S = 0.3  # no message for this long after a reconnect: the broker's backlog is in
 LIVE_WINDOW_S = 120.0  # a batch with a fix this recent (rule time) is live traffic, not backlog
+# ... but under a compressed scenario clock never more than this many wall seconds: at 900x,
+# 120 rule seconds x 900 is 30 hours, and the first batch of the backlog a 3 s outage left
+# (45 scenario minutes) passed for live traffic, so devices still in the backlog were judged
+# silent (a false no_communication after SIGKILL of ingest mid-scenario).
+LIVE_WALL_S = 2.0
 BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
 
 
@@ -398,7 +403,9 @@ class IngestService:
         self._release(batch)
         if not self._drained and decoded.fixes and self.engine is not None:
             newest = max(f[1] for f in decoded.fixes).timestamp()
-            self._live_batch = newest >= self._rule_now() - LIVE_WINDOW_S * self._speed
+            now = self._rule_now()
+            window = min(LIVE_WINDOW_S * self._speed, LIVE_WINDOW_S + LIVE_WALL_S * self._speed)
+            self._live_batch = newest >= now - window
         self._pending_latency.append(time.perf_counter() - started)
         self._account(result)
         return len(batch)
