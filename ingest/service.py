@@ -431,14 +431,20 @@ class IngestService:
             # After a (re)connect the broker first sends what it kept while ingest was away;
             # judging silence before that is in would raise no_communication for every device.
             # Drained: a batch carried fixes from the last couple of minutes (live traffic is
-            # flowing again), or nothing arrives at all, or, at the latest, after five minutes.
+            # flowing again) and nothing waits behind it here (a cold first batch, the zone index
+            # built on a big database, lets the next ones pile up), or nothing arrives at all,
+            # or, at the latest, after five minutes.
             heard = max(self._last_inbound, self._connected_at)  # nothing yet is not quiet
             quiet = not backlog and time.monotonic() - heard > DRAIN_QUIET_S
-            if not (self._live_batch or quiet or time.monotonic() - self._connected_at > 300):
+            caught_up = self._live_batch and not backlog
+            if not (caught_up or quiet or time.monotonic() - self._connected_at > 300):
                 return
             self._drained = True
-        if backlog and time.monotonic() - self._last_tick < 10 * self._tick_every:
-            return  # messages still waiting here are not silence: catch up first
+        # Messages still waiting here are not silence: catch up first, for ten tick periods and
+        # at least two wall seconds (at a 900x scenario clock ten periods are 0.17 s, and one
+        # slow batch on a busy machine made every device look 16 minutes silent).
+        if backlog and time.monotonic() - self._last_tick < max(10 * self._tick_every, 2.0):
+            return
         self._last_tick = time.monotonic()
         try:
             if self._conn is None or self._conn.closed:

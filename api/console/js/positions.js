@@ -96,7 +96,9 @@ function draw(items) {
     marker.setTooltipContent(tip(tooltip(position, kind)));
     tag(marker, position, kind);
     // fresh positions on top of stale and old ones
-    if (kind === "fresh") marker.bringToFront();
+    // (only when another dot is above it: re-appending the element under the pointer between a
+    // press and its release swallows the click, once every refresh)
+    if (kind === "fresh" && marker._path && marker._path.nextSibling) marker.bringToFront();
   }
   for (const [id, marker] of markers) {
     if (!seen.has(id)) {
