@@ -43,6 +43,28 @@ def _tagwatch(
     )
 
 
+def _start_api(env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tagwatch", "api"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _healthz(process: subprocess.Popen[str], port: int) -> int | None:
+    """/healthz's status once the API answers; None if it exited or never answered in 30 s."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return None
+
+
 def test_default_environment_is_production():
     assert Settings.model_fields["environment"].default == "production"
 
@@ -72,23 +94,9 @@ def test_api_with_the_services_settings_starts_in_production(service_env, tmp_pa
     env.pop("TAGWATCH_MQTT_GATEWAY_URL", None)  # development-only account
     check = _tagwatch(["check-config"], env, tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tagwatch", "api"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_api(env, tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        answered = None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                answered = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        answered = _healthz(process, port)
         assert answered == 200, process.stderr.read() if process.stderr else ""
         # the development signing key cannot mint a token this API accepts
         import jwt
@@ -109,23 +117,9 @@ def test_development_is_an_explicit_choice(tmp_path):
     """With TAGWATCH_ENVIRONMENT=development the same mistakes only warn (a laptop demo)."""
     port = free_port()
     env = _clean_env(TAGWATCH_ENVIRONMENT="development", TAGWATCH_API_PORT=str(port))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tagwatch", "api"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_api(env, tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        answered = None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                answered = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        answered = _healthz(process, port)
         assert answered is not None
     finally:
         process.terminate()
