@@ -231,13 +231,16 @@ class AlertEngine:
 
     @staticmethod
     def clock(conn: psycopg.Connection) -> float:
-        """The rule clock: wall time, or a replay's scenario time."""
+        """The rule clock: wall time, or a replay's scenario time (never past what the replay's
+        player has published, `played_until`)."""
         return AlertEngine.clock_and_speed(conn)[0]
 
     @staticmethod
     def clock_and_speed(conn: psycopg.Connection) -> tuple[float, float]:
         row = conn.execute(
-            "SELECT extract(epoch FROM origin) + extract(epoch FROM now() - wall_origin) * speed,"
+            "SELECT LEAST((extract(epoch FROM origin)"
+            " + extract(epoch FROM now() - wall_origin) * speed)::float8,"
+            " COALESCE(extract(epoch FROM played_until)::float8, 'Infinity'::float8)),"
             " speed FROM rule_clock"
         ).fetchone()
         return (float(row[0]), float(row[1])) if row else (time.time(), 1.0)

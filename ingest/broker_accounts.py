@@ -135,6 +135,10 @@ def service_account_commands(
         commands.append(_acl(INGEST_ROLE, "unsubscribePattern", topic))
     for topic in ("em/v1/#", "owntracks/#"):
         commands.append(_acl(INGEST_ROLE, "publishClientReceive", topic))
+    # ingest's drain marker, which it sends itself after every connect (ingest/service.py)
+    for acltype in ("subscribePattern", "unsubscribePattern", "publishClientSend"):
+        commands.append(_acl(INGEST_ROLE, acltype, "tagwatch/barrier/#"))
+    commands.append(_acl(INGEST_ROLE, "publishClientReceive", "tagwatch/barrier/#"))
     commands.append(_acl(DISPATCHER_ROLE, "publishClientSend", "em/v1/alerts/#"))
     accounts = [(ingest, INGEST_ROLE), (dispatcher, DISPATCHER_ROLE)]
     if gateway:

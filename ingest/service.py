@@ -40,13 +40,15 @@ from tagwatch.settings import MqttEndpoint, Settings
 log = logging.getLogger("tagwatch.ingest")
 
 TOPICS = ("em/v1/+/fix", "em/v1/+/event", "em/v1/+/status", "owntracks/+/+")
-DRAIN_QUIET_S = 0.3  # no message for this long after a reconnect: the broker's backlog is in
-LIVE_WINDOW_S = 120.0  # a batch with a fix this recent (rule time) is live traffic, not backlog
-# ... but under a compressed scenario clock never more than this many wall seconds: at 900x,
-# 120 rule seconds x 900 is 30 hours, and the first batch of the backlog a 3 s outage left
-# (45 scenario minutes) passed for live traffic, so devices still in the backlog were judged
-# silent (a false no_communication after SIGKILL of ingest mid-scenario).
-LIVE_WALL_S = 2.0
+# After a (re)connect ingest publishes a marker to a topic only it subscribes to. The broker
+# queues it behind everything it kept for the session while ingest was away, so when the marker
+# comes back through ingest's own queues the backlog is written: only then do the clock rules
+# judge silence. (Guessing it from timing failed: at a 600x scenario clock a batch from the
+# backlog's tail looked live, the local queues were empty for a moment, and devices whose fixes
+# were still at the broker were judged silent.)
+BARRIER_PREFIX = "tagwatch/barrier/"
+BARRIER_FALLBACK_S = 60.0  # no marker back by then (an old broker role): judge by quiet instead
+DRAIN_QUIET_S = 0.3  # the fallback: no message for this long and nothing waiting here
 BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
 
 
@@ -132,7 +134,8 @@ class IngestService:
         self._tick_every = 1.0
         self._speed_checked = 0.0
         self._drained = False
-        self._live_batch = False
+        self._barrier_topic = BARRIER_PREFIX + settings.ingest_client_id
+        self._barrier_nonce = b""
         self._connected_at = time.monotonic()
         self._last_inbound = 0.0
         self._speed = 1.0
@@ -163,22 +166,31 @@ class IngestService:
         with self._generation_lock:
             self._generation += 1
         self._drained = False  # what the broker kept for us comes first: no clock rules till then
-        self._live_batch = False
+        self._barrier_nonce = b""
         self._connected_at = time.monotonic()
-        client.subscribe([(topic, 1) for topic in subscriptions(self.settings.ingest_shared_group)])
+        topics = [(topic, 1) for topic in subscriptions(self.settings.ingest_shared_group)]
+        client.subscribe([*topics, (self._barrier_topic, 1)])
         self.connected.set()
         present = getattr(flags, "session_present", "?")
         log.info("connected to broker (session present: %s)", present)
 
     def _on_subscribe(
-        self, _c: mqtt.Client, _u: object, _mid: int, reasons: list[Any], _p: object
+        self, client: mqtt.Client, _u: object, _mid: int, reasons: list[Any], _p: object
     ) -> None:
-        refused = [r for r in reasons if getattr(r, "is_failure", False)]
+        *data, barrier = reasons
+        refused = [r for r in data if getattr(r, "is_failure", False)]
         if refused:
             log.error("broker refused subscriptions: %s", refused)
             return
         self.subscribed.set()
-        log.info("subscribed to %d topics", len(reasons))
+        log.info("subscribed to %d topics", len(data))
+        if getattr(barrier, "is_failure", False):
+            log.warning("the broker refused %s: no drain marker", self._barrier_topic)
+            return
+        with self._generation_lock:
+            nonce = f"{self._generation}:{random.getrandbits(64):x}".encode()
+        self._barrier_nonce = nonce
+        client.publish(self._barrier_topic, nonce, qos=1)
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
@@ -261,6 +273,8 @@ class IngestService:
         now = time.time()
         guard = self.flood_guard
         for item in batch:
+            if item.topic.startswith(BARRIER_PREFIX):
+                continue  # ingest's own drain marker (`_on_subscribe`): acknowledged, not data
             sender = sender_of(item.topic)
             if guard.quarantined(sender, now):
                 out.refuse(
@@ -401,14 +415,22 @@ class IngestService:
             return 0  # stopping while the database is down: the broker redelivers it all
         self._acknowledge(batch)
         self._release(batch)
-        if not self._drained and decoded.fixes and self.engine is not None:
-            newest = max(f[1] for f in decoded.fixes).timestamp()
-            now = self._rule_now()
-            window = min(LIVE_WINDOW_S * self._speed, LIVE_WINDOW_S + LIVE_WALL_S * self._speed)
-            self._live_batch = newest >= now - window
+        if (
+            not self._drained
+            and self._barrier_nonce
+            and any(
+                item.topic == self._barrier_topic and item.payload == self._barrier_nonce
+                for item in batch
+            )
+        ):
+            self._drained = True
+            log.info("backlog written (drain marker back after %.1f s)", self._since_connect())
         self._pending_latency.append(time.perf_counter() - started)
         self._account(result)
         return len(batch)
+
+    def _since_connect(self) -> float:
+        return time.monotonic() - self._connected_at
 
     def _rule_now(self) -> float:
         if self._conn is None or self._conn.closed:
@@ -430,15 +452,13 @@ class IngestService:
         if not self._drained:
             # After a (re)connect the broker first sends what it kept while ingest was away;
             # judging silence before that is in would raise no_communication for every device.
-            # Drained: a batch carried fixes from the last couple of minutes (live traffic is
-            # flowing again) and nothing waits behind it here (a cold first batch, the zone index
-            # built on a big database, lets the next ones pile up), or nothing arrives at all,
-            # or, at the latest, after five minutes.
+            # Drained: the marker came back (`step`), or, where the broker never returns it,
+            # nothing arrived for a moment once the fallback time has passed.
             heard = max(self._last_inbound, self._connected_at)  # nothing yet is not quiet
             quiet = not backlog and time.monotonic() - heard > DRAIN_QUIET_S
-            caught_up = self._live_batch and not backlog
-            if not (caught_up or quiet or time.monotonic() - self._connected_at > 300):
+            if not (quiet and self._since_connect() > BARRIER_FALLBACK_S):
                 return
+            log.warning("no drain marker after %.0f s: judging silence again", BARRIER_FALLBACK_S)
             self._drained = True
         # Messages still waiting here are not silence: catch up first, for ten tick periods and
         # at least two wall seconds (at a 900x scenario clock ten periods are 0.17 s, and one

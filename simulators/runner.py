@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SPEEDUP = 360.0
 LEAD_S = 2.0  # wall seconds between setting the clock and the first publication
 TAIL_S = 60.0  # scenario seconds played after the last scenario ends
+BEHIND_S = 0.05  # wall seconds the player may lag before it holds the rules' clock back
 
 
 @dataclass
@@ -172,6 +173,11 @@ def set_clock(conn: psycopg.Connection, origin: float, wall_origin: float, speed
             " VALUES (to_timestamp(%s), to_timestamp(%s), %s)",
             (origin, wall_origin, speed),
         )
+
+
+def set_played_until(conn: psycopg.Connection, at: float | None) -> None:
+    """How far the player has published (None: on time), so the rules' clock waits for it."""
+    conn.execute("UPDATE rule_clock SET played_until = to_timestamp(%s)", (at,))
 
 
 def release(conn: psycopg.Connection, subject_ids: Sequence[int], at: float) -> None:
@@ -364,9 +370,18 @@ class Player:
     ) -> None:
         report_every = max(1, len(steps) // 40)
         with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+            marked, mark_written = False, 0.0
             try:
                 for index, step in enumerate(steps):
                     delay = self.wall(step.at) - time.time()
+                    # Behind the clock's mapping, the rules must not run ahead of what was
+                    # published: hold their clock at this step (migration 0015) until caught up.
+                    if delay < -BEHIND_S and time.monotonic() - mark_written > BEHIND_S:
+                        set_played_until(conn, step.at)
+                        marked, mark_written = True, time.monotonic()
+                    elif delay >= 0 and marked:
+                        set_played_until(conn, None)
+                        marked = False
                     if delay > 0 and stop.wait(delay):
                         return
                     if isinstance(step, ReleaseStep):
@@ -394,6 +409,8 @@ class Player:
                     ):
                         progress(Progress(index + 1, len(steps), step.at, max(0.0, -delay)))
             finally:
+                if marked:
+                    set_played_until(conn, None)
                 for link in self.links.values():
                     link.close()
                 for releasing in self.releasing:
