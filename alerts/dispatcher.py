@@ -64,8 +64,8 @@ import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 
-from alerts.signing import NOTIFICATION_ID_HEADER, signed_headers
-from alerts.webhook_destination import (
+from tagwatch.alerts.signing import NOTIFICATION_ID_HEADER, signed_headers
+from tagwatch.alerts.webhook_destination import (
     AllowList,
     DestinationRefused,
     DestinationUnresolved,
@@ -73,15 +73,15 @@ from alerts.webhook_destination import (
     resolve_destination,
     system_resolver,
 )
-from store.webhook_secrets import (
+from tagwatch.mqtt_client import new_client
+from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.store.webhook_secrets import (
     SecretBox,
     SecretUnreadable,
     key_problem,
     rotate_all,
     seal_plaintext,
 )
-from tagwatch.mqtt_client import new_client
-from tagwatch.settings import MqttEndpoint, Settings
 
 log = logging.getLogger("tagwatch.dispatcher")
 

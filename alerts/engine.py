@@ -33,10 +33,10 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
-from alerts import vocabulary as v
-from alerts.escalation import OpenAlert, absconder, due, limit_s
-from alerts.observe import Episode, RawFix, late_episodes, observe
-from alerts.rules import (
+from tagwatch.alerts import vocabulary as v
+from tagwatch.alerts.escalation import OpenAlert, absconder, due, limit_s
+from tagwatch.alerts.observe import Episode, RawFix, late_episodes, observe
+from tagwatch.alerts.rules import (
     AlertChange,
     EventObs,
     Observation,
@@ -45,9 +45,16 @@ from alerts.rules import (
     evaluate,
     tick,
 )
-from alerts.rules import due_at as next_due
-from alerts.thresholds import DEFAULTS, ThresholdError, Thresholds, layered
-from geofence import Schedule, VictimPositions, Zone, ZoneIndex, ZoneKind, ZoneValidationError
+from tagwatch.alerts.rules import due_at as next_due
+from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError, Thresholds, layered
+from tagwatch.geofence import (
+    Schedule,
+    VictimPositions,
+    Zone,
+    ZoneIndex,
+    ZoneKind,
+    ZoneValidationError,
+)
 
 log = logging.getLogger("tagwatch.alerts")
 

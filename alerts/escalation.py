@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alerts import vocabulary as v
-from alerts.rules import AlertChange, SubjectState
-from alerts.thresholds import Thresholds
+from tagwatch.alerts import vocabulary as v
+from tagwatch.alerts.rules import AlertChange, SubjectState
+from tagwatch.alerts.thresholds import Thresholds
 
 
 @dataclass(frozen=True, slots=True)

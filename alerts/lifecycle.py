@@ -43,8 +43,8 @@ from typing import Any, Final
 
 import psycopg
 
-from alerts import vocabulary as v
-from alerts.engine import AlertEngine, _history, enqueue, raise_absconder
+from tagwatch.alerts import vocabulary as v
+from tagwatch.alerts.engine import AlertEngine, _history, enqueue, raise_absconder
 
 OPEN: Final = "open"
 ACKNOWLEDGED: Final = "acknowledged"

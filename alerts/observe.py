@@ -9,10 +9,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alerts.rules import AlertChange, EventObs, FixObs, Observation, SubjectState, ZoneMeta, ZoneObs
-from alerts.rules import evaluate as run_rules
-from alerts.thresholds import Thresholds
-from geofence import FixBatch, VictimPositions, ZoneIndex
+from tagwatch.alerts.rules import (
+    AlertChange,
+    EventObs,
+    FixObs,
+    Observation,
+    SubjectState,
+    ZoneMeta,
+    ZoneObs,
+)
+from tagwatch.alerts.rules import evaluate as run_rules
+from tagwatch.alerts.thresholds import Thresholds
+from tagwatch.geofence import FixBatch, VictimPositions, ZoneIndex
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from alerts import vocabulary as v
-from alerts.thresholds import Thresholds
-from geofence import INSIDE, OUTSIDE
+from tagwatch.alerts import vocabulary as v
+from tagwatch.alerts.thresholds import Thresholds
+from tagwatch.geofence import INSIDE, OUTSIDE
 
 TRAIL_FIXES: Final = 30
 VIOLATING: Final = 1

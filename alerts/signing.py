@@ -12,7 +12,7 @@ Every webhook the dispatcher sends carries
 The body never changes between retries; the timestamp and therefore the signature do. A
 receiver checks both on the bytes it received, before parsing them::
 
-    from alerts.signing import verify_signature
+    from tagwatch.alerts.signing import verify_signature
 
     if not verify_signature(
         secret,

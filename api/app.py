@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
-from api.routes import (
+from tagwatch.api.routes import (
     alerts,
     auth,
     devices,
@@ -30,10 +30,10 @@ from api.routes import (
     subjects,
     zones,
 )
-from api.routes import console as console_routes
-from api.routes import users as users_routes
-from api.routes import webhooks as webhooks_routes
-from api.security import current_user
+from tagwatch.api.routes import console as console_routes
+from tagwatch.api.routes import users as users_routes
+from tagwatch.api.routes import webhooks as webhooks_routes
+from tagwatch.api.security import current_user
 from tagwatch.settings import Settings, get_settings
 
 log = logging.getLogger("tagwatch.api")

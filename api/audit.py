@@ -20,7 +20,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from api.security import User
+from tagwatch.api.security import User
 
 
 async def record(

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 from psycopg import AsyncConnection
 
-from api import audit
-from api.security import Role, User
+from tagwatch.api import audit
+from tagwatch.api.security import Role, User
 
 # Who may read victims' data (victim subjects, zones protecting a victim): see
 # store/migrations/0013_victim_data.sql. Everyone else gets 404 for a victim subject and

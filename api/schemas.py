@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ingest.broker_accounts import reserved_device_id
+from tagwatch.ingest.broker_accounts import reserved_device_id
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 OWNTRACKS_TOPIC = re.compile(r"^owntracks/[^/+#\s]{1,64}/[^/+#\s]{1,64}$")

@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from alerts import vocabulary as v
+from tagwatch.alerts import vocabulary as v
 
 AlertStatusName = Literal["open", "acknowledged", "resolved"]
 SeverityName = Literal["info", "warning", "critical"]

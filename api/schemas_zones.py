@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas import REGION_PATTERN
+from tagwatch.api.schemas import REGION_PATTERN
 
 ZoneKindName = Literal["exclusion", "inclusion", "curfew", "victim"]
 

@@ -28,8 +28,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from psycopg import AsyncConnection
 
-from api.login_throttle import lift_name
-from api.password_work import Busy, password_work
+from tagwatch.api.login_throttle import lift_name
+from tagwatch.api.password_work import Busy, password_work
 
 Role = Literal["admin", "supervisor", "operator", "tracer"]
 ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")

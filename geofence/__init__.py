@@ -5,8 +5,8 @@ accuracy-circle rule, the warning band, the signed distance in metres and whethe
 schedule is active. See docs/geofence.md.
 """
 
-from geofence._kernel import polygon_kernel
-from geofence.classification import (
+from tagwatch.geofence._kernel import polygon_kernel
+from tagwatch.geofence.classification import (
     INSIDE,
     OUTSIDE,
     UNCERTAIN,
@@ -15,9 +15,9 @@ from geofence.classification import (
     VictimPositions,
     classify,
 )
-from geofence.index import ZoneIndex
-from geofence.schedule import Schedule, ScheduleError, ScheduleException, WeeklyWindow
-from geofence.zones import KindCode, Zone, ZoneKind, ZoneValidationError, validate_zone
+from tagwatch.geofence.index import ZoneIndex
+from tagwatch.geofence.schedule import Schedule, ScheduleError, ScheduleException, WeeklyWindow
+from tagwatch.geofence.zones import KindCode, Zone, ZoneKind, ZoneValidationError, validate_zone
 
 
 def warm_up() -> bool:

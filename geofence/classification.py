@@ -36,16 +36,16 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from geofence._edges import (
+from tagwatch.geofence._edges import (
     SELECT_RECORD,
     SELECT_WIDTH,
     cell_of,
     select_nearest,
     signed_distance,
 )
-from geofence._kernel import polygon_kernel
-from geofence._projection import chord_distance, ecef, mean_radius, to_frame
-from geofence.index import (
+from tagwatch.geofence._kernel import polygon_kernel
+from tagwatch.geofence._projection import chord_distance, ecef, mean_radius, to_frame
+from tagwatch.geofence.index import (
     CIRCLE,
     EVERYONE,
     KEEPOUT_ALLOWANCE_M,
@@ -56,7 +56,7 @@ from geofence.index import (
     prefilter_keys,
     reach_box_arrays,
 )
-from geofence.schedule import schedule_clock
+from tagwatch.geofence.schedule import schedule_clock
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -35,11 +35,11 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from geofence._edges import GRID_PARAMS, SELECT_WIDTH, compile_polygon
-from geofence._pool import RangePool, SlotTable
-from geofence._projection import FRAME_WIDTH, ecef, mean_radius
-from geofence.schedule import ScheduleBook, check_timezone
-from geofence.zones import (
+from tagwatch.geofence._edges import GRID_PARAMS, SELECT_WIDTH, compile_polygon
+from tagwatch.geofence._pool import RangePool, SlotTable
+from tagwatch.geofence._projection import FRAME_WIDTH, ecef, mean_radius
+from tagwatch.geofence.schedule import ScheduleBook, check_timezone
+from tagwatch.geofence.zones import (
     CheckedZone,
     Outline,
     Zone,
@@ -49,7 +49,7 @@ from geofence.zones import (
 )
 
 if TYPE_CHECKING:
-    from geofence.classification import Classification, FixBatch, VictimPositions
+    from tagwatch.geofence.classification import Classification, FixBatch, VictimPositions
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -669,7 +669,7 @@ class ZoneIndex:
         reach_m: float = 0.0,
     ) -> Classification:
         """See geofence.classification.classify."""
-        from geofence.classification import classify  # noqa: PLC0415 - classify imports this module
+        from tagwatch.geofence.classification import classify  # noqa: PLC0415 - classify imports this module
 
         return classify(self, fixes, victims, reach_m=reach_m)
 

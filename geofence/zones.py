@@ -28,9 +28,9 @@ import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from geofence._edges import rings_of
-from geofence._projection import FRAME_WIDTH, frame_params, lonlat_to_frame
-from geofence.schedule import Schedule, ScheduleError
+from tagwatch.geofence._edges import rings_of
+from tagwatch.geofence._projection import FRAME_WIDTH, frame_params, lonlat_to_frame
+from tagwatch.geofence.schedule import Schedule, ScheduleError
 
 FloatArray = npt.NDArray[np.float64]
 

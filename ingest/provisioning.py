@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from ingest.broker_accounts import BrokerAdmin, new_device_password
+from tagwatch.ingest.broker_accounts import BrokerAdmin, new_device_password
 
 
 def provision_device(

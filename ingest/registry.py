@@ -11,7 +11,7 @@ import time
 
 import psycopg
 
-from ingest.decode import DeviceInfo
+from tagwatch.ingest.decode import DeviceInfo
 
 MISSING_TTL_S = 5.0
 

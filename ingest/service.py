@@ -29,13 +29,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psycopg
 
-from alerts.engine import AlertEngine
-from ingest.decode import Decoded, Limits, Reason, decode_message, sender_of
-from ingest.flood_guard import FloodGuard
-from ingest.registry import DeviceRegistry
-from store.ingest_writer import BatchResult, DeadLetterPolicy, prepare_session, write_batch
+from tagwatch.alerts.engine import AlertEngine
+from tagwatch.ingest.decode import Decoded, Limits, Reason, decode_message, sender_of
+from tagwatch.ingest.flood_guard import FloodGuard
+from tagwatch.ingest.registry import DeviceRegistry
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.store.ingest_writer import BatchResult, DeadLetterPolicy, prepare_session, write_batch
 
 log = logging.getLogger("tagwatch.ingest")
 

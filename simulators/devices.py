@@ -27,9 +27,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from simulators.geo import LonLat, distance_m
-from simulators.movement import Trajectory, TruePosition
-from simulators.noise import (
+from tagwatch.simulators.geo import LonLat, distance_m
+from tagwatch.simulators.movement import Trajectory, TruePosition
+from tagwatch.simulators.noise import (
     PHONE_NOISE,
     TAG_NOISE,
     Conditions,
@@ -39,7 +39,7 @@ from simulators.noise import (
     Observation,
     Sky,
 )
-from simulators.wire import (
+from tagwatch.simulators.wire import (
     LinkAction,
     LinkChange,
     Publication,

@@ -145,7 +145,7 @@ def register(conn: psycopg.Connection, prefix: str, count: int, interval: float)
 
 def release(conn: psycopg.Connection, prefix: str) -> None:
     """The load's subjects stop being monitored now (as a scenario's do when it ends)."""
-    from simulators.runner import release as release_subjects  # noqa: PLC0415
+    from tagwatch.simulators.runner import release as release_subjects  # noqa: PLC0415
 
     rows = conn.execute("SELECT id FROM subjects WHERE case_ref LIKE %s", (f"{prefix}-%",))
     release_subjects(conn, [r[0] for r in rows.fetchall()], time.time())

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 
-from simulators.geo import LonLat, azimuth_deg, densify, destination, distance_m
-from simulators.noise import Sky
+from tagwatch.simulators.geo import LonLat, azimuth_deg, densify, destination, distance_m
+from tagwatch.simulators.noise import Sky
 
 
 class Mode(StrEnum):

@@ -30,7 +30,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from simulators.geo import offset
+from tagwatch.simulators.geo import offset
 
 K68 = math.sqrt(-2.0 * math.log(0.32))
 """Radius, in per-axis sigmas, that holds 68 % of a 2-D isotropic Gaussian (≈ 1.5096)."""

@@ -20,8 +20,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ingest.broker_accounts import BrokerAdmin
-from ingest.provisioning import provision_device
+from tagwatch.ingest.broker_accounts import BrokerAdmin
+from tagwatch.ingest.provisioning import provision_device
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
 

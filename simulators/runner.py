@@ -32,18 +32,18 @@ import paho.mqtt.client as mqtt
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ingest.broker_accounts import BrokerAdmin
-from ingest.provisioning import provision_device
-from simulators.scenario import (
+from tagwatch.ingest.broker_accounts import BrokerAdmin
+from tagwatch.ingest.provisioning import provision_device
+from tagwatch.mqtt_client import new_client
+from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.simulators.scenario import (
     ScenarioRun,
     build_timeline,
     find_scenario,
     load_scenario,
 )
-from simulators.scoring import RaisedAlert, ScoreCard, naive_alerts, score_run
-from simulators.wire import LinkAction, LinkChange, Publication, read_trace
-from tagwatch.mqtt_client import new_client
-from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.simulators.scoring import RaisedAlert, ScoreCard, naive_alerts, score_run
+from tagwatch.simulators.wire import LinkAction, LinkChange, Publication, read_trace
 
 log = logging.getLogger(__name__)
 

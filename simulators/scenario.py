@@ -26,8 +26,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shapely.geometry import shape
 
-from alerts.vocabulary import ALERT_TYPES  # the contract's alert types, one list
-from simulators.devices import (
+from tagwatch.alerts.vocabulary import ALERT_TYPES  # the contract's alert types, one list
+from tagwatch.simulators.devices import (
     INSTANT_INCIDENTS,
     TAG_ONLY_INCIDENTS,
     Battery,
@@ -37,8 +37,8 @@ from simulators.devices import (
     IncidentKind,
     simulate_device,
 )
-from simulators.geo import LonLat, box_ring
-from simulators.movement import (
+from tagwatch.simulators.geo import LonLat, box_ring
+from tagwatch.simulators.movement import (
     GoStop,
     ItineraryError,
     Mode,
@@ -50,8 +50,8 @@ from simulators.movement import (
     build_trajectory,
     routine_stops,
 )
-from simulators.noise import Fallback, Sky
-from simulators.schedule import (
+from tagwatch.simulators.noise import Fallback, Sky
+from tagwatch.simulators.schedule import (
     CURFEW_DEFAULT,
     DAY_SETS,
     DAYS,
@@ -59,7 +59,7 @@ from simulators.schedule import (
     Schedule,
     Window,
 )
-from simulators.wire import LinkAction, LinkChange, Publication, Will, tag_will
+from tagwatch.simulators.wire import LinkAction, LinkChange, Publication, Will, tag_will
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 

@@ -30,9 +30,9 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import shape
 
-from simulators.geo import WGS84
-from simulators.scenario import AlertRule, Expectation, ScenarioRun, ZonePlan
-from simulators.wire import TraceEvent, TraceFix, read_trace
+from tagwatch.simulators.geo import WGS84
+from tagwatch.simulators.scenario import AlertRule, Expectation, ScenarioRun, ZonePlan
+from tagwatch.simulators.wire import TraceEvent, TraceFix, read_trace
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from typing import Any
 import psycopg
 from psycopg.errors import UniqueViolation
 
-from alerts.engine import AlertEngine
-from ingest.decode import DeadLetter, Decoded
+from tagwatch.alerts.engine import AlertEngine
+from tagwatch.ingest.decode import DeadLetter, Decoded
 
 log = logging.getLogger("tagwatch.ingest")
 

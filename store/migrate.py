@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from store.roles import apply_grants
+from tagwatch.store.roles import apply_grants
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 INTERVAL = re.compile(r"^\d+ (seconds?|minutes?|hours?|days?|weeks?|months?|years?)$")

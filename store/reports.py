@@ -42,7 +42,7 @@ from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection, sql
 
-from alerts import vocabulary as v
+from tagwatch.alerts import vocabulary as v
 
 NOT_VIOLATIONS = ("false_alarm", "equipment_fault", "authorised_absence")
 ZONE_VIOLATIONS = (v.EXCLUSION_ENTRY, v.INCLUSION_EXIT, v.CURFEW_VIOLATION, v.VICTIM_PROXIMITY)

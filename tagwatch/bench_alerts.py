@@ -54,12 +54,12 @@ import paho.mqtt.client as mqtt
 import psycopg
 from psycopg.types.json import Jsonb
 
-from alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
-from alerts.thresholds import DEFAULTS
-from simulators.load import gateway_client, release
-from store.migrate import migrate
 from tagwatch import services
+from tagwatch.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from tagwatch.alerts.thresholds import DEFAULTS
 from tagwatch.settings import Settings
+from tagwatch.simulators.load import gateway_client, release
+from tagwatch.store.migrate import migrate
 
 REGION = "bench"
 CENTRE = (18.60, -33.70)  # lon, lat: away from the load's area (it has no zones anyway)
@@ -400,7 +400,7 @@ def _load_child(argv: list[str]) -> int:
     """The load generator's side of `LoadChild` (uses `simulators.load` as `tagwatch load` does)."""
     import random  # noqa: PLC0415
 
-    from simulators.load import LoadReport, publish_steady, register  # noqa: PLC0415
+    from tagwatch.simulators.load import LoadReport, publish_steady, register  # noqa: PLC0415
 
     prefix, devices, interval = argv[0], int(argv[1]), float(argv[2])
     settings = Settings.for_services(dict(os.environ), environment="test")

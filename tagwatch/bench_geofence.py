@@ -34,7 +34,7 @@ import numpy as np
 import pyproj
 import shapely
 
-from geofence import (
+from tagwatch.geofence import (
     FixBatch,
     Schedule,
     ScheduleException,

@@ -30,12 +30,12 @@ import paho.mqtt.client as mqtt
 import psycopg
 from psycopg.types.json import Jsonb
 
-from alerts.rules import TRAIL_FIXES, DeviceState, SubjectState
-from ingest.service import IngestService, subscriptions
-from store.migrate import migrate
 from tagwatch import services
+from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState
+from tagwatch.ingest.service import IngestService, subscriptions
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.store.migrate import migrate
 
 DEVICES = 200
 ENGINE_DEVICES = 20_000

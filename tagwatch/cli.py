@@ -17,7 +17,7 @@ import typer
 from tagwatch.settings import Settings, get_settings, load_env_file
 
 if TYPE_CHECKING:
-    from ingest.device_broker import DeviceBroker
+    from tagwatch.ingest.device_broker import DeviceBroker
 
 app = typer.Typer(no_args_is_help=True, help="tagwatch: electronic monitoring platform.")
 services_app = typer.Typer(no_args_is_help=True, help="Private PostgreSQL + Mosquitto.")
@@ -143,7 +143,7 @@ def services_status(directory: DirOption = DEFAULT_DIR) -> None:
 @app.command()
 def migrate() -> None:
     """Apply the numbered SQL migrations that are missing."""
-    from store.migrate import migrate as run_migrations  # noqa: PLC0415
+    from tagwatch.store.migrate import migrate as run_migrations  # noqa: PLC0415
 
     s = settings()
     done = run_migrations(s.database_url, s.compress_after, s.retain_fixes_for)
@@ -174,8 +174,8 @@ def ingest(
     worker: Annotated[str | None, typer.Option(help="name for counters and logs")] = None,
 ) -> None:
     """MQTT in → decode → one transaction per batch → acknowledge."""
-    from geofence import warm_up  # noqa: PLC0415
-    from ingest.service import IngestService  # noqa: PLC0415
+    from tagwatch.geofence import warm_up  # noqa: PLC0415
+    from tagwatch.ingest.service import IngestService  # noqa: PLC0415
 
     # compile the geofence kernel before taking traffic, not in the first batch's transaction
     s = sound_settings("ingest")
@@ -202,7 +202,7 @@ def api(
     """Serve the HTTP API (and, later, the console)."""
     import uvicorn  # noqa: PLC0415
 
-    from api.app import create_app  # noqa: PLC0415
+    from tagwatch.api.app import create_app  # noqa: PLC0415
 
     s = sound_settings("api")
     # proxy_headers off: the client address (login throttling, audit) comes from the socket, or
@@ -275,7 +275,7 @@ def simulate(
     region: Annotated[str, typer.Option()] = "demo",
 ) -> None:
     """Register tags (with their own credentials) and publish fixes over real MQTT."""
-    from simulators.publisher import run_simulation  # noqa: PLC0415
+    from tagwatch.simulators.publisher import run_simulation  # noqa: PLC0415
 
     stats = run_simulation(settings(), devices, interval, duration, region)
     typer.echo(f"published {stats.published} fixes from {stats.devices} devices")
@@ -293,7 +293,7 @@ def load(
     as_json: Annotated[bool, typer.Option("--json", help="figures as JSON at the end")] = False,
 ) -> None:
     """N devices at a steady rate through a gateway account; achieved rate and latency."""
-    from simulators.load import run_load  # noqa: PLC0415
+    from tagwatch.simulators.load import run_load  # noqa: PLC0415
 
     report = run_load(
         settings(), devices, interval, duration, clients=clients, sample=sample, echo=typer.echo
@@ -321,7 +321,7 @@ def user_add(
     """Create or update a user (argon2 hash stored)."""
     import psycopg  # noqa: PLC0415
 
-    from api.security import ROLES, hash_password  # noqa: PLC0415
+    from tagwatch.api.security import ROLES, hash_password  # noqa: PLC0415
 
     if role not in ROLES:
         typer.echo(f"role must be one of {', '.join(ROLES)}", err=True)
@@ -355,9 +355,9 @@ def device_add(
     """Register a device and print its MQTT credentials (the password is shown once)."""
     import psycopg  # noqa: PLC0415
 
-    from ingest.broker_accounts import BrokerAdmin, reserved_device_id  # noqa: PLC0415
-    from ingest.device_broker import device_broker  # noqa: PLC0415
-    from ingest.provisioning import provision_device  # noqa: PLC0415
+    from tagwatch.ingest.broker_accounts import BrokerAdmin, reserved_device_id  # noqa: PLC0415
+    from tagwatch.ingest.device_broker import device_broker  # noqa: PLC0415
+    from tagwatch.ingest.provisioning import provision_device  # noqa: PLC0415
 
     reserved = reserved_device_id(device_id)
     if reserved:
@@ -507,9 +507,9 @@ def score_offline_command(
     names: Annotated[list[str] | None, typer.Argument(help="scenarios (default: all)")] = None,
 ) -> None:
     """Score the rule core on the scenario library without broker or database (seconds)."""
-    from simulators.scenario import load_library  # noqa: PLC0415
-    from simulators.scoring import format_scorecards  # noqa: PLC0415
     from tagwatch.offline import score_offline  # noqa: PLC0415
+    from tagwatch.simulators.scenario import load_library  # noqa: PLC0415
+    from tagwatch.simulators.scoring import format_scorecards  # noqa: PLC0415
 
     library = [s for s in load_library() if not names or s.name in names]
     cards, naive = score_offline(library)
@@ -524,7 +524,7 @@ def score_offline_command(
 @scenario_app.command("list")
 def scenario_list() -> None:
     """The scenarios in the library, with what each one expects."""
-    from simulators.scenario import load_library  # noqa: PLC0415
+    from tagwatch.simulators.scenario import load_library  # noqa: PLC0415
 
     for s in load_library():
         expects = ", ".join(sorted({e.alert for e in s.expect})) or "no alert"
@@ -547,8 +547,8 @@ def scenario_run(
     """Play scenarios against the running platform (ingest must be running), time compressed."""
     from datetime import date  # noqa: PLC0415
 
-    from simulators.runner import run_scenarios  # noqa: PLC0415
-    from simulators.scenario import load_library  # noqa: PLC0415
+    from tagwatch.simulators.runner import run_scenarios  # noqa: PLC0415
+    from tagwatch.simulators.scenario import load_library  # noqa: PLC0415
 
     if all_scenarios:
         names = [s.name for s in load_library()]
@@ -570,8 +570,8 @@ def scenario_run(
 
 
 def _score(manifest: Path) -> None:
-    from simulators.runner import Manifest, score_manifest  # noqa: PLC0415
-    from simulators.scoring import format_scorecards  # noqa: PLC0415
+    from tagwatch.simulators.runner import Manifest, score_manifest  # noqa: PLC0415
+    from tagwatch.simulators.scoring import format_scorecards  # noqa: PLC0415
 
     if not manifest.exists():
         typer.echo(f"no run recorded at {manifest}; run `tagwatch scenario run` first", err=True)
@@ -593,7 +593,7 @@ def scenario_score(
 @app.command()
 def dispatch() -> None:
     """Deliver alert notifications (signed webhooks, MQTT em/v1/alerts/{region}) until stopped."""
-    from alerts.dispatcher import main as dispatch_main  # noqa: PLC0415
+    from tagwatch.alerts.dispatcher import main as dispatch_main  # noqa: PLC0415
 
     stats = dispatch_main(sound_settings("dispatch"))
     typer.echo(

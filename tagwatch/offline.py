@@ -14,14 +14,22 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from alerts.escalation import OpenAlert, absconder, due
-from alerts.observe import Episode, RawFix, late_episodes, observe
-from alerts.rules import AlertChange, EventObs, Observation, SubjectState, ZoneMeta, evaluate, tick
-from alerts.thresholds import DEFAULTS, Thresholds
-from geofence import Schedule, VictimPositions, Zone, ZoneIndex, ZoneKind
-from simulators.scenario import Scenario, ScenarioRun, build_timeline
-from simulators.scoring import RaisedAlert, ScoreCard, naive_alerts, score_run
-from simulators.wire import TraceEvent, TraceFix, read_trace
+from tagwatch.alerts.escalation import OpenAlert, absconder, due
+from tagwatch.alerts.observe import Episode, RawFix, late_episodes, observe
+from tagwatch.alerts.rules import (
+    AlertChange,
+    EventObs,
+    Observation,
+    SubjectState,
+    ZoneMeta,
+    evaluate,
+    tick,
+)
+from tagwatch.alerts.thresholds import DEFAULTS, Thresholds
+from tagwatch.geofence import Schedule, VictimPositions, Zone, ZoneIndex, ZoneKind
+from tagwatch.simulators.scenario import Scenario, ScenarioRun, build_timeline
+from tagwatch.simulators.scoring import RaisedAlert, ScoreCard, naive_alerts, score_run
+from tagwatch.simulators.wire import TraceEvent, TraceFix, read_trace
 
 BATCH_S = 2.0
 TICK_S = 30.0

@@ -12,7 +12,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 
 def current() -> dict[str, Any]:
     """The document the app serves, independent of any database (the app is not started)."""
-    from api.app import create_app  # noqa: PLC0415
+    from tagwatch.api.app import create_app  # noqa: PLC0415
     from tagwatch.settings import Settings  # noqa: PLC0415
 
     settings = Settings(

@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import quote
 
-from ingest.broker_accounts import BrokerAdmin, service_account_commands
-from store.roles import PROCESS_ROLES, ensure_roles
-from store.webhook_secrets import generate_key
+from tagwatch.ingest.broker_accounts import BrokerAdmin, service_account_commands
 from tagwatch.pki import Pki, default_server_names
+from tagwatch.store.roles import PROCESS_ROLES, ensure_roles
+from tagwatch.store.webhook_secrets import generate_key
 
 PG_SUPERUSER = "tagwatch"
 DATABASE = "tagwatch"

@@ -130,8 +130,8 @@ class Settings(BaseSettings):
         return _broker_url_problems(self)
 
     def _webhook_problems(self) -> list[str]:
-        from alerts.webhook_destination import AllowList  # noqa: PLC0415 - settings load first
-        from store.webhook_secrets import key_problem  # noqa: PLC0415
+        from tagwatch.alerts.webhook_destination import AllowList  # noqa: PLC0415 - settings load first
+        from tagwatch.store.webhook_secrets import key_problem  # noqa: PLC0415
 
         found = [p for p in [key_problem(self.webhook_secret_key)] if p]
         try:

@@ -16,15 +16,15 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.security import hash_password
+from tagwatch.api.app import create_app
+from tagwatch.api.security import hash_password
 from tests.support import fresh_id, wait_for
 
 
 @pytest.fixture(scope="session")
 def services_dir() -> Iterator[Path]:
-    from store.migrate import migrate
     from tagwatch import services
+    from tagwatch.store.migrate import migrate
 
     base = Path(tempfile.mkdtemp(prefix="tagwatch-test-"))
     try:
@@ -118,8 +118,8 @@ def provision(settings):
     """Register a device (row + broker account) and return its password."""
     import psycopg
 
-    from ingest.broker_accounts import BrokerAdmin
-    from ingest.provisioning import provision_device
+    from tagwatch.ingest.broker_accounts import BrokerAdmin
+    from tagwatch.ingest.provisioning import provision_device
 
     def make(device_id: str, kind: str = "tag", owntracks_topic: str | None = None) -> str:
         with psycopg.connect(settings.database_url) as conn:

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import PUBLIC_ROOT, PUBLIC_V1, create_app
+from tagwatch.api.app import PUBLIC_ROOT, PUBLIC_V1, create_app
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint
 from tests.support import count, fresh_id, wait_for

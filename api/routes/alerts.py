@@ -40,11 +40,11 @@ import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import AwareDatetime
 
-from alerts import lifecycle
-from alerts.lifecycle import LifecycleError
-from api import audit
-from api.deps import Conn, may_read_victims
-from api.schemas_alerts import (
+from tagwatch.alerts import lifecycle
+from tagwatch.alerts.lifecycle import LifecycleError
+from tagwatch.api import audit
+from tagwatch.api.deps import Conn, may_read_victims
+from tagwatch.api.schemas_alerts import (
     AbsconderBody,
     AcknowledgeBody,
     AlertDetail,
@@ -62,7 +62,7 @@ from api.schemas_alerts import (
     without_location,
     without_victim,
 )
-from api.security import CurrentUser, Role, User, allow
+from tagwatch.api.security import CurrentUser, Role, User, allow
 
 router = APIRouter(tags=["alerts"])
 READ_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")

@@ -22,12 +22,12 @@ from fastapi.security import OAuth2PasswordRequestForm
 from psycopg import AsyncConnection
 from pydantic import BaseModel, Field, model_validator
 
-from api import login_throttle
-from api.client_address import client_address
-from api.deps import Conn
-from api.login_throttle import LoginPolicy, Refusal, RefusalCache, Reservation
-from api.schemas import Token
-from api.security import (
+from tagwatch.api import login_throttle
+from tagwatch.api.client_address import client_address
+from tagwatch.api.deps import Conn
+from tagwatch.api.login_throttle import LoginPolicy, Refusal, RefusalCache, Reservation
+from tagwatch.api.schemas import Token
+from tagwatch.api.security import (
     DUMMY_HASH,
     PASSWORD_MAX_LENGTH,
     PASSWORD_MIN_LENGTH,

@@ -8,11 +8,16 @@ import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from psycopg.errors import UniqueViolation
 
-from api.deps import Conn, may_read_victims
-from api.schemas import DeviceCreate, DeviceCredentials, DevicePublic
-from api.security import CurrentUser, User, allow
-from ingest.broker_accounts import BrokerAdmin, BrokerAdminError, device_topics, new_device_password
-from ingest.device_broker import device_broker
+from tagwatch.api.deps import Conn, may_read_victims
+from tagwatch.api.schemas import DeviceCreate, DeviceCredentials, DevicePublic
+from tagwatch.api.security import CurrentUser, User, allow
+from tagwatch.ingest.broker_accounts import (
+    BrokerAdmin,
+    BrokerAdminError,
+    device_topics,
+    new_device_password,
+)
+from tagwatch.ingest.device_broker import device_broker
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 COLUMNS = "id, kind, owntracks_topic, expected_interval_s, created_at"

@@ -30,11 +30,11 @@ from fastapi.responses import StreamingResponse
 from psycopg import AsyncConnection
 from pydantic import AwareDatetime
 
-from api import audit
-from api.csv_cells import neutralize
-from api.deps import Conn, subject_in_scope
-from api.routes.location import LATE_AFTER_S
-from api.security import CurrentUser, Role, allow
+from tagwatch.api import audit
+from tagwatch.api.csv_cells import neutralize
+from tagwatch.api.deps import Conn, subject_in_scope
+from tagwatch.api.routes.location import LATE_AFTER_S
+from tagwatch.api.security import CurrentUser, Role, allow
 
 router = APIRouter(tags=["exports"])
 EXPORT_ROLES: tuple[Role, ...] = ("admin", "supervisor")

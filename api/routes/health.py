@@ -17,8 +17,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.metrics import render_metrics
-from api.security import current_user, oauth2_scheme
+from tagwatch.api.metrics import render_metrics
+from tagwatch.api.security import current_user, oauth2_scheme
 from tagwatch.settings import MqttEndpoint
 
 router = APIRouter(tags=["health"])

@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import AwareDatetime, BaseModel, Field
 
-from alerts.thresholds import Thresholds
-from api import audit
-from api.deps import Conn, may_read_victims, subject_in_scope
-from api.schemas import Position
-from api.security import CurrentUser, Role, allow
+from tagwatch.alerts.thresholds import Thresholds
+from tagwatch.api import audit
+from tagwatch.api.deps import Conn, may_read_victims, subject_in_scope
+from tagwatch.api.schemas import Position
+from tagwatch.api.security import CurrentUser, Role, allow
 
 router = APIRouter(tags=["location"])
 LOCATION_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")

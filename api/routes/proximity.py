@@ -21,10 +21,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime
 
-from api import audit
-from api.deps import Conn, may_read_victims
-from api.routes.location import LATE_AFTER_S, is_late
-from api.security import CurrentUser, Role, allow
+from tagwatch.api import audit
+from tagwatch.api.deps import Conn, may_read_victims
+from tagwatch.api.routes.location import LATE_AFTER_S, is_late
+from tagwatch.api.security import CurrentUser, Role, allow
 
 router = APIRouter(tags=["location"])
 PROXIMITY_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")

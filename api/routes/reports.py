@@ -26,12 +26,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import AwareDatetime
 
-from api import audit
-from api.csv_cells import neutralize
-from api.deps import Conn
-from api.schemas import REGION_PATTERN
-from api.security import CurrentUser, Role, User, allow
-from store import reports
+from tagwatch.api import audit
+from tagwatch.api.csv_cells import neutralize
+from tagwatch.api.deps import Conn
+from tagwatch.api.schemas import REGION_PATTERN
+from tagwatch.api.security import CurrentUser, Role, User, allow
+from tagwatch.store import reports
 
 router = APIRouter(tags=["reports"])
 REPORT_ROLES: tuple[Role, ...] = ("admin", "supervisor")

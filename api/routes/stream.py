@@ -46,8 +46,8 @@ import psycopg
 from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from api.schemas_alerts import without_location
-from api.security import User, current_user
+from tagwatch.api.schemas_alerts import without_location
+from tagwatch.api.security import User, current_user
 
 log = logging.getLogger("tagwatch.api.stream")
 router = APIRouter(prefix="/alerts", tags=["alerts"])

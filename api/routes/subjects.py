@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, status
 from psycopg.errors import ExclusionViolation, ForeignKeyViolation, UniqueViolation
 
-from api import audit
-from api.deps import Conn, may_read_victims, subject_in_scope
-from api.schemas import (
+from tagwatch.api import audit
+from tagwatch.api.deps import Conn, may_read_victims, subject_in_scope
+from tagwatch.api.schemas import (
     AssignmentCreate,
     AssignmentPublic,
     RegionCreate,
@@ -19,7 +19,7 @@ from api.schemas import (
     SubjectPublic,
     SubjectUpdate,
 )
-from api.security import CurrentUser, allow
+from tagwatch.api.security import CurrentUser, allow
 
 router = APIRouter(tags=["subjects"])
 

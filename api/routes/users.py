@@ -20,9 +20,9 @@ from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from api import audit
-from api.deps import Conn
-from api.security import (
+from tagwatch.api import audit
+from tagwatch.api.deps import Conn
+from tagwatch.api.security import (
     ALL_REGIONS,
     PASSWORD_MAX_LENGTH,
     PASSWORD_MIN_LENGTH,

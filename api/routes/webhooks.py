@@ -31,14 +31,14 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, field_validator
 
-from alerts.vocabulary import ALERT_TYPES
-from alerts.webhook_destination import AllowList, url_problem
-from api import audit
-from api.deps import Conn
-from api.routes.users import REGION_OR_ALL_PATTERN, checked_regions
-from api.security import CurrentUser, Role, User, allow
-from store.webhook_secrets import SecretBox
+from tagwatch.alerts.vocabulary import ALERT_TYPES
+from tagwatch.alerts.webhook_destination import AllowList, url_problem
+from tagwatch.api import audit
+from tagwatch.api.deps import Conn
+from tagwatch.api.routes.users import REGION_OR_ALL_PATTERN, checked_regions
+from tagwatch.api.security import CurrentUser, Role, User, allow
 from tagwatch.settings import Settings
+from tagwatch.store.webhook_secrets import SecretBox
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 ADMIN: tuple[Role, ...] = ("admin",)

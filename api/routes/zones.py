@@ -33,13 +33,13 @@ from psycopg.errors import ForeignKeyViolation
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from alerts.thresholds import DEFAULTS, ThresholdError
-from api import audit
-from api.deps import Conn, may_read_victims
-from api.schemas_zones import ZoneCreate, ZoneKindName, ZonePatch, ZonePublic
-from api.security import CurrentUser, Role, User, allow
-from geofence import Zone, ZoneValidationError
-from geofence.zones import validate_zone
+from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError
+from tagwatch.api import audit
+from tagwatch.api.deps import Conn, may_read_victims
+from tagwatch.api.schemas_zones import ZoneCreate, ZoneKindName, ZonePatch, ZonePublic
+from tagwatch.api.security import CurrentUser, Role, User, allow
+from tagwatch.geofence import Zone, ZoneValidationError
+from tagwatch.geofence.zones import validate_zone
 
 router = APIRouter(prefix="/zones", tags=["zones"])
 READ_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")

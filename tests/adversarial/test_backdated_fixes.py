@@ -24,8 +24,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from ingest.broker_accounts import BrokerAdmin
-from ingest.provisioning import provision_device
+from tagwatch.ingest.broker_accounts import BrokerAdmin
+from tagwatch.ingest.provisioning import provision_device
 from tests.support import connect, count, fresh_id, publish_all, wait_for
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from ingest.broker_accounts import BrokerAdmin, BrokerAdminError, reserved_device_id
+from tagwatch.ingest.broker_accounts import BrokerAdmin, BrokerAdminError, reserved_device_id
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint
 from tests.support import connect, count, fresh_id, publish_all, wait_for

@@ -28,7 +28,7 @@ import httpx
 import psycopg
 import pytest
 
-from api.security import hash_password
+from tagwatch.api.security import hash_password
 from tests.console.harness import (
     ARTIFACTS,
     NODE_MODULES,

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from api.csv_cells import FORMULA_TRIGGERS
+from tagwatch.api.csv_cells import FORMULA_TRIGGERS
 from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from store.roles import API_ROLE, DISPATCHER_ROLE, INGEST_ROLE
+from tagwatch.store.roles import API_ROLE, DISPATCHER_ROLE, INGEST_ROLE
 from tests.support import fresh_id, wait_for
 
 pytestmark = pytest.mark.integration

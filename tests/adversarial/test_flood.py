@@ -37,7 +37,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from ingest.broker_accounts import BrokerAdmin, create_device_commands, new_device_password
+from tagwatch.ingest.broker_accounts import BrokerAdmin, create_device_commands, new_device_password
 from tests.support import connect, fresh_id, wait_for
 
 pytestmark = pytest.mark.integration

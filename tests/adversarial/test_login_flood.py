@@ -41,7 +41,7 @@ import psycopg
 import pytest
 from websockets.sync.client import connect
 
-from api.security import hash_password
+from tagwatch.api.security import hash_password
 from tests.support import fresh_id, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -87,7 +87,7 @@ def server(service_env: dict[str, str], tmp_path_factory) -> Iterator[Server]:
         "TAGWATCH_LOGIN_FAILURE_WINDOW_S": str(WINDOW_S),
     }
     command = [
-        sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+        sys.executable, "-m", "uvicorn", "tagwatch.api.app:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--no-proxy-headers", "--no-access-log",
     ]  # fmt: skip
     with log_path.open("ab") as log:

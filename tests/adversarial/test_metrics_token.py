@@ -14,7 +14,7 @@ import secrets
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
+from tagwatch.api.app import create_app
 
 pytestmark = pytest.mark.integration
 

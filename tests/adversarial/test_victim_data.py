@@ -38,9 +38,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from alerts.dispatcher import notification_body
-from alerts.engine import AlertEngine
-from api.security import hash_password
+from tagwatch.alerts.dispatcher import notification_body
+from tagwatch.alerts.engine import AlertEngine
+from tagwatch.api.security import hash_password
 from tests.support import fresh_id, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

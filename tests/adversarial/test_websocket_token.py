@@ -26,8 +26,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from api.routes.stream import AUTH_TIMEOUT_S
-from api.security import hash_password
+from tagwatch.api.routes.stream import AUTH_TIMEOUT_S
+from tagwatch.api.security import hash_password
 from tests.console.harness import console_server  # noqa: F401 - the real API server fixture
 from tests.support import fresh_id
 

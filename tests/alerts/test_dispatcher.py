@@ -20,9 +20,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from alerts import lifecycle
-from alerts.dispatcher import Dispatcher, DispatcherConfig, alert_topic, notification_body
-from alerts.signing import sign, signed_headers, verify_signature
+from tagwatch.alerts import lifecycle
+from tagwatch.alerts.dispatcher import Dispatcher, DispatcherConfig, alert_topic, notification_body
+from tagwatch.alerts.signing import sign, signed_headers, verify_signature
 from tagwatch.settings import MqttEndpoint
 from tests.alerts.test_lifecycle import make_alert, make_subject
 from tests.alerts.webhook_receiver import LOOPBACK_ALLOW, WebhookReceiver, allowing_loopback

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from alerts.engine import AlertEngine, decode_state, encode_state, pack_trail, unpack_trail
-from alerts.rules import TRAIL_FIXES, DeviceState, SubjectState, Track
+from tagwatch.alerts.engine import AlertEngine, decode_state, encode_state, pack_trail, unpack_trail
+from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState, Track
 from tests.support import fresh_id
 
 

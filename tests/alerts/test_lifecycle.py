@@ -9,10 +9,10 @@ import time
 import psycopg
 import pytest
 
-from alerts import lifecycle
-from alerts.engine import apply_changes
-from alerts.lifecycle import Conflict, Invalid, NotFound
-from alerts.rules import AlertChange
+from tagwatch.alerts import lifecycle
+from tagwatch.alerts.engine import apply_changes
+from tagwatch.alerts.lifecycle import Conflict, Invalid, NotFound
+from tagwatch.alerts.rules import AlertChange
 from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerts.rules import EventObs, FixObs, SubjectState, ZoneMeta, ZoneObs, evaluate, tick
-from alerts.thresholds import Thresholds
-from geofence import INSIDE, OUTSIDE, UNCERTAIN
+from tagwatch.alerts.rules import EventObs, FixObs, SubjectState, ZoneMeta, ZoneObs, evaluate, tick
+from tagwatch.alerts.thresholds import Thresholds
+from tagwatch.geofence import INSIDE, OUTSIDE, UNCERTAIN
 
 T = Thresholds()
 ZONE = ZoneMeta(7, "exclusion", buffer_m=None, thresholds=T, name="victim home")
@@ -180,7 +180,7 @@ def test_tamper_opens_once_and_clears_on_restore() -> None:
 def test_threshold_overrides_are_checked() -> None:
     import pytest
 
-    from alerts.thresholds import ThresholdError, layered
+    from tagwatch.alerts.thresholds import ThresholdError, layered
 
     assert layered({"entry_fixes": 2}, {"entry_s": 30}).entry_fixes == 2
     for bad in ({"nope": 1}, {"entry_fixes": 0}, {"entry_fixes": 1.5}, {"entry_s": "x"}):

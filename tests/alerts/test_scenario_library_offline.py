@@ -3,9 +3,9 @@ every expected alert, no false one, and far fewer than the naive tracker."""
 
 from __future__ import annotations
 
-from simulators.scenario import load_library
-from simulators.scoring import format_scorecards
 from tagwatch.offline import score_offline
+from tagwatch.simulators.scenario import load_library
+from tagwatch.simulators.scoring import format_scorecards
 
 
 def test_the_library_scores_clean_offline() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from alerts.dispatcher import Dispatcher, DispatcherConfig
-from simulators.runner import run_scenarios, score_manifest
+from tagwatch.alerts.dispatcher import Dispatcher, DispatcherConfig
+from tagwatch.simulators.runner import run_scenarios, score_manifest
 from tests.alerts.webhook_receiver import WebhookReceiver, allowing_loopback
 from tests.support import fresh_id, wait_for
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from alerts.signing import (
+from tagwatch.alerts.signing import (
     NOTIFICATION_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

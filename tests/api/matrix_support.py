@@ -25,8 +25,8 @@ from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
 
-from alerts.vocabulary import SEVERITY
-from api.security import ROLES, allow, current_user, hash_password
+from tagwatch.alerts.vocabulary import SEVERITY
+from tagwatch.api.security import ROLES, allow, current_user, hash_password
 from tests.support import fresh_id
 
 PASSWORD = "matrix-pass-1"

@@ -90,8 +90,8 @@ import httpx
 import psycopg
 import pytest
 
-from api.app import create_app
-from api.security import ROLES
+from tagwatch.api.app import create_app
+from tagwatch.api.security import ROLES
 from tagwatch.settings import Settings
 from tests.api.matrix_support import (
     ELSEWHERE,
@@ -681,7 +681,7 @@ def test_the_route_table_is_what_the_matrix_expects():
     skipped = "\n".join(SKIPPED)
     assert "websocket /api/v1/alerts/stream" in skipped
     assert all(
-        line.startswith(("websocket", "starlette")) or "api.routes.console" in line
+        line.startswith(("websocket", "starlette")) or "tagwatch.api.routes.console" in line
         for line in SKIPPED
     ), skipped
 

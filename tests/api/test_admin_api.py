@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from store.webhook_secrets import SecretBox
+from tagwatch.store.webhook_secrets import SecretBox
 from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration

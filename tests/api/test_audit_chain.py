@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.security import hash_password
-from store.migrate import discover, migrate
+from tagwatch.api.app import create_app
+from tagwatch.api.security import hash_password
 from tagwatch.audit_verify import GENESIS, verify
+from tagwatch.store.migrate import discover, migrate
 from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.login_throttle import RefusalCache
-from api.security import hash_password
+from tagwatch.api.app import create_app
+from tagwatch.api.login_throttle import RefusalCache
+from tagwatch.api.security import hash_password
 from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration

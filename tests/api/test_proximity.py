@@ -9,7 +9,7 @@ from datetime import datetime
 import psycopg
 import pytest
 
-from api.routes.proximity import EARTH_RADIUS_M, bounding_box
+from tagwatch.api.routes.proximity import EARTH_RADIUS_M, bounding_box
 from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from store import reports
+from tagwatch.store import reports
 from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from api.security import hash_password
+from tagwatch.api.security import hash_password
 from tests.support import fresh_id, wait_for
 
 pytestmark = pytest.mark.integration

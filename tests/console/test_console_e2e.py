@@ -35,7 +35,7 @@ import httpx
 import psycopg
 import pytest
 
-from api.security import hash_password
+from tagwatch.api.security import hash_password
 from tests.console.conftest import ARTIFACTS, NODE_MODULES, browser_missing, chromium_path
 from tests.support import connect, count, fresh_id, publish_all, wait_for
 

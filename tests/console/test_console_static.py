@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import Route
 from starlette.websockets import WebSocketDisconnect
 
-from api.routes import console
+from tagwatch.api.routes import console
 
 pytestmark = pytest.mark.integration
 CONSOLE = Path(console.__file__).resolve().parent.parent / "console"

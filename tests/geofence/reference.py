@@ -27,8 +27,8 @@ import numpy as np
 import pyproj
 import shapely
 
-from geofence import Schedule, Zone, ZoneKind
-from geofence.schedule import parse_clock
+from tagwatch.geofence import Schedule, Zone, ZoneKind
+from tagwatch.geofence.schedule import parse_clock
 
 GEOD = pyproj.Geod(ellps="WGS84")
 KIND_ORDER = {ZoneKind.VICTIM: 0, ZoneKind.EXCLUSION: 1, ZoneKind.INCLUSION: 2, ZoneKind.CURFEW: 3}

@@ -14,7 +14,7 @@ import pyproj
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from geofence import Zone, ZoneKind
+from tagwatch.geofence import Zone, ZoneKind
 
 GEOD = pyproj.Geod(ellps="WGS84")
 SCALE = float(os.environ.get("TAGWATCH_HYPOTHESIS_SCALE", "1"))

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geofence import (
+from tagwatch.geofence import (
     INSIDE,
     OUTSIDE,
     UNCERTAIN,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geofence import (
+from tagwatch.geofence import (
     Classification,
     FixBatch,
     Schedule,
@@ -27,7 +27,7 @@ from geofence import (
     ZoneIndex,
     ZoneKind,
 )
-from geofence._pool import RangePool
+from tagwatch.geofence._pool import RangePool
 from tests.geofence.strategies import GEOD, examples, star_ring
 
 T0 = 1_795_000_000.0  # 2026-11-18

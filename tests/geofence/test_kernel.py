@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-import geofence._kernel as kernel_module
-from geofence import FixBatch, Zone, ZoneIndex, ZoneKind
+import tagwatch.geofence._kernel as kernel_module
+from tagwatch.geofence import FixBatch, Zone, ZoneIndex, ZoneKind
 
 pytest.importorskip("numba")
 pytestmark = pytest.mark.skipif(

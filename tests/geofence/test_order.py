@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from geofence import FixBatch, Schedule, WeeklyWindow, Zone, ZoneIndex, ZoneKind
-from geofence.classification import SORT_MIN_FIXES
+from tagwatch.geofence import FixBatch, Schedule, WeeklyWindow, Zone, ZoneIndex, ZoneKind
+from tagwatch.geofence.classification import SORT_MIN_FIXES
 
 
 def test_reordered_batch_matches_small_batches() -> None:

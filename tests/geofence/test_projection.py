@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geofence import FixBatch, Zone, ZoneIndex, ZoneKind
-from geofence._projection import (
+from tagwatch.geofence import FixBatch, Zone, ZoneIndex, ZoneKind
+from tagwatch.geofence._projection import (
     chord_distance,
     ecef,
     frame_params,

@@ -28,8 +28,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geofence import Schedule, ScheduleError, ScheduleException, WeeklyWindow
-from geofence.schedule import ScheduleBook, check_timezone, parse_clock
+from tagwatch.geofence import Schedule, ScheduleError, ScheduleException, WeeklyWindow
+from tagwatch.geofence.schedule import ScheduleBook, check_timezone, parse_clock
 from tests.geofence.strategies import examples
 
 HOUR = 3600

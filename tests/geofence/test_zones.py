@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import shapely
 
-from geofence import (
+from tagwatch.geofence import (
     INSIDE,
     OUTSIDE,
     FixBatch,
@@ -21,7 +21,7 @@ from geofence import (
     ZoneValidationError,
     validate_zone,
 )
-from geofence.zones import check_zone
+from tagwatch.geofence.zones import check_zone
 from tests.geofence import reference
 
 EXCL = ZoneKind.EXCLUSION

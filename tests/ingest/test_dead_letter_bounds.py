@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from ingest.decode import DeadLetter, Decoded, Origin
-from ingest.service import ByteBudget
-from store.ingest_writer import DeadLetterPolicy, prepare_session, write_batch
+from tagwatch.ingest.decode import DeadLetter, Decoded, Origin
+from tagwatch.ingest.service import ByteBudget
+from tagwatch.store.ingest_writer import DeadLetterPolicy, prepare_session, write_batch
 from tests.support import connect, count, fresh_id, publish_all, wait_for
 
 pytestmark = pytest.mark.integration

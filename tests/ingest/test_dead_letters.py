@@ -169,7 +169,7 @@ def test_unknown_device_and_topic_mismatch(settings, provision, running_ingest, 
 def test_dead_letters_are_counted_in_metrics(settings, running_ingest):
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
+    from tagwatch.api.app import create_app
 
     with TestClient(create_app(settings)) as client:
         text = client.get("/metrics").text

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ingest.decode import Decoded, DeviceInfo, Limits, decode_message
+from tagwatch.ingest.decode import Decoded, DeviceInfo, Limits, decode_message
 
 NOW = 1_800_000_000.0
 TAG = DeviceInfo("t1", "tag", None)
@@ -151,7 +151,7 @@ def test_fixes_and_events_before_the_assignment_floor_become_dead_letters():
 
 
 def test_dead_letters_name_their_sender_from_the_topic():
-    from ingest.decode import sender_of
+    from tagwatch.ingest.decode import sender_of
 
     assert sender_of("em/v1/tag-1/fix") == "tag-1"
     assert sender_of("owntracks/alice/phone") == "owntracks/alice"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.flood_guard import WINDOW_S, FloodGuard
+from tagwatch.ingest.flood_guard import WINDOW_S, FloodGuard
 
 
 def test_quarantine_starts_past_the_budget_and_ends_with_the_minute():

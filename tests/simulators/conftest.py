@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from simulators.scenario import LIBRARY, Scenario, ScenarioRun, build_timeline, load_library
+from tagwatch.simulators.scenario import (
+    LIBRARY,
+    Scenario,
+    ScenarioRun,
+    build_timeline,
+    load_library,
+)
 
 
 @pytest.fixture(scope="session")

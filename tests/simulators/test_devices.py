@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from simulators.devices import (
+from tagwatch.simulators.devices import (
     Battery,
     DeviceKind,
     DeviceSpec,
@@ -18,9 +18,9 @@ from simulators.devices import (
     IncidentKind,
     simulate_device,
 )
-from simulators.movement import GoStop, Mode, Place, StayStop, build_trajectory
-from simulators.noise import Fallback, Sky
-from simulators.wire import (
+from tagwatch.simulators.movement import GoStop, Mode, Place, StayStop, build_trajectory
+from tagwatch.simulators.noise import Fallback, Sky
+from tagwatch.simulators.wire import (
     MAX_BATCH_ITEMS,
     MAX_PAYLOAD_BYTES,
     LinkAction,

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from simulators.geo import distance_m
-from simulators.movement import (
+from tagwatch.simulators.geo import distance_m
+from tagwatch.simulators.movement import (
     SPEED_MPS,
     GoStop,
     ItineraryError,

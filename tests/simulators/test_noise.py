@@ -8,8 +8,8 @@ import statistics
 
 import pytest
 
-from simulators.geo import distance_m, offset
-from simulators.noise import (
+from tagwatch.simulators.geo import distance_m, offset
+from tagwatch.simulators.noise import (
     K68,
     PHONE_NOISE,
     TAG_NOISE,

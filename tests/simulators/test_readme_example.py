@@ -7,9 +7,9 @@ import re
 import tomllib
 from pathlib import Path
 
-from simulators.scenario import build_timeline, parse_scenario
-from simulators.scoring import score_run
 from tagwatch.offline import replay
+from tagwatch.simulators.scenario import build_timeline, parse_scenario
+from tagwatch.simulators.scoring import score_run
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

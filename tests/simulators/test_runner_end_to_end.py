@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from simulators.runner import Manifest, score_manifest
+from tagwatch.simulators.runner import Manifest, score_manifest
 
 pytestmark = pytest.mark.integration
 

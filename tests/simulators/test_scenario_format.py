@@ -8,14 +8,14 @@ from copy import deepcopy
 
 import pytest
 
-from simulators.scenario import (
+from tagwatch.simulators.scenario import (
     LIBRARY,
     ScenarioError,
     build_timeline,
     parse_scenario,
     validate_scenario,
 )
-from simulators.scoring import naive_alerts, score_run
+from tagwatch.simulators.scoring import naive_alerts, score_run
 
 BASE = tomllib.loads((LIBRARY / "curfew-breach.toml").read_text())
 

@@ -17,16 +17,16 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import shape
 
-from ingest.decode import Decoded, DeviceInfo, Limits, decode_message
-from simulators.geo import distance_m
-from simulators.scenario import (
+from tagwatch.ingest.decode import Decoded, DeviceInfo, Limits, decode_message
+from tagwatch.simulators.geo import distance_m
+from tagwatch.simulators.scenario import (
     ALERT_TYPES,
     LIBRARY,
     ScenarioRun,
     build_timeline,
     load_scenario,
 )
-from simulators.wire import LinkAction, read_trace
+from tagwatch.simulators.wire import LinkAction, read_trace
 
 REQUIRED = {
     "compliant-day",

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from simulators.schedule import CURFEW_DEFAULT, DAYS, DatedException, Schedule, Window
+from tagwatch.simulators.schedule import CURFEW_DEFAULT, DAYS, DatedException, Schedule, Window
 
 LONDON = ZoneInfo("Europe/London")
 CAPE_TOWN = ZoneInfo("Africa/Johannesburg")
@@ -87,7 +87,7 @@ SCHEDULES = [
 def test_the_geofence_core_reads_our_schedules_as_we_mean_them(schedule):
     """The runner hands `to_json()` to the zones API; the platform must agree on every minute,
     here across the spring DST change in London."""
-    geofence = pytest.importorskip("geofence.schedule")
+    geofence = pytest.importorskip("tagwatch.geofence.schedule")
     theirs = geofence.Schedule.from_json(schedule.to_json())
     start = datetime(2026, 3, 25, 0, 0, tzinfo=UTC).timestamp()
     times = [start + 600.0 * k for k in range(6 * 24 * 6)]

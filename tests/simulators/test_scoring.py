@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from simulators.scenario import AlertRule, Expectation
-from simulators.scoring import (
+from tagwatch.simulators.scenario import AlertRule, Expectation
+from tagwatch.simulators.scoring import (
     RaisedAlert,
     format_scorecards,
     naive_alerts,

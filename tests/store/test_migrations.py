@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from store.migrate import discover, migrate, timescale_possible
+from tagwatch.store.migrate import discover, migrate, timescale_possible
 from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration
