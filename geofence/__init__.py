@@ -6,15 +6,15 @@ schedule is active. See docs/geofence.md.
 """
 
 from tagwatch.geofence._kernel import polygon_kernel
-from tagwatch.geofence.classification import (
+from tagwatch.geofence.batch import (
     INSIDE,
     OUTSIDE,
     UNCERTAIN,
     Classification,
     FixBatch,
     VictimPositions,
-    classify,
 )
+from tagwatch.geofence.classification import classify
 from tagwatch.geofence.index import ZoneIndex
 from tagwatch.geofence.schedule import Schedule, ScheduleError, ScheduleException, WeeklyWindow
 from tagwatch.geofence.zones import KindCode, Zone, ZoneKind, ZoneValidationError, validate_zone

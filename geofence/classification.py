@@ -30,7 +30,7 @@ than the keep-out screen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -44,136 +44,39 @@ from tagwatch.geofence._edges import (
     signed_distance,
 )
 from tagwatch.geofence._kernel import polygon_kernel
-from tagwatch.geofence._projection import chord_distance, ecef, mean_radius, to_frame
-from tagwatch.geofence.index import (
+from tagwatch.geofence._layout import (
     CIRCLE,
     EVERYONE,
     KEEPOUT_ALLOWANCE_M,
     POLYGON,
     PREFILTER_CELLS_PER_DEGREE,
     VICTIM_CIRCLE,
-    ZoneIndex,
     prefilter_keys,
     reach_box_arrays,
 )
+from tagwatch.geofence._projection import chord_distance, ecef, mean_radius, to_frame
+from tagwatch.geofence.batch import (
+    INSIDE,
+    OUTSIDE,
+    UNCERTAIN,
+    Classification,
+    FixBatch,
+    VictimPositions,
+)
 from tagwatch.geofence.schedule import schedule_clock
+from tagwatch.geofence.snapshot import IndexSnapshot
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 Int8Array = npt.NDArray[np.int8]
 
-OUTSIDE = 0
-INSIDE = 1
-UNCERTAIN = 2
+
+_EMPTY_I64 = np.zeros(0, dtype=np.int64)
 
 CHUNK_FIXES = 16_384
 SORT_MIN_FIXES = 4_096  # smaller batches are measured in arrival order
 POLYGON_BLOCK = 2_048  # (pair, edge) rows of a block stay in the CPU cache
-
-
-def _column(values: npt.ArrayLike, dtype: type[np.generic], name: str) -> npt.NDArray[np.generic]:
-    array = np.ascontiguousarray(values, dtype=dtype)
-    if array.ndim != 1:
-        msg = f"{name} must be one-dimensional"
-        raise ValueError(msg)
-    return array
-
-
-@dataclass(frozen=True, slots=True)
-class FixBatch:
-    """A batch of fixes as aligned arrays: subject id (the database key), WGS84 degrees, 68 %
-    accuracy radius in metres, fix time in UTC epoch seconds."""
-
-    subject_id: IntArray
-    lon: FloatArray
-    lat: FloatArray
-    acc: FloatArray
-    time: FloatArray
-
-    def __post_init__(self) -> None:
-        for name, dtype in (
-            ("subject_id", np.int64),
-            ("lon", np.float64),
-            ("lat", np.float64),
-            ("acc", np.float64),
-            ("time", np.float64),
-        ):
-            object.__setattr__(self, name, _column(getattr(self, name), dtype, name))
-        n = self.subject_id.size
-        if any(getattr(self, a).size != n for a in ("lon", "lat", "acc", "time")):
-            msg = "FixBatch arrays must have the same length"
-            raise ValueError(msg)
-        stacked = (self.lon, self.lat, self.acc, self.time)
-        if not all(np.isfinite(a).all() for a in stacked):
-            msg = "FixBatch holds NaN or infinite values (ingest dead-letters those)"
-            raise ValueError(msg)
-        if (np.abs(self.lat) > 90.0).any() or (np.abs(self.lon) > 180.0).any():
-            msg = "FixBatch holds coordinates out of range"
-            raise ValueError(msg)
-        if (self.acc < 0.0).any():
-            msg = "FixBatch holds a negative accuracy"
-            raise ValueError(msg)
-
-    def __len__(self) -> int:
-        return int(self.subject_id.size)
-
-
-@dataclass(frozen=True, slots=True)
-class VictimPositions:
-    """The latest position of each victim zone's victim: zone id, WGS84 degrees, fix time (UTC
-    epoch seconds), accuracy (metres). ``max_age_s`` (one value or one per row) is how far apart the
-    victim's and the offender's fix times may be before the victim position is stale."""
-
-    zone_id: IntArray
-    lon: FloatArray
-    lat: FloatArray
-    time: FloatArray
-    acc: FloatArray
-    max_age_s: FloatArray | float = 300.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "zone_id", _column(self.zone_id, np.int64, "zone_id"))
-        for name in ("lon", "lat", "time", "acc"):
-            object.__setattr__(self, name, _column(getattr(self, name), np.float64, name))
-        n = self.zone_id.size
-        if any(getattr(self, a).size != n for a in ("lon", "lat", "time", "acc")):
-            msg = "VictimPositions arrays must have the same length"
-            raise ValueError(msg)
-        age = np.broadcast_to(np.asarray(self.max_age_s, dtype=np.float64), (n,))
-        object.__setattr__(self, "max_age_s", np.ascontiguousarray(age))
-
-
-_EMPTY_I64 = np.zeros(0, dtype=np.int64)
-
-
-@dataclass(frozen=True, slots=True)
-class Classification:
-    """One row per (fix, applicable zone) pair, ordered by (fix_index, kind priority, zone_id).
-
-    Rows: every zone of the fix's subject (its own, and the inclusion and curfew zones it gets
-    from its groups or from everyone) - whether or not their schedule is active (``active`` says)
-    - and every global or group exclusion zone the fix comes within ``buffer_m + acc + reach_m``
-    of. A global or group exclusion zone without a row is confidently outside, out of its band.
-    ``kind`` holds geofence.KindCode values (victim 0, exclusion 1, inclusion 2, curfew 3).
-    """
-
-    fix_index: IntArray
-    zone_id: IntArray
-    kind: Int8Array
-    state: Int8Array
-    in_band: BoolArray
-    distance_m: FloatArray
-    active: BoolArray
-    victim_stale: BoolArray
-    unknown_subject_ids: IntArray = field(default_factory=lambda: _EMPTY_I64)
-
-    def __len__(self) -> int:
-        return int(self.fix_index.size)
-
-    def fix_offsets(self, fix_count: int) -> IntArray:
-        """Row offsets per fix: the rows of fix ``i`` are ``offsets[i]:offsets[i + 1]``."""
-        return np.searchsorted(self.fix_index, np.arange(fix_count + 1)).astype(np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,17 +91,17 @@ class _Victims:
     max_age: FloatArray
 
 
-def _victims(index: ZoneIndex, victims: VictimPositions | None) -> _Victims | None:
+def _victims(index: IndexSnapshot, victims: VictimPositions | None) -> _Victims | None:
     if victims is None or victims.zone_id.size == 0:
         return None
-    geom = index._zones["geom"]
+    geom = index.zones["geom"]
     order = np.argsort(victims.time, kind="stable")  # the latest position of a zone wins
     slots = np.array(
-        [index._slot_of.get(int(z), -1) for z in victims.zone_id[order]], dtype=np.int64
+        [index.slot_of.get(int(z), -1) for z in victims.zone_id[order]], dtype=np.int64
     )
     valid = slots >= 0
     valid[valid] = geom[slots[valid]] == VICTIM_CIRCLE
-    row_of_slot = np.full(index._zones.capacity, -1, dtype=np.int64)
+    row_of_slot = np.full(index.zone_capacity, -1, dtype=np.int64)
     row_of_slot[slots[valid]] = order[valid]
     x, y, z = ecef(victims.lon, victims.lat)
     assert isinstance(victims.max_age_s, np.ndarray)
@@ -215,7 +118,7 @@ def _victims(index: ZoneIndex, victims: VictimPositions | None) -> _Victims | No
 
 
 def classify(
-    index: ZoneIndex,
+    index: IndexSnapshot,
     fixes: FixBatch,
     victims: VictimPositions | None = None,
     *,
@@ -266,11 +169,11 @@ def classify(
 class _Context:
     """Per-batch views of the index, so each chunk reads plain arrays."""
 
-    def __init__(self, index: ZoneIndex, victims: _Victims | None, reach_m: float) -> None:
+    def __init__(self, index: IndexSnapshot, victims: _Victims | None, reach_m: float) -> None:
         self.index = index
         self.victims = victims
         self.reach_m = reach_m
-        zones = index._zones
+        zones = index.zones
         self.z_id = zones["zone_id"]
         self.z_kind = zones["kind"]
         self.z_geom = zones["geom"]
@@ -280,7 +183,7 @@ class _Context:
         self.z_shape = zones["shape"]
         self.z_key = zones["sort_key"]
         self.z_group = zones["group"]
-        shapes = index._shapes
+        shapes = index.shapes
         self.s_frame = shapes["frame"]
         self.s_grid = shapes["grid"]
         self.s_edge_base = shapes["edge_base"]
@@ -289,24 +192,26 @@ class _Context:
         self.s_n_edges = shapes["n_edges"]
         self.s_gridded = shapes["gridded"]
         self.kernel = polygon_kernel()
-        self.select_rows = index._edges["select"]
-        self.select = index._edges["select"].view(SELECT_RECORD).reshape(-1)
-        self.exact = index._edges["exact"]
-        self.normals = index._edges["normals"]
-        self.cand = index._cands["edge"]
-        self.cells = index._cells["start"]
-        subjects = index._subjects
+        self.select_rows = index.edge_select
+        self.select = index.edge_select.view(SELECT_RECORD).reshape(-1)
+        self.exact = index.edge_exact
+        self.normals = index.edge_normals
+        self.cand = index.cand_edge
+        self.cells = index.cell_start
+        subjects = index.subjects
         self.list_start = subjects["list_start"]
         self.list_len = subjects["list_len"]
         self.sub_tz = subjects["tz"]
-        self.lists = index._lists["slot"]
-        self.tree, self.tree_slots, self.cell_keys, self.cell_start, self.cell_slots = (
-            index.keepout_tables()
-        )
-        self.dense = index.keepout_dense()
-        self.membership = index.membership() if self.tree is not None else _EMPTY_I64
-        self.schedules = index._schedules
-        self.tz_names = index._tz_names
+        self.lists = index.list_slots
+        self.tree = index.keepout_tree
+        self.tree_slots = index.keepout_tree_slots
+        self.cell_keys = index.keepout_cell_keys
+        self.cell_start = index.keepout_cell_start
+        self.cell_slots = index.keepout_cell_slots
+        self.dense = index.keepout_dense
+        self.membership = index.membership
+        self.schedules = index.schedules
+        self.tz_names = index.tz_names
 
     def empty(self) -> dict[str, npt.NDArray[np.generic]]:
         return {

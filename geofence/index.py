@@ -29,16 +29,33 @@ import bisect
 import hashlib
 import math
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import shapely
 
 from tagwatch.geofence._edges import GRID_PARAMS, SELECT_WIDTH, compile_polygon
+from tagwatch.geofence._layout import (
+    _F32,
+    _F64,
+    _I8,
+    _I32,
+    _I64,
+    CIRCLE,
+    EVERYONE,
+    KEEPOUT_ALLOWANCE_M,
+    KIND_SHIFT,
+    POLYGON,
+    PREFILTER_CELLS_PER_DEGREE,
+    VICTIM_CIRCLE,
+    reach_boxes,
+)
 from tagwatch.geofence._pool import RangePool, SlotTable
 from tagwatch.geofence._projection import FRAME_WIDTH, ecef, mean_radius
+from tagwatch.geofence.batch import Classification, FixBatch, VictimPositions
+from tagwatch.geofence.classification import classify
 from tagwatch.geofence.schedule import ScheduleBook, check_timezone
+from tagwatch.geofence.snapshot import IndexSnapshot
 from tagwatch.geofence.zones import (
     CheckedZone,
     Outline,
@@ -48,91 +65,14 @@ from tagwatch.geofence.zones import (
     check_zone,
 )
 
-if TYPE_CHECKING:
-    from tagwatch.geofence.classification import Classification, FixBatch, VictimPositions
-
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
-
-CIRCLE, POLYGON, VICTIM_CIRCLE = 0, 1, 2
-EVERYONE = -1
-KIND_SHIFT = 60
-# Fixes whose accuracy plus reach is under this are screened by their position alone.
-KEEPOUT_ALLOWANCE_M = 500.0
-PREFILTER_CELLS_PER_DEGREE = 64
-# Conservative metres per degree (fewer than anywhere on the ellipsoid), for reach boxes.
-METRES_PER_DEGREE_LOW = 110_000.0
-_F64 = np.dtype(np.float64)
-_F32 = np.dtype(np.float32)
-_I64 = np.dtype(np.int64)
-_I32 = np.dtype(np.int32)
-_I8 = np.dtype(np.int8)
 
 
 def _raw_key(zone: Zone, repair: bool) -> bytes:
     geometry = zone.geometry or {}
     text = f"{geometry.get('type')}|{geometry.get('coordinates')!r}|{repair}"
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
-
-
-def reach_box_arrays(
-    lon_lo: FloatArray,
-    lat_lo: FloatArray,
-    lon_hi: FloatArray,
-    lat_hi: FloatArray,
-    metres: FloatArray,
-) -> tuple[IntArray, FloatArray]:
-    """Longitude/latitude boxes holding every point within ``metres`` of each given box, split
-    at the antimeridian: (owner of each box, boxes as rows lon_lo, lat_lo, lon_hi, lat_hi)."""
-    dlat = metres / METRES_PER_DEGREE_LOW
-    south = np.maximum(lat_lo - dlat, -90.0)
-    north = np.minimum(lat_hi + dlat, 90.0)
-    cos_lat = np.cos(np.radians(np.maximum(np.abs(south), np.abs(north))))
-    dlon = np.divide(
-        metres,
-        METRES_PER_DEGREE_LOW * cos_lat,
-        out=np.full(cos_lat.shape, 360.0),
-        where=cos_lat > 1e-6,
-    )
-    west = lon_lo - dlon
-    east = lon_hi + dlon
-    whole = east - west >= 360.0
-    shift = np.floor((west + 180.0) / 360.0) * 360.0
-    west = np.where(whole, -180.0, west - shift)
-    east = np.where(whole, 180.0, east - shift)
-    split = east > 180.0
-    n = west.size
-    owner = np.concatenate((np.arange(n), np.flatnonzero(split)))
-    boxes = np.empty((owner.size, 4), dtype=np.float64)
-    boxes[:n, 0] = west
-    boxes[:n, 1] = south
-    boxes[:n, 2] = np.minimum(east, 180.0)
-    boxes[:n, 3] = north
-    boxes[n:, 0] = -180.0
-    boxes[n:, 1] = south[split]
-    boxes[n:, 2] = east[split] - 360.0
-    boxes[n:, 3] = north[split]
-    return owner.astype(np.int64), boxes
-
-
-def reach_boxes(
-    lon_lo: float, lat_lo: float, lon_hi: float, lat_hi: float, metres: float
-) -> list[tuple[float, ...]]:
-    _, boxes = reach_box_arrays(
-        np.array([lon_lo]),
-        np.array([lat_lo]),
-        np.array([lon_hi]),
-        np.array([lat_hi]),
-        np.array([metres]),
-    )
-    return [tuple(float(v) for v in box) for box in boxes]
-
-
-def prefilter_keys(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> IntArray:
-    per = PREFILTER_CELLS_PER_DEGREE
-    row = np.clip(np.floor((lat + 90.0) * per), 0, 180 * per - 1).astype(np.int64)
-    col = np.clip(np.floor((lon + 180.0) * per), 0, 360 * per - 1).astype(np.int64)
-    return row * (360 * per) + col
 
 
 DENSE_CELLS_MAX = 4_000_000  # 16 MB of int32 at most for the dense keep-out cell table
@@ -669,9 +609,35 @@ class ZoneIndex:
         reach_m: float = 0.0,
     ) -> Classification:
         """See geofence.classification.classify."""
-        from tagwatch.geofence.classification import classify  # noqa: PLC0415 - classify imports this module
+        return classify(self.snapshot(), fixes, victims, reach_m=reach_m)
 
-        return classify(self, fixes, victims, reach_m=reach_m)
+    def snapshot(self) -> IndexSnapshot:
+        """The index as the classifier reads it: the arrays as they are now, read-only by
+        contract (the classifier never writes them), and the lookups it needs as functions."""
+        tree, tree_slots, cell_keys, cell_start, cell_slots = self.keepout_tables()
+        return IndexSnapshot(
+            zones=self._zones,
+            zone_capacity=self._zones.capacity,
+            slot_of=self._slot_of,
+            shapes=self._shapes,
+            edge_select=self._edges["select"],
+            edge_exact=self._edges["exact"],
+            edge_normals=self._edges["normals"],
+            cand_edge=self._cands["edge"],
+            cell_start=self._cells["start"],
+            subjects=self._subjects,
+            list_slots=self._lists["slot"],
+            keepout_tree=tree,
+            keepout_tree_slots=tree_slots,
+            keepout_cell_keys=cell_keys,
+            keepout_cell_start=cell_start,
+            keepout_cell_slots=cell_slots,
+            keepout_dense=self.keepout_dense(),
+            membership=self.membership() if tree is not None else np.zeros(0, dtype=np.int64),
+            schedules=self._schedules,
+            tz_names=self._tz_names,
+            subject_rows=self.subject_rows,
+        )
 
 
 __all__ = ["ZoneIndex", "ZoneValidationError"]
