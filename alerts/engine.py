@@ -504,15 +504,19 @@ class AlertEngine:
 
     # -- the clock
 
-    def tick(self, conn: psycopg.Connection) -> int:
-        """Clock rules for subjects that are due, then absconder escalation. Own transaction."""
+    def tick(self, conn: psycopg.Connection, waiting_s: float = 0.0) -> int:
+        """Clock rules for subjects that are due, then absconder escalation. Own transaction.
+
+        `waiting_s`: wall seconds the oldest message still waiting in ingest has waited. The
+        rules are judged as of when it arrived: everything before it is written, so a device
+        looks silent only if it truly sent nothing, however far behind ingest is."""
         with conn.transaction():
             self.sync(conn)
             now, speed = self.clock_and_speed(conn)
             # Silence is only judged beyond the platform's own latency (a fix can be on its way
             # through broker and batch for ~0.1 s). At wall speed that is nothing; under a
             # compressed scenario clock it is minutes, and a fix in flight is not silence.
-            now -= SETTLE_WALL_S * (speed - 1.0)
+            now -= SETTLE_WALL_S * (speed - 1.0) + max(0.0, waiting_s) * speed
             rows = conn.execute(
                 "SELECT subject_id, state::text, trail, due_at FROM rule_state"
                 " WHERE due_at <= %s ORDER BY subject_id LIMIT %s FOR UPDATE SKIP LOCKED",

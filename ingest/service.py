@@ -22,7 +22,7 @@ import queue
 import random
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +138,9 @@ class IngestService:
         self._barrier_nonce = b""
         self._connected_at = time.monotonic()
         self._last_inbound = 0.0
+        # When each message not yet written arrived, oldest first: messages leave in the order
+        # they came (one decoder, FIFO queues), so the first is the oldest still waiting.
+        self._arrivals: deque[float] = deque()
         self._speed = 1.0
         self._client = self._make_client()
 
@@ -204,6 +207,7 @@ class IngestService:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         self._last_inbound = time.monotonic()
+        self._arrivals.append(self._last_inbound)
         item = Inbound(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload))
         self.budget.take(item.size, self.stop_requested)  # full: the network thread waits here
         self.inbox.put(item)
@@ -412,9 +416,11 @@ class IngestService:
             result = self._write(batch, decoded)
         except psycopg.OperationalError:
             self._release(batch)
+            self._left(len(batch))
             return 0  # stopping while the database is down: the broker redelivers it all
         self._acknowledge(batch)
         self._release(batch)
+        self._left(len(batch))
         if (
             not self._drained
             and self._barrier_nonce
@@ -428,6 +434,17 @@ class IngestService:
         self._pending_latency.append(time.perf_counter() - started)
         self._account(result)
         return len(batch)
+
+    def _left(self, count: int) -> None:
+        for _ in range(min(count, len(self._arrivals))):
+            self._arrivals.popleft()
+
+    def _waiting_s(self) -> float:
+        """How long the oldest message not yet written has waited (0 when none waits)."""
+        try:
+            return max(0.0, time.monotonic() - self._arrivals[0])
+        except IndexError:
+            return 0.0
 
     def _since_connect(self) -> float:
         return time.monotonic() - self._connected_at
@@ -474,7 +491,10 @@ class IngestService:
                 self._rule_now()  # refreshes self._speed
                 self._tick_every = min(1.0, max(0.02, 15.0 / self._speed))
             for _ in range(10):  # bounded: batches must not wait long behind the clock
-                if not self.engine.tick(self._conn) or self.stop_requested.is_set():
+                if (
+                    not self.engine.tick(self._conn, self._waiting_s())
+                    or self.stop_requested.is_set()
+                ):
                     break
         except psycopg.OperationalError as exc:
             log.warning("clock rules skipped: database error (%s)", exc)
