@@ -1,11 +1,20 @@
-"""Helpers the integration tests share: fresh ids, waiting for rows, a device that publishes."""
+"""Helpers the integration tests share: fresh ids, waiting for rows, a device that publishes,
+the real API in its own process."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 
@@ -59,3 +68,62 @@ def publish_all(client: mqtt.Client, messages: list[tuple[str, bytes]], qos: int
     for info in infos:
         info.wait_for_publish(timeout=60)
         assert info.is_published(), "broker did not acknowledge a publish"
+
+
+@dataclass
+class ApiServer:
+    """The real API (`tagwatch api`) in its own process, on a free loopback port."""
+
+    url: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+@contextlib.contextmanager
+def api_server(
+    service_env: dict[str, str], log_dir: Path, **overrides: str | None
+) -> Iterator[ApiServer]:
+    """Start `tagwatch api` with the test services' environment (`TAGWATCH_ENVIRONMENT=test`
+    and ``overrides``; None removes a variable), wait for /healthz, stop it afterwards.
+
+    `tagwatch api` never trusts proxy headers by itself: the socket peer is the client, which
+    the login-throttling tests rely on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {**os.environ, **service_env, "TAGWATCH_ENVIRONMENT": "test"}
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    log_path = log_dir / "api.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tagwatch", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    server = ApiServer(f"http://127.0.0.1:{port}", log_path, process)
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return process.poll() is not None
+
+    try:
+        assert wait_for(up, 30), f"the API did not start:\n{server.log()}"
+        assert process.poll() is None, f"the API exited:\n{server.log()}"
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

@@ -22,17 +22,12 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -42,7 +37,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tagwatch.api.security import hash_password
-from tests.support import fresh_id, wait_for
+from tests.support import ApiServer, api_server, fresh_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -58,57 +53,17 @@ NEW_FEED_P99_LIMIT_S = 0.250
 T = TypeVar("T")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-
 @pytest.fixture(scope="module")
-def server(service_env: dict[str, str], tmp_path_factory) -> Iterator[Server]:
-    """The real API under uvicorn. No proxy headers: the socket peer is the client."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("login-flood") / "api.log"
-    env = {
-        **os.environ,
-        **service_env,
-        "TAGWATCH_ENVIRONMENT": "test",
-        "TAGWATCH_LOGIN_MAX_FAILURES": str(NAME_BUDGET),
-        "TAGWATCH_LOGIN_ADDRESS_MAX_FAILURES": str(ADDRESS_BUDGET),
-        "TAGWATCH_LOGIN_FAILURE_WINDOW_S": str(WINDOW_S),
-    }
-    command = [
-        sys.executable, "-m", "uvicorn", "tagwatch.api.app:create_app", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--no-proxy-headers", "--no-access-log",
-    ]  # fmt: skip
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        assert wait_for(up, 30), log_path.read_text()
-        yield Server(url, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def server(service_env: dict[str, str], tmp_path_factory) -> Iterator[ApiServer]:
+    """The real API. No proxy headers: the socket peer is the client."""
+    with api_server(
+        service_env,
+        tmp_path_factory.mktemp("login-flood"),
+        TAGWATCH_LOGIN_MAX_FAILURES=str(NAME_BUDGET),
+        TAGWATCH_LOGIN_ADDRESS_MAX_FAILURES=str(ADDRESS_BUDGET),
+        TAGWATCH_LOGIN_FAILURE_WINDOW_S=str(WINDOW_S),
+    ) as running:
+        yield running
 
 
 def _user(settings, role: str) -> str:

@@ -22,11 +22,7 @@ As a supervisor the same reads work and each writes an audit row naming the vict
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,7 +37,7 @@ from websockets.sync.client import connect
 from tagwatch.alerts.dispatcher import notification_body
 from tagwatch.alerts.engine import AlertEngine
 from tagwatch.api.security import hash_password
-from tests.support import fresh_id, wait_for
+from tests.support import api_server, fresh_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 REPO = Path(__file__).resolve().parents[2]
@@ -59,37 +55,8 @@ MARKS = [re.compile(rf"(?<![\d:.]){re.escape(mark)}") for mark in ("-33.951", "1
 
 @pytest.fixture(scope="module")
 def server(service_env: dict[str, str], tmp_path_factory) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    log_path = tmp_path_factory.mktemp("victim-api") / "api.log"
-    env = {**os.environ, **service_env, "TAGWATCH_ENVIRONMENT": "test"}
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tagwatch", "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=log,
-            cwd=REPO,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return process.poll() is not None
-
-    try:
-        assert wait_for(up, 30) and process.poll() is None, log_path.read_text()
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    with api_server(service_env, tmp_path_factory.mktemp("victim-api")) as running:
+        yield running.url
 
 
 def user(database_url: str, url: str, role: str, regions: list[str]) -> tuple[str, str]:

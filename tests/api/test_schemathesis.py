@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import psycopg
 import pytest
 
 from tagwatch.api.security import hash_password
-from tests.support import fresh_id, wait_for
+from tests.support import api_server, fresh_id
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +25,6 @@ EXCLUDED = [
     "/api/v1/auth/password",
     "/api/v1/users/{user_id}/password",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_no_request_schemathesis_can_make_gets_a_server_error(
@@ -46,26 +39,8 @@ def test_no_request_schemathesis_can_make_gets_a_server_error(
             " VALUES (%s, %s, 'admin', '{*}')",
             (username, hash_password("fuzz-pass-word")),
         )
-    port = free_port()
-    env = {**os.environ, **service_env, "TAGWATCH_ENVIRONMENT": "test"}
-    log_path = tmp_path / "api.log"
-    with log_path.open("ab") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "tagwatch", "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        assert wait_for(up, 30), log_path.read_text()
+    with api_server(service_env, tmp_path) as server:
+        url = server.url
         token = httpx.post(
             f"{url}/api/v1/auth/token",
             data={"username": username, "password": "fuzz-pass-word"},
@@ -90,14 +65,8 @@ def test_no_request_schemathesis_can_make_gets_a_server_error(
             command += ["--exclude-path", path]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
         report = done.stdout[-6000:] + done.stderr[-2000:]
-        assert done.returncode == 0, f"{report}\n--- server log ---\n{log_path.read_text()[-4000:]}"
+        assert done.returncode == 0, f"{report}\n--- server log ---\n{server.log()[-4000:]}"
         cases = re.search(r"(\d+) generated, (\d+) passed", done.stdout)
         assert cases and cases[1] == cases[2] and int(cases[1]) >= 500, report
         tested = re.search(r"Tested: (\d+)", done.stdout)
         assert tested and int(tested[1]) >= 30, report
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()

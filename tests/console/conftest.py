@@ -4,7 +4,7 @@ so that a real browser (and its WebSocket) can talk to it."""
 from tests.console.harness import (  # noqa: F401 - the fixture, and names the tests import
     ARTIFACTS,
     NODE_MODULES,
-    Server,
+    ApiServer,
     browser_missing,
     chromium_path,
     console_server,

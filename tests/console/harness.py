@@ -9,17 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support import wait_for
+from tests.support import ApiServer, api_server
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_MODULES = Path(os.environ.get("TAGWATCH_NODE_MODULES") or REPO / "node_modules")
@@ -54,54 +50,13 @@ def browser_missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-
 @pytest.fixture(scope="module")
-def console_server(service_env: dict[str, str], tmp_path_factory) -> Iterator[Server]:
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("console") / "api.log"
-    env = {**os.environ, **service_env, "TAGWATCH_ENVIRONMENT": "test"}
-    env.pop("TAGWATCH_TILE_URL", None)  # the test runs offline: no tiles
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tagwatch", "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=log,
-            cwd=REPO,
-        )
-    server = Server(f"http://127.0.0.1:{port}", log_path)
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return process.poll() is not None
-
-    try:
-        assert wait_for(up, 30), f"the API did not start:\n{server.log()}"
-        assert process.poll() is None, f"the API exited:\n{server.log()}"
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+def console_server(service_env: dict[str, str], tmp_path_factory) -> Iterator[ApiServer]:
+    # the test runs offline: no tiles
+    with api_server(
+        service_env, tmp_path_factory.mktemp("console"), TAGWATCH_TILE_URL=None
+    ) as running:
+        yield running
 
 
 def run_driver(script: Path, config: dict, on_wait: Callable[[str], dict] | None = None) -> dict:
