@@ -127,3 +127,8 @@ def api_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+def stored_fixes(database_url: str, device_id: str) -> int:
+    """How many fixes of the device are stored."""
+    return count(database_url, "SELECT count(*) FROM fixes WHERE device_id = %s", (device_id,))

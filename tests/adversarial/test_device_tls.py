@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tagwatch.mqtt_client import new_client
 from tagwatch.pki import Pki
 from tagwatch.settings import MqttEndpoint
-from tests.support import count, fresh_id, wait_for
+from tests.support import fresh_id, stored_fixes, wait_for
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -154,16 +154,7 @@ def test_device_add_prints_the_ca_and_a_working_tls_line(
     assert "--cafile" in line
     published = subprocess.run(line, shell=True, capture_output=True, text=True, check=False)  # noqa: S602
     assert published.returncode == 0, published.stderr
-    assert wait_for(
-        lambda: (
-            count(
-                settings.database_url,
-                "SELECT count(*) FROM fixes WHERE device_id = %s",
-                (device_id,),
-            )
-            == 1
-        )
-    )
+    assert wait_for(lambda: stored_fixes(settings.database_url, device_id) == 1)
 
 
 def test_reserved_id_refused_by_device_add(services_dir, tmp_path):

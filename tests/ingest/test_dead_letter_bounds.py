@@ -17,7 +17,7 @@ import pytest
 from tagwatch.ingest.decode import DeadLetter, Decoded, Origin
 from tagwatch.ingest.service import ByteBudget
 from tagwatch.store.ingest_writer import DeadLetterPolicy, prepare_session, write_batch
-from tests.support import connect, count, fresh_id, publish_all, wait_for
+from tests.support import connect, count, fresh_id, publish_all, stored_fixes, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -93,16 +93,7 @@ def test_beyond_the_per_sender_limit_bad_input_is_counted_and_good_fixes_all_sto
         return int(row[0]), int(row[1])
 
     assert wait_for(lambda: tally()[0] == 21), limited_ingest.log()[-2000:]
-    assert wait_for(
-        lambda: (
-            count(
-                settings.database_url,
-                "SELECT count(*) FROM fixes WHERE device_id = %s",
-                (device_id,),
-            )
-            == 20
-        )
-    )
+    assert wait_for(lambda: stored_fixes(settings.database_url, device_id) == 20)
     with psycopg.connect(settings.database_url) as conn:
         rows, stored = conn.execute(
             "SELECT count(*), coalesce(sum(repeats), 0) FROM dead_letters WHERE sender = %s",

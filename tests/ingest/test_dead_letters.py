@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from tests.support import connect, count, fresh_id, publish_all, wait_for
+from tests.support import connect, count, fresh_id, publish_all, stored_fixes, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -82,16 +82,7 @@ def test_bad_payload_is_dead_lettered_between_good_fixes(
             >= 1
         )
     )
-    assert wait_for(
-        lambda: (
-            count(
-                settings.database_url,
-                "SELECT count(*) FROM fixes WHERE device_id = %s",
-                (device_id,),
-            )
-            == 2
-        )
-    )
+    assert wait_for(lambda: stored_fixes(settings.database_url, device_id) == 2)
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute(
             "SELECT reason, payload, detail, sender, payload_length, payload_sha256, repeats"
@@ -111,16 +102,7 @@ def test_one_bad_fix_in_a_batch_keeps_the_good_ones(settings, provision, running
     batch = {"fixes": [_fix(now - 3, 1), _fix(now - 2, 2, lon=200), _fix(now - 1, 3)]}
     publish_all(device, [(f"em/v1/{device_id}/fix", json.dumps(batch).encode())])
     device.disconnect()
-    assert wait_for(
-        lambda: (
-            count(
-                settings.database_url,
-                "SELECT count(*) FROM fixes WHERE device_id = %s",
-                (device_id,),
-            )
-            == 2
-        )
-    )
+    assert wait_for(lambda: stored_fixes(settings.database_url, device_id) == 2)
     assert wait_for(
         lambda: (
             count(

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.support import connect, count, fresh_id, publish_all, wait_for
+from tests.support import connect, count, fresh_id, publish_all, stored_fixes, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,16 +52,9 @@ def test_fix_published_by_device_comes_back_from_api(settings, api, admin_header
     ]
     publish_all(device, [(f"em/v1/{device_id}/fix", json.dumps(f).encode()) for f in fixes])
     device.disconnect()
-    assert wait_for(
-        lambda: (
-            count(
-                settings.database_url,
-                "SELECT count(*) FROM fixes WHERE device_id = %s",
-                (device_id,),
-            )
-            == 3
-        )
-    ), running_ingest.log()
+    assert wait_for(lambda: stored_fixes(settings.database_url, device_id) == 3), (
+        running_ingest.log()
+    )
 
     position = api.get(f"/api/v1/subjects/{subject_id}/position", headers=admin_headers)
     assert position.status_code == 200, position.text
