@@ -6,17 +6,12 @@
 // it writes {"result": {...}} at the end, or {"error": "..."} (and exits 1). Every page is
 // screenshotted into config.artifacts.
 
-import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
-import { mkdirSync } from "node:fs";
 import path from "node:path";
 
-const config = JSON.parse(process.env.DRIVE_CONFIG);
-const require = createRequire(path.join(config.node_modules, "noop.js"));
-const { chromium } = require("playwright-core");
+import { config, launchBrowser, say } from "./browser.mjs";
 
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-const say = (message) => process.stdout.write(`${JSON.stringify(message)}\n`);
 async function ask(what, payload = {}) {
   say({ wait: what, ...payload });
   const { value, done } = await lines.next();
@@ -26,21 +21,7 @@ async function ask(what, payload = {}) {
 
 const result = { screenshots: [], page_errors: [], console_errors: [], steps: {} };
 const T = 15000;
-mkdirSync(config.artifacts, { recursive: true });
-// playwright gives the browser a fresh, empty profile of its own (its --user-data-dir)
-const browser = await chromium
-  .launch({
-    executablePath: config.chromium,
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-    ],
-  })
-  .catch((error) => {
-    say({ result: { ...result, error: `chromium did not start: ${error.message}` } });
-    process.exit(1);
-  });
+const browser = await launchBrowser(result);
 
 async function shot(page, name) {
   const file = path.join(config.artifacts, `${name}.png`);

@@ -11,32 +11,13 @@
 // any request to /pwned, dialogs (alert/confirm), policy violations, page errors and console
 // errors, and elements a payload would create, after every view.
 
-import { createRequire } from "node:module";
-import { mkdirSync } from "node:fs";
 import path from "node:path";
 
-const config = JSON.parse(process.env.DRIVE_CONFIG);
-const require = createRequire(path.join(config.node_modules, "noop.js"));
-const { chromium } = require("playwright-core");
+import { config, launchBrowser, say } from "./browser.mjs";
 
-const say = (message) => process.stdout.write(`${JSON.stringify(message)}\n`);
 const T = 15000;
 const result = { screenshots: [], modes: {} };
-mkdirSync(config.artifacts, { recursive: true });
-
-const browser = await chromium
-  .launch({
-    executablePath: config.chromium,
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-    ],
-  })
-  .catch((error) => {
-    say({ result: { ...result, error: `chromium did not start: ${error.message}` } });
-    process.exit(1);
-  });
+const browser = await launchBrowser(result);
 
 // Before any script of the page: policy violations are recorded where the driver can read them.
 function recordViolations() {
