@@ -119,3 +119,25 @@ def test_the_cycle_finder_finds_cycles() -> None:
 
 def test_no_import_circle() -> None:
     assert cycles(graph()) == []
+
+
+def test_layers_are_imported_only_under_the_namespace() -> None:
+    """`import store` works in the checkout (the repository root is on the path) but not from
+    the wheel: every import names `tagwatch.<layer>`."""
+    paths = [*sources().values(), *sorted((ROOT / "tests").rglob("*.py"))]
+    offending = []
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            offending += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {name}"
+                for name in names
+                if name.split(".")[0] in LAYERS
+            ]
+    assert offending == []
