@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SPEEDUP = 360.0
 LEAD_S = 2.0  # wall seconds between setting the clock and the first publication
 TAIL_S = 60.0  # scenario seconds played after the last scenario ends
-BEHIND_S = 0.05  # wall seconds the player may lag before it holds the rules' clock back
+# The player tells the rules' clock how far it has published before every wait, and while it
+# publishes without waiting (steps due now or overdue) at most this often (wall seconds).
+MARK_EVERY_S = 0.01
 
 
 @dataclass
@@ -370,18 +372,19 @@ class Player:
     ) -> None:
         report_every = max(1, len(steps) // 40)
         with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
-            marked, mark_written = False, 0.0
+            marked_at, mark_written = -math.inf, -math.inf
             try:
                 for index, step in enumerate(steps):
                     delay = self.wall(step.at) - time.time()
-                    # Behind the clock's mapping, the rules must not run ahead of what was
-                    # published: hold their clock at this step (migration 0015) until caught up.
-                    if delay < -BEHIND_S and time.monotonic() - mark_written > BEHIND_S:
+                    # Everything before this step is out: the rules' clock may run up to it and
+                    # no further (migration 0015), so a player that stalls (a busy machine: a
+                    # tenth of a second is a minute at 600x) holds the rules back instead of
+                    # making its devices look silent.
+                    if step.at > marked_at and (
+                        delay > MARK_EVERY_S or time.monotonic() - mark_written >= MARK_EVERY_S
+                    ):
                         set_played_until(conn, step.at)
-                        marked, mark_written = True, time.monotonic()
-                    elif delay >= 0 and marked:
-                        set_played_until(conn, None)
-                        marked = False
+                        marked_at, mark_written = step.at, time.monotonic()
                     if delay > 0 and stop.wait(delay):
                         return
                     if isinstance(step, ReleaseStep):
@@ -409,8 +412,7 @@ class Player:
                     ):
                         progress(Progress(index + 1, len(steps), step.at, max(0.0, -delay)))
             finally:
-                if marked:
-                    set_played_until(conn, None)
+                set_played_until(conn, None)  # the tail runs on the clock alone
                 for link in self.links.values():
                     link.close()
                 for releasing in self.releasing:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,6 +99,31 @@ class IngestProcess:
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
+    def end(self) -> None:
+        """Stop for good: also end the broker's persistent session of this client id. Left
+        behind, every later test's messages would be queued for it (millions over a run, and
+        Mosquitto's autosave of them stalled the broker for seconds at a time)."""
+        self.stop()
+        forget_session(self.env["TAGWATCH_MQTT_URL"], self.client_id)
+
+
+def forget_session(mqtt_url: str, client_id: str) -> None:
+    """Connect as `client_id` with a clean session, which discards the stored one."""
+    from tagwatch.mqtt_client import new_client
+    from tagwatch.settings import MqttEndpoint
+
+    endpoint = MqttEndpoint.parse(mqtt_url)
+    client = new_client(endpoint, client_id, clean_session=True)
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
+    client.connect(endpoint.host, endpoint.port, keepalive=30)
+    client.loop_start()
+    try:
+        assert connected.wait(30), f"could not end the broker session of {client_id}"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
 
 @pytest.fixture
 def ingest_factory(service_env: dict[str, str], tmp_path: Path) -> Iterator:
@@ -110,7 +136,7 @@ def ingest_factory(service_env: dict[str, str], tmp_path: Path) -> Iterator:
 
     yield make
     for process in started:
-        process.stop()
+        process.end()
 
 
 @pytest.fixture
@@ -141,7 +167,7 @@ def running_ingest(service_env: dict[str, str], tmp_path_factory) -> Iterator[In
     process = IngestProcess(service_env, fresh_id("ingest-shared"), tmp_path_factory.mktemp("log"))
     process.start_and_wait()
     yield process
-    process.stop()
+    process.end()
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def limited_ingest(service_env, tmp_path_factory):
     process.env["TAGWATCH_DEAD_LETTERS_PER_DEVICE_MINUTE"] = "5"
     process.start_and_wait()
     yield process
-    process.stop()
+    process.end()
 
 
 def test_a_large_bad_payload_keeps_a_prefix_its_length_and_digest(
