@@ -19,11 +19,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pydantic import ValidationError
 
 from tagwatch.alerts import lifecycle
 from tagwatch.alerts.dispatcher import Dispatcher, DispatcherConfig, alert_topic, notification_body
 from tagwatch.alerts.signing import sign, signed_headers, verify_signature
-from tagwatch.settings import MqttEndpoint
+from tagwatch.settings import MqttEndpoint, Settings
 from tests.alerts.test_lifecycle import make_alert, make_subject
 from tests.alerts.webhook_receiver import LOOPBACK_ALLOW, WebhookReceiver, allowing_loopback
 from tests.support import connect, fresh_id, wait_for
@@ -160,16 +161,20 @@ def test_signatures_verify_only_the_exact_timestamp_body_and_secret():
     assert json.loads(body)["notification_id"] == 42
 
 
-def test_backoff_doubles_with_jitter_up_to_the_cap_and_settings_come_from_the_environment():
-    config = DispatcherConfig.from_env(
-        {
-            "TAGWATCH_DISPATCH_BACKOFF_BASE_S": "2",
-            "TAGWATCH_DISPATCH_BACKOFF_CAP_S": "600",
-            "TAGWATCH_DISPATCH_MAX_ATTEMPTS": "30",
-            "TAGWATCH_DISPATCH_CA_FILE": "/etc/tracing-ca.pem",
-            "TAGWATCH_DISPATCH_MQTT_CLIENT_ID": "d-1",
-        }
-    )
+def test_backoff_doubles_with_jitter_up_to_the_cap_and_settings_come_from_the_environment(
+    monkeypatch,
+):
+    for name, value in {
+        "TAGWATCH_DISPATCH_BACKOFF_BASE_S": "2",
+        "TAGWATCH_DISPATCH_BACKOFF_CAP_S": "600",
+        "TAGWATCH_DISPATCH_MAX_ATTEMPTS": "30",
+        "TAGWATCH_DISPATCH_CA_FILE": "/etc/tracing-ca.pem",
+        "TAGWATCH_DISPATCH_MQTT_CLIENT_ID": "d-1",
+        "TAGWATCH_DISPATCH_WORKERS": "",  # empty: the default, as before
+    }.items():
+        monkeypatch.setenv(name, value)
+    config = DispatcherConfig.from_settings(Settings())
+    assert config.workers == 4
     assert (config.backoff_base_s, config.max_attempts) == (2.0, 30)
     assert config.ca_file == "/etc/tracing-ca.pem"
     assert config.mqtt_client_id == "d-1"
@@ -184,6 +189,10 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_settings_come_from_the_en
     assert alert_topic("a/#") == "em/v1/alerts/unassigned"
     with pytest.raises(ValueError, match="workers"):
         DispatcherConfig(workers=0)
+    # a bad value is refused by the one settings object, naming the setting (check-config)
+    monkeypatch.setenv("TAGWATCH_DISPATCH_MAX_ATTEMPTS", "0")
+    with pytest.raises(ValidationError, match="dispatch_max_attempts"):
+        Settings()
 
 
 # ---------------------------------------------------------------------- webhooks
