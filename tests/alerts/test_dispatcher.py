@@ -195,6 +195,29 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_settings_come_from_the_en
         Settings()
 
 
+def test_check_config_names_a_bad_dispatcher_setting(tmp_path):
+    """The dispatcher's settings are validated by the one settings object, so `check-config`
+    (and every command) refuses a bad TAGWATCH_DISPATCH_* value by name instead of the
+    dispatcher failing later."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGWATCH_")}
+    env |= {
+        "TAGWATCH_ENVIRONMENT": "development",
+        "TAGWATCH_DISPATCH_WORKERS": "many",
+        "TAGWATCH_ENV_FILE": str(tmp_path / "no-env-file"),  # not a checkout's .tagwatch/env
+    }
+    check = subprocess.run(  # from this checkout (cwd), not whichever tagwatch is installed
+        [sys.executable, "-m", "tagwatch", "check-config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 1
+    assert "invalid settings" in check.stderr
+    assert "dispatch_workers" in check.stderr
+
+
 # ---------------------------------------------------------------------- webhooks
 
 
