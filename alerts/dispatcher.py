@@ -388,7 +388,7 @@ class Dispatcher:
         resolver: Resolver = system_resolver,
     ) -> None:
         self.settings = settings
-        self.config = config or DispatcherConfig()
+        self.config = config or DispatcherConfig.from_settings(settings)
         self.stats = DispatchStats()
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -720,7 +720,7 @@ def run(
     settings: Settings, stop: threading.Event, config: DispatcherConfig | None = None
 ) -> DispatchStats:
     """Deliver until ``stop`` is set; finish the batches in hand, then return the counts."""
-    return Dispatcher(settings, config or DispatcherConfig.from_settings(settings)).run(stop)
+    return Dispatcher(settings, config).run(stop)
 
 
 def main(settings: Settings | None = None) -> DispatchStats:
