@@ -39,7 +39,8 @@ The body is the outbox payload (the alert as it was at that change: ``event``, `
 between notifications is not guaranteed (retries, several workers): receivers order by
 ``notification_id`` and use the ``status`` they carry.
 
-Settings come from ``TAGWATCH_DISPATCH_*`` environment variables (see ``DispatcherConfig``).
+Settings come from ``TAGWATCH_DISPATCH_*`` environment variables (the ``dispatch_*`` fields of
+``tagwatch.settings.Settings``, handed to the core as a ``DispatcherConfig``).
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ REFUSED: Final = "destination refused"
 
 @dataclass(frozen=True, slots=True)
 class DispatcherConfig:
-    """Dispatcher knobs. ``from_env`` reads each as ``TAGWATCH_DISPATCH_<NAME>``."""
+    """The dispatcher core's knobs: plain values, so tests and benchmarks build one directly.
+
+    A process takes them from ``Settings`` (``from_settings``: ``TAGWATCH_DISPATCH_<NAME>``);
+    the defaults and meanings are documented on the ``dispatch_*`` fields there."""
 
     workers: int = 4  # claiming threads, each with its own database connection
     batch_size: int = 10  # rows one worker claims and sends together
@@ -125,23 +129,10 @@ class DispatcherConfig:
                 raise ValueError(msg)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> DispatcherConfig:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f"TAGWATCH_DISPATCH_{f.name.upper()}")
-            if raw is None or raw == "":
-                continue
-            default = f.default
-            if isinstance(default, bool):
-                values[f.name] = raw.strip().lower() in {"1", "true", "yes", "on"}
-            elif isinstance(default, int):
-                values[f.name] = int(raw)
-            elif isinstance(default, float):
-                values[f.name] = float(raw)
-            else:  # str | None
-                values[f.name] = raw
-        return cls(**values)
+    def from_settings(cls, settings: Settings) -> DispatcherConfig:
+        """The knobs the one settings object read from ``TAGWATCH_DISPATCH_*`` (validated there,
+        so ``check-config`` reports a bad value)."""
+        return cls(**{f.name: getattr(settings, f"dispatch_{f.name}") for f in fields(cls)})
 
     def backoff_s(self, failed_attempts: int, rng: random.Random | None = None) -> float:
         """Delay before the next try after ``failed_attempts`` (>= 1) failed ones."""
@@ -397,7 +388,7 @@ class Dispatcher:
         resolver: Resolver = system_resolver,
     ) -> None:
         self.settings = settings
-        self.config = config or DispatcherConfig()
+        self.config = config or DispatcherConfig.from_settings(settings)
         self.stats = DispatchStats()
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -729,7 +720,7 @@ def run(
     settings: Settings, stop: threading.Event, config: DispatcherConfig | None = None
 ) -> DispatchStats:
     """Deliver until ``stop`` is set; finish the batches in hand, then return the counts."""
-    return Dispatcher(settings, config or DispatcherConfig.from_env()).run(stop)
+    return Dispatcher(settings, config).run(stop)
 
 
 def main(settings: Settings | None = None) -> DispatchStats:

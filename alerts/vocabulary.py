@@ -68,6 +68,8 @@ EVENT_CLEARS: Final[dict[str, tuple[str, ...]]] = {
     "jamming_cleared": (GPS_JAMMING,),
     "gps_restored": (GPS_LOST,),
 }
+# Every device event type the contract allows, the one list: the decoder (ingest/decode.py)
+# imports it and dead-letters any other type. This module is pure (no imports), so any layer may.
 EVENT_TYPES: Final = frozenset(
     {
         "strap_tamper",

@@ -23,26 +23,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from tagwatch.alerts.vocabulary import EVENT_TYPES  # the device contract's event types, once
+
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-EVENT_TYPES = frozenset(
-    {
-        "strap_tamper",
-        "strap_restored",
-        "case_tamper",
-        "battery_low",
-        "battery_critical",
-        "charging_started",
-        "charging_stopped",
-        "gps_lost",
-        "gps_restored",
-        "jamming_detected",
-        "jamming_cleared",
-        "beacon_home_enter",
-        "beacon_home_leave",
-        "power_off",
-        "heartbeat",
-    }
-)
 FIX_SOURCES = frozenset({"gps", "wifi", "cell"})
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 MAX_ACCURACY_M = 100_000.0

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused outside development
@@ -115,9 +115,40 @@ class Settings(BaseSettings):
     webhook_secret_key: str | None = Field(default=None, repr=False)
     webhook_allow_hosts: str = ""
 
+    # The notification dispatcher (alerts/dispatcher.py, docs/alerts.md), read from
+    # TAGWATCH_DISPATCH_<NAME>; `DispatcherConfig.from_settings` hands them to its core.
+    dispatch_workers: int = Field(default=4, ge=1)  # claiming threads, a connection each
+    dispatch_batch_size: int = Field(default=10, ge=1)  # rows one worker claims and sends
+    dispatch_http_concurrency: int = Field(default=16, ge=1)  # webhook requests in flight
+    dispatch_poll_interval_s: float = Field(default=1.0, gt=0)  # when no NOTIFY arrives
+    # A failed delivery waits min(cap, base * 2^(n-1)) x [0.5, 1) before attempt n + 1.
+    dispatch_backoff_base_s: float = Field(default=2.0, gt=0)
+    dispatch_backoff_cap_s: float = Field(default=600.0, gt=0)
+    dispatch_max_attempts: int = Field(default=30, ge=1)
+    dispatch_http_timeout_s: float = Field(default=10.0, gt=0)
+    dispatch_mqtt_timeout_s: float = Field(default=10.0, gt=0)  # waiting for PUBACKs
+    # Unset: mqtt_dispatcher_url (its service account) and tagwatch-dispatch-<host>-<pid>.
+    dispatch_mqtt_url: str | None = None
+    dispatch_mqtt_client_id: str | None = None
+    # A private CA to trust for webhook receivers, beside the public ones.
+    dispatch_ca_file: str | None = None
+
     # TimescaleDB policies (applied only when the extension is present).
     compress_after: str = "7 days"
     retain_fixes_for: str = "3650 days"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_dispatch_is_unset(cls, data: object) -> object:
+        """An empty TAGWATCH_DISPATCH_* variable means the default, as it always has (a service
+        file that blanks one out should not stop the dispatcher)."""
+        if isinstance(data, dict):
+            return {
+                k: v
+                for k, v in data.items()
+                if not (isinstance(k, str) and k.startswith("dispatch_") and v == "")
+            }
+        return data
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -17,9 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tagwatch.mqtt_client import new_client
 from tagwatch.pki import Pki
@@ -201,8 +199,8 @@ def test_paho_without_tls_cannot_connect(settings, provision):
     device_id = fresh_id("tag")
     password = provision(device_id)
     devices = MqttEndpoint.parse(settings.mqtt_device_url)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id)
-    client.username_pw_set(device_id, password)
+    # the one factory, told plainly: no TLS (the endpoint's tls=False), a device's account
+    client = new_client(MqttEndpoint(devices.host, devices.port, device_id, password), device_id)
     outcome: list[object] = []
     client.on_connect = lambda _c, _u, _f, reason, _p: outcome.append(reason)
     client.connect(devices.host, devices.port, keepalive=10)

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pydantic import ValidationError
 
 from tagwatch.alerts import lifecycle
 from tagwatch.alerts.dispatcher import Dispatcher, DispatcherConfig, alert_topic, notification_body
 from tagwatch.alerts.signing import sign, signed_headers, verify_signature
-from tagwatch.settings import MqttEndpoint
+from tagwatch.settings import MqttEndpoint, Settings
 from tests.alerts.test_lifecycle import make_alert, make_subject
 from tests.alerts.webhook_receiver import LOOPBACK_ALLOW, WebhookReceiver, allowing_loopback
 from tests.support import connect, fresh_id, wait_for
@@ -160,16 +161,20 @@ def test_signatures_verify_only_the_exact_timestamp_body_and_secret():
     assert json.loads(body)["notification_id"] == 42
 
 
-def test_backoff_doubles_with_jitter_up_to_the_cap_and_settings_come_from_the_environment():
-    config = DispatcherConfig.from_env(
-        {
-            "TAGWATCH_DISPATCH_BACKOFF_BASE_S": "2",
-            "TAGWATCH_DISPATCH_BACKOFF_CAP_S": "600",
-            "TAGWATCH_DISPATCH_MAX_ATTEMPTS": "30",
-            "TAGWATCH_DISPATCH_CA_FILE": "/etc/tracing-ca.pem",
-            "TAGWATCH_DISPATCH_MQTT_CLIENT_ID": "d-1",
-        }
-    )
+def test_backoff_doubles_with_jitter_up_to_the_cap_and_settings_come_from_the_environment(
+    monkeypatch,
+):
+    for name, value in {
+        "TAGWATCH_DISPATCH_BACKOFF_BASE_S": "2",
+        "TAGWATCH_DISPATCH_BACKOFF_CAP_S": "600",
+        "TAGWATCH_DISPATCH_MAX_ATTEMPTS": "30",
+        "TAGWATCH_DISPATCH_CA_FILE": "/etc/tracing-ca.pem",
+        "TAGWATCH_DISPATCH_MQTT_CLIENT_ID": "d-1",
+        "TAGWATCH_DISPATCH_WORKERS": "",  # empty: the default, as before
+    }.items():
+        monkeypatch.setenv(name, value)
+    config = DispatcherConfig.from_settings(Settings())
+    assert config.workers == 4
     assert (config.backoff_base_s, config.max_attempts) == (2.0, 30)
     assert config.ca_file == "/etc/tracing-ca.pem"
     assert config.mqtt_client_id == "d-1"
@@ -184,6 +189,33 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_settings_come_from_the_en
     assert alert_topic("a/#") == "em/v1/alerts/unassigned"
     with pytest.raises(ValueError, match="workers"):
         DispatcherConfig(workers=0)
+    # a bad value is refused by the one settings object, naming the setting (check-config)
+    monkeypatch.setenv("TAGWATCH_DISPATCH_MAX_ATTEMPTS", "0")
+    with pytest.raises(ValidationError, match="dispatch_max_attempts"):
+        Settings()
+
+
+def test_check_config_names_a_bad_dispatcher_setting(tmp_path):
+    """The dispatcher's settings are validated by the one settings object, so `check-config`
+    (and every command) refuses a bad TAGWATCH_DISPATCH_* value by name instead of the
+    dispatcher failing later."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGWATCH_")}
+    env |= {
+        "TAGWATCH_ENVIRONMENT": "development",
+        "TAGWATCH_DISPATCH_WORKERS": "many",
+        "TAGWATCH_ENV_FILE": str(tmp_path / "no-env-file"),  # not a checkout's .tagwatch/env
+    }
+    check = subprocess.run(  # from this checkout (cwd), not whichever tagwatch is installed
+        [sys.executable, "-m", "tagwatch", "check-config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 1
+    assert "invalid settings" in check.stderr
+    assert "dispatch_workers" in check.stderr
 
 
 # ---------------------------------------------------------------------- webhooks

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tagwatch.alerts import vocabulary
+from tagwatch.ingest import decode
 from tagwatch.ingest.decode import Decoded, DeviceInfo, Limits, decode_message
 
 NOW = 1_800_000_000.0
@@ -183,3 +185,10 @@ def test_a_batch_refused_as_a_whole_keeps_no_fix_it_decoded_before():
     out = _decode("em/v1/t1/fix", payload)
     assert not out.fixes and not out.fix_origins
     assert [d.reason for d in out.dead] == ["malformed_json"]
+
+
+def test_the_event_types_are_written_once():
+    """The decoder accepts exactly the vocabulary's device events, and every event the rules
+    open or clear an episode on is one of them (a misspelt one would never fire)."""
+    assert decode.EVENT_TYPES is vocabulary.EVENT_TYPES
+    assert set(vocabulary.EVENT_OPENS) | set(vocabulary.EVENT_CLEARS) <= vocabulary.EVENT_TYPES
