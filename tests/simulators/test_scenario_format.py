@@ -8,11 +8,13 @@ from copy import deepcopy
 
 import pytest
 
+from tagwatch.simulators import scenario_format, scenario_plan
 from tagwatch.simulators.scenario import (
     LIBRARY,
     ScenarioError,
     build_timeline,
     parse_scenario,
+    read_scenario,
     validate_scenario,
 )
 from tagwatch.simulators.scoring import naive_alerts, score_run
@@ -124,3 +126,51 @@ def test_the_documented_example_is_a_valid_scenario(tmp_path):
     assert run.publications and run.forbidden
     assert score_run(run, []).passed
     assert isinstance(naive_alerts(run), list)
+
+
+def test_names_durations_and_zones_say_what_was_expected():
+    _fails(lambda r: r.update(name="Curfew Breach"), "test.toml", "name", "lower-case letters")
+    _fails(lambda r: r.update(duration="a day"), "duration", "not a duration like '90s'")
+    _fails(lambda r: r.update(duration="0s"), "duration", "must be positive")
+    _fails(lambda r: r.update(timezone="Mars/Olympus"), "unknown IANA time zone 'Mars/Olympus'")
+    _fails(lambda r: r.update(regions=[]), "at least one [[regions]] entry is required")
+
+
+def test_duplicate_keys_are_refused():
+    _fails(lambda r: r["devices"].append(deepcopy(r["devices"][0])), "devices")
+
+
+def test_the_window_check_runs_in_parse_but_not_in_read():
+    """`read_scenario` checks entries only; `parse_scenario` (what load_scenario uses) adds the
+    windows, which need the resolved clock: the split must not lose that check."""
+    raw = deepcopy(BASE)
+    raw["forbid"][0]["after"] = "22:05"
+    assert read_scenario(raw, "test.toml").name == "curfew-breach"
+    with pytest.raises(ScenarioError, match="both expected and forbidden"):
+        parse_scenario(raw, "test.toml")
+
+
+def test_the_entry_module_re_exports_what_importers_use():
+    """runner, scoring, offline, cli, tests and benches import from `scenario`; the split into
+    format, plan and timeline must keep every one of those names there."""
+    from tagwatch.simulators import scenario
+
+    for name in (
+        "ALERT_TYPES",
+        "LIBRARY",
+        "AlertRule",
+        "Expectation",
+        "Scenario",
+        "ScenarioError",
+        "ScenarioRun",
+        "ZonePlan",
+        "build_timeline",
+        "find_scenario",
+        "load_library",
+        "load_scenario",
+        "parse_scenario",
+        "validate_scenario",
+    ):
+        assert hasattr(scenario, name), name
+    assert scenario.ScenarioRun is scenario_plan.ScenarioRun
+    assert scenario.Scenario is scenario_format.Scenario

@@ -1,0 +1,279 @@
+"""Building a run's timeline: every device's publications and link changes, merged and time
+ordered, reproducible from the scenario's seed, with fresh ids from the caller's run id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+from tagwatch.simulators.devices import (
+    DeviceKind,
+    DeviceSpec,
+    Incident,
+    simulate_device,
+)
+from tagwatch.simulators.geo import LonLat
+from tagwatch.simulators.movement import (
+    GoStop,
+    ItineraryError,
+    Place,
+    Routine,
+    StayStop,
+    Stop,
+    Trajectory,
+    build_trajectory,
+    routine_stops,
+)
+from tagwatch.simulators.scenario_format import (
+    PHONE_EXPECTED_INTERVAL_S,
+    RUN_PATTERN,
+    Clock,
+    IncidentDecl,
+    Scenario,
+    ScenarioError,
+    SubjectDecl,
+    TimeSpec,
+)
+from tagwatch.simulators.scenario_plan import (
+    AssignmentPlan,
+    DevicePlan,
+    ProvisioningPlan,
+    RegionChange,
+    RegionPlan,
+    ScenarioRun,
+    SubjectPlan,
+    ZonePlan,
+    resolve_rules,
+)
+from tagwatch.simulators.wire import LinkChange, Publication, tag_will
+
+
+def derive_seed(seed: int, *parts: str) -> int:
+    """A stable sub-seed per subject and device (never Python's salted `hash`), so adding a
+    device to a scenario does not change the other devices' noise."""
+    digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def _stops(
+    subject: SubjectDecl, scenario: Scenario, clock: Clock, end: float
+) -> tuple[list[Stop], list[str]]:
+    places = scenario.places
+    if subject.routine is not None:
+        r = subject.routine
+        routine = Routine(
+            home=places[r.home],
+            work=None if r.work is None else places[r.work],
+            shops=tuple(places[s] for s in r.shops),
+            leave=r.leave,
+            work_until=r.work_until,
+            home_by=r.home_by,
+            shop_chance=r.shop_chance,
+        )
+        rng = random.Random(derive_seed(scenario.seed, "routine", subject.key))
+        start = clock.start.astimezone(ZoneInfo(subject.timezone))
+        stops = routine_stops(routine, start, datetime.fromtimestamp(end, UTC), rng)
+        return stops, [
+            f"subjects.{subject.key}.routine (generated stop {i})" for i in range(len(stops))
+        ]
+    anchor = clock.start.timestamp()
+    stops = []
+    names = []
+
+    def resolve(spec: TimeSpec | None) -> float | None:
+        nonlocal anchor
+        if spec is None:
+            return None
+        moment = clock.resolve(spec, anchor)
+        anchor = max(anchor, moment)
+        return moment
+
+    for decl in subject.itinerary:
+        names.append(decl.where)
+        if decl.kind in ("at", "stay"):
+            stops.append(
+                StayStop(
+                    places[decl.place] if decl.place else None,
+                    until=resolve(decl.until),
+                    duration_s=decl.duration_s,
+                    sky=decl.sky,
+                    indoor_acc_m=decl.indoor_acc_m,
+                )
+            )
+        else:
+            target: Place | LonLat = places[decl.place] if decl.place else decl.point  # type: ignore[assignment]
+            stops.append(
+                GoStop(
+                    target,
+                    decl.mode,
+                    decl.via,
+                    leave=resolve(decl.leave),
+                    arrive=resolve(decl.arrive),
+                    sky=decl.sky,
+                    speed_mps=decl.speed_mps,
+                    direct=decl.direct,
+                )
+            )
+    return stops, names
+
+
+def _incidents(
+    decls: Sequence[IncidentDecl], clock: Clock, end: float, source: str
+) -> tuple[Incident, ...]:
+    out = []
+    for decl in decls:
+        if decl.daily:
+            assert decl.start.clock is not None
+            occurrences = []
+            for day in clock.local_days(end):
+                start = datetime.combine(day, decl.start.clock, tzinfo=clock.tz).timestamp()
+                occurrences.append(start)
+        else:
+            occurrences = [clock.resolve(decl.start)]
+        for start in occurrences:
+            stop = None if decl.end is None else clock.resolve(decl.end, start)
+            if stop is not None and stop <= start:
+                raise ScenarioError(f"{source}: {decl.where}: `to` must be after `from`")
+            out.append(
+                Incident(
+                    decl.kind,
+                    start,
+                    stop,
+                    acc_m=decl.acc_m,
+                    jump_probability=decl.jump_probability,
+                    interval_s=decl.interval_s,
+                    fallback=decl.fallback,
+                )
+            )
+    return tuple(sorted(out, key=lambda i: i.start))
+
+
+def build_timeline(scenario: Scenario, run_id: str, *, on_date: date | None = None) -> ScenarioRun:
+    """The provisioning plan and every device's publications for one run.
+
+    `run_id` makes the ids fresh ([A-Za-z0-9]{1,8}; device ids are sim-<run>-<scenario>-<key>);
+    positions, noise and times depend only on the seed. `on_date` replays the scenario starting
+    on another local date at the same local time (a compressed CI run must lie in the past, as
+    ingest refuses fixes from the future)."""
+    if not RUN_PATTERN.match(run_id):
+        raise ScenarioError(f"run id {run_id!r} must be 1–8 letters or digits")
+    clock = scenario.clock(on_date)
+    start = clock.start.timestamp()
+    end = start + scenario.duration_s
+    prefix = f"sim-{run_id}-{scenario.name}"
+
+    truth: dict[str, Trajectory] = {}
+    for subject in scenario.subjects:
+        stops, names = _stops(subject, scenario, clock, end)
+        rng = random.Random(derive_seed(scenario.seed, "subject", subject.key))
+        try:
+            truth[subject.key] = build_trajectory(start, end, stops, rng, names, clock.tz)
+        except ItineraryError as exc:
+            raise ScenarioError(f"{scenario.source}: {exc}") from exc
+
+    subjects = tuple(
+        SubjectPlan(
+            key=s.key,
+            name=f"{prefix}-{s.key}",
+            case_ref=f"{prefix}-{s.key}",
+            display_name=s.name,
+            region_id=s.region,
+            timezone=s.timezone,
+            region_changes=tuple(
+                RegionChange(datetime.fromtimestamp(clock.resolve(c.at), UTC), c.region)
+                for c in s.region_changes
+            ),
+        )
+        for s in scenario.subjects
+    )
+    timezones = {s.key: s.timezone for s in scenario.subjects}
+
+    devices: list[DevicePlan] = []
+    assignments: list[AssignmentPlan] = []
+    publications: list[tuple[float, int, int, Publication]] = []
+    links: list[LinkChange] = []
+    for index, decl in enumerate(scenario.devices):
+        device_id = f"{prefix}-{decl.key}"
+        topic = None
+        if decl.kind is not DeviceKind.TAG:
+            topic = f"owntracks/{prefix}-{decl.subject}/{decl.key}"
+        spec = DeviceSpec(
+            device_id=device_id,
+            kind=decl.kind,
+            interval_s=decl.interval_s,
+            pursuit_interval_s=decl.pursuit_interval_s,
+            battery=decl.battery,
+            incidents=_incidents(decl.incidents, clock, end, scenario.source),
+            home_beacon=decl.home_beacon,
+            ts_format=decl.ts_format,
+            owntracks_topic=topic,
+            tid=decl.key[-2:],
+        )
+        rng = random.Random(derive_seed(scenario.seed, "device", decl.key))
+        timeline = simulate_device(spec, truth[decl.subject], start, end, rng)
+        publications.extend((p.at, index, n, p) for n, p in enumerate(timeline.publications))
+        links.extend(timeline.links)
+        expected = int(decl.interval_s) if spec.is_tag else PHONE_EXPECTED_INTERVAL_S
+        devices.append(
+            DevicePlan(
+                key=decl.key,
+                device_id=device_id,
+                kind=decl.kind.value,
+                subject_key=decl.subject,
+                role=decl.role,
+                owntracks_topic=topic,
+                expected_interval_s=expected,
+                last_will=tag_will(device_id) if spec.is_tag else spec.will(start),
+            )
+        )
+        assignments.append(
+            AssignmentPlan(
+                device_id,
+                decl.subject,
+                decl.role,
+                datetime.fromtimestamp(start - 3600.0, UTC),
+                None,
+            )
+        )
+
+    zones = tuple(
+        ZonePlan(
+            key=z.key,
+            name=f"{prefix}-{z.key}",
+            kind=z.kind,
+            geometry=z.geometry,
+            radius_m=z.radius_m,
+            buffer_m=z.buffer_m,
+            subject_key=z.subject,
+            victim_subject_key=z.victim,
+            region_id=z.region,
+            schedule=None if z.schedule is None else z.schedule.shifted(clock.day_shift),
+            timezone=timezones.get(z.subject or "", scenario.timezone),
+        )
+        for z in scenario.zones
+    )
+    expectations, forbidden, allowed = resolve_rules(scenario, clock)
+    publications.sort(key=lambda item: item[:3])
+    return ScenarioRun(
+        scenario=scenario.name,
+        run_id=run_id,
+        start=datetime.fromtimestamp(start, UTC),
+        end=datetime.fromtimestamp(end, UTC),
+        plan=ProvisioningPlan(
+            regions=tuple(RegionPlan(r.id, r.name) for r in scenario.regions),
+            subjects=subjects,
+            devices=tuple(devices),
+            assignments=tuple(assignments),
+            zones=zones,
+        ),
+        publications=tuple(p for *_, p in publications),
+        links=tuple(sorted(links, key=lambda link: link.at)),
+        expectations=tuple(expectations),
+        forbidden=tuple(forbidden),
+        allowed=tuple(allowed),
+        truth=truth,
+    )
