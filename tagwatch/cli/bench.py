@@ -19,7 +19,7 @@ def bench_ingest(
     ] = None,
 ) -> None:
     """Fixes/s through broker → decode → commit → ack, beside a bare subscriber's ceiling."""
-    from tagwatch.bench_ingest import run_benchmark  # noqa: PLC0415
+    from tagwatch.bench.ingest import run_benchmark  # noqa: PLC0415
 
     run_benchmark(fixes, directory, echo=typer.echo)
 
@@ -32,7 +32,7 @@ def bench_geofence(
     seed: Annotated[int, typer.Option()] = 1,
 ) -> None:
     """Fixes/s through the vectorized classifier on one core, beside a naive per-fix loop."""
-    from tagwatch.bench_geofence import run as run_geofence  # noqa: PLC0415
+    from tagwatch.bench.geofence import run as run_geofence  # noqa: PLC0415
 
     run_geofence(subjects, global_zones, fixes, seed, echo=typer.echo)
 
@@ -52,7 +52,7 @@ def bench_alerts(
     ] = None,
 ) -> None:
     """Publish → alert committed and → webhook delivered percentiles, idle and under load."""
-    from tagwatch.bench_alerts import run_benchmark  # noqa: PLC0415
+    from tagwatch.bench.alerts import run_benchmark  # noqa: PLC0415
 
     figures = run_benchmark(
         rate,

@@ -23,9 +23,9 @@ import pytest
 from tagwatch.alerts import lifecycle
 from tagwatch.alerts.dispatcher import Dispatcher, DispatcherConfig, alert_topic, notification_body
 from tagwatch.alerts.signing import sign, signed_headers, verify_signature
+from tagwatch.bench.harness import LOOPBACK_ALLOW, WebhookReceiver, allowing_loopback
 from tagwatch.settings import MqttEndpoint
 from tests.alerts.test_lifecycle import make_alert, make_subject
-from tests.alerts.webhook_receiver import LOOPBACK_ALLOW, WebhookReceiver, allowing_loopback
 from tests.support import connect, fresh_id, wait_for
 
 pytestmark = pytest.mark.integration
