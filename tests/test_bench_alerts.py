@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tagwatch.bench_alerts import STATS, run_benchmark
+from tagwatch.bench.alerts import STATS, run_benchmark
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,8 @@ everyone, and everything it shows comes from ``/api/v1`` with the bearer token t
 by logging in (kept in the tab's ``sessionStorage``). They are left out of the OpenAPI document,
 which describes the API only.
 
-Leaflet is not committed as a copy: it is served from ``node_modules`` (``npm ci`` at the
+Leaflet is not committed as a copy: the wheel carries it as package data
+(``console/vendor/leaflet``); a checkout serves it from ``node_modules`` (``npm ci`` at the
 repository root, or ``TAGWATCH_NODE_MODULES`` pointing elsewhere). When it is missing,
 ``/vendor/leaflet/...`` answers 404 with the reason and the page says so instead of a map.
 
@@ -75,10 +76,17 @@ def tile_url() -> str | None:
 
 
 def vendor_dir(package: str) -> Path | None:
-    """The servable folder of an npm package, or None when it is not installed."""
+    """The servable folder of an npm package, or None when it is not installed.
+
+    The installed wheel carries it as package data (``console/vendor/<package>``, mapped from
+    node_modules when the wheel is built); a checkout has none there and serves node_modules.
+    """
     folder = VENDOR.get(package)
     if folder is None:
         return None
+    packaged = CONSOLE_DIR / "vendor" / package
+    if packaged.is_dir():
+        return packaged
     path = node_modules() / folder
     return path if path.is_dir() else None
 

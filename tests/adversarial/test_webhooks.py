@@ -44,11 +44,11 @@ from tagwatch.alerts.dispatcher import Dispatcher, DispatcherConfig
 from tagwatch.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from tagwatch.alerts.webhook_destination import DestinationUnresolved, system_resolver
 from tagwatch.api.app import create_app
+from tagwatch.bench.harness import WebhookReceiver
 from tagwatch.services import free_port, pg_bindir
 from tagwatch.settings import Settings
 from tagwatch.store.webhook_secrets import SecretBox, SecretUnreadable, generate_key
 from tests.alerts.test_lifecycle import make_alert, make_subject
-from tests.alerts.webhook_receiver import WebhookReceiver
 from tests.support import fresh_id, wait_for
 
 pytestmark = pytest.mark.integration

@@ -24,9 +24,9 @@ from pydantic import ValidationError
 from tagwatch.alerts import lifecycle
 from tagwatch.alerts.dispatcher import Dispatcher, DispatcherConfig, alert_topic, notification_body
 from tagwatch.alerts.signing import sign, signed_headers, verify_signature
+from tagwatch.bench.harness import LOOPBACK_ALLOW, WebhookReceiver, allowing_loopback
 from tagwatch.settings import MqttEndpoint, Settings
 from tests.alerts.test_lifecycle import make_alert, make_subject
-from tests.alerts.webhook_receiver import LOOPBACK_ALLOW, WebhookReceiver, allowing_loopback
 from tests.support import connect, fresh_id, wait_for
 
 pytestmark = pytest.mark.integration

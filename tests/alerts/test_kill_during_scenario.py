@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tagwatch.bench.harness import WebhookReceiver
 from tagwatch.simulators.runner import Manifest, run_scenarios, score_manifest
 from tests.alerts.test_dispatcher import DispatchProcess
-from tests.alerts.webhook_receiver import WebhookReceiver
 from tests.support import fresh_id, wait_for
 
 pytestmark = pytest.mark.integration

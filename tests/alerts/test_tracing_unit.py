@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from tagwatch.alerts.dispatcher import Dispatcher, DispatcherConfig
+from tagwatch.bench.harness import WebhookReceiver, allowing_loopback
 from tagwatch.simulators.runner import run_scenarios, score_manifest
-from tests.alerts.webhook_receiver import WebhookReceiver, allowing_loopback
 from tests.support import fresh_id, wait_for
 
 pytestmark = pytest.mark.integration

@@ -363,7 +363,7 @@ def test_scheduled_zones_added_after_a_batch_was_classified() -> None:
 
 
 def test_bench_geofence_runs_small_and_reports_its_figures() -> None:
-    from tagwatch import bench_geofence
+    from tagwatch.bench import geofence as bench_geofence
 
     out = io.StringIO()
     started = time.perf_counter()
@@ -388,7 +388,7 @@ def test_bench_geofence_runs_small_and_reports_its_figures() -> None:
 
 
 def test_bench_geofence_main_parses_its_options(capsys: pytest.CaptureFixture[str]) -> None:
-    from tagwatch import bench_geofence
+    from tagwatch.bench import geofence as bench_geofence
 
     bench_geofence.main(
         ["--subjects", "20", "--global-zones", "5", "--fixes", "1000", "--naive-sample", "100"]

@@ -1,22 +1,33 @@
-"""A real HTTP webhook receiver for tests: http.server in a thread on a free port.
+"""What the benchmarks and the test suite share: a real webhook receiver and a process runner.
 
-It records every request it reads (body, headers, time), can answer 500 to the first N requests,
-can be slow (it records the request before sleeping, so a sender killed meanwhile has sent
-without seeing the answer), can be taken down (the port closes: connection refused) and brought
-back on the same port, and counts the requests it is still answering.
+**WebhookReceiver**: http.server in a thread on a free port. It records every request it reads
+(body, headers, time), can answer 500 to the first N requests, can be slow (it records the request
+before sleeping, so a sender killed meanwhile has sent without seeing the answer), can be taken
+down (the port closes: connection refused) and brought back on the same port, and counts the
+requests it is still answering.
 
 It listens on loopback over plain http, which the dispatcher refuses outside development unless
 the allow-list names it: dispatchers in tests run with ``allowing_loopback(settings)`` (or
-``TAGWATCH_WEBHOOK_ALLOW_HOSTS=127.0.0.1`` in a child's environment).
+``TAGWATCH_WEBHOOK_ALLOW_HOSTS=127.0.0.1`` in a child's environment). Given the subscription's
+secret it checks every signature on arrival as a real receiver would: a request that fails is
+answered 401 and counted (`bad_signatures`), which `tagwatch bench alerts` reports.
+
+**Child**: a `python -m ...` subprocess with its output in a log file, waited on by a line of
+that log and stopped with SIGTERM (then SIGKILL), as the benchmarks run `tagwatch ingest` and
+`tagwatch dispatch`.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from tagwatch.alerts.signing import (
@@ -64,8 +75,12 @@ class Received:
 
 
 class WebhookReceiver:
-    def __init__(self, *, fail_first: int = 0, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, *, fail_first: int = 0, delay_s: float = 0.0, secret: str | None = None
+    ) -> None:
         self.port = free_port()
+        self.secret = secret
+        self.bad_signatures = 0
         self.fail_first = fail_first
         self.delay_s = delay_s
         self.received: list[Received] = []
@@ -87,21 +102,30 @@ class WebhookReceiver:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
+                arrived = time.time()
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                forged = receiver.secret is not None and not verify_signature(
+                    receiver.secret,
+                    body,
+                    self.headers.get(SIGNATURE_HEADER),
+                    self.headers.get(TIMESTAMP_HEADER),
+                    now=arrived,
+                )
                 with receiver._lock:
-                    fail = receiver.fail_first > 0
+                    fail = not forged and receiver.fail_first > 0
                     if fail:
                         receiver.fail_first -= 1
-                    status = 500 if fail else 200
+                    status = 401 if forged else 500 if fail else 200
+                    receiver.bad_signatures += forged
                     receiver.received.append(
-                        Received(time.time(), self.path, dict(self.headers), body, status)
+                        Received(arrived, self.path, dict(self.headers), body, status)
                     )
                     receiver.in_flight += 1
                 try:
                     if receiver.delay_s:
                         time.sleep(receiver.delay_s)
-                    answer = b'{"ok": false}' if fail else b'{"ok": true}'
+                    answer = b'{"ok": false}' if status != 200 else b'{"ok": true}'
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(answer)))
@@ -119,7 +143,9 @@ class WebhookReceiver:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.1,), name="webhook-receiver", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -156,3 +182,36 @@ class WebhookReceiver:
     def count(self) -> int:
         with self._lock:
             return len(self.received)
+
+
+class Child:
+    """A `python -m ...` subprocess with the services' environment and its output in a log."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *args], env=env, stdout=self._log, stderr=self._log
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                msg = f"{self.name} did not log {text!r} in time:\n{self.log()[-3000:]}"
+                raise RuntimeError(msg)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()

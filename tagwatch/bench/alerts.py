@@ -2,12 +2,13 @@
 
 Everything runs for real, on private services in a temporary directory: Mosquitto, PostgreSQL,
 `tagwatch ingest` and `tagwatch dispatch` as subprocesses (each with its own interpreter), a
-webhook receiver (a threaded HTTP server in this process, subscribed to every type and region,
-checking every signature), and the background load in a child process of its own
-(`simulators.load`: ``rate x interval`` devices through gateway connections, each reporting every
-``interval`` seconds with no zones, so their fixes take the whole ingest and alert-engine path
-but raise nothing). The database is ANALYZEd once they are registered, as a database holding
-them for a while would be (fresh from COPY, the planner seq-scans the assignments every batch).
+webhook receiver (`bench.harness`, the test suite's: a threaded HTTP server in this process,
+subscribed to every type and region, checking every signature), and the background load in a child
+process of its own (`simulators.load`: ``rate x interval`` devices through gateway connections,
+each reporting every ``interval`` seconds with no zones, so their fixes take the whole ingest and
+alert-engine path but raise nothing). The database is ANALYZEd once they are registered, as a
+database holding them for a while would be (fresh from COPY, the planner seq-scans the assignments
+every batch).
 
 **Probes.** A probe is a subject holding one device with its own exclusion zone (a 200 m circle)
 and no history. An episode publishes ``entry_fixes`` (4) fixes at the zone's centre, 1 s apart,
@@ -45,7 +46,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,8 +55,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from tagwatch import services
-from tagwatch.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from tagwatch.alerts.thresholds import DEFAULTS
+from tagwatch.bench.harness import Child, WebhookReceiver
 from tagwatch.settings import Settings
 from tagwatch.simulators.load import gateway_client, release
 from tagwatch.store.migrate import migrate
@@ -226,7 +226,7 @@ def _run_probes(
             watcher.expect(probe)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        receiver.collect(probes)
+        _collect(receiver, probes)
         with watcher.lock:
             done = all(p.alert_seen_at is not None for p in probes)
         if done and all(p.webhook_at is not None for p in probes):
@@ -237,109 +237,23 @@ def _run_probes(
 # ---------------------------------------------------------------------------------- webhooks
 
 
-class WebhookReceiver:
-    """A local webhook endpoint: records when each signed notification arrived (by subject)."""
-
-    def __init__(self, secret: str) -> None:
-        self.secret = secret
-        self.lock = threading.Lock()
-        self.opened: dict[int, float] = {}  # subject id -> first arrival of its 'opened' POST
-        self.requests = 0
-        self.bad_signatures = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                arrived = time.time()
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                signed = verify_signature(
-                    receiver.secret,
-                    body,
-                    self.headers.get(SIGNATURE_HEADER),
-                    self.headers.get(TIMESTAMP_HEADER),
-                )
-                note: dict[str, Any] = json.loads(body) if signed else {}
-                with receiver.lock:
-                    receiver.requests += 1
-                    receiver.bad_signatures += 0 if signed else 1
-                    if note.get("event") == "opened" and note.get("type") == ALERT_TYPE:
-                        receiver.opened.setdefault(int(note["subject_id"]), arrived)
-                answer = b'{"ok": true}' if signed else b'{"ok": false}'
-                self.send_response(200 if signed else 401)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, args=(0.1,), name="bench-webhooks", daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def start(self) -> WebhookReceiver:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-    def collect(self, probes: list[Probe]) -> None:
-        with self.lock:
-            for probe in probes:
-                if probe.webhook_at is None:
-                    probe.webhook_at = self.opened.get(probe.subject_id)
+def _collect(receiver: WebhookReceiver, probes: list[Probe]) -> None:
+    """Each probe's webhook time: the first signed 'opened' notification of its subject."""
+    opened: dict[int, float] = {}
+    for request in receiver.ok():
+        note = request.json
+        if note.get("event") == "opened" and note.get("type") == ALERT_TYPE:
+            opened.setdefault(int(note["subject_id"]), request.at)
+    for probe in probes:
+        if probe.webhook_at is None:
+            probe.webhook_at = opened.get(probe.subject_id)
 
 
 # ---------------------------------------------------------------------------------- processes
 
 
-class Child:
-    """A `python -m ...` subprocess with the services' environment and its output in a log."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", *args], env=env, stdout=self._log, stderr=self._log
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_for_log(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                msg = f"{self.name} did not log {text!r} in time:\n{self.log()[-3000:]}"
-                raise RuntimeError(msg)
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
-
-
 class LoadChild:
-    """The background load in its own process (its own GIL): `python -m tagwatch.bench_alerts`.
+    """The background load in its own process (its own GIL): `python -m tagwatch.bench.alerts`.
 
     It registers its devices first (so ingest, started afterwards, knows them all), says so, then
     publishes when told to, and prints its report as JSON."""
@@ -350,7 +264,7 @@ class LoadChild:
         self.echo: Callable[[str], object] = print
         args = [prefix, str(devices), str(interval)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tagwatch.bench_alerts", *args],
+            [sys.executable, "-m", "tagwatch.bench.alerts", *args],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -579,7 +493,7 @@ def run_benchmark(
         migrate(env["TAGWATCH_DATABASE_URL"])
         settings = Settings.for_services(env, environment="test")
         secret = secrets.token_urlsafe(24)
-        receiver = WebhookReceiver(secret).start()
+        receiver = WebhookReceiver(secret=secret).start()
         with psycopg.connect(settings.database_url) as conn:
             conn.execute(
                 "INSERT INTO webhook_subscriptions (name, url, secret) VALUES (%s, %s, %s)",
@@ -640,7 +554,7 @@ def run_benchmark(
                 "background_unseen": report["unseen"],
                 "background_failed": 0.0 if report["error"] is None else 1.0,
                 "bad_signatures": receiver.bad_signatures,
-                "webhook_requests": receiver.requests,
+                "webhook_requests": receiver.count(),
                 **{
                     f"background_fix_{s}_ms": round(1000 * v, 1)
                     for s, v in report["latencies"].items()
@@ -710,7 +624,7 @@ def _settle(
     """After the drain: the last webhooks of probes whose alert came late (bounded wait)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        receiver.collect(probes)
+        _collect(receiver, probes)
         with watcher.lock:
             if all(p.alert_seen_at is None or p.webhook_at is not None for p in probes):
                 return

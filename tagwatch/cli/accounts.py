@@ -1,0 +1,140 @@
+"""`tagwatch user` and `tagwatch device`: operator accounts, and devices with their broker
+credentials."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tagwatch.cli.common import settings
+
+if TYPE_CHECKING:
+    from tagwatch.ingest.device_broker import DeviceBroker
+
+user_app = typer.Typer(no_args_is_help=True, help="Operator accounts.")
+device_app = typer.Typer(no_args_is_help=True, help="Devices and their broker credentials.")
+
+EXAMPLE_FIX = '''-m "{\\"ts\\": $(date +%s), \\"lat\\": -33.92, \\"lon\\": 18.42, \\"acc\\": 8}"'''
+EXAMPLE_OWNTRACKS = (
+    """-m "{\\"_type\\": \\"location\\", \\"tst\\": $(date +%s), \\"lat\\": -33.92, """
+    '''\\"lon\\": 18.42, \\"acc\\": 8, \\"tid\\": \\"p1\\"}"'''
+)
+
+
+def try_publish_line(
+    broker: DeviceBroker, device_id: str, password: str, owntracks_topic: str | None
+) -> str:
+    """A `mosquitto_pub` line that publishes one fix as the device would, over TLS."""
+    tls = f"--cafile {broker.ca_file} " if broker.tls and broker.ca_file else ""
+    topic = owntracks_topic or f"em/v1/{device_id}/fix"
+    payload = EXAMPLE_OWNTRACKS if owntracks_topic else EXAMPLE_FIX
+    return (
+        f"mosquitto_pub -h {broker.host} -p {broker.port} {tls}-u {device_id} "
+        f"-i {device_id} -P '{password}' -q 1 -t {topic} {payload}"
+    )
+
+
+@user_app.command("add")
+def user_add(
+    username: str,
+    role: Annotated[str, typer.Option(help="admin, supervisor, operator or tracer")] = "operator",
+    region: Annotated[list[str] | None, typer.Option(help="repeat; '*' for every region")] = None,
+    password: Annotated[
+        str | None, typer.Option(envvar="TAGWATCH_NEW_PASSWORD", help="else prompted")
+    ] = None,
+) -> None:
+    """Create or update a user (argon2 hash stored)."""
+    import psycopg  # noqa: PLC0415
+
+    from tagwatch.api.security import ROLES, hash_password  # noqa: PLC0415
+
+    if role not in ROLES:
+        typer.echo(f"role must be one of {', '.join(ROLES)}", err=True)
+        raise typer.Exit(2)
+    secret = password or typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    if len(secret) < 8:
+        typer.echo("password must have at least 8 characters", err=True)
+        raise typer.Exit(2)
+    with psycopg.connect(settings().database_url) as conn:
+        conn.execute(
+            "INSERT INTO users (username, password_hash, role, regions) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, "
+            "role = excluded.role, regions = excluded.regions, disabled = false, "
+            "token_generation = users.token_generation + 1",  # earlier tokens stop working
+            (username, hash_password(secret), role, region or ["*"]),
+        )
+        conn.execute("DELETE FROM login_throttle WHERE username = %s", (username,))
+    typer.echo(f"user {username} ({role}, regions {', '.join(region or ['*'])}) saved")
+
+
+@device_app.command("add")
+def device_add(
+    device_id: str,
+    kind: Annotated[str, typer.Option(help="tag, phone or victim_phone")] = "tag",
+    owntracks_topic: Annotated[str | None, typer.Option(help="phones only")] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="also create a subject of this name holding the device")
+    ] = None,
+    region: Annotated[str, typer.Option(help="region of the new subject")] = "demo",
+) -> None:
+    """Register a device and print its MQTT credentials (the password is shown once)."""
+    import psycopg  # noqa: PLC0415
+
+    from tagwatch.ingest.broker_accounts import BrokerAdmin, reserved_device_id  # noqa: PLC0415
+    from tagwatch.ingest.device_broker import device_broker  # noqa: PLC0415
+    from tagwatch.ingest.provisioning import provision_device  # noqa: PLC0415
+
+    reserved = reserved_device_id(device_id)
+    if reserved:
+        typer.echo(f"refused: {reserved}", err=True)
+        raise typer.Exit(2)
+    s = settings()
+    subject_id = None
+    with psycopg.connect(s.database_url) as conn:
+        password = provision_device(
+            conn, BrokerAdmin.from_url(s.mqtt_admin_url), device_id, kind, owntracks_topic
+        )
+        if subject:
+            conn.execute(
+                "INSERT INTO regions (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (region, region),
+            )
+            row = conn.execute(
+                "INSERT INTO subjects (name, region_id) VALUES (%s, %s) RETURNING id",
+                (subject, region),
+            ).fetchone()
+            subject_id = row[0] if row else None
+            conn.execute(
+                "INSERT INTO device_assignments (device_id, subject_id, role, during) "
+                "VALUES (%s, %s, 'offender', tstzrange(now() - interval '1 day', NULL))",
+                (device_id, subject_id),
+            )
+    broker = device_broker(s)
+    typer.echo(
+        json.dumps(
+            {
+                "device_id": device_id,
+                "username": device_id,
+                "client_id": device_id,
+                "password": password,
+                "broker": broker.url,
+                "ca_file": broker.ca_file,
+                "subject_id": subject_id,
+                "try": try_publish_line(broker, device_id, password, owntracks_topic),
+            },
+            indent=2,
+        )
+    )
+    if broker.ca_pem:
+        typer.echo("# the CA the device must pin (TLS):", err=True)
+        typer.echo(broker.ca_pem.strip(), err=True)
+    if owntracks_topic:
+        typer.echo(
+            f"# OwnTracks app (docs/phones.md): mode MQTT, host {broker.host}, port"
+            f" {broker.port}, TLS on with the CA above, user name {device_id}, the password"
+            f" above, client ID {device_id} (the broker refuses any other), base topic"
+            f" {owntracks_topic}",
+            err=True,
+        )

@@ -1,0 +1,67 @@
+"""`tagwatch bench`: the benchmarks that print figures (tagwatch/bench/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    fixes: Annotated[int, typer.Option(help="fixes per measured run")] = 100_000,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="private services dir (default: a temp dir)")
+    ] = None,
+) -> None:
+    """Fixes/s through broker → decode → commit → ack, beside a bare subscriber's ceiling."""
+    from tagwatch.bench.ingest import run_benchmark  # noqa: PLC0415
+
+    run_benchmark(fixes, directory, echo=typer.echo)
+
+
+@bench_app.command("geofence")
+def bench_geofence(
+    subjects: Annotated[int, typer.Option(help="subjects in the national set")] = 100_000,
+    global_zones: Annotated[int, typer.Option(help="global exclusion zones")] = 1_000,
+    fixes: Annotated[int, typer.Option(help="fixes to classify")] = 1_000_000,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Fixes/s through the vectorized classifier on one core, beside a naive per-fix loop."""
+    from tagwatch.bench.geofence import run as run_geofence  # noqa: PLC0415
+
+    run_geofence(subjects, global_zones, fixes, seed, echo=typer.echo)
+
+
+@bench_app.command("alerts")
+def bench_alerts(
+    rate: Annotated[float, typer.Option(min=1.0, help="background fixes per second")] = 5000.0,
+    probes: Annotated[int, typer.Option(min=1, help="probe episodes under load")] = 200,
+    duration: Annotated[float, typer.Option(min=1.0, help="seconds the probes spread over")] = 60.0,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="each background device's fix interval")
+    ] = 60.0,
+    quick: Annotated[bool, typer.Option("--quick", help="small and short (smoke test)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="figures as JSON at the end")] = False,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="private services dir (default: a temp dir)")
+    ] = None,
+) -> None:
+    """Publish → alert committed and → webhook delivered percentiles, idle and under load."""
+    from tagwatch.bench.alerts import run_benchmark  # noqa: PLC0415
+
+    figures = run_benchmark(
+        rate,
+        probes,
+        duration,
+        interval=interval,
+        quick=quick,
+        directory=directory,
+        echo=typer.echo,
+    )
+    if as_json:
+        typer.echo(json.dumps(figures))
