@@ -6,7 +6,7 @@ Only the fixes of devices the subject held as offender count, each inside its ho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -136,6 +136,74 @@ async def thinned_track(
             "end": end,
             "limit": limit,
             "max_points": max_points,
+        },
+    )
+    return await cur.fetchall()
+
+
+# The mean radius of the Earth (a sphere: within 0.5 % of the WGS84 geodesic), for proximity.
+EARTH_RADIUS_M = 6_371_008.8
+# Subjects in scope with fixes within %(radius)s of (%(lat)s, %(lon)s) while held as offender:
+# the bounding box (api.routes.proximity.bounding_box) first, then the haversine distance.
+SEARCH = f"""
+WITH candidates AS (
+    SELECT s.id AS subject_id, s.name, s.case_ref, s.region_id,
+           f.device_id, f.ts, f.lat, f.lon, f.acc, f.received_at,
+           2 * {EARTH_RADIUS_M} * asin(least(1.0, sqrt(
+               power(sin(radians(f.lat - %(lat)s) / 2), 2)
+             + cos(radians(%(lat)s)) * cos(radians(f.lat))
+               * power(sin(radians(f.lon - %(lon)s) / 2), 2)))) AS distance_m
+    FROM subjects s
+    JOIN device_assignments a ON a.subject_id = s.id AND a.role = 'offender'
+     AND a.during && tstzrange(%(start)s, %(end)s)
+    JOIN fixes f ON f.device_id = a.device_id
+     AND f.ts >= greatest(lower(a.during), %(start)s)
+     AND f.ts < least(upper(a.during), %(end)s)
+    WHERE (%(regions)s::text[] IS NULL OR s.region_id = ANY(%(regions)s::text[]))
+      AND (%(victims)s OR NOT s.victim)
+      AND f.lat BETWEEN %(lat_min)s AND %(lat_max)s
+      AND (%(lon_any)s OR f.lon BETWEEN %(lon_min)s AND %(lon_max)s
+           OR f.lon BETWEEN %(lon_min2)s AND %(lon_max2)s)
+), within AS (
+    SELECT *, count(*) OVER (PARTITION BY subject_id) AS fixes_within,
+           count(*) FILTER (WHERE received_at - ts > make_interval(secs => %(late_after)s))
+               OVER (PARTITION BY subject_id) AS late_within
+    FROM candidates WHERE distance_m <= %(radius)s
+)
+SELECT DISTINCT ON (subject_id) subject_id, name, case_ref, region_id, device_id, ts, lat, lon,
+       acc, distance_m, fixes_within, received_at, late_within
+FROM within ORDER BY subject_id, distance_m, ts
+"""
+
+
+async def near(
+    conn: AsyncConnection[Any],
+    *,
+    lat: float,
+    lon: float,
+    radius_m: float,
+    start: datetime,
+    end: datetime,
+    regions: Sequence[str] | None,
+    victims: bool,
+    late_after_s: float,
+    box: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """Per subject found, its closest fix (the earliest of equally close ones), with
+    ``fixes_within`` and ``late_within`` (received more than ``late_after_s`` after its time)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        SEARCH,
+        {
+            "lat": lat,
+            "lon": lon,
+            "radius": radius_m,
+            "start": start,
+            "end": end,
+            "regions": regions,
+            "late_after": late_after_s,
+            "victims": victims,
+            **box,
         },
     )
     return await cur.fetchall()
