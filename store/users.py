@@ -111,3 +111,84 @@ async def update_user(
     row = await cur.fetchone()
     assert row is not None
     return row
+
+
+# ------------------------------------------------------------------ authentication
+
+
+@dataclass(frozen=True, slots=True)
+class TokenHolder:
+    """What a request's token is checked against: who, and whether the token still holds."""
+
+    id: int
+    username: str
+    role: str
+    regions: list[str]
+    token_generation: int
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    id: int
+    password_hash: str
+    token_generation: int
+
+
+async def token_holder(conn: AsyncConnection[Any], user_id: int, jti: str) -> TokenHolder | None:
+    """The enabled user ``user_id`` and whether token ``jti`` was revoked (one indexed query);
+    None for an unknown or disabled user."""
+    cur = conn.cursor(row_factory=class_row(TokenHolder))
+    await cur.execute(
+        "SELECT u.id, u.username, u.role, u.regions, u.token_generation,"
+        " EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = %s) AS revoked"
+        " FROM users u WHERE u.id = %s AND NOT u.disabled",
+        (jti, user_id),
+    )
+    return await cur.fetchone()
+
+
+async def credentials(conn: AsyncConnection[Any], username: str) -> Credentials | None:
+    """An enabled user's hash and token generation, by name, for a login."""
+    cur = conn.cursor(row_factory=class_row(Credentials))
+    await cur.execute(
+        "SELECT id, password_hash, token_generation FROM users"
+        " WHERE username = %s AND NOT disabled",
+        (username,),
+    )
+    return await cur.fetchone()
+
+
+async def password_hash(conn: AsyncConnection[Any], user_id: int) -> str | None:
+    row = await (
+        await conn.execute("SELECT password_hash FROM users WHERE id = %s", (user_id,))
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+async def revoke_token(
+    conn: AsyncConnection[Any], jti: str, user_id: int, expires_at: datetime
+) -> None:
+    """Refuse token ``jti`` from now on; forget revocations of tokens that have expired anyway."""
+    await conn.execute("DELETE FROM revoked_tokens WHERE expires_at < now()")
+    await conn.execute(
+        "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES (%s, %s, %s) "
+        "ON CONFLICT (jti) DO NOTHING",
+        (jti, user_id, expires_at),
+    )
+
+
+async def set_password_hash(
+    conn: AsyncConnection[Any], user_id: int, new_hash: str
+) -> tuple[int, str] | None:
+    """Store the new hash and revoke every earlier token (the generation moves on): the new
+    generation and the user's name, or None when there is no such user."""
+    row = await (
+        await conn.execute(
+            "UPDATE users SET password_hash = %s, token_generation = token_generation + 1,"
+            " password_changed_at = now(), updated_at = now() WHERE id = %s"
+            " RETURNING token_generation, username",
+            (new_hash, user_id),
+        )
+    ).fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
