@@ -13,12 +13,13 @@ writes the SQL expression of it, so the queue's order and its cursor can never d
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 
 from tagwatch.alerts.vocabulary import SEVERITY_RANK
 
@@ -178,3 +179,68 @@ def subject_in_scope(
         (subject_id, regions, regions, victims),
     ).fetchone()
     return row is not None
+
+
+# ------------------------------------------------------------------ the outbox, for the live feed
+
+# One page of the outbox after the cursor (and the ids still missing below it). Every row is
+# returned so that the cursor moves past other regions' events, but only ``visible`` rows carry
+# their content: the region filter is in the SQL.
+PAGE = """
+SELECT o.id, visible,
+       CASE WHEN visible THEN o.created_at END AS created_at,
+       CASE WHEN visible THEN o.event END AS event,
+       CASE WHEN visible THEN o.alert_id END AS alert_id,
+       CASE WHEN visible THEN o.payload END AS payload
+FROM outbox o
+JOIN alerts a ON a.id = o.alert_id
+LEFT JOIN subjects s ON s.id = a.subject_id
+CROSS JOIN LATERAL (SELECT (%(regions)s::text[] IS NULL
+    OR COALESCE(s.region_id, a.region_id) = ANY(%(regions)s::text[])) AS visible) v
+WHERE o.id > %(after)s OR o.id = ANY(%(gaps)s::bigint[])
+ORDER BY o.id
+LIMIT %(limit)s
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    id: int
+    visible: bool
+    created_at: datetime | None
+    event: str | None
+    alert_id: int | None
+    payload: dict[str, Any] | None
+
+
+async def outbox_head(conn: AsyncConnection[Any]) -> int:
+    """The newest outbox id (0 when empty)."""
+    row = await (await conn.execute("SELECT COALESCE(max(id), 0) FROM outbox")).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def outbox_missing(conn: AsyncConnection[Any], after: int, lookback: int) -> list[int]:
+    """The ids in the ``lookback`` below ``after`` (inclusive) that are not in the outbox (yet)."""
+    rows = await (
+        await conn.execute(
+            "SELECT g FROM generate_series(GREATEST(%s - %s, 1), %s) g"
+            " WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE id = g)",
+            (after + 1, lookback, after),
+        )
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+async def outbox_page(
+    conn: AsyncConnection[Any],
+    regions: Sequence[str] | None,
+    after: int,
+    gaps: Sequence[int],
+    limit: int,
+) -> list[OutboxEvent]:
+    cur = conn.cursor(row_factory=class_row(OutboxEvent))
+    await cur.execute(
+        PAGE, {"regions": regions, "after": after, "gaps": list(gaps), "limit": limit}
+    )
+    return await cur.fetchall()
