@@ -14,13 +14,13 @@ zones that protect a victim writes one ``victim_zone`` row per victim, naming th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from tagwatch.api.security import User
+from tagwatch.store import audit as store_audit
 
 
 async def record(
@@ -28,20 +28,7 @@ async def record(
 ) -> None:
     """Written in the caller's transaction, so a read that fails to be audited is not served,
     and a read that is rolled back leaves no row (nor a link in the chain)."""
-    await conn.execute(
-        "INSERT INTO audit_log (username, role, action, subject_id, detail) "
-        "SELECT %(username)s::text, %(role)s::text, %(action)s::text, %(subject)s::bigint,"
-        " %(detail)s::jsonb || CASE WHEN EXISTS (SELECT 1 FROM subjects"
-        " WHERE id = %(subject)s::bigint AND victim) THEN '{\"victim\": true}'::jsonb"
-        " ELSE '{}'::jsonb END",
-        {
-            "username": user.username,
-            "role": user.role,
-            "action": action,
-            "subject": subject_id,
-            "detail": json.dumps(detail, default=str),
-        },
-    )
+    await store_audit.append(conn, user.username, user.role, action, subject_id, detail)
 
 
 async def record_victim_zones(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from psycopg import AsyncConnection
 
 from tagwatch.api import audit
 from tagwatch.api.security import Role, User
+from tagwatch.store import subjects
+from tagwatch.store.subjects import Subject
 
 # Who may read victims' data (victim subjects, zones protecting a victim): see
 # store/migrations/0013_victim_data.sql. Everyone else gets 404 for a victim subject and
@@ -32,23 +34,18 @@ async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
 Conn = Annotated[AsyncConnection, Depends(connection, scope="function")]
 
 
-async def subject_in_scope(conn: AsyncConnection, user: User, subject_id: int) -> tuple[Any, ...]:
-    """The subject's row, or 404 whether it is missing, outside the user's regions, or a victim
+async def subject_in_scope(conn: AsyncConnection, user: User, subject_id: int) -> Subject:
+    """The subject, or 404 whether it is missing, outside the user's regions, or a victim
     and the user may not read victims' data.
 
     The answers are the same so that a user cannot learn that a subject exists elsewhere (or is
     a victim). A victim's row given to a supervisor or admin is audited (``victim_subject``).
     """
-    row = await (
-        await conn.execute(
-            "SELECT id, name, case_ref, region_id, timezone, groups, created_at, victim"
-            " FROM subjects WHERE id = %s AND (%s::text[] IS NULL OR region_id = ANY(%s::text[]))"
-            " AND (%s OR NOT victim)",
-            (subject_id, user.region_filter(), user.region_filter(), may_read_victims(user)),
-        )
-    ).fetchone()
+    row = await subjects.subject_in_scope(
+        conn, subject_id, user.region_filter(), may_read_victims(user)
+    )
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"subject {subject_id} not found")
-    if row[7]:
+    if row.victim:
         await audit.record(conn, user, "victim_subject", subject_id)
     return row

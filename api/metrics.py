@@ -6,12 +6,13 @@ restarts, add up across several ingest workers, and agree exactly with what was 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from psycopg import AsyncConnection
+
+from tagwatch.store import metrics as store_metrics
 
 COUNTERS = {
     "messages_total": ("tagwatch_ingest_messages", "MQTT messages taken by ingest"),
@@ -35,14 +36,7 @@ class _Snapshot:
 
 
 async def render_metrics(conn: AsyncConnection) -> bytes:
-    rows = await (
-        await conn.execute(
-            "SELECT metric, label, sum(value) FROM ingest_counters GROUP BY metric, label"
-        )
-    ).fetchall()
-    values: dict[str, dict[str, float]] = defaultdict(dict)
-    for metric, label, value in rows:
-        values[metric][label] = float(value)
+    values = await store_metrics.ingest_counters(conn)
     families: list[Any] = []
     for key, (name, doc) in COUNTERS.items():
         family = CounterMetricFamily(name, doc)
@@ -69,10 +63,7 @@ async def render_metrics(conn: AsyncConnection) -> bytes:
         )
         families.append(histogram)
     open_alerts = GaugeMetricFamily("tagwatch_alerts_open", "alerts not yet resolved")
-    row = await (
-        await conn.execute("SELECT count(*) FROM alerts WHERE status <> 'resolved'")
-    ).fetchone()
-    open_alerts.add_metric([], float(row[0]) if row else 0.0)
+    open_alerts.add_metric([], await store_metrics.open_alerts(conn))
     families.append(open_alerts)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))

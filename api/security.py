@@ -30,6 +30,7 @@ from psycopg import AsyncConnection
 
 from tagwatch.api.login_throttle import lift_name
 from tagwatch.api.password_work import Busy, password_work
+from tagwatch.store import users as store_users
 
 Role = Literal["admin", "supervisor", "operator", "tracer"]
 ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")
@@ -153,21 +154,19 @@ async def current_user(
         raise _unauthorized("not authenticated")
     claims = decode_token(token, request.app.state.settings.secret_key)
     async with request.app.state.pool.connection() as conn:
-        row = await (
-            await conn.execute(
-                "SELECT u.id, u.username, u.role, u.regions, u.token_generation,"
-                " EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = %s)"
-                " FROM users u WHERE u.id = %s AND NOT u.disabled",
-                (claims.jti, claims.user_id),
-            )
-        ).fetchone()
+        row = await store_users.token_holder(conn, claims.user_id, claims.jti)
     if row is None:
         raise _unauthorized("user unknown or disabled")
-    if row[5]:
+    if row.revoked:
         raise _unauthorized("token revoked (logged out)")
-    if row[4] != claims.generation:
+    if row.token_generation != claims.generation:
         raise _unauthorized("token revoked (password changed); log in again")
-    return User(id=row[0], username=row[1], role=row[2], regions=tuple(row[3]))
+    return User(
+        id=row.id,
+        username=row.username,
+        role=row.role,  # type: ignore[arg-type]  # the CHECK constraint holds it to Role
+        regions=tuple(row.regions),
+    )
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
@@ -191,27 +190,16 @@ def allow(*roles: Role) -> Any:
 
 async def revoke_token(conn: AsyncConnection, claims: TokenClaims) -> None:
     """Refuse this token from now on; forget revocations of tokens that have expired anyway."""
-    await conn.execute("DELETE FROM revoked_tokens WHERE expires_at < now()")
-    await conn.execute(
-        "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES (%s, %s, %s) "
-        "ON CONFLICT (jti) DO NOTHING",
-        (claims.jti, claims.user_id, claims.expires_at),
-    )
+    await store_users.revoke_token(conn, claims.jti, claims.user_id, claims.expires_at)
 
 
 async def set_password(conn: AsyncConnection, user_id: int, password: str) -> int | None:
     """New hash, and every earlier token of the user revoked; the new generation (None: no
     such user). The name's spent login budget is given back."""
     password_hash = await hash_password_off_loop(password)
-    row = await (
-        await conn.execute(
-            "UPDATE users SET password_hash = %s, token_generation = token_generation + 1,"
-            " password_changed_at = now(), updated_at = now() WHERE id = %s"
-            " RETURNING token_generation, username",
-            (password_hash, user_id),
-        )
-    ).fetchone()
-    if row is None:
+    changed = await store_users.set_password_hash(conn, user_id, password_hash)
+    if changed is None:
         return None
-    await lift_name(conn, row[1])
-    return int(row[0])
+    generation, username = changed
+    await lift_name(conn, username)
+    return generation

@@ -42,6 +42,7 @@ from pydantic import AwareDatetime
 
 from tagwatch.alerts import lifecycle
 from tagwatch.alerts.lifecycle import LifecycleError
+from tagwatch.alerts.vocabulary import SEVERITY_RANK
 from tagwatch.api import audit
 from tagwatch.api.deps import Conn, may_read_victims
 from tagwatch.api.schemas_alerts import (
@@ -63,6 +64,7 @@ from tagwatch.api.schemas_alerts import (
     without_victim,
 )
 from tagwatch.api.security import CurrentUser, Role, User, allow
+from tagwatch.store import alerts as store
 
 router = APIRouter(tags=["alerts"])
 READ_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")
@@ -74,63 +76,7 @@ FIX_MARGIN = timedelta(minutes=10)
 MAX_FIX_WINDOW = timedelta(hours=24)
 MAX_FIXES = 5000
 
-# The region an alert is in, for scoping and the ?region= filter.
-ALERT_REGION = "COALESCE(s.region_id, a.region_id)"
-# %(victims)s: whether the caller may read victims' data (alerts about a victim subject).
-SCOPED = (
-    " FROM alerts a LEFT JOIN subjects s ON s.id = a.subject_id"
-    " LEFT JOIN zones z ON z.id = a.zone_id"
-    f" WHERE (%(regions)s::text[] IS NULL OR {ALERT_REGION} = ANY(%(regions)s::text[]))"
-    " AND (%(victims)s OR s.victim IS NOT TRUE)"
-)
-RANK = "(CASE a.severity WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END)"
-SUMMARY_COLUMNS = (
-    "a.id, a.subject_id, a.device_id, a.zone_id, a.region_id, a.type, a.severity, a.status,"
-    " a.opened_at, a.raised_at, a.updated_at, a.first_fix_at, a.last_fix_at, a.cleared_at,"
-    " a.late, a.escalated, a.fix_count, a.worst_distance_m, a.acknowledged_at,"
-    " a.acknowledged_by, a.resolved_at, a.resolved_by, a.outcome, a.details,"
-    " COALESCE(z.victim_subject_id, z.protects_subject_id)"
-)
-SUMMARY_FIELDS = (
-    "id",
-    "subject_id",
-    "device_id",
-    "zone_id",
-    "region_id",
-    "type",
-    "severity",
-    "status",
-    "opened_at",
-    "raised_at",
-    "updated_at",
-    "first_fix_at",
-    "last_fix_at",
-    "cleared_at",
-    "late",
-    "escalated",
-    "fix_count",
-    "worst_distance_m",
-    "acknowledged_at",
-    "acknowledged_by",
-    "resolved_at",
-    "resolved_by",
-    "outcome",
-    "details",
-    "protected_victim",  # the victim the alert's zone protects; not shown
-)
-HELD_FIXES = (
-    "SELECT f.device_id, f.ts, f.lat, f.lon, f.acc, f.spd, f.hdg, f.batt, f.src, f.seq"
-    " FROM device_assignments da JOIN fixes f ON f.device_id = da.device_id"
-    " AND f.ts >= lower(da.during) AND (upper_inf(da.during) OR f.ts < upper(da.during))"
-    " WHERE da.subject_id = %(subject)s AND da.role = 'offender'"
-    " AND f.ts >= %(start)s AND f.ts <= %(end)s"
-)
-
 T = TypeVar("T")
-
-
-def _fields(row: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(SUMMARY_FIELDS, row, strict=False))
 
 
 def _redact(fields: dict[str, Any]) -> dict[str, Any]:
@@ -145,15 +91,15 @@ def _redact(fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _summary(row: tuple[Any, ...]) -> AlertSummary:
-    fields = _redact(_fields(row))
+def _summary(row: dict[str, Any]) -> AlertSummary:
+    fields = _redact(dict(row))
     fields["details"] = without_location(fields["details"])
     return AlertSummary(**fields)
 
 
-def _encode_cursor(row: tuple[Any, ...]) -> str:
-    rank = {"critical": 2, "warning": 1}.get(row[6], 0)
-    raw = json.dumps([rank, row[8].isoformat(), row[0]]).encode()
+def _encode_cursor(row: dict[str, Any]) -> str:
+    rank = SEVERITY_RANK.get(row["severity"], 0)
+    raw = json.dumps([rank, row["opened_at"].isoformat(), row["id"]]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -195,11 +141,7 @@ async def _act(request: Request, work: Callable[[psycopg.Connection[Any]], T]) -
 
 
 def _alert_in_scope(conn: psycopg.Connection[Any], user: User, alert_id: int) -> None:
-    row = conn.execute(
-        f"SELECT a.id {SCOPED} AND a.id = %(id)s",
-        {"regions": user.region_filter(), "victims": may_read_victims(user), "id": alert_id},
-    ).fetchone()
-    if row is None:
+    if not store.alert_in_scope(conn, alert_id, user.region_filter(), may_read_victims(user)):
         raise lifecycle.NotFound("not_found", f"alert {alert_id} does not exist", alert_id=alert_id)
 
 
@@ -234,37 +176,21 @@ async def list_alerts(
     """The queue: most severe first, then oldest first (the longest waiting). Filters repeat
     (``?status=open&status=acknowledged``) and combine."""
     after = _decode_cursor(cursor) if cursor else None
-    rows = await (
-        await conn.execute(
-            f"SELECT {SUMMARY_COLUMNS} {SCOPED}"
-            " AND (%(status)s::text[] IS NULL OR a.status = ANY(%(status)s::text[]))"
-            " AND (%(type)s::text[] IS NULL OR a.type = ANY(%(type)s::text[]))"
-            " AND (%(severity)s::text[] IS NULL OR a.severity = ANY(%(severity)s::text[]))"
-            " AND (%(subject)s::bigint IS NULL OR a.subject_id = %(subject)s)"
-            f" AND (%(region)s::text IS NULL OR {ALERT_REGION} = %(region)s)"
-            " AND (%(from)s::timestamptz IS NULL OR a.opened_at >= %(from)s)"
-            " AND (%(to)s::timestamptz IS NULL OR a.opened_at < %(to)s)"
-            f" AND (%(c_rank)s::int IS NULL OR {RANK} < %(c_rank)s OR ({RANK} = %(c_rank)s"
-            " AND (a.opened_at, a.id) > (%(c_at)s::timestamptz, %(c_id)s::bigint)))"
-            f" ORDER BY {RANK} DESC, a.opened_at, a.id LIMIT %(limit)s",
-            {
-                "regions": user.region_filter(),
-                "victims": may_read_victims(user),
-                "status": status_,
-                "type": type_,
-                "severity": severity,
-                "subject": subject_id,
-                "region": region,
-                "from": opened_from,
-                "to": opened_to,
-                "c_rank": after[0] if after else None,
-                "c_at": after[1] if after else None,
-                "c_id": after[2] if after else None,
-                "limit": limit + 1,
-            },
-        )
-    ).fetchall()
-    page = [tuple(r) for r in rows[:limit]]
+    rows = await store.queue(
+        conn,
+        regions=user.region_filter(),
+        victims=may_read_victims(user),
+        status=status_,
+        types=type_,
+        severity=severity,
+        subject_id=subject_id,
+        region=region,
+        opened_from=opened_from,
+        opened_to=opened_to,
+        after=after,
+        limit=limit + 1,
+    )
+    page = rows[:limit]
     return AlertPage(
         items=[_summary(r) for r in page],
         next_cursor=_encode_cursor(page[-1]) if len(rows) > limit else None,
@@ -281,23 +207,18 @@ async def read_alert(
     """The alert with its history, its notes and the subject's fixes around it (from 10 minutes
     before its first fix to 10 minutes after it cleared or its last fix; at most 24 hours and
     5000 fixes, the latest kept). A location read: written to the audit log."""
-    row = await (
-        await conn.execute(
-            f"SELECT {SUMMARY_COLUMNS}, a.lat, a.lon, a.resolution_note {SCOPED} AND a.id = %(id)s",
-            {"regions": user.region_filter(), "victims": may_read_victims(user), "id": alert_id},
-        )
-    ).fetchone()
+    row = await store.alert_detail(conn, alert_id, user.region_filter(), may_read_victims(user))
     if row is None:
         raise _refused(
             lifecycle.NotFound("not_found", f"alert {alert_id} does not exist", alert_id=alert_id)
         )
-    fields = _fields(tuple(row))
+    fields = dict(row)
+    lat, lon, resolution_note = fields.pop("lat"), fields.pop("lon"), fields.pop("resolution_note")
     victim = fields["protected_victim"]
     if may_read_victims(user):
         fields.pop("protected_victim")
     else:
         fields = _redact(fields)
-    lat, lon, resolution_note = row[-3], row[-2], row[-1]
     begin = min(t for t in (fields["first_fix_at"], fields["opened_at"]) if t is not None)
     finish = max(
         t
@@ -323,40 +244,22 @@ async def read_alert(
         )
     fixes: list[Any] = []
     if subject_id is not None:
-        fixes = await (
-            await conn.execute(
-                f"SELECT * FROM ({HELD_FIXES} ORDER BY f.ts DESC LIMIT %(limit)s) latest"
-                " ORDER BY ts",
-                {"subject": subject_id, "start": start, "end": end, "limit": MAX_FIXES},
-            )
-        ).fetchall()
-    history = await (
-        await conn.execute(
-            "SELECT id, at, actor, action, detail FROM alert_history WHERE alert_id = %s"
-            " ORDER BY id",
-            (alert_id,),
-        )
-    ).fetchall()
-    notes = await (
-        await conn.execute(
-            "SELECT id, alert_id, at, author, body FROM alert_notes WHERE alert_id = %s"
-            " ORDER BY id",
-            (alert_id,),
-        )
-    ).fetchall()
+        fixes = await store.held_fixes(conn, subject_id, start, end, MAX_FIXES)
+    history = await store.history(conn, alert_id)
+    notes = await store.notes(conn, alert_id)
     features = [
         {
             "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": [f[3], f[2]]},
+            "geometry": {"type": "Point", "coordinates": [f["lon"], f["lat"]]},
             "properties": {
-                "device_id": f[0],
-                "ts": f[1].isoformat(),
-                "acc": f[4],
-                "spd": f[5],
-                "hdg": f[6],
-                "batt": f[7],
-                "src": f[8],
-                "seq": None if f[9] < 0 else f[9],
+                "device_id": f["device_id"],
+                "ts": f["ts"].isoformat(),
+                "acc": f["acc"],
+                "spd": f["spd"],
+                "hdg": f["hdg"],
+                "batt": f["batt"],
+                "src": f["src"],
+                "seq": None if f["seq"] < 0 else f["seq"],
             },
         }
         for f in fixes
@@ -366,11 +269,8 @@ async def read_alert(
         lat=lat,
         lon=lon,
         resolution_note=resolution_note,
-        history=[
-            HistoryEntry(id=h[0], at=h[1], actor=h[2], action=h[3], detail=h[4] or {})
-            for h in history
-        ],
-        notes=[NotePublic(id=n[0], alert_id=n[1], at=n[2], author=n[3], body=n[4]) for n in notes],
+        history=[HistoryEntry(**{**h, "detail": h["detail"] or {}}) for h in history],
+        notes=[NotePublic(**n) for n in notes],
         fixes={
             "type": "FeatureCollection",
             "features": features,
@@ -434,11 +334,9 @@ async def add_note(
     def work(conn: psycopg.Connection[Any]) -> NotePublic:
         _alert_in_scope(conn, user, alert_id)
         note_id = lifecycle.add_note(conn, alert_id, user.username, body.body)
-        row = conn.execute(
-            "SELECT id, alert_id, at, author, body FROM alert_notes WHERE id = %s", (note_id,)
-        ).fetchone()
+        row = store.note(conn, note_id)
         assert row is not None
-        return NotePublic(id=row[0], alert_id=row[1], at=row[2], author=row[3], body=row[4])
+        return NotePublic(**row)
 
     return await _act(request, work)
 
@@ -458,12 +356,9 @@ async def declare_absconder(
     declaration and its note are recorded on it)."""
 
     def work(conn: psycopg.Connection[Any]) -> lifecycle.Declared:
-        row = conn.execute(
-            "SELECT id FROM subjects WHERE id = %s"
-            " AND (%s::text[] IS NULL OR region_id = ANY(%s::text[])) AND (%s OR NOT victim)",
-            (subject_id, user.region_filter(), user.region_filter(), may_read_victims(user)),
-        ).fetchone()
-        if row is None:
+        if not store.subject_in_scope(
+            conn, subject_id, user.region_filter(), may_read_victims(user)
+        ):
             raise lifecycle.NotFound(
                 "subject_not_found",
                 f"subject {subject_id} does not exist",

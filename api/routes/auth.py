@@ -44,6 +44,7 @@ from tagwatch.api.security import (
     set_password,
     verify_password_off_loop,
 )
+from tagwatch.store import users as store_users
 
 # /auth/token is public (listed in api.app.PUBLIC_V1); the session routes need a token.
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -154,14 +155,8 @@ async def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Dep
     async with _login_db(state) as conn:
         _refuse_from_memory(request, username)  # again: the wait for a slot may have been long
         reservation = await _reserve(request, conn, username)
-        row = await (
-            await conn.execute(
-                "SELECT id, password_hash, token_generation FROM users"
-                " WHERE username = %s AND NOT disabled",
-                (username,),
-            )
-        ).fetchone()
-    ok = await _verify(state, reservation, row[1] if row else DUMMY_HASH, form.password)
+        row = await store_users.credentials(conn, username)
+    ok = await _verify(state, reservation, row.password_hash if row else DUMMY_HASH, form.password)
     async with _login_db(state) as conn:
         if row is None or not ok:
             await login_throttle.failed(conn, reservation, policy)
@@ -169,7 +164,9 @@ async def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Dep
         await login_throttle.succeeded(conn, reservation)
         await login_throttle.forget_stale(conn, policy)
     settings = state.settings
-    access, expires = issue_token(row[0], settings.secret_key, settings.token_minutes, row[2])
+    access, expires = issue_token(
+        row.id, settings.secret_key, settings.token_minutes, row.token_generation
+    )
     return Token(access_token=access, expires_in=expires)
 
 
@@ -193,11 +190,11 @@ async def change_password(
     returns a fresh token. A wrong old password counts as a failed login (address and name)."""
     settings = request.app.state.settings
     reservation = await _reserve(request, conn, user.username)
-    row = await (
-        await conn.execute("SELECT password_hash FROM users WHERE id = %s", (user.id,))
-    ).fetchone()
+    stored_hash = await store_users.password_hash(conn, user.id)
     state = request.app.state
-    if not await _verify(state, reservation, row[0] if row else DUMMY_HASH, body.old):
+    if not await _verify(
+        state, reservation, DUMMY_HASH if stored_hash is None else stored_hash, body.old
+    ):
         await login_throttle.failed(conn, reservation, LoginPolicy.from_settings(settings))
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="the old password is incorrect")
     await login_throttle.give_back(conn, reservation)

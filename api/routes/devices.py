@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from psycopg.errors import UniqueViolation
@@ -18,32 +16,26 @@ from tagwatch.ingest.broker_accounts import (
     new_device_password,
 )
 from tagwatch.ingest.device_broker import device_broker
+from tagwatch.store import devices
+from tagwatch.store.devices import Device
 
 router = APIRouter(prefix="/devices", tags=["devices"])
-COLUMNS = "id, kind, owntracks_topic, expected_interval_s, created_at"
 
 
-def _device(row: tuple[Any, ...], user: User | None = None) -> DevicePublic:
+def _device(row: Device, user: User | None = None) -> DevicePublic:
     # A victim's phone topic may carry her name: only those who may read victims' data see it.
-    hide_topic = user is not None and row[1] == "victim_phone" and not may_read_victims(user)
+    hide_topic = user is not None and row.kind == "victim_phone" and not may_read_victims(user)
     return DevicePublic(
-        id=row[0],
-        kind=row[1],
-        owntracks_topic=None if hide_topic else row[2],
-        expected_interval_s=row[3],
-        created_at=row[4],
+        id=row.id,
+        kind=row.kind,  # type: ignore[arg-type]  # the CHECK constraint holds it to DeviceKind
+        owntracks_topic=None if hide_topic else row.owntracks_topic,
+        expected_interval_s=row.expected_interval_s,
+        created_at=row.created_at,
     )
 
 
 # A device held now by a subject outside the caller's regions is invisible to them (it answers
-# like a missing one); devices in stock (held by nobody) are visible to all, to be assigned.
-VISIBLE = (
-    "(%(regions)s::text[] IS NULL OR NOT EXISTS (SELECT 1 FROM device_assignments a"
-    " JOIN subjects s ON s.id = a.subject_id WHERE a.device_id = devices.id"
-    " AND a.during @> now() AND NOT s.region_id = ANY(%(regions)s::text[])))"
-)
-
-
+# like a missing one, see store.devices); devices in stock are visible to all, to be assigned.
 @router.get("", response_model=list[DevicePublic])
 async def list_devices(
     conn: Conn,
@@ -51,24 +43,13 @@ async def list_devices(
     limit: int = Query(default=100, ge=1, le=1000),
     after_id: str = Query(default="", max_length=64, description="cursor: last id of the page"),
 ) -> list[DevicePublic]:
-    rows = await (
-        await conn.execute(
-            f"SELECT {COLUMNS} FROM devices WHERE id > %(after)s AND {VISIBLE}"
-            " ORDER BY id LIMIT %(limit)s",
-            {"after": after_id, "limit": limit, "regions": _user.region_filter()},
-        )
-    ).fetchall()
+    rows = await devices.list_devices(conn, _user.region_filter(), after_id, limit)
     return [_device(r, _user) for r in rows]
 
 
 @router.get("/{device_id}", response_model=DevicePublic)
 async def read_device(device_id: str, conn: Conn, _user: CurrentUser) -> DevicePublic:
-    row = await (
-        await conn.execute(
-            f"SELECT {COLUMNS} FROM devices WHERE id = %(id)s AND {VISIBLE}",
-            {"id": device_id, "regions": _user.region_filter()},
-        )
-    ).fetchone()
+    row = await devices.visible_device(conn, device_id, _user.region_filter())
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"device {device_id!r} not found")
     return _device(row, _user)
@@ -83,18 +64,13 @@ async def read_device(device_id: str, conn: Conn, _user: CurrentUser) -> DeviceP
 async def create_device(body: DeviceCreate, conn: Conn, request: Request) -> DeviceCredentials:
     """The row and the broker account appear together or not at all."""
     try:
-        row = await (
-            await conn.execute(
-                "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s) "
-                f"VALUES (%s, %s, %s, %s) RETURNING {COLUMNS}",
-                (body.id, body.kind, body.owntracks_topic, body.expected_interval_s),
-            )
-        ).fetchone()
+        row = await devices.create_device(
+            conn, body.id, body.kind, body.owntracks_topic, body.expected_interval_s
+        )
     except UniqueViolation as exc:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail="device id or OwnTracks topic already registered"
         ) from exc
-    assert row is not None
     password = new_device_password()
     admin = BrokerAdmin.from_url(request.app.state.settings.mqtt_admin_url)
     try:

@@ -17,6 +17,7 @@ from tagwatch.api import audit
 from tagwatch.api.deps import Conn, may_read_victims, subject_in_scope
 from tagwatch.api.schemas import Position
 from tagwatch.api.security import CurrentUser, Role, allow
+from tagwatch.store import fixes
 
 router = APIRouter(tags=["location"])
 LOCATION_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")
@@ -29,51 +30,10 @@ def is_late(ts: datetime, received_at: datetime) -> bool:
     return (received_at - ts).total_seconds() > LATE_AFTER_S
 
 
-# Fixes of the devices the subject held as offender, each inside its holding period.
-HELD_FIXES = """
-    FROM device_assignments a
-    JOIN fixes f ON f.device_id = a.device_id
-     AND f.ts >= lower(a.during) AND (upper_inf(a.during) OR f.ts < upper(a.during))
-    WHERE a.subject_id = %(subject)s AND a.role = 'offender'
-"""
-FIX_COLUMNS = (
-    "f.device_id, f.ts, f.lat, f.lon, f.acc, f.spd, f.hdg, f.batt, f.src, f.seq, f.received_at"
-)
-
-
 MAX_OVERVIEW_SUBJECTS = 5_000
 # A position is stale when the device has missed about three of its reports (at least 2 min).
 STALE_AFTER_INTERVALS = 3
 STALE_AFTER_MIN_S = 120
-
-# The latest fix of each subject in scope, from the offender devices the subject holds now: one
-# backward probe of the fixes index (device_id, ts, seq) per held device, not a scan.
-OVERVIEW = f"""
-SELECT s.id, s.name, s.region_id, p.device_id, p.ts, p.lat, p.lon, p.acc, p.src, p.batt,
-       EXTRACT(EPOCH FROM now() - p.ts)::float8 AS age_s, p.expected_interval_s
-FROM subjects s
-JOIN LATERAL (
-    SELECT f.device_id, f.ts, f.lat, f.lon, f.acc, f.src, f.batt, d.expected_interval_s
-    FROM device_assignments a
-    JOIN devices d ON d.id = a.device_id
-    JOIN LATERAL (
-        SELECT x.device_id, x.ts, x.lat, x.lon, x.acc, x.src, x.batt
-        FROM fixes x
-        WHERE x.device_id = a.device_id AND x.ts >= lower(a.during)
-          AND (upper_inf(a.during) OR x.ts < upper(a.during))
-        ORDER BY x.ts DESC, x.seq DESC
-        LIMIT 1
-    ) f ON true
-    WHERE a.subject_id = s.id AND a.role = 'offender' AND a.during @> now()
-    ORDER BY f.ts DESC
-    LIMIT 1
-) p ON true
-WHERE (%(regions)s::text[] IS NULL OR s.region_id = ANY(%(regions)s::text[]))
-  AND (%(region)s::text IS NULL OR s.region_id = %(region)s::text)
-  AND (%(victims)s OR NOT s.victim)
-ORDER BY s.id
-LIMIT {MAX_OVERVIEW_SUBJECTS + 1}
-"""
 
 
 class SubjectPosition(BaseModel):
@@ -125,29 +85,27 @@ async def positions(
 
     One audit row for the whole overview (action `positions_overview`, with the subject ids
     listed and the reason if given)."""
-    rows = await (
-        await conn.execute(
-            OVERVIEW,
-            {"regions": user.region_filter(), "region": region, "victims": may_read_victims(user)},
-        )
-    ).fetchall()
+    rows = await fixes.overview(
+        conn, user.region_filter(), region, may_read_victims(user), MAX_OVERVIEW_SUBJECTS + 1
+    )
     truncated = len(rows) > MAX_OVERVIEW_SUBJECTS
     rows = rows[:MAX_OVERVIEW_SUBJECTS]
     items = [
         SubjectPosition(
-            subject_id=r[0],
-            name=r[1],
-            region_id=r[2],
-            device_id=r[3],
-            ts=r[4],
-            lat=r[5],
-            lon=r[6],
-            acc=r[7],
-            src=r[8],
-            batt=r[9],
-            age_s=max(0.0, r[10]),
-            expected_interval_s=r[11],
-            stale=r[10] > max(STALE_AFTER_INTERVALS * r[11], STALE_AFTER_MIN_S),
+            subject_id=r["id"],
+            name=r["name"],
+            region_id=r["region_id"],
+            device_id=r["device_id"],
+            ts=r["ts"],
+            lat=r["lat"],
+            lon=r["lon"],
+            acc=r["acc"],
+            src=r["src"],
+            batt=r["batt"],
+            age_s=max(0.0, r["age_s"]),
+            expected_interval_s=r["expected_interval_s"],
+            stale=r["age_s"]
+            > max(STALE_AFTER_INTERVALS * r["expected_interval_s"], STALE_AFTER_MIN_S),
         )
         for r in rows
     ]
@@ -166,21 +124,21 @@ async def positions(
     )
 
 
-def _position(subject_id: int, row: tuple[Any, ...]) -> Position:
+def _position(subject_id: int, row: dict[str, Any]) -> Position:
     return Position(
         subject_id=subject_id,
-        device_id=row[0],
-        ts=row[1],
-        lat=row[2],
-        lon=row[3],
-        acc=row[4],
-        spd=row[5],
-        hdg=row[6],
-        batt=row[7],
-        src=row[8],
-        seq=None if row[9] < 0 else row[9],
-        received_at=row[10],
-        late=is_late(row[1], row[10]),
+        device_id=row["device_id"],
+        ts=row["ts"],
+        lat=row["lat"],
+        lon=row["lon"],
+        acc=row["acc"],
+        spd=row["spd"],
+        hdg=row["hdg"],
+        batt=row["batt"],
+        src=row["src"],
+        seq=None if row["seq"] < 0 else row["seq"],
+        received_at=row["received_at"],
+        late=is_late(row["ts"], row["received_at"]),
     )
 
 
@@ -197,44 +155,13 @@ async def position(
 ) -> Position:
     await subject_in_scope(conn, user, subject_id)
     await audit.record(conn, user, "position", subject_id, reason=reason)
-    row = await (
-        await conn.execute(
-            f"SELECT {FIX_COLUMNS} {HELD_FIXES} ORDER BY f.ts DESC LIMIT 1",
-            {"subject": subject_id},
-        )
-    ).fetchone()
+    row = await fixes.latest_fix(conn, subject_id)
     if row is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, detail=f"no position known for subject {subject_id}"
         )
     return _position(subject_id, row)
 
-
-# The fixes of the range (the first `limit`), thinned evenly by time when there are more than
-# max_points: the span first..last is cut into max_points - 1 equal steps, and for each instant
-# first + i * step the first fix at or after it is kept (so the first and the last fix always
-# are, and a gap never yields two points for one instant). Numeric epochs: exact to the
-# microsecond, so the last fix falls in the last bucket.
-THINNED = f"""
-WITH sel AS (
-    SELECT {FIX_COLUMNS} {HELD_FIXES} AND f.ts >= %(start)s AND f.ts < %(end)s
-    ORDER BY f.ts, f.seq LIMIT %(limit)s
-), span AS (
-    SELECT min(ts) AS t0, max(ts) AS t1, count(*) AS n FROM sel
-), numbered AS (
-    SELECT sel.*, span.n,
-           CASE WHEN span.n <= %(max_points)s
-                THEN row_number() OVER (ORDER BY sel.ts, sel.seq)
-                WHEN span.t1 = span.t0 THEN 0
-                ELSE floor(EXTRACT(EPOCH FROM sel.ts - span.t0) * (%(max_points)s - 1)
-                           / EXTRACT(EPOCH FROM span.t1 - span.t0))::bigint
-           END AS bucket
-    FROM sel CROSS JOIN span
-)
-SELECT DISTINCT ON (bucket) device_id, ts, lat, lon, acc, spd, hdg, batt, src, seq,
-       received_at, n
-FROM numbered ORDER BY bucket, ts, seq
-"""
 
 TRACK_DESCRIPTION = """A GeoJSON FeatureCollection (lon, lat): the track as a LineString, then
 each fix (in time order), for the fixes the subject's offender devices reported while held, in
@@ -291,34 +218,27 @@ async def track(
         reason=reason,
         **({"max_points": max_points} if max_points is not None else {}),
     )
-    params = {"subject": subject_id, "start": start, "end": end, "limit": limit}
     if max_points is None:
-        rows = await (
-            await conn.execute(
-                f"SELECT {FIX_COLUMNS} {HELD_FIXES} AND f.ts >= %(start)s AND f.ts < %(end)s "
-                "ORDER BY f.ts LIMIT %(limit)s",
-                params,
-            )
-        ).fetchall()
+        rows = await fixes.track(conn, subject_id, start, end, limit)
         selected = len(rows)
     else:
-        rows = await (await conn.execute(THINNED, {**params, "max_points": max_points})).fetchall()
-        selected = int(rows[0][11]) if rows else 0
+        rows = await fixes.thinned_track(conn, subject_id, start, end, limit, max_points)
+        selected = int(rows[0]["n"]) if rows else 0
     points = [
         {
             "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": [r[3], r[2]]},
+            "geometry": {"type": "Point", "coordinates": [r["lon"], r["lat"]]},
             "properties": {
-                "device_id": r[0],
-                "ts": r[1].isoformat(),
-                "acc": r[4],
-                "spd": r[5],
-                "hdg": r[6],
-                "batt": r[7],
-                "src": r[8],
-                "seq": None if r[9] < 0 else r[9],
-                "received_at": r[10].isoformat(),
-                "late": is_late(r[1], r[10]),
+                "device_id": r["device_id"],
+                "ts": r["ts"].isoformat(),
+                "acc": r["acc"],
+                "spd": r["spd"],
+                "hdg": r["hdg"],
+                "batt": r["batt"],
+                "src": r["src"],
+                "seq": None if r["seq"] < 0 else r["seq"],
+                "received_at": r["received_at"].isoformat(),
+                "late": is_late(r["ts"], r["received_at"]),
             },
         }
         for r in rows
@@ -328,7 +248,10 @@ async def track(
         features.append(
             {
                 "type": "Feature",
-                "geometry": {"type": "LineString", "coordinates": [[r[3], r[2]] for r in rows]},
+                "geometry": {
+                    "type": "LineString",
+                    "coordinates": [[r["lon"], r["lat"]] for r in rows],
+                },
                 "properties": {"kind": "track", "subject_id": subject_id},
             }
         )
@@ -338,7 +261,7 @@ async def track(
         "from": start.isoformat(),
         "to": end.isoformat(),
         "fixes": len(rows),
-        "late_fixes": sum(1 for r in rows if is_late(r[1], r[10])),
+        "late_fixes": sum(1 for r in rows if is_late(r["ts"], r["received_at"])),
         "truncated": selected == limit,
     }
     if max_points is not None:

@@ -25,42 +25,12 @@ from tagwatch.api import audit
 from tagwatch.api.deps import Conn, may_read_victims
 from tagwatch.api.routes.location import LATE_AFTER_S, is_late
 from tagwatch.api.security import CurrentUser, Role, allow
+from tagwatch.store.fixes import EARTH_RADIUS_M, near
 
 router = APIRouter(tags=["location"])
 PROXIMITY_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")
-EARTH_RADIUS_M = 6_371_008.8
 MAX_WINDOW = timedelta(days=31)
 MAX_RADIUS_M = 50_000.0
-
-SEARCH = f"""
-WITH candidates AS (
-    SELECT s.id AS subject_id, s.name, s.case_ref, s.region_id,
-           f.device_id, f.ts, f.lat, f.lon, f.acc, f.received_at,
-           2 * {EARTH_RADIUS_M} * asin(least(1.0, sqrt(
-               power(sin(radians(f.lat - %(lat)s) / 2), 2)
-             + cos(radians(%(lat)s)) * cos(radians(f.lat))
-               * power(sin(radians(f.lon - %(lon)s) / 2), 2)))) AS distance_m
-    FROM subjects s
-    JOIN device_assignments a ON a.subject_id = s.id AND a.role = 'offender'
-     AND a.during && tstzrange(%(start)s, %(end)s)
-    JOIN fixes f ON f.device_id = a.device_id
-     AND f.ts >= greatest(lower(a.during), %(start)s)
-     AND f.ts < least(upper(a.during), %(end)s)
-    WHERE (%(regions)s::text[] IS NULL OR s.region_id = ANY(%(regions)s::text[]))
-      AND (%(victims)s OR NOT s.victim)
-      AND f.lat BETWEEN %(lat_min)s AND %(lat_max)s
-      AND (%(lon_any)s OR f.lon BETWEEN %(lon_min)s AND %(lon_max)s
-           OR f.lon BETWEEN %(lon_min2)s AND %(lon_max2)s)
-), within AS (
-    SELECT *, count(*) OVER (PARTITION BY subject_id) AS fixes_within,
-           count(*) FILTER (WHERE received_at - ts > make_interval(secs => %(late_after)s))
-               OVER (PARTITION BY subject_id) AS late_within
-    FROM candidates WHERE distance_m <= %(radius)s
-)
-SELECT DISTINCT ON (subject_id) subject_id, name, case_ref, region_id, device_id, ts, lat, lon,
-       acc, distance_m, fixes_within, received_at, late_within
-FROM within ORDER BY subject_id, distance_m, ts
-"""
 
 
 def bounding_box(lat: float, lon: float, radius_m: float) -> dict[str, Any]:
@@ -119,40 +89,36 @@ async def proximity(
         raise _refuse("empty_window", "'from' must be before 'to'")
     if to - from_ > MAX_WINDOW:
         raise _refuse("window_too_long", "the window may span at most 31 days")
-    rows = await (
-        await conn.execute(
-            SEARCH,
-            {
-                "lat": lat,
-                "lon": lon,
-                "radius": radius_m,
-                "start": from_,
-                "end": to,
-                "regions": user.region_filter(),
-                "late_after": LATE_AFTER_S,
-                "victims": may_read_victims(user),
-                **bounding_box(lat, lon, radius_m),
-            },
-        )
-    ).fetchall()
-    found = sorted(rows, key=lambda r: (r[9], r[0]))
+    rows = await near(
+        conn,
+        lat=lat,
+        lon=lon,
+        radius_m=radius_m,
+        start=from_,
+        end=to,
+        regions=user.region_filter(),
+        victims=may_read_victims(user),
+        late_after_s=LATE_AFTER_S,
+        box=bounding_box(lat, lon, radius_m),
+    )
+    found = sorted(rows, key=lambda r: (r["distance_m"], r["subject_id"]))
     subjects = [
         {
-            "subject_id": r[0],
-            "name": r[1],
-            "case_ref": r[2],
-            "region_id": r[3],
-            "fixes_within": r[10],
-            "late_fixes_within": r[12],
+            "subject_id": r["subject_id"],
+            "name": r["name"],
+            "case_ref": r["case_ref"],
+            "region_id": r["region_id"],
+            "fixes_within": r["fixes_within"],
+            "late_fixes_within": r["late_within"],
             "closest": {
-                "device_id": r[4],
-                "ts": r[5],
-                "lat": r[6],
-                "lon": r[7],
-                "acc": r[8],
-                "distance_m": round(r[9], 2),
-                "received_at": r[11],
-                "late": is_late(r[5], r[11]),
+                "device_id": r["device_id"],
+                "ts": r["ts"],
+                "lat": r["lat"],
+                "lon": r["lon"],
+                "acc": r["acc"],
+                "distance_m": round(r["distance_m"], 2),
+                "received_at": r["received_at"],
+                "late": is_late(r["ts"], r["received_at"]),
             },
         }
         for r in found

@@ -48,6 +48,8 @@ from starlette.websockets import WebSocketState
 
 from tagwatch.api.schemas_alerts import without_location
 from tagwatch.api.security import User, current_user
+from tagwatch.store import alerts as alerts_store
+from tagwatch.store.alerts import OutboxEvent
 
 log = logging.getLogger("tagwatch.api.stream")
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -62,28 +64,16 @@ MAX_GAPS = 10_000
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 
-# One page of the outbox after the cursor (and the ids still missing below it). Every row is
-# returned so that the cursor moves past other regions' events, but only ``visible`` rows carry
-# their content: the region filter is in the SQL.
-PAGE = """
-SELECT o.id, visible,
-       CASE WHEN visible THEN o.created_at END,
-       CASE WHEN visible THEN o.event END,
-       CASE WHEN visible THEN o.alert_id END,
-       CASE WHEN visible THEN o.payload END
-FROM outbox o
-JOIN alerts a ON a.id = o.alert_id
-LEFT JOIN subjects s ON s.id = a.subject_id
-CROSS JOIN LATERAL (SELECT (%(regions)s::text[] IS NULL
-    OR COALESCE(s.region_id, a.region_id) = ANY(%(regions)s::text[])) AS visible) v
-WHERE o.id > %(after)s OR o.id = ANY(%(gaps)s::bigint[])
-ORDER BY o.id
-LIMIT %(limit)s
-"""
 
-
-def event_message(row: tuple[Any, ...]) -> dict[str, Any]:
-    outbox_id, _visible, created_at, event, alert_id, payload = row
+def event_message(row: OutboxEvent) -> dict[str, Any]:
+    outbox_id, created_at, event, alert_id, payload = (
+        row.id,
+        row.created_at,
+        row.event,
+        row.alert_id,
+        row.payload,
+    )
+    assert created_at is not None  # only visible rows are sent, and they carry their content
     alert = {k: val for k, val in (payload or {}).items() if k not in ("lat", "lon", "event")}
     alert["details"] = without_location(alert.get("details"))
     return {
@@ -149,16 +139,9 @@ async def _first_token(websocket: WebSocket) -> str | None:
 async def _start(websocket: WebSocket, after: int | None) -> Cursor:
     async with websocket.app.state.pool.connection() as conn:
         if after is None:
-            row = await (await conn.execute("SELECT COALESCE(max(id), 0) FROM outbox")).fetchone()
-            after = int(row[0])
-        rows = await (
-            await conn.execute(
-                "SELECT g FROM generate_series(GREATEST(%s - %s, 1), %s) g"
-                " WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE id = g)",
-                (after + 1, GAP_LOOKBACK, after),
-            )
-        ).fetchall()
-    return Cursor(after, [int(r[0]) for r in rows])
+            after = await alerts_store.outbox_head(conn)
+        missing = await alerts_store.outbox_missing(conn, after, GAP_LOOKBACK)
+    return Cursor(after, missing)
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
@@ -178,21 +161,13 @@ async def _feed(websocket: WebSocket, user: User, token: str, cursor: Cursor) ->
                 return
             user, checked = refreshed, time.monotonic()
         async with websocket.app.state.pool.connection() as conn:
-            rows = await (
-                await conn.execute(
-                    PAGE,
-                    {
-                        "regions": user.region_filter(),
-                        "after": cursor.after,
-                        "gaps": sorted(cursor.gaps),
-                        "limit": BATCH,
-                    },
-                )
-            ).fetchall()
+            rows = await alerts_store.outbox_page(
+                conn, user.region_filter(), cursor.after, sorted(cursor.gaps), BATCH
+            )
         for row in rows:
-            if row[1]:
-                await websocket.send_json(event_message(tuple(row)))
-        cursor.advance([int(r[0]) for r in rows])
+            if row.visible:
+                await websocket.send_json(event_message(row))
+        cursor.advance([row.id for row in rows])
         if len(rows) < BATCH and not await _client_stays(websocket, POLL_S):
             return
 

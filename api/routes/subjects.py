@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, HTTPException, Query, status
 from psycopg.errors import ExclusionViolation, ForeignKeyViolation, UniqueViolation
 
@@ -20,35 +18,29 @@ from tagwatch.api.schemas import (
     SubjectUpdate,
 )
 from tagwatch.api.security import CurrentUser, allow
+from tagwatch.store import devices, subjects
+from tagwatch.store.subjects import Subject
 
 router = APIRouter(tags=["subjects"])
 
-SUBJECT_COLUMNS = "id, name, case_ref, region_id, timezone, groups, created_at, victim"
 
-
-def _subject(row: tuple[Any, ...]) -> SubjectPublic:
+def _subject(row: Subject) -> SubjectPublic:
     return SubjectPublic(
-        id=row[0],
-        name=row[1],
-        case_ref=row[2],
-        region_id=row[3],
-        timezone=row[4],
-        groups=list(row[5]),
-        created_at=row[6],
-        victim=row[7],
+        id=row.id,
+        name=row.name,
+        case_ref=row.case_ref,
+        region_id=row.region_id,
+        timezone=row.timezone,
+        groups=list(row.groups),
+        created_at=row.created_at,
+        victim=row.victim,
     )
 
 
 @router.get("/regions", response_model=list[RegionPublic])
 async def list_regions(conn: Conn, user: CurrentUser) -> list[RegionPublic]:
-    rows = await (
-        await conn.execute(
-            "SELECT id, name FROM regions WHERE %s::text[] IS NULL OR id = ANY(%s::text[]) "
-            "ORDER BY id",
-            (user.region_filter(), user.region_filter()),
-        )
-    ).fetchall()
-    return [RegionPublic(id=r[0], name=r[1]) for r in rows]
+    rows = await subjects.list_regions(conn, user.region_filter())
+    return [RegionPublic(id=r.id, name=r.name) for r in rows]
 
 
 @router.post(
@@ -56,7 +48,7 @@ async def list_regions(conn: Conn, user: CurrentUser) -> list[RegionPublic]:
 )
 async def create_region(body: RegionCreate, conn: Conn) -> RegionPublic:
     try:
-        await conn.execute("INSERT INTO regions (id, name) VALUES (%s, %s)", (body.id, body.name))
+        await subjects.create_region(conn, body.id, body.name)
     except UniqueViolation as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"region {body.id!r} exists") from exc
     return RegionPublic(id=body.id, name=body.name)
@@ -70,25 +62,17 @@ async def list_subjects(
     limit: int = Query(default=100, ge=1, le=1000),
     after_id: int = Query(default=0, ge=0, description="cursor: the last id of the previous page"),
 ) -> list[SubjectPublic]:
-    rows = await (
-        await conn.execute(
-            f"SELECT {SUBJECT_COLUMNS} FROM subjects "
-            "WHERE id > %s AND (%s::text[] IS NULL OR region_id = ANY(%s::text[])) "
-            "AND (%s::text IS NULL OR region_id = %s) AND (%s OR NOT victim) ORDER BY id LIMIT %s",
-            (
-                after_id,
-                user.region_filter(),
-                user.region_filter(),
-                region,
-                region,
-                may_read_victims(user),
-                limit,
-            ),
-        )
-    ).fetchall()
+    rows = await subjects.list_subjects(
+        conn,
+        regions=user.region_filter(),
+        victims=may_read_victims(user),
+        region=region,
+        after_id=after_id,
+        limit=limit,
+    )
     for r in rows:
-        if r[7]:  # victims are listed to supervisors and admins only, and audited
-            await audit.record(conn, user, "victim_subject", r[0], listed=True)
+        if r.victim:  # victims are listed to supervisors and admins only, and audited
+            await audit.record(conn, user, "victim_subject", r.id, listed=True)
     return [_subject(r) for r in rows]
 
 
@@ -104,13 +88,15 @@ async def create_subject(body: SubjectCreate, conn: Conn, user: CurrentUser) -> 
             status.HTTP_403_FORBIDDEN, detail=f"region {body.region_id!r} is not yours"
         )
     try:
-        row = await (
-            await conn.execute(
-                "INSERT INTO subjects (name, case_ref, region_id, timezone, groups, victim) "
-                f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {SUBJECT_COLUMNS}",
-                (body.name, body.case_ref, body.region_id, body.timezone, body.groups, body.victim),
-            )
-        ).fetchone()
+        row = await subjects.create_subject(
+            conn,
+            name=body.name,
+            case_ref=body.case_ref,
+            region_id=body.region_id,
+            timezone=body.timezone,
+            groups=body.groups,
+            victim=body.victim,
+        )
     except ForeignKeyViolation as exc:
         raise HTTPException(422, detail=f"unknown region {body.region_id!r}") from exc
     except UniqueViolation as exc:
@@ -120,7 +106,6 @@ async def create_subject(body: SubjectCreate, conn: Conn, user: CurrentUser) -> 
             status.HTTP_409_CONFLICT,
             detail=f"case_ref {body.case_ref!r} already used in region {body.region_id!r}",
         ) from exc
-    assert row is not None
     return _subject(row)
 
 
@@ -146,18 +131,10 @@ async def update_subject(
     changes = body.model_dump(exclude_none=True)
     if not changes:
         return _subject(await subject_in_scope(conn, user, subject_id))
-    await conn.execute("SELECT set_config('tagwatch.actor', %s, true)", (user.username,))
-    assignments = ", ".join(f"{column} = %({column})s" for column in changes)
     try:
-        row = await (
-            await conn.execute(
-                f"UPDATE subjects SET {assignments} WHERE id = %(id)s RETURNING {SUBJECT_COLUMNS}",
-                {**changes, "id": subject_id},
-            )
-        ).fetchone()
+        row = await subjects.update_subject(conn, subject_id, changes, user.username)
     except ForeignKeyViolation as exc:
         raise HTTPException(422, detail=f"unknown region {body.region_id!r}") from exc
-    assert row is not None
     return _subject(row)
 
 
@@ -165,14 +142,11 @@ async def update_subject(
 async def region_history(subject_id: int, conn: Conn, user: CurrentUser) -> list[RegionStay]:
     """Where the subject was monitored, oldest first (open-ended stays have no bound)."""
     await subject_in_scope(conn, user, subject_id)
-    rows = await (
-        await conn.execute(
-            "SELECT region_id, lower(during), upper(during), changed_by FROM subject_regions"
-            " WHERE subject_id = %s ORDER BY lower(during) NULLS FIRST",
-            (subject_id,),
-        )
-    ).fetchall()
-    return [RegionStay(region_id=r[0], from_=r[1], to=r[2], changed_by=r[3]) for r in rows]
+    rows = await subjects.region_history(conn, subject_id)
+    return [
+        RegionStay(region_id=r.region_id, from_=r.from_, to=r.to, changed_by=r.changed_by)
+        for r in rows
+    ]
 
 
 @router.post(
@@ -186,13 +160,9 @@ async def assign_device(
 ) -> AssignmentPublic:
     await subject_in_scope(conn, user, subject_id)
     try:
-        row = await (
-            await conn.execute(
-                "INSERT INTO device_assignments (device_id, subject_id, role, during) "
-                "VALUES (%s, %s, %s, tstzrange(%s, %s, '[)')) RETURNING id",
-                (body.device_id, subject_id, body.role, body.from_, body.to),
-            )
-        ).fetchone()
+        assignment_id = await devices.assign(
+            conn, body.device_id, subject_id, body.role, body.from_, body.to
+        )
     except ForeignKeyViolation as exc:
         raise HTTPException(422, detail=f"unknown device {body.device_id!r}") from exc
     except ExclusionViolation as exc:
@@ -200,9 +170,8 @@ async def assign_device(
             status.HTTP_409_CONFLICT,
             detail=f"device {body.device_id!r} is already assigned during that period",
         ) from exc
-    assert row is not None
     return AssignmentPublic(
-        id=row[0],
+        id=assignment_id,
         subject_id=subject_id,
         device_id=body.device_id,
         role=body.role,
@@ -216,16 +185,15 @@ async def list_assignments(
     subject_id: int, conn: Conn, user: CurrentUser
 ) -> list[AssignmentPublic]:
     await subject_in_scope(conn, user, subject_id)
-    rows = await (
-        await conn.execute(
-            "SELECT id, device_id, role, lower(during), upper(during) FROM device_assignments "
-            "WHERE subject_id = %s ORDER BY lower(during)",
-            (subject_id,),
-        )
-    ).fetchall()
+    rows = await devices.subject_assignments(conn, subject_id)
     return [
         AssignmentPublic(
-            id=r[0], subject_id=subject_id, device_id=r[1], role=r[2], from_=r[3], to=r[4]
+            id=r.id,
+            subject_id=subject_id,
+            device_id=r.device_id,
+            role=r.role,
+            from_=r.from_,
+            to=r.to,
         )
         for r in rows
     ]

@@ -13,7 +13,7 @@ change is written to the audit log (never a password).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from psycopg import AsyncConnection
@@ -33,13 +33,14 @@ from tagwatch.api.security import (
     hash_password_off_loop,
     set_password,
 )
+from tagwatch.store import subjects, users
+from tagwatch.store.users import UserRow
 
 router = APIRouter(prefix="/users", tags=["users"])
 ADMIN: tuple[Role, ...] = ("admin",)
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@+-]{1,64}$"
 REGION_OR_ALL_PATTERN = r"^(\*|[A-Za-z0-9_.-]{1,64})$"
-COLUMNS = "id, username, role, regions, disabled, created_at, updated_at, password_changed_at"
 RegionOrAll = Annotated[str, StringConstraints(pattern=REGION_OR_ALL_PATTERN)]
 
 
@@ -81,16 +82,16 @@ class UserPublic(BaseModel):
     password_changed_at: datetime | None
 
 
-def _user(row: tuple[Any, ...]) -> UserPublic:
+def _user(row: UserRow) -> UserPublic:
     return UserPublic(
-        id=row[0],
-        username=row[1],
-        role=row[2],
-        regions=list(row[3]),
-        disabled=row[4],
-        created_at=row[5],
-        updated_at=row[6],
-        password_changed_at=row[7],
+        id=row.id,
+        username=row.username,
+        role=row.role,  # type: ignore[arg-type]  # the CHECK constraint holds it to Role
+        regions=list(row.regions),
+        disabled=row.disabled,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        password_changed_at=row.password_changed_at,
     )
 
 
@@ -109,39 +110,19 @@ async def checked_regions(conn: AsyncConnection, admin: User, regions: list[str]
     foreign = [r for r in unique if not admin.may_see_region(r)]
     if foreign:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"region {foreign[0]!r} is not yours")
-    row = await (
-        await conn.execute(
-            "SELECT array_agg(x ORDER BY x) FROM unnest(%s::text[]) x"
-            " WHERE NOT EXISTS (SELECT 1 FROM regions r WHERE r.id = x)",
-            (unique,),
-        )
-    ).fetchone()
-    unknown = row[0] if row else None
+    unknown = await subjects.unknown_regions(conn, unique)
     if unknown:
         raise HTTPException(422, detail=f"unknown region {unknown[0]!r}")
     return unique
 
 
-# Users the admin may see: all, or those whose regions lie within the admin's.
-# (a user with no regions at all is not within a regional admin's: '{}' <@ anything is true)
-IN_SCOPE = (
-    "(%(scope)s::text[] IS NULL OR (cardinality(regions) > 0 AND regions <@ %(scope)s::text[]))"
-)
-
-
 async def _in_scope(
     conn: AsyncConnection, admin: User, user_id: int, *, for_update: bool = False
-) -> tuple[Any, ...]:
+) -> UserRow:
     """The user's row, or 404 whether missing or outside the admin's scope. ``for_update`` locks
     the row until the request commits, so a concurrent change of the user's regions (say, to
     ``*`` by an admin of every region) cannot slip between this check and the write."""
-    lock = " FOR UPDATE" if for_update else ""
-    row = await (
-        await conn.execute(
-            f"SELECT {COLUMNS} FROM users WHERE id = %(id)s AND {IN_SCOPE}{lock}",
-            {"id": user_id, "scope": admin.region_filter()},
-        )
-    ).fetchone()
+    row = await users.user_in_scope(conn, user_id, admin.region_filter(), for_update=for_update)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"user {user_id} not found")
     return row
@@ -157,21 +138,14 @@ async def list_users(
     after_id: int = Query(default=0, ge=0, description="cursor: the last id of the previous page"),
 ) -> list[UserPublic]:
     """Admin. Users in the admin's scope, by id."""
-    rows = await (
-        await conn.execute(
-            f"SELECT {COLUMNS} FROM users WHERE id > %(after)s AND {IN_SCOPE}"
-            " AND (%(role)s::text IS NULL OR role = %(role)s)"
-            " AND (%(disabled)s::boolean IS NULL OR disabled = %(disabled)s)"
-            " ORDER BY id LIMIT %(limit)s",
-            {
-                "after": after_id,
-                "scope": admin.region_filter(),
-                "role": role,
-                "disabled": disabled,
-                "limit": limit,
-            },
-        )
-    ).fetchall()
+    rows = await users.list_users(
+        conn,
+        scope=admin.region_filter(),
+        role=role,
+        disabled=disabled,
+        after_id=after_id,
+        limit=limit,
+    )
     return [_user(r) for r in rows]
 
 
@@ -186,20 +160,15 @@ async def create_user(body: UserCreate, conn: Conn, admin: CurrentUser) -> UserP
     """Admin. The password is stored as an argon2 hash and never returned."""
     regions = await checked_regions(conn, admin, body.regions)
     try:
-        row = await (
-            await conn.execute(
-                "INSERT INTO users (username, password_hash, role, regions, password_changed_at)"
-                f" VALUES (%s, %s, %s, %s, now()) RETURNING {COLUMNS}",
-                (body.username, await hash_password_off_loop(body.password), body.role, regions),
-            )
-        ).fetchone()
+        row = await users.create_user(
+            conn, body.username, await hash_password_off_loop(body.password), body.role, regions
+        )
     except UniqueViolation as exc:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail=f"username {body.username!r} is taken"
         ) from exc
-    assert row is not None
     await audit.record(
-        conn, admin, "user_create", None, user_id=row[0], username=row[1], role=row[2],
+        conn, admin, "user_create", None, user_id=row.id, username=row.username, role=row.role,
         regions=regions,
     )  # fmt: skip
     return _user(row)
@@ -214,16 +183,9 @@ async def update_user(user_id: int, body: UserUpdate, conn: Conn, admin: Current
             status.HTTP_409_CONFLICT, detail="you cannot disable or demote your own account"
         )
     regions = None if body.regions is None else await checked_regions(conn, admin, body.regions)
-    row = await (
-        await conn.execute(
-            "UPDATE users SET role = COALESCE(%(role)s, role),"
-            " regions = COALESCE(%(regions)s::text[], regions),"
-            " disabled = COALESCE(%(disabled)s, disabled), updated_at = now()"
-            f" WHERE id = %(id)s RETURNING {COLUMNS}",
-            {"role": body.role, "regions": regions, "disabled": body.disabled, "id": user_id},
-        )
-    ).fetchone()
-    assert row is not None
+    row = await users.update_user(
+        conn, user_id, role=body.role, regions=regions, disabled=body.disabled
+    )
     changes = body.model_dump(exclude_none=True)
     if regions is not None:
         changes["regions"] = regions

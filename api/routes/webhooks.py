@@ -38,16 +38,15 @@ from tagwatch.api.deps import Conn
 from tagwatch.api.routes.users import REGION_OR_ALL_PATTERN, checked_regions
 from tagwatch.api.security import CurrentUser, Role, User, allow
 from tagwatch.settings import Settings
+from tagwatch.store import webhooks as store
 from tagwatch.store.webhook_secrets import SecretBox
+from tagwatch.store.webhooks import Webhook
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 ADMIN: tuple[Role, ...] = ("admin",)
 ALL = "*"
 SeverityName = Literal["info", "warning", "critical"]
 RegionOrAll = Annotated[str, StringConstraints(pattern=REGION_OR_ALL_PATTERN)]
-COLUMNS = (
-    "id, name, url, regions, types, min_severity, active, created_at, refused_at, refused_reason"
-)
 MAX_URL = 2000
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 
@@ -154,18 +153,18 @@ class WebhookSecret(BaseModel):
     secret: str = Field(description="shown once, now")
 
 
-def _webhook(row: tuple[Any, ...]) -> WebhookPublic:
+def _webhook(row: Webhook) -> WebhookPublic:
     return WebhookPublic(
-        id=row[0],
-        name=row[1],
-        url=row[2],
-        regions=list(row[3]),
-        types=list(row[4]),
-        min_severity=row[5],
-        active=row[6],
-        created_at=row[7],
-        refused_at=row[8],
-        refused_reason=row[9],
+        id=row.id,
+        name=row.name,
+        url=row.url,
+        regions=list(row.regions),
+        types=list(row.types),
+        min_severity=row.min_severity,  # type: ignore[arg-type]  # CHECK holds it to SeverityName
+        active=row.active,
+        created_at=row.created_at,
+        refused_at=row.refused_at,
+        refused_reason=row.refused_reason,
     )
 
 
@@ -201,16 +200,8 @@ def _check_destination(request: Request, url: str) -> None:
         )
 
 
-IN_SCOPE = "(%(scope)s::text[] IS NULL OR regions <@ %(scope)s::text[])"
-
-
-async def _in_scope(conn: AsyncConnection, admin: User, webhook_id: int) -> tuple[Any, ...]:
-    row = await (
-        await conn.execute(
-            f"SELECT {COLUMNS} FROM webhook_subscriptions WHERE id = %(id)s AND {IN_SCOPE}",
-            {"id": webhook_id, "scope": admin.region_filter()},
-        )
-    ).fetchone()
+async def _in_scope(conn: AsyncConnection, admin: User, webhook_id: int) -> Webhook:
+    row = await store.webhook_in_scope(conn, webhook_id, admin.region_filter())
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"webhook {webhook_id} not found")
     return row
@@ -229,14 +220,7 @@ async def list_webhooks(
     after_id: int = Query(default=0, ge=0, description="cursor: the last id of the previous page"),
 ) -> list[WebhookPublic]:
     """Admin. Subscriptions in the admin's scope, by id; never their secrets."""
-    rows = await (
-        await conn.execute(
-            f"SELECT {COLUMNS} FROM webhook_subscriptions WHERE id > %(after)s AND {IN_SCOPE}"
-            " AND (%(active)s::boolean IS NULL OR active = %(active)s)"
-            " ORDER BY id LIMIT %(limit)s",
-            {"after": after_id, "scope": admin.region_filter(), "active": active, "limit": limit},
-        )
-    ).fetchall()
+    rows = await store.list_webhooks(conn, admin.region_filter(), active, after_id, limit)
     return [_webhook(r) for r in rows]
 
 
@@ -261,23 +245,16 @@ async def create_webhook(
     box = _box(request)
     regions = await checked_regions(conn, admin, body.regions)
     secret = body.secret or new_secret()
-    row = await (
-        await conn.execute(
-            "INSERT INTO webhook_subscriptions"
-            " (name, url, secret_encrypted, regions, types, min_severity, active)"
-            f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}",
-            (
-                body.name,
-                str(body.url),
-                box.seal(secret),
-                regions,
-                body.types,
-                body.min_severity,
-                body.active,
-            ),
-        )
-    ).fetchone()
-    assert row is not None
+    row = await store.create_webhook(
+        conn,
+        name=body.name,
+        url=str(body.url),
+        secret_sealed=box.seal(secret),
+        regions=regions,
+        types=body.types,
+        min_severity=body.min_severity,
+        active=body.active,
+    )
     public = _webhook(row)
     await audit.record(
         conn, admin, "webhook_create", None, webhook_id=public.id, name=public.name,
@@ -296,28 +273,16 @@ async def update_webhook(
         _check_destination(request, str(body.url))
     await _in_scope(conn, admin, webhook_id)
     regions = None if body.regions is None else await checked_regions(conn, admin, body.regions)
-    row = await (
-        await conn.execute(
-            "UPDATE webhook_subscriptions SET name = COALESCE(%(name)s, name),"
-            " url = COALESCE(%(url)s, url), regions = COALESCE(%(regions)s::text[], regions),"
-            " types = COALESCE(%(types)s::text[], types),"
-            " min_severity = COALESCE(%(severity)s, min_severity),"
-            " active = COALESCE(%(active)s, active),"
-            " refused_at = CASE WHEN %(url)s::text IS NULL THEN refused_at END,"
-            " refused_reason = CASE WHEN %(url)s::text IS NULL THEN refused_reason END"
-            f" WHERE id = %(id)s RETURNING {COLUMNS}",
-            {
-                "name": body.name,
-                "url": None if body.url is None else str(body.url),
-                "regions": regions,
-                "types": body.types,
-                "severity": body.min_severity,
-                "active": body.active,
-                "id": webhook_id,
-            },
-        )
-    ).fetchone()
-    assert row is not None
+    row = await store.update_webhook(
+        conn,
+        webhook_id,
+        name=body.name,
+        url=None if body.url is None else str(body.url),
+        regions=regions,
+        types=body.types,
+        min_severity=body.min_severity,
+        active=body.active,
+    )
     changes = body.model_dump(mode="json", exclude_none=True)
     if regions is not None:
         changes["regions"] = regions
@@ -330,9 +295,7 @@ async def deactivate_webhook(webhook_id: int, conn: Conn, admin: CurrentUser) ->
     """Admin. Deactivates the subscription (kept, with its deliveries); pending deliveries to
     it are given up by the dispatcher. PATCH ``{"active": true}`` turns it on again."""
     await _in_scope(conn, admin, webhook_id)
-    await conn.execute(
-        "UPDATE webhook_subscriptions SET active = false WHERE id = %s", (webhook_id,)
-    )
+    await store.deactivate(conn, webhook_id)
     await audit.record(conn, admin, "webhook_deactivate", None, webhook_id=webhook_id)
     return Response(status_code=204)
 
@@ -350,9 +313,6 @@ async def rotate_secret(
     await _in_scope(conn, admin, webhook_id)
     box = _box(request)
     secret = new_secret()
-    await conn.execute(
-        "UPDATE webhook_subscriptions SET secret_encrypted = %s, secret = NULL WHERE id = %s",
-        (box.seal(secret), webhook_id),
-    )
+    await store.replace_secret(conn, webhook_id, box.seal(secret))
     await audit.record(conn, admin, "webhook_secret_rotate", None, webhook_id=webhook_id)
     return WebhookSecret(id=webhook_id, secret=secret)

@@ -40,38 +40,13 @@ from tagwatch.api.schemas_zones import ZoneCreate, ZoneKindName, ZonePatch, Zone
 from tagwatch.api.security import CurrentUser, Role, User, allow
 from tagwatch.geofence import Zone, ZoneValidationError
 from tagwatch.geofence.zones import validate_zone
+from tagwatch.store import zones as store
+from tagwatch.store.zones import FIELDS, ZoneRow
 
 router = APIRouter(prefix="/zones", tags=["zones"])
 READ_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")
 WRITE_ROLES: tuple[Role, ...] = ("admin", "supervisor")
 
-COLUMNS = (
-    "z.id, z.name, z.kind, z.geometry, z.radius_m, z.buffer_m, z.subject_id, z.group_name,"
-    " COALESCE(s.region_id, z.region_id), z.victim_subject_id, z.schedule, z.thresholds,"
-    " z.created_at, z.updated_at, z.revision, z.protects_subject_id"
-)
-# The region a zone is in, for scoping: its subject's, or its own for a global zone.
-ZONE_REGION = "(CASE WHEN z.subject_id IS NULL THEN z.region_id ELSE s.region_id END)"
-SCOPED = (
-    " FROM zones z LEFT JOIN subjects s ON s.id = z.subject_id"
-    " WHERE z.deleted_at IS NULL AND (%(regions)s::text[] IS NULL"
-    f" OR {ZONE_REGION} = ANY(%(regions)s::text[])"
-    " OR (z.subject_id IS NULL AND z.region_id IS NULL))"
-)
-FIELDS = (
-    "name",
-    "kind",
-    "geometry",
-    "radius_m",
-    "buffer_m",
-    "subject_id",
-    "group_name",
-    "region_id",
-    "victim_subject_id",
-    "protects_subject_id",
-    "schedule",
-    "thresholds",
-)
 # What a zone protecting a victim shows to a caller who may not read victims' data.
 REDACTED: dict[str, Any] = {
     "name": "",
@@ -85,25 +60,25 @@ REDACTED: dict[str, Any] = {
 }
 
 
-def _zone(row: tuple[Any, ...]) -> ZonePublic:
+def _zone(row: ZoneRow) -> ZonePublic:
     return ZonePublic(
-        id=row[0],
-        name=row[1],
-        kind=row[2],
-        geometry=row[3],
-        radius_m=row[4],
-        buffer_m=row[5],
-        subject_id=row[6],
-        group_name=row[7],
-        region_id=row[8],
-        victim_subject_id=row[9],
-        schedule=row[10],
-        thresholds=row[11] or {},
-        created_at=row[12],
-        updated_at=row[13],
-        revision=row[14],
-        protects_subject_id=row[15],
-        protects_victim=row[9] is not None or row[15] is not None,
+        id=row.id,
+        name=row.name,
+        kind=row.kind,  # type: ignore[arg-type]  # the CHECK constraint holds it to ZoneKindName
+        geometry=row.geometry,
+        radius_m=row.radius_m,
+        buffer_m=row.buffer_m,
+        subject_id=row.subject_id,
+        group_name=row.group_name,
+        region_id=row.region_id,
+        victim_subject_id=row.victim_subject_id,
+        schedule=row.schedule,
+        thresholds=row.thresholds or {},
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        revision=row.revision,
+        protects_subject_id=row.protects_subject_id,
+        protects_victim=row.victim_subject_id is not None or row.protects_subject_id is not None,
     )
 
 
@@ -114,7 +89,7 @@ def _victim_of(zone: ZonePublic) -> int | None:
 
 
 async def _shown(
-    conn: AsyncConnection, user: User, rows: list[tuple[Any, ...]], action: str
+    conn: AsyncConnection, user: User, rows: list[ZoneRow], action: str
 ) -> list[ZonePublic]:
     """The zones as ``user`` may see them: victims' zones redacted for operators and tracers,
     whole (and audited) for supervisors and admins."""
@@ -189,14 +164,7 @@ def _geometry_reasons(body: ZoneCreate) -> list[str]:
 
 async def _subject_region(conn: AsyncConnection, user: User, subject_id: int) -> str | None:
     """The subject's region when the caller may see the subject, else None."""
-    row = await (
-        await conn.execute(
-            "SELECT region_id FROM subjects WHERE id = %s"
-            " AND (%s::text[] IS NULL OR region_id = ANY(%s::text[]))",
-            (subject_id, user.region_filter(), user.region_filter()),
-        )
-    ).fetchone()
-    return None if row is None else str(row[0])
+    return await store.subject_region(conn, subject_id, user.region_filter())
 
 
 async def _checked(conn: AsyncConnection, user: User, body: ZoneCreate) -> ZoneCreate:
@@ -245,18 +213,11 @@ def _values(body: ZoneCreate) -> dict[str, Any]:
     }
 
 
-async def _read(
-    conn: AsyncConnection, user: User, zone_id: int, *, lock: bool = False
-) -> tuple[Any, ...]:
-    row = await (
-        await conn.execute(
-            f"SELECT {COLUMNS} {SCOPED} AND z.id = %(id)s" + (" FOR UPDATE OF z" if lock else ""),
-            {"regions": user.region_filter(), "id": zone_id},
-        )
-    ).fetchone()
+async def _read(conn: AsyncConnection, user: User, zone_id: int, *, lock: bool = False) -> ZoneRow:
+    row = await store.zone_in_scope(conn, zone_id, user.region_filter(), lock=lock)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"zone {zone_id} not found")
-    return tuple(row)
+    return row
 
 
 def _writable(user: User, subject_id: int | None) -> None:
@@ -274,20 +235,9 @@ async def _store(
     values = _values(body)
     try:
         if zone_id is None:
-            row = await (
-                await conn.execute(
-                    f"INSERT INTO zones ({', '.join(FIELDS)})"
-                    f" VALUES ({', '.join(f'%({f})s' for f in FIELDS)}) RETURNING id",
-                    values,
-                )
-            ).fetchone()
-            assert row is not None
-            zone_id = int(row[0])
+            zone_id = await store.insert_zone(conn, values)
         else:
-            await conn.execute(
-                f"UPDATE zones SET {', '.join(f'{f} = %({f})s' for f in FIELDS)} WHERE id = %(id)s",
-                {**values, "id": zone_id},
-            )
+            await store.replace_zone(conn, zone_id, values)
     except ForeignKeyViolation as exc:
         raise _refer(
             "unknown_reference", f"unknown region or subject: {exc.diag.message_detail}"
@@ -305,24 +255,16 @@ async def list_zones(
     limit: int = Query(default=100, ge=1, le=1000),
     after_id: int = Query(default=0, ge=0, description="cursor: the last id of the previous page"),
 ) -> list[ZonePublic]:
-    rows = await (
-        await conn.execute(
-            f"SELECT {COLUMNS} {SCOPED} AND z.id > %(after)s"
-            " AND (%(subject)s::bigint IS NULL OR z.subject_id = %(subject)s)"
-            " AND (%(kind)s::text IS NULL OR z.kind = %(kind)s)"
-            f" AND (%(region)s::text IS NULL OR {ZONE_REGION} = %(region)s)"
-            " ORDER BY z.id LIMIT %(limit)s",
-            {
-                "regions": user.region_filter(),
-                "after": after_id,
-                "subject": subject_id,
-                "kind": kind,
-                "region": region,
-                "limit": limit,
-            },
-        )
-    ).fetchall()
-    return await _shown(conn, user, [tuple(r) for r in rows], "list")
+    rows = await store.list_zones(
+        conn,
+        regions=user.region_filter(),
+        after_id=after_id,
+        subject_id=subject_id,
+        kind=kind,
+        region=region,
+        limit=limit,
+    )
+    return await _shown(conn, user, rows, "list")
 
 
 @router.get("/{zone_id}", response_model=ZonePublic, dependencies=[allow(*READ_ROLES)])
@@ -337,7 +279,7 @@ async def create_zone(body: ZoneCreate, conn: Conn, user: CurrentUser) -> ZonePu
 
 @router.put("/{zone_id}", response_model=ZonePublic, dependencies=[allow(*WRITE_ROLES)])
 async def replace_zone(zone_id: int, body: ZoneCreate, conn: Conn, user: CurrentUser) -> ZonePublic:
-    _writable(user, (await _read(conn, user, zone_id, lock=True))[6])
+    _writable(user, (await _read(conn, user, zone_id, lock=True)).subject_id)
     return await _store(conn, user, await _checked(conn, user, body), zone_id)
 
 
@@ -359,6 +301,6 @@ async def update_zone(zone_id: int, body: ZonePatch, conn: Conn, user: CurrentUs
 @router.delete("/{zone_id}", status_code=204, dependencies=[allow(*WRITE_ROLES)])
 async def delete_zone(zone_id: int, conn: Conn, user: CurrentUser) -> Response:
     """Soft delete: the row stays (alerts refer to it) with ``deleted_at`` set."""
-    _writable(user, (await _read(conn, user, zone_id, lock=True))[6])
-    await conn.execute("UPDATE zones SET deleted_at = now() WHERE id = %s", (zone_id,))
+    _writable(user, (await _read(conn, user, zone_id, lock=True)).subject_id)
+    await store.delete_zone(conn, zone_id)
     return Response(status_code=204)

@@ -1,0 +1,209 @@
+"""Fixes as the API reads them: a subject's latest position, its track, the live overview.
+
+Only the fixes of devices the subject held as offender count, each inside its holding period
+(a device reassigned to someone else does not bring its past into their track).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+# Fixes of the devices the subject held as offender, each inside its holding period.
+HELD_FIXES = """
+    FROM device_assignments a
+    JOIN fixes f ON f.device_id = a.device_id
+     AND f.ts >= lower(a.during) AND (upper_inf(a.during) OR f.ts < upper(a.during))
+    WHERE a.subject_id = %(subject)s AND a.role = 'offender'
+"""
+FIX_COLUMNS = (
+    "f.device_id, f.ts, f.lat, f.lon, f.acc, f.spd, f.hdg, f.batt, f.src, f.seq, f.received_at"
+)
+
+
+# The latest fix of each subject in scope, from the offender devices the subject holds now: one
+# backward probe of the fixes index (device_id, ts, seq) per held device, not a scan.
+OVERVIEW = """
+SELECT s.id, s.name, s.region_id, p.device_id, p.ts, p.lat, p.lon, p.acc, p.src, p.batt,
+       EXTRACT(EPOCH FROM now() - p.ts)::float8 AS age_s, p.expected_interval_s
+FROM subjects s
+JOIN LATERAL (
+    SELECT f.device_id, f.ts, f.lat, f.lon, f.acc, f.src, f.batt, d.expected_interval_s
+    FROM device_assignments a
+    JOIN devices d ON d.id = a.device_id
+    JOIN LATERAL (
+        SELECT x.device_id, x.ts, x.lat, x.lon, x.acc, x.src, x.batt
+        FROM fixes x
+        WHERE x.device_id = a.device_id AND x.ts >= lower(a.during)
+          AND (upper_inf(a.during) OR x.ts < upper(a.during))
+        ORDER BY x.ts DESC, x.seq DESC
+        LIMIT 1
+    ) f ON true
+    WHERE a.subject_id = s.id AND a.role = 'offender' AND a.during @> now()
+    ORDER BY f.ts DESC
+    LIMIT 1
+) p ON true
+WHERE (%(regions)s::text[] IS NULL OR s.region_id = ANY(%(regions)s::text[]))
+  AND (%(region)s::text IS NULL OR s.region_id = %(region)s::text)
+  AND (%(victims)s OR NOT s.victim)
+ORDER BY s.id
+LIMIT %(limit)s
+"""
+
+
+# The fixes of the range (the first `limit`), thinned evenly by time when there are more than
+# max_points: the span first..last is cut into max_points - 1 equal steps, and for each instant
+# first + i * step the first fix at or after it is kept (so the first and the last fix always
+# are, and a gap never yields two points for one instant). Numeric epochs: exact to the
+# microsecond, so the last fix falls in the last bucket.
+THINNED = f"""
+WITH sel AS (
+    SELECT {FIX_COLUMNS} {HELD_FIXES} AND f.ts >= %(start)s AND f.ts < %(end)s
+    ORDER BY f.ts, f.seq LIMIT %(limit)s
+), span AS (
+    SELECT min(ts) AS t0, max(ts) AS t1, count(*) AS n FROM sel
+), numbered AS (
+    SELECT sel.*, span.n,
+           CASE WHEN span.n <= %(max_points)s
+                THEN row_number() OVER (ORDER BY sel.ts, sel.seq)
+                WHEN span.t1 = span.t0 THEN 0
+                ELSE floor(EXTRACT(EPOCH FROM sel.ts - span.t0) * (%(max_points)s - 1)
+                           / EXTRACT(EPOCH FROM span.t1 - span.t0))::bigint
+           END AS bucket
+    FROM sel CROSS JOIN span
+)
+SELECT DISTINCT ON (bucket) device_id, ts, lat, lon, acc, spd, hdg, batt, src, seq,
+       received_at, n
+FROM numbered ORDER BY bucket, ts, seq
+"""
+
+
+async def overview(
+    conn: AsyncConnection[Any],
+    regions: Sequence[str] | None,
+    region: str | None,
+    victims: bool,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The latest fix of each subject in scope, by subject id, at most ``limit``."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        OVERVIEW, {"regions": regions, "region": region, "victims": victims, "limit": limit}
+    )
+    return await cur.fetchall()
+
+
+async def latest_fix(conn: AsyncConnection[Any], subject_id: int) -> dict[str, Any] | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"SELECT {FIX_COLUMNS} {HELD_FIXES} ORDER BY f.ts DESC LIMIT 1", {"subject": subject_id}
+    )
+    return await cur.fetchone()
+
+
+async def track(
+    conn: AsyncConnection[Any], subject_id: int, start: datetime, end: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """The first ``limit`` fixes in [start, end), in time order."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"SELECT {FIX_COLUMNS} {HELD_FIXES} AND f.ts >= %(start)s AND f.ts < %(end)s "
+        "ORDER BY f.ts LIMIT %(limit)s",
+        {"subject": subject_id, "start": start, "end": end, "limit": limit},
+    )
+    return await cur.fetchall()
+
+
+async def thinned_track(
+    conn: AsyncConnection[Any],
+    subject_id: int,
+    start: datetime,
+    end: datetime,
+    limit: int,
+    max_points: int,
+) -> list[dict[str, Any]]:
+    """THINNED's rows: each fix kept, with ``n``, the number of fixes it was thinned from."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        THINNED,
+        {
+            "subject": subject_id,
+            "start": start,
+            "end": end,
+            "limit": limit,
+            "max_points": max_points,
+        },
+    )
+    return await cur.fetchall()
+
+
+# The mean radius of the Earth (a sphere: within 0.5 % of the WGS84 geodesic), for proximity.
+EARTH_RADIUS_M = 6_371_008.8
+# Subjects in scope with fixes within %(radius)s of (%(lat)s, %(lon)s) while held as offender:
+# the bounding box (api.routes.proximity.bounding_box) first, then the haversine distance.
+SEARCH = f"""
+WITH candidates AS (
+    SELECT s.id AS subject_id, s.name, s.case_ref, s.region_id,
+           f.device_id, f.ts, f.lat, f.lon, f.acc, f.received_at,
+           2 * {EARTH_RADIUS_M} * asin(least(1.0, sqrt(
+               power(sin(radians(f.lat - %(lat)s) / 2), 2)
+             + cos(radians(%(lat)s)) * cos(radians(f.lat))
+               * power(sin(radians(f.lon - %(lon)s) / 2), 2)))) AS distance_m
+    FROM subjects s
+    JOIN device_assignments a ON a.subject_id = s.id AND a.role = 'offender'
+     AND a.during && tstzrange(%(start)s, %(end)s)
+    JOIN fixes f ON f.device_id = a.device_id
+     AND f.ts >= greatest(lower(a.during), %(start)s)
+     AND f.ts < least(upper(a.during), %(end)s)
+    WHERE (%(regions)s::text[] IS NULL OR s.region_id = ANY(%(regions)s::text[]))
+      AND (%(victims)s OR NOT s.victim)
+      AND f.lat BETWEEN %(lat_min)s AND %(lat_max)s
+      AND (%(lon_any)s OR f.lon BETWEEN %(lon_min)s AND %(lon_max)s
+           OR f.lon BETWEEN %(lon_min2)s AND %(lon_max2)s)
+), within AS (
+    SELECT *, count(*) OVER (PARTITION BY subject_id) AS fixes_within,
+           count(*) FILTER (WHERE received_at - ts > make_interval(secs => %(late_after)s))
+               OVER (PARTITION BY subject_id) AS late_within
+    FROM candidates WHERE distance_m <= %(radius)s
+)
+SELECT DISTINCT ON (subject_id) subject_id, name, case_ref, region_id, device_id, ts, lat, lon,
+       acc, distance_m, fixes_within, received_at, late_within
+FROM within ORDER BY subject_id, distance_m, ts
+"""
+
+
+async def near(
+    conn: AsyncConnection[Any],
+    *,
+    lat: float,
+    lon: float,
+    radius_m: float,
+    start: datetime,
+    end: datetime,
+    regions: Sequence[str] | None,
+    victims: bool,
+    late_after_s: float,
+    box: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """Per subject found, its closest fix (the earliest of equally close ones), with
+    ``fixes_within`` and ``late_within`` (received more than ``late_after_s`` after its time)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        SEARCH,
+        {
+            "lat": lat,
+            "lon": lon,
+            "radius": radius_m,
+            "start": start,
+            "end": end,
+            "regions": regions,
+            "late_after": late_after_s,
+            "victims": victims,
+            **box,
+        },
+    )
+    return await cur.fetchall()

@@ -1,0 +1,158 @@
+"""Subjects and regions: the SQL of the people monitored and the areas that scope who sees them.
+
+Every read takes the caller's scope as plain values (``regions``: the caller's regions, or None
+for all; ``victims``: whether the caller may read victims' data), so the region and victim checks
+stay in SQL, where a row outside the scope is never fetched, and this module needs nothing from
+the API's notion of a user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+
+SUBJECT_COLUMNS = "id, name, case_ref, region_id, timezone, groups, created_at, victim"
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    id: int
+    name: str
+    case_ref: str | None
+    region_id: str
+    timezone: str
+    groups: list[str]
+    created_at: datetime
+    victim: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RegionStay:
+    region_id: str
+    from_: datetime | None
+    to: datetime | None
+    changed_by: str | None
+
+
+async def list_regions(conn: AsyncConnection[Any], regions: Sequence[str] | None) -> list[Region]:
+    cur = conn.cursor(row_factory=class_row(Region))
+    await cur.execute(
+        "SELECT id, name FROM regions WHERE %s::text[] IS NULL OR id = ANY(%s::text[]) ORDER BY id",
+        (regions, regions),
+    )
+    return await cur.fetchall()
+
+
+async def create_region(conn: AsyncConnection[Any], region_id: str, name: str) -> None:
+    """Raises UniqueViolation if the id exists."""
+    await conn.execute("INSERT INTO regions (id, name) VALUES (%s, %s)", (region_id, name))
+
+
+async def unknown_regions(conn: AsyncConnection[Any], region_ids: Sequence[str]) -> list[str]:
+    """Those of ``region_ids`` that name no region, sorted."""
+    row = await (
+        await conn.execute(
+            "SELECT array_agg(x ORDER BY x) FROM unnest(%s::text[]) x"
+            " WHERE NOT EXISTS (SELECT 1 FROM regions r WHERE r.id = x)",
+            (list(region_ids),),
+        )
+    ).fetchone()
+    return list(row[0]) if row and row[0] else []
+
+
+async def subject_in_scope(
+    conn: AsyncConnection[Any], subject_id: int, regions: Sequence[str] | None, victims: bool
+) -> Subject | None:
+    """The subject, or None whether it is missing, outside ``regions``, or a victim that the
+    caller may not read (the same answer, so that its existence elsewhere does not leak)."""
+    cur = conn.cursor(row_factory=class_row(Subject))
+    await cur.execute(
+        f"SELECT {SUBJECT_COLUMNS}"
+        " FROM subjects WHERE id = %s AND (%s::text[] IS NULL OR region_id = ANY(%s::text[]))"
+        " AND (%s OR NOT victim)",
+        (subject_id, regions, regions, victims),
+    )
+    return await cur.fetchone()
+
+
+async def list_subjects(
+    conn: AsyncConnection[Any],
+    *,
+    regions: Sequence[str] | None,
+    victims: bool,
+    region: str | None,
+    after_id: int,
+    limit: int,
+) -> list[Subject]:
+    cur = conn.cursor(row_factory=class_row(Subject))
+    await cur.execute(
+        f"SELECT {SUBJECT_COLUMNS} FROM subjects "
+        "WHERE id > %s AND (%s::text[] IS NULL OR region_id = ANY(%s::text[])) "
+        "AND (%s::text IS NULL OR region_id = %s) AND (%s OR NOT victim) ORDER BY id LIMIT %s",
+        (after_id, regions, regions, region, region, victims, limit),
+    )
+    return await cur.fetchall()
+
+
+async def create_subject(
+    conn: AsyncConnection[Any],
+    *,
+    name: str,
+    case_ref: str | None,
+    region_id: str,
+    timezone: str,
+    groups: Sequence[str],
+    victim: bool,
+) -> Subject:
+    """Raises ForeignKeyViolation for an unknown region, UniqueViolation for a case_ref already
+    used in the region."""
+    cur = conn.cursor(row_factory=class_row(Subject))
+    await cur.execute(
+        "INSERT INTO subjects (name, case_ref, region_id, timezone, groups, victim) "
+        f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {SUBJECT_COLUMNS}",
+        (name, case_ref, region_id, timezone, list(groups), victim),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def update_subject(
+    conn: AsyncConnection[Any], subject_id: int, changes: Mapping[str, Any], actor: str
+) -> Subject:
+    """Apply ``changes`` (column -> value; the columns come from the API's validated update
+    model, never from the client's keys) as ``actor``, whom the region-history trigger records
+    (``tagwatch.actor``, local to the transaction). Raises ForeignKeyViolation for an unknown
+    region."""
+    await conn.execute("SELECT set_config('tagwatch.actor', %s, true)", (actor,))
+    assignments = ", ".join(f"{column} = %({column})s" for column in changes)
+    cur = conn.cursor(row_factory=class_row(Subject))
+    await cur.execute(
+        f"UPDATE subjects SET {assignments} WHERE id = %(id)s RETURNING {SUBJECT_COLUMNS}",
+        {**changes, "id": subject_id},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def region_history(conn: AsyncConnection[Any], subject_id: int) -> list[RegionStay]:
+    """Where the subject was monitored, oldest first."""
+    cur = conn.cursor(row_factory=class_row(RegionStay))
+    await cur.execute(
+        "SELECT region_id, lower(during) AS from_, upper(during) AS to, changed_by"
+        " FROM subject_regions WHERE subject_id = %s ORDER BY lower(during) NULLS FIRST",
+        (subject_id,),
+    )
+    return await cur.fetchall()

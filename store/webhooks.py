@@ -1,0 +1,137 @@
+"""Webhook subscriptions as the admin manages them (the dispatcher's reads are its own).
+
+``scope`` is the admin's regions, or None for all: an admin sees the subscriptions whose
+regions lie within theirs. The signing secret is stored sealed (store.webhook_secrets) and never
+read back here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+
+COLUMNS = (
+    "id, name, url, regions, types, min_severity, active, created_at, refused_at, refused_reason"
+)
+IN_SCOPE = "(%(scope)s::text[] IS NULL OR regions <@ %(scope)s::text[])"
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    id: int
+    name: str
+    url: str
+    regions: list[str]
+    types: list[str]
+    min_severity: str
+    active: bool
+    created_at: datetime
+    refused_at: datetime | None
+    refused_reason: str | None
+
+
+async def webhook_in_scope(
+    conn: AsyncConnection[Any], webhook_id: int, scope: Sequence[str] | None
+) -> Webhook | None:
+    cur = conn.cursor(row_factory=class_row(Webhook))
+    await cur.execute(
+        f"SELECT {COLUMNS} FROM webhook_subscriptions WHERE id = %(id)s AND {IN_SCOPE}",
+        {"id": webhook_id, "scope": scope},
+    )
+    return await cur.fetchone()
+
+
+async def list_webhooks(
+    conn: AsyncConnection[Any],
+    scope: Sequence[str] | None,
+    active: bool | None,
+    after_id: int,
+    limit: int,
+) -> list[Webhook]:
+    cur = conn.cursor(row_factory=class_row(Webhook))
+    await cur.execute(
+        f"SELECT {COLUMNS} FROM webhook_subscriptions WHERE id > %(after)s AND {IN_SCOPE}"
+        " AND (%(active)s::boolean IS NULL OR active = %(active)s)"
+        " ORDER BY id LIMIT %(limit)s",
+        {"after": after_id, "scope": scope, "active": active, "limit": limit},
+    )
+    return await cur.fetchall()
+
+
+async def create_webhook(
+    conn: AsyncConnection[Any],
+    *,
+    name: str,
+    url: str,
+    secret_sealed: Any,
+    regions: Sequence[str],
+    types: Sequence[str],
+    min_severity: str,
+    active: bool,
+) -> Webhook:
+    cur = conn.cursor(row_factory=class_row(Webhook))
+    await cur.execute(
+        "INSERT INTO webhook_subscriptions"
+        " (name, url, secret_encrypted, regions, types, min_severity, active)"
+        f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}",
+        (name, url, secret_sealed, list(regions), list(types), min_severity, active),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def update_webhook(
+    conn: AsyncConnection[Any],
+    webhook_id: int,
+    *,
+    name: str | None,
+    url: str | None,
+    regions: Sequence[str] | None,
+    types: Sequence[str] | None,
+    min_severity: str | None,
+    active: bool | None,
+) -> Webhook:
+    """None leaves a field as it is; a new url forgets why the old one was refused."""
+    cur = conn.cursor(row_factory=class_row(Webhook))
+    await cur.execute(
+        "UPDATE webhook_subscriptions SET name = COALESCE(%(name)s, name),"
+        " url = COALESCE(%(url)s, url), regions = COALESCE(%(regions)s::text[], regions),"
+        " types = COALESCE(%(types)s::text[], types),"
+        " min_severity = COALESCE(%(severity)s, min_severity),"
+        " active = COALESCE(%(active)s, active),"
+        " refused_at = CASE WHEN %(url)s::text IS NULL THEN refused_at END,"
+        " refused_reason = CASE WHEN %(url)s::text IS NULL THEN refused_reason END"
+        f" WHERE id = %(id)s RETURNING {COLUMNS}",
+        {
+            "name": name,
+            "url": url,
+            "regions": None if regions is None else list(regions),
+            "types": None if types is None else list(types),
+            "severity": min_severity,
+            "active": active,
+            "id": webhook_id,
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def deactivate(conn: AsyncConnection[Any], webhook_id: int) -> None:
+    await conn.execute(
+        "UPDATE webhook_subscriptions SET active = false WHERE id = %s", (webhook_id,)
+    )
+
+
+async def replace_secret(conn: AsyncConnection[Any], webhook_id: int, secret_sealed: Any) -> None:
+    """The new sealed secret; the legacy plain column is cleared."""
+    await conn.execute(
+        "UPDATE webhook_subscriptions SET secret_encrypted = %s, secret = NULL WHERE id = %s",
+        (secret_sealed, webhook_id),
+    )
