@@ -41,6 +41,7 @@ from websockets.sync.client import connect
 from tagwatch.alerts.dispatcher import notification_body
 from tagwatch.alerts.engine import AlertEngine
 from tagwatch.api.security import hash_password
+from tagwatch.store.engine_repository import PgEngineRepository
 from tests.support import fresh_id, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -187,7 +188,7 @@ def world(server: str, settings) -> dict[str, Any]:
                 " batt, src) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 rows,
             )
-        AlertEngine().process(conn, rows, [])
+        AlertEngine().process(PgEngineRepository(conn), rows, [])
         conn.commit()
         alerts = {
             r[1]: int(r[0])
