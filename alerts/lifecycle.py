@@ -44,7 +44,8 @@ from typing import Any, Final
 import psycopg
 
 from tagwatch.alerts import vocabulary as v
-from tagwatch.alerts.engine import AlertEngine, _history, enqueue, raise_absconder
+from tagwatch.store.engine_repository import add_history as _history
+from tagwatch.store.engine_repository import clock, enqueue, raise_absconder
 
 OPEN: Final = "open"
 ACKNOWLEDGED: Final = "acknowledged"
@@ -313,7 +314,7 @@ def declare_absconder(
             raise NotFound(
                 "subject_not_found", f"subject {subject_id} does not exist", subject_id=subject_id
             )
-        raised = raise_absconder(conn, subject_id, AlertEngine.clock(conn), declared_by=who) > 0
+        raised = raise_absconder(conn, subject_id, clock(conn), declared_by=who) > 0
         row = conn.execute(
             "SELECT id FROM alerts WHERE subject_id = %s AND type = %s AND status <> 'resolved'"
             " AND cleared_at IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE",

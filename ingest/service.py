@@ -35,7 +35,14 @@ from tagwatch.ingest.flood_guard import FloodGuard
 from tagwatch.ingest.registry import DeviceRegistry
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
-from tagwatch.store.ingest_writer import BatchResult, DeadLetterPolicy, prepare_session, write_batch
+from tagwatch.store.engine_repository import PgEngineRepository, clock_and_speed
+from tagwatch.store.ingest_writer import (
+    BatchResult,
+    DeadLetterPolicy,
+    prepare_session,
+    store_batch,
+    write_counters,
+)
 
 log = logging.getLogger("tagwatch.ingest")
 
@@ -53,6 +60,52 @@ BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
 
 
 MESSAGE_OVERHEAD_BYTES = 256  # what a queued message costs beyond its topic and payload
+
+
+def write_batch(
+    conn: psycopg.Connection,
+    worker: str,
+    decoded: Decoded,
+    counters: dict[tuple[str, str], float],
+    engine: AlertEngine | None,
+    policy: DeadLetterPolicy,
+) -> BatchResult:
+    """One batch in one transaction that ingest owns: the writer stores it, then the engine
+    (with the PostgreSQL repository on the same connection) evaluates what was new, then the
+    counters. Everything or nothing, so a batch replayed after a crash neither loses an alert nor
+    raises one twice; the caller acknowledges the messages only after this returns."""
+    with conn.transaction():
+        stored = store_batch(conn, decoded, policy)
+        result = stored.result
+        if engine is not None:
+            result.alert_changes = _evaluate(
+                conn, engine, stored.new_fixes, stored.new_events, counters
+            )
+        write_counters(conn, worker, result, decoded.dead, counters)
+    return result
+
+
+def _evaluate(
+    conn: psycopg.Connection,
+    engine: AlertEngine,
+    fixes: list[tuple[Any, ...]],
+    events: list[tuple[Any, ...]],
+    counters: dict[tuple[str, str], float],
+) -> int:
+    """A bug in the rules must not stop fixes being stored: the engine's work is a savepoint,
+    rolled back and counted (alert_engine_errors_total) if it fails for any reason but the
+    database going away."""
+    try:
+        with conn.transaction():
+            return engine.process(PgEngineRepository(conn), fixes, events)
+    except psycopg.OperationalError:
+        raise
+    except Exception:
+        log.exception("alert engine failed on a batch; fixes stored without evaluation")
+        counters[("alert_engine_errors_total", "")] = (
+            counters.get(("alert_engine_errors_total", ""), 0.0) + 1
+        )
+        return 0
 
 
 @dataclass(slots=True)
@@ -355,12 +408,7 @@ class IngestService:
                         if seconds <= bound:
                             counters[("ingest_batch_seconds_bucket", str(bound))] += 1
                 result = write_batch(
-                    self._conn,
-                    self.worker,
-                    decoded,
-                    counters,
-                    self.engine,
-                    self.dead_letter_policy,
+                    self._conn, self.worker, decoded, counters, self.engine, self.dead_letter_policy
                 )
                 self._pending_latency.clear()
                 return result
@@ -452,7 +500,7 @@ class IngestService:
     def _rule_now(self) -> float:
         if self._conn is None or self._conn.closed:
             return time.time()
-        now, self._speed = AlertEngine.clock_and_speed(self._conn)
+        now, self._speed = clock_and_speed(self._conn)
         self._conn.commit()
         return now
 
@@ -492,7 +540,7 @@ class IngestService:
                 self._tick_every = min(1.0, max(0.02, 15.0 / self._speed))
             for _ in range(10):  # bounded: batches must not wait long behind the clock
                 if (
-                    not self.engine.tick(self._conn, self._waiting_s())
+                    not self.engine.tick(PgEngineRepository(self._conn), self._waiting_s())
                     or self.stop_requested.is_set()
                 ):
                     break

@@ -24,15 +24,15 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.errors import UniqueViolation
 
-from tagwatch.alerts.engine import AlertEngine
-from tagwatch.ingest.decode import DeadLetter, Decoded
+if TYPE_CHECKING:  # the decoded batch is ingest's type; the writer only reads it
+    from tagwatch.ingest.decode import DeadLetter, Decoded
 
 log = logging.getLogger("tagwatch.ingest")
 
@@ -132,29 +132,6 @@ def _insert_once(
             new.discard(key)  # a repeat inside the batch is new only once
             out.append(row)
     return out
-
-
-def _evaluate(
-    conn: psycopg.Connection,
-    engine: AlertEngine,
-    fixes: list[tuple[Any, ...]],
-    events: list[tuple[Any, ...]],
-    counters: dict[tuple[str, str], float],
-) -> int:
-    """A bug in the rules must not stop fixes being stored: the engine's work is a savepoint,
-    rolled back and counted (alert_engine_errors_total) if it fails for any reason but the
-    database going away."""
-    try:
-        with conn.transaction():
-            return engine.process(conn, fixes, events)
-    except psycopg.OperationalError:
-        raise
-    except Exception:
-        log.exception("alert engine failed on a batch; fixes stored without evaluation")
-        counters[("alert_engine_errors_total", "")] = (
-            counters.get(("alert_engine_errors_total", ""), 0.0) + 1
-        )
-        return 0
 
 
 _STATUS_UPSERT = (
@@ -287,55 +264,71 @@ def _write_dead_letters(
     return not_stored
 
 
-def write_batch(
-    conn: psycopg.Connection,
-    worker: str,
-    decoded: Decoded,
-    counters: dict[tuple[str, str], float],
-    engine: AlertEngine | None = None,
-    policy: DeadLetterPolicy | None = None,
-) -> BatchResult:
-    """Everything or nothing; the caller acknowledges the messages only after this returns.
-    With an alert engine, the alerts the new fixes and events raise are part of the same
-    transaction. Fixes and events before their device's current assignment move to
-    `decoded.dead` here (so a retried batch finds them there already)."""
+@dataclass
+class StoredBatch:
+    """What `store_batch` wrote: the counts, and the fixes and events that were new (a repeat
+    changes nothing, so only these go on to the alert engine)."""
+
+    result: BatchResult
+    new_fixes: list[tuple[Any, ...]] = field(default_factory=list)
+    new_events: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def store_batch(
+    conn: psycopg.Connection, decoded: Decoded, policy: DeadLetterPolicy | None = None
+) -> StoredBatch:
+    """Fixes, events, statuses and dead letters of one batch, in the caller's transaction (ingest
+    owns it: the alerts the batch raises are written in it too, and the
+    messages are acknowledged only after it commits). Fixes and events before their device's
+    current assignment move to `decoded.dead` here (so a retried batch finds them there
+    already)."""
     policy = policy or DeadLetterPolicy()
-    result = BatchResult()
-    with conn.transaction(), conn.cursor() as cur:
+    stored = StoredBatch(BatchResult())
+    result = stored.result
+    with conn.cursor() as cur:
         devices = sorted({f[0] for f in decoded.fixes} | {e[0] for e in decoded.events})
         if devices:
             result.before_assignment = decoded.refuse_before(assignment_floors(cur, devices))
         fixes, events, dead = decoded.fixes, decoded.events, decoded.dead
-        new_fixes: list[tuple[Any, ...]] = []
-        new_events: list[tuple[Any, ...]] = []
         if fixes:
-            new_fixes = _insert_once(
+            stored.new_fixes = _insert_once(
                 conn, cur, "fixes", "fix_stage", FIX_COLUMNS, FIX_TYPES, fixes, 3
             )
-            result.fixes_stored = len(new_fixes)
+            result.fixes_stored = len(stored.new_fixes)
             result.fix_duplicates = len(fixes) - result.fixes_stored
         if events:
-            new_events = _insert_once(
+            stored.new_events = _insert_once(
                 conn, cur, "device_events", "event_stage", EVENT_COLUMNS, EVENT_TYPES, events, 4
             )
-            result.events_stored = len(new_events)
+            result.events_stored = len(stored.new_events)
             result.event_duplicates = len(events) - result.events_stored
-        if engine is not None:
-            result.alert_changes = _evaluate(conn, engine, new_fixes, new_events, counters)
         if decoded.statuses:
             _write_statuses(cur, decoded.statuses)
         if dead:
             result.dead_letters = len(dead)
             result.dead_letters_not_stored = _write_dead_letters(cur, dead, policy)
-        counters = defaultdict(float, counters)
-        counters[("fixes_stored_total", "")] += result.fixes_stored
-        counters[("fix_duplicates_total", "")] += result.fix_duplicates
-        counters[("events_stored_total", "")] += result.events_stored
-        counters[("event_duplicates_total", "")] += result.event_duplicates
-        counters[("alert_changes_total", "")] += result.alert_changes
-        counters[("dead_letters_not_stored_total", "")] += result.dead_letters_not_stored
-        for letter in dead:
-            counters[("dead_letters_total", letter.reason)] += 1
+    return stored
+
+
+def write_counters(
+    conn: psycopg.Connection,
+    worker: str,
+    result: BatchResult,
+    dead: list[DeadLetter],
+    counters: dict[tuple[str, str], float],
+) -> None:
+    """The batch's counters, added to the worker's rows in one statement (in the caller's
+    transaction, so a batch rolled back counts nothing)."""
+    counters = defaultdict(float, counters)
+    counters[("fixes_stored_total", "")] += result.fixes_stored
+    counters[("fix_duplicates_total", "")] += result.fix_duplicates
+    counters[("events_stored_total", "")] += result.events_stored
+    counters[("event_duplicates_total", "")] += result.event_duplicates
+    counters[("alert_changes_total", "")] += result.alert_changes
+    counters[("dead_letters_not_stored_total", "")] += result.dead_letters_not_stored
+    for letter in dead:
+        counters[("dead_letters_total", letter.reason)] += 1
+    with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO ingest_counters (worker, metric, label, value) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (worker, metric, label) "
@@ -346,4 +339,19 @@ def write_batch(
                 if value
             ],
         )
-    return result
+
+
+def write_batch(
+    conn: psycopg.Connection,
+    worker: str,
+    decoded: Decoded,
+    counters: dict[tuple[str, str], float],
+    policy: DeadLetterPolicy | None = None,
+) -> BatchResult:
+    """A batch and its counters, everything or nothing, without alert evaluation (ingest, which
+    evaluates, calls `store_batch`, the engine and `write_counters` in its own transaction); the
+    caller acknowledges the messages only after this returns."""
+    with conn.transaction():
+        stored = store_batch(conn, decoded, policy)
+        write_counters(conn, worker, stored.result, decoded.dead, counters)
+    return stored.result

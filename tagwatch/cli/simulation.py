@@ -83,7 +83,7 @@ def score_offline_command(
     names: Annotated[list[str] | None, typer.Argument(help="scenarios (default: all)")] = None,
 ) -> None:
     """Score the rule core on the scenario library without broker or database (seconds)."""
-    from tagwatch.offline import score_offline  # noqa: PLC0415
+    from tagwatch.simulators.offline_scoring import score_offline  # noqa: PLC0415
     from tagwatch.simulators.scoring import format_scorecards  # noqa: PLC0415
 
     cards, naive = score_offline(library(names))

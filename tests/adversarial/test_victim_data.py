@@ -37,6 +37,7 @@ from websockets.sync.client import connect
 from tagwatch.alerts.dispatcher import notification_body
 from tagwatch.alerts.engine import AlertEngine
 from tagwatch.api.security import hash_password
+from tagwatch.store.engine_repository import PgEngineRepository
 from tests.support import api_server, fresh_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -154,7 +155,7 @@ def world(server: str, settings) -> dict[str, Any]:
                 " batt, src) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 rows,
             )
-        AlertEngine().process(conn, rows, [])
+        AlertEngine().process(PgEngineRepository(conn), rows, [])
         conn.commit()
         alerts = {
             r[1]: int(r[0])

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from tagwatch.alerts.engine import AlertEngine, decode_state, encode_state, pack_trail, unpack_trail
 from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState, Track
+from tagwatch.store.engine_repository import PgEngineRepository
 from tests.support import fresh_id
 
 
@@ -82,7 +83,7 @@ def test_only_changed_states_are_written(settings) -> None:
         engine = AlertEngine()
         fixes = [_fix(device, now - 30 + i, i) for i in range(3)]
         with conn.transaction():
-            engine.process(conn, fixes, [])
+            engine.process(PgEngineRepository(conn), fixes, [])
         text, trail, xmin = conn.execute(
             "SELECT state::text, trail, xmin::text FROM rule_state WHERE subject_id = %s", (sid,)
         ).fetchone()
@@ -94,8 +95,9 @@ def test_only_changed_states_are_written(settings) -> None:
 
         # read and saved again with nothing new: no new row version
         with conn.transaction():
-            states = engine._lock(conn, [sid])
-            engine._save(conn, states, engine.clock(conn))
+            repo = PgEngineRepository(conn)
+            states = engine._lock(repo, [sid])
+            engine._save(repo, states, repo.clock_and_speed()[0])
         again = conn.execute(
             "SELECT xmin::text FROM rule_state WHERE subject_id = %s", (sid,)
         ).fetchone()
@@ -110,7 +112,7 @@ def test_only_changed_states_are_written(settings) -> None:
         conn.commit()
         later = [_fix(device, now - 10, 9)]
         with conn.transaction():
-            engine.process(conn, later, [])
+            engine.process(PgEngineRepository(conn), later, [])
         text, trail = conn.execute(
             "SELECT state::text, trail FROM rule_state WHERE subject_id = %s", (sid,)
         ).fetchone()

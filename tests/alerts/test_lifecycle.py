@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from tagwatch.alerts import lifecycle
-from tagwatch.alerts.engine import apply_changes
 from tagwatch.alerts.lifecycle import Conflict, Invalid, NotFound
 from tagwatch.alerts.rules import AlertChange
+from tagwatch.store.engine_repository import apply_changes
 from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration

@@ -3,7 +3,7 @@ every expected alert, no false one, and far fewer than the naive tracker."""
 
 from __future__ import annotations
 
-from tagwatch.offline import score_offline
+from tagwatch.simulators.offline_scoring import score_offline
 from tagwatch.simulators.scenario import load_library
 from tagwatch.simulators.scoring import format_scorecards
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from tagwatch.alerts.engine import enqueue
+from tagwatch.store.engine_repository import enqueue
 from tests.support import fresh_id
 
 # A receive that never comes would block: fail instead.

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tagwatch.alerts.engine import enqueue
 from tagwatch.alerts.vocabulary import SEVERITY
+from tagwatch.store.engine_repository import enqueue
 from tests.support import count, fresh_id
 
 pytestmark = pytest.mark.integration

@@ -116,7 +116,7 @@ def test_the_same_bad_message_written_twice_is_one_row_with_two_repeats(settings
         for _ in range(2):
             decoded = Decoded()
             decoded.refuse(topic, payload, "malformed_json", "expected JSON")
-            write_batch(conn, fresh_id("w"), decoded, {}, None, DeadLetterPolicy())
+            write_batch(conn, fresh_id("w"), decoded, {}, DeadLetterPolicy())
         rows = conn.execute(
             "SELECT repeats, last_received_at IS NOT NULL FROM dead_letters WHERE sender = %s",
             (sender,),
@@ -150,7 +150,7 @@ def test_a_fix_before_the_current_assignment_is_refused_in_the_writers_transacti
             ts = datetime.fromtimestamp(time.time() - age, UTC)
             row = (device, ts, seq, 1.0, 2.0, 5.0, None, None, None, None, None, "gps")
             decoded.add_fix(row, Origin(topic, _fix(ts.timestamp(), seq), ""))
-        result = write_batch(conn, fresh_id("w"), decoded, {}, None)
+        result = write_batch(conn, fresh_id("w"), decoded, {})
         seqs = conn.execute("SELECT seq FROM fixes WHERE device_id = %s", (device,)).fetchall()
         dead = conn.execute(
             "SELECT reason, payload FROM dead_letters WHERE sender = %s", (device,)

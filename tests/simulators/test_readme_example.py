@@ -7,7 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from tagwatch.offline import replay
+from tagwatch.simulators.offline_scoring import replay
 from tagwatch.simulators.scenario import build_timeline, parse_scenario
 from tagwatch.simulators.scoring import score_run
 

@@ -1,0 +1,423 @@
+"""The alert engine's repository over PostgreSQL: every statement the engine runs (issue 13).
+
+`PgEngineRepository` implements `tagwatch.alerts.ports.EngineRepository` on a connection the
+caller owns: ingest passes the connection its batch is written on, so the alerts a batch raises
+commit with it (or not at all). The statements and their locking are the ones the engine ran
+itself before: rule state locked `FOR UPDATE` in subject order, the clock and escalation reads
+`FOR UPDATE SKIP LOCKED`, one statement for a batch's state saves with binary arrays, the trail as
+packed bytes (migration 0008).
+
+The module-level `apply_changes`, `enqueue`, `add_history`, `raise_absconder` and `clock` keep the
+connection-taking calls operator actions (alerts/lifecycle.py) and tests use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from tagwatch.alerts import engine as _engine
+from tagwatch.alerts import vocabulary as v
+from tagwatch.alerts.escalation import OpenAlert
+from tagwatch.alerts.observe import Episode
+from tagwatch.alerts.ports import (
+    Assignment,
+    ClearedAlert,
+    EscalationCandidate,
+    OpenedAlert,
+    StateRow,
+    StoredEvent,
+    StoredFix,
+    SubjectRow,
+    VictimFix,
+    ZoneRow,
+)
+from tagwatch.alerts.rules import AlertChange
+from tagwatch.alerts.state_codec import json_encode, load_doc
+
+
+def _epoch(ts: datetime) -> float:
+    return ts.timestamp()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class PgEngineRepository:
+    """The engine's port on one psycopg connection (no transaction of its own but `tick`'s)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.conn.transaction():
+            yield
+
+    # -- rule clock and sync
+
+    def clock_and_speed(self) -> tuple[float, float]:
+        """The rule clock: wall time, or a replay's scenario time (never past what the replay's
+        player has published, `played_until`), and the replay's speed."""
+        row = self.conn.execute(
+            "SELECT LEAST((extract(epoch FROM origin)"
+            " + extract(epoch FROM now() - wall_origin) * speed)::float8,"
+            " COALESCE(extract(epoch FROM played_until)::float8, 'Infinity'::float8)),"
+            " speed FROM rule_clock"
+        ).fetchone()
+        return (float(row[0]), float(row[1])) if row else (time.time(), 1.0)
+
+    def global_thresholds(self) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT values FROM alert_thresholds WHERE scope = 'global'"
+        ).fetchone()
+        return row[0] if row else None
+
+    def subjects_since(self, revision: int) -> list[SubjectRow]:
+        return [
+            SubjectRow(sid, tz, tuple(groups), region, thresholds, rev)
+            for sid, tz, groups, region, thresholds, rev in self.conn.execute(
+                "SELECT id, timezone, groups, region_id, thresholds, revision FROM subjects"
+                " WHERE revision > %s",
+                (revision,),
+            )
+        ]
+
+    def zones_since(self, revision: int) -> list[ZoneRow]:
+        return [
+            ZoneRow(*row)
+            for row in self.conn.execute(
+                "SELECT id, kind, geometry, radius_m, buffer_m, subject_id,"
+                " CASE WHEN subject_id IS NULL THEN coalesce(group_name, 'region:' || region_id)"
+                " END, victim_subject_id, schedule, thresholds, name, deleted_at IS NOT NULL,"
+                " revision FROM zones WHERE revision > %s ORDER BY revision",
+                (revision,),
+            ).fetchall()
+        ]
+
+    # -- reads for a batch
+
+    def assignments(self, devices: Sequence[str]) -> list[Assignment]:
+        # One probe per device (LATERAL ... OFFSET 0 keeps it a nested loop) on the covering
+        # index of migration 0008, the only one that matches `COLLATE "C"`: `device_id =
+        # ANY(...)` made the planner seq-scan both tables, a cost that grew with every device.
+        return [
+            Assignment(
+                device_id,
+                sid,
+                role,
+                _epoch(lo) if lo else float("-inf"),
+                _epoch(hi) if hi else float("inf"),
+                interval,
+            )
+            for device_id, sid, role, lo, hi, interval in self.conn.execute(
+                "SELECT q.id, a.subject_id, a.role, lower(a.during), upper(a.during),"
+                " (SELECT d.expected_interval_s FROM devices d WHERE d.id = q.id)"
+                " FROM unnest(%s::text[]) AS q(id) CROSS JOIN LATERAL"
+                " (SELECT subject_id, role, during FROM device_assignments"
+                ' WHERE device_id COLLATE "C" = q.id OFFSET 0) AS a',
+                (list(devices),),
+            )
+        ]
+
+    def latest_victim_fixes(self, subjects: Sequence[int]) -> list[VictimFix]:
+        return [
+            VictimFix(sid, _epoch(ts), lon, lat, float(acc or 0.0))
+            for sid, ts, lon, lat, acc in self.conn.execute(
+                "SELECT DISTINCT ON (a.subject_id) a.subject_id, f.ts, f.lon, f.lat, f.acc"
+                " FROM device_assignments a JOIN fixes f ON f.device_id = a.device_id"
+                " AND a.during @> f.ts WHERE a.role = 'victim' AND a.subject_id = ANY(%s)"
+                " ORDER BY a.subject_id, f.ts DESC",
+                (list(subjects),),
+            )
+        ]
+
+    def offender_fixes(self, subject_id: int, lo: float, hi: float) -> list[StoredFix]:
+        return [
+            StoredFix(d, _epoch(ts), lon, lat, float(acc or 0.0), src or "gps")
+            for d, ts, lon, lat, acc, src in self.conn.execute(
+                "SELECT f.device_id, f.ts, f.lon, f.lat, f.acc, f.src FROM fixes f"
+                " JOIN device_assignments a ON a.device_id = f.device_id AND a.during @> f.ts"
+                " WHERE a.subject_id = %s AND a.role = 'offender' AND f.ts BETWEEN %s AND %s"
+                " ORDER BY f.ts",
+                (subject_id, _dt(lo), _dt(hi)),
+            ).fetchall()
+        ]
+
+    def offender_events(self, subject_id: int, lo: float, hi: float) -> list[StoredEvent]:
+        return [
+            StoredEvent(d, _epoch(ts), kind)
+            for d, ts, kind in self.conn.execute(
+                "SELECT e.device_id, e.ts, e.type FROM device_events e"
+                " JOIN device_assignments a ON a.device_id = e.device_id AND a.during @> e.ts"
+                " WHERE a.subject_id = %s AND a.role = 'offender' AND e.ts BETWEEN %s AND %s",
+                (subject_id, _dt(lo), _dt(hi)),
+            )
+        ]
+
+    def episodes(self, subject_id: int, lo: float, hi: float) -> list[Episode]:
+        return [
+            Episode(t, z, d, start, end)
+            for t, z, d, start, end in self.conn.execute(
+                "SELECT type, zone_id, device_id,"
+                " extract(epoch FROM coalesce(first_fix_at, opened_at))::float8,"
+                " extract(epoch FROM cleared_at)::float8 FROM alerts WHERE subject_id = %s"
+                " AND coalesce(cleared_at, 'infinity') >= %s AND opened_at <= %s",
+                (subject_id, _dt(lo), _dt(hi)),
+            )
+        ]
+
+    # -- rule state
+
+    def lock_states(self, subjects: Sequence[int]) -> dict[int, StateRow]:
+        """Every subject's state row, locked in subject order; a subject without one gets an
+        empty row first. A row deleted between the insert and the lock (a subject released
+        concurrently) is created again: never a missing state, which would skip the batch's
+        evaluation. A subject still missing after six rounds is left out (the engine starts it
+        empty and the save upserts it)."""
+        rows: dict[int, StateRow] = {}
+        wanted = sorted(set(subjects))
+        missing = wanted
+        for attempt in range(6):
+            if attempt:
+                # only subjects never evaluated before (or just released) get here; a row this
+                # transaction created is its own (invisible and unlockable to others till commit)
+                created = self.conn.execute(
+                    "INSERT INTO rule_state (subject_id, state)"
+                    " SELECT s, '{}'::jsonb FROM unnest(%s::bigint[]) AS s ORDER BY s"
+                    " ON CONFLICT DO NOTHING RETURNING subject_id",
+                    (missing,),
+                ).fetchall()
+                for (sid,) in created:
+                    rows[sid] = StateRow(sid, {}, None, None)
+                missing = [s for s in missing if s not in rows]
+                if not missing:
+                    break
+            for sid, text, packed, due_read in self.conn.execute(
+                "SELECT subject_id, state::text, trail, due_at FROM rule_state"
+                " WHERE subject_id = ANY(%s) ORDER BY subject_id FOR UPDATE",
+                (missing,),
+            ):
+                rows[sid] = StateRow(sid, load_doc(text), packed, due_read)
+            missing = [s for s in wanted if s not in rows]
+            if not missing:
+                break
+        return rows
+
+    def due_states(self, now: float, limit: int) -> list[StateRow]:
+        return [
+            StateRow(sid, load_doc(text), packed, due_read)
+            for sid, text, packed, due_read in self.conn.execute(
+                "SELECT subject_id, state::text, trail, due_at FROM rule_state"
+                " WHERE due_at <= %s ORDER BY subject_id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (_dt(now), limit),
+            ).fetchall()
+        ]
+
+    def read_state(self, subject_id: int) -> StateRow | None:
+        row = self.conn.execute(
+            "SELECT state::text, trail, due_at FROM rule_state WHERE subject_id = %s",
+            (subject_id,),
+        ).fetchone()
+        return None if row is None else StateRow(subject_id, load_doc(row[0]), row[1], row[2])
+
+    def save_states(self, rows: Sequence[StateRow]) -> None:
+        """One statement for the whole batch (an UPDATE per subject was a round trip each); the
+        arrays go in binary (no text escaping)."""
+        if not rows:
+            return
+        self.conn.execute(
+            "INSERT INTO rule_state (subject_id, state, trail, due_at)"
+            " SELECT s, d::jsonb, t, due FROM"
+            " unnest(%b::int8[], %b::text[], %b::bytea[], %b::timestamptz[]) AS u(s, d, t, due)"
+            " ON CONFLICT (subject_id) DO UPDATE SET state = excluded.state,"
+            " trail = excluded.trail, due_at = excluded.due_at, updated_at = now()",
+            (
+                [r.subject_id for r in rows],
+                [json_encode(r.doc).decode() for r in rows],
+                [r.trail or b"" for r in rows],
+                [r.due_at for r in rows],
+            ),
+        )
+
+    # -- alerts, history, outbox
+
+    def open_alert(self, subject_id: int, change: AlertChange) -> OpenedAlert | None:
+        row = self.conn.execute(
+            "INSERT INTO alerts (subject_id, device_id, zone_id, region_id, type, severity,"
+            " opened_at, first_fix_at, last_fix_at, late, lat, lon, worst_distance_m,"
+            " fix_count, episode_key, details)"
+            " SELECT %s, %s, %s, s.region_id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+            " FROM subjects s WHERE s.id = %s"
+            " ON CONFLICT (subject_id, episode_key) DO NOTHING RETURNING id, region_id",
+            (
+                subject_id,
+                change.device_id,
+                change.zone_id,
+                change.type,
+                change.severity,
+                _dt(change.at),
+                _dt(change.first_fix_at),
+                _dt(change.at) if change.zone_id is not None else None,
+                change.late,
+                change.lat,
+                change.lon,
+                change.distance_m,
+                change.fix_count,
+                change.episode_key,
+                Jsonb(dict(change.details)),
+                subject_id,
+            ),
+        ).fetchone()
+        return None if row is None else OpenedAlert(row[0], row[1])
+
+    def update_alert(self, subject_id: int, change: AlertChange) -> None:
+        self.conn.execute(
+            "UPDATE alerts SET last_fix_at = %s, lat = %s, lon = %s,"
+            " worst_distance_m = %s, fix_count = %s, updated_at = now()"
+            " WHERE subject_id = %s AND episode_key = %s",
+            (
+                _dt(change.at),
+                change.lat,
+                change.lon,
+                change.distance_m,
+                change.fix_count,
+                subject_id,
+                change.episode_key,
+            ),
+        )
+
+    def clear_alert(self, subject_id: int, episode_key: str, at: float) -> ClearedAlert | None:
+        row = self.conn.execute(
+            "UPDATE alerts SET cleared_at = %s, updated_at = now()"
+            " WHERE subject_id = %s AND episode_key = %s AND cleared_at IS NULL"
+            " RETURNING id, region_id, type, severity",
+            (_dt(at), subject_id, episode_key),
+        ).fetchone()
+        return None if row is None else ClearedAlert(row[0], row[1], row[2], row[3])
+
+    def add_history(self, alert_id: int, actor: str, action: str, detail: dict[str, Any]) -> None:
+        add_history(self.conn, alert_id, actor, action, detail)
+
+    def enqueue(
+        self, alert_id: int, region: str | None, alert_type: str, severity: str, event: str
+    ) -> None:
+        enqueue(self.conn, alert_id, region, alert_type, severity, event)
+
+    # -- escalation
+
+    def escalation_candidates(self, types: Sequence[str], now: float) -> list[EscalationCandidate]:
+        return [
+            EscalationCandidate(*row)
+            for row in self.conn.execute(
+                "SELECT id, subject_id, type, extract(epoch FROM opened_at)::float8 FROM alerts"
+                " WHERE type = ANY(%s) AND status <> 'resolved' AND cleared_at IS NULL"
+                " AND NOT escalated AND opened_at <= %s ORDER BY id FOR UPDATE SKIP LOCKED",
+                (list(types), _dt(now)),
+            ).fetchall()
+        ]
+
+    def absconder_open(self, subject_id: int) -> bool:
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM alerts WHERE subject_id = %s AND type = 'absconder'"
+                " AND status <> 'resolved' AND cleared_at IS NULL",
+                (subject_id,),
+            ).fetchone()
+            is not None
+        )
+
+    def mark_escalated(self, alert_id: int | str) -> None:
+        self.conn.execute("UPDATE alerts SET escalated = true WHERE id = %s", (alert_id,))
+
+    def open_alerts(self, subject_id: int) -> list[dict[str, Any]]:
+        return [
+            {"id": i, "type": t, "opened_at": o.isoformat()}
+            for i, t, o in self.conn.execute(
+                "SELECT id, type, opened_at FROM alerts WHERE subject_id = %s"
+                " AND status <> 'resolved' AND cleared_at IS NULL ORDER BY id",
+                (subject_id,),
+            )
+        ]
+
+
+# -- connection-taking calls (operator actions, tests) -----------------------------------------
+
+
+def clock(conn: psycopg.Connection) -> float:
+    """The rule clock on ``conn`` (see `PgEngineRepository.clock_and_speed`)."""
+    return PgEngineRepository(conn).clock_and_speed()[0]
+
+
+def clock_and_speed(conn: psycopg.Connection) -> tuple[float, float]:
+    return PgEngineRepository(conn).clock_and_speed()
+
+
+def apply_changes(
+    conn: psycopg.Connection, sid: int, changes: Sequence[AlertChange], actor: str = "engine"
+) -> int:
+    return _engine.apply_changes(PgEngineRepository(conn), sid, changes, actor)
+
+
+def raise_absconder(
+    conn: psycopg.Connection,
+    sid: int,
+    now: float,
+    *,
+    source: OpenAlert | None = None,
+    declared_by: str | None = None,
+) -> int:
+    return _engine.raise_absconder(
+        PgEngineRepository(conn), sid, now, source=source, declared_by=declared_by
+    )
+
+
+def add_history(
+    conn: psycopg.Connection, alert_id: int, actor: str, action: str, detail: dict[str, Any]
+) -> None:
+    conn.execute(
+        "INSERT INTO alert_history (alert_id, actor, action, detail) VALUES (%s, %s, %s, %s)",
+        (alert_id, actor, action, Jsonb(detail)),
+    )
+
+
+def enqueue(
+    conn: psycopg.Connection,
+    alert_id: int,
+    region: str | None,
+    alert_type: str,
+    severity: str,
+    event: str,
+) -> None:
+    """An outbox row with the alert as it is now, and one delivery per matching channel. The
+    payload leaves the platform (webhooks, MQTT, the live feed): the name of a zone protecting a
+    victim is left out of its details (alert_public_details, migration 0013)."""
+    row = conn.execute(
+        "INSERT INTO outbox (alert_id, region_id, type, severity, event, payload)"
+        " SELECT a.id, %s, %s, %s, %s, jsonb_build_object('alert_id', a.id, 'event', %s::text,"
+        " 'type', a.type, 'severity', a.severity, 'status', a.status,"
+        " 'subject_id', a.subject_id, 'region', a.region_id, 'device_id', a.device_id,"
+        " 'zone_id', a.zone_id, 'opened_at', a.opened_at, 'first_fix_at', a.first_fix_at,"
+        " 'cleared_at', a.cleared_at, 'late', a.late, 'lat', a.lat, 'lon', a.lon,"
+        " 'details', alert_public_details(a.zone_id, a.details))"
+        " FROM alerts a WHERE a.id = %s RETURNING id",
+        (region, alert_type, severity, event, event, alert_id),
+    ).fetchone()
+    assert row is not None
+    rank = v.SEVERITY_RANK[severity]
+    conn.execute(
+        "INSERT INTO deliveries (outbox_id, channel)"
+        " SELECT %s, 'mqtt' UNION ALL"
+        " SELECT %s, 'webhook:' || w.id FROM webhook_subscriptions w WHERE w.active"
+        " AND ('*' = ANY(w.regions) OR %s = ANY(w.regions))"
+        " AND ('*' = ANY(w.types) OR %s = ANY(w.types))"
+        " AND (CASE w.min_severity WHEN 'info' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END) <= %s",
+        (row[0], row[0], region, alert_type, rank),
+    )

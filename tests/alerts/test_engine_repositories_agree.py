@@ -1,0 +1,175 @@
+"""One engine, two repositories: over the whole scenario library, the alert engine raises the
+same alerts at the same times whether its repository is the in-memory one (`score-offline`) or
+PostgreSQL (ingest). Each scenario's timeline is fed to the engine directly, batch by batch with
+the clock ticking in between (`simulators/offline_scoring.steps`), once per repository; the
+PostgreSQL side stores the batch's fixes and events first, in the same transaction, as ingest's
+writer does."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from tagwatch.alerts.engine import AlertEngine
+from tagwatch.simulators.offline_scoring import provision, raised, steps
+from tagwatch.simulators.scenario import ScenarioRun, build_timeline, load_library
+from tagwatch.simulators.scoring import RaisedAlert
+from tagwatch.store.engine_repository import PgEngineRepository
+
+pytestmark = pytest.mark.integration
+
+
+class ReplayRepository(PgEngineRepository):
+    """PostgreSQL with the replay's clock (the rule_clock row is shared with other tests)."""
+
+    now = 0.0
+
+    def clock_and_speed(self) -> tuple[float, float]:
+        return self.now, 1.0
+
+
+def _provision_pg(conn: psycopg.Connection, run: ScenarioRun) -> dict[int, str]:
+    """The plan as `simulators/runner.provision` writes it (without broker accounts); the
+    subject ids back to the scenario's keys."""
+    plan = run.plan
+    group = f"scenario-{run.run_id}"
+    ids: dict[str, int] = {}
+    with conn.transaction():
+        for region in plan.regions:
+            conn.execute(
+                "INSERT INTO regions (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (region.id, region.name),
+            )
+        for s in plan.subjects:
+            row = conn.execute(
+                "INSERT INTO subjects (name, case_ref, region_id, timezone, groups)"
+                " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (s.display_name, s.case_ref, s.region_id, s.timezone, [group]),
+            ).fetchone()
+            assert row is not None
+            ids[s.key] = int(row[0])
+        for d in plan.devices:
+            conn.execute(
+                "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s)"
+                " VALUES (%s, %s, %s, %s)",
+                (d.device_id, d.kind, d.owntracks_topic, d.expected_interval_s),
+            )
+        for a in plan.assignments:
+            conn.execute(
+                "INSERT INTO device_assignments (device_id, subject_id, role, during)"
+                " VALUES (%s, %s, %s, tstzrange(%s, %s))",
+                (a.device_id, ids[a.subject_key], a.role, a.start, a.end),
+            )
+        for z in plan.zones:
+            conn.execute(
+                "INSERT INTO zones (name, kind, geometry, radius_m, buffer_m, subject_id,"
+                " group_name, region_id, victim_subject_id, schedule)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    z.name,
+                    z.kind,
+                    None if z.geometry is None else Jsonb(z.geometry),
+                    z.radius_m,
+                    z.buffer_m or None,
+                    ids[z.subject_key] if z.subject_key else None,
+                    None if z.subject_key else group,
+                    z.region_id,
+                    ids[z.victim_subject_key] if z.victim_subject_key else None,
+                    None if z.schedule is None else Jsonb(z.schedule.to_json()),
+                ),
+            )
+    return {sid: key for key, sid in ids.items()}
+
+
+def _pg_alerts(conn: psycopg.Connection, keys: dict[int, str]) -> list[RaisedAlert]:
+    return [
+        RaisedAlert(t, keys[sid], opened, late=late, first_fix_at=first, alert_id=str(i))
+        for i, t, sid, opened, late, first in conn.execute(
+            "SELECT id, type, subject_id, opened_at, late, first_fix_at FROM alerts"
+            " WHERE subject_id = ANY(%s) ORDER BY id",
+            (list(keys),),
+        )
+    ]
+
+
+def _comparable(alerts: list[RaisedAlert]) -> list[tuple[object, ...]]:
+    """What must agree: type, subject, when opened and from which fix (to the millisecond: the
+    database keeps microseconds), late or not."""
+
+    def ms(at: datetime | None) -> int | None:
+        return None if at is None else round(at.astimezone(UTC).timestamp() * 1000)
+
+    return sorted((a.type, a.subject, ms(a.opened_at), ms(a.first_fix_at), a.late) for a in alerts)
+
+
+LIBRARY = load_library()
+
+
+def _pg_due(conn: psycopg.Connection, subjects: list[int], now: float) -> bool:
+    """Whether a PostgreSQL tick at ``now`` has anything to do for these subjects (a state due
+    or an alert that may escalate); a tick without either writes nothing, so the test skips it
+    (ticking every 30 s of a day-long scenario is most of the statements)."""
+    at = datetime.fromtimestamp(now, UTC)
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM rule_state WHERE subject_id = ANY(%s) AND due_at <= %s)"
+        " OR EXISTS (SELECT 1 FROM alerts WHERE subject_id = ANY(%s) AND NOT escalated"
+        " AND cleared_at IS NULL AND status <> 'resolved')",
+        (subjects, at, subjects),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def test_the_library_is_all_here() -> None:
+    assert LIBRARY
+    assert len(LIBRARY) == len(list(Path(LIBRARY[0].source).parent.glob("*.toml")))
+
+
+@pytest.mark.parametrize("scenario", LIBRARY, ids=lambda s: s.name)
+def test_memory_and_postgresql_raise_the_same_alerts(settings, scenario) -> None:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        run = build_timeline(scenario, secrets.token_hex(4))
+        memory = provision(run)
+        mem_engine, pg_engine = AlertEngine(), AlertEngine()
+        keys = _provision_pg(conn, run)
+        subjects = sorted(keys)
+        repo = ReplayRepository(conn)
+        for step in steps(run):
+            memory.now = repo.now = step.now
+            if step.is_tick:
+                mem_engine.tick(memory)
+                if _pg_due(conn, subjects, step.now):
+                    pg_engine.tick(repo)
+                continue
+            memory.store(step.fixes, step.events)
+            mem_engine.process(memory, step.fix_rows, step.event_rows)
+            with conn.transaction():
+                with conn.cursor() as cur:
+                    if step.fix_rows:
+                        cur.executemany(
+                            "INSERT INTO fixes (device_id, ts, seq, lat, lon, acc, alt, spd,"
+                            " hdg, sats, batt, src) VALUES"
+                            " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                            step.fix_rows,
+                        )
+                    if step.event_rows:
+                        cur.executemany(
+                            "INSERT INTO device_events (device_id, ts, seq, type, batt,"
+                            " detail) VALUES (%s, %s, %s, %s, %s, %s)",
+                            step.event_rows,
+                        )
+                pg_engine.process(repo, step.fix_rows, step.event_rows)
+        mem_keys = {str(i + 1): s.key for i, s in enumerate(run.plan.subjects)}
+        in_memory = [
+            RaisedAlert(
+                a.type, mem_keys[a.subject], a.opened_at, late=a.late, first_fix_at=a.first_fix_at
+            )
+            for a in raised(memory)
+        ]
+        in_pg = _pg_alerts(conn, keys)
+        assert _comparable(in_memory) == _comparable(in_pg)
+        assert in_pg or not run.expectations, "a scenario that expects alerts raised none"
