@@ -1,24 +1,36 @@
 """The scenario format: what a scenario file may say, read into a declared `Scenario`.
 
-Every check a scenario author can trip lives here, and every message names the file, the path
-to the entry (`devices[2].battery.capacity_mah`) and what was expected, so a typo in a TOML file
-is fixed from the message alone. Window checks that need the resolved clock (an expectation
-both expected and forbidden) are in `scenario_plan.check_rules`; itinerary timing errors show
-when `scenario_timeline.build_timeline` lays out the trip. docs/simulators.md is the reference.
+The shape of a file is declared once, as msgspec Structs (`_File` and the entries under it):
+unknown keys are refused (`forbid_unknown_fields`), types and ranges are msgspec's (`Meta`),
+and a duration, a moment or an enum is decoded by `_hook`. `msgspec.convert` reads the parsed
+TOML into them in one pass and reports the first problem with its path; `_explain` turns that
+into a `ScenarioError` naming the file, the entry (`devices[2].battery.start`) and what was
+expected, with a "did you mean" for a misspelt key. msgspec rather than pydantic: it is already
+what the wire formats use, its errors carry a path in the file's own terms, and nothing here
+needs more than Structs, `Meta` and a decode hook.
+
+What msgspec cannot see is checked after the decode by small explicit functions, each naming
+the entry: cross-references (a place, subject, region or victim named elsewhere must exist),
+unique keys, and the rules that tie keys of one entry together (exactly one geometry, `leave`
+or `arrive`). Window checks that need the resolved clock (an expectation both expected and
+forbidden) are in `scenario_plan.check_rules`; itinerary timing errors show when
+`scenario_timeline.build_timeline` lays out the trip. docs/simulators.md is the reference.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
+import msgspec.inspect
+from msgspec import Meta
 from shapely.geometry import shape
 
 from tagwatch.alerts.vocabulary import ALERT_TYPES  # the contract's alert types, one list
@@ -30,10 +42,7 @@ from tagwatch.simulators.devices import (
     IncidentKind,
 )
 from tagwatch.simulators.geo import LonLat, box_ring
-from tagwatch.simulators.movement import (
-    Mode,
-    Place,
-)
+from tagwatch.simulators.movement import Mode, Place
 from tagwatch.simulators.noise import Fallback, Sky
 from tagwatch.simulators.schedule import (
     CURFEW_DEFAULT,
@@ -48,6 +57,7 @@ LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 
 ZONE_KINDS = ("exclusion", "inclusion", "curfew", "victim")
 ROLES = ("offender", "victim")
+STOP_KINDS = ("at", "go", "stay")
 PHONE_EXPECTED_INTERVAL_S = 900  # the longest regular silence of an OwnTracks phone (doze)
 VICTIM_RADIUS_M = 500.0  # FIELD.md: Spain's default victim exclusion distance
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -65,52 +75,79 @@ class ScenarioError(ValueError):
 # -- time -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class TimeSpec:
     """A moment as written: "+2h30m" (after the start), "22:00" or "day 2 07:00" (local clock,
-    scenario zone), or an RFC 3339 time with offset."""
+    scenario zone), or an RFC 3339 time with offset. (A plain class, not a dataclass, so that
+    msgspec hands the written value to `_hook` instead of expecting a table.)"""
 
-    text: str
-    offset_s: float | None = None
-    day: int | None = None
-    clock: time | None = None
-    absolute: datetime | None = None
+    __slots__ = ("absolute", "clock", "day", "offset_s", "text")
+
+    def __init__(
+        self,
+        text: str,
+        offset_s: float | None = None,
+        day: int | None = None,
+        clock: time | None = None,
+        absolute: datetime | None = None,
+    ) -> None:
+        self.text, self.offset_s, self.day, self.clock, self.absolute = (
+            text,
+            offset_s,
+            day,
+            clock,
+            absolute,
+        )
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.text, self.offset_s, self.day, self.clock, self.absolute)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TimeSpec) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        names = ("text", "offset_s", "day", "clock", "absolute")
+        inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=True))
+        return f"TimeSpec({inner})"
 
 
-def parse_duration(value: Any, where: str) -> float:
-    if isinstance(value, bool):
-        raise ScenarioError(f"{where}: expected a duration like '90s', '15m', '2h30m', '1d'")
-    if isinstance(value, int | float):
+class Seconds(float):
+    """A duration as written ("90s", "15m", "2h30m", "1d" or a number), in seconds."""
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    if isinstance(value, str):
-        match = DURATION.match(value.strip())
-        if match and any(match.groups()):
-            days, hours, minutes, seconds = match.groups()
-            return (
-                int(days or 0) * 86400
-                + int(hours or 0) * 3600
-                + int(minutes or 0) * 60
-                + float(seconds or 0)
-            )
-    raise ScenarioError(f"{where}: {value!r} is not a duration like '90s', '15m', '2h30m', '1d'")
+    match = DURATION.match(value.strip()) if isinstance(value, str) else None
+    if match and any(match.groups()):
+        days, hours, minutes, seconds = match.groups()
+        return (
+            int(days or 0) * 86400
+            + int(hours or 0) * 3600
+            + int(minutes or 0) * 60
+            + float(seconds or 0)
+        )
+    raise ScenarioError(f"{value!r} is not a duration like '90s', '15m', '2h30m', '1d'")
 
 
-def parse_time(value: Any, where: str) -> TimeSpec:
+def parse_time(value: Any) -> TimeSpec:
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            raise ScenarioError(f"{where}: {value} has no UTC offset; add one, e.g. +02:00")
+            raise ScenarioError(f"{value} has no UTC offset; add one, e.g. +02:00")
         return TimeSpec(value.isoformat(), absolute=value)
     if isinstance(value, time):
         return TimeSpec(value.isoformat(), clock=value)
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("+"):
-            return TimeSpec(text, offset_s=parse_duration(text[1:], where))
+            return TimeSpec(text, offset_s=parse_duration(text[1:]))
         match = CLOCK.match(text)
         if match:
             day, hour, minute, second = match.groups()
             if int(hour) > 23 or int(minute) > 59:
-                raise ScenarioError(f"{where}: {text!r} is not a clock time")
+                raise ScenarioError(f"{text!r} is not a clock time")
             clock = time(int(hour), int(minute), int(second or 0))
             return TimeSpec(text, day=int(day) if day else None, clock=clock)
         try:
@@ -119,10 +156,10 @@ def parse_time(value: Any, where: str) -> TimeSpec:
             parsed = None
         if parsed is not None:
             if parsed.tzinfo is None:
-                raise ScenarioError(f"{where}: {text!r} has no UTC offset; add one, e.g. +02:00")
+                raise ScenarioError(f"{text!r} has no UTC offset; add one, e.g. +02:00")
             return TimeSpec(text, absolute=parsed)
     raise ScenarioError(
-        f"{where}: {value!r} is not a time: use '+2h' (after the start), '22:00', 'day 2 07:00' "
+        f"{value!r} is not a time: use '+2h' (after the start), '22:00', 'day 2 07:00' "
         "or an RFC 3339 time with offset"
     )
 
@@ -164,13 +201,198 @@ class Clock:
         return [first + timedelta(days=k) for k in range((last - first).days + 1)]
 
 
+# -- the file as written: msgspec Structs ---------------------------------------------------
+
+
+class _Entry(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A table of the file: unknown keys are errors, so a typo never silently changes it."""
+
+
+Key = Annotated[str, Meta(pattern=KEY_PATTERN.pattern)]
+AtLeast0 = Annotated[float, Meta(ge=0)]
+AtLeast1 = Annotated[float, Meta(ge=1)]
+Lon = Annotated[float, Meta(ge=-180, le=180)]
+Lat = Annotated[float, Meta(ge=-90, le=90)]
+Point = tuple[Lon, Lat]
+PlaceSky = Literal["indoor", "urban", "open"]
+
+
+class RegionDecl(_Entry, frozen=True):
+    id: Annotated[str, Meta(pattern=REGION_PATTERN.pattern)]
+    name: str = ""
+
+
+class RegionChangeDecl(_Entry, frozen=True):
+    at: TimeSpec
+    region: str
+
+
+class _PlaceEntry(_Entry, frozen=True):
+    lon: Lon
+    lat: Lat
+    sky: PlaceSky = "indoor"
+    indoor_acc_m: AtLeast1 | None = None
+
+
+class _PlacePoint(_Entry, array_like=True, frozen=True):  # name = [lon, lat]
+    lon: Lon
+    lat: Lat
+
+
+class _AtStop(_Entry, frozen=True):
+    at: str
+    until: TimeSpec | None = None
+    for_: Seconds | None = msgspec.field(default=None, name="for")
+    sky: PlaceSky | None = None
+    indoor_acc_m: AtLeast1 | None = None
+
+
+class _StayStop(_Entry, frozen=True):
+    stay: Seconds
+    sky: PlaceSky | None = None
+    indoor_acc_m: AtLeast1 | None = None
+
+
+class _GoStop(_Entry, frozen=True):
+    go: str | Point
+    by: Mode = Mode.FOOT
+    leave: TimeSpec | None = None
+    arrive: TimeSpec | None = None
+    via: tuple[Point, ...] = ()
+    sky: PlaceSky | None = None
+    speed_mps: Annotated[float, Meta(ge=0.1)] | None = None
+    direct: bool = False
+
+
+class _Routine(_Entry, frozen=True):
+    home: str
+    work: str | None = None
+    shops: tuple[str, ...] = ()
+    leave: TimeSpec = TimeSpec("07:30", clock=time(7, 30))
+    work_until: TimeSpec = TimeSpec("17:00", clock=time(17, 0))
+    home_by: TimeSpec = TimeSpec("18:30", clock=time(18, 30))
+    shop_chance: AtLeast0 = 0.5
+
+
+class _Subject(_Entry, frozen=True):
+    key: Key
+    region: str
+    timezone: str
+    name: str | None = None
+    itinerary: tuple[dict[str, Any], ...] = ()  # each stop's shape depends on its kind
+    routine: _Routine | None = None
+    region_changes: tuple[RegionChangeDecl, ...] = ()
+
+
+class _Battery(_Entry, frozen=True):
+    start: Annotated[float, Meta(ge=0, le=100)] = Battery.start_pct
+    drain_per_hour: AtLeast0 = Battery.drain_pct_per_h
+    charge_per_hour: AtLeast0 = Battery.charge_pct_per_h
+    low: AtLeast0 = Battery.low_pct
+    critical: AtLeast0 = Battery.critical_pct
+
+
+class _Incident(_Entry, frozen=True):
+    type: IncidentKind
+    at: TimeSpec | None = None
+    from_: TimeSpec | None = msgspec.field(default=None, name="from")
+    to: TimeSpec | None = None
+    acc_m: AtLeast1 | None = None
+    jump_probability: Annotated[float, Meta(ge=0, le=1)] | None = None
+    interval: Seconds | None = None
+    fallback: Literal["wifi", "cell", "none"] | None = None
+    daily: bool = False
+
+
+class _Device(_Entry, frozen=True):
+    key: Key
+    kind: DeviceKind
+    subject: str
+    role: Literal["offender", "victim"] | None = None
+    interval: Seconds | None = None
+    pursuit_interval: Seconds | None = None
+    battery: _Battery | None = None
+    incidents: tuple[_Incident, ...] = ()
+    home_beacon: str | None = None
+    ts_format: Literal["epoch", "rfc3339"] = "epoch"
+
+
+class _Window(_Entry, frozen=True):
+    start: TimeSpec
+    end: TimeSpec
+    days: str | tuple[str, ...] = "daily"
+
+
+class _Exception(_Entry, frozen=True):
+    date: date
+    active: bool = False
+    start: TimeSpec | None = None
+    end: TimeSpec | None = None
+
+
+class _Zone(_Entry, frozen=True):
+    key: Key
+    kind: Literal["exclusion", "inclusion", "curfew", "victim"]
+    name: str | None = None
+    subject: str | None = None
+    victim: str | None = None
+    region: str | None = None
+    geometry: dict[str, Any] | None = None
+    polygon: tuple[Point, ...] | None = None
+    point: Point | None = None
+    around: str | None = None
+    box_m: tuple[Annotated[float, Meta(gt=0)], Annotated[float, Meta(gt=0)]] | None = None
+    radius_m: AtLeast1 | None = None
+    buffer_m: AtLeast0 = 0.0
+    windows: tuple[_Window, ...] = ()
+    exceptions: tuple[_Exception, ...] = ()
+
+
+class _Expect(_Entry, frozen=True):
+    alert: str
+    subject: str
+    after: TimeSpec | None = None
+    before: TimeSpec | None = None
+    late: bool | None = None
+    within: Seconds | None = None
+    why: str = ""
+
+
+class _Rule(_Entry, frozen=True):
+    alerts: str | tuple[str, ...]
+    subject: str | None = None
+    after: TimeSpec | None = None
+    before: TimeSpec | None = None
+    why: str = ""
+
+
+class _File(_Entry, frozen=True):
+    name: Annotated[str, Meta(pattern=NAME_PATTERN.pattern)]
+    seed: int
+    start: TimeSpec
+    duration: Seconds
+    timezone: str
+    title: str | None = None
+    description: str = ""
+    regions: tuple[RegionDecl, ...] = ()
+    places: dict[str, Any] = {}  # read one by one, so that errors name the place
+    subjects: tuple[_Subject, ...] = ()
+    devices: tuple[_Device, ...] = ()
+    zones: tuple[_Zone, ...] = ()
+    expect: tuple[_Expect, ...] = ()
+    forbid: tuple[_Rule, ...] = ()
+    allow: tuple[_Rule, ...] = ()
+
+
+def _hook(kind: type, value: Any) -> Any:
+    if kind is TimeSpec:
+        return parse_time(value)
+    if kind is Seconds:
+        return Seconds(parse_duration(value))
+    raise NotImplementedError(kind)
+
+
 # -- the declared scenario ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegionDecl:
-    id: str
-    name: str
 
 
 @dataclass(frozen=True)
@@ -202,12 +424,6 @@ class RoutineDecl:
     work_until: time
     home_by: time
     shop_chance: float
-
-
-@dataclass(frozen=True)
-class RegionChangeDecl:
-    at: TimeSpec
-    region: str
 
 
 @dataclass(frozen=True)
@@ -310,595 +526,442 @@ class Scenario:
         return Clock(moved, tz, (on_date - local.date()).days)
 
 
-# -- reading TOML ---------------------------------------------------------------------------
+# -- decoding and its messages --------------------------------------------------------------
+
+_PATTERN_HELP = {
+    NAME_PATTERN.pattern: "lower-case letters, digits and '-', at most 32 long",
+    KEY_PATTERN.pattern: "letters, digits, '_' and '-', at most 16 long",
+    REGION_PATTERN.pattern: "a region id, [A-Za-z0-9_.-]{1,64}",
+}
 
 
-class _Node:
-    """A TOML table being read: typed getters that name the entry, and a check for typos."""
+T = TypeVar("T")
 
-    def __init__(self, raw: Any, where: str, source: str) -> None:
-        if not isinstance(raw, dict):
-            raise ScenarioError(f"{source}: {where}: expected a table")
-        self.raw = raw
-        self.where = where
+
+def _decode(raw: Any, kind: type[T], source: str, prefix: str = "") -> T:
+    """`raw` read into `kind`, or a `ScenarioError` naming the file and the entry."""
+    try:
+        return msgspec.convert(raw, kind, dec_hook=_hook)
+    except msgspec.ValidationError as exc:
+        message, _, at = str(exc).partition(" - at `$")
+        at = at.rstrip("`")  # "" for the top level, else ".devices[2].battery"
+        node = _type_at(msgspec.inspect.type_info(kind), at)
+        raise _explain(message, node, source, prefix + at) from None
+
+
+def _explain(message: str, node: Any, source: str, path: str) -> ScenarioError:
+    """msgspec's message in the scenario's terms: the entry's path, and a hint where one helps."""
+    if unknown := re.match(r"Object contains unknown field `(.+)`", message):
+        key = unknown[1]
+        known = [f.encode_name for f in getattr(node, "fields", ())]
+        close = difflib.get_close_matches(key, known, n=1)
+        return _fail(source, f"{path}.{key}", "unknown key" + _did_you_mean(close))
+    if missing := re.match(r"Object missing required field `(.+)`", message):
+        return _fail(source, f"{path}.{missing[1]}", "is required")
+    if pattern := re.match(r"Expected `str` matching regex '(.+)'", message):
+        return _fail(source, path, f"expected {_PATTERN_HELP.get(pattern[1], pattern[1])}")
+    if message == "Invalid RFC3339 encoded date":
+        message = "expected a date like 2026-12-25"
+    elif re.match(r"Invalid enum value", message):
+        values = _choices(node)
+        message = f"{message.split(' ', 3)[-1]} is not one of {', '.join(values)}"
+    else:
+        message = re.sub(r"^Expected `\w+` ([<>]=?)", r"expected \1", message)
+        message = message[0].lower() + message[1:].replace("`", "")
+    return _fail(source, path, message)
+
+
+def _type_at(node: Any, path: str) -> Any:
+    """The msgspec type at `path` (".devices[2].battery"), to list its keys or choices."""
+    for name, index in re.findall(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]", path):
+        node = _unwrap(node, name)
+        if name:
+            fields = getattr(node, "fields", ())
+            node = next((f.type for f in fields if f.encode_name == name), None)
+        elif isinstance(node, msgspec.inspect.TupleType):
+            node = node.item_types[int(index)]
+        else:
+            node = getattr(node, "item_type", getattr(node, "value_type", None))
+    return _unwrap(node, "")
+
+
+def _unwrap(node: Any, name: str) -> Any:
+    while isinstance(node, msgspec.inspect.Metadata | msgspec.inspect.UnionType):
+        if isinstance(node, msgspec.inspect.Metadata):
+            node = node.type
+            continue
+        arms = [t for t in node.types if not isinstance(t, msgspec.inspect.NoneType)]
+        wanted = msgspec.inspect.StructType if name else msgspec.inspect.CollectionType
+        node = next((t for t in arms if isinstance(t, wanted)), arms[0])
+    return node
+
+
+def _choices(node: Any) -> list[str]:
+    if isinstance(node, msgspec.inspect.EnumType):
+        return [str(member.value) for member in node.cls]
+    return [str(v) for v in getattr(node, "values", ())]
+
+
+def _did_you_mean(close: list[str]) -> str:
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fail(source: str, where: str, message: str) -> ScenarioError:
+    return ScenarioError(f"{source}: {where.lstrip('.') or 'top level'}: {message}")
+
+
+# -- the checks a Struct cannot express ------------------------------------------------------
+
+
+class _Checker:
+    """Cross-references and rules that tie keys together, each failure naming the entry."""
+
+    def __init__(self, source: str) -> None:
         self.source = source
-        self.seen: set[str] = set()
+        self.places: dict[str, Place] = {}
+        self.regions: set[str] = set()
+        self.subjects: set[str] = set()
 
-    def fail(self, message: str, key: str | None = None) -> ScenarioError:
-        where = f"{self.where}.{key}" if key and self.where else key or self.where
-        return ScenarioError(f"{self.source}: {where or 'top level'}: {message}")
+    def fail(self, where: str, message: str) -> ScenarioError:
+        return _fail(self.source, where, message)
 
-    def at(self, key: str) -> str:
-        return f"{self.source}: {self.where}.{key}" if self.where else f"{self.source}: {key}"
-
-    def get(self, key: str, default: Any = ..., kinds: tuple[type, ...] = ()) -> Any:
-        self.seen.add(key)
-        if key not in self.raw:
-            if default is ...:
-                raise self.fail("is required", key)
-            return default
-        value = self.raw[key]
-        if kinds and (
-            not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
-        ):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise self.fail(f"expected {names}, got {value!r}", key)
+    def ref(self, value: str, known: Mapping[str, Any] | set[str], what: str, where: str) -> str:
+        if value not in known:
+            listed = f" ({what}s: {', '.join(sorted(known)) or 'none'})" if what == "place" else ""
+            raise self.fail(where, f"unknown {what} {value!r}{listed}")
         return value
 
-    def text(self, key: str, default: Any = ...) -> Any:
-        return self.get(key, default, (str,))
+    def unique(self, keys: list[str], what: str) -> set[str]:
+        seen: set[str] = set()
+        for key in keys:
+            if key in seen:
+                raise self.fail(what, f"duplicate key {key!r}")
+            seen.add(key)
+        return seen
 
-    def number(self, key: str, default: Any = ..., low: float = -math.inf) -> Any:
-        value = self.get(key, default, (int, float))
-        if value is not None and value is not default and value < low:
-            raise self.fail(f"must be at least {low}, got {value}", key)
-        return None if value is None else float(value)
+    def timezone(self, name: str, where: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise self.fail(where, f"unknown IANA time zone {name!r}") from exc
+        return name
 
-    def flag(self, key: str, default: Any = ...) -> Any:
-        return self.get(key, default, (bool,))
+    def clock_of_day(self, spec: TimeSpec, where: str) -> time:
+        if spec.clock is None or spec.day is not None:
+            raise self.fail(where, "expected a clock time like '07:30'")
+        return spec.clock
 
-    def tables(self, key: str) -> list[_Node]:
-        items = self.get(key, [], (list,))
-        return [
-            _Node(item, f"{self.where + '.' if self.where else ''}{key}[{i}]", self.source)
-            for i, item in enumerate(items)
-        ]
-
-    def time(self, key: str) -> TimeSpec | None:
-        self.seen.add(key)
-        if key not in self.raw:
-            return None
-        return parse_time(self.raw[key], self.at(key))
-
-    def duration(self, key: str) -> float | None:
-        self.seen.add(key)
-        if key not in self.raw:
-            return None
-        return parse_duration(self.raw[key], self.at(key))
-
-    def point(self, key: str, default: Any = ...) -> Any:
-        value = self.get(key, default, (list,))
-        return value if value is None or value is default else _lonlat(value, self.at(key))
-
-    def choice(self, key: str, options: Sequence[str], default: Any = ...) -> Any:
-        value = self.text(key, default)
-        if value is not None and value not in options:
-            raise self.fail(f"{value!r} is not one of {', '.join(options)}", key)
+    def alert(self, value: str, where: str) -> str:
+        if value not in ALERT_TYPES:
+            close = difflib.get_close_matches(value, sorted(ALERT_TYPES), n=1)
+            message = f"{value!r} is not an alert type of DESIGN.md{_did_you_mean(close)}"
+            raise self.fail(where, message)
         return value
 
-    def close(self) -> None:
-        for key in self.raw:
-            if key not in self.seen:
-                close = difflib.get_close_matches(key, sorted(self.seen), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise self.fail(f"unknown key{hint}", key)
+    def place(self, name: str, entry: Any) -> Place:
+        where = f"places.{name}"
+        if isinstance(entry, list):
+            point = _decode(entry, _PlacePoint, self.source, where)
+            return Place(name, point.lon, point.lat)
+        p = _decode(entry, _PlaceEntry, self.source, where)
+        return Place(name, p.lon, p.lat, Sky(p.sky), p.indoor_acc_m)
 
+    def subject(self, s: _Subject, where: str) -> SubjectDecl:
+        self.ref(s.region, self.regions, "region", f"{where}.region")
+        stops = tuple(
+            self.stop(raw, f"{where}.itinerary[{i}]") for i, raw in enumerate(s.itinerary)
+        )
+        routine = None if s.routine is None else self.routine(s.routine, f"{where}.routine")
+        if routine is None and not stops:
+            raise self.fail(f"{where}.itinerary", "needs an `itinerary` or a `routine`")
+        if routine is not None and stops:
+            raise self.fail(f"{where}.routine", "give an `itinerary` or a `routine`, not both")
+        if stops and stops[0].kind != "at":
+            message = "the first stop must be `at` a place (where the day starts)"
+            raise self.fail(f"{where}.itinerary", message)
+        for i, change in enumerate(s.region_changes):
+            self.ref(change.region, self.regions, "region", f"{where}.region_changes[{i}].region")
+        timezone = self.timezone(s.timezone, f"{where}.timezone")
+        name = s.key if s.name is None else s.name
+        return SubjectDecl(s.key, name, s.region, timezone, stops, routine, s.region_changes)
 
-def _lonlat(value: Any, where: str) -> LonLat:
-    if (
-        not isinstance(value, list | tuple)
-        or len(value) != 2
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-    ):
-        raise ScenarioError(f"{where}: expected [lon, lat], got {value!r}")
-    lon, lat = float(value[0]), float(value[1])
-    if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
-        raise ScenarioError(f"{where}: [{lon}, {lat}] is not [lon, lat] in WGS84 degrees")
-    return (lon, lat)
+    def routine(self, r: _Routine, where: str) -> RoutineDecl:
+        for key, name in (("home", r.home), ("work", r.work), *(("shops", s) for s in r.shops)):
+            if name is not None:
+                self.ref(name, self.places, "place", f"{where}.{key}")
+        leave, work_until, home_by = (
+            self.clock_of_day(getattr(r, key), f"{where}.{key}")
+            for key in ("leave", "work_until", "home_by")
+        )
+        return RoutineDecl(r.home, r.work, r.shops, leave, work_until, home_by, r.shop_chance)
 
+    def stop(self, raw: dict[str, Any], where: str) -> StopDecl:
+        kinds = [k for k in STOP_KINDS if k in raw]
+        if len(kinds) != 1:
+            raise self.fail(where, "each stop has exactly one of `at`, `go`, `stay`")
+        if kinds == ["at"]:
+            at = _decode(raw, _AtStop, self.source, where)
+            if at.until is not None and at.for_ is not None:
+                raise self.fail(where, "give `until` or `for`, not both")
+            return StopDecl(
+                "at",
+                where,
+                place=self.ref(at.at, self.places, "place", f"{where}.at"),
+                until=at.until,
+                duration_s=None if at.for_ is None else float(at.for_),
+                sky=None if at.sky is None else Sky(at.sky),
+                indoor_acc_m=at.indoor_acc_m,
+            )
+        if kinds == ["stay"]:
+            stay = _decode(raw, _StayStop, self.source, where)
+            sky = None if stay.sky is None else Sky(stay.sky)
+            return StopDecl(
+                "stay", where, duration_s=float(stay.stay), sky=sky, indoor_acc_m=stay.indoor_acc_m
+            )
+        go = _decode(raw, _GoStop, self.source, where)
+        if go.leave is not None and go.arrive is not None:
+            raise self.fail(where, "give `leave` or `arrive`, not both")
+        place, point = (go.go, None) if isinstance(go.go, str) else (None, go.go)
+        if place is not None:
+            self.ref(place, self.places, "place", f"{where}.go")
+        return StopDecl(
+            "go",
+            where,
+            place=place,
+            point=point,
+            leave=go.leave,
+            arrive=go.arrive,
+            mode=go.by,
+            via=go.via,
+            sky=None if go.sky is None else Sky(go.sky),
+            speed_mps=go.speed_mps,
+            direct=go.direct,
+        )
 
-def _clock_of_day(value: Any, where: str) -> time:
-    spec = parse_time(value, where)
-    if spec.clock is None or spec.day is not None:
-        raise ScenarioError(f"{where}: expected a clock time like '07:30'")
-    return spec.clock
+    def device(self, d: _Device, where: str) -> DeviceDecl:
+        self.ref(d.subject, self.subjects, "subject", f"{where}.subject")
+        tag = d.kind is DeviceKind.TAG
+        if d.battery is not None:
+            b = d.battery
+            battery = Battery(b.start, b.drain_per_hour, b.charge_per_hour, b.low, b.critical)
+        else:
+            battery = Battery() if tag else Battery(80.0, 1.5, 40.0)
+        incidents = tuple(
+            self.incident(incident, f"{where}.incidents[{i}]", tag)
+            for i, incident in enumerate(d.incidents)
+        )
+        if d.home_beacon is not None:
+            self.ref(d.home_beacon, self.places, "place", f"{where}.home_beacon")
+            if not tag:
+                raise self.fail(f"{where}.home_beacon", "only tags have a home beacon")
+        role = d.role or ("victim" if d.kind is DeviceKind.VICTIM_PHONE else "offender")
+        interval, pursuit = d.interval or 60.0, d.pursuit_interval or 15.0
+        return DeviceDecl(
+            d.key,
+            d.kind,
+            d.subject,
+            role,
+            float(interval),
+            float(pursuit),
+            battery,
+            incidents,
+            d.home_beacon,
+            d.ts_format,
+        )
+
+    def incident(self, i: _Incident, where: str, tag: bool) -> IncidentDecl:
+        if i.type in TAG_ONLY_INCIDENTS and not tag:
+            raise self.fail(where, f"{i.type} happens to tags only")
+        if i.type in INSTANT_INCIDENTS:
+            if i.at is None or i.from_ is not None or i.to is not None:
+                raise self.fail(f"{where}.at", f"a {i.type} happens `at` a moment (no `from`/`to`)")
+            start, end = i.at, None
+        else:
+            if i.from_ is None or i.at is not None:
+                message = f"a {i.type} needs `from` (and `to`, else it lasts to the end), not `at`"
+                raise self.fail(f"{where}.from", message)
+            start, end = i.from_, i.to
+        if i.daily and (start.clock is None or start.day is not None):
+            raise self.fail(f"{where}.daily", "a daily incident needs clock times like '20:00'")
+        if i.fallback is None:
+            fallback = {IncidentKind.JAMMING: Fallback.CELL}.get(i.type)
+        else:
+            fallback = None if i.fallback == "none" else Fallback(i.fallback)
+        interval = None if i.interval is None else float(i.interval)
+        return IncidentDecl(
+            i.type, where, start, end, i.acc_m, i.jump_probability, interval, fallback, i.daily
+        )
+
+    def zone(self, z: _Zone, where: str, victims_with_phone: set[str]) -> ZoneDecl:
+        if z.subject is not None:
+            self.ref(z.subject, self.subjects, "subject", f"{where}.subject")
+        if z.region is not None:
+            self.ref(z.region, self.regions, "region", f"{where}.region")
+        forms = [f for f in ("geometry", "polygon", "point", "around") if getattr(z, f) is not None]
+        radius, geometry = z.radius_m, None
+        if z.kind == "victim":
+            if z.victim is None:
+                raise self.fail(
+                    where, "a victim zone names the `victim` subject whose phone it follows"
+                )
+            if z.victim not in victims_with_phone:
+                raise self.fail(
+                    f"{where}.victim", f"subject {z.victim!r} has no victim_phone device"
+                )
+            if forms or z.box_m is not None:
+                raise self.fail(
+                    where, "a victim zone has no fixed geometry; it follows the victim's phone"
+                )
+            radius = radius or VICTIM_RADIUS_M
+        else:
+            if z.victim is not None:
+                raise self.fail(f"{where}.victim", "only victim zones have a `victim`")
+            if len(forms) != 1:
+                raise self.fail(
+                    where, "give exactly one of `geometry`, `polygon`, `point`, `around`"
+                )
+            geometry = self.geometry(z, where)
+            if geometry["type"] == "Point" and radius is None:
+                raise self.fail(f"{where}.radius_m", "a point zone needs `radius_m`")
+            if geometry["type"] != "Point" and radius is not None:
+                raise self.fail(f"{where}.radius_m", "`radius_m` is for point zones only")
+        schedule = self.schedule(z, where)
+        if schedule is None and z.kind == "curfew":
+            schedule = CURFEW_DEFAULT
+        name = z.key if z.name is None else z.name
+        return ZoneDecl(
+            z.key,
+            name,
+            z.kind,
+            z.subject,
+            z.victim,
+            z.region,
+            geometry,
+            radius,
+            z.buffer_m,
+            schedule,
+        )
+
+    def geometry(self, z: _Zone, where: str) -> dict[str, Any]:
+        if z.box_m is not None and z.around is None:
+            raise self.fail(f"{where}.box_m", "`box_m` is for a zone `around` a place")
+        if z.geometry is not None:
+            try:
+                shaped = shape(z.geometry)
+            except Exception as exc:
+                raise self.fail(f"{where}.geometry", f"not GeoJSON: {exc}") from exc
+            if shaped.geom_type not in ("Polygon", "MultiPolygon", "Point"):
+                raise self.fail(f"{where}.geometry", "must be a Polygon, MultiPolygon or Point")
+            if not shaped.is_valid:
+                raise self.fail(f"{where}.geometry", "is not a valid polygon (self-intersecting?)")
+            return dict(z.geometry)
+        if z.polygon is not None:
+            ring = [list(p) for p in z.polygon]
+            if ring and ring[0] != ring[-1]:
+                ring.append(ring[0])
+            polygon = {"type": "Polygon", "coordinates": [ring]}
+            if len(ring) < 4 or not shape(polygon).is_valid:
+                raise self.fail(
+                    f"{where}.polygon", "needs at least 3 corners and no self-intersection"
+                )
+            return polygon
+        if z.point is not None:
+            return {"type": "Point", "coordinates": list(z.point)}
+        assert z.around is not None
+        centre = self.places[self.ref(z.around, self.places, "place", f"{where}.around")].point
+        if z.box_m is None:
+            if z.radius_m is None:
+                message = "`around` a place needs `radius_m` (a circle) or `box_m`"
+                raise self.fail(f"{where}.around", message)
+            return {"type": "Point", "coordinates": list(centre)}
+        ring = [list(p) for p in box_ring(centre, z.box_m[0], z.box_m[1])]
+        return {"type": "Polygon", "coordinates": [ring]}
+
+    def schedule(self, z: _Zone, where: str) -> Schedule | None:
+        windows = []
+        for i, w in enumerate(z.windows):
+            at = f"{where}.windows[{i}]"
+            if isinstance(w.days, str):
+                if w.days not in DAY_SETS:
+                    raise self.fail(
+                        f"{at}.days",
+                        f"use a list of {', '.join(DAYS)} or one of {', '.join(DAY_SETS)}",
+                    )
+                days = DAY_SETS[w.days]
+            elif bad := [d for d in w.days if d not in DAYS]:
+                raise self.fail(f"{at}.days", f"unknown days {bad}; use {', '.join(DAYS)}")
+            else:
+                days = w.days
+            begin = self.clock_of_day(w.start, f"{at}.start")
+            windows.append(Window(tuple(days), begin, self.clock_of_day(w.end, f"{at}.end")))
+        exceptions = []
+        for i, e in enumerate(z.exceptions):
+            at = f"{where}.exceptions[{i}]"
+            if e.active and (e.start is None or e.end is None):
+                raise self.fail(at, "an active exception gives the day's window `start` and `end`")
+            start = None if e.start is None else self.clock_of_day(e.start, f"{at}.start")
+            end = None if e.end is None else self.clock_of_day(e.end, f"{at}.end")
+            exceptions.append(DatedException(e.date, e.active, start, end))
+        if not windows and not exceptions:
+            return None
+        return Schedule(tuple(windows), tuple(exceptions))
+
+    def expect(self, e: _Expect, where: str) -> ExpectDecl:
+        self.alert(e.alert, f"{where}.alert")
+        self.ref(e.subject, self.subjects, "subject", f"{where}.subject")
+        within = None if e.within is None else float(e.within)
+        return ExpectDecl(e.alert, e.subject, e.after, e.before, e.late, within, e.why)
+
+    def rule(self, r: _Rule, where: str) -> RuleDecl:
+        alerts = None
+        if r.alerts not in ("*", ("*",)):
+            items = (r.alerts,) if isinstance(r.alerts, str) else r.alerts
+            alerts = frozenset(self.alert(a, f"{where}.alerts") for a in items)
+        if r.subject is not None:
+            self.ref(r.subject, self.subjects, "subject", f"{where}.subject")
+        return RuleDecl(alerts, r.subject, r.after, r.before, r.why)
 
 
 def read_scenario(raw: Mapping[str, Any], source: str = "<memory>") -> Scenario:
     """The declared scenario, every entry checked; `scenario.parse_scenario` adds the window
     checks that need the plan (kept there so this module does not depend on the plan)."""
-    top = _Node(dict(raw), "", source)
-    name = top.text("name")
-    if not NAME_PATTERN.match(name):
-        raise top.fail("must be lower-case letters, digits and '-', at most 32 long", "name")
-    title = top.text("title", name)
-    description = top.text("description", "")
-    seed = top.get("seed", kinds=(int,))
-    start_spec = parse_time(top.get("start"), top.at("start"))
-    if start_spec.absolute is None:
-        raise top.fail("must be an RFC 3339 time with offset", "start")
-    duration = top.duration("duration")
-    if duration is None or duration <= 0:
-        raise top.fail("is required and must be positive", "duration")
-    timezone = _zone(top.text("timezone"), top.at("timezone"))
-
-    regions = []
-    for node in top.tables("regions"):
-        region = RegionDecl(node.text("id"), node.text("name", ""))
-        if not REGION_PATTERN.match(region.id):
-            raise node.fail("region ids are [A-Za-z0-9_.-]{1,64}", "id")
-        regions.append(region)
-        node.close()
-    region_ids = _unique([r.id for r in regions], top, "regions")
-    if not regions:
-        raise top.fail("at least one [[regions]] entry is required", "regions")
-
-    places: dict[str, Place] = {}
-    places_node = _Node(top.get("places", {}, (dict,)), "places", source)
-    for place_name in places_node.raw:
-        entry = places_node.get(place_name, kinds=(dict, list))
-        if isinstance(entry, list):
-            lon, lat = _lonlat(entry, places_node.at(place_name))
-            places[place_name] = Place(place_name, lon, lat)
-            continue
-        node = _Node(entry, f"places.{place_name}", source)
-        lon, lat = node.number("lon"), node.number("lat")
-        _lonlat([lon, lat], node.where)
-        sky = Sky(
-            node.choice("sky", [s.value for s in (Sky.INDOOR, Sky.URBAN, Sky.OPEN)], "indoor")
-        )
-        places[place_name] = Place(
-            place_name, lon, lat, sky, node.number("indoor_acc_m", None, 1.0)
-        )
-        node.close()
-
-    def place(value: str, where: str) -> str:
-        if value not in places:
-            known = ", ".join(sorted(places)) or "none"
-            raise ScenarioError(f"{source}: {where}: unknown place {value!r} (places: {known})")
-        return value
-
-    subjects = [_subject(node, region_ids, place) for node in top.tables("subjects")]
-    subject_keys = _unique([s.key for s in subjects], top, "subjects")
+    if not isinstance(raw, Mapping):
+        raise _fail(source, "", "expected a table")
+    f = _decode(dict(raw), _File, source)
+    check = _Checker(source)
+    if f.start.absolute is None:
+        raise check.fail("start", "must be an RFC 3339 time with offset")
+    if f.duration <= 0:
+        raise check.fail("duration", "is required and must be positive")
+    timezone = check.timezone(f.timezone, "timezone")
+    if not f.regions:
+        raise check.fail("regions", "at least one [[regions]] entry is required")
+    check.regions = check.unique([r.id for r in f.regions], "regions")
+    check.places = {name: check.place(name, entry) for name, entry in f.places.items()}
+    check.subjects = check.unique([s.key for s in f.subjects], "subjects")
+    subjects = tuple(check.subject(s, f"subjects[{i}]") for i, s in enumerate(f.subjects))
     if not subjects:
-        raise top.fail("at least one [[subjects]] entry is required", "subjects")
-
-    devices = [_device(node, subject_keys, place) for node in top.tables("devices")]
-    _unique([d.key for d in devices], top, "devices")
-    victims_with_phone = {d.subject for d in devices if d.kind is DeviceKind.VICTIM_PHONE}
-
-    zones = [
-        _zone_decl(node, subject_keys, region_ids, places, victims_with_phone)
-        for node in top.tables("zones")
-    ]
-    _unique([z.key for z in zones], top, "zones")
-
-    expect = [_expect(node, subject_keys) for node in top.tables("expect")]
-    forbid = [_rule(node, subject_keys) for node in top.tables("forbid")]
-    allow = [_rule(node, subject_keys) for node in top.tables("allow")]
-    top.close()
-
+        raise check.fail("subjects", "at least one [[subjects]] entry is required")
+    devices = tuple(check.device(d, f"devices[{i}]") for i, d in enumerate(f.devices))
+    check.unique([d.key for d in devices], "devices")
+    victims = {d.subject for d in devices if d.kind is DeviceKind.VICTIM_PHONE}
+    zones = tuple(check.zone(z, f"zones[{i}]", victims) for i, z in enumerate(f.zones))
+    check.unique([z.key for z in zones], "zones")
     return Scenario(
-        name=name,
-        title=title,
-        description=description,
-        seed=seed,
-        start=start_spec.absolute,
-        duration_s=duration,
+        name=f.name,
+        title=f.name if f.title is None else f.title,
+        description=f.description,
+        seed=f.seed,
+        start=f.start.absolute,
+        duration_s=float(f.duration),
         timezone=timezone,
-        regions=tuple(regions),
-        places=places,
-        subjects=tuple(subjects),
-        devices=tuple(devices),
-        zones=tuple(zones),
-        expect=tuple(expect),
-        forbid=tuple(forbid),
-        allow=tuple(allow),
+        regions=f.regions,
+        places=check.places,
+        subjects=subjects,
+        devices=devices,
+        zones=zones,
+        expect=tuple(check.expect(e, f"expect[{i}]") for i, e in enumerate(f.expect)),
+        forbid=tuple(check.rule(r, f"forbid[{i}]") for i, r in enumerate(f.forbid)),
+        allow=tuple(check.rule(r, f"allow[{i}]") for i, r in enumerate(f.allow)),
         source=source,
     )
-
-
-def _zone(name: str, where: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ScenarioError(f"{where}: unknown IANA time zone {name!r}") from exc
-    return name
-
-
-def _unique(keys: list[str], top: _Node, what: str) -> set[str]:
-    seen: set[str] = set()
-    for key in keys:
-        if key in seen:
-            raise top.fail(f"duplicate key {key!r}", what)
-        seen.add(key)
-    return seen
-
-
-def _key(node: _Node) -> str:
-    key = node.text("key")
-    if not KEY_PATTERN.match(key):
-        raise node.fail("keys are letters, digits, '_' and '-', at most 16 long", "key")
-    return str(key)
-
-
-def _subject(node: _Node, region_ids: set[str], place: Any) -> SubjectDecl:
-    key = _key(node)
-    region = node.text("region")
-    if region not in region_ids:
-        raise node.fail(f"unknown region {region!r}", "region")
-    timezone = _zone(node.text("timezone"), node.at("timezone"))
-    stops = []
-    for index, item in enumerate(node.get("itinerary", [], (list,))):
-        stops.append(_stop(_Node(item, f"{node.where}.itinerary[{index}]", node.source), place))
-    routine = None
-    routine_raw = node.get("routine", None, (dict,))
-    if routine_raw is not None:
-        r = _Node(routine_raw, f"{node.where}.routine", node.source)
-        routine = RoutineDecl(
-            home=place(r.text("home"), r.at("home")),
-            work=None if r.text("work", None) is None else place(r.text("work"), r.at("work")),
-            shops=tuple(place(s, r.at("shops")) for s in r.get("shops", [], (list,))),
-            leave=_clock_of_day(r.get("leave", "07:30"), r.at("leave")),
-            work_until=_clock_of_day(r.get("work_until", "17:00"), r.at("work_until")),
-            home_by=_clock_of_day(r.get("home_by", "18:30"), r.at("home_by")),
-            shop_chance=r.number("shop_chance", 0.5, 0.0),
-        )
-        r.close()
-    if routine is None and not stops:
-        raise node.fail("needs an `itinerary` or a `routine`", "itinerary")
-    if routine is not None and stops:
-        raise node.fail("give an `itinerary` or a `routine`, not both", "routine")
-    if stops and stops[0].kind != "at":
-        raise node.fail("the first stop must be `at` a place (where the day starts)", "itinerary")
-    changes = []
-    for change in node.tables("region_changes"):
-        target = change.text("region")
-        if target not in region_ids:
-            raise change.fail(f"unknown region {target!r}", "region")
-        spec = change.time("at")
-        if spec is None:
-            raise change.fail("is required", "at")
-        changes.append(RegionChangeDecl(spec, target))
-        change.close()
-    display_name = node.text("name", key)
-    node.close()
-    return SubjectDecl(
-        key,
-        display_name,
-        region,
-        timezone,
-        tuple(stops),
-        routine,
-        tuple(changes),
-    )
-
-
-STOP_KINDS = ("at", "go", "stay")
-
-
-def _stop(node: _Node, place: Any) -> StopDecl:
-    kinds = [k for k in STOP_KINDS if k in node.raw]
-    if len(kinds) != 1:
-        raise node.fail("each stop has exactly one of `at`, `go`, `stay`")
-    kind = kinds[0]
-    sky_value = node.choice("sky", [s.value for s in (Sky.INDOOR, Sky.URBAN, Sky.OPEN)], None)
-    sky = None if sky_value is None else Sky(sky_value)
-    indoor_acc = node.number("indoor_acc_m", None, 1.0)
-    if kind == "at":
-        decl = StopDecl(
-            "at",
-            node.where,
-            place=place(node.text("at"), node.at("at")),
-            until=node.time("until"),
-            duration_s=node.duration("for"),
-            sky=sky,
-            indoor_acc_m=indoor_acc,
-        )
-    elif kind == "stay":
-        decl = StopDecl(
-            "stay",
-            node.where,
-            until=node.time("until"),
-            duration_s=parse_duration(node.get("stay"), node.at("stay")),
-            sky=sky,
-            indoor_acc_m=indoor_acc,
-        )
-    else:
-        target = node.get("go", kinds=(str, list))
-        via = tuple(_lonlat(p, node.at("via")) for p in node.get("via", [], (list,)))
-        decl = StopDecl(
-            "go",
-            node.where,
-            place=place(target, node.at("go")) if isinstance(target, str) else None,
-            point=None if isinstance(target, str) else _lonlat(target, node.at("go")),
-            leave=node.time("leave"),
-            arrive=node.time("arrive"),
-            mode=Mode(node.choice("by", [m.value for m in Mode], "foot")),
-            via=via,
-            sky=sky,
-            speed_mps=node.number("speed_mps", None, 0.1),
-            direct=node.flag("direct", False),
-        )
-        if decl.leave is not None and decl.arrive is not None:
-            raise node.fail("give `leave` or `arrive`, not both")
-    if decl.until is not None and decl.duration_s is not None:
-        raise node.fail("give `until` or `for`, not both")
-    node.close()
-    return decl
-
-
-def _device(node: _Node, subject_keys: set[str], place: Any) -> DeviceDecl:
-    key = _key(node)
-    kind = DeviceKind(node.choice("kind", [k.value for k in DeviceKind]))
-    subject = node.text("subject")
-    if subject not in subject_keys:
-        raise node.fail(f"unknown subject {subject!r}", "subject")
-    default_role = "victim" if kind is DeviceKind.VICTIM_PHONE else "offender"
-    role = node.choice("role", ROLES, default_role)
-    interval = node.duration("interval") or 60.0
-    pursuit = node.duration("pursuit_interval") or 15.0
-    battery = Battery()
-    battery_raw = node.get("battery", None, (dict,))
-    if battery_raw is not None:
-        b = _Node(battery_raw, f"{node.where}.battery", node.source)
-        battery = Battery(
-            start_pct=b.number("start", battery.start_pct, 0.0),
-            drain_pct_per_h=b.number("drain_per_hour", battery.drain_pct_per_h, 0.0),
-            charge_pct_per_h=b.number("charge_per_hour", battery.charge_pct_per_h, 0.0),
-            low_pct=b.number("low", battery.low_pct, 0.0),
-            critical_pct=b.number("critical", battery.critical_pct, 0.0),
-        )
-        if battery.start_pct > 100:
-            raise b.fail("a battery starts at 100 % at most", "start")
-        b.close()
-    elif kind is not DeviceKind.TAG:
-        battery = Battery(start_pct=80.0, drain_pct_per_h=1.5, charge_pct_per_h=40.0)
-    incidents = []
-    for index, item in enumerate(node.get("incidents", [], (list,))):
-        incident = _incident(_Node(item, f"{node.where}.incidents[{index}]", node.source))
-        if incident.kind in TAG_ONLY_INCIDENTS and kind is not DeviceKind.TAG:
-            raise ScenarioError(
-                f"{node.source}: {incident.where}: {incident.kind} happens to tags only"
-            )
-        incidents.append(incident)
-    beacon = node.text("home_beacon", None)
-    if beacon is not None:
-        place(beacon, node.at("home_beacon"))
-        if kind is not DeviceKind.TAG:
-            raise node.fail("only tags have a home beacon", "home_beacon")
-    ts_format = node.choice("ts_format", ["epoch", "rfc3339"], "epoch")
-    node.close()
-    return DeviceDecl(
-        key,
-        kind,
-        subject,
-        role,
-        interval,
-        pursuit,
-        battery,
-        tuple(incidents),
-        beacon,
-        ts_format,
-    )
-
-
-def _incident(node: _Node) -> IncidentDecl:
-    kind_text = node.choice("type", [k.value for k in IncidentKind])
-    kind = IncidentKind(kind_text)
-    if kind in INSTANT_INCIDENTS:
-        start = node.time("at")
-        end = None
-        if start is None:
-            raise node.fail(f"a {kind} needs `at`", "at")
-    else:
-        start = node.time("from")
-        end = node.time("to")
-        if start is None:
-            raise node.fail(f"a {kind} needs `from` (and `to`, else it lasts to the end)", "from")
-    fallback_text = node.choice("fallback", ["wifi", "cell", "none"], None)
-    if fallback_text is None:
-        fallback = {IncidentKind.JAMMING: Fallback.CELL}.get(kind)
-    else:
-        fallback = None if fallback_text == "none" else Fallback(fallback_text)
-    decl = IncidentDecl(
-        kind=kind,
-        where=node.where,
-        start=start,
-        end=end,
-        acc_m=node.number("acc_m", None, 1.0),
-        jump_probability=node.number("jump_probability", None, 0.0),
-        interval_s=node.duration("interval"),
-        fallback=fallback,
-        daily=node.flag("daily", False),
-    )
-    if decl.jump_probability is not None and decl.jump_probability > 1.0:
-        raise node.fail("is a probability per fix, 0–1", "jump_probability")
-    if decl.daily and (start.clock is None or start.day is not None):
-        raise node.fail("a daily incident needs clock times like '20:00'", "daily")
-    node.close()
-    return decl
-
-
-def _zone_decl(
-    node: _Node,
-    subject_keys: set[str],
-    region_ids: set[str],
-    places: Mapping[str, Place],
-    victims_with_phone: set[str],
-) -> ZoneDecl:
-    key = _key(node)
-    kind = node.choice("kind", ZONE_KINDS)
-    subject = node.text("subject", None)
-    if subject is not None and subject not in subject_keys:
-        raise node.fail(f"unknown subject {subject!r}", "subject")
-    region = node.text("region", None)
-    if region is not None and region not in region_ids:
-        raise node.fail(f"unknown region {region!r}", "region")
-    radius = node.number("radius_m", None, 1.0)
-    buffer = node.number("buffer_m", 0.0, 0.0)
-    victim = node.text("victim", None)
-    geometry: dict[str, Any] | None = None
-    forms = [k for k in ("geometry", "polygon", "point", "around") if k in node.raw]
-    if kind == "victim":
-        if victim is None:
-            raise node.fail("a victim zone names the `victim` subject whose phone it follows")
-        if victim not in victims_with_phone:
-            raise node.fail(f"subject {victim!r} has no victim_phone device", "victim")
-        if forms:
-            raise node.fail("a victim zone has no fixed geometry; it follows the victim's phone")
-        radius = radius or VICTIM_RADIUS_M
-    else:
-        if victim is not None:
-            raise node.fail("only victim zones have a `victim`", "victim")
-        if len(forms) != 1:
-            raise node.fail("give exactly one of `geometry`, `polygon`, `point`, `around`")
-        geometry = _geometry(node, forms[0], radius, places)
-        if geometry["type"] == "Point" and radius is None:
-            raise node.fail("a point zone needs `radius_m`", "radius_m")
-        if geometry["type"] != "Point" and radius is not None:
-            raise node.fail("`radius_m` is for point zones only", "radius_m")
-    schedule = _schedule(node)
-    if schedule is None and kind == "curfew":
-        schedule = CURFEW_DEFAULT
-    name = node.text("name", key)
-    node.close()
-    return ZoneDecl(key, name, kind, subject, victim, region, geometry, radius, buffer, schedule)
-
-
-def _geometry(
-    node: _Node, form: str, radius: float | None, places: Mapping[str, Place]
-) -> dict[str, Any]:
-    if form == "geometry":
-        raw = node.get("geometry", kinds=(dict,))
-        try:
-            shaped = shape(raw)
-        except Exception as exc:
-            raise node.fail(f"not GeoJSON: {exc}", "geometry") from exc
-        if shaped.geom_type not in ("Polygon", "MultiPolygon", "Point"):
-            raise node.fail("must be a Polygon, MultiPolygon or Point", "geometry")
-        if not shaped.is_valid:
-            raise node.fail("is not a valid polygon (self-intersecting?)", "geometry")
-        return dict(raw)
-    if form == "polygon":
-        ring = [list(_lonlat(p, node.at("polygon"))) for p in node.get("polygon", kinds=(list,))]
-        if ring and ring[0] != ring[-1]:
-            ring.append(ring[0])
-        geometry = {"type": "Polygon", "coordinates": [ring]}
-        if len(ring) < 4 or not shape(geometry).is_valid:
-            raise node.fail("needs at least 3 corners and no self-intersection", "polygon")
-        return geometry
-    if form == "point":
-        lon, lat = node.point("point")
-        return {"type": "Point", "coordinates": [lon, lat]}
-    around = node.text("around")
-    if around not in places:
-        raise node.fail(f"unknown place {around!r}", "around")
-    centre = places[around].point
-    box = node.get("box_m", None, (list,))
-    if box is None:
-        if radius is None:
-            raise node.fail("`around` a place needs `radius_m` (a circle) or `box_m`", "around")
-        return {"type": "Point", "coordinates": list(centre)}
-    if len(box) != 2 or not all(isinstance(v, int | float) and v > 0 for v in box):
-        raise node.fail("expected [width_m, height_m]", "box_m")
-    ring = [list(p) for p in box_ring(centre, float(box[0]), float(box[1]))]
-    return {"type": "Polygon", "coordinates": [ring]}
-
-
-def _schedule(node: _Node) -> Schedule | None:
-    windows = []
-    for w in node.tables("windows"):
-        days_raw = w.get("days", "daily", (str, list))
-        if isinstance(days_raw, str):
-            if days_raw not in DAY_SETS:
-                raise w.fail(f"use a list of {', '.join(DAYS)} or one of {', '.join(DAY_SETS)}")
-            days = DAY_SETS[days_raw]
-        else:
-            bad = [d for d in days_raw if d not in DAYS]
-            if bad:
-                raise w.fail(f"unknown days {bad}; use {', '.join(DAYS)}", "days")
-            days = tuple(days_raw)
-        windows.append(
-            Window(
-                tuple(days),
-                _clock_of_day(w.get("start"), w.at("start")),
-                _clock_of_day(w.get("end"), w.at("end")),
-            )
-        )
-        w.close()
-    exceptions = []
-    for e in node.tables("exceptions"):
-        day_raw = e.get("date", kinds=(str, date))
-        try:
-            day = day_raw if isinstance(day_raw, date) else date.fromisoformat(day_raw)
-        except ValueError as exc:
-            raise e.fail("expected a date like 2026-12-25", "date") from exc
-        active = e.flag("active", False)
-        start = e.get("start", None)
-        end = e.get("end", None)
-        if active and (start is None or end is None):
-            raise e.fail("an active exception gives the day's window `start` and `end`")
-        exceptions.append(
-            DatedException(
-                day,
-                active,
-                None if start is None else _clock_of_day(start, e.at("start")),
-                None if end is None else _clock_of_day(end, e.at("end")),
-            )
-        )
-        e.close()
-    if not windows and not exceptions:
-        return None
-    return Schedule(tuple(windows), tuple(exceptions))
-
-
-def _alert_type(value: Any, node: _Node, key: str) -> str:
-    if value not in ALERT_TYPES:
-        close = difflib.get_close_matches(str(value), sorted(ALERT_TYPES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise node.fail(f"{value!r} is not an alert type of DESIGN.md{hint}", key)
-    return str(value)
-
-
-def _expect(node: _Node, subject_keys: set[str]) -> ExpectDecl:
-    alert = _alert_type(node.text("alert"), node, "alert")
-    subject = node.text("subject")
-    if subject not in subject_keys:
-        raise node.fail(f"unknown subject {subject!r}", "subject")
-    decl = ExpectDecl(
-        alert,
-        subject,
-        node.time("after"),
-        node.time("before"),
-        node.flag("late", None),
-        node.duration("within"),
-        node.text("why", ""),
-    )
-    node.close()
-    return decl
-
-
-def _rule(node: _Node, subject_keys: set[str]) -> RuleDecl:
-    alerts_raw = node.get("alerts", kinds=(list, str))
-    if alerts_raw in ("*", ["*"]):
-        alerts = None
-    else:
-        items = [alerts_raw] if isinstance(alerts_raw, str) else alerts_raw
-        alerts = frozenset(_alert_type(a, node, "alerts") for a in items)
-    subject = node.text("subject", None)
-    if subject is not None and subject not in subject_keys:
-        raise node.fail(f"unknown subject {subject!r}", "subject")
-    decl = RuleDecl(alerts, subject, node.time("after"), node.time("before"), node.text("why", ""))
-    node.close()
-    return decl
