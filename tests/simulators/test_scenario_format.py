@@ -174,3 +174,85 @@ def test_the_entry_module_re_exports_what_importers_use():
         assert hasattr(scenario, name), name
     assert scenario.ScenarioRun is scenario_plan.ScenarioRun
     assert scenario.Scenario is scenario_format.Scenario
+
+
+def test_unknown_keys_are_refused_at_any_depth_with_a_suggestion():
+    _fails(lambda r: r.update(sede=3), "test.toml: sede: unknown key", "'seed'")
+    _fails(
+        lambda r: r["devices"][0].update(battery={"strat": 50}),
+        "devices[0].battery.strat: unknown key",
+        "'start'",
+    )
+    _fails(
+        lambda r: r["places"].update(home={"lon": 18.47, "lat": -33.94, "skye": "open"}),
+        "places.home.skye: unknown key",
+    )
+    # a key of another kind of stop is unknown on this one
+    _fails(
+        lambda r: r["subjects"][0]["itinerary"][1].update(until="08:00"),
+        "subjects[0].itinerary[1].until: unknown key",
+    )
+
+
+def test_wrong_types_name_the_entry_and_what_was_expected():
+    _fails(lambda r: r.update(seed="1002"), "test.toml: seed: expected int, got str")
+    _fails(lambda r: r.update(seed=True), "seed: expected int, got bool")
+    _fails(lambda r: r["devices"][0].pop("kind"), "devices[0].kind: is required")
+    _fails(
+        lambda r: r["devices"][0].update(kind="tog"),
+        "devices[0].kind: 'tog' is not one of tag, phone, victim_phone",
+    )
+    _fails(
+        lambda r: r["subjects"][0]["itinerary"][1].update(by="bike"),
+        "subjects[0].itinerary[1].by: 'bike' is not one of foot, car, highway",
+    )
+    _fails(lambda r: r["places"].update(home="here"), "places.home: expected object, got str")
+    _fails(lambda r: r["devices"][0].update(key="a tag"), "devices[0].key: expected letters")
+    _fails(lambda r: r["expect"][0].update(within="4 min"), "expect[0].within", "not a duration")
+
+
+def test_out_of_range_values_name_the_bound():
+    _fails(
+        lambda r: r["devices"][0].update(battery={"start": 120}),
+        "devices[0].battery.start: expected <= 100",
+    )
+    _fails(
+        lambda r: r["devices"][0].update(battery={"drain_per_hour": -1}),
+        "devices[0].battery.drain_per_hour: expected >= 0",
+    )
+    _fails(lambda r: r["places"].update(home=[18.47, -95.0]), "places.home[1]: expected >= -90")
+    _fails(lambda r: r["places"].update(home=[18.47, -33.9, 3.0]), "places.home: expected array")
+    _fails(lambda r: r["zones"][0].update(box_m=[0, 30]), "zones[0].box_m[0]: expected > 0")
+
+    def jumpy(raw):
+        incident = {"type": "urban", "from": "09:00", "jump_probability": 1.5}
+        raw["devices"][0]["incidents"] = [incident]
+
+    _fails(jumpy, "devices[0].incidents[0].jump_probability: expected <= 1")
+
+
+def test_bad_cross_references_name_the_entry():
+    _fails(lambda r: r["zones"][0].update(around="office"), "zones[0].around: unknown place")
+    _fails(lambda r: r["expect"][0].update(subject="thabo"), "expect[0].subject: unknown subject")
+    _fails(lambda r: r["forbid"][1].update(subject="thabo"), "forbid[1].subject: unknown subject")
+    _fails(
+        lambda r: r["devices"][0].update(home_beacon="office"),
+        "devices[0].home_beacon: unknown place 'office'",
+    )
+    _fails(
+        lambda r: r["subjects"][0].update(region_changes=[{"at": "12:00", "region": "xx"}]),
+        "subjects[0].region_changes[0].region: unknown region 'xx'",
+    )
+
+    def strap_cut_from(raw):
+        raw["devices"][0]["incidents"] = [{"type": "strap_cut", "from": "09:00"}]
+
+    _fails(strap_cut_from, "devices[0].incidents[0]", "strap_cut happens `at` a moment")
+
+
+def test_load_scenario_names_the_file(tmp_path):
+    text = (LIBRARY / "curfew-breach.toml").read_text().replace("seed = 1002", "seed = -1.5")
+    path = tmp_path / "curfew-breach.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=r"curfew-breach\.toml: seed: expected int, got float"):
+        validate_scenario(path)
