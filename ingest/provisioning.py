@@ -1,10 +1,13 @@
-"""Register a device outside the API (CLI, simulators): its row and its broker account together."""
+"""Register a device outside the API (CLI, simulators, tests): its row and its broker account
+together. The row is written by ``store.devices.register_device``, the statement the API's
+``create_device`` runs, so a device means the same whoever registered it."""
 
 from __future__ import annotations
 
 import psycopg
 
 from tagwatch.ingest.broker_accounts import BrokerAdmin, new_device_password
+from tagwatch.store.devices import register_device
 
 
 def provision_device(
@@ -18,10 +21,6 @@ def provision_device(
     """Return the new device's MQTT password; nothing is created if either side refuses."""
     password = new_device_password()
     with conn.transaction():
-        conn.execute(
-            "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s) "
-            "VALUES (%s, %s, %s, %s)",
-            (device_id, kind, owntracks_topic, expected_interval_s),
-        )
+        register_device(conn, device_id, kind, owntracks_topic, expected_interval_s)
         admin.create_device(device_id, password, owntracks_topic)
     return password

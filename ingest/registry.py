@@ -12,6 +12,7 @@ import time
 import psycopg
 
 from tagwatch.ingest.decode import DeviceInfo
+from tagwatch.store.devices import DeviceKey, device_key_by_id, device_key_by_topic, device_keys
 
 MISSING_TTL_S = 5.0
 
@@ -29,41 +30,35 @@ class DeviceRegistry:
             self._conn = psycopg.connect(self.database_url, autocommit=True)
         return self._conn
 
-    def _remember(self, device: DeviceInfo) -> DeviceInfo:
+    def _remember(self, key: DeviceKey) -> DeviceInfo:
+        device = DeviceInfo(key.id, key.kind, key.owntracks_topic)
         self._by_id[device.device_id] = device
         if device.owntracks_topic:
             self._by_topic[device.owntracks_topic] = device
         return device
 
     def load_all(self) -> int:
-        rows = (
-            self._connection().execute("SELECT id, kind, owntracks_topic FROM devices").fetchall()
-        )
-        for row in rows:
-            self._remember(DeviceInfo(*row))
-        return len(rows)
+        keys = device_keys(self._connection())
+        for key in keys:
+            self._remember(key)
+        return len(keys)
 
     def _fetch(self, key: str, column: str) -> DeviceInfo | None:
         now = time.monotonic()
         if self._missing.get(f"{column}:{key}", 0.0) > now:
             return None
+        lookup = device_key_by_id if column == "id" else device_key_by_topic
         try:
-            row = (
-                self._connection()
-                .execute(
-                    f"SELECT id, kind, owntracks_topic FROM devices WHERE {column} = %s", (key,)
-                )
-                .fetchone()
-            )
+            found = lookup(self._connection(), key)
         except psycopg.OperationalError:
             self._conn = None
             raise
-        if row is None:
+        if found is None:
             self._missing[f"{column}:{key}"] = now + MISSING_TTL_S
             if len(self._missing) > 100_000:
                 self._missing = {k: v for k, v in self._missing.items() if v > now}
             return None
-        return self._remember(DeviceInfo(*row))
+        return self._remember(found)
 
     def by_id(self, device_id: str) -> DeviceInfo | None:
         return self._by_id.get(device_id) or self._fetch(device_id, "id")

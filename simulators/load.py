@@ -28,6 +28,9 @@ import psycopg
 
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.store.devices import assign_to_namesakes, register_devices
+from tagwatch.store.fixes import stored_among, stored_like
+from tagwatch.store.subjects import add_namesakes, ensure_region, ids_by_case_ref
 
 CENTRE = (18.4241, -33.9249)  # lon, lat: Cape Town
 REGION = "load"
@@ -85,12 +88,6 @@ class LoadReport:
         return out
 
 
-def _copy_rows(conn: psycopg.Connection, statement: str, rows: list[tuple[object, ...]]) -> None:
-    with conn.cursor() as cur, cur.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
 def gateway_client(settings: Settings, name: str) -> mqtt.Client:
     """A connected client on the gateway account (which may publish for any device), for
     loads and benchmarks that speak for many devices at once."""
@@ -120,26 +117,10 @@ def register(conn: psycopg.Connection, prefix: str, count: int, interval: float)
     ids = [f"{prefix}-{i:06d}" for i in range(count)]
     start = datetime.now(UTC)
     with conn.transaction():
-        conn.execute(
-            "INSERT INTO regions (id, name) VALUES (%s, 'Load test') ON CONFLICT DO NOTHING",
-            (REGION,),
-        )
-        _copy_rows(
-            conn,
-            "COPY devices (id, kind, expected_interval_s) FROM STDIN",
-            [(d, "tag", max(1, round(interval))) for d in ids],
-        )
-        _copy_rows(
-            conn,
-            "COPY subjects (name, case_ref, region_id, timezone) FROM STDIN",
-            [(d, d, REGION, "Africa/Johannesburg") for d in ids],
-        )
-        conn.execute(
-            "INSERT INTO device_assignments (device_id, subject_id, role, during)"
-            " SELECT s.case_ref, s.id, 'offender', tstzrange(%s, NULL) FROM subjects s"
-            " WHERE s.case_ref LIKE %s",
-            (start, f"{prefix}-%"),
-        )
+        ensure_region(conn, REGION, "Load test")
+        register_devices(conn, ids, "tag", max(1, round(interval)))
+        add_namesakes(conn, ids, REGION, "Africa/Johannesburg")
+        assign_to_namesakes(conn, f"{prefix}-%", start)
     return ids
 
 
@@ -147,8 +128,8 @@ def release(conn: psycopg.Connection, prefix: str) -> None:
     """The load's subjects stop being monitored now (as a scenario's do when it ends)."""
     from tagwatch.simulators.runner import release as release_subjects  # noqa: PLC0415
 
-    rows = conn.execute("SELECT id FROM subjects WHERE case_ref LIKE %s", (f"{prefix}-%",))
-    release_subjects(conn, [r[0] for r in rows.fetchall()], time.time())
+    ids = ids_by_case_ref(conn, f"{prefix}-%")
+    release_subjects(conn, list(ids.values()), time.time())
 
 
 class Watcher(threading.Thread):
@@ -172,20 +153,11 @@ class Watcher(threading.Thread):
                 with self.lock:
                     keys = list(self.pending.items())[:5000]
                 if keys:
-                    rows = conn.execute(
-                        "SELECT f.device_id, f.seq FROM unnest(%s::text[], %s::timestamptz[],"
-                        " %s::bigint[]) AS k(d, t, s) JOIN fixes f"
-                        " ON f.device_id = k.d AND f.ts = k.t AND f.seq = k.s",
-                        (
-                            [k[0] for k, _ in keys],
-                            [v[0] for _, v in keys],
-                            [k[1] for k, _ in keys],
-                        ),
-                    ).fetchall()
+                    found = stored_among(conn, [(d, v[0], seq) for (d, seq), v in keys])
                     seen = time.time()
                     with self.lock:
-                        for device_id, seq in rows:
-                            entry = self.pending.pop((device_id, seq), None)
+                        for key in found:
+                            entry = self.pending.pop((key.device_id, key.seq), None)
                             if entry is not None:
                                 self.latencies.append(seen - entry[1])
                 self.stop.wait(POLL_S)
@@ -214,10 +186,7 @@ def run_load(
             publish_steady(settings, ids, report, clients, sample, rng, echo, stop)
         finally:
             release(conn, prefix)
-        row = conn.execute(
-            "SELECT count(*) FROM fixes WHERE device_id LIKE %s", (f"{prefix}-%",)
-        ).fetchone()
-        report.stored = int(row[0]) if row else 0
+        report.stored = stored_like(conn, f"{prefix}-%").stored
     return report
 
 

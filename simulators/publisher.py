@@ -18,12 +18,14 @@ from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 import psycopg
-from psycopg.types.json import Jsonb
 
 from tagwatch.ingest.broker_accounts import BrokerAdmin
 from tagwatch.ingest.provisioning import provision_device
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.store.devices import add_assignment
+from tagwatch.store.subjects import add_subject, ensure_region
+from tagwatch.store.zones import ZoneDraft, create_zone, named_zones
 
 CENTRE = (18.4241, -33.9249)  # Cape Town, lon/lat
 METRES_PER_DEGREE = 111_320.0
@@ -93,21 +95,17 @@ def ensure_demo_zones(conn: psycopg.Connection, region: str) -> None:
     """A few keep-out zones for the region's walkers, so the demo's queue and map come alive
     with real alerts (regional global zones: every subject of the region must keep out)."""
     for name, (dlon, dlat), radius, band in DEMO_ZONES:
-        exists = conn.execute(
-            "SELECT 1 FROM zones WHERE name = %s AND region_id = %s AND deleted_at IS NULL",
-            (name, region),
-        ).fetchone()
-        if exists:
+        if named_zones(conn, name, region_id=region):
             continue
-        conn.execute(
-            "INSERT INTO zones (name, kind, geometry, radius_m, buffer_m, region_id)"
-            " VALUES (%s, 'exclusion', %s, %s, %s, %s)",
-            (
-                name,
-                Jsonb({"type": "Point", "coordinates": [CENTRE[0] + dlon, CENTRE[1] + dlat]}),
-                radius,
-                band,
-                region,
+        create_zone(
+            conn,
+            ZoneDraft(
+                name=name,
+                kind="exclusion",
+                geometry={"type": "Point", "coordinates": [CENTRE[0] + dlon, CENTRE[1] + dlat]},
+                radius_m=radius,
+                buffer_m=band,
+                region_id=region,
             ),
         )
     conn.commit()
@@ -120,27 +118,21 @@ def register_demo_tags(settings: Settings, count: int, region: str) -> list[Simu
     admin = BrokerAdmin.from_url(settings.mqtt_admin_url)
     tags = []
     with psycopg.connect(settings.database_url) as conn:
-        conn.execute(
-            "INSERT INTO regions (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (region, f"{region} region"),
-        )
+        ensure_region(conn, region, f"{region} region")
         conn.commit()
         ensure_demo_zones(conn, region)
         for index in range(count):
             device_id = f"sim-{run}-{index:04d}"
             password = provision_device(conn, admin, device_id)
             with conn.transaction():
-                subject = conn.execute(
-                    "INSERT INTO subjects (name, region_id, timezone) VALUES (%s, %s, %s) "
-                    "RETURNING id",
-                    (f"Simulated subject {run}-{index}", region, "Africa/Johannesburg"),
-                ).fetchone()
-                assert subject is not None
-                conn.execute(
-                    "INSERT INTO device_assignments (device_id, subject_id, role, during) "
-                    "VALUES (%s, %s, 'offender', tstzrange(%s, NULL))",
-                    (device_id, subject[0], datetime(2000, 1, 1, tzinfo=UTC)),
+                subject_id = add_subject(
+                    conn,
+                    name=f"Simulated subject {run}-{index}",
+                    region_id=region,
+                    timezone="Africa/Johannesburg",
                 )
+                since = datetime(2000, 1, 1, tzinfo=UTC)
+                add_assignment(conn, device_id, subject_id, "offender", since, None)
             tags.append(
                 SimulatedTag(
                     device_id,

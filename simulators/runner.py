@@ -30,7 +30,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
-from psycopg.types.json import Jsonb
 
 from tagwatch.ingest.broker_accounts import BrokerAdmin
 from tagwatch.ingest.provisioning import provision_device
@@ -44,6 +43,13 @@ from tagwatch.simulators.scenario import (
 )
 from tagwatch.simulators.scoring import RaisedAlert, ScoreCard, naive_alerts, score_run
 from tagwatch.simulators.wire import LinkAction, LinkChange, Publication, read_trace
+from tagwatch.store import rule_clock
+from tagwatch.store.alerts import raised_for
+from tagwatch.store.devices import add_assignment, end_assignments
+from tagwatch.store.engine_repository import forget_rule_state
+from tagwatch.store.fixes import count_stored
+from tagwatch.store.subjects import add_subject, ensure_region, move_subject
+from tagwatch.store.zones import ZoneDraft, create_zone
 
 log = logging.getLogger(__name__)
 
@@ -120,87 +126,65 @@ def provision(
         plan = run.plan
         group = f"scenario-{run.run_id}"
         for region in plan.regions:
-            conn.execute(
-                "INSERT INTO regions (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                (region.id, region.name),
-            )
+            ensure_region(conn, region.id, region.name)
         ids: dict[str, int] = {}
         for s in plan.subjects:
-            row = conn.execute(
-                "INSERT INTO subjects (name, case_ref, region_id, timezone, groups)"
-                " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (s.display_name, s.case_ref, s.region_id, s.timezone, [group]),
-            ).fetchone()
-            assert row is not None
-            ids[s.key] = int(row[0])
+            ids[s.key] = add_subject(
+                conn,
+                name=s.display_name,
+                case_ref=s.case_ref,
+                region_id=s.region_id,
+                timezone=s.timezone,
+                groups=[group],
+            )
         conn.commit()
         for d in plan.devices:
             passwords[d.device_id] = provision_device(
                 conn, admin, d.device_id, d.kind, d.owntracks_topic, d.expected_interval_s
             )
         with conn.transaction():
-            for a in plan.assignments:
-                conn.execute(
-                    "INSERT INTO device_assignments (device_id, subject_id, role, during)"
-                    " VALUES (%s, %s, %s, tstzrange(%s, %s))",
-                    (a.device_id, ids[a.subject_key], a.role, a.start, a.end),
-                )
-            for z in plan.zones:
-                conn.execute(
-                    "INSERT INTO zones (name, kind, geometry, radius_m, buffer_m, subject_id,"
-                    " group_name, region_id, victim_subject_id, schedule)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        z.name,
-                        z.kind,
-                        None if z.geometry is None else Jsonb(z.geometry),
-                        z.radius_m,
-                        z.buffer_m or None,
-                        ids[z.subject_key] if z.subject_key else None,
-                        None if z.subject_key else group,
-                        z.region_id,
-                        ids[z.victim_subject_key] if z.victim_subject_key else None,
-                        None if z.schedule is None else Jsonb(z.schedule.to_json()),
-                    ),
-                )
+            provision_holdings(conn, run, ids)
         subject_ids[run.scenario] = ids
     return subject_ids, passwords
 
 
-def set_clock(conn: psycopg.Connection, origin: float, wall_origin: float, speed: float) -> None:
-    with conn.transaction():
-        conn.execute("DELETE FROM rule_clock")
-        conn.execute(
-            "INSERT INTO rule_clock (origin, wall_origin, speed)"
-            " VALUES (to_timestamp(%s), to_timestamp(%s), %s)",
-            (origin, wall_origin, speed),
+def provision_holdings(conn: psycopg.Connection, run: ScenarioRun, ids: dict[str, int]) -> None:
+    """A scenario's assignments and zones, once its subjects (``ids``: key -> id) and devices
+    exist. Zones pass the API's checks (store.zones.create_zone): a scenario cannot play a zone
+    the platform would refuse to draw."""
+    group = f"scenario-{run.run_id}"
+    for a in run.plan.assignments:
+        add_assignment(conn, a.device_id, ids[a.subject_key], a.role, a.start, a.end)
+    for z in run.plan.zones:
+        create_zone(
+            conn,
+            ZoneDraft(
+                name=z.name,
+                kind=z.kind,
+                geometry=z.geometry,
+                radius_m=z.radius_m,
+                buffer_m=z.buffer_m or None,
+                subject_id=ids[z.subject_key] if z.subject_key else None,
+                group_name=None if z.subject_key else group,
+                region_id=z.region_id,
+                victim_subject_id=ids[z.victim_subject_key] if z.victim_subject_key else None,
+                schedule=None if z.schedule is None else z.schedule.to_json(),
+            ),
         )
-
-
-def set_played_until(conn: psycopg.Connection, at: float | None) -> None:
-    """How far the player has published (None: on time), so the rules' clock waits for it."""
-    conn.execute("UPDATE rule_clock SET played_until = to_timestamp(%s)", (at,))
 
 
 def release(conn: psycopg.Connection, subject_ids: Sequence[int], at: float) -> None:
     """A scenario is over: its subjects stop being monitored at `at` (scenario time), so that
     nothing raises 'no communication' for devices that were only ever simulated."""
-    ids = list(subject_ids)
     with conn.transaction():
-        conn.execute(
-            "UPDATE device_assignments SET during = tstzrange(lower(during), to_timestamp(%s))"
-            " WHERE subject_id = ANY(%s) AND (upper(during) IS NULL"
-            " OR upper(during) > to_timestamp(%s)) AND lower(during) < to_timestamp(%s)",
-            (at, ids, at, at),
-        )
-        conn.execute("DELETE FROM rule_state WHERE subject_id = ANY(%s)", (ids,))
+        end_assignments(conn, subject_ids, at)
+        forget_rule_state(conn, subject_ids)
 
 
 def finish(conn: psycopg.Connection, manifest: Manifest) -> None:
     """Release every subject of the run and give the rules back the wall clock."""
     release(conn, [sid for per in manifest.subjects.values() for sid in per.values()], manifest.end)
-    with conn.transaction():
-        conn.execute("DELETE FROM rule_clock")
+    rule_clock.clear(conn)
 
 
 # -- playing -------------------------------------------------------------------------------
@@ -383,7 +367,7 @@ class Player:
                     if step.at > marked_at and (
                         delay > MARK_EVERY_S or time.monotonic() - mark_written >= MARK_EVERY_S
                     ):
-                        set_played_until(conn, step.at)
+                        rule_clock.set_played_until(conn, step.at)
                         marked_at, mark_written = step.at, time.monotonic()
                     if delay > 0 and stop.wait(delay):
                         return
@@ -396,10 +380,7 @@ class Player:
                         releasing.start()
                         self.releasing.append(releasing)
                     elif isinstance(step, RegionStep):
-                        conn.execute(
-                            "UPDATE subjects SET region_id = %s, updated_at = now() WHERE id = %s",
-                            (step.region_id, step.subject_id),
-                        )
+                        move_subject(conn, step.subject_id, step.region_id)
                     elif isinstance(step, Publication):
                         self.links[step.device_id].publish(step)
                         self.published += 1
@@ -412,7 +393,7 @@ class Player:
                     ):
                         progress(Progress(index + 1, len(steps), step.at, max(0.0, -delay)))
             finally:
-                set_played_until(conn, None)  # the tail runs on the clock alone
+                rule_clock.set_played_until(conn, None)  # the tail runs on the clock alone
                 for link in self.links.values():
                     link.close()
                 for releasing in self.releasing:
@@ -443,10 +424,7 @@ def wait_stored(
     deadline = time.monotonic() + timeout
     last, last_change = -1, time.monotonic()
     while True:
-        row = conn.execute(
-            "SELECT count(*) FROM fixes WHERE device_id = ANY(%s)", (devices,)
-        ).fetchone()
-        stored = int(row[0]) if row else 0
+        stored = count_stored(conn, devices)
         if stored >= expected or time.monotonic() > deadline:
             return stored
         if stored != last:
@@ -496,7 +474,7 @@ def run_scenarios(
             expected_fixes=expected,
         )
         manifest.save(manifest_path)
-        set_clock(conn, origin, wall_origin, speedup)
+        rule_clock.set_clock(conn, origin, wall_origin, speedup)
         span = (end - origin) / speedup
         echo(
             f"playing {sum(len(r.publications) for r in runs)} messages from {len(devices)}"
@@ -536,14 +514,16 @@ def run_scenarios(
 def raised_alerts(
     conn: psycopg.Connection, subject_ids: Iterable[int], until: float
 ) -> list[RaisedAlert]:
-    rows = conn.execute(
-        "SELECT id, type, subject_id, opened_at, late, first_fix_at FROM alerts"
-        " WHERE subject_id = ANY(%s) AND opened_at <= to_timestamp(%s) ORDER BY id",
-        (list(subject_ids), until),
-    ).fetchall()
     return [
-        RaisedAlert(t, str(sid), opened, late=bool(late), first_fix_at=first, alert_id=str(aid))
-        for aid, t, sid, opened, late, first in rows
+        RaisedAlert(
+            r.type,
+            str(r.subject_id),
+            r.opened_at,
+            late=bool(r.late),
+            first_fix_at=r.first_fix_at,
+            alert_id=str(r.id),
+        )
+        for r in raised_for(conn, list(subject_ids), until)
     ]
 
 

@@ -244,3 +244,51 @@ async def outbox_page(
         PAGE, {"regions": regions, "after": after, "gaps": list(gaps), "limit": limit}
     )
     return await cur.fetchall()
+
+
+# -- synchronous: what the platform raised, for scenario scoring and the alert benchmark -----
+
+
+@dataclass(frozen=True, slots=True)
+class RaisedRow:
+    id: int
+    type: str
+    subject_id: int
+    opened_at: datetime
+    late: bool | None
+    first_fix_at: datetime | None
+
+
+def raised_for(
+    conn: psycopg.Connection[Any], subject_ids: Sequence[int], until: float
+) -> list[RaisedRow]:
+    """The subjects' alerts opened by ``until`` (epoch seconds), oldest first."""
+    cur = conn.cursor(row_factory=class_row(RaisedRow))
+    cur.execute(
+        "SELECT id, type, subject_id, opened_at, late, first_fix_at FROM alerts"
+        " WHERE subject_id = ANY(%s) AND opened_at <= to_timestamp(%s) ORDER BY id",
+        (list(subject_ids), until),
+    )
+    return cur.fetchall()
+
+
+@dataclass(frozen=True, slots=True)
+class AlertTimes:
+    subject_id: int
+    id: int
+    opened_at: float  # epoch seconds
+    raised_at: float
+
+
+def alert_times(
+    conn: psycopg.Connection[Any], subject_ids: Sequence[int], alert_type: str
+) -> list[AlertTimes]:
+    """When the subjects' alerts of ``alert_type`` were opened (their fix's time) and raised."""
+    cur = conn.cursor(row_factory=class_row(AlertTimes))
+    cur.execute(
+        "SELECT subject_id, id, extract(epoch FROM opened_at)::float8 AS opened_at,"
+        " extract(epoch FROM raised_at)::float8 AS raised_at FROM alerts"
+        " WHERE subject_id = ANY(%s) AND type = %s",
+        (list(subject_ids), alert_type),
+    )
+    return cur.fetchall()

@@ -3,6 +3,10 @@
 A device held now by a subject outside the caller's regions is invisible to them (it answers
 like a missing one); devices in stock (held by nobody) are visible to all, to be assigned.
 ``regions`` is the caller's regions, or None for all.
+
+Registration is written once (``INSERT_DEVICE``, ``INSERT_ASSIGNMENT``): the API's async
+functions and the synchronous ones the CLI, ingest's provisioning, the simulators and the
+benchmarks call run the same statements.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
@@ -20,6 +25,14 @@ VISIBLE = (
     "(%(regions)s::text[] IS NULL OR NOT EXISTS (SELECT 1 FROM device_assignments a"
     " JOIN subjects s ON s.id = a.subject_id WHERE a.device_id = devices.id"
     " AND a.during @> now() AND NOT s.region_id = ANY(%(regions)s::text[])))"
+)
+INSERT_DEVICE = (
+    "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s) "
+    f"VALUES (%s, %s, %s, %s) RETURNING {COLUMNS}"
+)
+INSERT_ASSIGNMENT = (
+    "INSERT INTO device_assignments (device_id, subject_id, role, during) "
+    "VALUES (%s, %s, %s, tstzrange(%s, %s, '[)')) RETURNING id"
 )
 
 
@@ -73,11 +86,7 @@ async def create_device(
 ) -> Device:
     """Raises UniqueViolation when the id or the OwnTracks topic is already registered."""
     cur = conn.cursor(row_factory=class_row(Device))
-    await cur.execute(
-        "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s) "
-        f"VALUES (%s, %s, %s, %s) RETURNING {COLUMNS}",
-        (device_id, kind, owntracks_topic, expected_interval_s),
-    )
+    await cur.execute(INSERT_DEVICE, (device_id, kind, owntracks_topic, expected_interval_s))
     row = await cur.fetchone()
     assert row is not None
     return row
@@ -94,11 +103,7 @@ async def assign(
     """The new assignment's id, for ``[from_, to)``. Raises ForeignKeyViolation for an unknown
     device, ExclusionViolation when the device is held by someone during that period."""
     row = await (
-        await conn.execute(
-            "INSERT INTO device_assignments (device_id, subject_id, role, during) "
-            "VALUES (%s, %s, %s, tstzrange(%s, %s, '[)')) RETURNING id",
-            (device_id, subject_id, role, from_, to),
-        )
+        await conn.execute(INSERT_ASSIGNMENT, (device_id, subject_id, role, from_, to))
     ).fetchone()
     assert row is not None
     return int(row[0])
@@ -112,3 +117,110 @@ async def subject_assignments(conn: AsyncConnection[Any], subject_id: int) -> li
         (subject_id,),
     )
     return await cur.fetchall()
+
+
+# -- synchronous: the CLI, ingest, the simulators and the benchmarks ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKey:
+    """What ingest needs to know of a device to accept its messages."""
+
+    id: str
+    kind: str
+    owntracks_topic: str | None
+
+
+KEY_COLUMNS = "id, kind, owntracks_topic"
+
+
+def register_device(
+    conn: psycopg.Connection[Any],
+    device_id: str,
+    kind: str = "tag",
+    owntracks_topic: str | None = None,
+    expected_interval_s: int = 60,
+) -> Device:
+    """The device's row, as ``create_device`` writes it for the API (its broker account is
+    ingest.provisioning's). Raises UniqueViolation when the id or the topic is taken."""
+    cur = conn.cursor(row_factory=class_row(Device))
+    cur.execute(INSERT_DEVICE, (device_id, kind, owntracks_topic, expected_interval_s))
+    row = cur.fetchone()
+    assert row is not None
+    return row
+
+
+def add_assignment(
+    conn: psycopg.Connection[Any],
+    device_id: str,
+    subject_id: int,
+    role: str,
+    from_: datetime,
+    to: datetime | None,
+) -> int:
+    """``assign`` for synchronous callers: the new assignment's id, for ``[from_, to)``."""
+    row = conn.execute(INSERT_ASSIGNMENT, (device_id, subject_id, role, from_, to)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def register_devices(
+    conn: psycopg.Connection[Any], device_ids: Sequence[str], kind: str, expected_interval_s: int
+) -> None:
+    """Many devices at once (COPY), for loads and benchmarks of up to 100,000 devices (broker
+    accounts are not made: they publish through the gateway account)."""
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY devices (id, kind, expected_interval_s) FROM STDIN") as copy,
+    ):
+        for device_id in device_ids:
+            copy.write_row((device_id, kind, expected_interval_s))
+
+
+def ensure_devices(conn: psycopg.Connection[Any], device_ids: Sequence[str], kind: str) -> None:
+    """Register those of ``device_ids`` not registered yet (the schema's default interval)."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO devices (id, kind) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            [(device_id, kind) for device_id in device_ids],
+        )
+
+
+def assign_to_namesakes(conn: psycopg.Connection[Any], case_ref_like: str, from_: datetime) -> None:
+    """In bulk: every subject whose case_ref is LIKE ``case_ref_like`` holds, as offender from
+    ``from_`` on, the device whose id is its case_ref (how loads and benchmarks pair them)."""
+    conn.execute(
+        "INSERT INTO device_assignments (device_id, subject_id, role, during)"
+        " SELECT s.case_ref, s.id, 'offender', tstzrange(%s, NULL) FROM subjects s"
+        " WHERE s.case_ref LIKE %s",
+        (from_, case_ref_like),
+    )
+
+
+def end_assignments(conn: psycopg.Connection[Any], subject_ids: Sequence[int], at: float) -> None:
+    """The subjects hold no device from ``at`` (epoch seconds) on: assignments open then are
+    cut at ``at``; those that start later are left as they are."""
+    conn.execute(
+        "UPDATE device_assignments SET during = tstzrange(lower(during), to_timestamp(%s))"
+        " WHERE subject_id = ANY(%s) AND (upper(during) IS NULL"
+        " OR upper(during) > to_timestamp(%s)) AND lower(during) < to_timestamp(%s)",
+        (at, list(subject_ids), at, at),
+    )
+
+
+def device_keys(conn: psycopg.Connection[Any]) -> list[DeviceKey]:
+    cur = conn.cursor(row_factory=class_row(DeviceKey))
+    cur.execute(f"SELECT {KEY_COLUMNS} FROM devices")
+    return cur.fetchall()
+
+
+def device_key_by_id(conn: psycopg.Connection[Any], device_id: str) -> DeviceKey | None:
+    cur = conn.cursor(row_factory=class_row(DeviceKey))
+    cur.execute(f"SELECT {KEY_COLUMNS} FROM devices WHERE id = %s", (device_id,))
+    return cur.fetchone()
+
+
+def device_key_by_topic(conn: psycopg.Connection[Any], topic: str) -> DeviceKey | None:
+    cur = conn.cursor(row_factory=class_row(DeviceKey))
+    cur.execute(f"SELECT {KEY_COLUMNS} FROM devices WHERE owntracks_topic = %s", (topic,))
+    return cur.fetchone()

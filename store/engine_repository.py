@@ -421,3 +421,17 @@ def enqueue(
         " AND (CASE w.min_severity WHEN 'info' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END) <= %s",
         (row[0], row[0], region, alert_type, rank),
     )
+
+
+def forget_rule_state(conn: psycopg.Connection, subject_ids: Sequence[int]) -> None:
+    """Drop the subjects' rule state (they are no longer monitored: a scenario or a load has
+    ended), so no clock rule judges them again."""
+    conn.execute("DELETE FROM rule_state WHERE subject_id = ANY(%s)", (list(subject_ids),))
+
+
+def seed_rule_state(conn: psycopg.Connection, states: Sequence[tuple[int, dict[str, Any]]]) -> None:
+    """Many subjects' rule state at once (COPY; subject id, ``SubjectState.to_json()``), for
+    benchmarks that start from subjects tracked for a while."""
+    with conn.cursor() as cur, cur.copy("COPY rule_state (subject_id, state) FROM STDIN") as copy:
+        for subject_id, state in states:
+            copy.write_row((subject_id, Jsonb(state)))

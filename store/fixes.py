@@ -7,11 +7,13 @@ Only the fixes of devices the subject held as offender count, each inside its ho
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 
 # Fixes of the devices the subject held as offender, each inside its holding period.
 HELD_FIXES = """
@@ -207,3 +209,67 @@ async def near(
         },
     )
     return await cur.fetchall()
+
+
+# -- synchronous: how far ingest has got, for the simulators and the benchmarks --------------
+
+
+def count_stored(conn: psycopg.Connection[Any], device_ids: Sequence[str]) -> int:
+    """How many fixes of ``device_ids`` are stored."""
+    row = conn.execute(
+        "SELECT count(*) FROM fixes WHERE device_id = ANY(%s)", (list(device_ids),)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSpan:
+    """Fixes stored, and the seconds between the first and last transaction that stored them."""
+
+    stored: int
+    span_s: float
+
+
+def stored_like(conn: psycopg.Connection[Any], device_like: str) -> StoredSpan:
+    """The fixes of the devices whose id is LIKE ``device_like`` (a load's or a benchmark's)."""
+    cur = conn.cursor(row_factory=class_row(StoredSpan))
+    cur.execute(
+        "SELECT count(*) AS stored, COALESCE(extract(epoch FROM max(received_at)"
+        " - min(received_at))::float8, 0.0) AS span_s FROM fixes WHERE device_id LIKE %s",
+        (device_like,),
+    )
+    row = cur.fetchone()
+    assert row is not None
+    return row
+
+
+@dataclass(frozen=True, slots=True)
+class FixKey:
+    device_id: str
+    seq: int
+
+
+def stored_among(
+    conn: psycopg.Connection[Any], keys: Sequence[tuple[str, datetime, int]]
+) -> list[FixKey]:
+    """Which of ``keys`` (device, fix time, sequence: the unique key) are stored: one query for
+    thousands of sampled fixes."""
+    cur = conn.cursor(row_factory=class_row(FixKey))
+    cur.execute(
+        "SELECT f.device_id, f.seq FROM unnest(%s::text[], %s::timestamptz[],"
+        " %s::bigint[]) AS k(d, t, s) JOIN fixes f"
+        " ON f.device_id = k.d AND f.ts = k.t AND f.seq = k.s",
+        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+    )
+    return cur.fetchall()
+
+
+def devices_with_seq(
+    conn: psycopg.Connection[Any], device_ids: Sequence[str], seq: int
+) -> list[str]:
+    """Those of ``device_ids`` that have a stored fix numbered ``seq``."""
+    rows = conn.execute(
+        "SELECT device_id FROM fixes WHERE device_id = ANY(%s) AND seq = %s",
+        (list(device_ids), seq),
+    ).fetchall()
+    return [str(r[0]) for r in rows]

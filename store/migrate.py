@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from tagwatch.store.roles import apply_grants
 
@@ -52,6 +54,21 @@ def applied(conn: psycopg.Connection) -> set[str]:
         " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
     )
     return {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+
+
+def ensure_database(conn: psycopg.Connection[Any], name: str) -> bool:
+    """Create the database ``name`` on the server ``conn`` (autocommit) is connected to, unless
+    it exists; True if it was created."""
+    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if exists:
+        return False
+    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return True
+
+
+def analyze(conn: psycopg.Connection[Any]) -> None:
+    """Fresh statistics for the planner (after a bulk COPY it would guess, and seq-scan)."""
+    conn.execute("ANALYZE")
 
 
 def migrate(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
@@ -156,3 +157,63 @@ async def region_history(conn: AsyncConnection[Any], subject_id: int) -> list[Re
         (subject_id,),
     )
     return await cur.fetchall()
+
+
+# -- synchronous: provisioning by the CLI, the simulators and the benchmarks ----------------
+
+
+def ensure_region(conn: psycopg.Connection[Any], region_id: str, name: str) -> None:
+    """The region, unless it exists (then its name is left as it is)."""
+    conn.execute(
+        "INSERT INTO regions (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING", (region_id, name)
+    )
+
+
+def add_subject(
+    conn: psycopg.Connection[Any],
+    *,
+    name: str,
+    region_id: str,
+    case_ref: str | None = None,
+    timezone: str = "UTC",  # the schema's default
+    groups: Sequence[str] = (),
+) -> int:
+    """The new subject's id. Raises ForeignKeyViolation for an unknown region, UniqueViolation
+    for a case_ref already used."""
+    row = conn.execute(
+        "INSERT INTO subjects (name, case_ref, region_id, timezone, groups)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+        (name, case_ref, region_id, timezone, list(groups)),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def add_namesakes(
+    conn: psycopg.Connection[Any], case_refs: Sequence[str], region_id: str, timezone: str
+) -> None:
+    """Many subjects at once (COPY), each named after its case_ref, for loads and benchmarks
+    (``store.devices.assign_to_namesakes`` then gives each the device of the same id)."""
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY subjects (name, case_ref, region_id, timezone) FROM STDIN") as copy,
+    ):
+        for ref in case_refs:
+            copy.write_row((ref, ref, region_id, timezone))
+
+
+def ids_by_case_ref(conn: psycopg.Connection[Any], case_ref_like: str) -> dict[str, int]:
+    """case_ref -> subject id, for the subjects whose case_ref is LIKE ``case_ref_like``."""
+    rows = conn.execute(
+        "SELECT case_ref, id FROM subjects WHERE case_ref LIKE %s", (case_ref_like,)
+    ).fetchall()
+    return {str(ref): int(sid) for ref, sid in rows}
+
+
+def move_subject(conn: psycopg.Connection[Any], subject_id: int, region_id: str) -> None:
+    """The subject is monitored in ``region_id`` from now on (a scenario's transfer; the
+    region-history trigger records it without an actor)."""
+    conn.execute(
+        "UPDATE subjects SET region_id = %s, updated_at = now() WHERE id = %s",
+        (region_id, subject_id),
+    )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
@@ -192,3 +193,23 @@ async def set_password_hash(
         )
     ).fetchone()
     return None if row is None else (int(row[0]), str(row[1]))
+
+
+def save_user(
+    conn: psycopg.Connection[Any],
+    username: str,
+    password_hash: str,
+    role: str,
+    regions: Sequence[str],
+) -> None:
+    """`tagwatch user add`: create the user, or reset an existing one (new password, role and
+    regions, enabled again). Earlier tokens stop working and failed logins are forgotten, so a
+    locked-out operator can log in with the new password at once."""
+    conn.execute(
+        "INSERT INTO users (username, password_hash, role, regions) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, "
+        "role = excluded.role, regions = excluded.regions, disabled = false, "
+        "token_generation = users.token_generation + 1",
+        (username, password_hash, role, list(regions)),
+    )
+    conn.execute("DELETE FROM login_throttle WHERE username = %s", (username,))

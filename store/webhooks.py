@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
@@ -135,3 +136,17 @@ async def replace_secret(conn: AsyncConnection[Any], webhook_id: int, secret_sea
         "UPDATE webhook_subscriptions SET secret_encrypted = %s, secret = NULL WHERE id = %s",
         (secret_sealed, webhook_id),
     )
+
+
+def add_plain(conn: psycopg.Connection[Any], name: str, url: str, secret: str) -> None:
+    """A subscription to every alert with its secret in the legacy plain column, for benchmarks
+    on throw-away databases (the dispatcher seals it on start: store.webhook_secrets)."""
+    conn.execute(
+        "INSERT INTO webhook_subscriptions (name, url, secret) VALUES (%s, %s, %s)",
+        (name, url, secret),
+    )
+
+
+def deactivate_named(conn: psycopg.Connection[Any], name: str) -> None:
+    """Stop delivering to the subscriptions called ``name`` (a benchmark's receiver is gone)."""
+    conn.execute("UPDATE webhook_subscriptions SET active = false WHERE name = %s", (name,))

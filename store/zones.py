@@ -1,4 +1,9 @@
-"""Zones: the SQL of the areas the rules watch (validation is the geofence core's, in the API).
+"""Zones: the SQL of the areas the rules watch, and the one check every new zone passes.
+
+A zone is checked by the geofence core (shape, sizes, schedule) and the alert core (threshold
+overrides) before it is written, whoever writes it: the API, the scenario runner, the demo
+simulator and the benchmarks all provision through ``ZoneDraft`` and ``zone_problems`` (the
+simulators' and benchmarks' own INSERTs used to skip it).
 
 Region scope: a zone is in its subject's region, or its own ``region_id`` for a global zone; a
 zone with neither applies everywhere and is visible to all. ``regions`` is the caller's regions,
@@ -7,13 +12,20 @@ or None for all. Deletion is soft: alerts keep referring to the row.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError
+from tagwatch.geofence import Zone, ZoneValidationError
+from tagwatch.geofence.zones import validate_zone
 
 COLUMNS = (
     "z.id, z.name, z.kind, z.geometry, z.radius_m, z.buffer_m, z.subject_id, z.group_name,"
@@ -43,6 +55,98 @@ FIELDS = (
     "schedule",
     "thresholds",
 )
+INSERT = (
+    f"INSERT INTO zones ({', '.join(FIELDS)})"
+    f" VALUES ({', '.join(f'%({f})s' for f in FIELDS)}) RETURNING id"
+)
+JSON_FIELDS = ("geometry", "schedule", "thresholds")
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneDraft:
+    """A zone as it is to be written: exactly FIELDS, JSON as plain values (the API's
+    ``ZoneCreate`` has the same fields, so ``ZoneDraft(**body.model_dump())`` is its draft)."""
+
+    name: str
+    kind: str
+    geometry: dict[str, Any] | None = None
+    radius_m: float | None = None
+    buffer_m: float | None = None
+    subject_id: int | None = None
+    group_name: str | None = None
+    region_id: str | None = None
+    victim_subject_id: int | None = None
+    protects_subject_id: int | None = None
+    schedule: dict[str, Any] | None = None
+    thresholds: dict[str, Any] = field(default_factory=dict)
+
+    def values(self) -> dict[str, Any]:
+        """The parameters of INSERT (and ``replace_zone``), JSON columns wrapped for psycopg."""
+        values = asdict(self)
+        for name in JSON_FIELDS:
+            if values[name] is not None:
+                values[name] = Jsonb(values[name])
+        return values
+
+
+class InvalidZone(ValueError):
+    """A draft the geofence core or the threshold rules refuse; ``reasons`` says why."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+def zone_problems(draft: ZoneDraft) -> list[str]:
+    """Everything the geofence core and the threshold rules say about the zone as drawn (empty
+    when it may be stored). The references (does the subject exist, is it in the caller's
+    regions) are the caller's to check: only the API has a caller to check them against."""
+    reasons: list[str] = []
+    if draft.kind == "victim" and draft.victim_subject_id is None:
+        reasons.append("a victim zone needs victim_subject_id (the victim whose phone it follows)")
+    if draft.kind != "victim" and draft.victim_subject_id is not None:
+        reasons.append("victim_subject_id belongs to victim zones only")
+    if draft.kind != "exclusion" and draft.protects_subject_id is not None:
+        reasons.append(
+            "protects_subject_id belongs to exclusion zones only "
+            "(a victim zone names its victim in victim_subject_id)"
+        )
+    if draft.subject_id is not None and draft.subject_id in (
+        draft.victim_subject_id,
+        draft.protects_subject_id,
+    ):
+        reasons.append("a zone cannot protect its own subject from them")
+    if draft.subject_id is not None and draft.group_name is not None:
+        reasons.append("a zone belongs to one subject or to a group, not both")
+    for name in ("radius_m", "buffer_m"):
+        value = getattr(draft, name)
+        if value is not None and not math.isfinite(value):
+            reasons.append(f"{name} must be a finite number of metres")
+    if reasons:
+        return reasons
+    try:
+        zone = Zone.from_json(
+            {
+                "zone_id": 0,
+                "kind": draft.kind,
+                "geometry": draft.geometry,
+                "radius_m": draft.radius_m,
+                "buffer_m": draft.buffer_m,
+                "subject_id": draft.subject_id,
+                "group": draft.group_name,
+                "schedule": draft.schedule,
+            }
+        )
+        validate_zone(zone)
+    except ZoneValidationError as exc:
+        reasons.extend(exc.reasons)
+    except Exception as exc:  # malformed input is a refusal, never a crash
+        reasons.append(f"malformed zone: {exc!r}")
+    try:
+        DEFAULTS.with_overrides(draft.thresholds)
+    except ThresholdError as exc:
+        reasons.append(f"thresholds: {exc}")
+    return reasons
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,15 +227,39 @@ async def subject_region(
 async def insert_zone(conn: AsyncConnection[Any], values: Mapping[str, Any]) -> int:
     """The new zone's id; ``values`` holds FIELDS, already validated. Raises
     ForeignKeyViolation for an unknown region or subject."""
-    row = await (
-        await conn.execute(
-            f"INSERT INTO zones ({', '.join(FIELDS)})"
-            f" VALUES ({', '.join(f'%({f})s' for f in FIELDS)}) RETURNING id",
-            values,
-        )
-    ).fetchone()
+    row = await (await conn.execute(INSERT, values)).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def create_zone(conn: psycopg.Connection[Any], draft: ZoneDraft) -> int:
+    """Provisioning outside the API (scenarios, the demo, benchmarks): the new zone's id, after
+    the same checks as the API's. Raises InvalidZone, or ForeignKeyViolation for an unknown
+    region or subject."""
+    reasons = zone_problems(draft)
+    if reasons:
+        raise InvalidZone(reasons)
+    row = conn.execute(INSERT, draft.values()).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def named_zones(
+    conn: psycopg.Connection[Any],
+    name_like: str,
+    *,
+    region_id: str | None = None,
+    include_deleted: bool = False,
+) -> int:
+    """How many zones have a name LIKE ``name_like`` (in ``region_id``, if given): lets
+    provisioning that is run again leave the zones it made the first time alone."""
+    row = conn.execute(
+        "SELECT count(*) FROM zones WHERE name LIKE %(name)s"
+        " AND (%(region)s::text IS NULL OR region_id = %(region)s)"
+        " AND (%(deleted)s OR deleted_at IS NULL)",
+        {"name": name_like, "region": region_id, "deleted": include_deleted},
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 async def replace_zone(conn: AsyncConnection[Any], zone_id: int, values: Mapping[str, Any]) -> None:

@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
+from tagwatch.store import audit
+from tagwatch.store.audit import chain_head, chain_rows, first_unchained, one_snapshot
+
 GENESIS = "0" * 64
 PREFIX = b"tagwatch-audit-v1;"
-
-ROW_COLUMNS = "seq, id, at, username, role, action, subject_id, detail::text, prev_hash, hash"
 
 
 def _field(value: str | None) -> bytes:
@@ -99,50 +101,33 @@ def verify(conn: psycopg.Connection[Any], batch: int = 5000) -> Verdict:
     idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with conn.transaction():
         if idle:  # one snapshot for the head and the rows
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        head = conn.execute(
-            "SELECT last_seq, last_hash FROM audit_chain_head WHERE singleton"
-        ).fetchone()
-        head_seq, head_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS)
-        unchained = conn.execute(
-            "SELECT id FROM audit_log WHERE seq IS NULL ORDER BY id LIMIT 1"
-        ).fetchone()
+            one_snapshot(conn)
+        head = chain_head(conn)
+        head_seq, head_hash = (head.last_seq, head.last_hash) if head else (0, GENESIS)
+        unchained = first_unchained(conn)
         rows = 0
         expected_seq, prev = 1, GENESIS
         previous_id: int | None = None
         problem: Problem | None = None
-        with conn.cursor(name="audit_verify") as cursor:
-            cursor.itersize = batch
-            cursor.execute(
-                f"SELECT {ROW_COLUMNS} FROM audit_log WHERE seq IS NOT NULL ORDER BY seq"
-            )
-            for (
-                seq,
-                row_id,
-                at,
-                username,
-                role,
-                action,
-                subject_id,
-                detail,
-                prev_hash,
-                stored,
-            ) in cursor:
-                problem = _check(
-                    seq, row_id, expected_seq, prev, previous_id, prev_hash, stored,
-                    row_hash(seq, row_id, at, username, role, action, subject_id, detail,
-                             prev_hash or ""),
+        with closing(chain_rows(conn, batch)) as chained:
+            for r in chained:
+                computed = row_hash(
+                    r.seq, r.id, r.at, r.username, r.role, r.action, r.subject_id,
+                    r.detail_text, r.prev_hash or "",
                 )  # fmt: skip
+                problem = _check(
+                    r.seq, r.id, expected_seq, prev, previous_id, r.prev_hash, r.hash, computed
+                )
                 if problem is not None:
                     break
-                rows += 1
-                expected_seq, prev, previous_id = seq + 1, stored, row_id
+                rows += 1  # the stored hash is the computed one (else _check said so)
+                expected_seq, prev, previous_id = r.seq + 1, computed, r.id
         if problem is None and unchained is not None:
             problem = Problem(
                 "inserted",
-                int(unchained[0]),
+                unchained,
                 None,
-                f"row id {unchained[0]} is not in the chain (no seq): inserted behind its back",
+                f"row id {unchained} is not in the chain (no seq): inserted behind its back",
             )
         if problem is None and (expected_seq - 1 != head_seq or prev != head_hash):
             problem = Problem(
@@ -226,13 +211,4 @@ def recent(
 ) -> list[dict[str, Any]]:
     """The latest audit rows, newest first, for `audit list`."""
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            "SELECT seq, id, at, username, role, action, subject_id, detail FROM audit_log"
-            " WHERE (%(subject)s::bigint IS NULL OR subject_id = %(subject)s)"
-            " AND (%(username)s::text IS NULL OR username = %(username)s)"
-            " AND (%(action)s::text IS NULL OR action = %(action)s)"
-            " ORDER BY seq DESC NULLS FIRST, id DESC LIMIT %(limit)s",
-            {"subject": subject_id, "username": username, "action": action, "limit": limit},
-        ).fetchall()
-    names = ("seq", "id", "at", "username", "role", "action", "subject_id", "detail")
-    return [dict(zip(names, row, strict=True)) for row in rows]
+        return audit.recent(conn, limit, subject_id, username, action)

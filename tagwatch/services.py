@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from tagwatch.ingest.broker_accounts import BrokerAdmin, service_account_commands
 from tagwatch.pki import Pki, default_server_names
+from tagwatch.store.migrate import ensure_database
 from tagwatch.store.roles import PROCESS_ROLES, ensure_roles
 from tagwatch.store.webhook_secrets import generate_key
 
@@ -325,11 +326,7 @@ def _pg_create_database(state: ServiceState) -> None:
 
     url = state.env()["TAGWATCH_DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(url, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
-        ).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        ensure_database(conn, DATABASE)
         # one login role per process; `migrate` grants their privileges
         for role in PROCESS_ROLES.values():
             state.role_passwords.setdefault(role, secrets.token_urlsafe(18))

@@ -46,20 +46,26 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
 import psycopg
-from psycopg.types.json import Jsonb
 
 from tagwatch import services
 from tagwatch.alerts.thresholds import DEFAULTS
 from tagwatch.bench.harness import Child, WebhookReceiver
 from tagwatch.settings import Settings
 from tagwatch.simulators.load import gateway_client, release
-from tagwatch.store.migrate import migrate
+from tagwatch.store.alerts import alert_times
+from tagwatch.store.devices import add_assignment, register_device
+from tagwatch.store.fixes import devices_with_seq, stored_like
+from tagwatch.store.migrate import analyze, migrate
+from tagwatch.store.subjects import add_subject, ensure_region
+from tagwatch.store.webhooks import add_plain, deactivate_named
+from tagwatch.store.zones import ZoneDraft, create_zone
 
 REGION = "bench"
 CENTRE = (18.60, -33.70)  # lon, lat: away from the load's area (it has no zones anyway)
@@ -98,41 +104,33 @@ class Probe:
 def _create_probes(conn: psycopg.Connection, prefix: str, count: int) -> list[Probe]:
     """Devices, subjects, assignments and one exclusion zone each; nothing published yet."""
     probes = []
+    since = datetime.now(UTC) - timedelta(hours=1)
     with conn.transaction():
-        conn.execute(
-            "INSERT INTO regions (id, name) VALUES (%s, 'Alert benchmark') ON CONFLICT DO NOTHING",
-            (REGION,),
-        )
+        ensure_region(conn, REGION, "Alert benchmark")
         for index in range(count):
             device_id = f"{prefix}-{index:04d}"
             lon = CENTRE[0] + 0.01 * (index % 50)
             lat = CENTRE[1] - 0.01 * (index // 50)
-            conn.execute(
-                "INSERT INTO devices (id, kind, expected_interval_s) VALUES (%s, 'tag', 60)",
-                (device_id,),
+            register_device(conn, device_id, "tag", None, 60)
+            subject_id = add_subject(
+                conn,
+                name=device_id,
+                case_ref=device_id,
+                region_id=REGION,
+                timezone="Africa/Johannesburg",
             )
-            row = conn.execute(
-                "INSERT INTO subjects (name, case_ref, region_id, timezone)"
-                " VALUES (%s, %s, %s, 'Africa/Johannesburg') RETURNING id",
-                (device_id, device_id, REGION),
-            ).fetchone()
-            assert row is not None
-            conn.execute(
-                "INSERT INTO device_assignments (device_id, subject_id, role, during)"
-                " VALUES (%s, %s, 'offender', tstzrange(now() - interval '1 hour', NULL))",
-                (device_id, row[0]),
-            )
-            conn.execute(
-                "INSERT INTO zones (name, kind, geometry, radius_m, subject_id)"
-                " VALUES (%s, 'exclusion', %s, %s, %s)",
-                (
-                    f"bench zone {index}",
-                    Jsonb({"type": "Point", "coordinates": [lon, lat]}),
-                    ZONE_RADIUS_M,
-                    row[0],
+            add_assignment(conn, device_id, subject_id, "offender", since, None)
+            create_zone(
+                conn,
+                ZoneDraft(
+                    name=f"bench zone {index}",
+                    kind="exclusion",
+                    geometry={"type": "Point", "coordinates": [lon, lat]},
+                    radius_m=ZONE_RADIUS_M,
+                    subject_id=subject_id,
                 ),
             )
-            probes.append(Probe(index, device_id, int(row[0]), lon, lat))
+            probes.append(Probe(index, device_id, subject_id, lon, lat))
     return probes
 
 
@@ -163,24 +161,21 @@ class ProbeWatcher(threading.Thread):
         # A row visible to a statement was committed before the statement's snapshot, taken as
         # it starts: the time just before sending it bounds the commit from above.
         alerts_asked = time.time()
-        alerts = conn.execute(
-            "SELECT subject_id, id, extract(epoch FROM opened_at)::float8,"
-            " extract(epoch FROM raised_at)::float8 FROM alerts"
-            " WHERE subject_id = ANY(%s) AND type = %s",
-            ([p.subject_id for p in waiting if p.alert_seen_at is None], ALERT_TYPE),
-        ).fetchall()
+        alerts = alert_times(
+            conn, [p.subject_id for p in waiting if p.alert_seen_at is None], ALERT_TYPE
+        )
         fixes_asked = time.time()
-        fixes = conn.execute(
-            "SELECT device_id FROM fixes WHERE device_id = ANY(%s) AND seq = %s",
-            ([p.device_id for p in waiting if p.fix_seen_at is None], PROBE_FIXES),
-        ).fetchall()
+        fixes = devices_with_seq(
+            conn, [p.device_id for p in waiting if p.fix_seen_at is None], PROBE_FIXES
+        )
         by_device = {p.device_id: p for p in waiting}
         with self.lock:
-            for subject_id, alert_id, opened_at, raised_at in alerts:
-                probe = self.pending[subject_id]
+            for alert in alerts:
+                probe = self.pending[alert.subject_id]
                 probe.alert_seen_at = alerts_asked
-                probe.alert_id, probe.opened_at, probe.raised_at = alert_id, opened_at, raised_at
-            for (device_id,) in fixes:
+                probe.alert_id, probe.opened_at = alert.id, alert.opened_at
+                probe.raised_at = alert.raised_at
+            for device_id in fixes:
                 by_device[device_id].fix_seen_at = fixes_asked
             for probe in waiting:
                 if probe.alert_seen_at is not None and probe.fix_seen_at is not None:
@@ -495,10 +490,7 @@ def run_benchmark(
         secret = secrets.token_urlsafe(24)
         receiver = WebhookReceiver(secret=secret).start()
         with psycopg.connect(settings.database_url) as conn:
-            conn.execute(
-                "INSERT INTO webhook_subscriptions (name, url, secret) VALUES (%s, %s, %s)",
-                (f"bench-{run}", receiver.url, secret),
-            )
+            add_plain(conn, f"bench-{run}", receiver.url, secret)
             conn.commit()
             all_probes = _create_probes(conn, f"bprobe-{run}", 1 + baseline_probes + probes)
         warmup = all_probes[:1]
@@ -512,7 +504,7 @@ def run_benchmark(
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             # Statistics, as a database that has held these devices for a while has them: fresh
             # from COPY, the planner would seq-scan the assignments for every batch.
-            conn.execute("ANALYZE")
+            analyze(conn)
         echo(
             f"registered {registered['registered']:,} background devices (one fix each every"
             f" {interval:g} s) in {registered['seconds']:.1f} s; {len(all_probes)} probe subjects"
@@ -589,10 +581,7 @@ def run_benchmark(
             shutil.rmtree(base, ignore_errors=True)
         else:  # services kept: stop sending to a receiver that is gone
             with psycopg.connect(env["TAGWATCH_DATABASE_URL"]) as conn:
-                conn.execute(
-                    "UPDATE webhook_subscriptions SET active = false WHERE name = %s",
-                    (f"bench-{run}",),
-                )
+                deactivate_named(conn, f"bench-{run}")
 
 
 def _print(figures: dict[str, float], rate: float, echo: Callable[[str], object]) -> None:
@@ -637,13 +626,8 @@ def _stored(database_url: str, prefix: str, published: int) -> tuple[int, float]
     last, still = -1, 0
     with psycopg.connect(database_url, autocommit=True) as conn:
         while True:
-            row = conn.execute(
-                "SELECT count(*), extract(epoch FROM max(received_at) - min(received_at))::float8"
-                " FROM fixes WHERE device_id LIKE %s",
-                (f"{prefix}-%",),
-            ).fetchone()
-            assert row is not None
-            stored, span = int(row[0]), float(row[1] or 0.0)
+            found = stored_like(conn, f"{prefix}-%")
+            stored, span = found.stored, found.span_s
             still = still + 1 if stored == last else 0
             if stored >= published or still >= 10:
                 return stored, span

@@ -23,19 +23,23 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
-from psycopg.types.json import Jsonb
 
 from tagwatch import services
 from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState
 from tagwatch.ingest.service import IngestService, subscriptions
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
-from tagwatch.store.migrate import migrate
+from tagwatch.store.devices import assign_to_namesakes, ensure_devices, register_devices
+from tagwatch.store.engine_repository import seed_rule_state
+from tagwatch.store.migrate import analyze, migrate
+from tagwatch.store.subjects import add_namesakes, ensure_region, ids_by_case_ref
+from tagwatch.store.zones import ZoneDraft, create_zone, named_zones
 
 DEVICES = 200
 ENGINE_DEVICES = 20_000
@@ -117,11 +121,8 @@ def _messages(prefix: str, fixes: int, per_message: int) -> list[tuple[str, byte
 
 
 def _register(database_url: str, prefix: str) -> None:
-    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO devices (id, kind) VALUES (%s, 'tag') ON CONFLICT DO NOTHING",
-            [(f"{prefix}-{i:03d}",) for i in range(DEVICES)],
-        )
+    with psycopg.connect(database_url) as conn:
+        ensure_devices(conn, [f"{prefix}-{i:03d}" for i in range(DEVICES)], "tag")
 
 
 def _engine_messages(prefix: str, devices: int, fixes: int) -> list[tuple[str, bytes]]:
@@ -144,12 +145,6 @@ def _engine_messages(prefix: str, devices: int, fixes: int) -> list[tuple[str, b
             }
             out.append((f"em/v1/{prefix}-{index:06d}/fix", json.dumps(body).encode()))
     return out
-
-
-def _copy(cur: psycopg.Cursor[Any], statement: str, rows: list[tuple[object, ...]]) -> None:
-    with cur.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
 
 
 def _tracked_state(device_id: str, last: float) -> dict[str, Any]:
@@ -175,48 +170,30 @@ def _register_subjects(database_url: str, prefix: str, devices: int) -> None:
     (fresh from COPY the planner would guess)."""
     ids = [f"{prefix}-{i:06d}" for i in range(devices)]
     last = time.time() - 120
-    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO regions (id, name) VALUES (%s, 'Ingest benchmark') ON CONFLICT DO NOTHING",
-            (ENGINE_REGION,),
+    with psycopg.connect(database_url) as conn:
+        ensure_region(conn, ENGINE_REGION, "Ingest benchmark")
+        register_devices(conn, ids, "tag", 60)
+        add_namesakes(conn, ids, ENGINE_REGION, "Africa/Johannesburg")
+        assign_to_namesakes(conn, f"{prefix}-%", datetime.now(UTC) - timedelta(days=1))
+        subject_ids = ids_by_case_ref(conn, f"{prefix}-%")
+        seed_rule_state(
+            conn, [(sid, _tracked_state(ref, last)) for ref, sid in subject_ids.items()]
         )
-        _copy(
-            cur,
-            "COPY devices (id, kind, expected_interval_s) FROM STDIN",
-            [(d, "tag", 60) for d in ids],
-        )
-        _copy(
-            cur,
-            "COPY subjects (name, case_ref, region_id, timezone) FROM STDIN",
-            [(d, d, ENGINE_REGION, "Africa/Johannesburg") for d in ids],
-        )
-        cur.execute(
-            "INSERT INTO device_assignments (device_id, subject_id, role, during)"
-            " SELECT s.case_ref, s.id, 'offender', tstzrange(now() - interval '1 day', NULL)"
-            " FROM subjects s WHERE s.case_ref LIKE %s",
-            (f"{prefix}-%",),
-        )
-        cur.execute("SELECT id, case_ref FROM subjects WHERE case_ref LIKE %s", (f"{prefix}-%",))
-        _copy(
-            cur,
-            "COPY rule_state (subject_id, state) FROM STDIN",
-            [(sid, Jsonb(_tracked_state(ref, last))) for sid, ref in cur.fetchall()],
-        )
-        cur.execute("SELECT count(*) FROM zones WHERE name LIKE 'bench-ingest zone %%'")
-        row = cur.fetchone()
-        for index in range(0 if row and row[0] else ENGINE_ZONES):
+        made = named_zones(conn, "bench-ingest zone %", include_deleted=True)
+        for index in range(0 if made else ENGINE_ZONES):
             # global exclusion zones of the region, a few km from every fix
-            cur.execute(
-                "INSERT INTO zones (name, kind, geometry, radius_m, region_id)"
-                " VALUES (%s, 'exclusion', %s, 300, %s)",
-                (
-                    f"bench-ingest zone {index}",
-                    Jsonb({"type": "Point", "coordinates": [18.2, -33.7 - index * 0.01]}),
-                    ENGINE_REGION,
+            create_zone(
+                conn,
+                ZoneDraft(
+                    name=f"bench-ingest zone {index}",
+                    kind="exclusion",
+                    geometry={"type": "Point", "coordinates": [18.2, -33.7 - index * 0.01]},
+                    radius_m=300,
+                    region_id=ENGINE_REGION,
                 ),
             )
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("ANALYZE")
+        analyze(conn)
 
 
 def measure_bare(

@@ -4,6 +4,7 @@ credentials."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -49,6 +50,7 @@ def user_add(
     import psycopg  # noqa: PLC0415
 
     from tagwatch.api.security import ROLES, hash_password  # noqa: PLC0415
+    from tagwatch.store.users import save_user  # noqa: PLC0415
 
     if role not in ROLES:
         typer.echo(f"role must be one of {', '.join(ROLES)}", err=True)
@@ -58,14 +60,7 @@ def user_add(
         typer.echo("password must have at least 8 characters", err=True)
         raise typer.Exit(2)
     with psycopg.connect(settings().database_url) as conn:
-        conn.execute(
-            "INSERT INTO users (username, password_hash, role, regions) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, "
-            "role = excluded.role, regions = excluded.regions, disabled = false, "
-            "token_generation = users.token_generation + 1",  # earlier tokens stop working
-            (username, hash_password(secret), role, region or ["*"]),
-        )
-        conn.execute("DELETE FROM login_throttle WHERE username = %s", (username,))
+        save_user(conn, username, hash_password(secret), role, region or ["*"])
     typer.echo(f"user {username} ({role}, regions {', '.join(region or ['*'])}) saved")
 
 
@@ -85,32 +80,24 @@ def device_add(
     from tagwatch.ingest.broker_accounts import BrokerAdmin, reserved_device_id  # noqa: PLC0415
     from tagwatch.ingest.device_broker import device_broker  # noqa: PLC0415
     from tagwatch.ingest.provisioning import provision_device  # noqa: PLC0415
+    from tagwatch.store.devices import add_assignment  # noqa: PLC0415
+    from tagwatch.store.subjects import add_subject, ensure_region  # noqa: PLC0415
 
     reserved = reserved_device_id(device_id)
     if reserved:
         typer.echo(f"refused: {reserved}", err=True)
         raise typer.Exit(2)
     s = settings()
-    subject_id = None
+    subject_id: int | None = None
     with psycopg.connect(s.database_url) as conn:
         password = provision_device(
             conn, BrokerAdmin.from_url(s.mqtt_admin_url), device_id, kind, owntracks_topic
         )
         if subject:
-            conn.execute(
-                "INSERT INTO regions (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                (region, region),
-            )
-            row = conn.execute(
-                "INSERT INTO subjects (name, region_id) VALUES (%s, %s) RETURNING id",
-                (subject, region),
-            ).fetchone()
-            subject_id = row[0] if row else None
-            conn.execute(
-                "INSERT INTO device_assignments (device_id, subject_id, role, during) "
-                "VALUES (%s, %s, 'offender', tstzrange(now() - interval '1 day', NULL))",
-                (device_id, subject_id),
-            )
+            ensure_region(conn, region, region)
+            subject_id = add_subject(conn, name=subject, region_id=region)
+            since = datetime.now(UTC) - timedelta(days=1)
+            add_assignment(conn, device_id, subject_id, "offender", since, None)
     broker = device_broker(s)
     typer.echo(
         json.dumps(

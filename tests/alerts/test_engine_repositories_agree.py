@@ -13,13 +13,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from tagwatch.alerts.engine import AlertEngine
 from tagwatch.simulators.offline_scoring import provision, raised, steps
+from tagwatch.simulators.runner import provision_holdings
 from tagwatch.simulators.scenario import ScenarioRun, build_timeline, load_library
 from tagwatch.simulators.scoring import RaisedAlert
+from tagwatch.store.devices import register_device
 from tagwatch.store.engine_repository import PgEngineRepository
+from tagwatch.store.subjects import add_subject, ensure_region
 
 pytestmark = pytest.mark.integration
 
@@ -41,48 +43,19 @@ def _provision_pg(conn: psycopg.Connection, run: ScenarioRun) -> dict[int, str]:
     ids: dict[str, int] = {}
     with conn.transaction():
         for region in plan.regions:
-            conn.execute(
-                "INSERT INTO regions (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                (region.id, region.name),
-            )
+            ensure_region(conn, region.id, region.name)
         for s in plan.subjects:
-            row = conn.execute(
-                "INSERT INTO subjects (name, case_ref, region_id, timezone, groups)"
-                " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (s.display_name, s.case_ref, s.region_id, s.timezone, [group]),
-            ).fetchone()
-            assert row is not None
-            ids[s.key] = int(row[0])
+            ids[s.key] = add_subject(
+                conn,
+                name=s.display_name,
+                case_ref=s.case_ref,
+                region_id=s.region_id,
+                timezone=s.timezone,
+                groups=[group],
+            )
         for d in plan.devices:
-            conn.execute(
-                "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s)"
-                " VALUES (%s, %s, %s, %s)",
-                (d.device_id, d.kind, d.owntracks_topic, d.expected_interval_s),
-            )
-        for a in plan.assignments:
-            conn.execute(
-                "INSERT INTO device_assignments (device_id, subject_id, role, during)"
-                " VALUES (%s, %s, %s, tstzrange(%s, %s))",
-                (a.device_id, ids[a.subject_key], a.role, a.start, a.end),
-            )
-        for z in plan.zones:
-            conn.execute(
-                "INSERT INTO zones (name, kind, geometry, radius_m, buffer_m, subject_id,"
-                " group_name, region_id, victim_subject_id, schedule)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    z.name,
-                    z.kind,
-                    None if z.geometry is None else Jsonb(z.geometry),
-                    z.radius_m,
-                    z.buffer_m or None,
-                    ids[z.subject_key] if z.subject_key else None,
-                    None if z.subject_key else group,
-                    z.region_id,
-                    ids[z.victim_subject_key] if z.victim_subject_key else None,
-                    None if z.schedule is None else Jsonb(z.schedule.to_json()),
-                ),
-            )
+            register_device(conn, d.device_id, d.kind, d.owntracks_topic, d.expected_interval_s)
+        provision_holdings(conn, run, ids)
     return {sid: key for key, sid in ids.items()}
 
 
