@@ -29,15 +29,15 @@ TLS server name, so certificates are verified against it.
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from tagwatch.settings import IPNetwork, normal_host, parse_allow_hosts
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Sequence[str]]
 
 DEVELOPMENT: Final = "development"
@@ -52,7 +52,6 @@ EXTRA_BLOCKED: Final[tuple[tuple[IPNetwork, str], ...]] = (
     (ipaddress.ip_network("64:ff9b:1::/48"), "local-use NAT64"),
 )
 NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
-HOST_RE: Final = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,251}[a-z0-9_])?$")
 
 
 class DestinationRefused(Exception):
@@ -63,13 +62,9 @@ class DestinationUnresolved(Exception):
     """The host did not resolve now (DNS down, no such name): worth retrying later."""
 
 
-def _normal_host(host: str) -> str:
-    return host.strip().strip("[]").rstrip(".").lower()
-
-
 def _literal(host: str) -> IPAddress | None:
     try:
-        return ipaddress.ip_address(_normal_host(host))
+        return ipaddress.ip_address(normal_host(host))
     except ValueError:
         return None
 
@@ -83,24 +78,10 @@ class AllowList:
 
     @classmethod
     def parse(cls, text: str | None) -> AllowList:
-        """``"name, 10.0.0.0/8 127.0.0.1"`` -> an allow-list; a malformed entry is a ValueError."""
-        names: set[str] = set()
-        networks: list[IPNetwork] = []
-        for raw in re.split(r"[\s,]+", text or ""):
-            entry = raw.strip()
-            if not entry:
-                continue
-            try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-                continue
-            except ValueError:
-                pass
-            name = _normal_host(entry)
-            if "/" in entry or not HOST_RE.match(name):
-                msg = f"not a host name, IP address or CIDR network: {entry!r}"
-                raise ValueError(msg)
-            names.add(name)
-        return cls(frozenset(names), tuple(networks))
+        """``"name, 10.0.0.0/8 127.0.0.1"`` -> an allow-list; a malformed entry is a ValueError.
+        The syntax is settings' (``check-config`` judges the same text without this module)."""
+        names, networks = parse_allow_hosts(text)
+        return cls(names, networks)
 
     def __bool__(self) -> bool:
         return bool(self.names or self.networks)
@@ -116,7 +97,7 @@ class AllowList:
         literal = _literal(host)
         if literal is not None:
             return self.allows_address(literal)
-        return _normal_host(host) in self.names
+        return normal_host(host) in self.names
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, str] | None:
@@ -193,7 +174,7 @@ def url_problem(url: str, environment: str, allow: AllowList) -> str | None:
         reason = forbidden_reason(literal)
         if reason is not None:
             return f"webhook host {literal} is {reason}; the dispatcher does not send there"
-    name = _normal_host(host)
+    name = normal_host(host)
     if name == "localhost" or name.endswith(".localhost"):
         return f"webhook host {name} is loopback; the dispatcher does not send there"
     return None
@@ -245,7 +226,7 @@ def resolve_destination(
     problem = _scheme_problem(scheme, host, environment, allow)
     if problem is not None:
         raise DestinationRefused(problem)
-    name = _normal_host(host)
+    name = normal_host(host)
     named = allow.names_host(host)
     addresses: list[IPAddress] = []
     for text in resolver(name, port):

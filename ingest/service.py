@@ -28,6 +28,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
+import tenacity
 
 from tagwatch.alerts.engine import AlertEngine
 from tagwatch.ingest.decode import Decoded, Limits, Reason, decode_message, sender_of
@@ -60,6 +61,44 @@ BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
 
 
 MESSAGE_OVERHEAD_BYTES = 256  # what a queued message costs beyond its topic and payload
+
+# Between database attempts: 0.5 s x 2^(n-1), at most 10 s, with "equal jitter" (half of it fixed,
+# half random), so workers that lost the database together do not return to it in step, and none
+# comes back sooner than half the step.
+DATABASE_BACKOFF: tenacity.wait.wait_base = tenacity.wait_exponential(
+    multiplier=0.25, max=5.0
+) + tenacity.wait_random_exponential(multiplier=0.25, max=5.0)
+
+
+def database_retrying(
+    stop: threading.Event, what: str, wait: tenacity.wait.wait_base = DATABASE_BACKOFF
+) -> tenacity.Retrying:
+    """Retry on ``psycopg.OperationalError`` (the database away, restarting, or the connection
+    dropped) until it works, or until ``stop`` is set: ingest waits a database outage out instead
+    of giving up, since nothing is acknowledged before it is committed and a batch given up would
+    sit unacknowledged until the broker reconnects. Other errors are bugs, raised at once.
+
+    The waits are on ``stop``, so a stop request ends one at once; the attempt that follows is
+    the last: its result is returned, or its error raised (the caller then leaves the batch,
+    unacknowledged, to the broker)."""
+
+    def wait_or_stop(seconds: float) -> None:
+        stop.wait(seconds)
+
+    def note(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning(
+            "%s: database error (%s); retrying in %.1f s", what, error, state.upcoming_sleep
+        )
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(psycopg.OperationalError),
+        stop=tenacity.stop_when_event_set(stop),
+        wait=wait,
+        sleep=wait_or_stop,
+        before_sleep=note,
+        reraise=True,
+    )
 
 
 def write_batch(
@@ -275,18 +314,14 @@ class IngestService:
     # ------------------------------------------------------------ database side
 
     def _connect_db(self) -> psycopg.Connection:
-        delay = 0.5
-        while True:
-            try:
-                conn = psycopg.connect(self.settings.database_url_for("ingest"))
-                prepare_session(conn)
-                return conn
-            except psycopg.OperationalError as exc:
-                if self.stop_requested.is_set():
-                    raise
-                log.warning("database unreachable (%s); retrying in %.1f s", exc, delay)
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 10.0)
+        """A session for the writer, waiting for the database as long as it takes (a stop request
+        ends the wait and raises the last error)."""
+        return database_retrying(self.stop_requested, "connecting")(self._connect_once)
+
+    def _connect_once(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.settings.database_url_for("ingest"))
+        prepare_session(conn)
+        return conn
 
     def _collect(self) -> list[Inbound]:
         try:
@@ -362,16 +397,15 @@ class IngestService:
         return out
 
     def _decode_until_done(self, batch: list[Inbound]) -> Decoded | None:
-        """Decoding may look devices up in the database; wait it out if that is down."""
-        delay = 0.5
-        while True:
-            try:
-                return self._decode(batch)
-            except psycopg.OperationalError as exc:
-                log.warning("device registry unreachable (%s); retrying in %.1f s", exc, delay)
-                if self.stop_requested.wait(delay * (0.5 + random.random())):
-                    return None
-                delay = min(delay * 2, 10.0)
+        """Decoding may look devices up in the database; wait it out if that is down. None when
+        a stop request ended the wait (the batch is left to the broker)."""
+        retrying = database_retrying(self.stop_requested, "device registry")
+        try:
+            return retrying(self._decode, batch)
+        except psycopg.OperationalError:
+            if self.stop_requested.is_set():
+                return None
+            raise
 
     def _decode_loop(self) -> None:
         """The decode stage: runs beside the writer, so decoding overlaps the database's work."""
@@ -394,32 +428,34 @@ class IngestService:
                     continue
 
     def _write(self, batch: list[Inbound], decoded: Decoded) -> BatchResult:
-        delay = 0.5
-        while True:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = self._connect_db()
-                counters: defaultdict[tuple[str, str], float] = defaultdict(float)
-                counters[("messages_total", "")] = len(batch)
-                for seconds in self._pending_latency:
-                    counters[("ingest_batch_seconds_count", "")] += 1
-                    counters[("ingest_batch_seconds_sum", "")] += seconds
-                    for bound in BATCH_SECONDS_BUCKETS:
-                        if seconds <= bound:
-                            counters[("ingest_batch_seconds_bucket", str(bound))] += 1
-                result = write_batch(
-                    self._conn, self.worker, decoded, counters, self.engine, self.dead_letter_policy
-                )
-                self._pending_latency.clear()
-                return result
-            except psycopg.OperationalError as exc:
-                log.warning("database error (%s); retrying the batch in %.1f s", exc, delay)
-                if self._conn is not None:
-                    self._conn.close()
-                self._conn = None
-                if self.stop_requested.wait(delay * (0.5 + random.random())):
-                    raise
-                delay = min(delay * 2, 10.0)
+        """Write the batch, retrying the whole transaction while the database is away; raises
+        ``psycopg.OperationalError`` only when a stop request ended the wait."""
+        retrying = database_retrying(self.stop_requested, "writing a batch")
+        return retrying(self._write_once, batch, decoded)
+
+    def _write_once(self, batch: list[Inbound], decoded: Decoded) -> BatchResult:
+        """One attempt: a failed one drops the connection, so the next starts on a fresh one."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._connect_db()
+            counters: defaultdict[tuple[str, str], float] = defaultdict(float)
+            counters[("messages_total", "")] = len(batch)
+            for seconds in self._pending_latency:
+                counters[("ingest_batch_seconds_count", "")] += 1
+                counters[("ingest_batch_seconds_sum", "")] += seconds
+                for bound in BATCH_SECONDS_BUCKETS:
+                    if seconds <= bound:
+                        counters[("ingest_batch_seconds_bucket", str(bound))] += 1
+            result = write_batch(
+                self._conn, self.worker, decoded, counters, self.engine, self.dead_letter_policy
+            )
+        except psycopg.OperationalError:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            raise
+        self._pending_latency.clear()
+        return result
 
     def _account(self, result: BatchResult) -> None:
         self.totals.fixes_stored += result.fixes_stored

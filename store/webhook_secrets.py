@@ -19,12 +19,15 @@ secret it decrypted, and the plaintext column is NULL from that moment.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 import psycopg
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-ENV_NAME: Final = "TAGWATCH_WEBHOOK_SECRET_KEY"
+# What a usable key is, is decided once, in the settings (`check-config` judges it there).
+from tagwatch.settings import WEBHOOK_KEY_ENV as ENV_NAME
+from tagwatch.settings import webhook_key_problem as key_problem
+from tagwatch.settings import webhook_keys as _keys
 
 
 class SecretKeyMissing(RuntimeError):
@@ -38,26 +41,6 @@ class SecretUnreadable(RuntimeError):
 def generate_key() -> str:
     """A new key for ``TAGWATCH_WEBHOOK_SECRET_KEY``."""
     return Fernet.generate_key().decode("ascii")
-
-
-def _keys(value: str) -> list[str]:
-    return [k.strip() for k in value.split(",") if k.strip()]
-
-
-def key_problem(value: str | None) -> str | None:
-    """What is wrong with a configured key (for ``check-config``); None when usable."""
-    if not value or not _keys(value):
-        return f"{ENV_NAME} is not set: webhook secrets cannot be encrypted at rest"
-    for position, key in enumerate(_keys(value), start=1):
-        try:
-            Fernet(key)
-        except (ValueError, TypeError):
-            return (
-                f"{ENV_NAME}: key {position} is not a Fernet key (32 bytes, URL-safe base64;"
-                " generate one with `python -c 'from cryptography.fernet import Fernet;"
-                " print(Fernet.generate_key().decode())'`)"
-            )
-    return None
 
 
 class SecretBox:

@@ -3,17 +3,23 @@
 Secrets (database and broker passwords, the token signing key) come from the environment or the
 env file that `tagwatch services up` writes; nothing secret has a usable default outside
 development, so a production deployment that forgot one refuses to start instead of running open.
+
+Every layer imports this module, so it imports none of them (tests/test_architecture.py ranks it
+at the bottom): what `check-config` judges, it judges here, with the pure parsers of the values
+(the webhook key, the webhook allow-list), which the layers that use the values import from here.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from cryptography.fernet import Fernet
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,6 +29,10 @@ WEBHOOK_ENV = (
     ("webhook_secret_key", "TAGWATCH_WEBHOOK_SECRET_KEY"),
     ("webhook_allow_hosts", "TAGWATCH_WEBHOOK_ALLOW_HOSTS"),
 )
+WEBHOOK_KEY_ENV: Final = "TAGWATCH_WEBHOOK_SECRET_KEY"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A host name as an allow-list entry may spell it (lower case, no trailing dot).
+HOST_NAME_RE: Final = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,251}[a-z0-9_])?$")
 
 
 def default_env_file() -> str | None:
@@ -161,12 +171,12 @@ class Settings(BaseSettings):
         return _broker_url_problems(self)
 
     def _webhook_problems(self) -> list[str]:
-        from tagwatch.alerts.webhook_destination import AllowList  # noqa: PLC0415 - settings load first
-        from tagwatch.store.webhook_secrets import key_problem  # noqa: PLC0415
-
-        found = [p for p in [key_problem(self.webhook_secret_key)] if p]
+        """Both checks are pure parsing, so they live here and not in the layers that use the
+        values (store/webhook_secrets.py, alerts/webhook_destination.py import them): settings
+        is the bottom layer and imports none of tagwatch (tests/test_architecture.py)."""
+        found = [p for p in [webhook_key_problem(self.webhook_secret_key)] if p]
         try:
-            AllowList.parse(self.webhook_allow_hosts)
+            parse_allow_hosts(self.webhook_allow_hosts)
         except ValueError as exc:
             found.append(f"TAGWATCH_WEBHOOK_ALLOW_HOSTS: {exc}")
         return found
@@ -222,6 +232,60 @@ class Settings(BaseSettings):
 
 
 SERVICE_BROKER_URLS = ("mqtt_url", "mqtt_admin_url", "mqtt_dispatcher_url")
+
+
+def webhook_keys(value: str) -> list[str]:
+    """The Fernet keys in ``TAGWATCH_WEBHOOK_SECRET_KEY``: comma-separated, the first encrypts
+    (store/webhook_secrets.py), every one decrypts, so a key can be rotated."""
+    return [k.strip() for k in value.split(",") if k.strip()]
+
+
+def webhook_key_problem(value: str | None) -> str | None:
+    """What is wrong with a configured webhook key (``check-config``, and the API and dispatcher
+    before they touch a secret); None when usable. Missing is a problem: without the key webhook
+    secrets cannot be encrypted at rest, so the platform fails closed."""
+    if not value or not webhook_keys(value):
+        return f"{WEBHOOK_KEY_ENV} is not set: webhook secrets cannot be encrypted at rest"
+    for position, key in enumerate(webhook_keys(value), start=1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            return (
+                f"{WEBHOOK_KEY_ENV}: key {position} is not a Fernet key (32 bytes, URL-safe"
+                " base64; generate one with `python -c 'from cryptography.fernet import Fernet;"
+                " print(Fernet.generate_key().decode())'`)"
+            )
+    return None
+
+
+def normal_host(host: str) -> str:
+    """A host as compared: no brackets around an IPv6 literal, no trailing dot, lower case."""
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def parse_allow_hosts(text: str | None) -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
+    """``TAGWATCH_WEBHOOK_ALLOW_HOSTS`` (``"name, 10.0.0.0/8 127.0.0.1"``: comma- or
+    space-separated) as its host names and networks; a malformed entry is a ValueError naming it.
+
+    Only the syntax lives here, so ``check-config`` can judge the setting without importing the
+    webhook layer; what an entry allows is ``alerts.webhook_destination.AllowList``."""
+    names: set[str] = set()
+    networks: list[IPNetwork] = []
+    for raw in re.split(r"[\s,]+", text or ""):
+        entry = raw.strip()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            continue
+        except ValueError:
+            pass
+        name = normal_host(entry)
+        if "/" in entry or not HOST_NAME_RE.match(name):
+            msg = f"not a host name, IP address or CIDR network: {entry!r}"
+            raise ValueError(msg)
+        names.add(name)
+    return frozenset(names), tuple(networks)
 
 
 def _broker_url_problems(settings: Settings) -> list[str]:

@@ -1,6 +1,11 @@
-"""The engine core is pure: the rules, the engine orchestrator and its port import no I/O package
-and nothing of store/ingest/api (issue 13). SQL lives in store/engine_repository.py; the same
-engine runs over an in-memory repository, which only holds while nothing here reaches storage."""
+"""The engine core is pure: the rules, the engine orchestrator, its port and the in-memory
+repository import no I/O package and nothing of store/ingest/api (issue 13, items 3 and 8). SQL
+lives in store/engine_repository.py; the same engine runs over an in-memory repository, which
+only holds while nothing here reaches storage.
+
+Checked twice: statically (every import statement, function bodies included) and by importing
+each core module in a fresh interpreter and reading ``sys.modules``, which also sees what the
+core's own dependencies drag in."""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ CORE = [
         "escalation.py",
         "thresholds.py",
         "vocabulary.py",
+        "memory_repository.py",
     )
 ]
 # what the core may import of tagwatch: itself and the pure geofence
@@ -75,9 +81,35 @@ def test_the_check_catches_what_it_should() -> None:
     assert forbidden("numpy") is None
 
 
-def test_importing_the_engine_loads_no_io_or_outer_layer() -> None:
+def loaded_forbidden(module: str) -> bool:
+    """A module the core must not load: an I/O package, or tagwatch beyond the core itself and
+    the pure geofence (``tagwatch`` is the namespace package)."""
+    if any(module == io or module.startswith(io + ".") for io in IO_PACKAGES):
+        return True
+    if module in {"tagwatch", "tagwatch.alerts"}:
+        return False
+    if module == "tagwatch.geofence" or module.startswith("tagwatch.geofence."):
+        return False
+    return module.startswith("tagwatch.") and module not in ALLOWED[1:-1]
+
+
+def test_the_load_check_catches_what_it_should() -> None:
+    assert loaded_forbidden("asyncio.events")
+    assert loaded_forbidden("psycopg")
+    assert loaded_forbidden("tagwatch.settings")
+    assert loaded_forbidden("tagwatch.alerts.webhook_destination")
+    assert not loaded_forbidden("tagwatch.alerts.memory_repository")
+    assert not loaded_forbidden("tagwatch.geofence.index")
+    assert not loaded_forbidden("numpy")
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: p.stem)
+def test_importing_a_core_module_loads_no_io_or_outer_layer(path: Path) -> None:
+    """A fresh interpreter per module, so the failure names the module whose import (itself or
+    through what it imports) loaded the I/O package."""
+    name = f"tagwatch.alerts.{path.stem}"
     completed = subprocess.run(
-        [sys.executable, "-c", "import tagwatch.alerts.engine, sys; print(sorted(sys.modules))"],
+        [sys.executable, "-c", f"import {name}, sys; print(sorted(sys.modules))"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -85,11 +117,7 @@ def test_importing_the_engine_loads_no_io_or_outer_layer() -> None:
         timeout=60,
     )
     loaded = ast.literal_eval(completed.stdout)
-    assert "tagwatch.alerts.engine" in loaded
-    offending = sorted(
-        m
-        for m in loaded
-        if m.startswith(("tagwatch.store", "tagwatch.ingest", "tagwatch.api", "tagwatch.settings"))
-        or any(m == io or m.startswith(io + ".") for io in IO_PACKAGES if io != "asyncio")
-    )
+    assert isinstance(loaded, list)
+    assert name in loaded
+    offending = sorted(m for m in loaded if loaded_forbidden(m))
     assert not offending, offending
