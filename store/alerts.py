@@ -1,8 +1,11 @@
-"""Alerts as the API reads them, and the scope check before an operator's action.
+"""Alerts as the API reads them, the scope check before an operator's action, and the action's
+own statements (lock, acknowledge, resolve, notes: the rules are alerts.lifecycle's).
 
-The engine's own writes (open, update, clear, outbox) are not here: they belong to the engine's
-repository. Region scope: an alert is in its subject's current region (the alert's own
-``region_id`` only when it has no subject). ``regions`` is the caller's regions (None: all);
+The engine's own writes (open, update, clear, history, outbox) are not here: they belong to the
+engine's repository, which operator actions call for history and outbox rows.
+
+Region scope: an alert is in its subject's current region (the alert's own ``region_id`` only
+when it has no subject). ``regions`` is the caller's regions (None: all);
 ``victims`` whether the caller may read victims' data (else alerts about a victim subject are
 out of scope, like another region's).
 
