@@ -2,7 +2,7 @@
 
 The alert engine and the lifecycle write, in the alert's own transaction, an ``outbox`` row and
 one ``deliveries`` row per channel (``mqtt``, ``webhook:{subscription id}``). This process sends
-them:
+them (the statements are ``store.deliveries``' and ``store.webhooks``'):
 
 * **claiming**: each worker thread takes up to ``batch_size`` due rows (``status = 'pending'``,
   ``next_attempt <= now()``) with ``FOR UPDATE SKIP LOCKED``, sends them, records the outcome and
@@ -29,9 +29,9 @@ them:
   is ``failed`` (defaults: 2 s base, 10 min cap, 30 attempts: about three hours of trying).
   Every attempt, successful or not, is a ``delivery_attempts`` row (ok, status code, error,
   duration).
-* **waking up**: ``LISTEN tagwatch_deliveries`` (migration 0003 notifies on every insert into
-  deliveries, at commit), plus a poll every ``poll_interval_s`` and a wake-up when the earliest
-  retry comes due.
+* **waking up**: ``LISTEN tagwatch_deliveries`` (``store.deliveries.listen``; migration 0003
+  notifies on every insert into deliveries, at commit), plus a poll every ``poll_interval_s``
+  and a wake-up when the earliest retry comes due.
 
 The body is the outbox payload (the alert as it was at that change: ``event``, ``type``,
 ``severity``, ``status``, subject, region, position, details such as an absconder's trail) plus
@@ -76,6 +76,8 @@ from tagwatch.alerts.webhook_destination import (
 )
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.store import deliveries
+from tagwatch.store import webhooks as webhook_store
 from tagwatch.store.webhook_secrets import (
     SecretBox,
     SecretUnreadable,
@@ -86,7 +88,6 @@ from tagwatch.store.webhook_secrets import (
 
 log = logging.getLogger("tagwatch.dispatcher")
 
-LISTEN_CHANNEL: Final = "tagwatch_deliveries"
 MQTT_CHANNEL: Final = "mqtt"
 WEBHOOK_PREFIX: Final = "webhook:"
 ALERT_TOPIC: Final = "em/v1/alerts/{region}"
@@ -370,14 +371,6 @@ class MqttPublisher:
 # ---------------------------------------------------------------------------------- dispatcher
 
 
-CLAIM_SQL: Final = (
-    "SELECT d.outbox_id, d.channel, d.attempts, o.region_id, o.payload"
-    " FROM deliveries d JOIN outbox o ON o.id = d.outbox_id"
-    " WHERE d.status = 'pending' AND d.next_attempt <= now()"
-    " ORDER BY d.next_attempt, d.outbox_id LIMIT %s FOR UPDATE OF d SKIP LOCKED"
-)
-
-
 class Dispatcher:
     """Worker threads claiming due deliveries, a listener waking them, one MQTT connection."""
 
@@ -419,12 +412,18 @@ class Dispatcher:
     def dispatch_once(self, conn: psycopg.Connection[Any]) -> int:
         """Claim, send and record one batch in one transaction; return how many rows."""
         with conn.transaction():
-            rows = conn.execute(CLAIM_SQL, (self.config.batch_size,)).fetchall()
-            if not rows:
+            due = deliveries.claim_due(conn, self.config.batch_size)
+            if not due:
                 return 0
             claimed = [
-                Delivery(oid, channel, attempts, region, notification_body(oid, payload))
-                for oid, channel, attempts, region, payload in rows
+                Delivery(
+                    d.outbox_id,
+                    d.channel,
+                    d.attempts,
+                    d.region_id,
+                    notification_body(d.outbox_id, d.payload),
+                )
+                for d in due
             ]
             outcomes = self._send(conn, claimed)
             self._record(conn, claimed, outcomes)
@@ -487,22 +486,19 @@ class Dispatcher:
             if sealed:
                 log.warning("encrypted %d webhook secret(s) found in plaintext", sealed)
         hooks: dict[int, _Hook] = {}
-        for wid, url, token, active in conn.execute(
-            "SELECT id, url, secret_encrypted, active FROM webhook_subscriptions"
-            " WHERE id = ANY(%s)",
-            (ids,),
-        ):
+        for dest in webhook_store.destinations(conn, ids):
+            url, token, active = dest.url, dest.secret_encrypted, dest.active
             if self.box is None:
                 problem = key_problem(self.settings.webhook_secret_key)
-                hooks[wid] = _Hook(url, None, active, problem)
+                hooks[dest.id] = _Hook(url, None, active, problem)
                 continue
             if token is None:  # only without a key could a row still be plaintext
-                hooks[wid] = _Hook(url, None, active, "webhook secret not encrypted")
+                hooks[dest.id] = _Hook(url, None, active, "webhook secret not encrypted")
                 continue
             try:
-                hooks[wid] = _Hook(url, self.box.open(token), active)
+                hooks[dest.id] = _Hook(url, self.box.open(token), active)
             except SecretUnreadable as exc:
-                hooks[wid] = _Hook(url, None, active, str(exc))
+                hooks[dest.id] = _Hook(url, None, active, str(exc))
         return hooks
 
     def _mark_refusals(
@@ -525,19 +521,10 @@ class Dispatcher:
                 delivered.add(int(suffix))
             elif a.error and a.error.startswith(REFUSED):
                 refused[int(suffix)] = a
-        lock = "SELECT id FROM webhook_subscriptions WHERE id = %s FOR UPDATE SKIP LOCKED"
         for wid in sorted(refused):
-            conn.execute(
-                "UPDATE webhook_subscriptions SET refused_at = %s, refused_reason = %s"
-                f" WHERE id = ({lock})",
-                (refused[wid].at, refused[wid].error, wid),
-            )
+            webhook_store.mark_refused(conn, wid, refused[wid].at, refused[wid].error)
         for wid in sorted(delivered - set(refused)):
-            conn.execute(
-                "UPDATE webhook_subscriptions SET refused_at = NULL, refused_reason = NULL"
-                f" WHERE refused_at IS NOT NULL AND id = ({lock})",
-                (wid,),
-            )
+            webhook_store.clear_refused(conn, wid)
 
     def _record(
         self,
@@ -545,14 +532,16 @@ class Dispatcher:
         claimed: Sequence[Delivery],
         outcomes: Mapping[tuple[int, str], Attempt],
     ) -> None:
-        attempts_rows = []
-        delivered_rows = []
-        failed_rows = []
+        attempts_rows: list[deliveries.AttemptRecord] = []
+        delivered_rows: list[tuple[int, str]] = []
+        failed_rows: list[deliveries.Retry] = []
         delivered = retried = failed = 0
         for d in claimed:
             a = outcomes[(d.outbox_id, d.channel)]
             attempts_rows.append(
-                (d.outbox_id, d.channel, a.at, a.ok, a.status_code, a.error, a.duration_ms)
+                deliveries.AttemptRecord(
+                    d.outbox_id, d.channel, a.at, a.ok, a.status_code, a.error, a.duration_ms
+                )
             )
             if a.ok:
                 delivered_rows.append((d.outbox_id, d.channel))
@@ -562,7 +551,9 @@ class Dispatcher:
             final = a.permanent or n >= self.config.max_attempts
             delay = 0.0 if final else self.config.backoff_s(n, self._rng)
             failed_rows.append(
-                ("failed" if final else "pending", a.error, delay, d.outbox_id, d.channel)
+                deliveries.Retry(
+                    d.outbox_id, d.channel, "failed" if final else "pending", a.error, delay
+                )
             )
             if final:
                 failed += 1
@@ -583,43 +574,21 @@ class Dispatcher:
                     a.error,
                     delay,
                 )
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO delivery_attempts"
-                " (outbox_id, channel, at, ok, status_code, error, duration_ms)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                attempts_rows,
-            )
-            if delivered_rows:
-                cur.executemany(
-                    "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1,"
-                    " delivered_at = clock_timestamp(), last_error = NULL"
-                    " WHERE outbox_id = %s AND channel = %s",
-                    delivered_rows,
-                )
-            if failed_rows:
-                cur.executemany(
-                    "UPDATE deliveries SET status = %s, attempts = attempts + 1,"
-                    " last_error = %s,"
-                    " next_attempt = clock_timestamp() + make_interval(secs => %s)"
-                    " WHERE outbox_id = %s AND channel = %s",
-                    failed_rows,
-                )
+        deliveries.record_attempts(conn, attempts_rows)
+        deliveries.mark_delivered(conn, delivered_rows)
+        deliveries.mark_failed(conn, failed_rows)
         self._mark_refusals(conn, claimed, outcomes)
         self.stats.count(delivered, retried, failed)
 
     def seconds_to_next(self, conn: psycopg.Connection[Any]) -> float:
         """Until the earliest scheduled retry is due, at most the poll interval. Rows due now
         that the last claim skipped are locked by another worker, which will handle them."""
-        row = conn.execute(
-            "SELECT extract(epoch FROM min(next_attempt) - clock_timestamp())::float8"
-            " FROM deliveries WHERE status = 'pending' AND next_attempt > clock_timestamp()"
-        ).fetchone()
+        due_in = deliveries.seconds_to_next_retry(conn)
         conn.rollback()  # leave no transaction open while waiting
         poll = self.config.poll_interval_s
-        if row is None or row[0] is None:
+        if due_in is None:
             return poll
-        return max(0.01, min(poll, float(row[0])))
+        return max(0.01, min(poll, due_in))
 
     # -- threads
 
@@ -651,7 +620,7 @@ class Dispatcher:
                 with psycopg.connect(
                     self.settings.database_url_for("dispatcher"), autocommit=True
                 ) as conn:
-                    conn.execute(f"LISTEN {LISTEN_CHANNEL}")
+                    deliveries.listen(conn)
                     self.wake.set()  # catch up on what was committed while not listening
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=0.5):

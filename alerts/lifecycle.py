@@ -27,8 +27,9 @@ see it. Notes alone are not notified.
 
 Each function runs in ``conn.transaction()``: on an idle connection it commits on success, inside
 the caller's transaction it is a savepoint and the caller commits. The alert row is locked
-(``SELECT ... FOR UPDATE``) before it is checked, so two operators racing on one alert are
-serialised and the second sees the first's result (exactly one resolution wins).
+(``store.alerts.lock_alert``, ``FOR UPDATE``) before it is checked, so two operators racing on one
+alert are serialised and the second sees the first's result (exactly one resolution wins). The
+statements are ``store.alerts``' and ``store.engine_repository``'s; this module holds the rules.
 
 Refusals raise :class:`LifecycleError` (or a subclass) carrying a machine-readable ``reason`` and
 the HTTP status the API should answer with: 404 not found, 409 conflict with the alert's current
@@ -37,13 +38,15 @@ status, 422 invalid input.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Final
 
 import psycopg
 
 from tagwatch.alerts import vocabulary as v
+from tagwatch.store import alerts as alert_store
+from tagwatch.store.alerts import LockedAlert
 from tagwatch.store.engine_repository import add_history as _history
 from tagwatch.store.engine_repository import clock, enqueue, raise_absconder
 
@@ -110,16 +113,6 @@ class AlertStatus:
     changed: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class _Locked:
-    alert_id: int
-    type: str
-    severity: str
-    status: str
-    region_id: str | None
-    acknowledged_by: str | None
-
-
 def _actor(actor: str) -> str:
     if not isinstance(actor, str) or not actor.strip():
         raise Invalid("actor_required", "an actor (who does this) is required")
@@ -143,47 +136,20 @@ def _clean_note(note: str | None) -> str | None:
     return text
 
 
-def _lock(conn: psycopg.Connection[Any], alert_id: int) -> _Locked:
-    row = conn.execute(
-        "SELECT id, type, severity, status, region_id, acknowledged_by FROM alerts"
-        " WHERE id = %s FOR UPDATE",
-        (alert_id,),
-    ).fetchone()
-    if row is None:
+def _lock(conn: psycopg.Connection[Any], alert_id: int) -> LockedAlert:
+    alert = alert_store.lock_alert(conn, alert_id)
+    if alert is None:
         raise NotFound("not_found", f"alert {alert_id} does not exist", alert_id=alert_id)
-    return _Locked(*row)
+    return alert
 
 
 def _status(conn: psycopg.Connection[Any], alert_id: int, *, changed: bool) -> AlertStatus:
-    row = conn.execute(
-        "SELECT id, type, status, acknowledged_at, acknowledged_by, resolved_at, resolved_by,"
-        " outcome FROM alerts WHERE id = %s",
-        (alert_id,),
-    ).fetchone()
-    assert row is not None
-    return AlertStatus(
-        alert_id=row[0],
-        type=row[1],
-        status=row[2],
-        acknowledged_at=row[3],
-        acknowledged_by=row[4],
-        resolved_at=row[5],
-        resolved_by=row[6],
-        outcome=row[7],
-        changed=changed,
-    )
+    fields = alert_store.lifecycle_fields(conn, alert_id)
+    assert fields is not None  # locked by this transaction: it cannot have gone
+    return AlertStatus(**asdict(fields), changed=changed)
 
 
-def _insert_note(conn: psycopg.Connection[Any], alert_id: int, author: str, body: str) -> int:
-    row = conn.execute(
-        "INSERT INTO alert_notes (alert_id, author, body) VALUES (%s, %s, %s) RETURNING id",
-        (alert_id, author, body),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _already_resolved(alert: _Locked) -> Conflict:
+def _already_resolved(alert: LockedAlert) -> Conflict:
     return Conflict(
         "already_resolved",
         f"alert {alert.alert_id} is already resolved",
@@ -212,17 +178,13 @@ def acknowledge(
                     acknowledged_by=alert.acknowledged_by,
                 )
             if text is not None:
-                note_id = _insert_note(conn, alert_id, who, text)
+                note_id = alert_store.add_note(conn, alert_id, who, text)
                 _history(conn, alert_id, who, "note", {"note_id": note_id})
             return _status(conn, alert_id, changed=False)
-        conn.execute(
-            "UPDATE alerts SET status = 'acknowledged', acknowledged_at = now(),"
-            " acknowledged_by = %s, updated_at = now() WHERE id = %s",
-            (who, alert_id),
-        )
+        alert_store.set_acknowledged(conn, alert_id, who)
         detail: dict[str, Any] = {"from": alert.status, "implicit": False}
         if text is not None:
-            detail["note_id"] = _insert_note(conn, alert_id, who, text)
+            detail["note_id"] = alert_store.add_note(conn, alert_id, who, text)
         _history(conn, alert_id, who, "acknowledged", detail)
         enqueue(conn, alert_id, alert.region_id, alert.type, alert.severity, EVENT_ACKNOWLEDGED)
         return _status(conn, alert_id, changed=True)
@@ -253,20 +215,12 @@ def resolve(
                 type=alert.type,
             )
         if alert.status == OPEN:
-            conn.execute(
-                "UPDATE alerts SET status = 'acknowledged', acknowledged_at = now(),"
-                " acknowledged_by = %s WHERE id = %s",
-                (who, alert_id),
-            )
+            alert_store.set_acknowledged(conn, alert_id, who)
             _history(conn, alert_id, who, "acknowledged", {"from": OPEN, "implicit": True})
-        conn.execute(
-            "UPDATE alerts SET status = 'resolved', resolved_at = now(), resolved_by = %s,"
-            " outcome = %s, resolution_note = %s, updated_at = now() WHERE id = %s",
-            (who, outcome, text, alert_id),
-        )
+        alert_store.set_resolved(conn, alert_id, who, outcome, text)
         detail: dict[str, Any] = {"from": alert.status, "outcome": outcome}
         if text is not None:
-            detail["note_id"] = _insert_note(conn, alert_id, who, text)
+            detail["note_id"] = alert_store.add_note(conn, alert_id, who, text)
         _history(conn, alert_id, who, "resolved", detail)
         enqueue(conn, alert_id, alert.region_id, alert.type, alert.severity, EVENT_RESOLVED)
         return _status(conn, alert_id, changed=True)
@@ -280,9 +234,9 @@ def add_note(conn: psycopg.Connection[Any], alert_id: int, actor: str, body: str
         raise Invalid("empty_note", "a note needs some text")
     with conn.transaction():
         _lock(conn, alert_id)
-        note_id = _insert_note(conn, alert_id, who, text)
+        note_id = alert_store.add_note(conn, alert_id, who, text)
         _history(conn, alert_id, who, "note", {"note_id": note_id})
-        conn.execute("UPDATE alerts SET updated_at = now() WHERE id = %s", (alert_id,))
+        alert_store.touch(conn, alert_id)
         return note_id
 
 
@@ -305,24 +259,14 @@ def declare_absconder(
     if text is None:
         raise Invalid("note_required", "declaring an absconder needs a note saying why")
     with conn.transaction():
-        # Serialise declarations for one subject (FOR NO KEY UPDATE leaves the foreign-key
-        # share locks that inserting its alerts takes alone).
-        found = conn.execute(
-            "SELECT id FROM subjects WHERE id = %s FOR NO KEY UPDATE", (subject_id,)
-        ).fetchone()
-        if found is None:
+        if not alert_store.lock_subject(conn, subject_id):
             raise NotFound(
                 "subject_not_found", f"subject {subject_id} does not exist", subject_id=subject_id
             )
         raised = raise_absconder(conn, subject_id, clock(conn), declared_by=who) > 0
-        row = conn.execute(
-            "SELECT id FROM alerts WHERE subject_id = %s AND type = %s AND status <> 'resolved'"
-            " AND cleared_at IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE",
-            (subject_id, v.ABSCONDER),
-        ).fetchone()
-        assert row is not None  # raised now, or already open
-        alert_id = int(row[0])
-        note_id = _insert_note(conn, alert_id, who, text)
+        alert_id = alert_store.lock_open_alert_of_type(conn, subject_id, v.ABSCONDER)
+        assert alert_id is not None  # raised now, or already open
+        note_id = alert_store.add_note(conn, alert_id, who, text)
         _history(conn, alert_id, who, "declared", {"note_id": note_id, "already_open": not raised})
         return Declared(alert_id, raised, note_id)
 

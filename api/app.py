@@ -1,4 +1,4 @@
-"""The API factory: it takes its settings, opens its own pool, and authenticates by default.
+"""The API factory: it takes its settings, opens its own pools, and authenticates by default.
 
 Every route under /api/v1 depends on a valid bearer token except those in PUBLIC_V1; the root
 health routes are public so that orchestrators can probe them. A test walks the route table to keep
@@ -11,11 +11,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg import errors as pg_errors
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from tagwatch.api.routes import (
     alerts,
@@ -39,6 +40,13 @@ from tagwatch.settings import Settings, get_settings
 log = logging.getLogger("tagwatch.api")
 PUBLIC_V1 = frozenset({"/api/v1/auth/token"})
 PUBLIC_ROOT = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"})
+# Operator actions (acknowledge, resolve, notes, absconder) run alerts.lifecycle, which is
+# synchronous because the engine it shares (raise_absconder, over its repository) is: an
+# asynchronous connection of the request pool cannot run it. They take a connection of this
+# second, synchronous pool on a worker thread instead of connecting anew per request; it
+# connects on demand (actions are few beside reads) and waits up to 10 s for a free connection
+# (then 503, like the request pool).
+ACTION_POOL_SIZE = 8
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,10 +59,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await pool.open(wait=False)
         app.state.pool = pool
+        actions = ConnectionPool(
+            settings.database_url_for("api"),
+            min_size=0,
+            max_size=ACTION_POOL_SIZE,
+            open=False,
+            timeout=10,
+            kwargs={"connect_timeout": 10},
+            name="api-actions",
+        )
+        actions.open(wait=False)
+        app.state.action_pool = actions
         try:
             yield
         finally:
             await pool.close()
+            await anyio.to_thread.run_sync(actions.close)
 
     app = FastAPI(
         title="tagwatch",

@@ -35,6 +35,8 @@ from typing import Any
 from fastapi import HTTPException, status
 from psycopg import AsyncConnection, Rollback
 
+from tagwatch.store import login_throttle as store
+
 FAMILIAR_FOR = timedelta(days=90)
 
 
@@ -136,128 +138,64 @@ def _interval(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-_CHARGE_ADDRESS = """
-INSERT INTO login_address_throttle AS t (address, failures, window_start, last_failure_at)
-VALUES (%(key)s, 1, now(), now())
-ON CONFLICT (address) DO UPDATE SET
-    failures = CASE WHEN t.window_start < now() - %(window)s THEN 1 ELSE t.failures + 1 END,
-    window_start = CASE WHEN t.window_start < now() - %(window)s THEN now()
-                        ELSE t.window_start END,
-    strikes = CASE WHEN t.last_failure_at < now() - %(forget)s THEN 0 ELSE t.strikes END,
-    last_failure_at = now()
-WHERE (t.blocked_until IS NULL OR t.blocked_until <= now())
-  AND (t.failures < %(budget)s OR t.window_start < now() - %(window)s)
-RETURNING failures
-"""
-
-_CHARGE_NAME = """
-INSERT INTO login_throttle AS t (username, failures, window_start, last_failure_at)
-VALUES (%(key)s, 1, now(), now())
-ON CONFLICT (username) DO UPDATE SET
-    failures = CASE WHEN t.window_start < now() - %(window)s THEN 1 ELSE t.failures + 1 END,
-    window_start = CASE WHEN t.window_start < now() - %(window)s THEN now()
-                        ELSE t.window_start END,
-    last_failure_at = now()
-WHERE t.failures < %(budget)s OR t.window_start < now() - %(window)s
-RETURNING failures
-"""
-
-
 async def reserve(
     conn: AsyncConnection, address: str, username: str, policy: LoginPolicy
 ) -> Reservation | Refusal:
     """Charge one guess to the address and the name, atomically, or say why not (committed
     before returning, so the count is visible to every process while the password is checked)."""
-    params = {
-        "window": _interval(policy.window_s),
-        "forget": _interval(policy.backoff_max_s),
-    }
+    window = _interval(policy.window_s)
     refusal: Refusal | None = None
     async with conn.transaction():
-        row = await (
-            await conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM login_familiar_addresses WHERE username = %s"
-                " AND address = %s AND last_success_at > now() - %s)",
-                (username, address, _interval(policy.familiar_s)),
-            )
-        ).fetchone()
-        familiar = bool(row and row[0])
+        familiar = await store.is_familiar(conn, username, address, _interval(policy.familiar_s))
         # Always address first, then name: every transaction locks in the same order.
-        charged = await (
-            await conn.execute(
-                _CHARGE_ADDRESS, {**params, "key": address, "budget": policy.address_budget}
-            )
-        ).fetchone()
-        if charged is None:
-            refusal = Refusal("address", await _address_wait(conn, address, policy))
-        elif not familiar:
-            charged = await (
-                await conn.execute(
-                    _CHARGE_NAME, {**params, "key": username, "budget": policy.name_budget}
-                )
-            ).fetchone()
-            if charged is None:
-                refusal = Refusal("name", await _name_wait(conn, username, policy))
+        if not await store.charge_address(
+            conn,
+            address,
+            budget=policy.address_budget,
+            window=window,
+            forget=_interval(policy.backoff_max_s),
+        ):
+            refusal = Refusal("address", await _address_wait(conn, address))
+        elif not familiar and not await store.charge_name(
+            conn, username, budget=policy.name_budget, window=window
+        ):
+            refusal = Refusal("name", await _name_wait(conn, username, policy))
         if refusal is not None:
             raise Rollback  # nothing charged; the block swallows it
     await conn.commit()
     return refusal or Reservation(address=address, username=username, familiar=familiar)
 
 
-async def _address_wait(conn: AsyncConnection, address: str, policy: LoginPolicy) -> float:
-    row = await (
-        await conn.execute(
-            "SELECT EXTRACT(EPOCH FROM blocked_until - now()) FROM login_address_throttle"
-            " WHERE address = %s",
-            (address,),
-        )
-    ).fetchone()
-    if row is not None and row[0] is not None and float(row[0]) > 0:
-        return float(row[0])
+async def _address_wait(conn: AsyncConnection, address: str) -> float:
+    blocked_for = await store.address_blocked_for(conn, address)
+    if blocked_for is not None and blocked_for > 0:
+        return blocked_for
     return 1.0  # the budget's last guess is being checked right now
 
 
 async def _name_wait(conn: AsyncConnection, username: str, policy: LoginPolicy) -> float:
-    row = await (
-        await conn.execute(
-            "SELECT EXTRACT(EPOCH FROM window_start + %s - now()) FROM login_throttle"
-            " WHERE username = %s",
-            (_interval(policy.window_s), username),
-        )
-    ).fetchone()
-    return max(1.0, float(row[0])) if row is not None else 1.0
+    left = await store.name_window_left(conn, username, _interval(policy.window_s))
+    return max(1.0, left) if left is not None else 1.0
 
 
 async def failed(conn: AsyncConnection, reservation: Reservation, policy: LoginPolicy) -> None:
     """The guess was wrong: it stays counted; if it spent the address's budget, hold the
     address back (exponential backoff)."""
-    await conn.execute(
-        "UPDATE login_address_throttle SET"
-        " blocked_until = now() + least(%(base)s * power(2, least(strikes, 40)), %(cap)s)"
-        "  * interval '1 second',"
-        " strikes = strikes + 1, failures = 0, window_start = now()"
-        " WHERE address = %(key)s AND failures >= %(budget)s",
-        {
-            "key": reservation.address,
-            "budget": policy.address_budget,
-            "base": policy.backoff_s,
-            "cap": policy.backoff_max_s,
-        },
+    await store.hold_back_address(
+        conn,
+        reservation.address,
+        budget=policy.address_budget,
+        base_s=policy.backoff_s,
+        cap_s=policy.backoff_max_s,
     )
     await conn.commit()
 
 
 async def give_back(conn: AsyncConnection, reservation: Reservation) -> None:
     """The guess was not a failure (right password, or never checked): uncount it."""
-    await conn.execute(
-        "UPDATE login_address_throttle SET failures = greatest(failures - 1, 0) WHERE address = %s",
-        (reservation.address,),
-    )
+    await store.uncount_address(conn, reservation.address)
     if not reservation.familiar:
-        await conn.execute(
-            "UPDATE login_throttle SET failures = greatest(failures - 1, 0) WHERE username = %s",
-            (reservation.username,),
-        )
+        await store.uncount_name(conn, reservation.username)
     await conn.commit()
 
 
@@ -265,11 +203,7 @@ async def succeeded(conn: AsyncConnection, reservation: Reservation) -> None:
     """The password was right: give the reservation back and remember the address as familiar
     for this user."""
     await give_back(conn, reservation)
-    await conn.execute(
-        "INSERT INTO login_familiar_addresses (username, address) VALUES (%s, %s)"
-        " ON CONFLICT (username, address) DO UPDATE SET last_success_at = now()",
-        (reservation.username, reservation.address),
-    )
+    await store.remember_familiar(conn, reservation.username, reservation.address)
     await conn.commit()
 
 
@@ -277,19 +211,5 @@ async def forget_stale(conn: AsyncConnection, policy: LoginPolicy) -> None:
     """Drop rows no window or backoff needs any more (run after successful logins, so the
     tables stay as small as the recent failures)."""
     keep = _interval(max(policy.window_s, policy.backoff_max_s) * 2)
-    await conn.execute(
-        "DELETE FROM login_address_throttle WHERE last_failure_at < now() - %s"
-        " AND (blocked_until IS NULL OR blocked_until < now())",
-        (keep,),
-    )
-    await conn.execute("DELETE FROM login_throttle WHERE last_failure_at < now() - %s", (keep,))
-    await conn.execute(
-        "DELETE FROM login_familiar_addresses WHERE last_success_at < now() - %s",
-        (_interval(policy.familiar_s),),
-    )
+    await store.forget_stale(conn, keep, _interval(policy.familiar_s))
     await conn.commit()
-
-
-async def lift_name(conn: AsyncConnection, username: str) -> None:
-    """Forget the name's spent budget (an admin reset the password)."""
-    await conn.execute("DELETE FROM login_throttle WHERE username = %s", (username,))

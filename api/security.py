@@ -28,8 +28,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from psycopg import AsyncConnection
 
-from tagwatch.api.login_throttle import lift_name
 from tagwatch.api.password_work import Busy, password_work
+from tagwatch.store import login_throttle as store_login_throttle
 from tagwatch.store import users as store_users
 
 Role = Literal["admin", "supervisor", "operator", "tracer"]
@@ -201,5 +201,5 @@ async def set_password(conn: AsyncConnection, user_id: int, password: str) -> in
     if changed is None:
         return None
     generation, username = changed
-    await lift_name(conn, username)
+    await store_login_throttle.lift_name(conn, username)
     return generation

@@ -1,8 +1,11 @@
-"""Alerts as the API reads them, and the scope check before an operator's action.
+"""Alerts as the API reads them, the scope check before an operator's action, and the action's
+own statements (lock, acknowledge, resolve, notes: the rules are alerts.lifecycle's).
 
-The engine's own writes (open, update, clear, outbox) are not here: they belong to the engine's
-repository. Region scope: an alert is in its subject's current region (the alert's own
-``region_id`` only when it has no subject). ``regions`` is the caller's regions (None: all);
+The engine's own writes (open, update, clear, history, outbox) are not here: they belong to the
+engine's repository, which operator actions call for history and outbox rows.
+
+Region scope: an alert is in its subject's current region (the alert's own ``region_id`` only
+when it has no subject). ``regions`` is the caller's regions (None: all);
 ``victims`` whether the caller may read victims' data (else alerts about a victim subject are
 out of scope, like another region's).
 
@@ -292,3 +295,116 @@ def alert_times(
         (list(subject_ids), alert_type),
     )
     return cur.fetchall()
+
+
+# ------------------------------------------------------------------ operator actions (lifecycle)
+#
+# Synchronous, on the connection and in the transaction of alerts.lifecycle: the action locks
+# the alert, checks its status and changes it in one transaction, with the engine's history and
+# outbox writes (store.engine_repository) beside these.
+
+
+@dataclass(frozen=True, slots=True)
+class LockedAlert:
+    """What an operator action checks before it changes an alert."""
+
+    alert_id: int
+    type: str
+    severity: str
+    status: str
+    region_id: str | None
+    acknowledged_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleFields:
+    """An alert's lifecycle columns, as an action answers with them."""
+
+    alert_id: int
+    type: str
+    status: str
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    outcome: str | None
+
+
+def lock_alert(conn: psycopg.Connection[Any], alert_id: int) -> LockedAlert | None:
+    """The alert, locked ``FOR UPDATE`` until the transaction ends, so that two operators acting
+    on it are serialised and the second sees the first's result; None when it does not exist."""
+    cur = conn.cursor(row_factory=class_row(LockedAlert))
+    cur.execute(
+        "SELECT id AS alert_id, type, severity, status, region_id, acknowledged_by FROM alerts"
+        " WHERE id = %s FOR UPDATE",
+        (alert_id,),
+    )
+    return cur.fetchone()
+
+
+def lifecycle_fields(conn: psycopg.Connection[Any], alert_id: int) -> LifecycleFields | None:
+    cur = conn.cursor(row_factory=class_row(LifecycleFields))
+    cur.execute(
+        "SELECT id AS alert_id, type, status, acknowledged_at, acknowledged_by, resolved_at,"
+        " resolved_by, outcome FROM alerts WHERE id = %s",
+        (alert_id,),
+    )
+    return cur.fetchone()
+
+
+def set_acknowledged(conn: psycopg.Connection[Any], alert_id: int, actor: str) -> None:
+    """``actor`` took the alert now (the transaction's time, like every change of one action)."""
+    conn.execute(
+        "UPDATE alerts SET status = 'acknowledged', acknowledged_at = now(),"
+        " acknowledged_by = %s, updated_at = now() WHERE id = %s",
+        (actor, alert_id),
+    )
+
+
+def set_resolved(
+    conn: psycopg.Connection[Any], alert_id: int, actor: str, outcome: str, note: str | None
+) -> None:
+    """``actor`` closed the alert now with ``outcome``; ``note`` is the resolution's."""
+    conn.execute(
+        "UPDATE alerts SET status = 'resolved', resolved_at = now(), resolved_by = %s,"
+        " outcome = %s, resolution_note = %s, updated_at = now() WHERE id = %s",
+        (actor, outcome, note, alert_id),
+    )
+
+
+def touch(conn: psycopg.Connection[Any], alert_id: int) -> None:
+    """The alert changed without a status change (a note): ``updated_at`` says so."""
+    conn.execute("UPDATE alerts SET updated_at = now() WHERE id = %s", (alert_id,))
+
+
+def add_note(conn: psycopg.Connection[Any], alert_id: int, author: str, body: str) -> int:
+    """A note on the alert, timed by the database; its id."""
+    row = conn.execute(
+        "INSERT INTO alert_notes (alert_id, author, body) VALUES (%s, %s, %s) RETURNING id",
+        (alert_id, author, body),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def lock_open_alert_of_type(
+    conn: psycopg.Connection[Any], subject_id: int, alert_type: str
+) -> int | None:
+    """The newest alert of ``alert_type`` of the subject that is neither resolved nor cleared,
+    locked ``FOR UPDATE``; None when there is none."""
+    row = conn.execute(
+        "SELECT id FROM alerts WHERE subject_id = %s AND type = %s AND status <> 'resolved'"
+        " AND cleared_at IS NULL ORDER BY id DESC LIMIT 1 FOR UPDATE",
+        (subject_id, alert_type),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def lock_subject(conn: psycopg.Connection[Any], subject_id: int) -> bool:
+    """Serialise absconder declarations for one subject; False when it does not exist.
+    ``FOR NO KEY UPDATE`` leaves alone the foreign-key share locks that inserting the subject's
+    alerts takes."""
+    row = conn.execute(
+        "SELECT id FROM subjects WHERE id = %s FOR NO KEY UPDATE", (subject_id,)
+    ).fetchone()
+    return row is not None

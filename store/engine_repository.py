@@ -40,6 +40,7 @@ from tagwatch.alerts.ports import (
 )
 from tagwatch.alerts.rules import AlertChange
 from tagwatch.alerts.state_codec import json_encode, load_doc
+from tagwatch.store.alerts import severity_rank
 
 
 def _epoch(ts: datetime) -> float:
@@ -396,9 +397,11 @@ def enqueue(
     severity: str,
     event: str,
 ) -> None:
-    """An outbox row with the alert as it is now, and one delivery per matching channel. The
-    payload leaves the platform (webhooks, MQTT, the live feed): the name of a zone protecting a
-    victim is left out of its details (alert_public_details, migration 0013)."""
+    """An outbox row with the alert as it is now, and one delivery per matching channel (a
+    subscription matches when the alert is at least its ``min_severity``, in
+    ``vocabulary.SEVERITY_RANK``'s order). The payload leaves the platform (webhooks, MQTT, the
+    live feed): the name of a zone protecting a victim is left out of its details
+    (alert_public_details, migration 0013)."""
     row = conn.execute(
         "INSERT INTO outbox (alert_id, region_id, type, severity, event, payload)"
         " SELECT a.id, %s, %s, %s, %s, jsonb_build_object('alert_id', a.id, 'event', %s::text,"
@@ -418,7 +421,7 @@ def enqueue(
         " SELECT %s, 'webhook:' || w.id FROM webhook_subscriptions w WHERE w.active"
         " AND ('*' = ANY(w.regions) OR %s = ANY(w.regions))"
         " AND ('*' = ANY(w.types) OR %s = ANY(w.types))"
-        " AND (CASE w.min_severity WHEN 'info' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END) <= %s",
+        f" AND {severity_rank('w.min_severity')} <= %s",
         (row[0], row[0], region, alert_type, rank),
     )
 

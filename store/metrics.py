@@ -1,4 +1,5 @@
-"""The figures /metrics reports from the database: ingest's counters and the open alerts."""
+"""What the health routes ask the database: ingest's counters and the open alerts for /metrics,
+and whether it answers at all for /readyz."""
 
 from __future__ import annotations
 
@@ -26,3 +27,8 @@ async def open_alerts(conn: AsyncConnection[Any]) -> float:
         await conn.execute("SELECT count(*) FROM alerts WHERE status <> 'resolved'")
     ).fetchone()
     return float(row[0]) if row else 0.0
+
+
+async def ping(conn: AsyncConnection[Any]) -> None:
+    """The cheapest round trip: raises when the database does not answer (/readyz)."""
+    await conn.execute("SELECT 1")

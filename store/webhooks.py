@@ -1,4 +1,4 @@
-"""Webhook subscriptions as the admin manages them (the dispatcher's reads are its own).
+"""Webhook subscriptions as the admin manages them, and as the dispatcher sends to them.
 
 ``scope`` is the admin's regions, or None for all: an admin sees the subscriptions whose
 regions lie within theirs. The signing secret is stored sealed (store.webhook_secrets) and never
@@ -150,3 +150,53 @@ def add_plain(conn: psycopg.Connection[Any], name: str, url: str, secret: str) -
 def deactivate_named(conn: psycopg.Connection[Any], name: str) -> None:
     """Stop delivering to the subscriptions called ``name`` (a benchmark's receiver is gone)."""
     conn.execute("UPDATE webhook_subscriptions SET active = false WHERE name = %s", (name,))
+
+
+# ------------------------------------------------------------------ the dispatcher's side
+#
+# Synchronous, in the dispatcher's claim transaction (alerts.dispatcher).
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A subscription as a send needs it; ``secret_encrypted`` is the sealed secret (None while
+    only the legacy plaintext column holds it)."""
+
+    id: int
+    url: str
+    secret_encrypted: str | None
+    active: bool
+
+
+def destinations(conn: psycopg.Connection[Any], ids: Sequence[int]) -> list[Destination]:
+    """The subscriptions ``ids`` that exist (a deleted one is simply missing)."""
+    cur = conn.cursor(row_factory=class_row(Destination))
+    cur.execute(
+        "SELECT id, url, secret_encrypted, active FROM webhook_subscriptions WHERE id = ANY(%s)",
+        (list(ids),),
+    )
+    return cur.fetchall()
+
+
+# Informational columns: a row another worker is updating is skipped rather than waited for.
+_UNLESS_BUSY = "SELECT id FROM webhook_subscriptions WHERE id = %s FOR UPDATE SKIP LOCKED"
+
+
+def mark_refused(
+    conn: psycopg.Connection[Any], webhook_id: int, at: datetime, reason: str | None
+) -> None:
+    """Show the admin that the subscription's destination was refused, when and why."""
+    conn.execute(
+        "UPDATE webhook_subscriptions SET refused_at = %s, refused_reason = %s"
+        f" WHERE id = ({_UNLESS_BUSY})",
+        (at, reason, webhook_id),
+    )
+
+
+def clear_refused(conn: psycopg.Connection[Any], webhook_id: int) -> None:
+    """A delivery to the subscription succeeded: forget an earlier refusal."""
+    conn.execute(
+        "UPDATE webhook_subscriptions SET refused_at = NULL, refused_reason = NULL"
+        f" WHERE refused_at IS NOT NULL AND id = ({_UNLESS_BUSY})",
+        (webhook_id,),
+    )

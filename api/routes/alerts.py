@@ -22,8 +22,8 @@ Refusals from the lifecycle answer with its status (404, 409, 422) and body
 ``{"detail": {"reason": ..., "message": ..., ...}}``.
 
 The lifecycle functions are synchronous (they are shared with the engine's processes), so the
-actions run on a worker thread with their own connection: the region check and the action are
-one transaction.
+actions run on a worker thread with a connection of the app's synchronous action pool (see
+``api.app``): the region check and the action are one transaction.
 """
 
 from __future__ import annotations
@@ -127,11 +127,12 @@ def _refused(exc: LifecycleError) -> HTTPException:
 
 
 async def _act(request: Request, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-    """Run ``work`` on a worker thread in one transaction of its own connection."""
-    url = request.app.state.settings.database_url_for("api")
+    """Run ``work`` on a worker thread in one transaction of a pooled connection: committed
+    when it returns, rolled back when it raises (the connection's context)."""
+    pool = request.app.state.action_pool
 
     def run() -> T:
-        with psycopg.connect(url, connect_timeout=10) as conn:
+        with pool.connection() as conn:
             return work(conn)
 
     try:

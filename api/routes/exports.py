@@ -35,88 +35,16 @@ from tagwatch.api.csv_cells import neutralize
 from tagwatch.api.deps import Conn, subject_in_scope
 from tagwatch.api.routes.location import LATE_AFTER_S
 from tagwatch.api.security import CurrentUser, Role, allow
+from tagwatch.store import exports
+from tagwatch.store.exports import Kind
 
 router = APIRouter(tags=["exports"])
 EXPORT_ROLES: tuple[Role, ...] = ("admin", "supervisor")
 MAX_RANGE = timedelta(days=366)
 BATCH = 2000
 
-Kind = Literal["fixes", "events", "alerts"]
 KINDS: tuple[Kind, ...] = ("fixes", "events", "alerts")
 SINGULAR: dict[Kind, str] = {"fixes": "fix", "events": "event", "alerts": "alert"}
-
-HELD = """
-    FROM device_assignments da JOIN {table} x ON x.device_id = da.device_id
-     AND x.ts >= greatest(lower(da.during), %(start)s)
-     AND x.ts < least(upper(da.during), %(end)s)
-    WHERE da.subject_id = %(subject)s
-"""
-QUERIES: dict[Kind, tuple[list[str], str]] = {
-    "fixes": (
-        [
-            "device_id",
-            "role",
-            "ts",
-            "lat",
-            "lon",
-            "acc",
-            "alt",
-            "spd",
-            "hdg",
-            "sats",
-            "batt",
-            "src",
-            "seq",
-            "received_at",
-            "late",
-        ],
-        "SELECT x.device_id, da.role, x.ts, x.lat, x.lon, x.acc, x.alt, x.spd, x.hdg, x.sats,"
-        " x.batt, x.src, NULLIF(x.seq, -1), x.received_at,"
-        f" x.received_at - x.ts > make_interval(secs => {LATE_AFTER_S})"
-        + HELD.format(table="fixes")
-        + " ORDER BY x.ts, x.device_id, x.seq",
-    ),
-    "events": (
-        ["device_id", "role", "ts", "type", "seq", "batt", "detail", "received_at"],
-        "SELECT x.device_id, da.role, x.ts, x.type, NULLIF(x.seq, -1), x.batt, x.detail,"
-        " x.received_at"
-        + HELD.format(table="device_events")
-        + " ORDER BY x.ts, x.device_id, x.seq",
-    ),
-    "alerts": (
-        [
-            "id",
-            "type",
-            "severity",
-            "status",
-            "device_id",
-            "zone_id",
-            "region_id",
-            "opened_at",
-            "first_fix_at",
-            "last_fix_at",
-            "cleared_at",
-            "lat",
-            "lon",
-            "worst_distance_m",
-            "fix_count",
-            "late",
-            "escalated",
-            "acknowledged_at",
-            "acknowledged_by",
-            "resolved_at",
-            "resolved_by",
-            "outcome",
-            "resolution_note",
-            "details",
-        ],
-        "SELECT id, type, severity, status, device_id, zone_id, region_id, opened_at,"
-        " first_fix_at, last_fix_at, cleared_at, lat, lon, worst_distance_m, fix_count, late,"
-        " escalated, acknowledged_at, acknowledged_by, resolved_at, resolved_by, outcome,"
-        " resolution_note, details FROM alerts WHERE subject_id = %(subject)s"
-        " AND opened_at >= %(start)s AND opened_at < %(end)s ORDER BY opened_at, id",
-    ),
-}
 
 
 def _cell(value: Any) -> str:
@@ -140,17 +68,8 @@ def _json(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-async def _rows(conn: AsyncConnection, kind: Kind, params: dict[str, Any]) -> AsyncIterator[Any]:
-    async with conn.cursor(name=f"export_{kind}") as cursor:
-        cursor.itersize = BATCH
-        await cursor.execute(QUERIES[kind][1], params)
-        async for row in cursor:
-            yield row
-
-
-def _feature(kind: Kind, row: Any) -> dict[str, Any]:
-    columns = QUERIES[kind][0]
-    properties = {"kind": SINGULAR[kind]} | {c: _json(v) for c, v in zip(columns, row, strict=True)}
+def _feature(kind: Kind, row: dict[str, Any]) -> dict[str, Any]:
+    properties = {"kind": SINGULAR[kind]} | {c: _json(row[c]) for c in exports.COLUMNS[kind]}
     geometry = None
     if properties.get("lat") is not None and properties.get("lon") is not None:
         geometry = {"type": "Point", "coordinates": [properties["lon"], properties["lat"]]}
@@ -195,7 +114,7 @@ class _Lines:
         return text
 
 
-def _csv_rows(columns: list[str]) -> tuple[Any, _Lines]:
+def _csv_rows(columns: tuple[str, ...]) -> tuple[Any, _Lines]:
     lines = _Lines()
     writer = csv.writer(lines, lineterminator="\r\n")
     writer.writerow(columns)
@@ -250,7 +169,15 @@ async def export(
     )
     await conn.commit()  # the audit row is durable before any data leaves
     kinds: tuple[Kind, ...] = (kind,) if kind else KINDS
-    params = {"subject": subject_id, "start": from_, "end": to}
+
+    def rows(read: AsyncConnection[Any], each: Kind) -> AsyncIterator[dict[str, Any]]:
+        return exports.rows(
+            read, each, subject_id, from_, to, late_after_s=LATE_AFTER_S, batch=BATCH
+        )
+
+    def cells(each: Kind, row: dict[str, Any]) -> list[str]:
+        return [_cell(row[c]) for c in exports.COLUMNS[each]]
+
     pool = request.app.state.pool
     stem = f"subject-{subject_id}-{from_.date().isoformat()}-{to.date().isoformat()}"
 
@@ -268,7 +195,7 @@ async def export(
         async with pool.connection() as read:
             for each in kinds:
                 batch: list[str] = []
-                async for row in _rows(read, each, params):
+                async for row in rows(read, each):
                     text = json.dumps(_feature(each, row), default=str)
                     batch.append(text if first else "," + text)
                     first = False
@@ -280,11 +207,11 @@ async def export(
         yield b"]}\n"
 
     async def one_csv(only: Kind) -> AsyncIterator[bytes]:
-        writer, lines = _csv_rows(QUERIES[only][0])
+        writer, lines = _csv_rows(exports.COLUMNS[only])
         async with pool.connection() as read:
             count = 0
-            async for row in _rows(read, only, params):
-                writer.writerow([_cell(v) for v in row])
+            async for row in rows(read, only):
+                writer.writerow(cells(only, row))
                 count += 1
                 if count % BATCH == 0:
                     yield lines.take().encode()
@@ -295,12 +222,12 @@ async def export(
         with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:
             async with pool.connection() as read:
                 for each in kinds:
-                    writer, lines = _csv_rows(QUERIES[each][0])
+                    writer, lines = _csv_rows(exports.COLUMNS[each])
                     with archive.open(f"{each}.csv", "w", force_zip64=True) as member:
                         member.write(lines.take().encode())
                         count = 0
-                        async for row in _rows(read, each, params):
-                            writer.writerow([_cell(v) for v in row])
+                        async for row in rows(read, each):
+                            writer.writerow(cells(each, row))
                             count += 1
                             if count % BATCH == 0:
                                 member.write(lines.take().encode())

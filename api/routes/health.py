@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tagwatch.api.metrics import render_metrics
 from tagwatch.api.security import current_user, oauth2_scheme
 from tagwatch.settings import MqttEndpoint
+from tagwatch.store import metrics as metrics_store
 
 router = APIRouter(tags=["health"])
 
@@ -46,7 +47,7 @@ async def readyz(request: Request) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
         async with request.app.state.pool.connection(timeout=2) as conn:
-            await conn.execute("SELECT 1")
+            await metrics_store.ping(conn)
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"

@@ -278,6 +278,31 @@ def test_acknowledge_resolve_and_notes(api, world, settings):
     assert [e[0] for e in events] == ["opened", "acknowledged", "resolved"]
 
 
+def test_operator_actions_reuse_the_action_pools_connections(api, world, settings):
+    """Actions take a connection of the app's action pool, not a new one per request (issue
+    13): a run of them, refusals included, opens no further connection, and a refused action
+    leaves nothing behind (its transaction is rolled back when the connection goes back)."""
+    sid = make_subject(api, world, world["north"])
+    alert_id = make_alert(settings, sid, world["north"], "gps_lost")
+    op, op2 = world["operator"], world["operator2"]
+    url = f"/api/v1/alerts/{alert_id}"
+    pool = api.app.state.action_pool
+    assert api.post(f"{url}/acknowledge", headers=op).status_code == 200
+    opened = pool.get_stats().get("connections_num", 0)
+    assert opened >= 1
+    for _ in range(5):
+        assert api.post(f"{url}/acknowledge", headers=op).status_code == 200  # a no-op
+        assert api.post(f"{url}/acknowledge", headers=op2).status_code == 409
+        refused = api.post(f"{url}/resolve", json={"outcome": "vanished"}, headers=op)
+        assert refused.status_code == 422
+    assert pool.get_stats().get("connections_num", 0) == opened
+    assert api.get(url, headers=op).json()["status"] == "acknowledged"
+    assert [h["action"] for h in api.get(url, headers=op).json()["history"]] == [
+        "opened",
+        "acknowledged",
+    ]
+
+
 def test_tamper_needs_a_note_to_resolve(api, world, settings):
     sid = make_subject(api, world, world["north"])
     alert_id = make_alert(settings, sid, world["north"], "strap_tamper")
