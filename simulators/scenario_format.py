@@ -1,8 +1,9 @@
 """The scenario format: what a scenario file may say, read into a declared `Scenario`.
 
-The shape of a file is declared once, as msgspec Structs (`_File` and the entries under it):
-unknown keys are refused (`forbid_unknown_fields`), types and ranges are msgspec's (`Meta`),
-and a duration, a moment or an enum is decoded by `_hook`. `msgspec.convert` reads the parsed
+The shape of a file is declared once, as msgspec Structs (`Scenario` and the entries under
+it), and those Structs are also what the plan and the timeline read. Unknown keys are refused
+(`forbid_unknown_fields`), types and ranges are msgspec's (`Meta`), and a duration, a moment
+or an enum is decoded by `_hook`. `msgspec.convert` reads the parsed
 TOML into them in one pass and reports the first problem with its path; `_explain` turns that
 into a `ScenarioError` naming the file, the entry (`devices[2].battery.start`) and what was
 expected, with a "did you mean" for a misspelt key. msgspec rather than pydantic: it is already
@@ -41,7 +42,7 @@ from tagwatch.simulators.devices import (
     DeviceKind,
     IncidentKind,
 )
-from tagwatch.simulators.geo import LonLat, box_ring
+from tagwatch.simulators.geo import box_ring
 from tagwatch.simulators.movement import Mode, Place
 from tagwatch.simulators.noise import Fallback, Sky
 from tagwatch.simulators.schedule import (
@@ -111,6 +112,11 @@ class TimeSpec:
         names = ("text", "offset_s", "day", "clock", "absolute")
         inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=True))
         return f"TimeSpec({inner})"
+
+    def time_of_day(self) -> time:
+        """The clock time of a checked "22:00" (all a schedule or a routine accepts)."""
+        assert self.clock is not None
+        return self.clock
 
 
 class Seconds(float):
@@ -201,7 +207,13 @@ class Clock:
         return [first + timedelta(days=k) for k in range((last - first).days + 1)]
 
 
-# -- the file as written: msgspec Structs ---------------------------------------------------
+# -- the declared scenario: msgspec Structs, read from the file as written ------------------
+#
+# One set of types: `read_scenario` checks these and `scenario_plan` and `scenario_timeline`
+# read them. A field holds what the file says (None where it says nothing); a default that
+# depends on other keys (a device's role by its kind, a victim zone's radius, a curfew's
+# windows) is a property beside the field, derived where it is read rather than copied into
+# a second set of classes that would have to be kept in step with these.
 
 
 class _Entry(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -239,7 +251,9 @@ class _PlacePoint(_Entry, array_like=True, frozen=True):  # name = [lon, lat]
     lat: Lat
 
 
-class _AtStop(_Entry, frozen=True):
+class AtDecl(_Entry, frozen=True):
+    """`at` a place, `until` a moment or `for` a while (else until the next stop's time)."""
+
     at: str
     until: TimeSpec | None = None
     for_: Seconds | None = msgspec.field(default=None, name="for")
@@ -247,13 +261,17 @@ class _AtStop(_Entry, frozen=True):
     indoor_acc_m: AtLeast1 | None = None
 
 
-class _StayStop(_Entry, frozen=True):
+class StayDecl(_Entry, frozen=True):
+    """`stay` where one is, for a while."""
+
     stay: Seconds
     sky: PlaceSky | None = None
     indoor_acc_m: AtLeast1 | None = None
 
 
-class _GoStop(_Entry, frozen=True):
+class GoDecl(_Entry, frozen=True):
+    """`go` to a place or a [lon, lat] point, `by` a mode, leaving or arriving at a moment."""
+
     go: str | Point
     by: Mode = Mode.FOOT
     leave: TimeSpec | None = None
@@ -264,7 +282,11 @@ class _GoStop(_Entry, frozen=True):
     direct: bool = False
 
 
-class _Routine(_Entry, frozen=True):
+StopDecl = AtDecl | StayDecl | GoDecl
+_STOPS: dict[str, type[StopDecl]] = {"at": AtDecl, "go": GoDecl, "stay": StayDecl}
+
+
+class RoutineDecl(_Entry, frozen=True):
     home: str
     work: str | None = None
     shops: tuple[str, ...] = ()
@@ -274,17 +296,23 @@ class _Routine(_Entry, frozen=True):
     shop_chance: AtLeast0 = 0.5
 
 
-class _Subject(_Entry, frozen=True):
+class SubjectDecl(_Entry, frozen=True):
     key: Key
     region: str
     timezone: str
     name: str | None = None
-    itinerary: tuple[dict[str, Any], ...] = ()  # each stop's shape depends on its kind
-    routine: _Routine | None = None
+    # Each stop's keys depend on its kind, so the file's tables are decoded one by one (the
+    # error names the stop); `read_scenario` puts the `StopDecl`s in their place.
+    itinerary: tuple[Any, ...] = ()
+    routine: RoutineDecl | None = None
     region_changes: tuple[RegionChangeDecl, ...] = ()
 
+    @property
+    def display_name(self) -> str:
+        return self.key if self.name is None else self.name
 
-class _Battery(_Entry, frozen=True):
+
+class BatteryDecl(_Entry, frozen=True):
     start: Annotated[float, Meta(ge=0, le=100)] = Battery.start_pct
     drain_per_hour: AtLeast0 = Battery.drain_pct_per_h
     charge_per_hour: AtLeast0 = Battery.charge_pct_per_h
@@ -292,7 +320,7 @@ class _Battery(_Entry, frozen=True):
     critical: AtLeast0 = Battery.critical_pct
 
 
-class _Incident(_Entry, frozen=True):
+class IncidentDecl(_Entry, frozen=True):
     type: IncidentKind
     at: TimeSpec | None = None
     from_: TimeSpec | None = msgspec.field(default=None, name="from")
@@ -303,34 +331,75 @@ class _Incident(_Entry, frozen=True):
     fallback: Literal["wifi", "cell", "none"] | None = None
     daily: bool = False
 
+    @property
+    def start(self) -> TimeSpec:
+        """`at` for an instant incident, else `from` (`read_scenario` checked which is given)."""
+        start = self.at if self.from_ is None else self.from_
+        assert start is not None
+        return start
 
-class _Device(_Entry, frozen=True):
+    @property
+    def interval_s(self) -> float | None:
+        return None if self.interval is None else float(self.interval)
+
+    @property
+    def link_fallback(self) -> Fallback | None:
+        """Where a position comes from when GNSS is jammed: a cell fix unless the file says."""
+        if self.fallback is None:
+            return {IncidentKind.JAMMING: Fallback.CELL}.get(self.type)
+        return None if self.fallback == "none" else Fallback(self.fallback)
+
+
+class DeviceDecl(_Entry, frozen=True):
     key: Key
     kind: DeviceKind
     subject: str
     role: Literal["offender", "victim"] | None = None
     interval: Seconds | None = None
     pursuit_interval: Seconds | None = None
-    battery: _Battery | None = None
-    incidents: tuple[_Incident, ...] = ()
+    battery: BatteryDecl | None = None
+    incidents: tuple[IncidentDecl, ...] = ()
     home_beacon: str | None = None
     ts_format: Literal["epoch", "rfc3339"] = "epoch"
 
+    @property
+    def assigned_role(self) -> str:
+        """A victim's phone is the victim's; every other device is worn by the offender."""
+        if self.role is not None:
+            return self.role
+        return "victim" if self.kind is DeviceKind.VICTIM_PHONE else "offender"
 
-class _Window(_Entry, frozen=True):
+    @property
+    def interval_s(self) -> float:
+        return float(self.interval or 60.0)
+
+    @property
+    def pursuit_interval_s(self) -> float:
+        return float(self.pursuit_interval or 15.0)
+
+    @property
+    def battery_model(self) -> Battery:
+        """The battery as written, else the kind's usual one: a phone starts at 80 %, drains
+        slower than a tag and charges slower."""
+        if (b := self.battery) is not None:
+            return Battery(b.start, b.drain_per_hour, b.charge_per_hour, b.low, b.critical)
+        return Battery() if self.kind is DeviceKind.TAG else Battery(80.0, 1.5, 40.0)
+
+
+class WindowDecl(_Entry, frozen=True):
     start: TimeSpec
     end: TimeSpec
     days: str | tuple[str, ...] = "daily"
 
 
-class _Exception(_Entry, frozen=True):
+class ExceptionDecl(_Entry, frozen=True):
     date: date
     active: bool = False
     start: TimeSpec | None = None
     end: TimeSpec | None = None
 
 
-class _Zone(_Entry, frozen=True):
+class ZoneDecl(_Entry, frozen=True):
     key: Key
     kind: Literal["exclusion", "inclusion", "curfew", "victim"]
     name: str | None = None
@@ -344,11 +413,61 @@ class _Zone(_Entry, frozen=True):
     box_m: tuple[Annotated[float, Meta(gt=0)], Annotated[float, Meta(gt=0)]] | None = None
     radius_m: AtLeast1 | None = None
     buffer_m: AtLeast0 = 0.0
-    windows: tuple[_Window, ...] = ()
-    exceptions: tuple[_Exception, ...] = ()
+    windows: tuple[WindowDecl, ...] = ()
+    exceptions: tuple[ExceptionDecl, ...] = ()
+
+    @property
+    def radius(self) -> float | None:
+        """A victim zone is a circle around the phone, Spain's distance unless given."""
+        return (self.radius_m or VICTIM_RADIUS_M) if self.kind == "victim" else self.radius_m
+
+    def geojson(self, places: Mapping[str, Place]) -> dict[str, Any] | None:
+        """The zone as GeoJSON (lon-lat; a Point is a circle of `radius_m`), whichever form the
+        file used; None for a victim zone, which moves with the phone."""
+        if self.geometry is not None:
+            return dict(self.geometry)
+        if self.polygon is not None:
+            ring = [list(p) for p in self.polygon]
+            if ring and ring[0] != ring[-1]:
+                ring.append(ring[0])
+            return {"type": "Polygon", "coordinates": [ring]}
+        if self.point is not None:
+            return {"type": "Point", "coordinates": list(self.point)}
+        if self.around is None:
+            return None
+        centre = places[self.around].point
+        if self.box_m is None:
+            return {"type": "Point", "coordinates": list(centre)}
+        ring = [list(p) for p in box_ring(centre, self.box_m[0], self.box_m[1])]
+        return {"type": "Polygon", "coordinates": [ring]}
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """The windows and dated exceptions (days and clock times checked by `read_scenario`);
+        a curfew that gives none has the default curfew."""
+        if not self.windows and not self.exceptions:
+            return CURFEW_DEFAULT if self.kind == "curfew" else None
+        windows = tuple(
+            Window(
+                DAY_SETS[w.days] if isinstance(w.days, str) else w.days,
+                w.start.time_of_day(),
+                w.end.time_of_day(),
+            )
+            for w in self.windows
+        )
+        exceptions = tuple(
+            DatedException(
+                e.date,
+                e.active,
+                None if e.start is None else e.start.time_of_day(),
+                None if e.end is None else e.end.time_of_day(),
+            )
+            for e in self.exceptions
+        )
+        return Schedule(windows, exceptions)
 
 
-class _Expect(_Entry, frozen=True):
+class ExpectDecl(_Entry, frozen=True):
     alert: str
     subject: str
     after: TimeSpec | None = None
@@ -357,16 +476,27 @@ class _Expect(_Entry, frozen=True):
     within: Seconds | None = None
     why: str = ""
 
+    @property
+    def within_s(self) -> float | None:
+        return None if self.within is None else float(self.within)
 
-class _Rule(_Entry, frozen=True):
+
+class RuleDecl(_Entry, frozen=True):
     alerts: str | tuple[str, ...]
     subject: str | None = None
     after: TimeSpec | None = None
     before: TimeSpec | None = None
     why: str = ""
 
+    @property
+    def alert_types(self) -> frozenset[str] | None:
+        """The alerts the rule covers; None for "*" (any alert)."""
+        if self.alerts in ("*", ("*",)):
+            return None
+        return frozenset((self.alerts,) if isinstance(self.alerts, str) else self.alerts)
 
-class _File(_Entry, frozen=True):
+
+class Scenario(_Entry, frozen=True):
     name: Annotated[str, Meta(pattern=NAME_PATTERN.pattern)]
     seed: int
     start: TimeSpec
@@ -375,13 +505,30 @@ class _File(_Entry, frozen=True):
     title: str | None = None
     description: str = ""
     regions: tuple[RegionDecl, ...] = ()
-    places: dict[str, Any] = {}  # read one by one, so that errors name the place
-    subjects: tuple[_Subject, ...] = ()
-    devices: tuple[_Device, ...] = ()
-    zones: tuple[_Zone, ...] = ()
-    expect: tuple[_Expect, ...] = ()
-    forbid: tuple[_Rule, ...] = ()
-    allow: tuple[_Rule, ...] = ()
+    # Decoded one by one, so that an error names the place; `read_scenario` puts the `Place`s
+    # in their place.
+    places: dict[str, Any] = {}
+    subjects: tuple[SubjectDecl, ...] = ()
+    devices: tuple[DeviceDecl, ...] = ()
+    zones: tuple[ZoneDecl, ...] = ()
+    expect: tuple[ExpectDecl, ...] = ()
+    forbid: tuple[RuleDecl, ...] = ()
+    allow: tuple[RuleDecl, ...] = ()
+    # Not a key of the file (`read_scenario` refuses it there): the file's name, for messages.
+    source: str = "<memory>"
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.duration)
+
+    def clock(self, on_date: date | None = None) -> Clock:
+        assert self.start.absolute is not None  # `read_scenario` checked
+        tz = ZoneInfo(self.timezone)
+        local = self.start.absolute.astimezone(tz)
+        if on_date is None:
+            return Clock(local, tz)
+        moved = datetime.combine(on_date, local.time(), tzinfo=tz)
+        return Clock(moved, tz, (on_date - local.date()).days)
 
 
 def _hook(kind: type, value: Any) -> Any:
@@ -390,140 +537,6 @@ def _hook(kind: type, value: Any) -> Any:
     if kind is Seconds:
         return Seconds(parse_duration(value))
     raise NotImplementedError(kind)
-
-
-# -- the declared scenario ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StopDecl:
-    """One itinerary entry as written: `at` a place, `go` somewhere, or `stay` where one is."""
-
-    kind: str  # "at", "go", "stay"
-    where: str
-    place: str | None = None
-    point: LonLat | None = None
-    until: TimeSpec | None = None
-    duration_s: float | None = None
-    leave: TimeSpec | None = None
-    arrive: TimeSpec | None = None
-    mode: Mode = Mode.FOOT
-    via: tuple[LonLat, ...] = ()
-    sky: Sky | None = None
-    indoor_acc_m: float | None = None
-    speed_mps: float | None = None
-    direct: bool = False
-
-
-@dataclass(frozen=True)
-class RoutineDecl:
-    home: str
-    work: str | None
-    shops: tuple[str, ...]
-    leave: time
-    work_until: time
-    home_by: time
-    shop_chance: float
-
-
-@dataclass(frozen=True)
-class SubjectDecl:
-    key: str
-    name: str
-    region: str
-    timezone: str
-    itinerary: tuple[StopDecl, ...]
-    routine: RoutineDecl | None
-    region_changes: tuple[RegionChangeDecl, ...]
-
-
-@dataclass(frozen=True)
-class IncidentDecl:
-    kind: IncidentKind
-    where: str
-    start: TimeSpec
-    end: TimeSpec | None
-    acc_m: float | None
-    jump_probability: float | None
-    interval_s: float | None
-    fallback: Fallback | None
-    daily: bool
-
-
-@dataclass(frozen=True)
-class DeviceDecl:
-    key: str
-    kind: DeviceKind
-    subject: str
-    role: str
-    interval_s: float
-    pursuit_interval_s: float
-    battery: Battery
-    incidents: tuple[IncidentDecl, ...]
-    home_beacon: str | None
-    ts_format: str
-
-
-@dataclass(frozen=True)
-class ZoneDecl:
-    key: str
-    name: str
-    kind: str
-    subject: str | None
-    victim: str | None
-    region: str | None
-    geometry: dict[str, Any] | None
-    radius_m: float | None
-    buffer_m: float
-    schedule: Schedule | None
-
-
-@dataclass(frozen=True)
-class ExpectDecl:
-    alert: str
-    subject: str
-    after: TimeSpec | None
-    before: TimeSpec | None
-    late: bool | None
-    within_s: float | None
-    why: str
-
-
-@dataclass(frozen=True)
-class RuleDecl:
-    alerts: frozenset[str] | None  # None: any alert
-    subject: str | None
-    after: TimeSpec | None
-    before: TimeSpec | None
-    why: str
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    title: str
-    description: str
-    seed: int
-    start: datetime
-    duration_s: float
-    timezone: str
-    regions: tuple[RegionDecl, ...]
-    places: Mapping[str, Place]
-    subjects: tuple[SubjectDecl, ...]
-    devices: tuple[DeviceDecl, ...]
-    zones: tuple[ZoneDecl, ...]
-    expect: tuple[ExpectDecl, ...]
-    forbid: tuple[RuleDecl, ...]
-    allow: tuple[RuleDecl, ...]
-    source: str = "<memory>"
-
-    def clock(self, on_date: date | None = None) -> Clock:
-        tz = ZoneInfo(self.timezone)
-        local = self.start.astimezone(tz)
-        if on_date is None:
-            return Clock(local, tz)
-        moved = datetime.combine(on_date, local.time(), tzinfo=tz)
-        return Clock(moved, tz, (on_date - local.date()).days)
 
 
 # -- decoding and its messages --------------------------------------------------------------
@@ -639,24 +652,21 @@ class _Checker:
             seen.add(key)
         return seen
 
-    def timezone(self, name: str, where: str) -> str:
+    def timezone(self, name: str, where: str) -> None:
         try:
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise self.fail(where, f"unknown IANA time zone {name!r}") from exc
-        return name
 
-    def clock_of_day(self, spec: TimeSpec, where: str) -> time:
-        if spec.clock is None or spec.day is not None:
+    def clock_of_day(self, spec: TimeSpec | None, where: str) -> None:
+        if spec is not None and (spec.clock is None or spec.day is not None):
             raise self.fail(where, "expected a clock time like '07:30'")
-        return spec.clock
 
-    def alert(self, value: str, where: str) -> str:
+    def alert(self, value: str, where: str) -> None:
         if value not in ALERT_TYPES:
             close = difflib.get_close_matches(value, sorted(ALERT_TYPES), n=1)
             message = f"{value!r} is not an alert type of DESIGN.md{_did_you_mean(close)}"
             raise self.fail(where, message)
-        return value
 
     def place(self, name: str, entry: Any) -> Place:
         where = f"places.{name}"
@@ -666,139 +676,76 @@ class _Checker:
         p = _decode(entry, _PlaceEntry, self.source, where)
         return Place(name, p.lon, p.lat, Sky(p.sky), p.indoor_acc_m)
 
-    def subject(self, s: _Subject, where: str) -> SubjectDecl:
+    def subject(self, s: SubjectDecl, where: str) -> SubjectDecl:
         self.ref(s.region, self.regions, "region", f"{where}.region")
         stops = tuple(
             self.stop(raw, f"{where}.itinerary[{i}]") for i, raw in enumerate(s.itinerary)
         )
-        routine = None if s.routine is None else self.routine(s.routine, f"{where}.routine")
-        if routine is None and not stops:
+        if s.routine is not None:
+            self.routine(s.routine, f"{where}.routine")
+        if s.routine is None and not stops:
             raise self.fail(f"{where}.itinerary", "needs an `itinerary` or a `routine`")
-        if routine is not None and stops:
+        if s.routine is not None and stops:
             raise self.fail(f"{where}.routine", "give an `itinerary` or a `routine`, not both")
-        if stops and stops[0].kind != "at":
+        if stops and not isinstance(stops[0], AtDecl):
             message = "the first stop must be `at` a place (where the day starts)"
             raise self.fail(f"{where}.itinerary", message)
         for i, change in enumerate(s.region_changes):
             self.ref(change.region, self.regions, "region", f"{where}.region_changes[{i}].region")
-        timezone = self.timezone(s.timezone, f"{where}.timezone")
-        name = s.key if s.name is None else s.name
-        return SubjectDecl(s.key, name, s.region, timezone, stops, routine, s.region_changes)
+        self.timezone(s.timezone, f"{where}.timezone")
+        return msgspec.structs.replace(s, itinerary=stops)
 
-    def routine(self, r: _Routine, where: str) -> RoutineDecl:
+    def routine(self, r: RoutineDecl, where: str) -> None:
         for key, name in (("home", r.home), ("work", r.work), *(("shops", s) for s in r.shops)):
             if name is not None:
                 self.ref(name, self.places, "place", f"{where}.{key}")
-        leave, work_until, home_by = (
+        for key in ("leave", "work_until", "home_by"):
             self.clock_of_day(getattr(r, key), f"{where}.{key}")
-            for key in ("leave", "work_until", "home_by")
-        )
-        return RoutineDecl(r.home, r.work, r.shops, leave, work_until, home_by, r.shop_chance)
 
     def stop(self, raw: dict[str, Any], where: str) -> StopDecl:
         kinds = [k for k in STOP_KINDS if k in raw]
         if len(kinds) != 1:
             raise self.fail(where, "each stop has exactly one of `at`, `go`, `stay`")
-        if kinds == ["at"]:
-            at = _decode(raw, _AtStop, self.source, where)
-            if at.until is not None and at.for_ is not None:
+        stop = _decode(raw, _STOPS[kinds[0]], self.source, where)
+        if isinstance(stop, AtDecl):
+            if stop.until is not None and stop.for_ is not None:
                 raise self.fail(where, "give `until` or `for`, not both")
-            return StopDecl(
-                "at",
-                where,
-                place=self.ref(at.at, self.places, "place", f"{where}.at"),
-                until=at.until,
-                duration_s=None if at.for_ is None else float(at.for_),
-                sky=None if at.sky is None else Sky(at.sky),
-                indoor_acc_m=at.indoor_acc_m,
-            )
-        if kinds == ["stay"]:
-            stay = _decode(raw, _StayStop, self.source, where)
-            sky = None if stay.sky is None else Sky(stay.sky)
-            return StopDecl(
-                "stay", where, duration_s=float(stay.stay), sky=sky, indoor_acc_m=stay.indoor_acc_m
-            )
-        go = _decode(raw, _GoStop, self.source, where)
-        if go.leave is not None and go.arrive is not None:
-            raise self.fail(where, "give `leave` or `arrive`, not both")
-        place, point = (go.go, None) if isinstance(go.go, str) else (None, go.go)
-        if place is not None:
-            self.ref(place, self.places, "place", f"{where}.go")
-        return StopDecl(
-            "go",
-            where,
-            place=place,
-            point=point,
-            leave=go.leave,
-            arrive=go.arrive,
-            mode=go.by,
-            via=go.via,
-            sky=None if go.sky is None else Sky(go.sky),
-            speed_mps=go.speed_mps,
-            direct=go.direct,
-        )
+            self.ref(stop.at, self.places, "place", f"{where}.at")
+        elif isinstance(stop, GoDecl):
+            if stop.leave is not None and stop.arrive is not None:
+                raise self.fail(where, "give `leave` or `arrive`, not both")
+            if isinstance(stop.go, str):
+                self.ref(stop.go, self.places, "place", f"{where}.go")
+        return stop
 
-    def device(self, d: _Device, where: str) -> DeviceDecl:
+    def device(self, d: DeviceDecl, where: str) -> None:
         self.ref(d.subject, self.subjects, "subject", f"{where}.subject")
         tag = d.kind is DeviceKind.TAG
-        if d.battery is not None:
-            b = d.battery
-            battery = Battery(b.start, b.drain_per_hour, b.charge_per_hour, b.low, b.critical)
-        else:
-            battery = Battery() if tag else Battery(80.0, 1.5, 40.0)
-        incidents = tuple(
+        for i, incident in enumerate(d.incidents):
             self.incident(incident, f"{where}.incidents[{i}]", tag)
-            for i, incident in enumerate(d.incidents)
-        )
         if d.home_beacon is not None:
             self.ref(d.home_beacon, self.places, "place", f"{where}.home_beacon")
             if not tag:
                 raise self.fail(f"{where}.home_beacon", "only tags have a home beacon")
-        role = d.role or ("victim" if d.kind is DeviceKind.VICTIM_PHONE else "offender")
-        interval, pursuit = d.interval or 60.0, d.pursuit_interval or 15.0
-        return DeviceDecl(
-            d.key,
-            d.kind,
-            d.subject,
-            role,
-            float(interval),
-            float(pursuit),
-            battery,
-            incidents,
-            d.home_beacon,
-            d.ts_format,
-        )
 
-    def incident(self, i: _Incident, where: str, tag: bool) -> IncidentDecl:
+    def incident(self, i: IncidentDecl, where: str, tag: bool) -> None:
         if i.type in TAG_ONLY_INCIDENTS and not tag:
             raise self.fail(where, f"{i.type} happens to tags only")
         if i.type in INSTANT_INCIDENTS:
             if i.at is None or i.from_ is not None or i.to is not None:
                 raise self.fail(f"{where}.at", f"a {i.type} happens `at` a moment (no `from`/`to`)")
-            start, end = i.at, None
-        else:
-            if i.from_ is None or i.at is not None:
-                message = f"a {i.type} needs `from` (and `to`, else it lasts to the end), not `at`"
-                raise self.fail(f"{where}.from", message)
-            start, end = i.from_, i.to
-        if i.daily and (start.clock is None or start.day is not None):
+        elif i.from_ is None or i.at is not None:
+            message = f"a {i.type} needs `from` (and `to`, else it lasts to the end), not `at`"
+            raise self.fail(f"{where}.from", message)
+        if i.daily and (i.start.clock is None or i.start.day is not None):
             raise self.fail(f"{where}.daily", "a daily incident needs clock times like '20:00'")
-        if i.fallback is None:
-            fallback = {IncidentKind.JAMMING: Fallback.CELL}.get(i.type)
-        else:
-            fallback = None if i.fallback == "none" else Fallback(i.fallback)
-        interval = None if i.interval is None else float(i.interval)
-        return IncidentDecl(
-            i.type, where, start, end, i.acc_m, i.jump_probability, interval, fallback, i.daily
-        )
 
-    def zone(self, z: _Zone, where: str, victims_with_phone: set[str]) -> ZoneDecl:
+    def zone(self, z: ZoneDecl, where: str, victims_with_phone: set[str]) -> None:
         if z.subject is not None:
             self.ref(z.subject, self.subjects, "subject", f"{where}.subject")
         if z.region is not None:
             self.ref(z.region, self.regions, "region", f"{where}.region")
         forms = [f for f in ("geometry", "polygon", "point", "around") if getattr(z, f) is not None]
-        radius, geometry = z.radius_m, None
         if z.kind == "victim":
             if z.victim is None:
                 raise self.fail(
@@ -812,7 +759,6 @@ class _Checker:
                 raise self.fail(
                     where, "a victim zone has no fixed geometry; it follows the victim's phone"
                 )
-            radius = radius or VICTIM_RADIUS_M
         else:
             if z.victim is not None:
                 raise self.fail(f"{where}.victim", "only victim zones have a `victim`")
@@ -820,31 +766,22 @@ class _Checker:
                 raise self.fail(
                     where, "give exactly one of `geometry`, `polygon`, `point`, `around`"
                 )
-            geometry = self.geometry(z, where)
-            if geometry["type"] == "Point" and radius is None:
+            geometry_type = self.geometry(z, where)
+            if geometry_type == "Point" and z.radius_m is None:
                 raise self.fail(f"{where}.radius_m", "a point zone needs `radius_m`")
-            if geometry["type"] != "Point" and radius is not None:
+            if geometry_type != "Point" and z.radius_m is not None:
                 raise self.fail(f"{where}.radius_m", "`radius_m` is for point zones only")
-        schedule = self.schedule(z, where)
-        if schedule is None and z.kind == "curfew":
-            schedule = CURFEW_DEFAULT
-        name = z.key if z.name is None else z.name
-        return ZoneDecl(
-            z.key,
-            name,
-            z.kind,
-            z.subject,
-            z.victim,
-            z.region,
-            geometry,
-            radius,
-            z.buffer_m,
-            schedule,
-        )
+        self.schedule(z, where)
 
-    def geometry(self, z: _Zone, where: str) -> dict[str, Any]:
+    def geometry(self, z: ZoneDecl, where: str) -> str:
+        """The GeoJSON type of the zone's one form, once that form is checked."""
         if z.box_m is not None and z.around is None:
             raise self.fail(f"{where}.box_m", "`box_m` is for a zone `around` a place")
+        if z.around is not None:
+            self.ref(z.around, self.places, "place", f"{where}.around")
+            if z.box_m is None and z.radius_m is None:
+                message = "`around` a place needs `radius_m` (a circle) or `box_m`"
+                raise self.fail(f"{where}.around", message)
         if z.geometry is not None:
             try:
                 shaped = shape(z.geometry)
@@ -854,31 +791,16 @@ class _Checker:
                 raise self.fail(f"{where}.geometry", "must be a Polygon, MultiPolygon or Point")
             if not shaped.is_valid:
                 raise self.fail(f"{where}.geometry", "is not a valid polygon (self-intersecting?)")
-            return dict(z.geometry)
-        if z.polygon is not None:
-            ring = [list(p) for p in z.polygon]
-            if ring and ring[0] != ring[-1]:
-                ring.append(ring[0])
-            polygon = {"type": "Polygon", "coordinates": [ring]}
-            if len(ring) < 4 or not shape(polygon).is_valid:
-                raise self.fail(
-                    f"{where}.polygon", "needs at least 3 corners and no self-intersection"
-                )
-            return polygon
-        if z.point is not None:
-            return {"type": "Point", "coordinates": list(z.point)}
-        assert z.around is not None
-        centre = self.places[self.ref(z.around, self.places, "place", f"{where}.around")].point
-        if z.box_m is None:
-            if z.radius_m is None:
-                message = "`around` a place needs `radius_m` (a circle) or `box_m`"
-                raise self.fail(f"{where}.around", message)
-            return {"type": "Point", "coordinates": list(centre)}
-        ring = [list(p) for p in box_ring(centre, z.box_m[0], z.box_m[1])]
-        return {"type": "Polygon", "coordinates": [ring]}
+        geometry = z.geojson(self.places)
+        assert geometry is not None
+        if z.polygon is not None and (
+            len(geometry["coordinates"][0]) < 4 or not shape(geometry).is_valid
+        ):
+            message = "needs at least 3 corners and no self-intersection"
+            raise self.fail(f"{where}.polygon", message)
+        return str(geometry["type"])
 
-    def schedule(self, z: _Zone, where: str) -> Schedule | None:
-        windows = []
+    def schedule(self, z: ZoneDecl, where: str) -> None:
         for i, w in enumerate(z.windows):
             at = f"{where}.windows[{i}]"
             if isinstance(w.days, str):
@@ -887,39 +809,27 @@ class _Checker:
                         f"{at}.days",
                         f"use a list of {', '.join(DAYS)} or one of {', '.join(DAY_SETS)}",
                     )
-                days = DAY_SETS[w.days]
             elif bad := [d for d in w.days if d not in DAYS]:
                 raise self.fail(f"{at}.days", f"unknown days {bad}; use {', '.join(DAYS)}")
-            else:
-                days = w.days
-            begin = self.clock_of_day(w.start, f"{at}.start")
-            windows.append(Window(tuple(days), begin, self.clock_of_day(w.end, f"{at}.end")))
-        exceptions = []
+            self.clock_of_day(w.start, f"{at}.start")
+            self.clock_of_day(w.end, f"{at}.end")
         for i, e in enumerate(z.exceptions):
             at = f"{where}.exceptions[{i}]"
             if e.active and (e.start is None or e.end is None):
                 raise self.fail(at, "an active exception gives the day's window `start` and `end`")
-            start = None if e.start is None else self.clock_of_day(e.start, f"{at}.start")
-            end = None if e.end is None else self.clock_of_day(e.end, f"{at}.end")
-            exceptions.append(DatedException(e.date, e.active, start, end))
-        if not windows and not exceptions:
-            return None
-        return Schedule(tuple(windows), tuple(exceptions))
+            self.clock_of_day(e.start, f"{at}.start")
+            self.clock_of_day(e.end, f"{at}.end")
 
-    def expect(self, e: _Expect, where: str) -> ExpectDecl:
+    def expect(self, e: ExpectDecl, where: str) -> None:
         self.alert(e.alert, f"{where}.alert")
         self.ref(e.subject, self.subjects, "subject", f"{where}.subject")
-        within = None if e.within is None else float(e.within)
-        return ExpectDecl(e.alert, e.subject, e.after, e.before, e.late, within, e.why)
 
-    def rule(self, r: _Rule, where: str) -> RuleDecl:
-        alerts = None
-        if r.alerts not in ("*", ("*",)):
-            items = (r.alerts,) if isinstance(r.alerts, str) else r.alerts
-            alerts = frozenset(self.alert(a, f"{where}.alerts") for a in items)
+    def rule(self, r: RuleDecl, where: str) -> None:
+        if r.alert_types is not None:
+            for alert in (r.alerts,) if isinstance(r.alerts, str) else r.alerts:
+                self.alert(alert, f"{where}.alerts")
         if r.subject is not None:
             self.ref(r.subject, self.subjects, "subject", f"{where}.subject")
-        return RuleDecl(alerts, r.subject, r.after, r.before, r.why)
 
 
 def read_scenario(raw: Mapping[str, Any], source: str = "<memory>") -> Scenario:
@@ -927,13 +837,15 @@ def read_scenario(raw: Mapping[str, Any], source: str = "<memory>") -> Scenario:
     checks that need the plan (kept there so this module does not depend on the plan)."""
     if not isinstance(raw, Mapping):
         raise _fail(source, "", "expected a table")
-    f = _decode(dict(raw), _File, source)
+    if "source" in raw:  # a field of `Scenario`, but not of the file
+        raise _fail(source, "source", "unknown key")
+    f = _decode(dict(raw), Scenario, source)
     check = _Checker(source)
     if f.start.absolute is None:
         raise check.fail("start", "must be an RFC 3339 time with offset")
     if f.duration <= 0:
         raise check.fail("duration", "is required and must be positive")
-    timezone = check.timezone(f.timezone, "timezone")
+    check.timezone(f.timezone, "timezone")
     if not f.regions:
         raise check.fail("regions", "at least one [[regions]] entry is required")
     check.regions = check.unique([r.id for r in f.regions], "regions")
@@ -942,26 +854,16 @@ def read_scenario(raw: Mapping[str, Any], source: str = "<memory>") -> Scenario:
     subjects = tuple(check.subject(s, f"subjects[{i}]") for i, s in enumerate(f.subjects))
     if not subjects:
         raise check.fail("subjects", "at least one [[subjects]] entry is required")
-    devices = tuple(check.device(d, f"devices[{i}]") for i, d in enumerate(f.devices))
-    check.unique([d.key for d in devices], "devices")
-    victims = {d.subject for d in devices if d.kind is DeviceKind.VICTIM_PHONE}
-    zones = tuple(check.zone(z, f"zones[{i}]", victims) for i, z in enumerate(f.zones))
-    check.unique([z.key for z in zones], "zones")
-    return Scenario(
-        name=f.name,
-        title=f.name if f.title is None else f.title,
-        description=f.description,
-        seed=f.seed,
-        start=f.start.absolute,
-        duration_s=float(f.duration),
-        timezone=timezone,
-        regions=f.regions,
-        places=check.places,
-        subjects=subjects,
-        devices=devices,
-        zones=zones,
-        expect=tuple(check.expect(e, f"expect[{i}]") for i, e in enumerate(f.expect)),
-        forbid=tuple(check.rule(r, f"forbid[{i}]") for i, r in enumerate(f.forbid)),
-        allow=tuple(check.rule(r, f"allow[{i}]") for i, r in enumerate(f.allow)),
-        source=source,
-    )
+    for i, d in enumerate(f.devices):
+        check.device(d, f"devices[{i}]")
+    check.unique([d.key for d in f.devices], "devices")
+    victims = {d.subject for d in f.devices if d.kind is DeviceKind.VICTIM_PHONE}
+    for i, z in enumerate(f.zones):
+        check.zone(z, f"zones[{i}]", victims)
+    check.unique([z.key for z in f.zones], "zones")
+    for i, e in enumerate(f.expect):
+        check.expect(e, f"expect[{i}]")
+    for what, rules in (("forbid", f.forbid), ("allow", f.allow)):
+        for i, r in enumerate(rules):
+            check.rule(r, f"{what}[{i}]")
+    return msgspec.structs.replace(f, places=check.places, subjects=subjects, source=source)

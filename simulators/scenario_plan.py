@@ -208,5 +208,5 @@ def resolve_rules(
     for what, decls in (("forbid", scenario.forbid), ("allow", scenario.allow)):
         for index, r in enumerate(decls):
             low, high = window(r.after, r.before, f"{what}[{index}]")
-            rules[what].append(AlertRule(r.alerts, r.subject, utc(low), utc(high), r.why))
+            rules[what].append(AlertRule(r.alert_types, r.subject, utc(low), utc(high), r.why))
     return expectations, rules["forbid"], rules["allow"]

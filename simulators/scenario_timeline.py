@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -16,7 +16,6 @@ from tagwatch.simulators.devices import (
     Incident,
     simulate_device,
 )
-from tagwatch.simulators.geo import LonLat
 from tagwatch.simulators.movement import (
     GoStop,
     ItineraryError,
@@ -28,13 +27,17 @@ from tagwatch.simulators.movement import (
     build_trajectory,
     routine_stops,
 )
+from tagwatch.simulators.noise import Sky
 from tagwatch.simulators.scenario_format import (
     PHONE_EXPECTED_INTERVAL_S,
     RUN_PATTERN,
+    AtDecl,
     Clock,
     IncidentDecl,
     Scenario,
     ScenarioError,
+    StayDecl,
+    StopDecl,
     SubjectDecl,
     TimeSpec,
 )
@@ -60,18 +63,18 @@ def derive_seed(seed: int, *parts: str) -> int:
 
 
 def _stops(
-    subject: SubjectDecl, scenario: Scenario, clock: Clock, end: float
+    subject: SubjectDecl, where: str, scenario: Scenario, clock: Clock, end: float
 ) -> tuple[list[Stop], list[str]]:
-    places = scenario.places
+    places: Mapping[str, Place] = scenario.places
     if subject.routine is not None:
         r = subject.routine
         routine = Routine(
             home=places[r.home],
             work=None if r.work is None else places[r.work],
             shops=tuple(places[s] for s in r.shops),
-            leave=r.leave,
-            work_until=r.work_until,
-            home_by=r.home_by,
+            leave=r.leave.time_of_day(),
+            work_until=r.work_until.time_of_day(),
+            home_by=r.home_by.time_of_day(),
             shop_chance=r.shop_chance,
         )
         rng = random.Random(derive_seed(scenario.seed, "routine", subject.key))
@@ -82,7 +85,6 @@ def _stops(
         ]
     anchor = clock.start.timestamp()
     stops = []
-    names = []
 
     def resolve(spec: TimeSpec | None) -> float | None:
         nonlocal anchor
@@ -92,61 +94,59 @@ def _stops(
         anchor = max(anchor, moment)
         return moment
 
+    decl: StopDecl
     for decl in subject.itinerary:
-        names.append(decl.where)
-        if decl.kind in ("at", "stay"):
-            stops.append(
-                StayStop(
-                    places[decl.place] if decl.place else None,
-                    until=resolve(decl.until),
-                    duration_s=decl.duration_s,
-                    sky=decl.sky,
-                    indoor_acc_m=decl.indoor_acc_m,
-                )
-            )
+        sky = None if decl.sky is None else Sky(decl.sky)
+        if isinstance(decl, AtDecl):
+            duration = None if decl.for_ is None else float(decl.for_)
+            until = resolve(decl.until)
+            stops.append(StayStop(places[decl.at], until, duration, sky, decl.indoor_acc_m))
+        elif isinstance(decl, StayDecl):
+            stops.append(StayStop(None, None, float(decl.stay), sky, decl.indoor_acc_m))
         else:
-            target: Place | LonLat = places[decl.place] if decl.place else decl.point  # type: ignore[assignment]
+            target = places[decl.go] if isinstance(decl.go, str) else decl.go
             stops.append(
                 GoStop(
                     target,
-                    decl.mode,
+                    decl.by,
                     decl.via,
                     leave=resolve(decl.leave),
                     arrive=resolve(decl.arrive),
-                    sky=decl.sky,
+                    sky=sky,
                     speed_mps=decl.speed_mps,
                     direct=decl.direct,
                 )
             )
-    return stops, names
+    return stops, [f"{where}.itinerary[{i}]" for i in range(len(stops))]
 
 
 def _incidents(
-    decls: Sequence[IncidentDecl], clock: Clock, end: float, source: str
+    decls: Sequence[IncidentDecl], where: str, clock: Clock, end: float, source: str
 ) -> tuple[Incident, ...]:
     out = []
-    for decl in decls:
+    for index, decl in enumerate(decls):
         if decl.daily:
-            assert decl.start.clock is not None
+            clock_time = decl.start.time_of_day()
             occurrences = []
             for day in clock.local_days(end):
-                start = datetime.combine(day, decl.start.clock, tzinfo=clock.tz).timestamp()
+                start = datetime.combine(day, clock_time, tzinfo=clock.tz).timestamp()
                 occurrences.append(start)
         else:
             occurrences = [clock.resolve(decl.start)]
         for start in occurrences:
-            stop = None if decl.end is None else clock.resolve(decl.end, start)
+            stop = None if decl.to is None else clock.resolve(decl.to, start)
             if stop is not None and stop <= start:
-                raise ScenarioError(f"{source}: {decl.where}: `to` must be after `from`")
+                at = f"{where}.incidents[{index}]"
+                raise ScenarioError(f"{source}: {at}: `to` must be after `from`")
             out.append(
                 Incident(
-                    decl.kind,
+                    decl.type,
                     start,
                     stop,
                     acc_m=decl.acc_m,
                     jump_probability=decl.jump_probability,
                     interval_s=decl.interval_s,
-                    fallback=decl.fallback,
+                    fallback=decl.link_fallback,
                 )
             )
     return tuple(sorted(out, key=lambda i: i.start))
@@ -167,8 +167,8 @@ def build_timeline(scenario: Scenario, run_id: str, *, on_date: date | None = No
     prefix = f"sim-{run_id}-{scenario.name}"
 
     truth: dict[str, Trajectory] = {}
-    for subject in scenario.subjects:
-        stops, names = _stops(subject, scenario, clock, end)
+    for index, subject in enumerate(scenario.subjects):
+        stops, names = _stops(subject, f"subjects[{index}]", scenario, clock, end)
         rng = random.Random(derive_seed(scenario.seed, "subject", subject.key))
         try:
             truth[subject.key] = build_trajectory(start, end, stops, rng, names, clock.tz)
@@ -180,7 +180,7 @@ def build_timeline(scenario: Scenario, run_id: str, *, on_date: date | None = No
             key=s.key,
             name=f"{prefix}-{s.key}",
             case_ref=f"{prefix}-{s.key}",
-            display_name=s.name,
+            display_name=s.display_name,
             region_id=s.region,
             timezone=s.timezone,
             region_changes=tuple(
@@ -206,8 +206,8 @@ def build_timeline(scenario: Scenario, run_id: str, *, on_date: date | None = No
             kind=decl.kind,
             interval_s=decl.interval_s,
             pursuit_interval_s=decl.pursuit_interval_s,
-            battery=decl.battery,
-            incidents=_incidents(decl.incidents, clock, end, scenario.source),
+            battery=decl.battery_model,
+            incidents=_incidents(decl.incidents, f"devices[{index}]", clock, end, scenario.source),
             home_beacon=decl.home_beacon,
             ts_format=decl.ts_format,
             owntracks_topic=topic,
@@ -224,7 +224,7 @@ def build_timeline(scenario: Scenario, run_id: str, *, on_date: date | None = No
                 device_id=device_id,
                 kind=decl.kind.value,
                 subject_key=decl.subject,
-                role=decl.role,
+                role=decl.assigned_role,
                 owntracks_topic=topic,
                 expected_interval_s=expected,
                 last_will=tag_will(device_id) if spec.is_tag else spec.will(start),
@@ -234,7 +234,7 @@ def build_timeline(scenario: Scenario, run_id: str, *, on_date: date | None = No
             AssignmentPlan(
                 device_id,
                 decl.subject,
-                decl.role,
+                decl.assigned_role,
                 datetime.fromtimestamp(start - 3600.0, UTC),
                 None,
             )
@@ -245,8 +245,8 @@ def build_timeline(scenario: Scenario, run_id: str, *, on_date: date | None = No
             key=z.key,
             name=f"{prefix}-{z.key}",
             kind=z.kind,
-            geometry=z.geometry,
-            radius_m=z.radius_m,
+            geometry=z.geojson(scenario.places),
+            radius_m=z.radius,
             buffer_m=z.buffer_m,
             subject_key=z.subject,
             victim_subject_key=z.victim,

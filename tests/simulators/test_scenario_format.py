@@ -192,6 +192,8 @@ def test_unknown_keys_are_refused_at_any_depth_with_a_suggestion():
         lambda r: r["subjects"][0]["itinerary"][1].update(until="08:00"),
         "subjects[0].itinerary[1].until: unknown key",
     )
+    # `source` is a field of the declared Scenario (the file's name), not a key of the file
+    _fails(lambda r: r.update(source="elsewhere.toml"), "test.toml: source: unknown key")
 
 
 def test_wrong_types_name_the_entry_and_what_was_expected():
