@@ -9,6 +9,7 @@ bodies included, TYPE_CHECKING blocks excluded: those are for the type checker, 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,3 +286,59 @@ def test_layers_import_only_downwards() -> None:
         f"imports of a higher layer (importer (rank) -> imported (rank)):\n{_shown(new)}"
     )
     assert not gone, f"no longer violations; remove them from KNOWN_VIOLATIONS:\n{_shown(gone)}"
+
+
+# -- SQL lives in store/ (issue 13): a statement outside it is a column meaning written twice
+
+# Statements as this code writes them (keywords in capitals), and the DML shapes in any case.
+SQL_START = re.compile(
+    r"^\s*(SELECT\s|INSERT\s+INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s|WITH\s+\w+\s+AS\s*\(|"
+    r"LISTEN\s|NOTIFY\s|COPY\s+\w+|CREATE\s+(TABLE|ROLE|DATABASE|INDEX)\s|ALTER\s+\w|DROP\s+[A-Z]|"
+    r"TRUNCATE\s|GRANT\s|REVOKE\s)"
+    r"|(?i:^\s*(select\s.+\sfrom\s|insert\s+into\s|update\s+\w+\s+set\s|delete\s+from\s))",
+    re.DOTALL,
+)
+# A call that would run a statement: outside store/ nothing holds a cursor or a statement.
+DB_CALLS = {"execute", "executemany", "copy", "fetchone", "fetchall", "fetchmany"}
+
+
+def sql_outside_store(path: Path) -> list[str]:
+    """String literals that start like an SQL statement, and database calls, in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if SQL_START.match(node.value):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in DB_CALLS
+            and not (node.func.attr == "copy" and not node.args)  # ndarray.copy()
+        ):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.func.attr}(...)")
+    return found
+
+
+def test_no_sql_outside_store() -> None:
+    found = [
+        hit
+        for name, path in sources().items()
+        if not name.startswith(f"{PACKAGE}.store")
+        for hit in sql_outside_store(path)
+    ]
+    assert not found, "SQL belongs in store/ (a module per aggregate):\n" + "\n".join(found)
+
+
+def test_the_sql_finder_finds_sql(tmp_path: Path) -> None:
+    probe = ROOT / "tests" / "_sql_probe.py"
+    probe.write_text(
+        'def f(conn):\n    conn.execute("select id from subjects")\n'
+        '    q = """\n    UPDATE alerts SET status = 1"""\n',
+        encoding="utf-8",
+    )
+    try:
+        hits = sql_outside_store(probe)
+    finally:
+        probe.unlink()
+    assert len(hits) == 3, hits

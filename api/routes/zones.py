@@ -23,25 +23,20 @@ Deleting is soft (``deleted_at``): alerts keep their zone reference. Every inser
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from psycopg import AsyncConnection
 from psycopg.errors import ForeignKeyViolation
-from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError
 from tagwatch.api import audit
 from tagwatch.api.deps import Conn, may_read_victims
 from tagwatch.api.schemas_zones import ZoneCreate, ZoneKindName, ZonePatch, ZonePublic
 from tagwatch.api.security import CurrentUser, Role, User, allow
-from tagwatch.geofence import Zone, ZoneValidationError
-from tagwatch.geofence.zones import validate_zone
 from tagwatch.store import zones as store
-from tagwatch.store.zones import FIELDS, ZoneRow
+from tagwatch.store.zones import FIELDS, ZoneDraft, ZoneRow
 
 router = APIRouter(prefix="/zones", tags=["zones"])
 READ_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator", "tracer")
@@ -113,53 +108,9 @@ def _refer(reason: str, message: str) -> HTTPException:
 
 
 def _geometry_reasons(body: ZoneCreate) -> list[str]:
-    """Everything the geofence core and the threshold rules say about the zone as drawn."""
-    reasons: list[str] = []
-    if body.kind == "victim" and body.victim_subject_id is None:
-        reasons.append("a victim zone needs victim_subject_id (the victim whose phone it follows)")
-    if body.kind != "victim" and body.victim_subject_id is not None:
-        reasons.append("victim_subject_id belongs to victim zones only")
-    if body.kind != "exclusion" and body.protects_subject_id is not None:
-        reasons.append(
-            "protects_subject_id belongs to exclusion zones only "
-            "(a victim zone names its victim in victim_subject_id)"
-        )
-    if body.subject_id is not None and body.subject_id in (
-        body.victim_subject_id,
-        body.protects_subject_id,
-    ):
-        reasons.append("a zone cannot protect its own subject from them")
-    if body.subject_id is not None and body.group_name is not None:
-        reasons.append("a zone belongs to one subject or to a group, not both")
-    for name in ("radius_m", "buffer_m"):
-        value = getattr(body, name)
-        if value is not None and not math.isfinite(value):
-            reasons.append(f"{name} must be a finite number of metres")
-    if reasons:
-        return reasons
-    try:
-        zone = Zone.from_json(
-            {
-                "zone_id": 0,
-                "kind": body.kind,
-                "geometry": body.geometry,
-                "radius_m": body.radius_m,
-                "buffer_m": body.buffer_m,
-                "subject_id": body.subject_id,
-                "group": body.group_name,
-                "schedule": body.schedule,
-            }
-        )
-        validate_zone(zone)
-    except ZoneValidationError as exc:
-        reasons.extend(exc.reasons)
-    except Exception as exc:  # malformed input must be a 422, never a 500
-        reasons.append(f"malformed zone: {exc!r}")
-    try:
-        DEFAULTS.with_overrides(body.thresholds)
-    except ThresholdError as exc:
-        reasons.append(f"thresholds: {exc}")
-    return reasons
+    """Everything the geofence core and the threshold rules say about the zone as drawn: the one
+    check every provisioning path runs (store.zones.zone_problems)."""
+    return store.zone_problems(ZoneDraft(**body.model_dump()))
 
 
 async def _subject_region(conn: AsyncConnection, user: User, subject_id: int) -> str | None:
@@ -197,20 +148,7 @@ async def _checked(conn: AsyncConnection, user: User, body: ZoneCreate) -> ZoneC
 
 
 def _values(body: ZoneCreate) -> dict[str, Any]:
-    return {
-        "name": body.name,
-        "kind": body.kind,
-        "geometry": None if body.geometry is None else Jsonb(body.geometry),
-        "radius_m": body.radius_m,
-        "buffer_m": body.buffer_m,
-        "subject_id": body.subject_id,
-        "group_name": body.group_name,
-        "region_id": body.region_id,
-        "victim_subject_id": body.victim_subject_id,
-        "protects_subject_id": body.protects_subject_id,
-        "schedule": None if body.schedule is None else Jsonb(body.schedule),
-        "thresholds": Jsonb(body.thresholds),
-    }
+    return ZoneDraft(**body.model_dump()).values()
 
 
 async def _read(conn: AsyncConnection, user: User, zone_id: int, *, lock: bool = False) -> ZoneRow:
