@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from tagwatch.alerts import vocabulary as v
+from tagwatch.alerts.batch import NewEvents, NewFixes
 from tagwatch.alerts.escalation import OpenAlert, absconder, due, limit_s
 from tagwatch.alerts.observe import RawFix, late_episodes, observe
 from tagwatch.alerts.ports import Assignment, EngineRepository, StateRow
@@ -67,15 +68,6 @@ log = logging.getLogger("tagwatch.alerts")
 LATE_CONTEXT_S = 1800.0
 TICK_BATCH = 500
 SETTLE_WALL_S = 0.1
-
-# A batch's fixes and events are ingest's decoded rows (ingest/decode.py): these are the columns
-# the engine reads of them.
-FIX_DEVICE, FIX_TS, FIX_LAT, FIX_LON, FIX_ACC, FIX_SRC = 0, 1, 3, 4, 5, 11
-EVENT_DEVICE, EVENT_TS, EVENT_TYPE = 0, 1, 3
-
-
-def _epoch(ts: datetime) -> float:
-    return ts.timestamp()
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -192,15 +184,15 @@ class AlertEngine:
     def process(
         self,
         repo: EngineRepository,
-        fixes: Sequence[tuple[Any, ...]],
-        events: Sequence[tuple[Any, ...]],
+        fixes: NewFixes,
+        events: NewEvents,
     ) -> int:
         """Evaluate the new fixes and events of a batch; return how many alert changes."""
-        if not fixes and not events:
+        if not len(fixes) and not len(events):
             return 0
         self.sync(repo)
         now = repo.clock_and_speed()[0]
-        devices = sorted({f[FIX_DEVICE] for f in fixes} | {e[EVENT_DEVICE] for e in events})
+        devices = sorted(set(fixes.device_id) | set(events.device_id))
         holders: dict[str, list[Assignment]] = defaultdict(list)
         for a in repo.assignments(devices):
             holders[a.device_id].append(a)
@@ -215,28 +207,27 @@ class AlertEngine:
         events_by: dict[int, list[Observation]] = defaultdict(list)
         # per subject, its devices' reporting intervals (in the order the batch first met them)
         intervals: dict[int, dict[str, int]] = defaultdict(dict)
-        for f in fixes:
-            ts = _epoch(f[FIX_TS])
-            held = holder(f[FIX_DEVICE], ts)
+        for device_id, ts, lon, lat, acc, src in zip(
+            fixes.device_id, fixes.ts, fixes.lon, fixes.lat, fixes.acc, fixes.src, strict=True
+        ):
+            held = holder(device_id, ts)
             if held is None:
                 continue
             sid = held.subject_id
-            lon, lat, acc = f[FIX_LON], f[FIX_LAT], float(f[FIX_ACC] or 0.0)
             if held.role == "victim":
                 for zid in self.victim_zones.get(sid, ()):
                     old = self.victim_pos.get(zid)
                     if old is None or old[0] <= ts:
                         self.victim_pos[zid] = (ts, lon, lat, acc)
                 continue
-            intervals[sid][f[FIX_DEVICE]] = held.expected_interval_s
-            raw.append(RawFix(sid, f[FIX_DEVICE], ts, lon, lat, acc, f[FIX_SRC] or "gps"))
-        for e in events:
-            ts = _epoch(e[EVENT_TS])
-            held = holder(e[EVENT_DEVICE], ts)
+            intervals[sid][device_id] = held.expected_interval_s
+            raw.append(RawFix(sid, device_id, ts, lon, lat, acc, src))
+        for device_id, ts, kind in zip(events.device_id, events.ts, events.type, strict=True):
+            held = holder(device_id, ts)
             if held is None or held.role != "offender":
                 continue
-            intervals[held.subject_id][e[EVENT_DEVICE]] = held.expected_interval_s
-            events_by[held.subject_id].append(EventObs(ts, e[EVENT_DEVICE], e[EVENT_TYPE]))
+            intervals[held.subject_id][device_id] = held.expected_interval_s
+            events_by[held.subject_id].append(EventObs(ts, device_id, kind))
         subjects = sorted({r.subject_id for r in raw} | set(events_by))
         if not subjects:
             return 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from tagwatch.alerts.batch import NewEvents, NewFixes
 from tagwatch.alerts.vocabulary import EVENT_TYPES  # the device contract's event types, once
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -126,6 +127,18 @@ FixRow = tuple[
     str,
 ]
 EventRow = tuple[str, datetime, int, str, float | None, str | None]
+
+
+def engine_fixes(rows: Sequence[FixRow]) -> NewFixes:
+    """The engine's columns of stored fix rows (a missing accuracy is the contract's 0)."""
+    return NewFixes.of(
+        (r[0], r[1].timestamp(), r[4], r[3], float(r[5] or 0.0), r[11] or "gps") for r in rows
+    )
+
+
+def engine_events(rows: Sequence[EventRow]) -> NewEvents:
+    """The engine's columns of stored event rows."""
+    return NewEvents.of((r[0], r[1].timestamp(), r[3]) for r in rows)
 
 
 @dataclass(frozen=True)

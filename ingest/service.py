@@ -31,7 +31,15 @@ import psycopg
 import tenacity
 
 from tagwatch.alerts.engine import AlertEngine
-from tagwatch.ingest.decode import Decoded, Limits, Reason, decode_message, sender_of
+from tagwatch.ingest.decode import (
+    Decoded,
+    Limits,
+    Reason,
+    decode_message,
+    engine_events,
+    engine_fixes,
+    sender_of,
+)
 from tagwatch.ingest.flood_guard import FloodGuard
 from tagwatch.ingest.registry import DeviceRegistry
 from tagwatch.mqtt_client import new_client
@@ -136,7 +144,9 @@ def _evaluate(
     database going away."""
     try:
         with conn.transaction():
-            return engine.process(PgEngineRepository(conn), fixes, events)
+            return engine.process(
+                PgEngineRepository(conn), engine_fixes(fixes), engine_events(events)
+            )
     except psycopg.OperationalError:
         raise
     except Exception:

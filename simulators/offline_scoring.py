@@ -18,6 +18,7 @@ from tagwatch.alerts.engine import AlertEngine
 from tagwatch.alerts.memory_repository import MemoryEngineRepository
 from tagwatch.alerts.ports import Assignment, StoredEvent, StoredFix, SubjectRow, ZoneRow
 from tagwatch.alerts.thresholds import DEFAULTS, Thresholds
+from tagwatch.ingest.decode import engine_events, engine_fixes
 from tagwatch.simulators.scenario import Scenario, ScenarioRun, build_timeline
 from tagwatch.simulators.scoring import RaisedAlert, ScoreCard, naive_alerts, score_run
 from tagwatch.simulators.wire import TraceEvent, TraceFix, read_trace
@@ -148,7 +149,7 @@ def replay(run: ScenarioRun, thresholds: Thresholds = DEFAULTS) -> list[RaisedAl
             engine.tick(repo)
         else:
             repo.store(step.fixes, step.events)
-            engine.process(repo, step.fix_rows, step.event_rows)
+            engine.process(repo, engine_fixes(step.fix_rows), engine_events(step.event_rows))
     return raised(repo)
 
 

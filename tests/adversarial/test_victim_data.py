@@ -34,9 +34,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from tagwatch.alerts.batch import NewEvents
 from tagwatch.alerts.dispatcher import notification_body
 from tagwatch.alerts.engine import AlertEngine
 from tagwatch.api.security import hash_password
+from tagwatch.ingest.decode import engine_fixes
 from tagwatch.store.engine_repository import PgEngineRepository
 from tests.support import api_server, fresh_id
 
@@ -155,7 +157,7 @@ def world(server: str, settings) -> dict[str, Any]:
                 " batt, src) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 rows,
             )
-        AlertEngine().process(PgEngineRepository(conn), rows, [])
+        AlertEngine().process(PgEngineRepository(conn), engine_fixes(rows), NewEvents())
         conn.commit()
         alerts = {
             r[1]: int(r[0])

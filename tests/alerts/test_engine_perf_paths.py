@@ -12,8 +12,10 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from tagwatch.alerts.batch import NewEvents
 from tagwatch.alerts.engine import AlertEngine, decode_state, encode_state, pack_trail, unpack_trail
 from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState, Track
+from tagwatch.ingest.decode import engine_fixes
 from tagwatch.store.engine_repository import PgEngineRepository
 from tests.support import fresh_id
 
@@ -83,7 +85,7 @@ def test_only_changed_states_are_written(settings) -> None:
         engine = AlertEngine()
         fixes = [_fix(device, now - 30 + i, i) for i in range(3)]
         with conn.transaction():
-            engine.process(PgEngineRepository(conn), fixes, [])
+            engine.process(PgEngineRepository(conn), engine_fixes(fixes), NewEvents())
         text, trail, xmin = conn.execute(
             "SELECT state::text, trail, xmin::text FROM rule_state WHERE subject_id = %s", (sid,)
         ).fetchone()
@@ -112,7 +114,7 @@ def test_only_changed_states_are_written(settings) -> None:
         conn.commit()
         later = [_fix(device, now - 10, 9)]
         with conn.transaction():
-            engine.process(PgEngineRepository(conn), later, [])
+            engine.process(PgEngineRepository(conn), engine_fixes(later), NewEvents())
         text, trail = conn.execute(
             "SELECT state::text, trail FROM rule_state WHERE subject_id = %s", (sid,)
         ).fetchone()

@@ -23,6 +23,7 @@ CORE = [
     ROOT / "alerts" / name
     for name in (
         "engine.py",
+        "batch.py",
         "ports.py",
         "state_codec.py",
         "rules.py",

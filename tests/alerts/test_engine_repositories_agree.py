@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from tagwatch.alerts.engine import AlertEngine
+from tagwatch.ingest.decode import engine_events, engine_fixes
 from tagwatch.simulators.offline_scoring import provision, raised, steps
 from tagwatch.simulators.runner import provision_holdings
 from tagwatch.simulators.scenario import ScenarioRun, build_timeline, load_library
@@ -119,7 +120,7 @@ def test_memory_and_postgresql_raise_the_same_alerts(settings, scenario) -> None
                     pg_engine.tick(repo)
                 continue
             memory.store(step.fixes, step.events)
-            mem_engine.process(memory, step.fix_rows, step.event_rows)
+            mem_engine.process(memory, engine_fixes(step.fix_rows), engine_events(step.event_rows))
             with conn.transaction():
                 with conn.cursor() as cur:
                     if step.fix_rows:
@@ -135,7 +136,7 @@ def test_memory_and_postgresql_raise_the_same_alerts(settings, scenario) -> None
                             " detail) VALUES (%s, %s, %s, %s, %s, %s)",
                             step.event_rows,
                         )
-                pg_engine.process(repo, step.fix_rows, step.event_rows)
+                pg_engine.process(repo, engine_fixes(step.fix_rows), engine_events(step.event_rows))
         mem_keys = {str(i + 1): s.key for i, s in enumerate(run.plan.subjects)}
         in_memory = [
             RaisedAlert(

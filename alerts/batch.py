@@ -1,0 +1,69 @@
+"""What a batch hands the engine: its new fixes and events, column by column, typed.
+
+The engine reads six fields of a fix and three of an event. It used to take ingest's stored row
+tuples and pick them out by position, so the rule core depended on the storage layout of the
+fixes table. These columns are the engine's own input type: ingest (``ingest.decode``) and the
+offline scorer build them from whatever rows they hold, and the engine never sees a row.
+Times are epoch seconds (timezone-free by construction); a fix without a reported accuracy
+carries 0.0, as the contract's default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class NewFixes:
+    """Fixes stored for the first time in this batch, one list per field, same length."""
+
+    device_id: Sequence[str] = ()
+    ts: Sequence[float] = ()  # epoch seconds
+    lon: Sequence[float] = ()
+    lat: Sequence[float] = ()
+    acc: Sequence[float] = ()  # metres, 68 % radius
+    src: Sequence[str] = ()  # gps, wifi or cell
+
+    def __post_init__(self) -> None:
+        n = len(self.device_id)
+        lengths = (len(self.ts), len(self.lon), len(self.lat), len(self.acc), len(self.src))
+        if any(length != n for length in lengths):
+            raise ValueError(f"fix columns of unequal length: {n}, {lengths}")
+
+    def __len__(self) -> int:
+        return len(self.device_id)
+
+    @classmethod
+    def of(cls, fixes: Iterable[tuple[str, float, float, float, float, str]]) -> NewFixes:
+        """Columns from (device_id, ts, lon, lat, acc, src) tuples."""
+        rows = list(fixes)
+        if not rows:
+            return cls()
+        device_id, ts, lon, lat, acc, src = (list(column) for column in zip(*rows, strict=True))
+        return cls(device_id, ts, lon, lat, acc, src)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvents:
+    """Device events stored for the first time in this batch, one list per field."""
+
+    device_id: Sequence[str] = ()
+    ts: Sequence[float] = ()  # epoch seconds
+    type: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if not len(self.device_id) == len(self.ts) == len(self.type):
+            raise ValueError("event columns of unequal length")
+
+    def __len__(self) -> int:
+        return len(self.device_id)
+
+    @classmethod
+    def of(cls, events: Iterable[tuple[str, float, str]]) -> NewEvents:
+        """Columns from (device_id, ts, type) tuples."""
+        rows = list(events)
+        if not rows:
+            return cls()
+        device_id, ts, type_ = (list(column) for column in zip(*rows, strict=True))
+        return cls(device_id, ts, type_)
