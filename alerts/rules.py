@@ -32,7 +32,7 @@ VIOLATING: Final = 1
 CLEAR: Final = -1
 ENDED: Final = -2  # the condition no longer applies: close at once
 UNKNOWN: Final = 0
-HOME: Final = 1  # curfew presence (see _presence), or UNKNOWN
+HOME: Final = 1  # curfew presence (see curfew_presence), or UNKNOWN
 AWAY: Final = 2
 
 
@@ -230,14 +230,14 @@ def _verdicts(meta: ZoneMeta, z: ZoneObs, acc: float, beacon_home: bool) -> list
     if kind == "curfew":
         if not z.active:
             return [("curfew", ENDED)]
-        presence = _presence(meta, z, acc, beacon_home)
+        presence = curfew_presence(meta, z, acc, beacon_home)
         return [
             ("curfew", VIOLATING if presence == AWAY else CLEAR if presence == HOME else UNKNOWN)
         ]
     return []
 
 
-def _presence(meta: ZoneMeta, z: ZoneObs, acc: float, beacon_home: bool) -> int:
+def curfew_presence(meta: ZoneMeta, z: ZoneObs, acc: float, beacon_home: bool) -> int:
     """HOME, AWAY or UNKNOWN for one fix against a curfew (home) zone, whether or not the window
     is on.
 
@@ -352,7 +352,8 @@ class Evaluator:
         if z.state in (INSIDE, OUTSIDE) and not z.stale:
             track.seen_state, track.seen_at = z.state, fix.ts
         if meta.kind == "curfew":
-            self._presence(meta, track, _presence(meta, z, fix.acc, self.state.beacon_home), fix)
+            presence = curfew_presence(meta, z, fix.acc, self.state.beacon_home)
+            self._presence(meta, track, presence, fix)
         alert_type = _alert_type(meta.kind, cond)
         deeper = cond in ("entry", "warn")
         distance = z.distance_m if z.distance_m == z.distance_m else None
@@ -587,7 +588,7 @@ class Evaluator:
             heard = [d.last_heard for d in self.state.devices.values() if d.last_heard is not None]
             silent_for = now - max(heard) if heard else float("inf")
             # Silence alone is a communication problem (no_communication, gps_lost): only a
-            # subject established away (see _presence) is in breach while silent.
+            # subject established away (see curfew_presence) is in breach while silent.
             away = track is not None and track.established == AWAY
             if heard and silent_for >= meta.thresholds.curfew_s and away:
                 assert track is not None
