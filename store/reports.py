@@ -53,8 +53,8 @@ from tagwatch.alerts.observe import (
     presence_nights,
 )
 from tagwatch.alerts.rules import ZoneMeta
-from tagwatch.alerts.thresholds import layered
-from tagwatch.geofence import Zone, ZoneIndex
+from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError, layered
+from tagwatch.geofence import Zone, ZoneIndex, ZoneValidationError
 
 NOT_VIOLATIONS = ("false_alarm", "equipment_fault", "authorised_absence")
 ZONE_VIOLATIONS = (v.EXCLUSION_ENTRY, v.INCLUSION_EXIT, v.CURFEW_VIOLATION, v.VICTIM_PROXIMITY)
@@ -470,7 +470,10 @@ async def curfew_presence(
     glob = await (
         await conn.execute("SELECT values FROM alert_thresholds WHERE scope = 'global'")
     ).fetchone()
-    base = layered(glob[0] if glob else None)
+    try:
+        base = layered(glob[0] if glob else None)
+    except ThresholdError:
+        base = DEFAULTS  # as the engine does with a global row it cannot use
     zone_rows = await (
         await conn.execute(
             "SELECT id, name, geometry, radius_m, schedule, thresholds FROM zones"
@@ -485,18 +488,21 @@ async def curfew_presence(
     windows: dict[int, list[tuple[float, float]]] = {}
     names: dict[int, str] = {}
     for zone_id, name, geometry, radius_m, schedule, zone_thresholds in zone_rows:
-        zone = Zone.from_json(
-            {
-                "zone_id": zone_id,
-                "kind": "curfew",
-                "geometry": geometry,
-                "radius_m": radius_m,
-                "subject_id": subject_id,
-                "schedule": schedule,
-            }
-        )
-        index.upsert(zone)
-        thresholds = layered(subject_thresholds, zone_thresholds, base=base)
+        try:
+            zone = Zone.from_json(
+                {
+                    "zone_id": zone_id,
+                    "kind": "curfew",
+                    "geometry": geometry,
+                    "radius_m": radius_m,
+                    "subject_id": subject_id,
+                    "schedule": schedule,
+                }
+            )
+            thresholds = layered(subject_thresholds, zone_thresholds, base=base)
+            index.upsert(zone)
+        except (ZoneValidationError, ThresholdError):
+            continue  # a zone the engine cannot load either (it logs it): no nights to report
         metas[zone_id] = ZoneMeta(zone_id, "curfew", thresholds=thresholds, name=name)
         names[zone_id] = name
         # a window that starts in [start, end) is reported whole: look a day either side

@@ -194,6 +194,10 @@ async def absconders(
 
 
 MAX_PRESENCE_WINDOW = timedelta(days=93)
+# Schedules are evaluated a day either side of the window, on the subject's wall clock: keep
+# clear of the ends of the calendar datetime can hold.
+PRESENCE_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+PRESENCE_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 PRESENCE_COLUMNS = [
     "zone_id",
     "zone_name",
@@ -229,6 +233,8 @@ async def curfew_presence(
         raise _refuse(422, "empty_window", "'from' must be before 'to'")
     if to - from_ > MAX_PRESENCE_WINDOW:
         raise _refuse(422, "window_too_long", "the window may span at most 93 days")
+    if from_ < PRESENCE_EARLIEST or to > PRESENCE_LATEST:
+        raise _refuse(422, "window_out_of_range", "the window must lie within 2000-2100")
     if await subject_region(conn, subject_id, user.region_filter()) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"subject {subject_id} not found")
     report = await reports.curfew_presence(conn, subject_id, from_, to)

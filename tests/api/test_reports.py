@@ -594,3 +594,19 @@ def test_curfew_presence_says_verified_consistent_or_unverified_night_by_night(a
     elsewhere = as_("supervisor", [fresh_id("rr-other")])
     hidden = api.get("/api/v1/reports/curfew-presence", params=params, headers=elsewhere)
     assert hidden.status_code == 404
+
+
+def test_curfew_presence_input_is_checked(api, as_):
+    headers = as_("admin", ["*"])
+    path = "/api/v1/reports/curfew-presence"
+    for params, reason in (
+        ({"from": "2025-03-02T00:00:00Z", "to": "2025-03-01T00:00:00Z"}, "empty_window"),
+        ({"from": "2025-01-01T00:00:00Z", "to": "2025-06-01T00:00:00Z"}, "window_too_long"),
+        ({"from": "0001-01-01T00:00:00Z", "to": "0001-01-05T00:00:00Z"}, "window_out_of_range"),
+        ({"from": "9999-12-20T00:00:00Z", "to": "9999-12-31T00:00:00Z"}, "window_out_of_range"),
+    ):
+        response = api.get(path, params={"subject_id": 1, **params}, headers=headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"]["reason"] == reason
+    unknown = {"subject_id": 2**62, "from": "2025-03-01T00:00:00Z", "to": "2025-03-02T00:00:00Z"}
+    assert api.get(path, params=unknown, headers=headers).status_code == 404
