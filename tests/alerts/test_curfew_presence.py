@@ -289,3 +289,54 @@ def test_track_defaults_cover_every_new_field() -> None:
     """Old serialized tracks omit the new fields: each must have a default."""
     assert Track().established is None
     assert Track().away_n == 0
+
+
+FAR = st.tuples(st.floats(min_value=3.0, max_value=60.0), st.floats(min_value=2.0, max_value=20.0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(OVERLAPPING, max_size=20),
+    st.lists(FAR, min_size=T.curfew_fixes, max_size=30),
+    st.lists(OVERLAPPING, min_size=T.clear_fixes, max_size=10),
+)
+def test_a_departure_of_dwell_length_always_opens_one_violation_and_return_clears_it(
+    before: list[tuple[float, int, float]],
+    away: list[tuple[float, float]],
+    after: list[tuple[float, int, float]],
+) -> None:
+    """Recall: whatever the indoor noise before, a dwell's worth of confident fixes beyond the
+    margin opens exactly one curfew violation, at its first far fix; fixes overlapping the home
+    after it clear it at the first of them (when they are believable: acc within
+    presence_max_acc_m; wider circles say nothing and leave it open)."""
+    zones = {ZONE_ID: ZoneMeta(ZONE_ID, "curfew", thresholds=T)}
+    fixes = [
+        FixObs(0.0, "tag-1", 0, 0, acc, (overlapping_obs(acc, state, frac),))
+        for acc, state, frac in before
+    ]
+    first_far = len(fixes)
+    for acc, beyond in away:  # beyond the boundary by more than the margin
+        d = T.evidence_acc_multiple * acc * (1.0 + beyond / 10.0)
+        fixes.append(FixObs(0.0, "tag-1", 0, 0, acc, (ZoneObs(ZONE_ID, OUTSIDE, False, d, True),)))
+    back = len(fixes)
+    fixes += [
+        FixObs(0.0, "tag-1", 0, 0, acc, (overlapping_obs(acc, state, frac),))
+        for acc, state, frac in after
+    ]
+    timed = [
+        FixObs(EVENING + 60.0 * i, f.device_id, f.lon, f.lat, f.acc, f.zones)
+        for i, f in enumerate(fixes)
+    ]
+    changes = curfew_changes(evaluate(SubjectState(), timed, zones, T, timed[-1].ts))
+    assert changes[0].action == "open"
+    assert changes[0].first_fix_at == timed[first_far].ts
+    believable = [i for i, (acc, _, _) in enumerate(after) if acc <= T.presence_max_acc_m]
+    # the clear dwell: clear_fixes believable fixes, or two spanning clear_s (60 s apart here)
+    dwelt = len(believable) >= T.clear_fixes or (
+        len(believable) >= 2 and 60.0 * (believable[-1] - believable[0]) >= T.clear_s
+    )
+    if dwelt:
+        assert [c.action for c in changes] == ["open", "clear"]
+        assert changes[1].at == timed[back + believable[0]].ts
+    else:
+        assert [c.action for c in changes] == ["open"]
