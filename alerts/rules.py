@@ -372,7 +372,7 @@ class Evaluator:
                     self._zone_change("update", track, alert_type, meta, fix, fix.ts)
                 )
                 return
-            gap = self.thresholds.pending_gap_s
+            gap = self._evidence_gap(meta, cond, fix.device_id)
             if track.n == 0 or track.last is None or fix.ts - track.last > gap:
                 track.n, track.first = 1, fix.ts
                 track.worst = distance if distance != float("inf") else None
@@ -408,14 +408,31 @@ class Evaluator:
         ):
             self._close(track, key, alert_type, meta.zone_id, track.clear_first)
 
+    def _evidence_gap(self, meta: ZoneMeta, cond: str, device_id: str) -> float:
+        """How far apart two violating fixes may be and still add up to a dwell.
+
+        ``pending_gap_s`` for zones. For a curfew, silence is the ordinary state of a tag indoors
+        at home (no fix there, or none for a while), so two multipath jumps with nothing but
+        silence between them must not make "away": away fixes add up only at the device's own
+        rhythm (``no_communication_intervals`` of its reporting interval, at least ``curfew_s``,
+        at most ``pending_gap_s``): 180 s for a tag at 60 s, 900 s for a phone at 15 minutes.
+        """
+        t = meta.thresholds
+        if cond != "curfew":
+            return self.thresholds.pending_gap_s
+        interval = self.state.device(device_id).expected_interval_s
+        rhythm = max(t.curfew_s, t.no_communication_intervals * interval)
+        return min(self.thresholds.pending_gap_s, rhythm)
+
     def _presence(self, meta: ZoneMeta, track: Track, presence: int, fix: FixObs) -> None:
         """Keep the curfew track's established presence, in and out of the curfew window (a
         subject who left before the window opened and went silent is still away).
 
         Away is established by a dwell's worth of away fixes (the curfew dwell, runs broken by
-        unknown fixes and by gaps over ``pending_gap_s``, as for episodes), so one multipath jump
-        never establishes it. One fix consistent with home ends it: the error that costs here is
-        a curfew violation raised all night on a subject asleep at home.
+        unknown fixes and by silences longer than the device's rhythm, see _evidence_gap), so
+        one multipath jump, or two with silence between them, never establishes it. One fix
+        consistent with home ends it: the error that costs here is a curfew violation raised
+        all night on a subject asleep at home.
         """
         if presence == HOME:
             track.away_n, track.away_first, track.away_last = 0, None, None
@@ -424,7 +441,7 @@ class Evaluator:
         if presence != AWAY:
             track.away_n, track.away_first, track.away_last = 0, None, None
             return
-        gap = self.thresholds.pending_gap_s
+        gap = self._evidence_gap(meta, "curfew", fix.device_id)
         if track.away_n == 0 or track.away_last is None or fix.ts - track.away_last > gap:
             track.away_n, track.away_first = 1, fix.ts
         else:

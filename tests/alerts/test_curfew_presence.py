@@ -340,3 +340,16 @@ def test_a_departure_of_dwell_length_always_opens_one_violation_and_return_clear
         assert changes[1].at == timed[back + believable[0]].ts
     else:
         assert [c.action for c in changes] == ["open"]
+
+
+def test_jumps_with_only_silence_between_them_do_not_add_up_to_away() -> None:
+    """Indoors at home the tag is often silent: a jump, five minutes of silence, another jump,
+    more silence, is not a departure (two far fixes spanning curfew_s would otherwise be the
+    dwell). Far fixes at the tag's rhythm still are (test above)."""
+    rng = random.Random(7)
+    base = EVENING + 2 * 3600
+    fixes = [indoor_fix(rng, base + 60 * m + 7) for m in range(10)]
+    fixes += [jumped_fix(rng, base + 60 * m + 7) for m in (10, 15, 21)]
+    fixes += [indoor_fix(rng, base + 60 * m + 7) for m in range(60, 70)]
+    changes = Night().play(fixes, base, base + 2 * 3600)
+    assert curfew_changes(changes) == []
