@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tagwatch.alerts.rules import (
+    AWAY,
+    HOME,
     AlertChange,
     EventObs,
     FixObs,
@@ -17,10 +19,11 @@ from tagwatch.alerts.rules import (
     SubjectState,
     ZoneMeta,
     ZoneObs,
+    curfew_presence,
 )
 from tagwatch.alerts.rules import evaluate as run_rules
 from tagwatch.alerts.thresholds import Thresholds
-from tagwatch.geofence import FixBatch, VictimPositions, ZoneIndex
+from tagwatch.geofence import INSIDE, FixBatch, Schedule, VictimPositions, ZoneIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,104 @@ def observe(
         )
         out.append(FixObs(f.ts, f.device_id, f.lon, f.lat, f.acc, rows, f.src))
     return out
+
+
+# -- curfew presence, night by night (the compliance report's figures) -----------------------
+
+VERIFIED = "verified"
+CONSISTENT = "consistent"
+UNVERIFIED = "unverified"
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceNight:
+    """One curfew window of one zone and what the fixes (and the home beacon) say of it.
+
+    * ``verified``: at least one fix wholly inside the home (its accuracy circle inside), or the
+      approved home beacon in range at some moment of the window;
+    * ``consistent``: no such fix, but fixes whose accuracy circle overlaps the home: what a tag
+      indoors in a home smaller than its accuracy can at best show;
+    * ``unverified``: no fix, or none consistent with the home.
+
+    ``away`` counts the fixes that are evidence of absence (beyond the margin), whatever the
+    rest: a verified night with away fixes is a night the subject was home and also out.
+    """
+
+    zone_id: int
+    start: float
+    end: float
+    fixes: int = 0
+    inside: int = 0
+    overlapping: int = 0
+    away: int = 0
+    beacon: bool = False
+
+    @property
+    def presence(self) -> str:
+        if self.inside or self.beacon:
+            return VERIFIED
+        return CONSISTENT if self.overlapping else UNVERIFIED
+
+
+def active_windows(
+    schedule: Schedule | None, timezone: str, start: float, end: float, step_s: float = 60.0
+) -> list[tuple[float, float]]:
+    """The maximal intervals of [start, end) in which ``schedule`` is on, to ``step_s``
+    (a zone without a schedule is always on: one window)."""
+    if end <= start:
+        return []
+    if schedule is None:
+        return [(start, end)]
+    times = np.arange(start, end, step_s, dtype=np.float64)
+    on = schedule.active(times, timezone)
+    windows: list[tuple[float, float]] = []
+    opened: float | None = None
+    for t, active in zip(times.tolist(), on.tolist(), strict=True):
+        if active and opened is None:
+            opened = t
+        elif not active and opened is not None:
+            windows.append((opened, t))
+            opened = None
+    if opened is not None:
+        windows.append((opened, end))
+    return windows
+
+
+def presence_nights(
+    index: ZoneIndex,
+    zones: Mapping[int, ZoneMeta],
+    windows: Mapping[int, Sequence[tuple[float, float]]],
+    fixes: Sequence[RawFix],
+    beacon_home: Sequence[tuple[float, float]] = (),
+) -> list[PresenceNight]:
+    """Each curfew window of each zone with its presence (see PresenceNight). ``fixes`` are the
+    subject's, ``beacon_home`` the intervals in which its approved home beacon was in range."""
+    counts: dict[tuple[int, int], list[int]] = {}
+    for obs in observe(index, fixes):
+        for z in obs.zones:
+            meta = zones.get(z.zone_id)
+            if meta is None or meta.kind != "curfew":
+                continue
+            spans = windows.get(z.zone_id, ())
+            at = next((i for i, (a, b) in enumerate(spans) if a <= obs.ts < b), None)
+            if at is None:
+                continue
+            row = counts.setdefault((z.zone_id, at), [0, 0, 0, 0])
+            row[0] += 1
+            presence = curfew_presence(meta, z, obs.acc, beacon_home=False)
+            if z.state == INSIDE and presence == HOME:
+                row[1] += 1
+            elif presence == HOME:
+                row[2] += 1
+            elif presence == AWAY:
+                row[3] += 1
+    nights = []
+    for zone_id in sorted(windows):
+        for i, (a, b) in enumerate(windows[zone_id]):
+            n, inside, overlapping, away = counts.get((zone_id, i), [0, 0, 0, 0])
+            beacon = any(s < b and a < e for s, e in beacon_home)
+            nights.append(PresenceNight(zone_id, a, b, n, inside, overlapping, away, beacon))
+    return nights
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,4 +240,15 @@ def _as_late(change: AlertChange) -> AlertChange:
     )
 
 
-__all__ = ["EventObs", "RawFix", "late_episodes", "observe"]
+__all__ = [
+    "CONSISTENT",
+    "UNVERIFIED",
+    "VERIFIED",
+    "EventObs",
+    "PresenceNight",
+    "RawFix",
+    "active_windows",
+    "late_episodes",
+    "observe",
+    "presence_nights",
+]

@@ -25,13 +25,15 @@ from typing import Any, Final
 
 from tagwatch.alerts import vocabulary as v
 from tagwatch.alerts.thresholds import Thresholds
-from tagwatch.geofence import INSIDE, OUTSIDE
+from tagwatch.geofence import INSIDE, OUTSIDE, UNCERTAIN
 
 TRAIL_FIXES: Final = 30
 VIOLATING: Final = 1
 CLEAR: Final = -1
 ENDED: Final = -2  # the condition no longer applies: close at once
 UNKNOWN: Final = 0
+HOME: Final = 1  # curfew presence (see curfew_presence), or UNKNOWN
+AWAY: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,14 @@ class Track:
     worst: float | None = None
     seen_state: int | None = None
     seen_at: float | None = None
+    # Curfew tracks only: where the subject is *established* to be (HOME, AWAY, None not known)
+    # and the run of away fixes that establishes "away". The clock rule trusts only this, never
+    # ``seen_state``, which one multipath jump can set.
+    established: int | None = None
+    established_at: float | None = None
+    away_n: int = 0
+    away_first: float | None = None
+    away_last: float | None = None
 
 
 @dataclass(slots=True)
@@ -220,10 +230,37 @@ def _verdicts(meta: ZoneMeta, z: ZoneObs, acc: float, beacon_home: bool) -> list
     if kind == "curfew":
         if not z.active:
             return [("curfew", ENDED)]
-        if beacon_home:
-            return [("curfew", CLEAR)]
-        return [("curfew", VIOLATING if far_out else CLEAR if z.state == INSIDE else UNKNOWN)]
+        presence = curfew_presence(meta, z, acc, beacon_home)
+        return [
+            ("curfew", VIOLATING if presence == AWAY else CLEAR if presence == HOME else UNKNOWN)
+        ]
     return []
+
+
+def curfew_presence(meta: ZoneMeta, z: ZoneObs, acc: float, beacon_home: bool) -> int:
+    """HOME, AWAY or UNKNOWN for one fix against a curfew (home) zone, whether or not the window
+    is on.
+
+    Away needs the evidence any episode needs: the whole accuracy circle outside the home and
+    beyond it by ``evidence_acc_multiple`` x acc. Home needs only consistency: a fix whose
+    accuracy circle overlaps the home (INSIDE or UNCERTAIN) keeps the subject home, because in a
+    home smaller than the accuracy the tag reports indoors (tens of metres of plot, 40-150 m of
+    ``acc``) no fix can ever be wholly inside, and treating those fixes as "unknown" left a
+    jumped fix as the last word all night. A circle so wide it says nothing (a cell position,
+    ``acc`` above ``presence_max_acc_m``) is unknown; so is a fix just outside, short of the
+    margin. An approved home beacon in range is home whatever GPS says.
+    """
+    if beacon_home:
+        return HOME
+    if z.stale:
+        return UNKNOWN
+    t = meta.thresholds
+    d = z.distance_m
+    if z.state == OUTSIDE and d >= t.evidence_acc_multiple * acc:
+        return AWAY
+    if z.state in (INSIDE, UNCERTAIN) and acc <= t.presence_max_acc_m:
+        return HOME
+    return UNKNOWN
 
 
 def _alert_type(kind: str, cond: str) -> str:
@@ -314,6 +351,9 @@ class Evaluator:
             track = self.state.tracks[key] = Track()
         if z.state in (INSIDE, OUTSIDE) and not z.stale:
             track.seen_state, track.seen_at = z.state, fix.ts
+        if meta.kind == "curfew":
+            presence = curfew_presence(meta, z, fix.acc, self.state.beacon_home)
+            self._presence(meta, track, presence, fix)
         alert_type = _alert_type(meta.kind, cond)
         deeper = cond in ("entry", "warn")
         distance = z.distance_m if z.distance_m == z.distance_m else None
@@ -332,7 +372,7 @@ class Evaluator:
                     self._zone_change("update", track, alert_type, meta, fix, fix.ts)
                 )
                 return
-            gap = self.thresholds.pending_gap_s
+            gap = self._evidence_gap(meta, cond, fix.device_id)
             if track.n == 0 or track.last is None or fix.ts - track.last > gap:
                 track.n, track.first = 1, fix.ts
                 track.worst = distance if distance != float("inf") else None
@@ -367,6 +407,53 @@ class Evaluator:
             track.clear_n >= 2 and fix.ts - track.clear_first >= t.clear_s
         ):
             self._close(track, key, alert_type, meta.zone_id, track.clear_first)
+
+    def _evidence_gap(self, meta: ZoneMeta, cond: str, device_id: str) -> float:
+        """How far apart two violating fixes may be and still add up to a dwell.
+
+        ``pending_gap_s`` for zones. For a curfew, silence is the ordinary state of a tag indoors
+        at home (no fix there, or none for a while), so two multipath jumps with nothing but
+        silence between them must not make "away": away fixes add up only at the device's own
+        rhythm (``no_communication_intervals`` of its reporting interval, at least ``curfew_s``,
+        at most ``pending_gap_s``): 180 s for a tag at 60 s, 900 s for a phone at 15 minutes.
+        """
+        t = meta.thresholds
+        if cond != "curfew":
+            return self.thresholds.pending_gap_s
+        interval = self.state.device(device_id).expected_interval_s
+        rhythm = max(t.curfew_s, t.no_communication_intervals * interval)
+        return min(self.thresholds.pending_gap_s, rhythm)
+
+    def _presence(self, meta: ZoneMeta, track: Track, presence: int, fix: FixObs) -> None:
+        """Keep the curfew track's established presence, in and out of the curfew window (a
+        subject who left before the window opened and went silent is still away).
+
+        Away is established by a dwell's worth of away fixes (the curfew dwell, runs broken by
+        unknown fixes and by silences longer than the device's rhythm, see _evidence_gap), so
+        one multipath jump, or two with silence between them, never establishes it. One fix
+        consistent with home ends it: the error that costs here is a curfew violation raised
+        all night on a subject asleep at home.
+        """
+        if presence == HOME:
+            track.away_n, track.away_first, track.away_last = 0, None, None
+            track.established, track.established_at = HOME, fix.ts
+            return
+        if presence != AWAY:
+            track.away_n, track.away_first, track.away_last = 0, None, None
+            return
+        gap = self._evidence_gap(meta, "curfew", fix.device_id)
+        if track.away_n == 0 or track.away_last is None or fix.ts - track.away_last > gap:
+            track.away_n, track.away_first = 1, fix.ts
+        else:
+            track.away_n += 1
+        track.away_last = fix.ts
+        fixes, seconds = _dwell(meta, "curfew")
+        assert track.away_first is not None
+        dwelt = track.away_n >= fixes or (
+            track.away_n >= 2 and fix.ts - track.away_first >= seconds
+        )
+        if dwelt and track.established != AWAY:
+            track.established, track.established_at = AWAY, track.away_first
 
     def _zone_change(
         self, action: str, track: Track, alert_type: str, meta: ZoneMeta, fix: FixObs, at: float
@@ -517,10 +604,11 @@ class Evaluator:
                 continue
             heard = [d.last_heard for d in self.state.devices.values() if d.last_heard is not None]
             silent_for = now - max(heard) if heard else float("inf")
-            away = track is not None and track.seen_state == OUTSIDE
-            unknown = track is None or track.seen_state is None
-            if heard and silent_for >= meta.thresholds.curfew_s and (away or unknown):
-                track = track or self.state.tracks.setdefault(key, Track())
+            # Silence alone is a communication problem (no_communication, gps_lost): only a
+            # subject established away (see curfew_presence) is in breach while silent.
+            away = track is not None and track.established == AWAY
+            if heard and silent_for >= meta.thresholds.curfew_s and away:
+                assert track is not None
                 track.episode = f"{v.CURFEW_VIOLATION}:z{meta.zone_id}:{_ms(now)}"
                 track.opened, track.count = now, 0
                 pos = self.state.last_position
@@ -535,7 +623,7 @@ class Evaluator:
                         lon=pos[1] if pos else None,
                         lat=pos[2] if pos else None,
                         acc=pos[3] if pos else None,
-                        details={"reason": "away" if away else "silent", "zone_name": meta.name},
+                        details={"reason": "silent_away", "zone_name": meta.name},
                     )
                 )
 

@@ -14,6 +14,13 @@ Why these defaults (see docs/alerts.md for the full table):
 * A confident fix is only evidence for opening an episode when it is beyond the boundary by at
   least twice its accuracy (`acc` is a 68 % radius: one fix in three lies outside it, so indoor
   drift would otherwise pile up "confident" fixes all night); an uncertain fix breaks the run.
+* Curfew presence is asymmetric. Away needs the evidence above (beyond twice the accuracy, for
+  the curfew dwell); home needs only an accuracy circle that overlaps the home, because a tag
+  indoors reports 40-150 m of accuracy (tens to hundreds of metres indoors, FIELD.md) and a
+  home plot is often smaller: no fix there is ever wholly inside. A circle wider than
+  ``presence_max_acc_m`` (500 m: Wi-Fi and cell fallbacks, "hundreds of metres to kilometres",
+  FIELD.md) overlaps any home nearby and says nothing. Silence during curfew is a communication
+  problem, not a breach, unless the subject was established away before going silent.
 * Silence is judged per device: three reporting intervals plus a minute, where the interval is
   the device's own or the 5-minute heartbeat a tag keeps while it has no GPS, whichever is
   longer (16 minutes for a tag, 46 for a phone that reports every 15), not one global timeout.
@@ -27,7 +34,12 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+INDOOR_ACCURACY_SPAN_M: Final = 60.0
+"""A curfew (home) zone narrower than this across cannot hold a typical indoor fix's accuracy
+circle: NIJ 1004.00's indoor accuracy benchmark is about 30 m (FIELD.md), a 60 m circle. GPS can
+then show presence as consistent, never verified; the zone check warns (store.zones)."""
 
 
 class ThresholdError(ValueError):
@@ -50,6 +62,7 @@ class Thresholds:
     clear_s: float = 120.0
     pending_gap_s: float = 900.0
     evidence_acc_multiple: float = 2.0
+    presence_max_acc_m: float = 500.0
     no_communication_intervals: float = 3.0
     no_communication_grace_s: float = 60.0
     heartbeat_s: float = 300.0

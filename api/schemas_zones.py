@@ -105,6 +105,11 @@ class ZonePublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     revision: int = Field(description="grows on every change; the alert engine syncs by it")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="on a write's answer: what is worth knowing about the zone as drawn, without"
+        " refusing it (a curfew zone too small for GPS to verify presence indoors)",
+    )
     protects_victim: bool = Field(
         default=False, description="a victim zone, or an exclusion zone protecting a victim"
     )

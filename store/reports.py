@@ -1,4 +1,5 @@
-"""The SQL of the reports: compliance per region and month, and absconders.
+"""The SQL of the reports: compliance per region and month, absconders, and curfew presence per
+subject and night.
 
 Definitions (docs of the API repeat them):
 
@@ -43,6 +44,17 @@ from zoneinfo import ZoneInfo
 from psycopg import AsyncConnection, sql
 
 from tagwatch.alerts import vocabulary as v
+from tagwatch.alerts.observe import (
+    CONSISTENT,
+    UNVERIFIED,
+    VERIFIED,
+    RawFix,
+    active_windows,
+    presence_nights,
+)
+from tagwatch.alerts.rules import ZoneMeta
+from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError, layered
+from tagwatch.geofence import Zone, ZoneIndex, ZoneValidationError
 
 NOT_VIOLATIONS = ("false_alarm", "equipment_fault", "authorised_absence")
 ZONE_VIOLATIONS = (v.EXCLUSION_ENTRY, v.INCLUSION_EXIT, v.CURFEW_VIOLATION, v.VICTIM_PROXIMITY)
@@ -415,3 +427,129 @@ async def absconders(
             }
         )
     return report
+
+
+# -- curfew presence per night ------------------------------------------------------------------
+
+BEACON_EVENTS = ("beacon_home_enter", "beacon_home_leave")
+
+
+def beacon_spans(
+    events: list[tuple[float, str]], start: float, end: float
+) -> list[tuple[float, float]]:
+    """The intervals of [start, end) in which the home beacon was in range, from its enter and
+    leave events in time order (the events before ``start`` give the state it starts in)."""
+    spans: list[tuple[float, float]] = []
+    since: float | None = None
+    for ts, kind in events:
+        if kind == "beacon_home_enter" and since is None:
+            since = ts
+        elif kind == "beacon_home_leave" and since is not None:
+            spans.append((since, ts))
+            since = None
+    if since is not None:
+        spans.append((since, end))
+    return [(max(a, start), min(b, end)) for a, b in spans if b > start and a < end]
+
+
+async def curfew_presence(
+    conn: AsyncConnection, subject_id: int, start: datetime, end: datetime
+) -> dict[str, Any]:
+    """Night by night (each curfew window of each of the subject's curfew zones that starts in
+    [start, end)), what GPS and the home beacon say of the subject's presence at home:
+    ``verified`` (a fix wholly inside the home, or the beacon in range), ``consistent`` (only
+    fixes whose accuracy circle overlaps the home: a home smaller than indoor accuracy never
+    gives better) or ``unverified`` (no fix, or none consistent). See alerts.observe.PresenceNight.
+    """
+    subject = await (
+        await conn.execute("SELECT timezone, thresholds FROM subjects WHERE id = %s", (subject_id,))
+    ).fetchone()
+    if subject is None:
+        return {"subject_id": subject_id, "nights": []}
+    timezone, subject_thresholds = str(subject[0]), subject[1] or {}
+    glob = await (
+        await conn.execute("SELECT values FROM alert_thresholds WHERE scope = 'global'")
+    ).fetchone()
+    try:
+        base = layered(glob[0] if glob else None)
+    except ThresholdError:
+        base = DEFAULTS  # as the engine does with a global row it cannot use
+    zone_rows = await (
+        await conn.execute(
+            "SELECT id, name, geometry, radius_m, schedule, thresholds FROM zones"
+            " WHERE subject_id = %s AND kind = 'curfew' AND deleted_at IS NULL ORDER BY id",
+            (subject_id,),
+        )
+    ).fetchall()
+    t0, t1 = start.timestamp(), end.timestamp()
+    index = ZoneIndex()
+    index.set_subject(subject_id, timezone=timezone)
+    metas: dict[int, ZoneMeta] = {}
+    windows: dict[int, list[tuple[float, float]]] = {}
+    names: dict[int, str] = {}
+    for zone_id, name, geometry, radius_m, schedule, zone_thresholds in zone_rows:
+        try:
+            zone = Zone.from_json(
+                {
+                    "zone_id": zone_id,
+                    "kind": "curfew",
+                    "geometry": geometry,
+                    "radius_m": radius_m,
+                    "subject_id": subject_id,
+                    "schedule": schedule,
+                }
+            )
+            thresholds = layered(subject_thresholds, zone_thresholds, base=base)
+            index.upsert(zone)
+        except (ZoneValidationError, ThresholdError):
+            continue  # a zone the engine cannot load either (it logs it): no nights to report
+        metas[zone_id] = ZoneMeta(zone_id, "curfew", thresholds=thresholds, name=name)
+        names[zone_id] = name
+        # a window that starts in [start, end) is reported whole: look a day either side
+        spans = active_windows(zone.schedule, timezone, t0 - 86_400.0, t1 + 86_400.0)
+        windows[zone_id] = [(a, b) for a, b in spans if t0 <= a < t1]
+    horizon = max((b for spans in windows.values() for _, b in spans), default=t1)
+    fix_rows = await (
+        await conn.execute(
+            "SELECT f.device_id, EXTRACT(EPOCH FROM f.ts)::float8, f.lon, f.lat, f.acc::float8,"
+            " f.src FROM fixes f JOIN device_assignments a ON a.device_id = f.device_id"
+            " AND a.during @> f.ts AND a.role = 'offender'"
+            " WHERE a.subject_id = %s AND f.ts >= to_timestamp(%s) AND f.ts < to_timestamp(%s)"
+            " AND f.acc IS NOT NULL ORDER BY f.ts",
+            (subject_id, t0, horizon),
+        )
+    ).fetchall()
+    fixes = [RawFix(subject_id, *row) for row in fix_rows]
+    event_rows = await (
+        await conn.execute(
+            "SELECT EXTRACT(EPOCH FROM e.ts)::float8, e.type FROM device_events e"
+            " JOIN device_assignments a ON a.device_id = e.device_id AND a.during @> e.ts"
+            " AND a.role = 'offender'"
+            " WHERE a.subject_id = %s AND e.type = ANY(%s) AND e.ts < to_timestamp(%s)"
+            " ORDER BY e.ts",
+            (subject_id, list(BEACON_EVENTS), horizon),
+        )
+    ).fetchall()
+    beacon = beacon_spans([(float(ts), str(kind)) for ts, kind in event_rows], t0, horizon)
+    nights = presence_nights(index, metas, windows, fixes, beacon)
+    tz = ZoneInfo(timezone)
+    out = [
+        {
+            "zone_id": n.zone_id,
+            "zone_name": names[n.zone_id],
+            "night": datetime.fromtimestamp(n.start, tz).date().isoformat(),
+            "start": datetime.fromtimestamp(n.start, UTC),
+            "end": datetime.fromtimestamp(n.end, UTC),
+            "presence": n.presence,
+            "fixes": n.fixes,
+            "inside_fixes": n.inside,
+            "overlapping_fixes": n.overlapping,
+            "away_fixes": n.away,
+            "beacon": n.beacon,
+        }
+        for n in sorted(nights, key=lambda n: (n.start, n.zone_id))
+    ]
+    summary = dict.fromkeys((VERIFIED, CONSISTENT, UNVERIFIED), 0)
+    for night in nights:
+        summary[night.presence] += 1
+    return {"subject_id": subject_id, "timezone": timezone, "nights": out, "summary": summary}

@@ -19,13 +19,14 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+import shapely
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError
+from tagwatch.alerts.thresholds import DEFAULTS, INDOOR_ACCURACY_SPAN_M, ThresholdError
 from tagwatch.geofence import Zone, ZoneValidationError
-from tagwatch.geofence.zones import validate_zone
+from tagwatch.geofence.zones import check_zone, validate_zone
 
 COLUMNS = (
     "z.id, z.name, z.kind, z.geometry, z.radius_m, z.buffer_m, z.subject_id, z.group_name,"
@@ -125,19 +126,7 @@ def zone_problems(draft: ZoneDraft) -> list[str]:
     if reasons:
         return reasons
     try:
-        zone = Zone.from_json(
-            {
-                "zone_id": 0,
-                "kind": draft.kind,
-                "geometry": draft.geometry,
-                "radius_m": draft.radius_m,
-                "buffer_m": draft.buffer_m,
-                "subject_id": draft.subject_id,
-                "group": draft.group_name,
-                "schedule": draft.schedule,
-            }
-        )
-        validate_zone(zone)
+        validate_zone(_zone_of(draft))
     except ZoneValidationError as exc:
         reasons.extend(exc.reasons)
     except Exception as exc:  # malformed input is a refusal, never a crash
@@ -147,6 +136,57 @@ def zone_problems(draft: ZoneDraft) -> list[str]:
     except ThresholdError as exc:
         reasons.append(f"thresholds: {exc}")
     return reasons
+
+
+def _zone_of(draft: ZoneDraft) -> Zone:
+    return Zone.from_json(
+        {
+            "zone_id": 0,
+            "kind": draft.kind,
+            "geometry": draft.geometry,
+            "radius_m": draft.radius_m,
+            "buffer_m": draft.buffer_m,
+            "subject_id": draft.subject_id,
+            "group": draft.group_name,
+            "schedule": draft.schedule,
+        }
+    )
+
+
+def zone_width_m(draft: ZoneDraft) -> float | None:
+    """The diameter of the largest circle the zone holds, in metres (None for a zone the check
+    refuses, or a victim zone): how wide an accuracy circle can be and still lie wholly inside."""
+    try:
+        checked = check_zone(_zone_of(draft))
+    except Exception:  # zone_problems reports it
+        return None
+    if checked.circle is not None:
+        return 2.0 * checked.circle.radius_m
+    if checked.outline is None:
+        return None
+    parts = shapely.get_parts(checked.outline.polygon)
+    radii = [shapely.maximum_inscribed_circle(p, 0.5).length for p in parts]
+    return 2.0 * max(radii, default=0.0)
+
+
+def zone_warnings(draft: ZoneDraft) -> list[str]:
+    """What is worth telling whoever draws the zone, without refusing it (the zone is stored).
+
+    A curfew (home) zone narrower than ``INDOOR_ACCURACY_SPAN_M`` cannot hold a typical indoor
+    fix's accuracy circle: GPS will show the subject's presence as consistent with the home at
+    best, never verified (the compliance report says which, night by night), so a home beacon
+    or a zone drawn around the whole plot is the way to verify it."""
+    if draft.kind != "curfew":
+        return []
+    width = zone_width_m(draft)
+    if width is None or width >= INDOOR_ACCURACY_SPAN_M:
+        return []
+    return [
+        f"curfew zone holds no circle wider than {width:.0f} m, less than the "
+        f"{INDOOR_ACCURACY_SPAN_M:.0f} m of a typical indoor accuracy circle: GPS can show "
+        "presence as consistent with the home, never verify it; consider a home beacon or a "
+        "zone around the whole plot"
+    ]
 
 
 @dataclass(frozen=True, slots=True)

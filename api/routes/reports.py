@@ -32,6 +32,7 @@ from tagwatch.api.deps import Conn
 from tagwatch.api.schemas import REGION_PATTERN
 from tagwatch.api.security import CurrentUser, Role, User, allow
 from tagwatch.store import reports
+from tagwatch.store.zones import subject_region
 
 router = APIRouter(tags=["reports"])
 REPORT_ROLES: tuple[Role, ...] = ("admin", "supervisor")
@@ -190,3 +191,57 @@ async def absconders(
         name = f"absconders-{region}-{from_.date().isoformat()}-{to.date().isoformat()}.csv"
         return csv_response(rows, ABSCONDER_COLUMNS, name)
     return {"region": region, "from": from_, "to": to, "rows": rows}
+
+
+MAX_PRESENCE_WINDOW = timedelta(days=93)
+# Schedules are evaluated a day either side of the window, on the subject's wall clock: keep
+# clear of the ends of the calendar datetime can hold.
+PRESENCE_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+PRESENCE_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+PRESENCE_COLUMNS = [
+    "zone_id",
+    "zone_name",
+    "night",
+    "start",
+    "end",
+    "presence",
+    "fixes",
+    "inside_fixes",
+    "overlapping_fixes",
+    "away_fixes",
+    "beacon",
+]
+
+
+@router.get("/reports/curfew-presence", dependencies=[allow(*REPORT_ROLES)], responses=CSV_RESPONSE)
+async def curfew_presence(
+    request: Request,
+    conn: Conn,
+    user: CurrentUser,
+    subject_id: int = Query(ge=1),
+    from_: AwareDatetime = Query(alias="from", description="nights starting at or after"),
+    to: AwareDatetime = Query(description="nights starting before"),
+    format_: Format | None = Query(default=None, alias="format"),
+    reason: str | None = Query(default=None, max_length=500, description="why, for the audit log"),
+) -> Any:
+    """Per curfew window ("night") of each of the subject's curfew zones: ``verified`` (a fix
+    wholly inside the home, or the approved home beacon in range), ``consistent`` (only fixes
+    whose accuracy circle overlaps the home: all GPS can show in a home smaller than indoor
+    accuracy) or ``unverified`` (no fix, or none consistent), with the counts behind it.
+    Derived from the subject's positions, so reading it is audited like a location read."""
+    if from_ >= to:
+        raise _refuse(422, "empty_window", "'from' must be before 'to'")
+    if to - from_ > MAX_PRESENCE_WINDOW:
+        raise _refuse(422, "window_too_long", "the window may span at most 93 days")
+    if from_ < PRESENCE_EARLIEST or to > PRESENCE_LATEST:
+        raise _refuse(422, "window_out_of_range", "the window must lie within 2000-2100")
+    if await subject_region(conn, subject_id, user.region_filter()) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"subject {subject_id} not found")
+    report = await reports.curfew_presence(conn, subject_id, from_, to)
+    window = {"start": from_.isoformat(), "end": to.isoformat()}
+    await audit.record(conn, user, "report_curfew_presence", subject_id, **window, reason=reason)
+    if wants_csv(request, format_):
+        dates = f"{from_.date().isoformat()}-{to.date().isoformat()}"
+        name = f"curfew-presence-{subject_id}-{dates}.csv"
+        return csv_response(report["nights"], PRESENCE_COLUMNS, name)
+    return {"from": from_, "to": to, **report}

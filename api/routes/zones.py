@@ -180,7 +180,9 @@ async def _store(
         raise _refer(
             "unknown_reference", f"unknown region or subject: {exc.diag.message_detail}"
         ) from exc
-    return (await _shown(conn, user, [await _read(conn, user, zone_id)], "write"))[0]
+    shown = (await _shown(conn, user, [await _read(conn, user, zone_id)], "write"))[0]
+    warnings = store.zone_warnings(ZoneDraft(**body.model_dump()))
+    return shown.model_copy(update={"warnings": warnings}) if warnings else shown
 
 
 @router.get("", response_model=list[ZonePublic], dependencies=[allow(*READ_ROLES)])

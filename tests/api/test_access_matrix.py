@@ -157,6 +157,7 @@ POLICY: dict[tuple[str, ...], frozenset[str]] = {
             "DELETE /api/v1/zones/{zone_id}",
             "GET /api/v1/reports/compliance",
             "GET /api/v1/reports/absconders",
+            "GET /api/v1/reports/curfew-presence",
             "GET /api/v1/subjects/{subject_id}/export",
         }
     ),
@@ -541,6 +542,22 @@ def report(name: str, params: dict[str, Any]) -> Builder:
     return build
 
 
+def curfew_presence(w: World, _role: str, region: str) -> Call:
+    """The subject is a query parameter: region B's subject answers as one that does not exist."""
+    path = V1 + "/reports/curfew-presence"
+    subject = w.side(region).subject
+    call = Call(path, params={**MARCH, "subject_id": subject}, hidden=str(subject))
+    if region == "A":
+        call.check = lambda response: (
+            None if "nights" in response.json() else pytest.fail(response.text)
+        )
+    else:
+        call.missing = Call(
+            path, params={**MARCH, "subject_id": MISSING_ID}, hidden=str(MISSING_ID)
+        )
+    return call
+
+
 def export(w: World, _role: str, region: str) -> Call:
     def check(response: httpx.Response) -> None:
         features = [f["properties"] for f in response.json()["features"]]
@@ -637,6 +654,7 @@ MATRIX: dict[str, Entry] = {
     # reports
     "GET /api/v1/reports/compliance": entry(report("compliance", {"month": "2025-03"}), 200),
     "GET /api/v1/reports/absconders": entry(report("absconders", dict(MARCH)), 200),
+    "GET /api/v1/reports/curfew-presence": entry(curfew_presence, 200),
 }
 
 # ------------------------------------------------------------------ the route table

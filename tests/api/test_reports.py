@@ -512,3 +512,101 @@ def test_report_input_is_checked(api, as_, month):
         headers=headers,
     )
     assert naive.status_code == 422
+
+
+# -- curfew presence per night (issue 14) -------------------------------------------------------
+
+HOME_LON, HOME_LAT = 18.4722, -33.9379
+M_LAT = 1 / 110_540
+M_LON = 1 / (111_320 * 0.8297)  # cos(33.94 degrees)
+
+
+def test_curfew_presence_says_verified_consistent_or_unverified_night_by_night(api, as_, settings):
+    """A home 20 m across under a 19:00-07:00 curfew (UTC), four nights of March 2025:
+    the 3rd with indoor fixes of 40-150 m overlapping the home (consistent: all GPS can show
+    there), the 4th with one 3 m fix inside it (verified), the 5th without a fix (unverified),
+    the 6th without a fix but the approved home beacon in range (verified)."""
+    with psycopg.connect(settings.database_url) as conn:
+        seed = Seed(conn)
+        region = seed.region()
+        subject = seed.subject(region, "small home")
+        device = seed.device(subject, "2025-02-01T00:00:00Z", None)
+        d_lon, d_lat = 10 * M_LON, 10 * M_LAT
+        ring = [
+            [HOME_LON - d_lon, HOME_LAT - d_lat],
+            [HOME_LON + d_lon, HOME_LAT - d_lat],
+            [HOME_LON + d_lon, HOME_LAT + d_lat],
+            [HOME_LON - d_lon, HOME_LAT + d_lat],
+            [HOME_LON - d_lon, HOME_LAT - d_lat],
+        ]
+        conn.execute(
+            "INSERT INTO zones (name, kind, geometry, subject_id, schedule)"
+            " VALUES ('home', 'curfew', %s, %s, %s)",
+            (
+                json.dumps({"type": "Polygon", "coordinates": [ring]}),
+                subject,
+                json.dumps({"weekly": [{"start": "19:00", "end": "07:00"}]}),
+            ),
+        )
+
+        def fix(ts: str, north_m: float, acc: float) -> None:
+            conn.execute(
+                "INSERT INTO fixes (device_id, ts, lat, lon, acc) VALUES (%s, %s, %s, %s, %s)",
+                (device, at(ts), HOME_LAT + north_m * M_LAT, HOME_LON, acc),
+            )
+
+        for hour, (north, acc) in enumerate([(30, 60), (-50, 90), (5, 40), (120, 150)]):
+            fix(f"2025-03-03T2{hour}:00:00Z", north, acc)  # consistent
+        fix("2025-03-03T18:00:00Z", 0, 3)  # inside, but before the window: not that night's
+        fix("2025-03-04T22:00:00Z", 0, 3)  # verified
+        fix("2025-03-04T23:00:00Z", 80, 40)
+        fix("2025-03-05T12:00:00Z", 0, 3)  # the 5th: only a fix by day
+        for ts, kind in (("2025-03-06T20:00:00Z", "enter"), ("2025-03-07T06:00:00Z", "leave")):
+            conn.execute(
+                "INSERT INTO device_events (device_id, ts, type) VALUES (%s, %s, %s)",
+                (device, at(ts), f"beacon_home_{kind}"),
+            )
+        conn.commit()
+
+    headers = as_("supervisor", [region])
+    params = {"subject_id": subject, "from": "2025-03-03T00:00:00Z", "to": "2025-03-07T00:00:00Z"}
+    response = api.get("/api/v1/reports/curfew-presence", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    nights = {n["night"]: n for n in body["nights"]}
+    assert sorted(nights) == ["2025-03-03", "2025-03-04", "2025-03-05", "2025-03-06"]
+    assert nights["2025-03-03"]["presence"] == "consistent"
+    assert nights["2025-03-03"]["overlapping_fixes"] == 4
+    assert nights["2025-03-04"]["presence"] == "verified"
+    assert nights["2025-03-04"]["inside_fixes"] == 1
+    assert nights["2025-03-05"]["presence"] == "unverified"
+    assert nights["2025-03-05"]["fixes"] == 0
+    assert nights["2025-03-06"]["presence"] == "verified"
+    assert nights["2025-03-06"]["beacon"] is True
+    assert body["summary"] == {"verified": 2, "consistent": 1, "unverified": 1}
+
+    csv_body = api.get(
+        "/api/v1/reports/curfew-presence", params={**params, "format": "csv"}, headers=headers
+    )
+    rows = list(csv.DictReader(io.StringIO(csv_body.text)))
+    assert [r["presence"] for r in rows] == [n["presence"] for n in body["nights"]]
+
+    elsewhere = as_("supervisor", [fresh_id("rr-other")])
+    hidden = api.get("/api/v1/reports/curfew-presence", params=params, headers=elsewhere)
+    assert hidden.status_code == 404
+
+
+def test_curfew_presence_input_is_checked(api, as_):
+    headers = as_("admin", ["*"])
+    path = "/api/v1/reports/curfew-presence"
+    for params, reason in (
+        ({"from": "2025-03-02T00:00:00Z", "to": "2025-03-01T00:00:00Z"}, "empty_window"),
+        ({"from": "2025-01-01T00:00:00Z", "to": "2025-06-01T00:00:00Z"}, "window_too_long"),
+        ({"from": "0001-01-01T00:00:00Z", "to": "0001-01-05T00:00:00Z"}, "window_out_of_range"),
+        ({"from": "9999-12-20T00:00:00Z", "to": "9999-12-31T00:00:00Z"}, "window_out_of_range"),
+    ):
+        response = api.get(path, params={"subject_id": 1, **params}, headers=headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"]["reason"] == reason
+    unknown = {"subject_id": 2**62, "from": "2025-03-01T00:00:00Z", "to": "2025-03-02T00:00:00Z"}
+    assert api.get(path, params=unknown, headers=headers).status_code == 404

@@ -441,3 +441,42 @@ def test_operators_and_tracers_see_victims_zones_redacted(api, world, settings):
     assert {r[0] for r in rows} == {"supervisor"}, rows  # the write's answer and the read
     assert all(r[1]["zone_ids"] == [zone["id"]] and r[1]["victim"] is True for r in rows)
     assert {r[1]["via"] for r in rows} == {"write", "read"}
+
+
+def test_a_curfew_zone_smaller_than_indoor_accuracy_is_stored_with_a_warning(api, world):
+    """Issue 14: a home 20 m across cannot hold an indoor fix's accuracy circle. The zone is
+    still created; the answer says why GPS will never verify presence there."""
+    sup = world["supervisor"]
+    lon, lat, d = 18.4722, -33.9379, 0.0001  # about 18 m by 22 m
+    small = {
+        "type": "Polygon",
+        "coordinates": [
+            [
+                [lon - d, lat - d],
+                [lon + d, lat - d],
+                [lon + d, lat + d],
+                [lon - d, lat + d],
+                [lon - d, lat - d],
+            ]
+        ],
+    }
+    body = {
+        "kind": "curfew",
+        "geometry": small,
+        "subject_id": world["n_subject"],
+        "schedule": NIGHTS,
+    }
+    created = api.post("/api/v1/zones", json=body, headers=sup)
+    assert created.status_code == 201, created.text
+    assert len(created.json()["warnings"]) == 1
+    assert "60 m" in created.json()["warnings"][0]
+    zid = created.json()["id"]
+    assert api.get(f"/api/v1/zones/{zid}", headers=sup).status_code == 200
+
+    wide = api.put(
+        f"/api/v1/zones/{zid}",
+        json={**body, "geometry": SQUARE},
+        headers=sup,
+    )
+    assert wide.status_code == 200, wide.text
+    assert wide.json()["warnings"] == []
