@@ -33,7 +33,7 @@ import numpy as np
 
 from tagwatch.alerts import vocabulary as v
 from tagwatch.alerts.escalation import OpenAlert, absconder, due, limit_s
-from tagwatch.alerts.holding import release
+from tagwatch.alerts.holding import holds, release
 from tagwatch.alerts.observe import RawFix, late_episodes, observe
 from tagwatch.alerts.ports import Assignment, EngineRepository, StateRow
 from tagwatch.alerts.rules import (
@@ -256,6 +256,17 @@ class AlertEngine:
         for sid, items in events_by.items():
             observed[sid].extend(items)
         states = self._lock(repo, subjects)
+        # A device whose fixes belong to a subject (held at their time) that no longer holds it
+        # now: an upload from before its assignment ended. Its state is released right after
+        # the evaluation, so it never outlives the assignment (one more read, only then).
+        stale = sorted(
+            sid
+            for sid, devices in intervals.items()
+            if any(not holds(holders.get(d, ()), sid, d, now) for d in devices)
+        )
+        held_by: dict[int, list[Assignment]] = defaultdict(list)
+        for a in repo.subject_assignments(stale) if stale else ():
+            held_by[a.subject_id].append(a)
         changes_total = 0
         writes: list[tuple[int, list[AlertChange]]] = []
         for sid in subjects:
@@ -270,6 +281,8 @@ class AlertEngine:
             changes = evaluate(state, live, self.metas, thresholds, now)
             if late:
                 changes += self._late(repo, sid, late, thresholds, now)
+            if sid in stale:
+                changes += release(state, sid, held_by.get(sid, ()), now)
             writes.append((sid, changes))
         for sid, changes in writes:
             changes_total += apply_changes(repo, sid, changes)

@@ -128,6 +128,24 @@ def test_a_swapped_tag_is_forgotten_and_the_new_one_watched() -> None:
     assert len(_alerts(repo, v.NO_COMMUNICATION, "tag-new")) == 1, "the new tag is monitored"
 
 
+def test_an_upload_from_the_held_period_is_judged_then_released() -> None:
+    """Stored fixes from before the end arrive after it: they count for the subject (they are
+    its), and the device's state does not outlive the assignment."""
+    end = T0 + 600
+    repo = _repo(Assignment("tag-a", 1, "offender", T0 - 3600, end, 60))
+    engine = AlertEngine()
+    _play(engine, repo, "tag-a", T0, T0 + 300)
+    repo.now = end + 120
+    engine.process(repo, [_fix("tag-a", T0 + 400), _fix("tag-a", T0 + 460)], [])
+    row = repo.read_state(1)
+    assert row is not None
+    state = decode_state(row.doc, row.trail)
+    assert state.devices == {}
+    assert state.watermark == T0 + 460, "the upload was the subject's"
+    _run_clock(engine, repo, end + 3 * SILENCE)
+    assert repo.alerts == []
+
+
 def test_a_device_in_stock_never_alerts() -> None:
     repo = _repo()
     engine = AlertEngine()
