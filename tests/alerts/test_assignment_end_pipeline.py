@@ -299,3 +299,30 @@ def test_the_cli_ends_a_device_assignment(settings, service_env, provision, runn
         command, env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert again.returncode == 1 and "in stock" in again.stderr
+
+
+def test_the_cli_ends_at_a_given_time_and_refuses_one_before_the_start(settings, provision):
+    now = time.time()
+    device, _sid, aid = _held(settings, provision, "cliat", now - 3600)
+    env = {**os.environ, "TAGWATCH_DATABASE_URL": settings.database_url}
+    env["TAGWATCH_ENVIRONMENT"] = "test"
+    command = [sys.executable, "-m", "tagwatch", "device", "unassign", device, "--at"]
+
+    def at(ts: float) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+    early = subprocess.run(
+        [*command, at(now - 7200)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert early.returncode == 2 and "before_start" in early.stderr, early.stderr
+    done = subprocess.run(
+        [*command, at(now - 1800)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(settings.database_url) as conn:
+        upper = conn.execute(
+            "SELECT extract(epoch FROM upper(during))::float8 FROM device_assignments"
+            " WHERE id = %s",
+            (aid,),
+        ).fetchone()
+    assert upper is not None and upper[0] == pytest.approx(int(now - 1800))
