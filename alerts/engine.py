@@ -441,9 +441,11 @@ def release_held(repo: EngineRepository, sid: int, due_by: float) -> int:
     that lies ahead): the next tick releases what is not held by then and recomputes the due
     time with the subject's zones."""
     now = repo.clock_and_speed()[0]
+    if repo.read_state(sid) is None:
+        return 0  # never evaluated: nothing to release (and no row to create)
     row = repo.lock_states([sid]).get(sid)
     if row is None or (not row.doc and not row.trail):
-        return 0  # never evaluated: nothing to release
+        return 0
     state = decode_state(row.doc, row.trail)
     cleared = apply_changes(repo, sid, release(state, sid, repo.subject_assignments([sid]), now))
     doc, packed = encode_state(state)
