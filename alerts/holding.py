@@ -25,15 +25,21 @@ from tagwatch.alerts.ports import Assignment
 from tagwatch.alerts.rules import AlertChange, SubjectState
 
 ASSIGNMENT_ENDED = "assignment_ended"
+# Ingest accepts fixes up to 300 s ahead of its clock (ingest/decode.py, future_tolerance_s): a
+# tag whose clock runs ahead is held at its fix's time a few minutes before the rule clock reaches
+# the assignment's start. Such a device is not released (that would clear what its first
+# messages raised); it is not judged either, having just been heard.
+START_GRACE_S = 300.0
 
 
 def holds(ranges: Iterable[Assignment], subject_id: int, device_id: str, t: float) -> bool:
-    """Whether ``subject_id`` holds ``device_id`` as offender at ``t``."""
+    """Whether ``subject_id`` holds ``device_id`` as offender at ``t`` (or will within
+    ``START_GRACE_S``)."""
     return any(
         h.subject_id == subject_id
         and h.device_id == device_id
         and h.role == "offender"
-        and h.start <= t < h.end
+        and h.start - START_GRACE_S <= t < h.end
         for h in ranges
     )
 
@@ -68,7 +74,9 @@ def release(
                 )
             )
     holds_any = any(
-        h.subject_id == subject_id and h.role == "offender" and h.start <= now < h.end
+        h.subject_id == subject_id
+        and h.role == "offender"
+        and h.start - START_GRACE_S <= now < h.end
         for h in ranges
     )
     if holds_any or not state.tracks:
@@ -94,4 +102,4 @@ def release(
     return changes
 
 
-__all__ = ["ASSIGNMENT_ENDED", "holds", "release"]
+__all__ = ["ASSIGNMENT_ENDED", "START_GRACE_S", "holds", "release"]

@@ -170,6 +170,19 @@ def test_an_assignment_that_has_not_begun_is_not_judged() -> None:
     assert repo.alerts == []
 
 
+def test_a_tag_whose_clock_runs_ahead_is_not_released_at_its_start() -> None:
+    """Ingest accepts fixes up to five minutes ahead: a tamper at the start of an assignment,
+    stamped a minute before the rule clock gets there, stays open."""
+    repo = _repo(Assignment("tag-a", 1, "offender", T0 + 60, INF, 60))
+    engine = AlertEngine()
+    engine.process(repo, [_fix("tag-a", T0 + 70)], [_event("tag-a", T0 + 75, "strap_tamper")])
+    engine.tick(repo)
+    (tamper,) = _alerts(repo, v.STRAP_TAMPER, "tag-a")
+    assert tamper.cleared_at is None  # type: ignore[attr-defined]
+    row = repo.read_state(1)
+    assert row is not None and "tag-a" in decode_state(row.doc, row.trail).devices
+
+
 def test_a_tag_reused_for_another_subject_starts_clean() -> None:
     reuse = T0 + 600
     repo = _repo(
