@@ -34,6 +34,7 @@ import numpy as np
 from tagwatch.alerts import vocabulary as v
 from tagwatch.alerts.batch import NewEvents, NewFixes
 from tagwatch.alerts.escalation import OpenAlert, absconder, due, limit_s
+from tagwatch.alerts.holding import holds, release
 from tagwatch.alerts.observe import RawFix, late_episodes, observe
 from tagwatch.alerts.ports import Assignment, EngineRepository, StateRow
 from tagwatch.alerts.rules import (
@@ -95,6 +96,9 @@ class AlertEngine:
         self.revision = 0
         # rule_state rows as `_lock`/`tick` read them
         self._read: dict[int, StateRow] = {}
+        # per subject, the next end of an assignment it holds now (as `process`/`tick` read
+        # them): the clock must come back then to release the device (alerts/holding.py)
+        self._ends: dict[int, float] = {}
 
     # -- keeping the zone index in step with the repository
 
@@ -207,6 +211,11 @@ class AlertEngine:
         events_by: dict[int, list[Observation]] = defaultdict(list)
         # per subject, its devices' reporting intervals (in the order the batch first met them)
         intervals: dict[int, dict[str, int]] = defaultdict(dict)
+        self._ends = {}
+        for ranges in holders.values():
+            for a in ranges:
+                if a.role == "offender" and a.start <= now < a.end != float("inf"):
+                    self._ends[a.subject_id] = min(a.end, self._ends.get(a.subject_id, a.end))
         for device_id, ts, lon, lat, acc, src in zip(
             fixes.device_id, fixes.ts, fixes.lon, fixes.lat, fixes.acc, fixes.src, strict=True
         ):
@@ -238,6 +247,17 @@ class AlertEngine:
         for sid, items in events_by.items():
             observed[sid].extend(items)
         states = self._lock(repo, subjects)
+        # A device whose fixes belong to a subject (held at their time) that no longer holds it
+        # now: an upload from before its assignment ended. Its state is released right after
+        # the evaluation, so it never outlives the assignment (one more read, only then).
+        stale = sorted(
+            sid
+            for sid, devices in intervals.items()
+            if any(not holds(holders.get(d, ()), sid, d, now) for d in devices)
+        )
+        held_by: dict[int, list[Assignment]] = defaultdict(list)
+        for a in repo.subject_assignments(stale) if stale else ():
+            held_by[a.subject_id].append(a)
         changes_total = 0
         writes: list[tuple[int, list[AlertChange]]] = []
         for sid in subjects:
@@ -252,6 +272,8 @@ class AlertEngine:
             changes = evaluate(state, live, self.metas, thresholds, now)
             if late:
                 changes += self._late(repo, sid, late, thresholds, now)
+            if sid in stale:
+                changes += release(state, sid, held_by.get(sid, ()), now)
             writes.append((sid, changes))
         for sid, changes in writes:
             changes_total += apply_changes(repo, sid, changes)
@@ -293,18 +315,21 @@ class AlertEngine:
         return states
 
     def _save(self, repo: EngineRepository, states: dict[int, SubjectState], now: float) -> None:
-        """Only the rows that changed, in one repository call for the whole batch."""
+        """Only the rows that changed, in one repository call for the whole batch. A subject is
+        due at the latest when an assignment it holds ends, so the device is released then."""
         out: list[StateRow] = []
         for sid, state in states.items():
-            due_at = _dt(
-                next_due(
-                    state,
-                    self.metas,
-                    self.thresholds_for(sid),
-                    now,
-                    has_curfew=bool(self.curfews.get(sid)),
-                )
+            due = next_due(
+                state,
+                self.metas,
+                self.thresholds_for(sid),
+                now,
+                has_curfew=bool(self.curfews.get(sid)),
             )
+            end = self._ends.get(sid)
+            if end is not None and state.devices:
+                due = end if due is None else min(due, end)
+            due_at = _dt(due)
             doc, packed = encode_state(state)
             read = self._read.get(sid)
             if (
@@ -359,10 +384,20 @@ class AlertEngine:
             states: dict[int, SubjectState] = {}
             count = 0
             self._read = {}
+            held: dict[int, list[Assignment]] = defaultdict(list)
+            self._ends = {}
+            if rows:
+                for a in repo.subject_assignments([r.subject_id for r in rows]):
+                    held[a.subject_id].append(a)
+                    if a.role == "offender" and a.start <= now < a.end != float("inf"):
+                        self._ends[a.subject_id] = min(a.end, self._ends.get(a.subject_id, a.end))
             for row in rows:
                 sid = row.subject_id
                 state = decode_state(row.doc, row.trail)
                 self._read[sid] = row
+                # assignments bound every rule: a device the subject no longer (or not yet)
+                # holds is released before the clock judges anything (alerts/holding.py)
+                count += apply_changes(repo, sid, release(state, sid, held.get(sid, ()), now))
                 changes, _ = tick(
                     state,
                     self.metas,
@@ -387,6 +422,29 @@ class AlertEngine:
                 continue
             count += raise_absconder(repo, c.subject_id, now, source=source)
         return count
+
+
+def release_held(repo: EngineRepository, sid: int, due_by: float) -> int:
+    """Release from ``sid``'s rule state the devices it does not hold at the rule clock's time
+    (an assignment was just ended), clearing their open episodes; returns how many alerts were
+    cleared. Runs in the caller's transaction, the one that ended the assignment, so the end and
+    the release commit together. The subject is made due by ``due_by`` at the latest (an end
+    that lies ahead): the next tick releases what is not held by then and recomputes the due
+    time with the subject's zones."""
+    now = repo.clock_and_speed()[0]
+    if repo.read_state(sid) is None:
+        return 0  # never evaluated: nothing to release (and no row to create)
+    row = repo.lock_states([sid]).get(sid)
+    if row is None or (not row.doc and not row.trail):
+        return 0
+    state = decode_state(row.doc, row.trail)
+    cleared = apply_changes(repo, sid, release(state, sid, repo.subject_assignments([sid]), now))
+    doc, packed = encode_state(state)
+    due = max(now, due_by)
+    if row.due_at is not None:
+        due = min(due, row.due_at.timestamp())
+    repo.save_states([StateRow(sid, doc, packed, _dt(due))])
+    return cleared
 
 
 def raise_absconder(
@@ -441,7 +499,10 @@ def apply_changes(
             cleared = repo.clear_alert(sid, change.episode_key, change.at)
             if cleared is None:
                 continue
-            repo.add_history(cleared.alert_id, actor, "cleared", {"at": change.at})
+            detail: dict[str, Any] = {"at": change.at}
+            if "reason" in change.details:  # e.g. assignment_ended (alerts/holding.py)
+                detail["reason"] = change.details["reason"]
+            repo.add_history(cleared.alert_id, actor, "cleared", detail)
             repo.enqueue(
                 cleared.alert_id, cleared.region_id, cleared.type, cleared.severity, "cleared"
             )
@@ -458,5 +519,6 @@ __all__ = [
     "limit_s",
     "pack_trail",
     "raise_absconder",
+    "release_held",
     "unpack_trail",
 ]

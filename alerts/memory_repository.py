@@ -115,6 +115,10 @@ class MemoryEngineRepository:
         wanted = set(devices)
         return [a for a in self.assignment_rows if a.device_id in wanted]
 
+    def subject_assignments(self, subjects: Sequence[int]) -> list[Assignment]:
+        wanted = set(subjects)
+        return [a for a in self.assignment_rows if a.subject_id in wanted]
+
     def latest_victim_fixes(self, subjects: Sequence[int]) -> list[VictimFix]:
         out: list[VictimFix] = []
         for sid in sorted(set(subjects)):

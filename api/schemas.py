@@ -168,6 +168,12 @@ class AssignmentCreate(BaseModel):
         return self
 
 
+class AssignmentEnd(BaseModel):
+    """Ending an assignment: the device leaves the subject at ``to`` (now when left out)."""
+
+    to: AwareDatetime | None = None
+
+
 class AssignmentPublic(BaseModel):
     id: int
     subject_id: int

@@ -13,6 +13,38 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
 
+APPEND = (
+    "INSERT INTO audit_log (username, role, action, subject_id, detail) "
+    "SELECT %(username)s::text, %(role)s::text, %(action)s::text, %(subject)s::bigint,"
+    " %(detail)s::jsonb || CASE WHEN EXISTS (SELECT 1 FROM subjects"
+    " WHERE id = %(subject)s::bigint AND victim) THEN '{\"victim\": true}'::jsonb"
+    " ELSE '{}'::jsonb END"
+)
+
+
+def _params(
+    username: str, role: str, action: str, subject_id: int | None, detail: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "username": username,
+        "role": role,
+        "action": action,
+        "subject": subject_id,
+        "detail": json.dumps(detail, default=str),
+    }
+
+
+def append_sync(
+    conn: psycopg.Connection[Any],
+    username: str,
+    role: str,
+    action: str,
+    subject_id: int | None,
+    detail: dict[str, Any],
+) -> None:
+    """`append` for synchronous callers (operator actions on the action pool, the CLI)."""
+    conn.execute(APPEND, _params(username, role, action, subject_id, detail))
+
 
 async def append(
     conn: AsyncConnection[Any],
@@ -24,20 +56,7 @@ async def append(
 ) -> None:
     """One row, in the caller's transaction. A row about a victim subject gets ``"victim":
     true`` in its detail here, in SQL, whatever the caller wrote."""
-    await conn.execute(
-        "INSERT INTO audit_log (username, role, action, subject_id, detail) "
-        "SELECT %(username)s::text, %(role)s::text, %(action)s::text, %(subject)s::bigint,"
-        " %(detail)s::jsonb || CASE WHEN EXISTS (SELECT 1 FROM subjects"
-        " WHERE id = %(subject)s::bigint AND victim) THEN '{\"victim\": true}'::jsonb"
-        " ELSE '{}'::jsonb END",
-        {
-            "username": username,
-            "role": role,
-            "action": action,
-            "subject": subject_id,
-            "detail": json.dumps(detail, default=str),
-        },
-    )
+    await conn.execute(APPEND, _params(username, role, action, subject_id, detail))
 
 
 # -- synchronous: `tagwatch audit verify` and `audit list` ---------------------------------

@@ -13,12 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.errors import ExclusionViolation
 from psycopg.rows import class_row
+
+from tagwatch.store.audit import append_sync
+from tagwatch.store.engine_repository import clock, release_rule_state
+
+# An end further ahead than this is a typing error (year 2206), not an order's planned end.
+MAX_END_AHEAD: Final = timedelta(days=366)
 
 COLUMNS = "id, kind, owntracks_topic, expected_interval_s, created_at"
 VISIBLE = (
@@ -224,3 +231,112 @@ def device_key_by_topic(conn: psycopg.Connection[Any], topic: str) -> DeviceKey 
     cur = conn.cursor(row_factory=class_row(DeviceKey))
     cur.execute(f"SELECT {KEY_COLUMNS} FROM devices WHERE owntracks_topic = %s", (topic,))
     return cur.fetchone()
+
+
+# -- ending an assignment (the API's PATCH and `tagwatch device unassign`) --------------------
+
+
+class AssignmentRefused(Exception):
+    """Ending an assignment was refused; ``reason`` is one of ``not_found``, ``before_start``,
+    ``too_far_ahead``, ``already_ended`` (an ended assignment may be shortened, never reopened)
+    and ``overlap`` (moved onto another holder's range)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class EndedAssignment:
+    id: int
+    subject_id: int
+    device_id: str
+    role: str
+    from_: datetime
+    to: datetime
+    alerts_cleared: int
+
+
+def end_assignment(
+    conn: psycopg.Connection[Any],
+    subject_id: int,
+    assignment_id: int,
+    at: datetime | None,
+    actor: tuple[str, str],
+) -> EndedAssignment:
+    """End the assignment at ``at`` (the rule clock's now when None), release the device from
+    the subject's rule state and audit it (``actor``: user name and role), in one transaction: a
+    crash leaves all or none. The caller checks the subject is in its scope; an assignment of
+    another subject is ``not_found``.
+
+    The rule clock, not the wall clock, is "now" (they are the same but in a scenario replay),
+    so that the end, the release and the rules that judge the device agree on the moment."""
+    with conn.transaction():
+        now = datetime.fromtimestamp(clock(conn), UTC)
+        row = conn.execute(
+            "SELECT device_id, role, lower(during), upper(during) FROM device_assignments"
+            " WHERE id = %s AND subject_id = %s FOR UPDATE",
+            (assignment_id, subject_id),
+        ).fetchone()
+        if row is None:
+            raise AssignmentRefused(
+                "not_found", f"assignment {assignment_id} of subject {subject_id} does not exist"
+            )
+        device_id, role, start, end = row
+        to = now if at is None else at
+        if start is not None and to <= start:
+            raise AssignmentRefused(
+                "before_start",
+                f"the end {to.isoformat()} is not after the start {start.isoformat()}",
+            )
+        if to > now + MAX_END_AHEAD:
+            raise AssignmentRefused(
+                "too_far_ahead", f"the end {to.isoformat()} is more than a year ahead"
+            )
+        if end is not None and end <= now and to > end:
+            raise AssignmentRefused(
+                "already_ended",
+                f"the assignment ended at {end.isoformat()}; it may be shortened, not reopened",
+            )
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE device_assignments SET during = tstzrange(lower(during), %s, '[)')"
+                    " WHERE id = %s",
+                    (to, assignment_id),
+                )
+        except ExclusionViolation as exc:
+            raise AssignmentRefused(
+                "overlap", f"device {device_id!r} is assigned to someone else by then"
+            ) from exc
+        cleared = release_rule_state(conn, subject_id, to.timestamp())
+        append_sync(
+            conn,
+            actor[0],
+            actor[1],
+            "assignment_ended",
+            subject_id,
+            {
+                "assignment_id": assignment_id,
+                "device_id": device_id,
+                "to": to,
+                "previous_to": end,
+                "alerts_cleared": cleared,
+            },
+        )
+    return EndedAssignment(assignment_id, subject_id, device_id, role, start, to, cleared)
+
+
+def assignment_at(
+    conn: psycopg.Connection[Any], device_id: str, at: datetime | None
+) -> tuple[int, int] | None:
+    """(assignment id, subject id) of the assignment holding ``device_id`` at ``at`` (the rule
+    clock's now when None), or the one that starts first after it; None for a device in stock."""
+    when = at or datetime.fromtimestamp(clock(conn), UTC)
+    row = conn.execute(
+        "SELECT id, subject_id FROM device_assignments WHERE device_id = %s"
+        " AND coalesce(upper(during), 'infinity') > %s ORDER BY lower(during) LIMIT 1",
+        (device_id, when),
+    ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))

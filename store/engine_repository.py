@@ -128,6 +128,26 @@ class PgEngineRepository:
             )
         ]
 
+    def subject_assignments(self, subjects: Sequence[int]) -> list[Assignment]:
+        """Every assignment of ``subjects`` (the clock rules judge only the devices a subject
+        holds at the rule clock's time; see alerts/holding.py)."""
+        return [
+            Assignment(
+                device_id,
+                sid,
+                role,
+                _epoch(lo) if lo else float("-inf"),
+                _epoch(hi) if hi else float("inf"),
+                interval,
+            )
+            for device_id, sid, role, lo, hi, interval in self.conn.execute(
+                "SELECT a.device_id, a.subject_id, a.role, lower(a.during), upper(a.during),"
+                " d.expected_interval_s FROM device_assignments a"
+                " JOIN devices d ON d.id = a.device_id WHERE a.subject_id = ANY(%s)",
+                (list(subjects),),
+            )
+        ]
+
     def latest_victim_fixes(self, subjects: Sequence[int]) -> list[VictimFix]:
         return [
             VictimFix(sid, _epoch(ts), lon, lat, float(acc or 0.0))
@@ -424,6 +444,12 @@ def enqueue(
         f" AND {severity_rank('w.min_severity')} <= %s",
         (row[0], row[0], region, alert_type, rank),
     )
+
+
+def release_rule_state(conn: psycopg.Connection, subject_id: int, due_by: float) -> int:
+    """`alerts.engine.release_held` on ``conn``: release from the subject's rule state the
+    devices it no longer holds (in the transaction that ended the assignment)."""
+    return _engine.release_held(PgEngineRepository(conn), subject_id, due_by)
 
 
 def forget_rule_state(conn: psycopg.Connection, subject_ids: Sequence[int]) -> None:

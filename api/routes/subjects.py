@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query, status
+from typing import Any
+
+import anyio
+import psycopg
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from psycopg.errors import ExclusionViolation, ForeignKeyViolation, UniqueViolation
 
 from tagwatch.api import audit
 from tagwatch.api.deps import Conn, may_read_victims, subject_in_scope
 from tagwatch.api.schemas import (
     AssignmentCreate,
+    AssignmentEnd,
     AssignmentPublic,
     RegionCreate,
     RegionPublic,
@@ -18,7 +23,9 @@ from tagwatch.api.schemas import (
     SubjectUpdate,
 )
 from tagwatch.api.security import CurrentUser, allow
+from tagwatch.store import alerts as alert_store
 from tagwatch.store import devices, subjects
+from tagwatch.store.devices import AssignmentRefused, EndedAssignment
 from tagwatch.store.subjects import Subject
 
 router = APIRouter(tags=["subjects"])
@@ -197,3 +204,60 @@ async def list_assignments(
         )
         for r in rows
     ]
+
+
+_REFUSED_STATUS = {
+    "not_found": status.HTTP_404_NOT_FOUND,
+    "before_start": 422,
+    "too_far_ahead": 422,
+    "already_ended": status.HTTP_409_CONFLICT,
+    "overlap": status.HTTP_409_CONFLICT,
+}
+
+
+@router.patch(
+    "/subjects/{subject_id}/assignments/{assignment_id}",
+    response_model=AssignmentPublic,
+    dependencies=[allow("admin", "supervisor")],
+)
+async def end_assignment(
+    subject_id: int,
+    assignment_id: int,
+    body: AssignmentEnd,
+    request: Request,
+    user: CurrentUser,
+) -> AssignmentPublic:
+    """End an assignment (the order is over, the tag was taken off or swapped): from ``to`` on,
+    no rule judges the device for this subject, and its open device alerts are cleared with the
+    reason ``assignment_ended`` (docs/alerts.md, "Assignments and rules"). The end, the release
+    of the rule state and the audit row commit together, on the operator action pool (the
+    release is the engine's, synchronous). An ended assignment may be shortened, never
+    reopened; the end may not precede the start nor lie more than a year ahead."""
+    regions, victims = user.region_filter(), may_read_victims(user)
+
+    def work() -> EndedAssignment:
+        with request.app.state.action_pool.connection() as conn:
+            return _end(conn)
+
+    def _end(conn: psycopg.Connection[Any]) -> EndedAssignment:
+        # scope in SQL, in the action's own transaction: a subject out of scope is a missing one
+        if not alert_store.subject_in_scope(conn, subject_id, regions, victims):
+            raise AssignmentRefused("not_found", f"subject {subject_id} does not exist")
+        return devices.end_assignment(
+            conn, subject_id, assignment_id, body.to, (user.username, user.role)
+        )
+
+    try:
+        ended = await anyio.to_thread.run_sync(work)
+    except AssignmentRefused as exc:
+        raise HTTPException(
+            _REFUSED_STATUS[exc.reason], detail={"reason": exc.reason, "message": exc.message}
+        ) from exc
+    return AssignmentPublic(
+        id=ended.id,
+        subject_id=subject_id,
+        device_id=ended.device_id,
+        role=ended.role,
+        from_=ended.from_,
+        to=ended.to,
+    )

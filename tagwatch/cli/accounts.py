@@ -125,3 +125,56 @@ def device_add(
             f" {owntracks_topic}",
             err=True,
         )
+
+
+@device_app.command("unassign")
+def device_unassign(
+    device_id: str,
+    at: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
+            help="when the device left its holder (ISO 8601, UTC unless an offset is given);"
+            " default now",
+        ),
+    ] = None,
+) -> None:
+    """End the device's current assignment (order over, tag taken off or swapped): no rule
+    judges it for that subject any more, its open device alerts are cleared (reason
+    assignment_ended) and the change is audited. The same store function as the API's
+    PATCH /subjects/{id}/assignments/{assignment_id}."""
+    import getpass  # noqa: PLC0415
+
+    import psycopg  # noqa: PLC0415
+
+    from tagwatch.store.devices import (  # noqa: PLC0415
+        AssignmentRefused,
+        assignment_at,
+        end_assignment,
+    )
+
+    when = None if at is None else at if at.tzinfo else at.replace(tzinfo=UTC)
+    with psycopg.connect(settings().database_url) as conn:
+        found = assignment_at(conn, device_id, when)
+        if found is None:
+            typer.echo(f"device {device_id} is not assigned (in stock)", err=True)
+            raise typer.Exit(1)
+        assignment_id, subject_id = found
+        try:
+            ended = end_assignment(
+                conn, subject_id, assignment_id, when, (f"cli:{getpass.getuser()}", "admin")
+            )
+        except AssignmentRefused as exc:
+            typer.echo(f"refused ({exc.reason}): {exc.message}", err=True)
+            raise typer.Exit(2) from exc
+    typer.echo(
+        json.dumps(
+            {
+                "assignment_id": ended.id,
+                "device_id": ended.device_id,
+                "subject_id": ended.subject_id,
+                "to": ended.to.isoformat(),
+                "alerts_cleared": ended.alerts_cleared,
+            }
+        )
+    )

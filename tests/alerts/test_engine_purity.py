@@ -29,6 +29,7 @@ CORE = [
         "rules.py",
         "observe.py",
         "escalation.py",
+        "holding.py",
         "thresholds.py",
         "vocabulary.py",
         "memory_repository.py",

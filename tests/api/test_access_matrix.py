@@ -150,6 +150,7 @@ POLICY: dict[tuple[str, ...], frozenset[str]] = {
             "POST /api/v1/subjects",
             "PATCH /api/v1/subjects/{subject_id}",
             "POST /api/v1/subjects/{subject_id}/assignments",
+            "PATCH /api/v1/subjects/{subject_id}/assignments/{assignment_id}",
             "POST /api/v1/devices",
             "POST /api/v1/zones",
             "PUT /api/v1/zones/{zone_id}",
@@ -302,6 +303,30 @@ def assignment_create(w: World, role: str, region: str) -> Call:
     call = path_call(w, region, "/subjects/{}/assignments", lambda s: s.subject, json=body())
     if call.missing:
         call.missing.json = body()
+    return call
+
+
+def assignment_end(w: World, _role: str, region: str) -> Call:
+    """End a fresh assignment of the region's subject (ending one in B must leave it open)."""
+    side = w.side(region)
+    device = w.new_device()
+    with psycopg.connect(w.database_url) as conn:
+        row = conn.execute(
+            "INSERT INTO device_assignments (device_id, subject_id, role, during) VALUES"
+            " (%s, %s, 'offender', tstzrange('2026-01-01T00:00:00Z', NULL)) RETURNING id",
+            (device, side.subject),
+        ).fetchone()
+    assert row is not None
+    path = f"/subjects/{{}}/assignments/{row[0]}"
+    call = Call(V1 + path.format(side.subject), json={}, hidden=str(side.subject))
+    if region == "B":
+        call.missing = Call(V1 + path.format(MISSING_ID), json={}, hidden=str(MISSING_ID))
+
+        def still_open(_response: httpx.Response) -> None:
+            upper = w.one("SELECT upper(during) FROM device_assignments WHERE id = %s", (row[0],))
+            assert upper is None
+
+        call.check = still_open
     return call
 
 
@@ -588,6 +613,7 @@ MATRIX: dict[str, Entry] = {
         on("/subjects/{}/regions", lambda s: s.subject), 200
     ),
     "POST /api/v1/subjects/{subject_id}/assignments": entry(assignment_create, 201),
+    "PATCH /api/v1/subjects/{subject_id}/assignments/{assignment_id}": entry(assignment_end, 200),
     "GET /api/v1/subjects/{subject_id}/assignments": entry(
         lambda w, role, region: path_call(
             w, region, "/subjects/{}/assignments", lambda s: s.subject, check=assignments_check(w)
