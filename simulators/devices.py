@@ -30,15 +30,13 @@ from typing import Any
 from tagwatch.simulators.geo import LonLat, distance_m
 from tagwatch.simulators.movement import Trajectory, TruePosition
 from tagwatch.simulators.noise import (
-    PHONE_NOISE,
-    TAG_NOISE,
     Conditions,
     Fallback,
-    GpsReceiver,
     NoiseProfile,
     Observation,
     Sky,
 )
+from tagwatch.simulators.noise_models import DEFAULT_NOISE_MODEL, make_receiver
 from tagwatch.simulators.wire import (
     LinkAction,
     LinkChange,
@@ -214,13 +212,15 @@ class _DeviceRun:
         start: float,
         end: float,
         rng: random.Random,
+        noise_model: str = DEFAULT_NOISE_MODEL,
     ) -> None:
         self.spec = spec
         self.trajectory = trajectory
         self.start, self.end = start, end
         self.rng = rng
-        profile = spec.noise or (TAG_NOISE if spec.is_tag else PHONE_NOISE)
-        self.receiver = GpsReceiver(profile, random.Random(rng.getrandbits(64)))
+        self.receiver = make_receiver(
+            noise_model, spec.is_tag, spec.noise, random.Random(rng.getrandbits(64))
+        )
         self.out = DeviceTimeline()
         self.battery = _BatteryLevel(spec.battery)
         self.clock = start
@@ -614,10 +614,17 @@ class _DeviceRun:
 
 
 def simulate_device(
-    spec: DeviceSpec, trajectory: Trajectory, start: float, end: float, rng: random.Random
+    spec: DeviceSpec,
+    trajectory: Trajectory,
+    start: float,
+    end: float,
+    rng: random.Random,
+    noise_model: str = DEFAULT_NOISE_MODEL,
 ) -> DeviceTimeline:
-    """Everything one device sends between `start` and `end` (device clock, epoch seconds)."""
-    timeline = _DeviceRun(spec, trajectory, start, end, rng).run()
+    """Everything one device sends between `start` and `end` (device clock, epoch seconds),
+    its positions drawn from the named noise model (noise_models.NOISE_MODELS); the same rng
+    draws happen before the receiver is made, so the models differ only in the noise."""
+    timeline = _DeviceRun(spec, trajectory, start, end, rng, noise_model).run()
     timeline.publications.sort(key=lambda p: p.at)
     timeline.links.sort(key=lambda link: link.at)
     return timeline

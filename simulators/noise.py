@@ -29,6 +29,7 @@ import math
 import random
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from tagwatch.simulators.geo import offset
 
@@ -121,6 +122,23 @@ class Observation:
     multipath: bool  # inside a multipath jump episode
     jump_started: bool  # this fix started the episode
     cold: bool  # a cold-start fix
+
+
+class Receiver(Protocol):
+    """What a device model needs from a noise model, so that a scenario can be played under
+    more than one (issue 14: rules tuned against the model they were written with pass; played
+    with traces from another model, they raised false alerts). Implementations: `GpsReceiver`
+    here, `HeavyTailReceiver` in noise_heavy.py; `noise_models.NOISE_MODELS` names them."""
+
+    def observe(
+        self, t: float, lon: float, lat: float, conditions: Conditions
+    ) -> Observation | None:
+        """The position reported at time `t` for a true position, or None for no fix at all."""
+        ...
+
+    def restart(self) -> None:
+        """A power cycle: the next fixes are cold-start fixes."""
+        ...
 
 
 def _lognormal(rng: random.Random, median: float, spread: float, low: float, high: float) -> float:

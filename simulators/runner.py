@@ -35,6 +35,7 @@ from tagwatch.ingest.broker_accounts import BrokerAdmin
 from tagwatch.ingest.provisioning import provision_device
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.simulators.noise_models import DEFAULT_NOISE_MODEL
 from tagwatch.simulators.scenario import (
     ScenarioRun,
     build_timeline,
@@ -78,6 +79,7 @@ class Manifest:
     stored_fixes: int = 0
     expected_fixes: int = 0
     finished: bool = False
+    noise_model: str = DEFAULT_NOISE_MODEL  # scoring rebuilds the timelines with the same model
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -443,14 +445,16 @@ def run_scenarios(
     manifest_path: Path,
     stop: threading.Event | None = None,
     echo: Callable[[str], object] = print,
+    noise_model: str = DEFAULT_NOISE_MODEL,
 ) -> Manifest:
-    """Provision, play all `names` together on one compressed clock, wait for ingest, release."""
+    """Provision, play all `names` together on one compressed clock, wait for ingest, release;
+    the devices' fixes are drawn from `noise_model`, recorded in the manifest for scoring."""
     stop = stop or threading.Event()
     scenarios = [load_scenario(find_scenario(n)) for n in names]
     day = on_date or default_date(s.duration_s for s in scenarios)
     run_id = secrets.token_hex(3)
     runs = [
-        build_timeline(s, rid, on_date=day)
+        build_timeline(s, rid, on_date=day, noise_model=noise_model)
         for s, rid in zip(scenarios, run_ids(run_id, len(scenarios)), strict=True)
     ]
     origin = min(r.start.timestamp() for r in runs)
@@ -472,6 +476,7 @@ def run_scenarios(
             subject_ids,
             {r.scenario: [d.device_id for d in r.plan.devices] for r in runs},
             expected_fixes=expected,
+            noise_model=noise_model,
         )
         manifest.save(manifest_path)
         rule_clock.set_clock(conn, origin, wall_origin, speedup)
@@ -537,7 +542,12 @@ def score_manifest(
         for name, rid in zip(
             manifest.scenarios, run_ids(manifest.run_id, len(manifest.scenarios)), strict=True
         ):
-            run = build_timeline(load_scenario(find_scenario(name)), rid, on_date=day)
+            run = build_timeline(
+                load_scenario(find_scenario(name)),
+                rid,
+                on_date=day,
+                noise_model=manifest.noise_model,
+            )
             ids = manifest.subjects.get(name, {})
             raised = raised_alerts(conn, ids.values(), run.end.timestamp())
             cards.append(score_run(run, raised, {str(v): k for k, v in ids.items()}))

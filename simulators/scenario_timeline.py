@@ -28,6 +28,7 @@ from tagwatch.simulators.movement import (
     routine_stops,
 )
 from tagwatch.simulators.noise import Sky
+from tagwatch.simulators.noise_models import DEFAULT_NOISE_MODEL
 from tagwatch.simulators.scenario_format import (
     PHONE_EXPECTED_INTERVAL_S,
     RUN_PATTERN,
@@ -152,13 +153,20 @@ def _incidents(
     return tuple(sorted(out, key=lambda i: i.start))
 
 
-def build_timeline(scenario: Scenario, run_id: str, *, on_date: date | None = None) -> ScenarioRun:
+def build_timeline(
+    scenario: Scenario,
+    run_id: str,
+    *,
+    on_date: date | None = None,
+    noise_model: str = DEFAULT_NOISE_MODEL,
+) -> ScenarioRun:
     """The provisioning plan and every device's publications for one run.
 
     `run_id` makes the ids fresh ([A-Za-z0-9]{1,8}; device ids are sim-<run>-<scenario>-<key>);
     positions, noise and times depend only on the seed. `on_date` replays the scenario starting
     on another local date at the same local time (a compressed CI run must lie in the past, as
-    ingest refuses fixes from the future)."""
+    ingest refuses fixes from the future). `noise_model` names the devices' noise model
+    (noise_models.NOISE_MODELS): the truth is the same under every model, only the fixes differ."""
     if not RUN_PATTERN.match(run_id):
         raise ScenarioError(f"run id {run_id!r} must be 1–8 letters or digits")
     clock = scenario.clock(on_date)
@@ -214,7 +222,7 @@ def build_timeline(scenario: Scenario, run_id: str, *, on_date: date | None = No
             tid=decl.key[-2:],
         )
         rng = random.Random(derive_seed(scenario.seed, "device", decl.key))
-        timeline = simulate_device(spec, truth[decl.subject], start, end, rng)
+        timeline = simulate_device(spec, truth[decl.subject], start, end, rng, noise_model)
         publications.extend((p.at, index, n, p) for n, p in enumerate(timeline.publications))
         links.extend(timeline.links)
         expected = int(decl.interval_s) if spec.is_tag else PHONE_EXPECTED_INTERVAL_S

@@ -392,9 +392,13 @@ def _delay(card: ScoreCard) -> str:
 
 
 def format_scorecards(
-    cards: Sequence[ScoreCard], naive: Sequence[ScoreCard] | None = None, label: str = "platform"
+    cards: Sequence[ScoreCard],
+    naive: Sequence[ScoreCard] | None = None,
+    label: str = "platform",
+    noise_model: str | None = None,
 ) -> str:
-    """The table `tagwatch scenario score` prints, with the naive baseline alongside."""
+    """The table `tagwatch scenario score` prints, with the naive baseline alongside; headed
+    by the noise model when there is one to tell apart."""
     naive_by = {c.scenario: c for c in naive or []}
     head = ["scenario", "expected", "raised", "matched", "missed", "false", "delay s med/max"]
     if naive is not None:
@@ -427,7 +431,8 @@ def format_scorecards(
         total += [sum(c.raised for c in naive), sum(len(c.false) for c in naive)]
     rows.append(total)
     widths = [max(len(str(x)) for x in column) for column in zip(head, *rows, strict=True)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(head, widths, strict=True))]
+    lines = [] if noise_model is None else [f"noise model: {noise_model}"]
+    lines += ["  ".join(str(x).ljust(w) for x, w in zip(head, widths, strict=True))]
     lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in rows]
     raised = sum(c.raised for c in cards)
     false = sum(len(c.false) for c in cards)
@@ -438,3 +443,36 @@ def format_scorecards(
         summary += f", naive baseline {naive_false}/{naive_raised}"
     lines.append(summary)
     return "\n".join(lines)
+
+
+def summary_line(
+    noise_model: str, cards: Sequence[ScoreCard], naive: Sequence[ScoreCard] | None = None
+) -> str:
+    """One line per noise model, so that a library passing under one model and failing under
+    the other shows at a glance: expected, matched, missed and false, beside the naive tracker."""
+    line = (
+        f"{noise_model:<9} expected {sum(c.expected for c in cards)}"
+        f"  matched {sum(len(c.matched) for c in cards)}"
+        f"  missed {sum(len(c.missed) for c in cards)}"
+        f"  false {sum(len(c.false) for c in cards)}"
+    )
+    if naive is not None:
+        line += (
+            f"  | naive matched {sum(len(c.matched) for c in naive)}"
+            f"  missed {sum(len(c.missed) for c in naive)}"
+            f"  false {sum(len(c.false) for c in naive)}"
+        )
+    return line
+
+
+def format_by_model(
+    results: Mapping[str, tuple[Sequence[ScoreCard], Sequence[ScoreCard] | None]],
+    label: str = "platform",
+) -> str:
+    """One scorecard per noise model, then a summary line per model."""
+    blocks = [
+        format_scorecards(cards, naive, label, noise_model=model)
+        for model, (cards, naive) in results.items()
+    ]
+    summary = [summary_line(model, cards, naive) for model, (cards, naive) in results.items()]
+    return "\n\n".join([*blocks, "\n".join(summary)])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,6 +14,33 @@ from tagwatch.cli.common import DEFAULT_MANIFEST, settings
 
 if TYPE_CHECKING:
     from tagwatch.simulators.scenario import Scenario
+
+
+class Noise(StrEnum):
+    """`--noise`: one noise model (simulators/noise_models.py) or every one of them."""
+
+    GAUSSIAN = "gaussian"
+    HEAVY = "heavy"
+    BOTH = "both"
+
+
+def noise_models(choice: Noise) -> list[str]:
+    """The models a `--noise` choice names; `both` is every registered one, so a library that
+    passes only under the model it was written with shows (issue 14)."""
+    from tagwatch.simulators.noise_models import NOISE_MODELS  # noqa: PLC0415
+
+    return list(NOISE_MODELS) if choice is Noise.BOTH else [choice.value]
+
+
+def manifest_for(path: Path, model: str) -> Path:
+    """Where the run under `model` is recorded: the Gaussian run where it always was, another
+    model's beside it (`run.json` → `run-heavy.json`), so `--noise both` keeps both."""
+    if model == Noise.GAUSSIAN:
+        return path
+    return path.with_name(f"{path.stem}-{model}{path.suffix}")
+
+
+NOISE_HELP = "noise model of the devices' fixes: gaussian, heavy or both"
 
 scenario_app = typer.Typer(no_args_is_help=True, help="The scenario library: list, run, score.")
 
@@ -81,14 +109,17 @@ def load(
 
 def score_offline_command(
     names: Annotated[list[str] | None, typer.Argument(help="scenarios (default: all)")] = None,
+    noise: Annotated[Noise, typer.Option(help=NOISE_HELP)] = Noise.BOTH,
 ) -> None:
-    """Score the rule core on the scenario library without broker or database (seconds)."""
+    """Score the rule core on the scenario library without broker or database (seconds),
+    under each noise model: one scorecard per model, then a summary line per model."""
     from tagwatch.simulators.offline_scoring import score_offline  # noqa: PLC0415
-    from tagwatch.simulators.scoring import format_scorecards  # noqa: PLC0415
+    from tagwatch.simulators.scoring import format_by_model  # noqa: PLC0415
 
-    cards, naive = score_offline(library(names))
-    typer.echo(format_scorecards(cards, naive))
-    if any(c.missed or c.false or c.slow for c in cards):
+    scenarios = library(names)
+    results = {m: score_offline(scenarios, noise_model=m) for m in noise_models(noise)}
+    typer.echo(format_by_model(results))
+    if any(c.missed or c.false or c.slow for cards, _ in results.values() for c in cards):
         raise typer.Exit(1)
 
 
@@ -115,8 +146,10 @@ def scenario_run(
     ] = None,
     manifest: Annotated[Path, typer.Option(help="where the run is recorded")] = DEFAULT_MANIFEST,
     score: Annotated[bool, typer.Option("--score", help="score the run when it ends")] = False,
+    noise: Annotated[Noise, typer.Option(help=NOISE_HELP)] = Noise.GAUSSIAN,
 ) -> None:
-    """Play scenarios against the running platform (ingest must be running), time compressed."""
+    """Play scenarios against the running platform (ingest must be running), time compressed;
+    `--noise both` plays them once per noise model, one after the other."""
     from datetime import date  # noqa: PLC0415
 
     from tagwatch.simulators.runner import run_scenarios  # noqa: PLC0415
@@ -131,31 +164,45 @@ def scenario_run(
     except ValueError:
         typer.echo(f"--date must be YYYY-MM-DD, not {on_date!r}", err=True)
         raise typer.Exit(2) from None
-    result = run_scenarios(
-        settings(), names, speedup=speedup, on_date=day, manifest_path=manifest, echo=typer.echo
-    )
+    finished = True
+    for model in noise_models(noise):
+        typer.echo(f"noise model: {model}")
+        result = run_scenarios(
+            settings(),
+            names,
+            speedup=speedup,
+            on_date=day,
+            manifest_path=manifest_for(manifest, model),
+            echo=typer.echo,
+            noise_model=model,
+        )
+        finished = finished and result.finished
     if score:
-        _score(manifest)
-    if not result.finished:
+        _score(manifest, noise)
+    if not finished:
         raise typer.Exit(1)
 
 
-def _score(manifest: Path) -> None:
+def _score(manifest: Path, noise: Noise) -> None:
     from tagwatch.simulators.runner import Manifest, score_manifest  # noqa: PLC0415
-    from tagwatch.simulators.scoring import format_scorecards  # noqa: PLC0415
+    from tagwatch.simulators.scoring import format_by_model  # noqa: PLC0415
 
-    if not manifest.exists():
-        typer.echo(f"no run recorded at {manifest}; run `tagwatch scenario run` first", err=True)
-        raise typer.Exit(2)
-    cards, naive = score_manifest(settings(), Manifest.load(manifest))
-    typer.echo(format_scorecards(cards, naive))
-    if any(not c.passed for c in cards):
+    paths = {m: manifest_for(manifest, m) for m in noise_models(noise)}
+    for path in paths.values():
+        if not path.exists():
+            typer.echo(f"no run recorded at {path}; run `tagwatch scenario run` first", err=True)
+            raise typer.Exit(2)
+    results = {m: score_manifest(settings(), Manifest.load(p)) for m, p in paths.items()}
+    typer.echo(format_by_model(results))
+    if any(not c.passed for cards, _ in results.values() for c in cards):
         raise typer.Exit(1)
 
 
 @scenario_app.command("score")
 def scenario_score(
     manifest: Annotated[Path, typer.Option(help="the run to score")] = DEFAULT_MANIFEST,
+    noise: Annotated[Noise, typer.Option(help=NOISE_HELP)] = Noise.GAUSSIAN,
 ) -> None:
-    """Compare the alerts the platform raised in a run with the expected ones, beside naive."""
-    _score(manifest)
+    """Compare the alerts the platform raised in a run with the expected ones, beside naive;
+    `--noise` picks the run(s) of `scenario run --noise` to score."""
+    _score(manifest, noise)
