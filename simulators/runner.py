@@ -449,7 +449,6 @@ def run_scenarios(
 ) -> Manifest:
     """Provision, play all `names` together on one compressed clock, wait for ingest, release;
     the devices' fixes are drawn from `noise_model`, recorded in the manifest for scoring."""
-    stop = stop or threading.Event()
     scenarios = [load_scenario(find_scenario(n)) for n in names]
     day = on_date or default_date(s.duration_s for s in scenarios)
     run_id = secrets.token_hex(3)
@@ -457,6 +456,35 @@ def run_scenarios(
         build_timeline(s, rid, on_date=day, noise_model=noise_model)
         for s, rid in zip(scenarios, run_ids(run_id, len(scenarios)), strict=True)
     ]
+    return play_runs(
+        settings,
+        runs,
+        run_id,
+        day,
+        speedup=speedup,
+        manifest_path=manifest_path,
+        stop=stop,
+        echo=echo,
+        noise_model=noise_model,
+    )
+
+
+def play_runs(
+    settings: Settings,
+    runs: Sequence[ScenarioRun],
+    run_id: str,
+    day: date,
+    *,
+    speedup: float = DEFAULT_SPEEDUP,
+    manifest_path: Path,
+    stop: threading.Event | None = None,
+    echo: Callable[[str], object] = print,
+    noise_model: str = DEFAULT_NOISE_MODEL,
+) -> Manifest:
+    """Play timelines already built (with ids from `run_ids(run_id, ...)`, moved to `day`):
+    what `run_scenarios` does once it has loaded the library, and what a benchmark that
+    writes its own scenarios (`bench false-alerts --pipeline`) calls directly."""
+    stop = stop or threading.Event()
     origin = min(r.start.timestamp() for r in runs)
     end = max(r.end.timestamp() for r in runs)
     admin = BrokerAdmin.from_url(settings.mqtt_admin_url)
@@ -472,7 +500,7 @@ def run_scenarios(
             origin,
             wall_origin,
             end,
-            [s.name for s in scenarios],
+            [r.scenario for r in runs],
             subject_ids,
             {r.scenario: [d.device_id for d in r.plan.devices] for r in runs},
             expected_fixes=expected,

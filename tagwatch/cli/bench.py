@@ -65,3 +65,67 @@ def bench_alerts(
     )
     if as_json:
         typer.echo(json.dumps(figures))
+
+
+@bench_app.command("false-alerts")
+def bench_false_alerts(
+    subjects: Annotated[
+        int | None, typer.Option(min=1, help="subjects (default 1000; 20 with --pipeline)")
+    ] = None,
+    days: Annotated[
+        float | None, typer.Option(min=0.1, help="days each (default 7; 1 with --pipeline)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="the population's seed")] = 1,
+    noise: Annotated[str, typer.Option(help="noise model: gaussian, heavy or both")] = "gaussian",
+    pipeline: Annotated[
+        bool,
+        typer.Option("--pipeline", help="through the real broker and database (private services)"),
+    ] = False,
+    speedup: Annotated[
+        float, typer.Option(min=1.0, help="--pipeline: scenario seconds per wall second")
+    ] = 720.0,
+    progress: Annotated[int, typer.Option(min=1, help="a progress line every N subjects")] = 100,
+    cohort: Annotated[
+        int,
+        typer.Option(
+            min=1, help="subjects replayed together: bigger batches are faster (170: ~1.7 GB)"
+        ),
+    ] = 170,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="--pipeline: private services dir (kept)")
+    ] = None,
+) -> None:
+    """False alerts per subject-day on a compliant population, beside the naive tracker."""
+    from tagwatch.bench.false_alerts import (  # noqa: PLC0415
+        NOISE_MODELS,
+        run_benchmark,
+        run_pipeline_benchmark,
+    )
+
+    if noise not in (*NOISE_MODELS, "both"):
+        typer.echo(f"--noise must be one of {', '.join(NOISE_MODELS)} or both", err=True)
+        raise typer.Exit(2)
+    try:
+        if pipeline:
+            run_pipeline_benchmark(
+                subjects or 20,
+                days or 1.0,
+                seed,
+                noise,
+                speedup=speedup,
+                directory=directory,
+                echo=typer.echo,
+            )
+        else:
+            run_benchmark(
+                subjects or 1000,
+                days or 7.0,
+                seed,
+                noise,
+                cohort_size=cohort,
+                progress_every=progress,
+                echo=typer.echo,
+            )
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
