@@ -135,6 +135,7 @@ class DeviceSpec:
     move_trigger_m: float = 100.0
     timer_s: tuple[float, float] = (180.0, 420.0)
     doze_timer_s: tuple[float, float] = (300.0, 840.0)
+    sends_acc: bool = True  # phones: False leaves `acc` out of every location message
 
     @property
     def is_tag(self) -> bool:
@@ -602,6 +603,8 @@ class _DeviceRun:
             "m": 1,
             "created_at": int(t),
         }
+        if not spec.sends_acc:
+            del message["acc"]
         if here.heading_deg is not None:
             message["cog"] = round(here.heading_deg) % 360
         if not moved:

@@ -361,6 +361,15 @@ class DeviceDecl(_Entry, frozen=True):
     incidents: tuple[IncidentDecl, ...] = ()
     home_beacon: str | None = None
     ts_format: Literal["epoch", "rfc3339"] = "epoch"
+    # The assignment's range (device_assignments): by default from an hour before the start,
+    # open-ended. `assigned_until` ends it mid-scenario (the tag is taken off at the end of the
+    # order, or swapped for another); `assigned_from` starts a replacement device late. The
+    # device still publishes whatever its incidents say: a rule must not judge it outside.
+    assigned_from: TimeSpec | None = None
+    assigned_until: TimeSpec | None = None
+    # A phone whose app leaves `acc` out of its location messages (some OwnTracks/Traccar
+    # builds do): the platform cannot weigh such a position, so it is no zone evidence.
+    sends_acc: bool = True
 
     @property
     def assigned_role(self) -> str:
@@ -727,6 +736,8 @@ class _Checker:
             self.ref(d.home_beacon, self.places, "place", f"{where}.home_beacon")
             if not tag:
                 raise self.fail(f"{where}.home_beacon", "only tags have a home beacon")
+        if tag and not d.sends_acc:
+            raise self.fail(f"{where}.sends_acc", "the tag contract requires `acc`; phones only")
 
     def incident(self, i: IncidentDecl, where: str, tag: bool) -> None:
         if i.type in TAG_ONLY_INCIDENTS and not tag:

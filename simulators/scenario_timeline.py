@@ -220,6 +220,7 @@ def build_timeline(
             ts_format=decl.ts_format,
             owntracks_topic=topic,
             tid=decl.key[-2:],
+            sends_acc=decl.sends_acc,
         )
         rng = random.Random(derive_seed(scenario.seed, "device", decl.key))
         timeline = simulate_device(spec, truth[decl.subject], start, end, rng, noise_model)
@@ -238,13 +239,21 @@ def build_timeline(
                 last_will=tag_will(device_id) if spec.is_tag else spec.will(start),
             )
         )
+        # An hour before the start unless the file says, so the first fixes are never orphans.
+        assigned_from = (
+            start - 3600.0 if decl.assigned_from is None else clock.resolve(decl.assigned_from)
+        )
+        assigned_until = None if decl.assigned_until is None else clock.resolve(decl.assigned_until)
+        if assigned_until is not None and assigned_until <= assigned_from:
+            message = f"devices[{index}].assigned_until: not after `assigned_from`"
+            raise ScenarioError(f"{scenario.source}: {message}")
         assignments.append(
             AssignmentPlan(
                 device_id,
                 decl.subject,
                 decl.assigned_role,
-                datetime.fromtimestamp(start - 3600.0, UTC),
-                None,
+                datetime.fromtimestamp(assigned_from, UTC),
+                None if assigned_until is None else datetime.fromtimestamp(assigned_until, UTC),
             )
         )
 

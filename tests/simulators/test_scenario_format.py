@@ -258,3 +258,22 @@ def test_load_scenario_names_the_file(tmp_path):
     path.write_text(text)
     with pytest.raises(ScenarioError, match=r"curfew-breach\.toml: seed: expected int, got float"):
         validate_scenario(path)
+
+
+def test_an_assignment_may_end_or_start_mid_scenario():
+    raw = deepcopy(BASE)
+    raw["devices"][0].update(assigned_until="12:00")
+    run = build_timeline(parse_scenario(raw, "test.toml"), "t1")
+    (assignment,) = run.plan.assignments
+    assert assignment.end is not None and assignment.start < run.start < assignment.end
+    raw["devices"][0].update(assigned_from="13:00")
+    with pytest.raises(ScenarioError, match=r"devices\[0\]\.assigned_until"):
+        build_timeline(parse_scenario(raw, "test.toml"), "t1")
+
+
+def test_a_phone_may_leave_out_acc_but_a_tag_may_not():
+    _fails(lambda r: r["devices"][0].update(sends_acc=False), "devices[0].sends_acc", "phones")
+    raw = deepcopy(BASE)
+    raw["devices"][0].update(kind="phone", sends_acc=False, incidents=[])
+    run = build_timeline(parse_scenario(raw, "test.toml"), "t1")
+    assert run.publications and all(b'"acc"' not in p.payload for p in run.publications)
