@@ -128,6 +128,9 @@ class Track:
     away_n: int = 0
     away_first: float | None = None
     away_last: float | None = None
+    # The device whose fixes showed the subject away: while it says so, another device's fix
+    # at home (a phone left on the kitchen table) neither clears nor breaks that evidence.
+    away_device: str | None = None
 
 
 @dataclass(slots=True)
@@ -248,7 +251,8 @@ def curfew_presence(meta: ZoneMeta, z: ZoneObs, acc: float, beacon_home: bool) -
     ``acc``) no fix can ever be wholly inside, and treating those fixes as "unknown" left a
     jumped fix as the last word all night. A circle so wide it says nothing (a cell position,
     ``acc`` above ``presence_max_acc_m``) is unknown; so is a fix just outside, short of the
-    margin. An approved home beacon in range is home whatever GPS says.
+    margin, and an indoor-class fix (``acc`` above ``away_max_acc_m``) far outside: indoors the
+    reported accuracy understates the error, so only an outdoor-quality fix proves a departure. An approved home beacon in range is home whatever GPS says.
     """
     if beacon_home:
         return HOME
@@ -256,7 +260,7 @@ def curfew_presence(meta: ZoneMeta, z: ZoneObs, acc: float, beacon_home: bool) -
         return UNKNOWN
     t = meta.thresholds
     d = z.distance_m
-    if z.state == OUTSIDE and d >= t.evidence_acc_multiple * acc:
+    if z.state == OUTSIDE and d >= t.evidence_acc_multiple * acc and acc <= t.away_max_acc_m:
         return AWAY
     if z.state in (INSIDE, UNCERTAIN) and acc <= t.presence_max_acc_m:
         return HOME
@@ -353,6 +357,8 @@ class Evaluator:
             track.seen_state, track.seen_at = z.state, fix.ts
         if meta.kind == "curfew":
             presence = curfew_presence(meta, z, fix.acc, self.state.beacon_home)
+            if presence == HOME and self._left_behind(track, fix.device_id):
+                return  # another device is home; the one that left has not come back
             self._presence(meta, track, presence, fix)
         alert_type = _alert_type(meta.kind, cond)
         deeper = cond in ("entry", "warn")
@@ -424,6 +430,19 @@ class Evaluator:
         rhythm = max(t.curfew_s, t.no_communication_intervals * interval)
         return min(self.thresholds.pending_gap_s, rhythm)
 
+    def _left_behind(self, track: Track, device_id: str) -> bool:
+        """Is ``device_id`` at home while the subject's other device, the one that showed him
+        away, has not come back? A subject with a tag and a phone who leaves the phone at home
+        is not home: only the device that left can show the return (or a home beacon, which
+        makes every fix HOME before this is asked). A device no longer held pins nothing."""
+        away = track.away_device
+        return (
+            away is not None
+            and away != device_id
+            and away in self.state.devices
+            and (track.away_n > 0 or track.established == AWAY or track.episode is not None)
+        )
+
     def _presence(self, meta: ZoneMeta, track: Track, presence: int, fix: FixObs) -> None:
         """Keep the curfew track's established presence, in and out of the curfew window (a
         subject who left before the window opened and went silent is still away).
@@ -437,11 +456,13 @@ class Evaluator:
         if presence == HOME:
             track.away_n, track.away_first, track.away_last = 0, None, None
             track.established, track.established_at = HOME, fix.ts
+            track.away_device = None
             return
         if presence != AWAY:
             track.away_n, track.away_first, track.away_last = 0, None, None
             return
         gap = self._evidence_gap(meta, "curfew", fix.device_id)
+        track.away_device = fix.device_id
         if track.away_n == 0 or track.away_last is None or fix.ts - track.away_last > gap:
             track.away_n, track.away_first = 1, fix.ts
         else:

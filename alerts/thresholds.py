@@ -21,6 +21,11 @@ Why these defaults (see docs/alerts.md for the full table):
   ``presence_max_acc_m`` (500 m: Wi-Fi and cell fallbacks, "hundreds of metres to kilometres",
   FIELD.md) overlaps any home nearby and says nothing. Silence during curfew is a communication
   problem, not a breach, unless the subject was established away before going silent.
+  Away evidence also needs an outdoor-quality fix: ``acc`` at most ``away_max_acc_m`` (25 m:
+  outdoor GNSS is about 10 m, NIJ 1004.00, and a tag's outdoor accuracy stays within 3-25 m).
+  Indoors the reported accuracy is itself unreliable (it understates the true error, and
+  errors are heavy-tailed), so an indoor-class fix two "accuracies" outside a small home is
+  not evidence that anyone left it; a person who really left is outdoors, where fixes are good.
 * Silence is judged per device: three reporting intervals plus a minute, where the interval is
   the device's own or the 5-minute heartbeat a tag keeps while it has no GPS, whichever is
   longer (16 minutes for a tag, 46 for a phone that reports every 15), not one global timeout.
@@ -63,6 +68,7 @@ class Thresholds:
     pending_gap_s: float = 900.0
     evidence_acc_multiple: float = 2.0
     presence_max_acc_m: float = 500.0
+    away_max_acc_m: float = 25.0
     no_communication_intervals: float = 3.0
     no_communication_grace_s: float = 60.0
     heartbeat_s: float = 300.0

@@ -291,7 +291,10 @@ def test_track_defaults_cover_every_new_field() -> None:
     assert Track().away_n == 0
 
 
-FAR = st.tuples(st.floats(min_value=3.0, max_value=60.0), st.floats(min_value=2.0, max_value=20.0))
+# confident away fixes: outdoor quality (acc within away_max_acc_m), beyond the margin
+FAR = st.tuples(
+    st.floats(min_value=3.0, max_value=T.away_max_acc_m), st.floats(min_value=2.0, max_value=20.0)
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -353,3 +356,45 @@ def test_jumps_with_only_silence_between_them_do_not_add_up_to_away() -> None:
     fixes += [indoor_fix(rng, base + 60 * m + 7) for m in range(60, 70)]
     changes = Night().play(fixes, base, base + 2 * 3600)
     assert curfew_changes(changes) == []
+
+
+def test_an_indoor_class_streak_far_outside_is_not_a_departure() -> None:
+    """Indoors the reported accuracy understates the error (the heavy-tailed noise model: 2x);
+    a run of fixes 3x their 60-150 m "accuracy" away from a small home is drift, not a person
+    who left: only outdoor-quality fixes (acc <= away_max_acc_m) prove a departure."""
+    zones = {ZONE_ID: ZoneMeta(ZONE_ID, "curfew", thresholds=T)}
+    fixes = [
+        FixObs(
+            EVENING + 60.0 * i,
+            "tag-1",
+            0,
+            0,
+            acc,
+            (ZoneObs(ZONE_ID, OUTSIDE, False, 3.0 * acc, True),),
+        )
+        for i, acc in enumerate([60.0, 80.0, 120.0, 150.0, 70.0, 90.0, 110.0, 64.0])
+    ]
+    subject = SubjectState()
+    raised = evaluate(subject, fixes, zones, T, fixes[-1].ts)
+    raised += tick(subject, zones, T, fixes[-1].ts + 3 * 3600.0, [ZONE_ID], lambda _z, _t: True)[0]
+    assert curfew_changes(raised) == []
+
+
+def test_a_phone_left_at_home_does_not_clear_the_tag_s_departure() -> None:
+    """Tag and phone on one subject: the tag shows him away, the phone on the kitchen table
+    shows home. The phone's fixes neither break the tag's evidence nor clear the violation;
+    one violation opens, and it clears when the tag itself comes home."""
+    zones = {ZONE_ID: ZoneMeta(ZONE_ID, "curfew", thresholds=T)}
+    home_phone = (ZoneObs(ZONE_ID, INSIDE, False, -5.0, True),)
+    far_tag = (ZoneObs(ZONE_ID, OUTSIDE, False, 400.0, True),)
+    fixes: list[FixObs] = []
+    for i in range(30):  # half an hour out: a tag fix a minute, a phone fix every other minute
+        ts = EVENING + 60.0 * i
+        fixes.append(FixObs(ts, "tag-1", 0, 0, 8.0, far_tag))
+        if i % 2:
+            fixes.append(FixObs(ts + 20.0, "phone-1", 0, 0, 20.0, home_phone))
+    back = EVENING + 60.0 * 30
+    fixes += [FixObs(back + 60.0 * i, "tag-1", 0, 0, 60.0, home_phone) for i in range(4)]
+    changes = curfew_changes(evaluate(SubjectState(), fixes, zones, T, fixes[-1].ts))
+    assert [c.action for c in changes if c.action != "update"] == ["open", "clear"]
+    assert changes[-1].at == back
