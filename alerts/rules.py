@@ -252,7 +252,8 @@ def curfew_presence(meta: ZoneMeta, z: ZoneObs, acc: float, beacon_home: bool) -
     jumped fix as the last word all night. A circle so wide it says nothing (a cell position,
     ``acc`` above ``presence_max_acc_m``) is unknown; so is a fix just outside, short of the
     margin, and an indoor-class fix (``acc`` above ``away_max_acc_m``) far outside: indoors the
-    reported accuracy understates the error, so only an outdoor-quality fix proves a departure. An approved home beacon in range is home whatever GPS says.
+    reported accuracy understates the error, so only an outdoor-quality fix proves a departure.
+    An approved home beacon in range is home whatever GPS says.
     """
     if beacon_home:
         return HOME
