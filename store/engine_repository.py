@@ -51,6 +51,25 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
+def _assignment(
+    device_id: str,
+    subject_id: int,
+    role: str,
+    lower: datetime | None,
+    upper: datetime | None,
+    interval: int,
+) -> Assignment:
+    """An assignment row (an unbounded range end is infinite) as the engine's port has it."""
+    return Assignment(
+        device_id,
+        subject_id,
+        role,
+        _epoch(lower) if lower else float("-inf"),
+        _epoch(upper) if upper else float("inf"),
+        interval,
+    )
+
+
 class PgEngineRepository:
     """The engine's port on one psycopg connection (no transaction of its own but `tick`'s)."""
 
@@ -110,15 +129,8 @@ class PgEngineRepository:
         # index of migration 0008, the only one that matches `COLLATE "C"`: `device_id =
         # ANY(...)` made the planner seq-scan both tables, a cost that grew with every device.
         return [
-            Assignment(
-                device_id,
-                sid,
-                role,
-                _epoch(lo) if lo else float("-inf"),
-                _epoch(hi) if hi else float("inf"),
-                interval,
-            )
-            for device_id, sid, role, lo, hi, interval in self.conn.execute(
+            _assignment(*row)
+            for row in self.conn.execute(
                 "SELECT q.id, a.subject_id, a.role, lower(a.during), upper(a.during),"
                 " (SELECT d.expected_interval_s FROM devices d WHERE d.id = q.id)"
                 " FROM unnest(%s::text[]) AS q(id) CROSS JOIN LATERAL"
@@ -132,15 +144,8 @@ class PgEngineRepository:
         """Every assignment of ``subjects`` (the clock rules judge only the devices a subject
         holds at the rule clock's time; see alerts/holding.py)."""
         return [
-            Assignment(
-                device_id,
-                sid,
-                role,
-                _epoch(lo) if lo else float("-inf"),
-                _epoch(hi) if hi else float("inf"),
-                interval,
-            )
-            for device_id, sid, role, lo, hi, interval in self.conn.execute(
+            _assignment(*row)
+            for row in self.conn.execute(
                 "SELECT a.device_id, a.subject_id, a.role, lower(a.during), upper(a.during),"
                 " d.expected_interval_s FROM device_assignments a"
                 " JOIN devices d ON d.id = a.device_id WHERE a.subject_id = ANY(%s)",
