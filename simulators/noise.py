@@ -141,6 +141,19 @@ class Receiver(Protocol):
         ...
 
 
+def correlated_unit(
+    unit: tuple[float, float], elapsed: float, time_constant_s: float, rng: random.Random
+) -> tuple[float, float]:
+    """One AR(1) step of a 2-D standard normal: correlated over ``time_constant_s`` as real
+    receivers' errors are, yet standard normal at every step (both noise models use it)."""
+    rho = math.exp(-elapsed / time_constant_s)
+    spread = math.sqrt(1.0 - rho * rho)
+    return (
+        rho * unit[0] + spread * rng.gauss(0.0, 1.0),
+        rho * unit[1] + spread * rng.gauss(0.0, 1.0),
+    )
+
+
 def _lognormal(rng: random.Random, median: float, spread: float, low: float, high: float) -> float:
     return min(high, max(low, median * math.exp(rng.gauss(0.0, spread))))
 
@@ -180,12 +193,7 @@ class GpsReceiver:
         rng, profile = self._rng, self.profile
         elapsed = math.inf if self._last_t is None else max(0.0, t - self._last_t)
         self._last_t = t
-        rho = math.exp(-elapsed / profile.correlation_time_s)
-        spread = math.sqrt(1.0 - rho * rho)
-        self._unit = (
-            rho * self._unit[0] + spread * rng.gauss(0.0, 1.0),
-            rho * self._unit[1] + spread * rng.gauss(0.0, 1.0),
-        )
+        self._unit = correlated_unit(self._unit, elapsed, profile.correlation_time_s, rng)
         self._update_bias(elapsed, conditions.sky)
 
         gnss = conditions.sky not in (Sky.DENIED, Sky.JAMMED)

@@ -36,6 +36,7 @@ from tagwatch.simulators.noise import (
     Fallback,
     Observation,
     Sky,
+    correlated_unit,
     truncated_pareto,
 )
 
@@ -153,12 +154,7 @@ class HeavyTailReceiver:
         rng, profile = self._rng, self.profile
         elapsed = math.inf if self._last_t is None else max(0.0, t - self._last_t)
         self._last_t = t
-        rho = math.exp(-elapsed / profile.correlation_time_s)
-        spread = math.sqrt(1.0 - rho * rho)
-        self._unit = (
-            rho * self._unit[0] + spread * rng.gauss(0.0, 1.0),
-            rho * self._unit[1] + spread * rng.gauss(0.0, 1.0),
-        )
+        self._unit = correlated_unit(self._unit, elapsed, profile.correlation_time_s, rng)
         renewed = rng.random() >= math.exp(-elapsed / profile.scale_time_s)
         if renewed:
             chi2 = rng.gammavariate(profile.dof / 2.0, 2.0)
