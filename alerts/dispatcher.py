@@ -65,6 +65,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 
+from tagwatch.alerts.command_sender import CommandSender
 from tagwatch.alerts.signing import NOTIFICATION_ID_HEADER, signed_headers
 from tagwatch.alerts.webhook_destination import (
     AllowList,
@@ -406,6 +407,8 @@ class Dispatcher:
             client_id,
             self.config.mqtt_timeout_s,
         )
+        # commands to devices and pursuit, on the same broker connection (alerts/command_sender.py)
+        self.commands = CommandSender(settings, self.mqtt.publish, self.config.poll_interval_s)
 
     # -- one batch
 
@@ -658,6 +661,11 @@ class Dispatcher:
             threading.Thread(target=self._worker, name=f"dispatch-{i}", daemon=True)
             for i in range(self.config.workers)
         ]
+        threads.append(
+            threading.Thread(
+                target=self.commands.run, args=(self._stop,), name="dispatch-commands", daemon=True
+            )
+        )
         for thread in threads:
             thread.start()
         log.info(
