@@ -603,6 +603,7 @@ def export(w: World, _role: str, region: str) -> Call:
 
 # ------------------------------------------------------------------ the matrix
 
+
 def command_read(w: World, _role: str, region: str) -> Call:
     """A command of the region's device; region B's answers as a missing device's."""
     side = w.side(region)
