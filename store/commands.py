@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 
 from tagwatch.alerts import device_commands as dc
 from tagwatch.alerts import vocabulary as v
+from tagwatch.store.audit import append_sync
 
 COLUMNS: Final = (
     "id, device_id, type, args, state, origin, alert_id, created_at, not_before, expires_at,"
@@ -159,6 +160,52 @@ async def holder_now(conn: AsyncConnection[Any], device_id: str) -> int | None:
     )
     row = await cur.fetchone()
     return None if row is None else int(row[0])
+
+
+def queue_command_sync(
+    conn: psycopg.Connection,
+    device_id: str,
+    command_type: str,
+    args: dict[str, Any],
+    actor: tuple[str, str],
+    ttl_s: float,
+) -> tuple[Command, str]:
+    """The CLI's `tagwatch device command`: the API's check, insert and audit row, in one
+    transaction. Returns the command and the device's kind; raises LookupError for an unknown
+    device and CommandRefused (from ``check_command``) for a command it cannot take."""
+    with conn.transaction():
+        row = conn.execute("SELECT kind FROM devices WHERE id = %s", (device_id,)).fetchone()
+        if row is None:
+            msg = f"device {device_id!r} is not registered"
+            raise LookupError(msg)
+        checked = dc.check_command(str(row[0]), command_type, args)
+        cur = conn.cursor(row_factory=class_row(Command))
+        command = cur.execute(
+            INSERT,
+            {
+                "device": device_id,
+                "type": command_type,
+                "args": Jsonb(checked),
+                "origin": f"user:{actor[0]}",
+                "alert": None,
+                "not_before": None,
+                "ttl": float(ttl_s),
+            },
+        ).fetchone()
+        assert command is not None
+        holder = conn.execute(
+            "SELECT subject_id FROM device_assignments WHERE device_id = %s AND during @> now()",
+            (device_id,),
+        ).fetchone()
+        append_sync(
+            conn,
+            actor[0],
+            actor[1],
+            "device_command",
+            None if holder is None else int(holder[0]),
+            {"device_id": device_id, "command_id": command.id, "type": command_type},
+        )
+    return command, str(row[0])
 
 
 # -- the sender (dispatcher) -------------------------------------------------------------------

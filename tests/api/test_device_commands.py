@@ -191,3 +191,52 @@ def test_an_expired_command_is_shown_expired(api, settings, world):
     assert shown.json()["state"] == "expired"
     assert shown.json()["detail"] == "never sent before it expired"
     assert datetime.fromisoformat(shown.json()["expired_at"]) <= datetime.now(UTC)
+
+
+def test_the_cli_queues_a_command_like_the_api(service_env, settings, world):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **service_env, "TAGWATCH_ENVIRONMENT": "test"}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tagwatch",
+            "device",
+            "command",
+            world["tag"],
+            "set_interval",
+            "--arg",
+            "interval_s=15",
+            "--arg",
+            "duration_s=900",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    shown = json.loads(run.stdout)
+    assert shown["args"] == {"interval_s": 15, "duration_s": 900}
+    assert shown["state"] == "queued"
+    refused = subprocess.run(
+        [sys.executable, "-m", "tagwatch", "device", "command", world["phone"], "beep"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "no such command" in refused.stderr
+    with psycopg.connect(settings.database_url) as conn:
+        audited = conn.execute(
+            "SELECT role FROM audit_log WHERE action = 'device_command'"
+            " AND detail->>'command_id' = %s",
+            (str(shown["command_id"]),),
+        ).fetchone()
+    assert audited == ("admin",)
