@@ -39,6 +39,9 @@ The body is the outbox payload (the alert as it was at that change: ``event``, `
 between notifications is not guaranteed (retries, several workers): receivers order by
 ``notification_id`` and use the ``status`` they carry.
 
+The same process sends commands to devices and starts and ends pursuit
+(``alerts/command_sender.py``, one more thread on the same broker connection).
+
 Settings come from ``TAGWATCH_DISPATCH_*`` environment variables (the ``dispatch_*`` fields of
 ``tagwatch.settings.Settings``, handed to the core as a ``DispatcherConfig``).
 """
