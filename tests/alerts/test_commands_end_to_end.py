@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -290,3 +291,49 @@ def test_a_tag_reads_only_its_own_commands(settings, provision, running_ingest, 
         owner.loop_stop()
         spy.disconnect()
         spy.loop_stop()
+
+
+def test_a_phone_gets_its_command_in_the_apps_format_and_no_other_phones(
+    settings, provision, dispatcher
+):
+    """OwnTracks over MQTT: the phone reads `<its topic>/cmd` and gets the booklet's own `cmd`
+    object; another phone's account cannot subscribe to it, by name or by wildcard."""
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "owntracks_commands"
+    phones = {}
+    for name in ("phone", "nosy"):
+        device = fresh_id(name)
+        topic = f"owntracks/{fresh_id('u')}/{name}"
+        phones[name] = (device, topic, provision(device, "phone", topic))
+    device, topic, password = phones["phone"]
+    nosy_device, _, nosy_password = phones["nosy"]
+    got: list[bytes] = []
+    granted: list[list[int]] = []
+    phone = connect(settings.mqtt_device_url, device, password)
+    nosy = connect(settings.mqtt_device_url, nosy_device, nosy_password)
+    phone.on_message = lambda _c, _u, m: got.append(m.payload)
+    nosy.on_message = lambda _c, _u, m: got.append(b"nosy:" + m.payload)
+    nosy.on_subscribe = lambda _c, _u, _m, reasons, _p: granted.append(
+        [int(getattr(r, "value", r)) for r in reasons]
+    )
+    try:
+        assert wait_for(lambda: phone.is_connected() and nosy.is_connected(), 10)
+        phone.subscribe(f"{topic}/cmd", qos=1)
+        nosy.subscribe([(f"{topic}/cmd", 1), ("owntracks/+/+/cmd", 1), ("owntracks/#", 1)])
+        assert wait_for(lambda: bool(granted), 10)
+        assert granted[0] == [0x80] * 3, granted
+        time.sleep(0.5)
+        with psycopg.connect(settings.database_url) as conn:
+            conn.execute(
+                "INSERT INTO device_commands (device_id, type, origin, expires_at)"
+                " VALUES (%s, 'locate_now', 'test', now() + interval '1 minute')",
+                (device,),
+            )
+        assert wait_for(lambda: bool(got), 20), _commands(settings, device)
+        time.sleep(0.5)
+        expected = json.loads((fixtures / "report_location.json").read_text())
+        assert [json.loads(p) for p in got] == [expected]
+        assert _commands(settings, device)[0]["state"] == "sent"  # the apps never answer
+    finally:
+        for client in (phone, nosy):
+            client.disconnect()
+            client.loop_stop()
