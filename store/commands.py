@@ -315,11 +315,14 @@ def take_pending_for_http(conn: psycopg.Connection, device_id: str) -> list[dict
     """A phone's due commands as the OwnTracks apps' own `cmd` objects, marked sent (channel
     `http`), for the answer to its `POST /owntracks`: the apps read commands from that answer
     (booklet docs/tech/http.md). Call it in the transaction that stores the request, so a
-    rolled-back request hands out nothing."""
+    rolled-back request hands out nothing. The sender also publishes phones' commands on MQTT
+    (the platform does not know which mode an app is in), so one already published there and
+    not yet carried by an HTTP answer is handed out too: an app in HTTP mode never reads MQTT."""
     rows = conn.execute(
         "SELECT c.id, c.type, c.args, d.expected_interval_s FROM device_commands c"
         " JOIN devices d ON d.id = c.device_id"
-        " WHERE c.device_id = %s AND d.kind <> 'tag' AND c.state = 'queued'"
+        " WHERE c.device_id = %s AND d.kind <> 'tag'"
+        " AND (c.state = 'queued' OR (c.state = 'sent' AND c.channel = 'mqtt'))"
         " AND c.not_before <= now() AND c.expires_at > now()"
         " ORDER BY c.id FOR UPDATE OF c SKIP LOCKED",
         (device_id,),
