@@ -39,6 +39,9 @@ The body is the outbox payload (the alert as it was at that change: ``event``, `
 between notifications is not guaranteed (retries, several workers): receivers order by
 ``notification_id`` and use the ``status`` they carry.
 
+The same process sends commands to devices and starts and ends pursuit
+(``alerts/command_sender.py``, one more thread on the same broker connection).
+
 Settings come from ``TAGWATCH_DISPATCH_*`` environment variables (the ``dispatch_*`` fields of
 ``tagwatch.settings.Settings``, handed to the core as a ``DispatcherConfig``).
 """
@@ -65,6 +68,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 
+from tagwatch.alerts.command_sender import CommandSender
 from tagwatch.alerts.signing import NOTIFICATION_ID_HEADER, signed_headers
 from tagwatch.alerts.webhook_destination import (
     AllowList,
@@ -406,6 +410,8 @@ class Dispatcher:
             client_id,
             self.config.mqtt_timeout_s,
         )
+        # commands to devices and pursuit, on the same broker connection (alerts/command_sender.py)
+        self.commands = CommandSender(settings, self.mqtt.publish, self.config.poll_interval_s)
 
     # -- one batch
 
@@ -658,6 +664,11 @@ class Dispatcher:
             threading.Thread(target=self._worker, name=f"dispatch-{i}", daemon=True)
             for i in range(self.config.workers)
         ]
+        threads.append(
+            threading.Thread(
+                target=self.commands.run, args=(self._stop,), name="dispatch-commands", daemon=True
+            )
+        )
         for thread in threads:
             thread.start()
         log.info(

@@ -47,6 +47,10 @@ SEVERITY_RANK: Final[dict[str, int]] = {"info": 0, "warning": 1, "critical": 2}
 # without a note saying what was found.
 NOTE_REQUIRED: Final = frozenset({STRAP_TAMPER, CASE_TAMPER, ABSCONDER})
 
+# Alerts during which the subject's devices report every 15 s ("pursuit", NIJ 1004.00 active
+# tracking) until they clear or a limit passes (store/commands.py, docs/alerts.md "Pursuit").
+PURSUIT_TYPES: Final = frozenset({EXCLUSION_ENTRY, VICTIM_PROXIMITY, STRAP_TAMPER, ABSCONDER})
+
 # Alerts that escalate to absconder when left unresolved (see Thresholds.absconder_after_s).
 ESCALATING: Final = frozenset({STRAP_TAMPER, NO_COMMUNICATION, INCLUSION_EXIT})
 

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from tagwatch.api.routes import (
     alerts,
     auth,
+    device_commands,
     devices,
     exports,
     health,
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = APIRouter(prefix="/api/v1", dependencies=[Depends(current_user)])
     protected.include_router(subjects.router)
     protected.include_router(devices.router)
+    protected.include_router(device_commands.router)
     protected.include_router(location.router)
     protected.include_router(zones.router)
     protected.include_router(alerts.router)

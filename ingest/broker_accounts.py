@@ -60,6 +60,12 @@ def device_topics(device_id: str, owntracks_topic: str | None) -> list[str]:
     return [f"em/v1/{device_id}/#"]
 
 
+def command_topic(device_id: str, owntracks_topic: str | None) -> str:
+    """Where the platform sends the device its commands: `em/v1/{id}/cmd` for a tag, the
+    OwnTracks apps' own `<topic>/cmd` for a phone (booklet docs/tech/json.md, Topics)."""
+    return f"{owntracks_topic}/cmd" if owntracks_topic else f"em/v1/{device_id}/cmd"
+
+
 def new_device_password() -> str:
     return secrets.token_urlsafe(18)
 
@@ -83,6 +89,13 @@ def create_device_commands(
         }
         for topic in device_topics(device_id, owntracks_topic)
     ]
+    # Commands: the device may subscribe to its own command topic, literally (a wildcard such as
+    # em/v1/+/cmd is another subscription string and is refused), and may not publish on it, so
+    # whatever arrives there came from the platform. Checked before the publish grant above.
+    cmd = command_topic(device_id, owntracks_topic)
+    commands.append(_acl(role, "subscribeLiteral", cmd))
+    commands.append(_acl(role, "unsubscribeLiteral", cmd))
+    commands.append({**_acl(role, "publishClientSend", cmd), "allow": False, "priority": 10})
     # Every device, phones too, connects with client id = user name = device_id (the contract;
     # the OwnTracks apps let the client id be set). Without the pin, a wearer holding a phone's
     # credentials could connect with a service's client id and take over its session.
@@ -140,6 +153,9 @@ def service_account_commands(
         commands.append(_acl(INGEST_ROLE, acltype, "tagwatch/barrier/#"))
     commands.append(_acl(INGEST_ROLE, "publishClientReceive", "tagwatch/barrier/#"))
     commands.append(_acl(DISPATCHER_ROLE, "publishClientSend", "em/v1/alerts/#"))
+    # the command sender in the dispatcher: tags' and phones' command topics
+    commands.append(_acl(DISPATCHER_ROLE, "publishClientSend", "em/v1/+/cmd"))
+    commands.append(_acl(DISPATCHER_ROLE, "publishClientSend", "owntracks/+/+/cmd"))
     accounts = [(ingest, INGEST_ROLE), (dispatcher, DISPATCHER_ROLE)]
     if gateway:
         commands.append({"command": "createRole", "rolename": GATEWAY_ROLE})

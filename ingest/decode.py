@@ -55,6 +55,7 @@ class Reason:
     UNSUPPORTED = "unsupported_message_type"
     DECODER_ERROR = "decoder_error"
     QUARANTINED = "sender_quarantined"
+    UNKNOWN_COMMAND = "unknown_command"
 
 
 class _FixFields(msgspec.Struct, forbid_unknown_fields=False):
@@ -104,11 +105,21 @@ class _OwnTracks(msgspec.Struct, forbid_unknown_fields=False, rename={"type_": "
     cog: float | None = None
 
 
+class _Ack(msgspec.Struct, forbid_unknown_fields=False):
+    """A tag's answer to a command (`em/v1/{id}/ack`, docs/contract-extensions.md)."""
+
+    id: str | int
+    ts: float | str
+    status: str
+    detail: str | None = None
+
+
 _fix_message = msgspec.json.Decoder(_FixMessage)
 _fix_fields = msgspec.json.Decoder(_FixFields)
 _event_message = msgspec.json.Decoder(_EventMessage)
 _event = msgspec.json.Decoder(_Event)
 _owntracks = msgspec.json.Decoder(_OwnTracks)
+_ack = msgspec.json.Decoder(_Ack)
 _encode = msgspec.json.Encoder()
 
 # Row order matches the fixes table's COPY columns.
@@ -189,11 +200,25 @@ class Origin:
     where: str  # "" for a single object, "fixes[3]: " for an item of a batch
 
 
+@dataclass(frozen=True, slots=True)
+class CommandAnswer:
+    """A decoded `em/v1/{id}/ack`; the writer matches it to the command (or dead-letters it)."""
+
+    device_id: str
+    command_id: int
+    status: str
+    device_ts: datetime
+    detail: str | None
+    topic: str
+    payload: bytes
+
+
 @dataclass
 class Decoded:
     fixes: list[FixRow] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
     statuses: list[tuple[str, str, str]] = field(default_factory=list)  # device, status, source
+    answers: list[CommandAnswer] = field(default_factory=list)  # tags' answers to commands
     dead: list[DeadLetter] = field(default_factory=list)
     fix_origins: list[Origin] = field(default_factory=list)  # one per fix, same order
     event_origins: list[Origin] = field(default_factory=list)  # one per event, same order
@@ -497,6 +522,41 @@ def decode_owntracks(
         out.refuse(topic, payload, refused.reason, refused.detail)
 
 
+MAX_ANSWER_DETAIL = 500
+
+
+def decode_ack(
+    device_id: str, topic: str, payload: bytes, now: float, limits: Limits, out: Decoded
+) -> None:
+    """A tag's answer: `{"id", "ts", "status": "done" | "failed", "detail"}`. The command id is
+    the string the command carried (a number is taken too); whether it names a command this
+    device was sent is the writer's question (`store.commands.record_answers`)."""
+    try:
+        answer = _ack.decode(payload)
+    except msgspec.ValidationError as exc:
+        out.refuse(topic, payload, schema_reason(exc), str(exc))
+        return
+    except msgspec.DecodeError as exc:
+        out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))
+        return
+    text = str(answer.id)
+    if not text.isdigit() or len(text) > 18:
+        out.refuse(topic, payload, Reason.UNKNOWN_COMMAND, f"command id {text[:40]!r}")
+        return
+    if answer.status not in {"done", "failed"}:
+        out.refuse(topic, payload, Reason.SCHEMA, "status must be done or failed")
+        return
+    try:
+        ts = parse_ts(answer.ts, now, limits)
+    except Refused as refused:
+        out.refuse(topic, payload, refused.reason, refused.detail)
+        return
+    detail = None if answer.detail is None else answer.detail[:MAX_ANSWER_DETAIL]
+    out.answers.append(
+        CommandAnswer(device_id, int(text), answer.status, ts, detail, topic, payload)
+    )
+
+
 def decode_message(
     topic: str,
     payload: bytes,
@@ -577,5 +637,7 @@ def _route(
             out.refuse(topic, payload, Reason.BAD_STATUS, "status must be online or offline")
             return
         out.statuses.append((device_id, text, "mqtt_status"))
+    elif channel == "ack":
+        decode_ack(device_id, topic, payload, now, limits, out)
     else:
         out.refuse(topic, payload, Reason.UNKNOWN_TOPIC, f"unknown channel {channel!r}")

@@ -13,6 +13,7 @@ import random
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,6 +24,7 @@ from tagwatch.ingest.broker_accounts import BrokerAdmin
 from tagwatch.ingest.provisioning import provision_device
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.simulators.obedience import Obedience, listen
 from tagwatch.store.devices import add_assignment
 from tagwatch.store.subjects import add_subject, ensure_region
 from tagwatch.store.zones import ZoneDraft, create_zone, named_zones
@@ -74,10 +76,19 @@ class SimulatedTag:
         }
 
 
-def connect_device(endpoint: MqttEndpoint, device_id: str, password: str) -> mqtt.Client:
-    """The tag's own connection on the devices' listener (TLS), client id = its device id."""
+def connect_device(
+    endpoint: MqttEndpoint,
+    device_id: str,
+    password: str,
+    obedience: Obedience | None = None,
+    changed: Callable[[], None] = lambda: None,
+) -> mqtt.Client:
+    """The tag's own connection on the devices' listener (TLS), client id = its device id; with
+    ``obedience`` it also listens on its command topic and answers (simulators/obedience.py)."""
     client = new_client(endpoint.with_account(device_id, password), device_id)
     client.will_set(f"em/v1/{device_id}/status", "offline", qos=1, retain=True)
+    if obedience is not None:
+        listen(client, device_id, obedience, changed)
     client.connect(endpoint.host, endpoint.port, keepalive=60)
     client.loop_start()
     client.publish(f"em/v1/{device_id}/status", "online", qos=1, retain=True)
@@ -156,19 +167,39 @@ def run_simulation(
     stop = stop or threading.Event()
     endpoint = MqttEndpoint.parse(settings.mqtt_device_url)
     tags = register_demo_tags(settings, devices, region)
-    clients = {tag.device_id: connect_device(endpoint, tag.device_id, tag.password) for tag in tags}
+    wake = threading.Event()
+    obeying = {tag.device_id: Obedience(interval) for tag in tags}
+    clients = {
+        tag.device_id: connect_device(
+            endpoint, tag.device_id, tag.password, obeying[tag.device_id], wake.set
+        )
+        for tag in tags
+    }
     stats = SimulationStats(devices=len(tags))
     rng = random.Random()
     started = time.monotonic()
+    due = {tag.device_id: started for tag in tags}
+    last = dict(due)
     try:
+        # Each tag reports at its own interval, which commands change (pursuit: every 15 s).
         while not stop.is_set() and (duration is None or time.monotonic() - started < duration):
-            tick = time.monotonic()
+            now = time.monotonic()
             for tag in tags:
-                tag.step(rng, interval)
+                obeys = obeying[tag.device_id]
+                if obeys.locate_now:
+                    obeys.locate_now, due[tag.device_id] = False, now
+                if due[tag.device_id] > now:
+                    continue
+                tag.step(rng, now - last[tag.device_id])
                 payload = json.dumps(tag.fix(rng, time.time()))
                 clients[tag.device_id].publish(f"em/v1/{tag.device_id}/fix", payload, qos=1)
                 stats.published += 1
-            stop.wait(max(0.0, interval - (time.monotonic() - tick)))
+                last[tag.device_id] = now
+                due[tag.device_id] = now + obeys.interval(now)
+            wake.wait(max(0.0, min(due.values()) - time.monotonic()))
+            wake.clear()
+            if stop.is_set():
+                break
     except KeyboardInterrupt:
         pass
     finally:

@@ -40,6 +40,7 @@ from tagwatch.alerts.ports import (
 )
 from tagwatch.alerts.rules import AlertChange
 from tagwatch.alerts.state_codec import json_encode, load_doc
+from tagwatch.store import commands
 from tagwatch.store.alerts import severity_rank
 
 
@@ -449,6 +450,7 @@ def enqueue(
         f" AND {severity_rank('w.min_severity')} <= %s",
         (row[0], row[0], region, alert_type, rank),
     )
+    commands.note_pursuit_trigger(conn, alert_id, alert_type, event)
 
 
 def release_rule_state(conn: psycopg.Connection, subject_id: int, due_by: float) -> int:

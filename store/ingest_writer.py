@@ -31,10 +31,14 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.errors import UniqueViolation
 
+from tagwatch.store import commands
+
 if TYPE_CHECKING:  # the decoded batch is ingest's type; the writer only reads it
     from tagwatch.ingest.decode import DeadLetter, Decoded
 
 log = logging.getLogger("tagwatch.ingest")
+
+UNKNOWN_COMMAND = "unknown_command"  # ingest.decode.Reason.UNKNOWN_COMMAND (a metrics label)
 
 FIX_COLUMNS = "device_id, ts, seq, lat, lon, acc, alt, spd, hdg, sats, batt, src"
 FIX_TYPES = [
@@ -274,6 +278,23 @@ class StoredBatch:
     new_events: list[tuple[Any, ...]] = field(default_factory=list)
 
 
+def _write_answers(conn: psycopg.Connection, decoded: Decoded) -> None:
+    """Tags' answers to commands; one naming no command the device was sent moves to the dead
+    letters (`unknown_command`), so a retried batch finds it there already, and re-applies the
+    others (their updates were rolled back with the batch)."""
+    answers = [
+        commands.Answer(a.device_id, a.command_id, a.status, a.device_ts, a.detail)
+        for a in decoded.answers
+    ]
+    unknown = set(commands.record_answers(conn, answers))
+    for i in sorted(unknown):
+        a = decoded.answers[i]
+        decoded.refuse(
+            a.topic, a.payload, UNKNOWN_COMMAND, f"no command {a.command_id} was sent to it"
+        )
+    decoded.answers = [a for i, a in enumerate(decoded.answers) if i not in unknown]
+
+
 def store_batch(
     conn: psycopg.Connection, decoded: Decoded, policy: DeadLetterPolicy | None = None
 ) -> StoredBatch:
@@ -304,6 +325,9 @@ def store_batch(
             result.event_duplicates = len(events) - result.events_stored
         if decoded.statuses:
             _write_statuses(cur, decoded.statuses)
+        if decoded.answers:
+            _write_answers(conn, decoded)
+            dead = decoded.dead
         if dead:
             result.dead_letters = len(dead)
             result.dead_letters_not_stored = _write_dead_letters(cur, dead, policy)

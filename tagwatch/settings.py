@@ -143,6 +143,18 @@ class Settings(BaseSettings):
     # A private CA to trust for webhook receivers, beside the public ones.
     dispatch_ca_file: str | None = None
 
+    # Commands to devices (store/commands.py, docs/alerts.md "Commands to devices"): how long a
+    # command waits for its device by default (the API may ask for 10 s to 1 day), and how
+    # often the sender publishes again a tag's command that has no answer yet.
+    command_ttl_s: int = Field(default=600, ge=10, le=86_400)
+    command_resend_s: float = Field(default=60.0, gt=0)
+    # Pursuit (NIJ 1004.00 active tracking): when an exclusion entry, victim proximity, strap
+    # tamper or absconder alert opens, the subject's devices report every `interval_s` until it
+    # clears or `limit_s` has passed, then go back to their normal (expected) interval.
+    pursuit_enabled: bool = True
+    pursuit_interval_s: int = Field(default=15, ge=1, le=3600)
+    pursuit_limit_s: int = Field(default=1800, ge=60, le=86_400)
+
     # TimescaleDB policies (applied only when the extension is present).
     compress_after: str = "7 days"
     retain_fixes_for: str = "3650 days"

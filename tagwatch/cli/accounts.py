@@ -127,6 +127,76 @@ def device_add(
         )
 
 
+@device_app.command("command")
+def device_command(
+    device_id: str,
+    action: Annotated[
+        str,
+        typer.Argument(
+            help="locate_now, set_interval, vibrate, beep, message or set_configuration"
+        ),
+    ],
+    arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arg",
+            help="NAME=VALUE, repeatable; VALUE is read as JSON when it parses"
+            " (interval_s=15 duration_s=600, text=\"...\", configuration='{...}')",
+        ),
+    ] = None,
+    expires_in: Annotated[
+        int | None,
+        typer.Option(help="seconds the command may wait (default TAGWATCH_COMMAND_TTL_S)"),
+    ] = None,
+) -> None:
+    """Queue a command to a device (the API's POST /devices/{id}/commands, audited). The
+    dispatcher (`tagwatch dispatch`) sends it; `GET /devices/{id}/commands` shows its state."""
+    import getpass  # noqa: PLC0415
+
+    import psycopg  # noqa: PLC0415
+
+    from tagwatch.alerts.device_commands import CommandRefused  # noqa: PLC0415
+    from tagwatch.store.commands import queue_command_sync  # noqa: PLC0415
+
+    args: dict[str, object] = {}
+    for item in arg or []:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            typer.echo(f"--arg must be NAME=VALUE, not {item!r}", err=True)
+            raise typer.Exit(2)
+        try:
+            args[name] = json.loads(raw)
+        except ValueError:
+            args[name] = raw
+    s = settings()
+    with psycopg.connect(s.database_url) as conn:
+        try:
+            command, kind = queue_command_sync(
+                conn,
+                device_id,
+                action,
+                args,
+                (f"cli:{getpass.getuser()}", "admin"),
+                expires_in or s.command_ttl_s,
+            )
+        except (LookupError, CommandRefused) as exc:
+            typer.echo(f"refused: {exc}", err=True)
+            raise typer.Exit(2) from exc
+    typer.echo(
+        json.dumps(
+            {
+                "command_id": command.id,
+                "device_id": device_id,
+                "kind": kind,
+                "type": command.type,
+                "args": command.args,
+                "state": command.state,
+                "expires_at": command.expires_at.isoformat(),
+            }
+        )
+    )
+
+
 @device_app.command("unassign")
 def device_unassign(
     device_id: str,

@@ -33,6 +33,7 @@ CORE = [
         "thresholds.py",
         "vocabulary.py",
         "memory_repository.py",
+        "device_commands.py",
     )
 ]
 # what the core may import of tagwatch: itself and the pure geofence

@@ -18,7 +18,8 @@ public, no data), FastAPI's ``/openapi.json``, ``/docs``, ``/redoc``, and the pu
 
 Open to every authenticated role by design (no ``allow(...)``; docs/api.md "who: all"):
 ``GET /regions``, ``GET /subjects``, ``GET /subjects/{id}``, ``GET /subjects/{id}/regions``,
-``GET /subjects/{id}/assignments``, ``GET /devices``, ``GET /devices/{id}``.
+``GET /subjects/{id}/assignments``, ``GET /devices``, ``GET /devices/{id}``,
+``GET /devices/{id}/commands``, ``GET /devices/{id}/commands/{command_id}``.
 
 Exceptions to "out of region answers 404" (the B column is what an allowed role gets):
 
@@ -124,6 +125,8 @@ OPEN_TO_ALL_ROLES = frozenset(
         "GET /api/v1/subjects/{subject_id}/assignments",
         "GET /api/v1/devices",
         "GET /api/v1/devices/{device_id}",
+        "GET /api/v1/devices/{device_id}/commands",
+        "GET /api/v1/devices/{device_id}/commands/{command_id}",
     }
 )
 # The policy of docs/api.md, pinned: the matrix takes the roles from allow(...), so widening a
@@ -167,6 +170,7 @@ POLICY: dict[tuple[str, ...], frozenset[str]] = {
             "POST /api/v1/alerts/{alert_id}/acknowledge",
             "POST /api/v1/alerts/{alert_id}/resolve",
             "POST /api/v1/subjects/{subject_id}/absconder",
+            "POST /api/v1/devices/{device_id}/commands",
         }
     ),
 }
@@ -599,6 +603,25 @@ def export(w: World, _role: str, region: str) -> Call:
 
 # ------------------------------------------------------------------ the matrix
 
+
+def command_read(w: World, _role: str, region: str) -> Call:
+    """A command of the region's device; region B's answers as a missing device's."""
+    side = w.side(region)
+    with psycopg.connect(w.database_url) as conn:
+        row = conn.execute(
+            "INSERT INTO device_commands (device_id, type, origin, expires_at)"
+            " VALUES (%s, 'locate_now', 'matrix', now() + interval '1 hour') RETURNING id",
+            (side.device,),
+        ).fetchone()
+    assert row is not None
+    call = Call(f"{V1}/devices/{side.device}/commands/{row[0]}", hidden=side.device)
+    if region == "B":
+        call.missing = Call(
+            f"{V1}/devices/mx-no-such-device/commands/{row[0]}", hidden="mx-no-such-device"
+        )
+    return call
+
+
 MATRIX: dict[str, Entry] = {
     # regions, subjects, assignments
     "GET /api/v1/regions": entry(regions_list, 200, 200),
@@ -624,6 +647,13 @@ MATRIX: dict[str, Entry] = {
     "GET /api/v1/devices": entry(devices_list, 200, 200),
     "GET /api/v1/devices/{device_id}": entry(on("/devices/{}", lambda s: s.device), 200),
     "POST /api/v1/devices": entry(device_create, 201, 201),
+    "POST /api/v1/devices/{device_id}/commands": entry(
+        on("/devices/{}/commands", lambda s: s.device, json={"type": "locate_now"}), 201
+    ),
+    "GET /api/v1/devices/{device_id}/commands": entry(
+        on("/devices/{}/commands", lambda s: s.device), 200
+    ),
+    "GET /api/v1/devices/{device_id}/commands/{command_id}": entry(command_read, 200),
     # location
     "GET /api/v1/subjects/{subject_id}/position": entry(position, 200),
     "GET /api/v1/subjects/{subject_id}/track": entry(track, 200),

@@ -231,6 +231,14 @@ try {
   await page.click("button.link >> text='24 h'");
   await page.waitForSelector(".leaflet-overlay-pane svg path.tw-track", { timeout: T });
   await shot(page, "08-subject");
+  // the subject's device and its commands: an operator asks it to report now; the command is
+  // listed with its state (text, no markup)
+  await page.waitForSelector("#subject-commands ul.command-list", { timeout: T });
+  await page.click("#subject-commands button.link >> text='locate now'");
+  await page.waitForSelector("#subject-commands li.command", { timeout: T });
+  result.subject_commands = await page.$$eval("#subject-commands li.command", (items) =>
+    items.map((li) => ({ state: li.dataset.state, text: li.textContent })),
+  );
 
   // 9. an operator may not draw zones
   await page.goto(`${config.url}/#/zones/new/${config.subject_id}`);

@@ -355,6 +355,9 @@ def test_operator_works_a_live_alert_from_a_real_publish_and_a_supervisor_draws_
     assert result["subject_map"]["tracks"] == 1
     assert result["subject_map"]["last_position"] == 1
     assert result["subject_status"].startswith(f"{FIXES} fixes")
+    # the operator's "locate now", listed on the subject's page with its state
+    assert result["subject_commands"][0]["state"] in {"queued", "sent", "expired"}
+    assert result["subject_commands"][0]["text"].startswith("locate now")
     assert result["empty_range_tracks"] == 0
 
     # zones: operators may not draw; a supervisor's bow-tie is refused with the reason, the

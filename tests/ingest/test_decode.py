@@ -192,3 +192,32 @@ def test_the_event_types_are_written_once():
     open or clear an episode on is one of them (a misspelt one would never fire)."""
     assert decode.EVENT_TYPES is vocabulary.EVENT_TYPES
     assert set(vocabulary.EVENT_OPENS) | set(vocabulary.EVENT_CLEARS) <= vocabulary.EVENT_TYPES
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "malformed_json"),
+        ({"id": "7", "ts": NOW, "status": "ok"}, "schema_violation"),
+        ({"id": "7", "status": "done"}, "schema_violation"),
+        ({"id": "seven", "ts": NOW, "status": "done"}, "unknown_command"),
+        ({"id": "7", "ts": NOW + 3600, "status": "done"}, "timestamp_in_future"),
+    ],
+)
+def test_refused_command_answers(payload, reason):
+    out = _decode("em/v1/t1/ack", payload)
+    assert out.answers == []
+    assert [d.reason for d in out.dead] == [reason]
+
+
+def test_a_command_answer_is_decoded_for_the_writer():
+    out = _decode("em/v1/t1/ack", {"id": 42, "ts": NOW, "status": "failed", "detail": "no GPS"})
+    assert out.dead == []
+    (answer,) = out.answers
+    assert (answer.device_id, answer.command_id, answer.status, answer.detail) == (
+        "t1",
+        42,
+        "failed",
+        "no GPS",
+    )
+    assert answer.device_ts.timestamp() == NOW

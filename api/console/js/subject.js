@@ -5,6 +5,7 @@ import { get, ApiError } from "./api.js";
 import { h, clear, when, age, humanType, spinner, status, localInput, kb } from "./ui.js";
 import * as maps from "./map.js";
 import { rememberSubjects } from "./queue.js";
+import { showCommands } from "./commands.js";
 
 export async function showList(side) {
   clear(side).append(spinner("Loading subjects…"));
@@ -55,6 +56,7 @@ export async function show(side, subjectId, { from, to } = {}) {
   const message = h("p", { class: "status", id: "track-status", hidden: true });
   const zoneList = h("ul", { class: "zone-list", id: "subject-zones" });
   const alertList = h("ul", { class: "alert-list", id: "subject-alerts" });
+  const commandPanel = h("div", { id: "subject-commands" });
 
   function preset(hours) {
     const now = new Date();
@@ -135,9 +137,12 @@ export async function show(side, subjectId, { from, to } = {}) {
       zoneList,
       h("h3", {}, "Recent alerts"),
       alertList,
+      h("h3", {}, "Device commands"),
+      commandPanel,
     ),
   );
   await load();
+  showCommands(commandPanel, subject);
   try {
     const alerts = await get("/alerts", { query: { subject_id: subject.id, limit: 20, status: ["open", "acknowledged", "resolved"] } });
     clear(alertList).append(
