@@ -55,7 +55,7 @@ from tagwatch.store.ingest_writer import (
 
 log = logging.getLogger("tagwatch.ingest")
 
-TOPICS = ("em/v1/+/fix", "em/v1/+/event", "em/v1/+/status", "owntracks/+/+")
+TOPICS = ("em/v1/+/fix", "em/v1/+/event", "em/v1/+/status", "owntracks/+/+", "osmand/+/+")
 # After a (re)connect ingest publishes a marker to a topic only it subscribes to. The broker
 # queues it behind everything it kept for the session while ingest was away, so when the marker
 # comes back through ingest's own queues the backlog is written: only then do the clock rules
