@@ -129,7 +129,7 @@ async def _body(request: Request) -> bytes:
 
 def _too_large(limit: int) -> HTTPException:
     return HTTPException(
-        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=f"the body is over {limit} bytes"
+        status.HTTP_413_CONTENT_TOO_LARGE, detail=f"the body is over {limit} bytes"
     )
 
 
