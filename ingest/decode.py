@@ -538,9 +538,6 @@ def _route(
         )
         return
     parts = topic.split("/")
-    if parts[0] == "osmand":
-        _route_osmand(topic, parts, payload, now, lookup, limits, out)
-        return
     if parts[0] == "owntracks":
         device = owntracks("/".join(parts[:3]))
         if device is None:
@@ -582,26 +579,3 @@ def _route(
         out.statuses.append((device_id, text, "mqtt_status"))
     else:
         out.refuse(topic, payload, Reason.UNKNOWN_TOPIC, f"unknown channel {channel!r}")
-
-
-def _route_osmand(
-    topic: str,
-    parts: list[str],
-    payload: bytes,
-    now: float,
-    lookup: Lookup,
-    limits: Limits,
-    out: Decoded,
-) -> None:
-    """`osmand/{device_id}/{query|json}`: what the API relays of a Traccar Client's request
-    (api/routes/intake.py). No device account may publish there; the API's may."""
-    from tagwatch.ingest.osmand import decode_osmand  # noqa: PLC0415 - it imports this module
-
-    if len(parts) != 3 or not DEVICE_ID.match(parts[1]):
-        out.refuse(topic, payload, Reason.UNKNOWN_TOPIC, "not an osmand/{device_id}/... topic")
-        return
-    device = lookup(parts[1])
-    if device is None:
-        out.refuse(topic, payload, Reason.UNKNOWN_DEVICE, f"device {parts[1]!r} is not registered")
-        return
-    decode_osmand(device, topic, payload, now, limits, out)

@@ -36,11 +36,13 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from tagwatch.ingest.decode import (
+    DEVICE_ID,
     MAX_ACCURACY_M,
     MAX_TS_CHARS,
     Decoded,
     DeviceInfo,
     Limits,
+    Lookup,
     Origin,
     Reason,
     Refused,
@@ -50,6 +52,7 @@ from tagwatch.ingest.decode import (
 )
 
 TOPIC_ROOT = "osmand"
+TOPIC_PREFIX = f"{TOPIC_ROOT}/"
 QUERY = "query"
 JSON = "json"
 KNOTS_TO_MPS = 1852.0 / 3600.0
@@ -293,3 +296,39 @@ def decode_osmand(
         decode_osmand_json(device, topic, payload, now, limits, out)
     else:
         out.refuse(topic, payload, Reason.UNKNOWN_TOPIC, f"unknown OsmAnd channel {shape!r}")
+
+
+def is_osmand_topic(topic: str) -> bool:
+    return topic.startswith(TOPIC_PREFIX)
+
+
+def decode_osmand_message(
+    topic: str,
+    payload: bytes,
+    now: float,
+    lookup: Lookup,
+    _owntracks: Lookup,
+    limits: Limits,
+    out: Decoded,
+) -> None:
+    """`decode.decode_message` for the `osmand/...` family (the same signature, so ingest picks
+    one or the other by topic): size, topic and device checked, then decoded; JSON nested too
+    deeply is refused whole as malformed, as there."""
+    if len(payload) > limits.max_payload_bytes:
+        detail = f"{len(payload)} bytes; at most {limits.max_payload_bytes}"
+        out.refuse(topic, payload, Reason.OVERSIZE, detail)
+        return
+    parts = topic.split("/")
+    if len(parts) != 3 or not DEVICE_ID.match(parts[1]):
+        out.refuse(topic, payload, Reason.UNKNOWN_TOPIC, "not an osmand/{device_id}/... topic")
+        return
+    device = lookup(parts[1])
+    if device is None:
+        out.refuse(topic, payload, Reason.UNKNOWN_DEVICE, f"device {parts[1]!r} is not registered")
+        return
+    mark = out.mark()
+    try:
+        decode_osmand(device, topic, payload, now, limits, out)
+    except RecursionError:
+        out.rewind(mark)
+        out.refuse(topic, payload, Reason.MALFORMED_JSON, "JSON nested too deeply")

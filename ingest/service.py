@@ -41,6 +41,7 @@ from tagwatch.ingest.decode import (
     sender_of,
 )
 from tagwatch.ingest.flood_guard import FloodGuard
+from tagwatch.ingest.osmand import decode_osmand_message, is_osmand_topic
 from tagwatch.ingest.registry import DeviceRegistry
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
@@ -387,8 +388,10 @@ class IngestService:
                 )
                 continue
             mark = out.mark()
+            # Traccar Client's requests, relayed by the API, have their own decoder.
+            decode = decode_osmand_message if is_osmand_topic(item.topic) else decode_message
             try:
-                decode_message(
+                decode(
                     item.topic,
                     item.payload,
                     now,

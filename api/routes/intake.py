@@ -250,11 +250,7 @@ def _query_device_id(parameters: bytes) -> str:
     return claimed.pop()
 
 
-@router.api_route("/osmand/{token}", methods=["GET", "POST"], responses=DEVICE_ANSWERS)
-async def osmand(token: str, request: Request) -> Response:
-    """For Traccar Client (the OsmAnd protocol; no user token: the token in the path
-    authenticates the device its `id` names). Parameters in the query string or a form body,
-    or the JSON body of Traccar Client 9 and later; answered 200 with no body, as Traccar does."""
+async def _osmand(token: str, request: Request) -> Response:
     body = await _body(request)
     if _is_json(request):
         shape, payload, claimed = JSON, body, _json_device_id(body)
@@ -270,3 +266,18 @@ async def osmand(token: str, request: Request) -> Response:
         )
     await _publish(request, osmand_topic(device.id, shape), payload)
     return Response(status_code=status.HTTP_200_OK)
+
+
+@router.get("/osmand/{token}", responses=DEVICE_ANSWERS)
+async def osmand_get(token: str, request: Request) -> Response:
+    """For Traccar Client (the OsmAnd protocol; no user token: the token in the path
+    authenticates the device its `id` names), parameters in the query string. Answered 200
+    with no body, as Traccar does."""
+    return await _osmand(token, request)
+
+
+@router.post("/osmand/{token}", responses=DEVICE_ANSWERS)
+async def osmand_post(token: str, request: Request) -> Response:
+    """For Traccar Client: parameters in the query string or a form body, or the JSON body of
+    Traccar Client 9 and later (`Content-Type: application/json`). Answered 200 with no body."""
+    return await _osmand(token, request)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tagwatch.ingest.decode import MAX_ACCURACY_M, Decoded, DeviceInfo, Limits, decode_message
+from tagwatch.ingest.decode import MAX_ACCURACY_M, Decoded, DeviceInfo, Limits
+from tagwatch.ingest.osmand import decode_osmand_message
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "phones_http"
 NOW = 1_800_000_000.0
@@ -33,7 +34,7 @@ def fill(text: str, device: str = "ph1", ts: object = TS) -> str:
 
 def decode(topic: str, payload: bytes) -> Decoded:
     out = Decoded()
-    decode_message(topic, payload, NOW, DEVICES.get, lambda _t: None, Limits(), out)
+    decode_osmand_message(topic, payload, NOW, DEVICES.get, lambda _t: None, Limits(), out)
     return out
 
 
@@ -129,6 +130,9 @@ def test_bad_query_is_a_dead_letter_with_its_reason(payload: str, reason: str):
         ("osmand/nobody/query", b"id=nobody&lat=1&lon=2&timestamp=1799999000", "unknown_device"),
         ("osmand/ph1/other", b"", "unknown_topic"),
         ("osmand/ph1", b"", "unknown_topic"),
+        ("osmand/ph1/json", b"[" * 100_000, "schema_violation"),  # an array, not an object
+        ("osmand/ph1/json", b'{"location": ' + b"[" * 100_000, "malformed_json"),
+        ("osmand/ph1/query", b"x" * (256 * 1024 + 1), "payload_too_large"),
     ],
 )
 def test_bad_osmand_messages(topic: str, payload: bytes, reason: str):
