@@ -91,6 +91,11 @@ def device_add(
     if reserved:
         typer.echo(f"refused: {reserved}", err=True)
         raise typer.Exit(2)
+    if osmand and (kind == "tag" or owntracks_topic):
+        typer.echo(
+            "refused: --osmand is for phones running Traccar Client (no OwnTracks topic)", err=True
+        )
+        raise typer.Exit(2)
     s = settings()
     subject_id: int | None = None
     with psycopg.connect(s.database_url) as conn:

@@ -254,3 +254,40 @@ def test_broker_unreachable_is_503_never_500(settings, register):
         response = owntracks_post(client, device_id, password, int(time.time()))
     assert response.status_code == 503
     assert response.headers["retry-after"]
+
+
+# ------------------------------------------------------------------------------- registration
+
+
+def test_devices_registered_through_the_api_post_with_what_it_showed_once(
+    settings, api, login, running_ingest
+):
+    admin = login("admin", ["*"])
+    osmand_id, phone_id = fresh_id("osm"), fresh_id("otp")
+    created = api.post(
+        "/api/v1/devices", json={"id": osmand_id, "kind": "phone", "osmand": True}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["osmand"] is True and body["mqtt_password"] is None and body["publish_topics"] == []
+    path = "/" + body["osmand_url"].split("/", 3)[3]  # /osmand/{token}
+    ts = int(time.time()) - 30
+    assert api.get(f"{path}?{android_query(osmand_id, ts)}").status_code == 200
+    stored(settings, osmand_id)
+
+    created = api.post(
+        "/api/v1/devices",
+        json={"id": phone_id, "kind": "phone", "owntracks_topic": f"owntracks/{phone_id}/p"},
+        headers=admin,
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["owntracks_http_url"].endswith("/owntracks") and body["osmand_url"] is None
+    assert owntracks_post(api, phone_id, body["mqtt_password"], ts).status_code == 200
+    stored(settings, phone_id)
+    bad = api.post(
+        "/api/v1/devices",
+        json={"id": fresh_id("t"), "kind": "tag", "osmand": True},
+        headers=admin,
+    )
+    assert bad.status_code == 422
