@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -291,3 +292,28 @@ def test_devices_registered_through_the_api_post_with_what_it_showed_once(
         headers=admin,
     )
     assert bad.status_code == 422
+
+
+# ------------------------------------------------------------------------------- throttling
+
+
+def test_wrong_secrets_are_throttled_like_logins_but_a_right_one_always_passes(
+    settings, running_ingest, register
+):
+    """Three failures spend this address's budget (TAGWATCH_LOGIN_ADDRESS_MAX_FAILURES); the
+    next wrong guess is 429 with Retry-After, never checked; the phone's own secret from the same
+    (say, carrier-NAT) address is still accepted."""
+    device_id, password = register(osmand=False)
+    strict = settings.model_copy(update={"login_address_max_failures": 3})
+    address = f"198.51.100.{secrets.randbelow(250) + 1}"
+    ts = int(time.time()) - 30
+    with TestClient(create_app(strict), client=(address, 40000)) as client:
+        answers = [
+            owntracks_post(client, device_id, f"guess-{i}", ts).status_code for i in range(5)
+        ]
+        assert answers[:3] == [401, 401, 401]
+        assert answers[3:] == [429, 429]
+        refused = owntracks_post(client, device_id, "guess-5", ts)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        assert owntracks_post(client, device_id, password, ts).status_code == 200
+    assert [row[0] for row in stored(settings, device_id)] == [ts]
