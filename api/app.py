@@ -1,13 +1,15 @@
 """The API factory: it takes its settings, opens its own pools, and authenticates by default.
 
 Every route under /api/v1 depends on a valid bearer token except those in PUBLIC_V1; the root
-health routes are public so that orchestrators can probe them. A test walks the route table to keep
-it so.
+health routes are public so that orchestrators can probe them, and the phones' HTTP intake
+(DEVICE_ROUTES) authenticates devices with their own credentials instead of users. A test walks
+the route table to keep it so.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +27,7 @@ from tagwatch.api.routes import (
     devices,
     exports,
     health,
+    intake,
     location,
     proximity,
     reports,
@@ -41,6 +44,8 @@ from tagwatch.settings import Settings, get_settings
 log = logging.getLogger("tagwatch.api")
 PUBLIC_V1 = frozenset({"/api/v1/auth/token"})
 PUBLIC_ROOT = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"})
+# No user token, but the device's own credentials (api/routes/intake.py): without them, 401.
+DEVICE_ROUTES = frozenset({"/owntracks", "/osmand/{token}"})
 # Operator actions (acknowledge, resolve, notes, absconder) run alerts.lifecycle, which is
 # synchronous because the engine it shares (raise_absconder, over its repository) is: an
 # asynchronous connection of the request pool cannot run it. They take a connection of this
@@ -71,11 +76,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         actions.open(wait=False)
         app.state.action_pool = actions
+        app.state.intake_slots = anyio.CapacityLimiter(intake.RELAY_SLOTS)
         try:
             yield
         finally:
             await pool.close()
             await anyio.to_thread.run_sync(actions.close)
+            relay = getattr(app.state, "intake_relay", None)
+            if relay is not None:
+                await anyio.to_thread.run_sync(relay.close)
 
     app = FastAPI(
         title="tagwatch",
@@ -84,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.intake_lock = threading.Lock()
 
     public = APIRouter(prefix="/api/v1")
     public.include_router(auth.router)
@@ -106,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # cannot set headers on a WebSocket) and closes with 1008 without one: see routes/stream.py.
     app.include_router(stream.router, prefix="/api/v1")
     app.include_router(health.router)
+    # Phones posting over HTTP authenticate as devices, not users (DEVICE_ROUTES).
+    app.include_router(intake.router)
     # The operator console (static, public, holds no data): `/`, /console/, /vendor/.
     app.include_router(console_routes.router)
     # One place for the Content-Security-Policy and its companions: every HTTP response,

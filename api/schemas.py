@@ -107,6 +107,11 @@ class DeviceCreate(BaseModel):
         default=None, description="phones only: the OwnTracks topic owntracks/{user}/{device}"
     )
     expected_interval_s: int = Field(default=60, ge=1, le=86400)
+    osmand: bool = Field(
+        default=False,
+        description="phones only: the phone runs Traccar Client (OsmAnd protocol over HTTP); it"
+        " has no OwnTracks topic and no broker account, and gets a URL token instead",
+    )
 
     @field_validator("id")
     @classmethod
@@ -121,6 +126,11 @@ class DeviceCreate(BaseModel):
         if self.kind == "tag" and self.owntracks_topic is not None:
             msg = "a tag publishes on em/v1/{device_id}/...; owntracks_topic is for phones"
             raise ValueError(msg)
+        if self.osmand:
+            if self.kind == "tag" or self.owntracks_topic is not None:
+                msg = "osmand is for phones running Traccar Client, which have no OwnTracks topic"
+                raise ValueError(msg)
+            return self
         if self.kind != "tag":
             if self.owntracks_topic is None:
                 msg = "a phone needs the OwnTracks topic it publishes on"
@@ -137,13 +147,27 @@ class DevicePublic(BaseModel):
     owntracks_topic: str | None
     expected_interval_s: int
     created_at: datetime
+    osmand: bool = False
 
 
 class DeviceCredentials(DevicePublic):
-    mqtt_username: str
-    mqtt_password: str = Field(description="shown once, at creation; store it in the device")
-    mqtt_client_id: str = Field(
+    mqtt_username: str | None = Field(description="null for an OsmAnd phone (no broker account)")
+    mqtt_password: str | None = Field(
+        description="shown once, at creation; store it in the device. Also the password of an"
+        " OwnTracks phone in HTTP mode. Null for an OsmAnd phone"
+    )
+    mqtt_client_id: str | None = Field(
         description="the only client id the broker accepts for this account (= the device id)"
+    )
+    owntracks_http_url: str | None = Field(
+        default=None,
+        description="OwnTracks phones: the URL of HTTP mode (HTTP Basic: the device id and"
+        " mqtt_password)",
+    )
+    osmand_url: str | None = Field(
+        default=None,
+        description="OsmAnd phones: the Traccar Client server URL, with the device's token in its"
+        " path (shown once); the client's device identifier is the device id",
     )
     broker_url: str = Field(description="where the device connects: mqtts://host:port (TLS)")
     ca_pem: str | None = Field(

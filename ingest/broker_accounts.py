@@ -25,6 +25,10 @@ RESPONSE_TOPIC = "$CONTROL/dynamic-security/v1/response"
 INGEST_ROLE = "tagwatch-ingest"
 DISPATCHER_ROLE = "tagwatch-dispatcher"
 GATEWAY_ROLE = "tagwatch-gateway"
+API_ROLE = "tagwatch-api"
+# Where the API relays what phones post over HTTP (api/routes/intake.py): an OwnTracks phone's
+# own topic, and the internal OsmAnd family no device account may publish on (ingest/osmand.py).
+OSMAND_TOPICS = "osmand/#"
 # Device ids a device may never have: the platform's own client ids all start with "tagwatch",
 # `alerts` would own em/v1/alerts/# (the notification topics), and `$` starts broker-internal
 # topics. Compared case-insensitively, so `TagWatch-ingest` is refused too.
@@ -130,10 +134,11 @@ def _acl(role: str, acltype: str, topic: str) -> Command:
 
 
 def service_account_commands(
-    ingest: str, dispatcher: str, gateway: str | None = None
+    ingest: str, dispatcher: str, gateway: str | None = None, api: str | None = None
 ) -> list[Command]:
     """The platform's own accounts: ingest reads every device topic, the dispatcher publishes
-    alert notifications, and (development only) a gateway writes for many devices.
+    alert notifications, the API relays phones' HTTP posts onto their topics, and (development
+    only) a gateway writes for many devices.
 
     They log in on the service listener with client certificates whose common name is the user
     name; their passwords are random and kept nowhere, so they cannot log in on the devices'
@@ -143,10 +148,10 @@ def service_account_commands(
         {"command": "createRole", "rolename": INGEST_ROLE},
         {"command": "createRole", "rolename": DISPATCHER_ROLE},
     ]
-    for topic in ("em/v1/#", "owntracks/#", "$share/#"):
+    for topic in ("em/v1/#", "owntracks/#", OSMAND_TOPICS, "$share/#"):
         commands.append(_acl(INGEST_ROLE, "subscribePattern", topic))
         commands.append(_acl(INGEST_ROLE, "unsubscribePattern", topic))
-    for topic in ("em/v1/#", "owntracks/#"):
+    for topic in ("em/v1/#", "owntracks/#", OSMAND_TOPICS):
         commands.append(_acl(INGEST_ROLE, "publishClientReceive", topic))
     # ingest's drain marker, which it sends itself after every connect (ingest/service.py)
     for acltype in ("subscribePattern", "unsubscribePattern", "publishClientSend"):
@@ -157,6 +162,11 @@ def service_account_commands(
     commands.append(_acl(DISPATCHER_ROLE, "publishClientSend", "em/v1/+/cmd"))
     commands.append(_acl(DISPATCHER_ROLE, "publishClientSend", "owntracks/+/+/cmd"))
     accounts = [(ingest, INGEST_ROLE), (dispatcher, DISPATCHER_ROLE)]
+    if api:
+        commands.append({"command": "createRole", "rolename": API_ROLE})
+        for topic in ("owntracks/#", OSMAND_TOPICS):
+            commands.append(_acl(API_ROLE, "publishClientSend", topic))
+        accounts.append((api, API_ROLE))
     if gateway:
         commands.append({"command": "createRole", "rolename": GATEWAY_ROLE})
         for topic in ("em/v1/#", "owntracks/#"):

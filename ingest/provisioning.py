@@ -7,6 +7,7 @@ from __future__ import annotations
 import psycopg
 
 from tagwatch.ingest.broker_accounts import BrokerAdmin, new_device_password
+from tagwatch.ingest.device_secrets import new_osmand_token, secret_digest
 from tagwatch.store.devices import register_device
 
 
@@ -17,10 +18,25 @@ def provision_device(
     kind: str = "tag",
     owntracks_topic: str | None = None,
     expected_interval_s: int = 60,
+    *,
+    osmand: bool = False,
 ) -> str:
-    """Return the new device's MQTT password; nothing is created if either side refuses."""
-    password = new_device_password()
+    """Return the new device's secret (shown once); nothing is created if either side refuses.
+
+    The secret is the MQTT password, which also authenticates an OwnTracks phone's HTTP posts;
+    an OsmAnd phone (``osmand``) gets no broker account, and its secret is the token of its
+    server URL (ingest/device_secrets.py)."""
+    secret = new_osmand_token() if osmand else new_device_password()
     with conn.transaction():
-        register_device(conn, device_id, kind, owntracks_topic, expected_interval_s)
-        admin.create_device(device_id, password, owntracks_topic)
-    return password
+        register_device(
+            conn,
+            device_id,
+            kind,
+            owntracks_topic,
+            expected_interval_s,
+            osmand=osmand,
+            secret_sha256=secret_digest(secret),
+        )
+        if not osmand:
+            admin.create_device(device_id, secret, owntracks_topic)
+    return secret

@@ -41,6 +41,7 @@ from tagwatch.ingest.decode import (
     sender_of,
 )
 from tagwatch.ingest.flood_guard import FloodGuard
+from tagwatch.ingest.osmand import decode_osmand_message, is_osmand_topic
 from tagwatch.ingest.registry import DeviceRegistry
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
@@ -61,6 +62,7 @@ TOPICS = (
     "em/v1/+/status",
     "em/v1/+/ack",  # answers to commands (store.commands.record_answers)
     "owntracks/+/+",
+    "osmand/+/+",  # HTTP intake of Traccar Client phones, relayed by the API (ingest/osmand.py)
 )
 # After a (re)connect ingest publishes a marker to a topic only it subscribes to. The broker
 # queues it behind everything it kept for the session while ingest was away, so when the marker
@@ -393,8 +395,10 @@ class IngestService:
                 )
                 continue
             mark = out.mark()
+            # Traccar Client's requests, relayed by the API, have their own decoder.
+            decode = decode_osmand_message if is_osmand_topic(item.topic) else decode_message
             try:
-                decode_message(
+                decode(
                     item.topic,
                     item.payload,
                     now,

@@ -27,15 +27,15 @@ from tagwatch.store.engine_repository import clock, release_rule_state
 # An end further ahead than this is a typing error (year 2206), not an order's planned end.
 MAX_END_AHEAD: Final = timedelta(days=366)
 
-COLUMNS = "id, kind, owntracks_topic, expected_interval_s, created_at"
+COLUMNS = "id, kind, owntracks_topic, expected_interval_s, created_at, osmand"
 VISIBLE = (
     "(%(regions)s::text[] IS NULL OR NOT EXISTS (SELECT 1 FROM device_assignments a"
     " JOIN subjects s ON s.id = a.subject_id WHERE a.device_id = devices.id"
     " AND a.during @> now() AND NOT s.region_id = ANY(%(regions)s::text[])))"
 )
 INSERT_DEVICE = (
-    "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s) "
-    f"VALUES (%s, %s, %s, %s) RETURNING {COLUMNS}"
+    "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s, osmand,"
+    f" http_secret_sha256) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}"
 )
 INSERT_ASSIGNMENT = (
     "INSERT INTO device_assignments (device_id, subject_id, role, during) "
@@ -50,6 +50,19 @@ class Device:
     owntracks_topic: str | None
     expected_interval_s: int
     created_at: datetime
+    osmand: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCredential:
+    """What the HTTP intake needs to authenticate a device and choose its topic
+    (migration 0017): ``secret_sha256`` is None for a device registered before it."""
+
+    id: str
+    kind: str
+    owntracks_topic: str | None
+    osmand: bool
+    secret_sha256: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +103,30 @@ async def create_device(
     kind: str,
     owntracks_topic: str | None,
     expected_interval_s: int,
+    osmand: bool = False,
+    secret_sha256: bytes | None = None,
 ) -> Device:
-    """Raises UniqueViolation when the id or the OwnTracks topic is already registered."""
+    """Raises UniqueViolation when the id or the OwnTracks topic is already registered.
+    ``secret_sha256``: the digest of the secret shown once (ingest.device_secrets)."""
     cur = conn.cursor(row_factory=class_row(Device))
-    await cur.execute(INSERT_DEVICE, (device_id, kind, owntracks_topic, expected_interval_s))
+    await cur.execute(
+        INSERT_DEVICE,
+        (device_id, kind, owntracks_topic, expected_interval_s, osmand, secret_sha256),
+    )
     row = await cur.fetchone()
     assert row is not None
     return row
+
+
+async def http_credential(conn: AsyncConnection[Any], device_id: str) -> HttpCredential | None:
+    """The device as the HTTP intake authenticates it, or None when there is no such device."""
+    cur = conn.cursor(row_factory=class_row(HttpCredential))
+    await cur.execute(
+        "SELECT id, kind, owntracks_topic, osmand, http_secret_sha256 AS secret_sha256"
+        " FROM devices WHERE id = %s",
+        (device_id,),
+    )
+    return await cur.fetchone()
 
 
 async def assign(
@@ -147,11 +177,16 @@ def register_device(
     kind: str = "tag",
     owntracks_topic: str | None = None,
     expected_interval_s: int = 60,
+    osmand: bool = False,
+    secret_sha256: bytes | None = None,
 ) -> Device:
     """The device's row, as ``create_device`` writes it for the API (its broker account is
     ingest.provisioning's). Raises UniqueViolation when the id or the topic is taken."""
     cur = conn.cursor(row_factory=class_row(Device))
-    cur.execute(INSERT_DEVICE, (device_id, kind, owntracks_topic, expected_interval_s))
+    cur.execute(
+        INSERT_DEVICE,
+        (device_id, kind, owntracks_topic, expected_interval_s, osmand, secret_sha256),
+    )
     row = cur.fetchone()
     assert row is not None
     return row

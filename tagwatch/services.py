@@ -36,7 +36,8 @@ ADMIN_USER = "tagwatch-admin"
 INGEST_USER = "tagwatch-ingest"
 DISPATCHER_USER = "tagwatch-dispatcher"
 GATEWAY_USER = "tagwatch-gateway"
-SERVICE_USERS = (ADMIN_USER, INGEST_USER, DISPATCHER_USER, GATEWAY_USER)
+API_USER = "tagwatch-api"
+SERVICE_USERS = (ADMIN_USER, INGEST_USER, DISPATCHER_USER, GATEWAY_USER, API_USER)
 # The contract's largest payload (256 KiB): the broker refuses anything bigger before it is queued.
 MESSAGE_SIZE_LIMIT = 256 * 1024
 # What the broker may hold for one client (ingest's persistent session while ingest is down):
@@ -104,6 +105,7 @@ class ServiceState:
             "TAGWATCH_MQTT_ADMIN_URL": self._service_url(ADMIN_USER),
             "TAGWATCH_MQTT_DISPATCHER_URL": self._service_url(DISPATCHER_USER),
             "TAGWATCH_MQTT_GATEWAY_URL": self._service_url(GATEWAY_USER),
+            "TAGWATCH_MQTT_API_URL": self._service_url(API_USER),
             "TAGWATCH_MQTT_DEVICE_URL": f"mqtts://127.0.0.1:{self.mqtt_port}?ca={ca}",
             "TAGWATCH_SECRET_KEY": self.secret_key,
             "TAGWATCH_WEBHOOK_SECRET_KEY": self.webhook_secret_key,
@@ -455,7 +457,7 @@ def _mqtt_provision_service_accounts(state: ServiceState) -> None:
     admin = BrokerAdmin.from_url(state.env()["TAGWATCH_MQTT_ADMIN_URL"])
     admin.run(
         service_account_commands(
-            ingest=INGEST_USER, dispatcher=DISPATCHER_USER, gateway=GATEWAY_USER
+            ingest=INGEST_USER, dispatcher=DISPATCHER_USER, gateway=GATEWAY_USER, api=API_USER
         ),
         tolerate=("already exists",),
     )

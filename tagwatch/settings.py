@@ -30,6 +30,7 @@ WEBHOOK_ENV = (
     ("webhook_allow_hosts", "TAGWATCH_WEBHOOK_ALLOW_HOSTS"),
 )
 WEBHOOK_KEY_ENV: Final = "TAGWATCH_WEBHOOK_SECRET_KEY"
+DEFAULT_MQTT_API_URL: Final = "mqtts://tagwatch-api@127.0.0.1:8884"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # A host name as an allow-list entry may spell it (lower case, no trailing dot).
 HOST_NAME_RE: Final = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,251}[a-z0-9_])?$")
@@ -68,6 +69,14 @@ class Settings(BaseSettings):
     # A gateway account that may publish for many devices (load generator, simulators at scale);
     # development only: never provisioned in production.
     mqtt_gateway_url: str | None = None
+    # The API: relays what phones post over HTTP (OwnTracks HTTP mode, Traccar Client's OsmAnd
+    # protocol) onto their topics, so that ingest decodes and stores it (api/routes/intake.py).
+    mqtt_api_url: str = DEFAULT_MQTT_API_URL
+    # How long an HTTP post waits for the broker's PUBACK before answering 503.
+    intake_publish_timeout_s: float = Field(default=10.0, gt=0)
+    # The API's address as phones reach it (https://host[:port]), for the Traccar Client URL
+    # shown when an OsmAnd phone is registered; unset: the address the request came to.
+    device_http_url: str | None = None
     # Where devices connect: TLS with the private CA (mqtts://host:port?ca=CA); what `device add`
     # prints and the simulators dial, each device with its own user name and password.
     mqtt_device_url: str = "mqtts://127.0.0.1:8883"
@@ -205,6 +214,7 @@ class Settings(BaseSettings):
             mqtt_admin_url=env["TAGWATCH_MQTT_ADMIN_URL"],
             mqtt_dispatcher_url=env["TAGWATCH_MQTT_DISPATCHER_URL"],
             mqtt_gateway_url=env.get("TAGWATCH_MQTT_GATEWAY_URL"),
+            mqtt_api_url=env.get("TAGWATCH_MQTT_API_URL", DEFAULT_MQTT_API_URL),
             mqtt_device_url=env["TAGWATCH_MQTT_DEVICE_URL"],
             secret_key=env["TAGWATCH_SECRET_KEY"],
             **{
@@ -243,7 +253,7 @@ class Settings(BaseSettings):
         return own or self.database_url
 
 
-SERVICE_BROKER_URLS = ("mqtt_url", "mqtt_admin_url", "mqtt_dispatcher_url")
+SERVICE_BROKER_URLS = ("mqtt_url", "mqtt_admin_url", "mqtt_dispatcher_url", "mqtt_api_url")
 
 
 def webhook_keys(value: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Devices: creating one provisions its broker account and shows its password exactly once."""
+"""Devices: creating one provisions its broker account and shows its secret exactly once."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tagwatch.ingest.broker_accounts import (
     new_device_password,
 )
 from tagwatch.ingest.device_broker import device_broker
+from tagwatch.ingest.device_secrets import new_osmand_token, secret_digest
 from tagwatch.store import devices
 from tagwatch.store.devices import Device
 
@@ -31,6 +32,7 @@ def _device(row: Device, user: User | None = None) -> DevicePublic:
         owntracks_topic=None if hide_topic else row.owntracks_topic,
         expected_interval_s=row.expected_interval_s,
         created_at=row.created_at,
+        osmand=row.osmand,
     )
 
 
@@ -62,32 +64,54 @@ async def read_device(device_id: str, conn: Conn, _user: CurrentUser) -> DeviceP
     dependencies=[allow("admin", "supervisor")],
 )
 async def create_device(body: DeviceCreate, conn: Conn, request: Request) -> DeviceCredentials:
-    """The row and the broker account appear together or not at all."""
+    """The row and the broker account appear together or not at all. The secret shown once is
+    the MQTT password (also an OwnTracks phone's HTTP mode password), or for an OsmAnd phone the
+    token of its Traccar Client URL, which has no broker account (ingest/device_secrets.py)."""
+    secret = new_osmand_token() if body.osmand else new_device_password()
     try:
         row = await devices.create_device(
-            conn, body.id, body.kind, body.owntracks_topic, body.expected_interval_s
+            conn,
+            body.id,
+            body.kind,
+            body.owntracks_topic,
+            body.expected_interval_s,
+            osmand=body.osmand,
+            secret_sha256=secret_digest(secret),
         )
     except UniqueViolation as exc:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail="device id or OwnTracks topic already registered"
         ) from exc
-    password = new_device_password()
-    admin = BrokerAdmin.from_url(request.app.state.settings.mqtt_admin_url)
+    settings = request.app.state.settings
+    base = (settings.device_http_url or str(request.base_url)).rstrip("/")
+    broker = device_broker(settings)
+    device = _device(row)
+    if body.osmand:
+        return DeviceCredentials(
+            **device.model_dump(),
+            mqtt_username=None,
+            mqtt_password=None,
+            mqtt_client_id=None,
+            broker_url=broker.url,
+            ca_pem=None,
+            publish_topics=[],
+            osmand_url=f"{base}/osmand/{secret}",
+        )
+    admin = BrokerAdmin.from_url(settings.mqtt_admin_url)
     try:
-        await anyio.to_thread.run_sync(admin.create_device, body.id, password, body.owntracks_topic)
+        await anyio.to_thread.run_sync(admin.create_device, body.id, secret, body.owntracks_topic)
     except BrokerAdminError as exc:
         # The transaction rolls back with the error, so no device exists without its account.
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"broker provisioning failed: {exc}"
         ) from exc
-    device = _device(row)
-    broker = device_broker(request.app.state.settings)
     return DeviceCredentials(
         **device.model_dump(),
         mqtt_username=body.id,
-        mqtt_password=password,
+        mqtt_password=secret,
         mqtt_client_id=body.id,
         broker_url=broker.url,
         ca_pem=broker.ca_pem,
         publish_topics=device_topics(body.id, body.owntracks_topic),
+        owntracks_http_url=f"{base}/owntracks" if body.owntracks_topic else None,
     )

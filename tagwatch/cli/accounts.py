@@ -73,8 +73,12 @@ def device_add(
         str | None, typer.Option(help="also create a subject of this name holding the device")
     ] = None,
     region: Annotated[str, typer.Option(help="region of the new subject")] = "demo",
+    osmand: Annotated[
+        bool,
+        typer.Option(help="phones running Traccar Client (OsmAnd over HTTP): a URL token, no MQTT"),
+    ] = False,
 ) -> None:
-    """Register a device and print its MQTT credentials (the password is shown once)."""
+    """Register a device and print its credentials (the password or token is shown once)."""
     import psycopg  # noqa: PLC0415
 
     from tagwatch.ingest.broker_accounts import BrokerAdmin, reserved_device_id  # noqa: PLC0415
@@ -87,17 +91,45 @@ def device_add(
     if reserved:
         typer.echo(f"refused: {reserved}", err=True)
         raise typer.Exit(2)
+    if osmand and (kind == "tag" or owntracks_topic):
+        typer.echo(
+            "refused: --osmand is for phones running Traccar Client (no OwnTracks topic)", err=True
+        )
+        raise typer.Exit(2)
     s = settings()
     subject_id: int | None = None
     with psycopg.connect(s.database_url) as conn:
         password = provision_device(
-            conn, BrokerAdmin.from_url(s.mqtt_admin_url), device_id, kind, owntracks_topic
+            conn,
+            BrokerAdmin.from_url(s.mqtt_admin_url),
+            device_id,
+            kind,
+            owntracks_topic,
+            osmand=osmand,
         )
         if subject:
             ensure_region(conn, region, region)
             subject_id = add_subject(conn, name=subject, region_id=region)
             since = datetime.now(UTC) - timedelta(days=1)
             add_assignment(conn, device_id, subject_id, "offender", since, None)
+    api = (s.device_http_url or f"http://{s.api_host}:{s.api_port}").rstrip("/")
+    if osmand:
+        typer.echo(
+            json.dumps(
+                {
+                    "device_id": device_id,
+                    "osmand_url": f"{api}/osmand/{password}",
+                    "subject_id": subject_id,
+                },
+                indent=2,
+            )
+        )
+        typer.echo(
+            f"# Traccar Client (docs/phones.md): device identifier {device_id}, server URL the"
+            " osmand_url above (its token is shown once)",
+            err=True,
+        )
+        return
     broker = device_broker(s)
     typer.echo(
         json.dumps(
@@ -122,7 +154,8 @@ def device_add(
             f"# OwnTracks app (docs/phones.md): mode MQTT, host {broker.host}, port"
             f" {broker.port}, TLS on with the CA above, user name {device_id}, the password"
             f" above, client ID {device_id} (the broker refuses any other), base topic"
-            f" {owntracks_topic}",
+            f" {owntracks_topic}; or mode HTTP, URL {api}/owntracks with the same user name and"
+            " password",
             err=True,
         )
 

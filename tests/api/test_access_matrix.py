@@ -14,7 +14,9 @@ of one role holding region A only (see ``tests/api/matrix_support.py`` for the w
 Left out of the matrix: the WebSocket feed ``/api/v1/alerts/stream`` (its own tests,
 tests/api/test_alert_stream.py), the console's static routes (``include_in_schema=False``,
 public, no data), FastAPI's ``/openapi.json``, ``/docs``, ``/redoc``, and the public routes
-(``PUBLIC``: no token, no role; ``test_public_routes_need_no_token``).
+(``PUBLIC``: no token, no role; ``test_public_routes_need_no_token``), and the phones' HTTP
+intake (``DEVICE``: a device's own credentials, never a user's token;
+tests/api/test_http_intake.py).
 
 Open to every authenticated role by design (no ``allow(...)``; docs/api.md "who: all"):
 ``GET /regions``, ``GET /subjects``, ``GET /subjects/{id}``, ``GET /subjects/{id}/regions``,
@@ -91,7 +93,7 @@ import httpx
 import psycopg
 import pytest
 
-from tagwatch.api.app import create_app
+from tagwatch.api.app import DEVICE_ROUTES, create_app
 from tagwatch.api.security import ROLES
 from tagwatch.settings import Settings
 from tests.api.matrix_support import (
@@ -116,6 +118,9 @@ pytestmark = pytest.mark.integration
 
 V1 = "/api/v1"
 PUBLIC = frozenset({"POST /api/v1/auth/token", "GET /healthz", "GET /readyz", "GET /metrics"})
+# Phones' HTTP intake: no user token and no role, the device's own credentials instead
+# (api/routes/intake.py; its behaviour is tests/api/test_http_intake.py).
+DEVICE = frozenset({"POST /owntracks", "GET /osmand/{token}", "POST /osmand/{token}"})
 OPEN_TO_ALL_ROLES = frozenset(
     {
         "GET /api/v1/regions",
@@ -726,7 +731,7 @@ METHOD_ORDER = {"GET": 0, "PUT": 1, "PATCH": 1, "POST": 1, "DELETE": 2}
 CASES = [
     pytest.param(route, role, region, id=f"{route.key}-{role}-{region}")
     for route in sorted(
-        (r for r in ROUTES if r.key not in PUBLIC),
+        (r for r in ROUTES if r.key not in PUBLIC | DEVICE),
         key=lambda r: METHOD_ORDER.get(r.method, 1),
     )
     for role in ROLES
@@ -741,10 +746,11 @@ def world(api, settings) -> World:
 
 def test_the_route_table_is_what_the_matrix_expects():
     keys = {r.key for r in ROUTES}
-    assert keys - PUBLIC == set(MATRIX), "routes without a matrix entry, or entries without route"
-    assert keys >= PUBLIC
+    assert keys - PUBLIC - DEVICE == set(MATRIX), "routes without a matrix entry, or entries"
+    assert keys >= PUBLIC | DEVICE
+    assert {r.path for r in ROUTES if r.key in DEVICE} == set(DEVICE_ROUTES)
     for route in ROUTES:
-        if route.key in PUBLIC:
+        if route.key in PUBLIC | DEVICE:
             assert not route.authenticated, f"{route.key} is listed as public but needs a token"
         else:
             assert route.authenticated, f"{route.key} answers without a token"
@@ -763,10 +769,21 @@ def test_the_route_table_is_what_the_matrix_expects():
 def test_declared_roles_are_the_documented_policy():
     """Every other route is for every role, with allow(...) or (OPEN_TO_ALL_ROLES) without."""
     for route in ROUTES:
-        if route.key in PUBLIC:
+        if route.key in PUBLIC | DEVICE:
             continue
         expected = next((roles for roles, keys in POLICY.items() if route.key in keys), ROLES)
         assert set(route.roles or ROLES) == set(expected), f"{route.key}: allow{route.roles}"
+
+
+def test_device_routes_refuse_users_tokens_and_requests_without_device_credentials(
+    api, world: World
+):
+    """A user's bearer token is no device credential: 401, as without any."""
+    for key in sorted(DEVICE):
+        method, path = key.split(" ", 1)
+        path = path.replace("{token}", "not-a-token")
+        for headers in ({}, world.headers["admin"]):
+            assert api.request(method, path, headers=headers).status_code == 401, key
 
 
 def test_public_routes_need_no_token(api):
