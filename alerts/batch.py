@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,26 +45,45 @@ class NewFixes:
         return cls(device_id, ts, lon, lat, acc, src)
 
 
+def beacon_of(detail: Any) -> str | None:
+    """The beacon an event names: ``detail["beacon"]`` when ``detail`` is an object and that is
+    a string (docs/contract-extensions.md), else None. The same reading as the SQL function
+    ``beacon_of`` (migration 0019), so stored and live events are judged alike."""
+    if isinstance(detail, dict):
+        beacon = detail.get("beacon")
+        if isinstance(beacon, str):
+            return beacon
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class NewEvents:
-    """Device events stored for the first time in this batch, one list per field."""
+    """Device events stored for the first time in this batch, one list per field. ``beacon``
+    is the beacon each event names (`beacon_of` its detail); empty means none names one."""
 
     device_id: Sequence[str] = ()
     ts: Sequence[float] = ()  # epoch seconds
     type: Sequence[str] = ()
+    beacon: Sequence[str | None] = ()
 
     def __post_init__(self) -> None:
         if not len(self.device_id) == len(self.ts) == len(self.type):
             raise ValueError("event columns of unequal length")
+        if self.beacon and len(self.beacon) != len(self.device_id):
+            raise ValueError("event beacon column of unequal length")
 
     def __len__(self) -> int:
         return len(self.device_id)
 
+    def beacons(self) -> Sequence[str | None]:
+        """The beacon column, one entry per event."""
+        return self.beacon if self.beacon else [None] * len(self.device_id)
+
     @classmethod
-    def of(cls, events: Iterable[tuple[str, float, str]]) -> NewEvents:
-        """Columns from (device_id, ts, type) tuples."""
+    def of(cls, events: Iterable[tuple[str, float, str, str | None]]) -> NewEvents:
+        """Columns from (device_id, ts, type, beacon) tuples."""
         rows = list(events)
         if not rows:
             return cls()
-        device_id, ts, type_ = (list(column) for column in zip(*rows, strict=True))
-        return cls(device_id, ts, type_)
+        device_id, ts, type_, beacon = (list(column) for column in zip(*rows, strict=True))
+        return cls(device_id, ts, type_, beacon)

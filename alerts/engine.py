@@ -91,6 +91,8 @@ class AlertEngine:
         self.schedules: dict[int, tuple[Schedule, int]] = {}
         self.subject_tz: dict[int, str] = {}
         self.subject_thresholds: dict[int, dict[str, Any]] = {}
+        # each subject's approved home beacon (absent: none), the only one the rules trust
+        self.home_beacons: dict[int, str] = {}
         self.global_thresholds: Thresholds = DEFAULTS
         self.victim_pos: dict[int, tuple[float, float, float, float]] = {}
         self.revision = 0
@@ -112,6 +114,10 @@ class AlertEngine:
         for s in repo.subjects_since(self.revision):
             self.subject_tz[s.subject_id] = s.timezone
             self.subject_thresholds[s.subject_id] = s.thresholds or {}
+            if s.home_beacon is None:
+                self.home_beacons.pop(s.subject_id, None)
+            else:
+                self.home_beacons[s.subject_id] = s.home_beacon
             # a subject is in its region's group, so a global zone of one region applies there
             self.index.set_subject(
                 s.subject_id, timezone=s.timezone, groups=(*s.groups, region_group(s.region_id))
@@ -231,12 +237,14 @@ class AlertEngine:
                 continue
             intervals[sid][device_id] = held.expected_interval_s
             raw.append(RawFix(sid, device_id, ts, lon, lat, acc, src))
-        for device_id, ts, kind in zip(events.device_id, events.ts, events.type, strict=True):
+        for device_id, ts, kind, beacon in zip(
+            events.device_id, events.ts, events.type, events.beacons(), strict=True
+        ):
             held = holder(device_id, ts)
             if held is None or held.role != "offender":
                 continue
             intervals[held.subject_id][device_id] = held.expected_interval_s
-            events_by[held.subject_id].append(EventObs(ts, device_id, kind))
+            events_by[held.subject_id].append(EventObs(ts, device_id, kind, beacon))
         subjects = sorted({r.subject_id for r in raw} | set(events_by))
         if not subjects:
             return 0
@@ -269,7 +277,9 @@ class AlertEngine:
             wm = state.watermark
             live = [o for o in items if wm is None or o.ts >= wm]
             late = [o for o in items if wm is not None and o.ts < wm]
-            changes = evaluate(state, live, self.metas, thresholds, now)
+            changes = evaluate(
+                state, live, self.metas, thresholds, now, home_beacon=self.home_beacons.get(sid)
+            )
             if late:
                 changes += self._late(repo, sid, late, thresholds, now)
             if sid in stale:
@@ -360,10 +370,12 @@ class AlertEngine:
         ]
         window: list[Observation] = list(observe(self.index, raw, self._victims()))
         window.extend(
-            EventObs(e.ts, e.device_id, e.type) for e in repo.offender_events(sid, lo, hi)
+            EventObs(e.ts, e.device_id, e.type, e.beacon) for e in repo.offender_events(sid, lo, hi)
         )
         existing = repo.episodes(sid, lo - LATE_CONTEXT_S, hi + LATE_CONTEXT_S)
-        return late_episodes(window, self.metas, thresholds, now, existing)
+        return late_episodes(
+            window, self.metas, thresholds, now, existing, home_beacon=self.home_beacons.get(sid)
+        )
 
     # -- the clock
 
@@ -405,6 +417,7 @@ class AlertEngine:
                     now,
                     sorted(self.curfews.get(sid, ())),
                     self.curfew_active,
+                    home_beacon=self.home_beacons.get(sid),
                 )
                 count += apply_changes(repo, sid, changes)
                 states[sid] = state

@@ -184,6 +184,8 @@ def late_episodes(
     now: float,
     existing: Sequence[Episode],
     margin_s: float = 0.0,
+    *,
+    home_beacon: str | None = None,
 ) -> list[AlertChange]:
     """Episodes that fixes arriving out of order reveal, and that no alert already covers.
 
@@ -192,7 +194,7 @@ def late_episodes(
     opened, and an episode already alerted is never raised again. What is new comes back as its
     changes (open, updates, clear) marked late.
     """
-    changes = run_rules(SubjectState(), window, zones, thresholds, now)
+    changes = run_rules(SubjectState(), window, zones, thresholds, now, home_beacon=home_beacon)
     by_key: dict[str, list[AlertChange]] = {}
     for change in changes:
         by_key.setdefault(change.episode_key, []).append(change)

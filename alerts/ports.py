@@ -29,6 +29,9 @@ class SubjectRow:
     region_id: str
     thresholds: dict[str, Any] | None
     revision: int
+    # The approved home beacon's id (migration 0019): the only beacon whose events the rules
+    # trust as presence at home. None: no beacon event counts.
+    home_beacon: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class StoredEvent:
     device_id: str
     ts: float
     type: str
+    beacon: str | None = None  # the beacon a beacon_home_* event names (`detail.beacon`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,7 @@ class EventObs:
     ts: float
     device_id: str
     type: str
+    beacon: str | None = None  # the beacon a beacon_home_* event names (its `detail.beacon`)
 
 
 Observation = FixObs | EventObs
@@ -149,7 +150,11 @@ class DeviceState:
 class SubjectState:
     tracks: dict[str, Track] = field(default_factory=dict)
     devices: dict[str, DeviceState] = field(default_factory=dict)
+    # The approved home beacon in range (an enter naming ``beacon_id``, no leave since). Trusted
+    # only while ``beacon_id`` is still the subject's approved beacon (Evaluator.at_beacon); a
+    # state saved before beacons were approved has no id and is never trusted.
     beacon_home: bool = False
+    beacon_id: str | None = None
     watermark: float | None = None
     trail: list[tuple[float, float, float, float]] = field(default_factory=list)
 
@@ -158,6 +163,7 @@ class SubjectState:
             "tracks": {k: _slots(t) for k, t in self.tracks.items()},
             "devices": {k: _slots(d) for k, d in self.devices.items()},
             "beacon_home": self.beacon_home,
+            "beacon_id": self.beacon_id,
             "watermark": self.watermark,
             "trail": [list(p) for p in self.trail],
         }
@@ -170,6 +176,7 @@ class SubjectState:
             tracks={k: Track(**t) for k, t in data.get("tracks", {}).items()},
             devices={k: DeviceState(**d) for k, d in data.get("devices", {}).items()},
             beacon_home=bool(data.get("beacon_home", False)),
+            beacon_id=data.get("beacon_id"),
             watermark=data.get("watermark"),
             trail=[(p[0], p[1], p[2], p[3]) for p in data.get("trail", [])],
         )
@@ -292,7 +299,10 @@ def _dwell(meta: ZoneMeta, cond: str) -> tuple[int, float]:
 
 
 class Evaluator:
-    """Runs observations through one subject's state; collects the changes."""
+    """Runs observations through one subject's state; collects the changes.
+
+    ``home_beacon`` is the subject's approved home beacon (None: none approved); beacon events
+    count as presence only when they name it (see `beacon`)."""
 
     def __init__(
         self,
@@ -300,12 +310,24 @@ class Evaluator:
         zones: Mapping[int, ZoneMeta],
         thresholds: Thresholds,
         now: float,
+        home_beacon: str | None = None,
     ) -> None:
         self.state = state
         self.zones = zones
         self.thresholds = thresholds
         self.now = now
+        self.home_beacon = home_beacon
         self.changes: list[AlertChange] = []
+
+    def at_beacon(self) -> bool:
+        """Is the subject's approved home beacon in range? An enter of a beacon that is no
+        longer the approved one (approval cleared or replaced since) does not count."""
+        state = self.state
+        return (
+            state.beacon_home
+            and state.beacon_id is not None
+            and state.beacon_id == self.home_beacon
+        )
 
     def _late(self, ts: float) -> bool:
         return self.now - ts > self.thresholds.late_after_s
@@ -324,12 +346,13 @@ class Evaluator:
         if len(state.trail) > TRAIL_FIXES:
             del state.trail[: len(state.trail) - TRAIL_FIXES]
         seen: set[int] = set()
+        at_beacon = self.at_beacon()
         for z in fix.zones:
             meta = self.zones.get(z.zone_id)
             if meta is None:
                 continue
             seen.add(z.zone_id)
-            for cond, verdict in _verdicts(meta, z, fix.acc, state.beacon_home):
+            for cond, verdict in _verdicts(meta, z, fix.acc, at_beacon):
                 self._track(meta, cond, verdict, fix, z)
         for key in list(state.tracks):
             zone_id = int(key.split("/", 1)[0])
@@ -343,7 +366,7 @@ class Evaluator:
                     self._close(track, key, _alert_type(_kind_of(cond), cond), zone_id, fix.ts)
                 del state.tracks[key]
             elif meta.shared and (track.n or track.episode):
-                for c, verdict in _verdicts(meta, _OUTSIDE_FAR, fix.acc, state.beacon_home):
+                for c, verdict in _verdicts(meta, _OUTSIDE_FAR, fix.acc, at_beacon):
                     if c == cond:
                         self._track(meta, cond, verdict, fix, _OUTSIDE_FAR)
 
@@ -357,7 +380,7 @@ class Evaluator:
         if z.state in (INSIDE, OUTSIDE) and not z.stale:
             track.seen_state, track.seen_at = z.state, fix.ts
         if meta.kind == "curfew":
-            presence = curfew_presence(meta, z, fix.acc, self.state.beacon_home)
+            presence = curfew_presence(meta, z, fix.acc, self.at_beacon())
             if presence == HOME and self._left_behind(track, fix.device_id):
                 return  # another device is home; the one that left has not come back
             self._presence(meta, track, presence, fix)
@@ -532,11 +555,23 @@ class Evaluator:
         elif kind == "gps_restored":
             dev.gps_lost_since = None
             dev.gps_restored_at = max(event.ts, dev.gps_restored_at or event.ts)
-        elif kind == "beacon_home_enter":
-            self.state.beacon_home = True
-        elif kind == "beacon_home_leave":
-            self.state.beacon_home = False
+        elif kind in ("beacon_home_enter", "beacon_home_leave"):
+            self.beacon(event)
         self._gps_check(event.device_id, dev, event.ts)
+
+    def beacon(self, event: EventObs) -> None:
+        """A home beacon event. The tag's credentials are in the wearer's hands, so an enter is
+        a claim: it counts only when it names the subject's approved beacon. An enter without a
+        beacon id is not trusted either: it would make any tag that says "home" home, which is
+        exactly the forgery the approval exists to stop. A leave is believed whatever it names
+        (or not): it only withdraws the beacon's word, so GPS decides again, and a forged leave
+        can only make the rules stricter. Untrusted events are still stored and still count as
+        the device being heard (`event`)."""
+        state = self.state
+        if event.type == "beacon_home_leave":
+            state.beacon_home, state.beacon_id = False, None
+        elif self.home_beacon is not None and event.beacon == self.home_beacon:
+            state.beacon_home, state.beacon_id = True, event.beacon
 
     def _heard(self, dev: DeviceState, device_id: str, ts: float) -> None:
         dev.last_msg = ts if dev.last_msg is None else max(dev.last_msg, ts)
@@ -622,7 +657,7 @@ class Evaluator:
                 if not active:
                     self._close(track, key, v.CURFEW_VIOLATION, meta.zone_id, now)
                 continue
-            if not active or self.state.beacon_home:
+            if not active or self.at_beacon():
                 continue
             heard = [d.last_heard for d in self.state.devices.values() if d.last_heard is not None]
             silent_for = now - max(heard) if heard else float("inf")
@@ -680,9 +715,12 @@ def evaluate(
     zones: Mapping[int, ZoneMeta],
     thresholds: Thresholds,
     now: float,
+    *,
+    home_beacon: str | None = None,
 ) -> list[AlertChange]:
-    """Run observations (any order; sorted here) through ``state``, which is updated in place."""
-    ev = Evaluator(state, zones, thresholds, now)
+    """Run observations (any order; sorted here) through ``state``, which is updated in place.
+    ``home_beacon``: the subject's approved home beacon, if any (see Evaluator.beacon)."""
+    ev = Evaluator(state, zones, thresholds, now, home_beacon)
     for obs in sorted(observations, key=order_key):
         if isinstance(obs, FixObs):
             ev.fix(obs)
@@ -700,9 +738,11 @@ def tick(
     now: float,
     curfew_zones: Sequence[int] = (),
     curfew_active: Callable[[int, float], bool] = lambda _zone, _t: False,
+    *,
+    home_beacon: str | None = None,
 ) -> tuple[list[AlertChange], float | None]:
     """The clock rules for one subject; returns the changes and the next due time."""
-    ev = Evaluator(state, zones, thresholds, now)
+    ev = Evaluator(state, zones, thresholds, now, home_beacon)
     ev.tick(curfew_zones, curfew_active)
     return ev.changes, ev.due_at(bool(curfew_zones))
 

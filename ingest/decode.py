@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from tagwatch.alerts.batch import NewEvents, NewFixes
+from tagwatch.alerts.batch import NewEvents, NewFixes, beacon_of
 from tagwatch.alerts.vocabulary import EVENT_TYPES  # the device contract's event types, once
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -148,8 +148,14 @@ def engine_fixes(rows: Sequence[FixRow]) -> NewFixes:
 
 
 def engine_events(rows: Sequence[EventRow]) -> NewEvents:
-    """The engine's columns of stored event rows."""
-    return NewEvents.of((r[0], r[1].timestamp(), r[3]) for r in rows)
+    """The engine's columns of stored event rows; a beacon event's beacon from its detail."""
+    return NewEvents.of((r[0], r[1].timestamp(), r[3], _beacon(r[3], r[5])) for r in rows)
+
+
+def _beacon(kind: str, detail: str | None) -> str | None:
+    if detail is None or not kind.startswith("beacon_home_"):
+        return None
+    return beacon_of(msgspec.json.decode(detail))
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ passed in: no broker, no wall clock. The behaviours are those FIELD.md describes
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import math
@@ -114,6 +115,13 @@ class Battery:
     pursuit_factor: float = 1.6
 
 
+def home_beacon_id(*parts: str) -> str:
+    """A home beacon unit's id (its serial, as a supervisor approves it for the subject), fresh
+    per home and stable for the same ``parts`` (run, subject, place): short enough for the
+    platform's 64 characters whatever the scenario's name."""
+    return "HB-" + hashlib.sha256(":".join(parts).encode()).hexdigest()[:12].upper()
+
+
 @dataclass(frozen=True)
 class DeviceSpec:
     """One device's resolved behaviour, as a scenario declares it."""
@@ -125,6 +133,7 @@ class DeviceSpec:
     battery: Battery = field(default_factory=Battery)
     incidents: tuple[Incident, ...] = ()
     home_beacon: str | None = None  # place name whose stays the tag's home beacon sees
+    beacon_id: str | None = None  # that beacon's id, named in the events' detail
     ts_format: str = "epoch"  # or "rfc3339": the contract allows both
     owntracks_topic: str | None = None
     tid: str | None = None
@@ -289,7 +298,8 @@ class _DeviceRun:
                     self.jam_detected = True
                     self.event(at, "jamming_detected", {"source": "gnss"})
             elif kind == _BEACON:
-                self.event(at, f"beacon_home_{payload}")
+                detail = None if self.spec.beacon_id is None else {"beacon": self.spec.beacon_id}
+                self.event(at, f"beacon_home_{payload}", detail)
             elif kind == _BOOT:
                 self.boot(at)
         return self.out

@@ -9,11 +9,13 @@ replaced `tagwatch/offline.py`, a second engine that had drifted from the real o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tagwatch.alerts.batch import beacon_of
 from tagwatch.alerts.engine import AlertEngine
 from tagwatch.alerts.memory_repository import MemoryEngineRepository
 from tagwatch.alerts.ports import Assignment, StoredEvent, StoredFix, SubjectRow, ZoneRow
@@ -42,7 +44,7 @@ def provision(run: ScenarioRun, thresholds: Thresholds = DEFAULTS) -> MemoryEngi
     interval = {d.device_id: d.expected_interval_s for d in plan.devices}
     repo = MemoryEngineRepository(thresholds=_thresholds_doc(thresholds))
     repo.subjects = [
-        SubjectRow(ids[s.key], s.timezone, (group,), s.region_id or REGION, None, 1)
+        SubjectRow(ids[s.key], s.timezone, (group,), s.region_id or REGION, None, 1, s.home_beacon)
         for s in plan.subjects
     ]
     repo.assignment_rows = [
@@ -130,8 +132,11 @@ def steps(run: ScenarioRun) -> Iterator[Step]:
                     StoredFix(item.device_id, item.ts, item.lon, item.lat, item.acc, item.src)
                 )
             else:
-                step.event_rows.append((item.device_id, at, seq, item.type, None, None))
-                step.events.append(StoredEvent(item.device_id, item.ts, item.type))
+                detail = None if item.detail is None else json.dumps(item.detail)
+                step.event_rows.append((item.device_id, at, seq, item.type, None, detail))
+                step.events.append(
+                    StoredEvent(item.device_id, item.ts, item.type, beacon_of(item.detail))
+                )
         i = j
         yield step
     end = run.end.timestamp()

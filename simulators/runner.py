@@ -49,7 +49,12 @@ from tagwatch.store.alerts import raised_for
 from tagwatch.store.devices import add_assignment, end_assignments
 from tagwatch.store.engine_repository import forget_rule_state
 from tagwatch.store.fixes import count_stored
-from tagwatch.store.subjects import add_subject, ensure_region, move_subject
+from tagwatch.store.subjects import (
+    add_subject,
+    approve_home_beacon,
+    ensure_region,
+    move_subject,
+)
 from tagwatch.store.zones import ZoneDraft, create_zone
 
 log = logging.getLogger(__name__)
@@ -139,6 +144,8 @@ def provision(
                 timezone=s.timezone,
                 groups=[group],
             )
+            if s.home_beacon is not None:  # what the supervisor approved (migration 0019)
+                approve_home_beacon(conn, ids[s.key], s.home_beacon, "scenario-runner")
         conn.commit()
         for d in plan.devices:
             passwords[d.device_id] = provision_device(

@@ -47,6 +47,8 @@ class SubjectPlan:
     region_id: str
     timezone: str
     region_changes: tuple[RegionChange, ...] = ()
+    # The home beacon a supervisor approved for the subject (its tag's `home_beacon`), if any.
+    home_beacon: str | None = None
 
 
 @dataclass(frozen=True)

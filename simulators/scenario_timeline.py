@@ -14,6 +14,7 @@ from tagwatch.simulators.devices import (
     DeviceKind,
     DeviceSpec,
     Incident,
+    home_beacon_id,
     simulate_device,
 )
 from tagwatch.simulators.movement import (
@@ -183,6 +184,12 @@ def build_timeline(
         except ItineraryError as exc:
             raise ScenarioError(f"{scenario.source}: {exc}") from exc
 
+    # The first home beacon a subject's tags see is the one approved for the subject.
+    beacons: dict[str, str] = {}
+    for decl in scenario.devices:
+        if decl.home_beacon is not None:
+            beacon = home_beacon_id(prefix, decl.subject, decl.home_beacon)
+            beacons.setdefault(decl.subject, beacon)
     subjects = tuple(
         SubjectPlan(
             key=s.key,
@@ -195,6 +202,7 @@ def build_timeline(
                 RegionChange(datetime.fromtimestamp(clock.resolve(c.at), UTC), c.region)
                 for c in s.region_changes
             ),
+            home_beacon=beacons.get(s.key),
         )
         for s in scenario.subjects
     )
@@ -217,6 +225,9 @@ def build_timeline(
             battery=decl.battery_model,
             incidents=_incidents(decl.incidents, f"devices[{index}]", clock, end, scenario.source),
             home_beacon=decl.home_beacon,
+            beacon_id=None
+            if decl.home_beacon is None
+            else home_beacon_id(prefix, decl.subject, decl.home_beacon),
             ts_format=decl.ts_format,
             owntracks_topic=topic,
             tid=decl.key[-2:],

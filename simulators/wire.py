@@ -114,6 +114,7 @@ class TraceEvent:
     ts: float
     type: str
     received_at: float
+    detail: Any = None  # the event's `detail`, as sent
 
 
 def _epoch(value: float | str) -> float:
@@ -165,7 +166,11 @@ def read_trace(publications: Iterable[Publication]) -> tuple[list[TraceFix], lis
             for event in message.get("events", [message]):
                 events.append(
                     TraceEvent(
-                        publication.device_id, _epoch(event["ts"]), event["type"], publication.at
+                        publication.device_id,
+                        _epoch(event["ts"]),
+                        event["type"],
+                        publication.at,
+                        event.get("detail"),
                     )
                 )
     fixes.sort(key=lambda f: (f.device_id, f.ts))

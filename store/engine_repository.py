@@ -103,10 +103,10 @@ class PgEngineRepository:
 
     def subjects_since(self, revision: int) -> list[SubjectRow]:
         return [
-            SubjectRow(sid, tz, tuple(groups), region, thresholds, rev)
-            for sid, tz, groups, region, thresholds, rev in self.conn.execute(
-                "SELECT id, timezone, groups, region_id, thresholds, revision FROM subjects"
-                " WHERE revision > %s",
+            SubjectRow(sid, tz, tuple(groups), region, thresholds, rev, beacon)
+            for sid, tz, groups, region, thresholds, rev, beacon in self.conn.execute(
+                "SELECT id, timezone, groups, region_id, thresholds, revision, home_beacon"
+                " FROM subjects WHERE revision > %s",
                 (revision,),
             )
         ]
@@ -180,9 +180,9 @@ class PgEngineRepository:
 
     def offender_events(self, subject_id: int, lo: float, hi: float) -> list[StoredEvent]:
         return [
-            StoredEvent(d, _epoch(ts), kind)
-            for d, ts, kind in self.conn.execute(
-                "SELECT e.device_id, e.ts, e.type FROM device_events e"
+            StoredEvent(d, _epoch(ts), kind, beacon)
+            for d, ts, kind, beacon in self.conn.execute(
+                "SELECT e.device_id, e.ts, e.type, beacon_of(e.detail) FROM device_events e"
                 " JOIN device_assignments a ON a.device_id = e.device_id AND a.during @> e.ts"
                 " WHERE a.subject_id = %s AND a.role = 'offender' AND e.ts BETWEEN %s AND %s",
                 (subject_id, _dt(lo), _dt(hi)),

@@ -17,7 +17,10 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
-SUBJECT_COLUMNS = "id, name, case_ref, region_id, timezone, groups, created_at, victim"
+SUBJECT_COLUMNS = (
+    "id, name, case_ref, region_id, timezone, groups, created_at, victim,"
+    " home_beacon, home_beacon_approved_by, home_beacon_approved_at"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,10 @@ class Subject:
     groups: list[str]
     created_at: datetime
     victim: bool
+    # The approved home beacon (migration 0019): its id, who approved it and when, or all None.
+    home_beacon: str | None = None
+    home_beacon_approved_by: str | None = None
+    home_beacon_approved_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +155,37 @@ async def update_subject(
     return row
 
 
+async def set_home_beacon(
+    conn: AsyncConnection[Any], subject_id: int, beacon: str | None, actor: str
+) -> Subject:
+    """Approve ``beacon`` as the subject's home beacon as ``actor`` (now), or clear the
+    approval (None). Setting the same id again keeps the first approval: nothing changed."""
+    cur = conn.cursor(row_factory=class_row(Subject))
+    await cur.execute(
+        _SET_HOME_BEACON + f" RETURNING {SUBJECT_COLUMNS}",
+        _beacon_params(subject_id, beacon, actor),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+_SET_HOME_BEACON = (
+    "UPDATE subjects SET home_beacon = %(beacon)s,"
+    " home_beacon_approved_by = CASE WHEN %(beacon)s::text IS NULL THEN NULL"
+    " WHEN home_beacon IS NOT DISTINCT FROM %(beacon)s THEN home_beacon_approved_by"
+    " ELSE %(actor)s END,"
+    " home_beacon_approved_at = CASE WHEN %(beacon)s::text IS NULL THEN NULL"
+    " WHEN home_beacon IS NOT DISTINCT FROM %(beacon)s THEN home_beacon_approved_at"
+    " ELSE now() END"
+    " WHERE id = %(id)s"
+)
+
+
+def _beacon_params(subject_id: int, beacon: str | None, actor: str) -> dict[str, Any]:
+    return {"id": subject_id, "beacon": beacon, "actor": actor}
+
+
 async def region_history(conn: AsyncConnection[Any], subject_id: int) -> list[RegionStay]:
     """Where the subject was monitored, oldest first."""
     cur = conn.cursor(row_factory=class_row(RegionStay))
@@ -208,6 +246,14 @@ def ids_by_case_ref(conn: psycopg.Connection[Any], case_ref_like: str) -> dict[s
         "SELECT case_ref, id FROM subjects WHERE case_ref LIKE %s", (case_ref_like,)
     ).fetchall()
     return {str(ref): int(sid) for ref, sid in rows}
+
+
+def approve_home_beacon(
+    conn: psycopg.Connection[Any], subject_id: int, beacon: str | None, actor: str
+) -> bool:
+    """`set_home_beacon` for the CLI and the simulators; False when no such subject."""
+    cur = conn.execute(_SET_HOME_BEACON, _beacon_params(subject_id, beacon, actor))
+    return cur.rowcount == 1
 
 
 def move_subject(conn: psycopg.Connection[Any], subject_id: int, region_id: str) -> None:
