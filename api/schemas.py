@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from tagwatch.ingest.broker_accounts import reserved_device_id
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+HOME_BEACON_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"  # as migration 0019 checks it
 OWNTRACKS_TOPIC = re.compile(r"^owntracks/[^/+#\s]{1,64}/[^/+#\s]{1,64}$")
 REGION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -65,6 +66,13 @@ class SubjectUpdate(BaseModel):
         description="false clears a mistaken mark, unless a victim device or a protecting zone "
         "links the subject as a victim (then it stays true)",
     )
+    home_beacon: str | None = Field(
+        default=None,
+        pattern=HOME_BEACON_PATTERN,
+        description="approve this beacon (the unit's serial or advertised id) as the subject's "
+        "home beacon: only beacon_home_enter events naming it (detail.beacon) count as presence "
+        "at home; null clears the approval. Recorded with who approved it and when, audited.",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -86,6 +94,14 @@ class RegionStay(BaseModel):
     changed_by: str | None
 
 
+class HomeBeaconPublic(BaseModel):
+    """The approved home beacon: who vouched for the pairing and when is part of the evidence."""
+
+    id: str
+    approved_by: str
+    approved_at: datetime
+
+
 class SubjectPublic(BaseModel):
     id: int
     name: str
@@ -95,6 +111,9 @@ class SubjectPublic(BaseModel):
     groups: list[str]
     created_at: datetime
     victim: bool = Field(default=False, description="a victim: see SubjectCreate.victim")
+    home_beacon: HomeBeaconPublic | None = Field(
+        default=None, description="the approved home beacon, if any (SubjectUpdate.home_beacon)"
+    )
 
 
 DeviceKind = Literal["tag", "phone", "victim_phone"]

@@ -435,14 +435,19 @@ BEACON_EVENTS = ("beacon_home_enter", "beacon_home_leave")
 
 
 def beacon_spans(
-    events: list[tuple[float, str]], start: float, end: float
+    events: list[tuple[float, str, str | None]], approved: str | None, start: float, end: float
 ) -> list[tuple[float, float]]:
-    """The intervals of [start, end) in which the home beacon was in range, from its enter and
-    leave events in time order (the events before ``start`` give the state it starts in)."""
+    """The intervals of [start, end) in which the approved home beacon was in range, from the
+    (ts, type, beacon named) enter and leave events in time order (the events before ``start``
+    give the state it starts in). As the engine judges them (alerts.rules.Evaluator.beacon):
+    only an enter naming ``approved`` opens a span, any leave ends one; no approved beacon, no
+    span. The subject's current approval judges every night of the report."""
     spans: list[tuple[float, float]] = []
     since: float | None = None
-    for ts, kind in events:
-        if kind == "beacon_home_enter" and since is None:
+    if approved is None:
+        return spans
+    for ts, kind, beacon in events:
+        if kind == "beacon_home_enter" and since is None and beacon == approved:
             since = ts
         elif kind == "beacon_home_leave" and since is not None:
             spans.append((since, ts))
@@ -457,16 +462,19 @@ async def curfew_presence(
 ) -> dict[str, Any]:
     """Night by night (each curfew window of each of the subject's curfew zones that starts in
     [start, end)), what GPS and the home beacon say of the subject's presence at home:
-    ``verified`` (a fix wholly inside the home, or the beacon in range), ``consistent`` (only
+    ``verified`` (a fix wholly inside the home, or the approved beacon in range: events of any
+    other beacon, or naming none, are stored but never verify), ``consistent`` (only
     fixes whose accuracy circle overlaps the home: a home smaller than indoor accuracy never
     gives better) or ``unverified`` (no fix, or none consistent). See alerts.observe.PresenceNight.
     """
     subject = await (
-        await conn.execute("SELECT timezone, thresholds FROM subjects WHERE id = %s", (subject_id,))
+        await conn.execute(
+            "SELECT timezone, thresholds, home_beacon FROM subjects WHERE id = %s", (subject_id,)
+        )
     ).fetchone()
     if subject is None:
         return {"subject_id": subject_id, "nights": []}
-    timezone, subject_thresholds = str(subject[0]), subject[1] or {}
+    timezone, subject_thresholds, approved = str(subject[0]), subject[1] or {}, subject[2]
     glob = await (
         await conn.execute("SELECT values FROM alert_thresholds WHERE scope = 'global'")
     ).fetchone()
@@ -522,7 +530,8 @@ async def curfew_presence(
     fixes = [RawFix(subject_id, *row) for row in fix_rows]
     event_rows = await (
         await conn.execute(
-            "SELECT EXTRACT(EPOCH FROM e.ts)::float8, e.type FROM device_events e"
+            "SELECT EXTRACT(EPOCH FROM e.ts)::float8, e.type, beacon_of(e.detail)"
+            " FROM device_events e"
             " JOIN device_assignments a ON a.device_id = e.device_id AND a.during @> e.ts"
             " AND a.role = 'offender'"
             " WHERE a.subject_id = %s AND e.type = ANY(%s) AND e.ts < to_timestamp(%s)"
@@ -530,7 +539,9 @@ async def curfew_presence(
             (subject_id, list(BEACON_EVENTS), horizon),
         )
     ).fetchall()
-    beacon = beacon_spans([(float(ts), str(kind)) for ts, kind in event_rows], t0, horizon)
+    beacon = beacon_spans(
+        [(float(ts), str(kind), b) for ts, kind, b in event_rows], approved, t0, horizon
+    )
     nights = presence_nights(index, metas, windows, fixes, beacon)
     tz = ZoneInfo(timezone)
     out = [
@@ -552,4 +563,10 @@ async def curfew_presence(
     summary = dict.fromkeys((VERIFIED, CONSISTENT, UNVERIFIED), 0)
     for night in nights:
         summary[night.presence] += 1
-    return {"subject_id": subject_id, "timezone": timezone, "nights": out, "summary": summary}
+    return {
+        "subject_id": subject_id,
+        "timezone": timezone,
+        "home_beacon": approved,
+        "nights": out,
+        "summary": summary,
+    }

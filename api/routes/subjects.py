@@ -15,6 +15,7 @@ from tagwatch.api.schemas import (
     AssignmentCreate,
     AssignmentEnd,
     AssignmentPublic,
+    HomeBeaconPublic,
     RegionCreate,
     RegionPublic,
     RegionStay,
@@ -41,6 +42,15 @@ def _subject(row: Subject) -> SubjectPublic:
         groups=list(row.groups),
         created_at=row.created_at,
         victim=row.victim,
+        home_beacon=None
+        if row.home_beacon is None
+        or row.home_beacon_approved_by is None
+        or row.home_beacon_approved_at is None
+        else HomeBeaconPublic(
+            id=row.home_beacon,
+            approved_by=row.home_beacon_approved_by,
+            approved_at=row.home_beacon_approved_at,
+        ),
     )
 
 
@@ -129,19 +139,31 @@ async def read_subject(subject_id: int, conn: Conn, user: CurrentUser) -> Subjec
 async def update_subject(
     subject_id: int, body: SubjectUpdate, conn: Conn, user: CurrentUser
 ) -> SubjectPublic:
-    """Rename, move to another region (both must be the caller's), change time zone or groups."""
-    await subject_in_scope(conn, user, subject_id)
+    """Rename, move to another region (both must be the caller's), change time zone or groups;
+    approve a home beacon or clear its approval (``home_beacon``: an id, or null)."""
+    before = await subject_in_scope(conn, user, subject_id)
     if body.region_id is not None and not user.may_see_region(body.region_id):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, detail=f"region {body.region_id!r} is not yours"
         )
     changes = body.model_dump(exclude_none=True)
-    if not changes:
-        return _subject(await subject_in_scope(conn, user, subject_id))
-    try:
-        row = await subjects.update_subject(conn, subject_id, changes, user.username)
-    except ForeignKeyViolation as exc:
-        raise HTTPException(422, detail=f"unknown region {body.region_id!r}") from exc
+    changes.pop("home_beacon", None)
+    row = before
+    if changes:
+        try:
+            row = await subjects.update_subject(conn, subject_id, changes, user.username)
+        except ForeignKeyViolation as exc:
+            raise HTTPException(422, detail=f"unknown region {body.region_id!r}") from exc
+    if "home_beacon" in body.model_fields_set and body.home_beacon != before.home_beacon:
+        row = await subjects.set_home_beacon(conn, subject_id, body.home_beacon, user.username)
+        await audit.record(
+            conn,
+            user,
+            "home_beacon_approve" if body.home_beacon else "home_beacon_clear",
+            subject_id,
+            beacon=body.home_beacon,
+            previous=before.home_beacon,
+        )
     return _subject(row)
 
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from tagwatch.store import reports
+from tagwatch.store.subjects import approve_home_beacon
 from tests.support import fresh_id
 
 pytestmark = pytest.mark.integration
@@ -525,7 +527,9 @@ def test_curfew_presence_says_verified_consistent_or_unverified_night_by_night(a
     """A home 20 m across under a 19:00-07:00 curfew (UTC), four nights of March 2025:
     the 3rd with indoor fixes of 40-150 m overlapping the home (consistent: all GPS can show
     there), the 4th with one 3 m fix inside it (verified), the 5th without a fix (unverified),
-    the 6th without a fix but the approved home beacon in range (verified)."""
+    the 6th without a fix but the approved home beacon in range (verified); the 7th and 8th
+    without a fix and with beacon events that name no beacon or another one (unverified: a
+    tag's credentials are the wearer's, so only the approved beacon counts)."""
     with psycopg.connect(settings.database_url) as conn:
         seed = Seed(conn)
         region = seed.region()
@@ -561,20 +565,28 @@ def test_curfew_presence_says_verified_consistent_or_unverified_night_by_night(a
         fix("2025-03-04T22:00:00Z", 0, 3)  # verified
         fix("2025-03-04T23:00:00Z", 80, 40)
         fix("2025-03-05T12:00:00Z", 0, 3)  # the 5th: only a fix by day
-        for ts, kind in (("2025-03-06T20:00:00Z", "enter"), ("2025-03-07T06:00:00Z", "leave")):
+        approve_home_beacon(conn, subject, "HB-0042", "a supervisor")
+        for ts, kind, detail in (
+            ("2025-03-06T20:00:00Z", "enter", {"beacon": "HB-0042"}),
+            ("2025-03-07T06:00:00Z", "leave", {"beacon": "HB-0042"}),
+            ("2025-03-07T20:00:00Z", "enter", None),
+            ("2025-03-08T06:00:00Z", "leave", None),
+            ("2025-03-08T20:00:00Z", "enter", {"beacon": "HB-9999"}),
+            ("2025-03-09T06:00:00Z", "leave", {"beacon": "HB-9999"}),
+        ):
             conn.execute(
-                "INSERT INTO device_events (device_id, ts, type) VALUES (%s, %s, %s)",
-                (device, at(ts), f"beacon_home_{kind}"),
+                "INSERT INTO device_events (device_id, ts, type, detail) VALUES (%s, %s, %s, %s)",
+                (device, at(ts), f"beacon_home_{kind}", None if detail is None else Jsonb(detail)),
             )
         conn.commit()
 
     headers = as_("supervisor", [region])
-    params = {"subject_id": subject, "from": "2025-03-03T00:00:00Z", "to": "2025-03-07T00:00:00Z"}
+    params = {"subject_id": subject, "from": "2025-03-03T00:00:00Z", "to": "2025-03-09T00:00:00Z"}
     response = api.get("/api/v1/reports/curfew-presence", params=params, headers=headers)
     assert response.status_code == 200, response.text
     body = response.json()
     nights = {n["night"]: n for n in body["nights"]}
-    assert sorted(nights) == ["2025-03-03", "2025-03-04", "2025-03-05", "2025-03-06"]
+    assert sorted(nights) == [f"2025-03-0{d}" for d in range(3, 9)]
     assert nights["2025-03-03"]["presence"] == "consistent"
     assert nights["2025-03-03"]["overlapping_fixes"] == 4
     assert nights["2025-03-04"]["presence"] == "verified"
@@ -583,7 +595,11 @@ def test_curfew_presence_says_verified_consistent_or_unverified_night_by_night(a
     assert nights["2025-03-05"]["fixes"] == 0
     assert nights["2025-03-06"]["presence"] == "verified"
     assert nights["2025-03-06"]["beacon"] is True
-    assert body["summary"] == {"verified": 2, "consistent": 1, "unverified": 1}
+    for forged in ("2025-03-07", "2025-03-08"):
+        assert nights[forged]["presence"] == "unverified"
+        assert nights[forged]["beacon"] is False
+    assert body["home_beacon"] == "HB-0042"
+    assert body["summary"] == {"verified": 2, "consistent": 1, "unverified": 3}
 
     csv_body = api.get(
         "/api/v1/reports/curfew-presence", params={**params, "format": "csv"}, headers=headers
