@@ -22,7 +22,7 @@ from tagwatch.simulators.scenario import ScenarioRun, build_timeline, load_libra
 from tagwatch.simulators.scoring import RaisedAlert
 from tagwatch.store.devices import register_device
 from tagwatch.store.engine_repository import PgEngineRepository
-from tagwatch.store.subjects import add_subject, ensure_region
+from tagwatch.store.subjects import add_subject, approve_home_beacon, ensure_region
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +54,8 @@ def _provision_pg(conn: psycopg.Connection, run: ScenarioRun) -> dict[int, str]:
                 timezone=s.timezone,
                 groups=[group],
             )
+            if s.home_beacon is not None:
+                approve_home_beacon(conn, ids[s.key], s.home_beacon, "scenario-runner")
         for d in plan.devices:
             register_device(conn, d.device_id, d.kind, d.owntracks_topic, d.expected_interval_s)
         provision_holdings(conn, run, ids)
@@ -147,3 +149,54 @@ def test_memory_and_postgresql_raise_the_same_alerts(settings, scenario) -> None
         in_pg = _pg_alerts(conn, keys)
         assert _comparable(in_memory) == _comparable(in_pg)
         assert in_pg or not run.expectations, "a scenario that expects alerts raised none"
+
+
+BEACONS = [s for s in LIBRARY if any(d.home_beacon for d in s.devices)]
+
+
+@pytest.mark.parametrize("scenario", BEACONS[:1], ids=lambda s: s.name)
+def test_both_repositories_carry_the_approved_beacon_and_the_beacon_each_event_names(
+    settings, scenario
+) -> None:
+    """The approval reaches the engine's sync and the stored beacon events keep the beacon they
+    name, alike in memory and in PostgreSQL (the rules trust nothing else, issue 14)."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        run = build_timeline(scenario, secrets.token_hex(4))
+        memory = provision(run)
+        keys = _provision_pg(conn, run)
+        repo = PgEngineRepository(conn)
+        mem_ids = {str(s.subject_id): s for s in memory.subjects}
+        pg_beacons = {
+            keys[s.subject_id]: s.home_beacon
+            for s in repo.subjects_since(0)
+            if s.subject_id in keys
+        }
+        mem_beacons = {
+            s.key: mem_ids[str(i + 1)].home_beacon for i, s in enumerate(run.plan.subjects)
+        }
+        assert pg_beacons == mem_beacons
+        assert any(mem_beacons.values())
+        rows = [r for step in steps(run) for r in step.event_rows]
+        stored = [e for step in steps(run) for e in step.events]
+        with conn.transaction():
+            conn.cursor().executemany(
+                "INSERT INTO device_events (device_id, ts, seq, type, batt, detail)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                rows,
+            )
+        memory.store([], stored)
+        sid = next(sid for sid, key in keys.items() if pg_beacons[key])
+        mem_sid = 1 + [s.key for s in run.plan.subjects].index(keys[sid])
+        lo, hi = run.start.timestamp() - 3600, run.end.timestamp() + 3600
+
+        def beacon_events(events):
+            return sorted(
+                (e.device_id, round(e.ts, 3), e.type, e.beacon)
+                for e in events
+                if e.type.startswith("beacon_home_")
+            )
+
+        in_pg = beacon_events(repo.offender_events(sid, lo, hi))
+        in_memory = beacon_events(memory.offender_events(mem_sid, lo, hi))
+        assert in_pg == in_memory
+        assert in_pg and all(b == pg_beacons[keys[sid]] for *_, b in in_pg)
