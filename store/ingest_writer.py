@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.errors import UniqueViolation
+from psycopg.types.json import Jsonb
 
 from tagwatch.store import commands
 
@@ -99,10 +100,26 @@ def prepare_session(conn: psycopg.Connection) -> None:
 def _copy_rows(
     cur: psycopg.Cursor, table: str, columns: str, types: list[str], rows: list[tuple[Any, ...]]
 ) -> None:
+    jsonb = [i for i, t in enumerate(types) if t == "jsonb"]
     with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(types)
         for row in rows:
-            copy.write_row(row)
+            copy.write_row(_json_text_as_is(row, jsonb) if jsonb else row)
+
+
+def _json_text_as_is(row: tuple[Any, ...], columns: list[int]) -> tuple[Any, ...]:
+    """A jsonb cell arrives as the JSON text the decoder wrote (an event's ``detail``); psycopg's
+    jsonb dumper would encode that text again, storing a JSON *string* holding the JSON, so the
+    text goes through as it is (before migration 0019 every stored detail was double-encoded
+    that way; ``beacon_of`` still reads those rows)."""
+    return tuple(
+        Jsonb(cell, dumps=_verbatim) if i in columns and isinstance(cell, str) else cell
+        for i, cell in enumerate(row)
+    )
+
+
+def _verbatim(text: Any) -> str:
+    return str(text)
 
 
 def _insert_once(

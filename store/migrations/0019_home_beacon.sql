@@ -31,7 +31,21 @@ CREATE TRIGGER subjects_home_beacon_touch BEFORE UPDATE OF home_beacon ON subjec
     FOR EACH ROW EXECUTE FUNCTION subjects_home_beacon_touch();
 
 -- The beacon a `beacon_home_*` event names: its `detail.beacon` when that is a string, else NULL
--- (the same reading as `tagwatch.alerts.batch.beacon_of`, which ingest applies before storing).
-CREATE FUNCTION beacon_of(detail jsonb) RETURNS text LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN jsonb_typeof(detail -> 'beacon') = 'string' THEN detail ->> 'beacon' END
-$$;
+-- (the same reading as `tagwatch.alerts.batch.beacon_of`, which the engine applies to what
+-- ingest stores). Until this migration ingest stored every event's detail double-encoded (a
+-- jsonb string holding the JSON text, store/ingest_writer.py); such a row is read through its
+-- text, and one whose text is not JSON names no beacon.
+CREATE FUNCTION beacon_of(detail jsonb) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF jsonb_typeof(detail) = 'string' THEN
+        BEGIN
+            detail := (detail #>> '{}')::jsonb;
+        EXCEPTION WHEN invalid_text_representation THEN
+            RETURN NULL;
+        END;
+    END IF;
+    IF jsonb_typeof(detail -> 'beacon') = 'string' THEN
+        RETURN detail ->> 'beacon';
+    END IF;
+    RETURN NULL;
+END $$;

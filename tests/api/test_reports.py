@@ -566,6 +566,14 @@ def test_curfew_presence_says_verified_consistent_or_unverified_night_by_night(a
         fix("2025-03-04T23:00:00Z", 80, 40)
         fix("2025-03-05T12:00:00Z", 0, 3)  # the 5th: only a fix by day
         approve_home_beacon(conn, subject, "HB-0042", "a supervisor")
+
+        def stored(ts: str, detail: dict[str, str] | None) -> Jsonb | None:
+            """The 6th's enter as ingest stored details before migration 0019: double-encoded
+            (a jsonb string holding the JSON text); still read as naming its beacon."""
+            if detail is None:
+                return None
+            return Jsonb(json.dumps(detail) if ts.startswith("2025-03-06") else detail)
+
         for ts, kind, detail in (
             ("2025-03-06T20:00:00Z", "enter", {"beacon": "HB-0042"}),
             ("2025-03-07T06:00:00Z", "leave", {"beacon": "HB-0042"}),
@@ -576,7 +584,7 @@ def test_curfew_presence_says_verified_consistent_or_unverified_night_by_night(a
         ):
             conn.execute(
                 "INSERT INTO device_events (device_id, ts, type, detail) VALUES (%s, %s, %s, %s)",
-                (device, at(ts), f"beacon_home_{kind}", None if detail is None else Jsonb(detail)),
+                (device, at(ts), f"beacon_home_{kind}", stored(ts, detail)),
             )
         conn.commit()
 
