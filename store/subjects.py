@@ -256,6 +256,19 @@ def approve_home_beacon(
     return cur.rowcount == 1
 
 
+def home_beacon_approval(
+    conn: psycopg.Connection[Any], subject_id: int
+) -> tuple[str | None, str | None, datetime | None] | None:
+    """(beacon, approved by, approved at) of the subject, all None when none is approved;
+    None when there is no such subject."""
+    row = conn.execute(
+        "SELECT home_beacon, home_beacon_approved_by, home_beacon_approved_at FROM subjects"
+        " WHERE id = %s",
+        (subject_id,),
+    ).fetchone()
+    return None if row is None else (row[0], row[1], row[2])
+
+
 def move_subject(conn: psycopg.Connection[Any], subject_id: int, region_id: str) -> None:
     """The subject is monitored in ``region_id`` from now on (a scenario's transfer; the
     region-history trigger records it without an actor)."""

@@ -1,12 +1,19 @@
 """An approved home beacon (issue 14): set and cleared by supervisors and admins of the subject's
 region through PATCH /subjects/{id}, recorded with who and when, audited, shown in the read, and
-carried to the alert engine through the subject's revision."""
+carried to the alert engine through the subject's revision; `tagwatch subject beacon` does the
+same from the command line."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import psycopg
 
 from tagwatch.store.engine_repository import PgEngineRepository
+from tagwatch.store.subjects import add_subject
 from tests.support import fresh_id
 
 
@@ -84,3 +91,31 @@ def test_only_supervisors_and_admins_of_the_region_approve_a_beacon(settings, ap
         response = api.patch(url, json={"home_beacon": bad}, headers=boss)
         assert response.status_code == 422, bad
     assert api.get(url, headers=boss).json()["home_beacon"]["id"] == "HB-1"
+
+
+def test_the_cli_sets_shows_and_clears_the_approval(settings, service_env):
+    home = region(settings, fresh_id("hb-cli"))
+    with psycopg.connect(settings.database_url) as conn:
+        sid = add_subject(conn, name="Cli", region_id=home)
+    env = {**os.environ, **service_env, "TAGWATCH_ENVIRONMENT": "test"}
+
+    def tagwatch(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tagwatch", "subject", "beacon", *args]
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    done = tagwatch("set", str(sid), "HB-CLI-1")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(tagwatch("show", str(sid)).stdout)["home_beacon"]
+    assert shown["id"] == "HB-CLI-1" and shown["approved_by"].startswith("cli:")
+    refused = tagwatch("set", str(sid), "not a beacon")
+    assert refused.returncode == 2 and "refused" in refused.stderr
+    assert json.loads(tagwatch("clear", str(sid)).stdout)["home_beacon"] is None
+    assert tagwatch("show", "999999999").returncode == 1
+    with psycopg.connect(settings.database_url) as conn:
+        audited = conn.execute(
+            "SELECT action, username FROM audit_log WHERE subject_id = %s ORDER BY id", (sid,)
+        ).fetchall()
+    assert [a[0] for a in audited] == ["home_beacon_approve", "home_beacon_clear"]
+    assert all(a[1].startswith("cli:") for a in audited)
