@@ -149,13 +149,14 @@ def engine_fixes(rows: Sequence[FixRow]) -> NewFixes:
 
 def engine_events(rows: Sequence[EventRow]) -> NewEvents:
     """The engine's columns of stored event rows; a beacon event's beacon from its detail."""
-    return NewEvents.of((r[0], r[1].timestamp(), r[3], _beacon(r[3], r[5])) for r in rows)
+    return NewEvents.of((r[0], r[1].timestamp(), r[3], _beacon(r)) for r in rows)
 
 
-def _beacon(kind: str, detail: str | None) -> str | None:
-    if detail is None or not kind.startswith("beacon_home_"):
+def _beacon(row: EventRow) -> str | None:
+    """The beacon a beacon event's stored detail names (other events' details are not read)."""
+    if not row[3].startswith("beacon_home_") or row[5] is None:
         return None
-    return beacon_of(msgspec.json.decode(detail))
+    return beacon_of(msgspec.json.decode(row[5]))
 
 
 @dataclass(frozen=True)
