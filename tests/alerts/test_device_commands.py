@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from tagwatch.alerts import device_commands as dc
 from tagwatch.simulators.obedience import Obedience
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "owntracks_commands"
 
 
 def test_the_tag_message_is_the_contracts_object():
@@ -22,9 +25,17 @@ def test_the_tag_message_is_the_contracts_object():
 
 
 def test_phones_get_no_command_the_apps_lack():
-    for command in ("vibrate", "beep", "message"):
+    for command in ("vibrate", "beep"):
         with pytest.raises(dc.CommandRefused):
             dc.owntracks_message(command, {}, 60)
+
+
+def test_a_message_to_a_phone_is_the_ios_apps_action_notification():
+    """The iOS app's own form (fixture from owntracks/ios `performAction:`)."""
+    fixture = json.loads((FIXTURES / "action_notification.json").read_text())
+    text = fixture["notification"]
+    assert dc.check_command("victim_phone", "message", {"text": text}) == {"text": text}
+    assert dc.owntracks_message("message", {"text": text}, 60) == fixture
 
 
 def test_a_pursuit_on_a_phone_is_move_mode_and_the_return_significant_mode():
