@@ -69,6 +69,7 @@ class IncidentKind(StrEnum):
     PURSUIT = "pursuit"
     CHARGE = "charge"
     POWER_OFF = "power_off"
+    PANIC = "panic"  # the alarm button (a victim's panic device): a `panic` event
 
 
 INSTANT_INCIDENTS = frozenset(
@@ -77,6 +78,7 @@ INSTANT_INCIDENTS = frozenset(
         IncidentKind.STRAP_RESTORED,
         IncidentKind.CASE_TAMPER,
         IncidentKind.LEFT_BEHIND,
+        IncidentKind.PANIC,
     }
 )
 TAG_ONLY_INCIDENTS = frozenset(
@@ -85,6 +87,9 @@ TAG_ONLY_INCIDENTS = frozenset(
         IncidentKind.STRAP_RESTORED,
         IncidentKind.CASE_TAMPER,
         IncidentKind.PURSUIT,
+        # a phone's panic is an OwnTracks message the decoder maps (docs/phones.md), not yet
+        # simulated: a panic button speaks the tag contract
+        IncidentKind.PANIC,
     }
 )
 
@@ -462,6 +467,8 @@ class _DeviceRun:
             self.event(at, "strap_restored")
         elif kind is IncidentKind.CASE_TAMPER:
             self.event(at, "case_tamper", {"case": "opened"})
+        elif kind is IncidentKind.PANIC:
+            self.event(at, "panic", {"button": "pressed"})
 
     # -- what is sent -------------------------------------------------------------------------
     def timestamp(self, t: float) -> float | str:
