@@ -435,7 +435,7 @@ class AlertEngine:
             if rows:
                 for a in repo.subject_assignments([r.subject_id for r in rows]):
                     held[a.subject_id].append(a)
-                    if a.role == "offender" and a.start <= now < a.end != float("inf"):
+                    if a.start <= now < a.end != float("inf"):
                         self._ends[a.subject_id] = min(a.end, self._ends.get(a.subject_id, a.end))
             for row in rows:
                 sid = row.subject_id
