@@ -4,9 +4,12 @@ Pure (no I/O), so the API (validation), the store (a phone's HTTP answer), the s
 dispatcher (MQTT) and the simulators all read one definition. Tags get the contract's own
 message on `em/v1/{id}/cmd`; OwnTracks phones get the apps' own `_type: cmd` objects, because
 the apps understand nothing else (owntracks/booklet, docs/tech/json.md "_type=cmd" and
-docs/features/remoteconfig.md). The apps have no vibrate, beep or text message command, so those
-are refused for phones rather than sent into the void; `set_configuration` is the apps' own
-remote configuration and means nothing to a tag.
+docs/features/remoteconfig.md). The apps have no vibrate or beep command, so those are refused
+for phones rather than sent into the void; `set_configuration` is the apps' own remote
+configuration and means nothing to a tag. A text `message` is the iOS app's `action` command
+with a `notification` (a local notification with sound, kept in the app's history: owntracks/ios
+OwnTracksAppDelegate.m `performAction:`); the Android app has no such command and ignores it
+(docs/phones.md "Victim phones" says what that means for a victim).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ SET_CONFIGURATION: Final = "set_configuration"
 
 COMMAND_TYPES: Final = (LOCATE_NOW, SET_INTERVAL, VIBRATE, BEEP, MESSAGE, SET_CONFIGURATION)
 TAG_COMMANDS: Final = frozenset({LOCATE_NOW, SET_INTERVAL, VIBRATE, BEEP, MESSAGE})
-PHONE_COMMANDS: Final = frozenset({LOCATE_NOW, SET_INTERVAL, SET_CONFIGURATION})
+PHONE_COMMANDS: Final = frozenset({LOCATE_NOW, SET_INTERVAL, SET_CONFIGURATION, MESSAGE})
 
 STATES: Final = ("queued", "sent", "acknowledged", "failed", "expired", "cancelled")
 OPEN_STATES: Final = frozenset({"queued", "sent"})
@@ -179,6 +182,10 @@ def owntracks_message(
     if command_type == SET_CONFIGURATION:
         configuration = {"_type": "configuration", **dict(args["configuration"])}
         return {"_type": "cmd", "action": "setConfiguration", "configuration": configuration}
+    if command_type == MESSAGE:
+        # iOS only: shown as a notification (owntracks/ios `performAction:` reads
+        # `notification`); Android logs an unknown action.
+        return {"_type": "cmd", "action": "action", "notification": str(args["text"])}
     msg = f"{command_type} has no OwnTracks form"
     raise CommandRefused(msg)
 

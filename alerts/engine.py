@@ -23,6 +23,7 @@ their own transaction, on the rule clock: the wall clock, or a scenario replay's
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ from tagwatch.alerts.ports import Assignment, EngineRepository, StateRow
 from tagwatch.alerts.rules import (
     AlertChange,
     EventObs,
+    FixObs,
     Observation,
     SubjectState,
     ZoneMeta,
@@ -55,6 +57,8 @@ from tagwatch.alerts.state_codec import (
     unpack_trail,
 )
 from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError, Thresholds, layered
+from tagwatch.alerts.victim_protection import route, watchers
+from tagwatch.alerts.victim_rules import due_victim, evaluate_victim, tick_victim
 from tagwatch.geofence import (
     Schedule,
     VictimPositions,
@@ -177,10 +181,21 @@ class AlertEngine:
             self.index.remove(zid)
 
     def thresholds_for(self, subject_id: int) -> Thresholds:
+        """The subject's thresholds. For a victim, ``victim_max_age_s`` is the shortest of the
+        zones that follow the victim: protection is degraded as soon as one of them stops
+        applying."""
         try:
-            return layered(self.subject_thresholds.get(subject_id), base=self.global_thresholds)
+            base = layered(self.subject_thresholds.get(subject_id), base=self.global_thresholds)
         except ThresholdError:
-            return self.global_thresholds
+            base = self.global_thresholds
+        ages = [
+            self.metas[z].thresholds.victim_max_age_s
+            for z in self.victim_zones.get(subject_id, ())
+            if z in self.metas
+        ]
+        if ages and min(ages) != base.victim_max_age_s:
+            return dataclasses.replace(base, victim_max_age_s=min(ages))
+        return base
 
     def curfew_active(self, zone_id: int, t: float) -> bool:
         entry = self.schedules.get(zone_id)
@@ -220,8 +235,10 @@ class AlertEngine:
         self._ends = {}
         for ranges in holders.values():
             for a in ranges:
-                if a.role == "offender" and a.start <= now < a.end != float("inf"):
+                if a.start <= now < a.end != float("inf"):
                     self._ends[a.subject_id] = min(a.end, self._ends.get(a.subject_id, a.end))
+        # a victim's own fixes and events, for the victim protection rules (victim_rules.py)
+        victim_obs: dict[int, list[Observation]] = defaultdict(list)
         for device_id, ts, lon, lat, acc, src in zip(
             fixes.device_id, fixes.ts, fixes.lon, fixes.lat, fixes.acc, fixes.src, strict=True
         ):
@@ -234,6 +251,7 @@ class AlertEngine:
                     old = self.victim_pos.get(zid)
                     if old is None or old[0] <= ts:
                         self.victim_pos[zid] = (ts, lon, lat, acc)
+                victim_obs[sid].append(FixObs(ts, device_id, lon, lat, acc, src=src))
                 continue
             intervals[sid][device_id] = held.expected_interval_s
             raw.append(RawFix(sid, device_id, ts, lon, lat, acc, src))
@@ -241,20 +259,27 @@ class AlertEngine:
             events.device_id, events.ts, events.type, events.beacons(), strict=True
         ):
             held = holder(device_id, ts)
-            if held is None or held.role != "offender":
+            if held is None:
+                continue
+            if held.role == "victim":
+                victim_obs[held.subject_id].append(EventObs(ts, device_id, kind))
+                continue
+            if held.role != "offender":
                 continue
             intervals[held.subject_id][device_id] = held.expected_interval_s
             events_by[held.subject_id].append(EventObs(ts, device_id, kind, beacon))
         subjects = sorted({r.subject_id for r in raw} | set(events_by))
-        if not subjects:
+        victims = sorted(set(victim_obs) - set(subjects))
+        if not subjects and not victims:
             return 0
-        self._load_victims(repo, raw)
         observed: dict[int, list[Observation]] = defaultdict(list)
-        for fix, obs in zip(raw, observe(self.index, raw, self._victims()), strict=True):
-            observed[fix.subject_id].append(obs)
+        if raw:
+            self._load_victims(repo, raw)
+            for fix, obs in zip(raw, observe(self.index, raw, self._victims()), strict=True):
+                observed[fix.subject_id].append(obs)
         for sid, items in events_by.items():
             observed[sid].extend(items)
-        states = self._lock(repo, subjects)
+        states = self._lock(repo, subjects + victims)
         # A device whose fixes belong to a subject (held at their time) that no longer holds it
         # now: an upload from before its assignment ended. Its state is released right after
         # the evaluation, so it never outlives the assignment (one more read, only then).
@@ -285,10 +310,28 @@ class AlertEngine:
             if sid in stale:
                 changes += release(state, sid, held_by.get(sid, ()), now)
             writes.append((sid, changes))
+        for vid in victims:
+            changes = evaluate_victim(
+                states[vid], vid, victim_obs[vid], self.thresholds_for(vid), now
+            )
+            writes += self._route_victim(vid, states[vid], changes)
         for sid, changes in writes:
             changes_total += apply_changes(repo, sid, changes)
         self._save(repo, states, now)
         return changes_total
+
+    def _route_victim(
+        self, vid: int, state: SubjectState, changes: list[AlertChange]
+    ) -> list[tuple[int, list[AlertChange]]]:
+        """A victim's changes as changes of the alerts of whoever watches the victim
+        (alerts/victim_protection.py): the offenders whose victim zones follow the victim."""
+        if not changes and not state.watchers:
+            return []
+        zones = {z: self.zone_rows[z]["owner"] for z in self.victim_zones.get(vid, ())}
+        by_target: dict[int, list[AlertChange]] = defaultdict(list)
+        for target, change in route(state, changes, watchers(zones, vid)):
+            by_target[target].append(change)
+        return sorted(by_target.items())
 
     def _load_victims(self, repo: EngineRepository, raw: Sequence[RawFix]) -> None:
         """Victim positions missing from memory (after a restart) come from the stored fixes."""
@@ -329,13 +372,16 @@ class AlertEngine:
         due at the latest when an assignment it holds ends, so the device is released then."""
         out: list[StateRow] = []
         for sid, state in states.items():
-            due = next_due(
-                state,
-                self.metas,
-                self.thresholds_for(sid),
-                now,
-                has_curfew=bool(self.curfews.get(sid)),
-            )
+            if state.victim:
+                due = due_victim(state, self.thresholds_for(sid))
+            else:
+                due = next_due(
+                    state,
+                    self.metas,
+                    self.thresholds_for(sid),
+                    now,
+                    has_curfew=bool(self.curfews.get(sid)),
+                )
             end = self._ends.get(sid)
             if end is not None and state.devices:
                 due = end if due is None else min(due, end)
@@ -401,7 +447,7 @@ class AlertEngine:
             if rows:
                 for a in repo.subject_assignments([r.subject_id for r in rows]):
                     held[a.subject_id].append(a)
-                    if a.role == "offender" and a.start <= now < a.end != float("inf"):
+                    if a.start <= now < a.end != float("inf"):
                         self._ends[a.subject_id] = min(a.end, self._ends.get(a.subject_id, a.end))
             for row in rows:
                 sid = row.subject_id
@@ -410,6 +456,13 @@ class AlertEngine:
                 # assignments bound every rule: a device the subject no longer (or not yet)
                 # holds is released before the clock judges anything (alerts/holding.py)
                 count += apply_changes(repo, sid, release(state, sid, held.get(sid, ()), now))
+                if state.victim:
+                    for target, routed in self._route_victim(
+                        sid, state, tick_victim(state, sid, self.thresholds_for(sid), now)
+                    ):
+                        count += apply_changes(repo, target, routed)
+                    states[sid] = state
+                    continue
                 changes, _ = tick(
                     state,
                     self.metas,

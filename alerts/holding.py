@@ -32,13 +32,19 @@ ASSIGNMENT_ENDED = "assignment_ended"
 START_GRACE_S = 300.0
 
 
-def holds(ranges: Iterable[Assignment], subject_id: int, device_id: str, t: float) -> bool:
-    """Whether ``subject_id`` holds ``device_id`` as offender at ``t`` (or will within
+def holds(
+    ranges: Iterable[Assignment],
+    subject_id: int,
+    device_id: str,
+    t: float,
+    role: str = "offender",
+) -> bool:
+    """Whether ``subject_id`` holds ``device_id`` in ``role`` at ``t`` (or will within
     ``START_GRACE_S``)."""
     return any(
         h.subject_id == subject_id
         and h.device_id == device_id
-        and h.role == "offender"
+        and h.role == role
         and h.start - START_GRACE_S <= t < h.end
         for h in ranges
     )
@@ -55,9 +61,11 @@ def release(
     may even precede the alert's opening (a tag taken off at 09:00, silent since, alerted at
     09:16, the end entered at 10:00); the end itself is in the assignment and the audit log."""
     ranges = list(ranges)
+    # a victim's state holds the devices the victim carries (alerts/victim_rules.py)
+    role = "victim" if state.victim else "offender"
     changes: list[AlertChange] = []
     for device_id in sorted(state.devices):
-        if holds(ranges, subject_id, device_id, now):
+        if holds(ranges, subject_id, device_id, now, role):
             continue
         dev = state.devices.pop(device_id)
         for alert_type, key in sorted(dev.episodes.items()):
@@ -74,9 +82,7 @@ def release(
                 )
             )
     holds_any = any(
-        h.subject_id == subject_id
-        and h.role == "offender"
-        and h.start - START_GRACE_S <= now < h.end
+        h.subject_id == subject_id and h.role == role and h.start - START_GRACE_S <= now < h.end
         for h in ranges
     )
     if holds_any or not state.tracks:

@@ -157,9 +157,17 @@ class SubjectState:
     beacon_id: str | None = None
     watermark: float | None = None
     trail: list[tuple[float, float, float, float]] = field(default_factory=list)
+    # A victim's state (alerts/victim_rules.py): the victim's own devices, the open panic
+    # ([episode key, first press, last press]) and protection-degraded ([key, since]) episodes,
+    # and on which subjects (and zones) each open episode's alert was raised. An offender's
+    # document never carries these keys.
+    victim: bool = False
+    watchers: dict[str, list[list[int | None]]] = field(default_factory=dict)
+    panic: list[Any] | None = None
+    degraded: list[Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "tracks": {k: _slots(t) for k, t in self.tracks.items()},
             "devices": {k: _slots(d) for k, d in self.devices.items()},
             "beacon_home": self.beacon_home,
@@ -167,6 +175,11 @@ class SubjectState:
             "watermark": self.watermark,
             "trail": [list(p) for p in self.trail],
         }
+        if self.victim:
+            doc.update(
+                victim=True, watchers=self.watchers, panic=self.panic, degraded=self.degraded
+            )
+        return doc
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> SubjectState:
@@ -179,6 +192,10 @@ class SubjectState:
             beacon_id=data.get("beacon_id"),
             watermark=data.get("watermark"),
             trail=[(p[0], p[1], p[2], p[3]) for p in data.get("trail", [])],
+            victim=bool(data.get("victim", False)),
+            watchers={k: [list(w) for w in ws] for k, ws in data.get("watchers", {}).items()},
+            panic=data.get("panic"),
+            degraded=data.get("degraded"),
         )
 
     def device(self, device_id: str) -> DeviceState:

@@ -23,6 +23,10 @@ GPS_LOST: Final = "gps_lost"
 NO_COMMUNICATION: Final = "no_communication"
 GPS_JAMMING: Final = "gps_jamming"
 ABSCONDER: Final = "absconder"
+# Victim protection (issue 15): the victim's own alarm, and a victim phone that no longer moves
+# the victim zone (docs/alerts.md "Victim protection").
+VICTIM_PANIC: Final = "victim_panic"
+VICTIM_DEGRADED: Final = "victim_protection_degraded"
 
 SEVERITY: Final[dict[str, str]] = {
     EXCLUSION_ENTRY: "critical",
@@ -39,17 +43,27 @@ SEVERITY: Final[dict[str, str]] = {
     NO_COMMUNICATION: "warning",
     GPS_JAMMING: "warning",
     ABSCONDER: "critical",
+    # a victim asking for help: someone may be at risk now
+    VICTIM_PANIC: "critical",
+    # protection is off, nobody is known to be at risk: a call to the victim this shift
+    VICTIM_DEGRADED: "warning",
 }
 ALERT_TYPES: Final = frozenset(SEVERITY)
 SEVERITY_RANK: Final[dict[str, int]] = {"info": 0, "warning": 1, "critical": 2}
 
 # Alerts whose condition is about the body or the device's integrity: they cannot be resolved
 # without a note saying what was found.
-NOTE_REQUIRED: Final = frozenset({STRAP_TAMPER, CASE_TAMPER, ABSCONDER})
+NOTE_REQUIRED: Final = frozenset({STRAP_TAMPER, CASE_TAMPER, ABSCONDER, VICTIM_PANIC})
 
 # Alerts during which the subject's devices report every 15 s ("pursuit", NIJ 1004.00 active
 # tracking) until they clear or a limit passes (store/commands.py, docs/alerts.md "Pursuit").
-PURSUIT_TYPES: Final = frozenset({EXCLUSION_ENTRY, VICTIM_PROXIMITY, STRAP_TAMPER, ABSCONDER})
+PURSUIT_TYPES: Final = frozenset(
+    {EXCLUSION_ENTRY, VICTIM_PROXIMITY, STRAP_TAMPER, ABSCONDER, VICTIM_PANIC}
+)
+
+# Alerts whose opening is told to the victim's own devices (store/commands.py
+# `notify_victim`, the texts in alerts/victim_protection.py).
+VICTIM_NOTICE_TYPES: Final = frozenset({VICTIM_WARNING, VICTIM_PROXIMITY, VICTIM_PANIC})
 
 # Alerts that escalate to absconder when left unresolved (see Thresholds.absconder_after_s).
 ESCALATING: Final = frozenset({STRAP_TAMPER, NO_COMMUNICATION, INCLUSION_EXIT})
@@ -91,5 +105,8 @@ EVENT_TYPES: Final = frozenset(
         "beacon_home_leave",
         "power_off",
         "heartbeat",
+        # a victim's (or a wearer's) alarm button: a victim_panic alert when the device is a
+        # victim's, stored and nothing more otherwise (docs/contract-extensions.md)
+        "panic",
     }
 )

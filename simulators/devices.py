@@ -70,6 +70,7 @@ class IncidentKind(StrEnum):
     PURSUIT = "pursuit"
     CHARGE = "charge"
     POWER_OFF = "power_off"
+    PANIC = "panic"  # the alarm button (a victim's panic device): a `panic` event
 
 
 INSTANT_INCIDENTS = frozenset(
@@ -78,6 +79,7 @@ INSTANT_INCIDENTS = frozenset(
         IncidentKind.STRAP_RESTORED,
         IncidentKind.CASE_TAMPER,
         IncidentKind.LEFT_BEHIND,
+        IncidentKind.PANIC,
     }
 )
 TAG_ONLY_INCIDENTS = frozenset(
@@ -86,6 +88,9 @@ TAG_ONLY_INCIDENTS = frozenset(
         IncidentKind.STRAP_RESTORED,
         IncidentKind.CASE_TAMPER,
         IncidentKind.PURSUIT,
+        # a phone's panic is an OwnTracks message the decoder maps (docs/phones.md), not yet
+        # simulated: a panic button speaks the tag contract
+        IncidentKind.PANIC,
     }
 )
 
@@ -472,6 +477,8 @@ class _DeviceRun:
             self.event(at, "strap_restored")
         elif kind is IncidentKind.CASE_TAMPER:
             self.event(at, "case_tamper", {"case": "opened"})
+        elif kind is IncidentKind.PANIC:
+            self.event(at, "panic", {"button": "pressed"})
 
     # -- what is sent -------------------------------------------------------------------------
     def timestamp(self, t: float) -> float | str:

@@ -22,6 +22,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from tagwatch.alerts import device_commands as dc
+from tagwatch.alerts import victim_protection as vp
 from tagwatch.alerts import vocabulary as v
 from tagwatch.store.audit import append_sync
 
@@ -39,6 +40,7 @@ INSERT: Final = (
 PURSUIT: Final = "pursuit"  # starts a pursuit (and carries duration_s)
 PURSUIT_END: Final = "pursuit_end"  # the return to the normal interval, scheduled at the limit
 PURSUIT_EVENTS: Final = frozenset({"opened", "cleared", "resolved"})
+VICTIM_NOTICE: Final = "victim_notice"  # a victim told that the offender is near (issue 15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +445,41 @@ def _end_pursuit(conn: psycopg.Connection, subject_id: int) -> None:
     )
 
 
+# -- victim notices ----------------------------------------------------------------------------
+
+
+def notify_victim(conn: psycopg.Connection, alert_id: int, alert_type: str, event: str) -> int:
+    """In the alert's own transaction: when a victim-warning, victim-proximity or victim-panic
+    alert opens, queue a `message` to every device the protected victim holds now (the victim
+    of the alert's victim zone, or the alert's own subject when it is a victim). The texts
+    (alerts/victim_protection.py) never say where the offender is. The same text to the same
+    device within a minute is not queued again (a victim watched for two offenders, or a panic
+    raised on each of them, gets one notice). Returns how many were queued."""
+    if event != "opened" or alert_type not in v.VICTIM_NOTICE_TYPES:
+        return 0
+    args = Jsonb({"text": vp.VICTIM_NOTICES[alert_type]})
+    cur = conn.execute(
+        "INSERT INTO device_commands (device_id, type, args, origin, alert_id, not_before,"
+        " expires_at) SELECT da.device_id, %(type)s, %(args)s, %(origin)s, al.id, now(),"
+        " now() + make_interval(secs => %(ttl)s) FROM alerts al"
+        " JOIN subjects s ON s.id = al.subject_id LEFT JOIN zones z ON z.id = al.zone_id"
+        " JOIN device_assignments da ON da.role = 'victim' AND da.during @> now()"
+        " AND da.subject_id = COALESCE(z.victim_subject_id, CASE WHEN s.victim THEN s.id END)"
+        " WHERE al.id = %(alert)s AND NOT EXISTS (SELECT 1 FROM device_commands c"
+        "  WHERE c.device_id = da.device_id AND c.origin = %(origin)s AND c.args = %(args)s"
+        "  AND c.created_at > now() - interval '60 seconds')"
+        " ORDER BY da.device_id",
+        {
+            "type": dc.MESSAGE,
+            "args": args,
+            "origin": VICTIM_NOTICE,
+            "ttl": vp.VICTIM_NOTICE_TTL_S,
+            "alert": alert_id,
+        },
+    )
+    return cur.rowcount
+
+
 def due_triggers(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT 1 FROM pursuit_triggers LIMIT 1").fetchone() is not None
 
@@ -458,6 +495,7 @@ __all__ = [
     "list_commands",
     "mark_sent",
     "note_pursuit_trigger",
+    "notify_victim",
     "queue_command",
     "read_command",
     "record_answers",

@@ -451,6 +451,7 @@ def enqueue(
         (row[0], row[0], region, alert_type, rank),
     )
     commands.note_pursuit_trigger(conn, alert_id, alert_type, event)
+    commands.notify_victim(conn, alert_id, alert_type, event)
 
 
 def release_rule_state(conn: psycopg.Connection, subject_id: int, due_by: float) -> int:

@@ -42,7 +42,7 @@ from pydantic import AwareDatetime
 
 from tagwatch.alerts import lifecycle
 from tagwatch.alerts.lifecycle import LifecycleError
-from tagwatch.alerts.vocabulary import SEVERITY_RANK
+from tagwatch.alerts.vocabulary import SEVERITY_RANK, VICTIM_PANIC
 from tagwatch.api import audit
 from tagwatch.api.deps import Conn, may_read_victims
 from tagwatch.api.schemas_alerts import (
@@ -239,7 +239,10 @@ async def read_alert(
         end=end.isoformat(),
         reason=reason,
     )
-    if victim is not None and may_read_victims(user):
+    # A victim's panic carries the victim's position at the press (alerts/victim_protection.py):
+    # whoever reads it, operators and tracers too, has read the victim's data.
+    panic = fields["type"] == VICTIM_PANIC
+    if victim is not None and (may_read_victims(user) or panic):
         await audit.record_victim_zones(
             conn, user, [(victim, fields["zone_id"])], via="alert", alert_id=alert_id
         )

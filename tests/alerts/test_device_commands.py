@@ -1,13 +1,21 @@
-"""The pure command vocabulary and the simulated tag's obedience, without broker or database."""
+"""The pure command vocabulary, the wire form of commands and the simulated tag's obedience,
+without broker or database."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from tagwatch.alerts import device_commands as dc
+from tagwatch.alerts.command_sender import wire
+from tagwatch.alerts.victim_protection import VICTIM_NOTICES
 from tagwatch.simulators.obedience import Obedience
+from tagwatch.store.commands import Sendable
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "owntracks_commands"
 
 
 def test_the_tag_message_is_the_contracts_object():
@@ -22,9 +30,17 @@ def test_the_tag_message_is_the_contracts_object():
 
 
 def test_phones_get_no_command_the_apps_lack():
-    for command in ("vibrate", "beep", "message"):
+    for command in ("vibrate", "beep"):
         with pytest.raises(dc.CommandRefused):
             dc.owntracks_message(command, {}, 60)
+
+
+def test_a_message_to_a_phone_is_the_ios_apps_action_notification():
+    """The iOS app's own form (fixture from owntracks/ios `performAction:`)."""
+    fixture = json.loads((FIXTURES / "action_notification.json").read_text())
+    text = fixture["notification"]
+    assert dc.check_command("victim_phone", "message", {"text": text}) == {"text": text}
+    assert dc.owntracks_message("message", {"text": text}, 60) == fixture
 
 
 def test_a_pursuit_on_a_phone_is_move_mode_and_the_return_significant_mode():
@@ -55,3 +71,15 @@ def test_an_unknown_command_is_answered_failed_and_a_silent_tag_answers_nothing(
         "failed"
     )
     assert Obedience(60.0, answer=False).handle(b'{"id": "1", "type": "beep"}', 0.0) is None
+
+
+def test_a_victim_notice_goes_to_the_phones_command_topic_as_the_ios_notification():
+    text = VICTIM_NOTICES["victim_proximity_warning"]
+    now = datetime.now(UTC)
+    topic, payload = wire(
+        Sendable(7, "vphone-1", "message", {"text": text}, "victim_phone",
+                 "owntracks/jane/vphone-1", 300, now, now)
+    )  # fmt: skip
+    assert topic == "owntracks/jane/vphone-1/cmd"
+    fixture = json.loads((FIXTURES / "action_notification.json").read_text())
+    assert json.loads(payload) == fixture

@@ -34,6 +34,8 @@ CORE = [
         "vocabulary.py",
         "memory_repository.py",
         "device_commands.py",
+        "victim_rules.py",
+        "victim_protection.py",
     )
 ]
 # what the core may import of tagwatch: itself and the pure geofence

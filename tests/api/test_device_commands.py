@@ -89,7 +89,7 @@ def test_operator_queues_a_command_and_reads_its_state(api, settings, world):
     ("device", "command", "reason"),
     [
         ("phone", {"type": "vibrate"}, "no such command"),
-        ("phone", {"type": "message", "args": {"text": "hi"}}, "no such command"),
+        ("phone", {"type": "beep"}, "no such command"),
         ("tag", {"type": "set_configuration", "args": {"configuration": {"x": 1}}}, "no such"),
         ("tag", {"type": "set_interval", "args": {}}, "needs interval_s"),
         ("tag", {"type": "set_interval", "args": {"interval_s": 0}}, "between"),

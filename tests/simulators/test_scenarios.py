@@ -65,6 +65,8 @@ HARD = {
     "tag-and-phone",
     "jammer-at-home",
 }
+# Issue 15, victim protection: a warning band entered, a victim's panic.
+VICTIM = {"victim-warning", "victim-panic"}
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ZONE_ALERTS = {
     "exclusion_zone_entry": ("exclusion", False),
@@ -78,7 +80,7 @@ ZONE_ALERTS = {
 
 def test_the_library_has_every_scenario_the_issue_lists(library):
     names = {scenario.name for scenario in library}
-    assert names >= REQUIRED | HARD
+    assert names >= REQUIRED | HARD | VICTIM
     assert len(library) == len(list(LIBRARY.glob("*.toml"))) >= 30
 
 
@@ -344,3 +346,16 @@ def test_load_scenario_checks_the_file_name(tmp_path):
     (tmp_path / "other.toml").write_text(source)
     with pytest.raises(ValueError, match="must match the file name"):
         load_scenario(tmp_path / "other.toml")
+
+
+def test_the_victims_panic_button_presses_once_as_a_victims_device(library_runs):
+    """victim-panic: the button is a tag-format device held as victim; it sends one `panic`
+    at 20:40 local time, and only it does."""
+    run = library_runs["victim-panic"]
+    button = next(d for d in run.plan.devices if d.key == "button")
+    assert (button.kind, button.role) == ("tag", "victim")
+    _, events = read_trace(run.publications)
+    panics = [e for e in events if e.type == "panic"]
+    assert [e.device_id for e in panics] == [button.device_id]
+    local = datetime.fromtimestamp(panics[0].ts, ZoneInfo("Africa/Johannesburg"))
+    assert (local.hour, local.minute) == (20, 40)
