@@ -173,7 +173,7 @@ def _fixes(*rows: tuple[str, float, float, float]) -> NewFixes:
 
 
 def _events(*rows: tuple[str, float, str]) -> NewEvents:
-    return NewEvents.of(rows)
+    return NewEvents.of((*row, None) for row in rows)  # no beacon column
 
 
 def test_a_victims_panic_is_raised_on_the_offender_with_her_position() -> None:

@@ -57,7 +57,7 @@ def test_operators_and_tracers_see_her_position_and_their_reads_are_audited(sett
             AlertEngine().process(
                 PgEngineRepository(conn),
                 NewFixes.of([(button, now - 5, HER[0], HER[1], 8.0, "gps")]),
-                NewEvents.of([(button, now - 2, "panic")]),
+                NewEvents.of([(button, now - 2, "panic", None)]),
             )
         [(alert_id, lat, lon)] = conn.execute(
             "SELECT id, lat, lon FROM alerts WHERE subject_id = %s AND type = 'victim_panic'",
