@@ -65,7 +65,6 @@ from typing import Any, Final
 
 import certifi
 import httpx
-import paho.mqtt.client as mqtt
 import psycopg
 
 from tagwatch.alerts.command_sender import CommandSender
@@ -78,7 +77,7 @@ from tagwatch.alerts.webhook_destination import (
     resolve_destination,
     system_resolver,
 )
-from tagwatch.mqtt_client import new_client
+from tagwatch.mqtt_client import BackgroundConnection
 from tagwatch.settings import MqttEndpoint, Settings
 from tagwatch.store import deliveries
 from tagwatch.store import webhooks as webhook_store
@@ -322,28 +321,10 @@ class MqttPublisher:
     """One broker connection for the dispatcher, reconnecting by itself; QoS 1 and PUBACKs."""
 
     def __init__(self, url: str, client_id: str, timeout: float) -> None:
-        endpoint = MqttEndpoint.parse(url)
         self.timeout = timeout
-        self.connected = threading.Event()
-        self.client = new_client(endpoint, client_id, clean_session=True)
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(1, 5)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.connect_async(endpoint.host, endpoint.port, keepalive=30)
-        self.client.loop_start()
-
-    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
-        if rc.is_failure:
-            log.error("broker refused the dispatcher: %s", rc)
-            return
-        log.info("dispatcher connected to the broker")
-        self.connected.set()
-
-    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
-        self.connected.clear()
-        log.warning("dispatcher lost the broker: %s", rc)
+        self.connection = BackgroundConnection(MqttEndpoint.parse(url), client_id, "the dispatcher")
+        self.client = self.connection.client
+        self.connected = self.connection.connected
 
     def publish(self, messages: Sequence[tuple[str, bytes]]) -> list[Attempt]:
         """Publish all at QoS 1 and wait for each PUBACK (all in flight together)."""
@@ -368,8 +349,7 @@ class MqttPublisher:
         return results
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.connection.close()
 
 
 # ---------------------------------------------------------------------------------- dispatcher

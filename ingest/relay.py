@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from typing import Any
 
-import paho.mqtt.client as mqtt
-
-from tagwatch.mqtt_client import new_client
+from tagwatch.mqtt_client import BackgroundConnection
 from tagwatch.settings import MqttEndpoint
 
 log = logging.getLogger(__name__)
@@ -37,31 +33,14 @@ class IntakeRelay:
     """One broker connection per API process, reconnecting by itself."""
 
     def __init__(self, url: str, timeout_s: float, client_id: str | None = None) -> None:
-        endpoint = MqttEndpoint.parse(url)
         self.timeout_s = timeout_s
-        self.connected = threading.Event()
-        self.client = new_client(
-            endpoint,
+        self.connection = BackgroundConnection(
+            MqttEndpoint.parse(url),
             client_id or f"tagwatch-api-{os.uname().nodename[:20]}-{os.getpid()}",
-            clean_session=True,
+            "the API's intake account",
         )
-        self.client.max_inflight_messages_set(1000)
-        self.client.reconnect_delay_set(1, 5)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.connect_async(endpoint.host, endpoint.port, keepalive=30)
-        self.client.loop_start()
-
-    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
-        if rc.is_failure:
-            log.error("broker refused the API's intake account: %s", rc)
-            return
-        log.info("HTTP intake connected to the broker")
-        self.connected.set()
-
-    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
-        self.connected.clear()
-        log.warning("HTTP intake lost the broker: %s", rc)
+        self.client = self.connection.client
+        self.connected = self.connection.connected
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Block until the broker's PUBACK; RelayUnavailable when it does not come in time."""
@@ -79,5 +58,4 @@ class IntakeRelay:
             raise RelayUnavailable(msg)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.connection.close()
