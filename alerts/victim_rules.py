@@ -25,8 +25,8 @@ Which subjects the alerts are raised on is the engine's decision (`alerts/victim
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 
 from tagwatch.alerts import vocabulary as v
 from tagwatch.alerts.holding import ASSIGNMENT_ENDED
@@ -110,17 +110,7 @@ def _fix(
     state.trail.sort()
     del state.trail[: max(0, len(state.trail) - TRAIL_POINTS)]
     if state.degraded is not None and now - fix.ts <= thresholds.victim_max_age_s:
-        key, since = state.degraded
-        state.degraded = None
-        changes.append(
-            AlertChange(
-                action="clear",
-                episode_key=key,
-                type=v.VICTIM_DEGRADED,
-                at=fix.ts,
-                first_fix_at=since,
-            )
-        )
+        changes.append(_clear_degraded(state, fix.ts))
     if state.panic is not None:
         key, first, last = state.panic
         if first <= fix.ts <= last + PANIC_FOLLOW_S:
@@ -138,6 +128,23 @@ def _fix(
                     acc=newest[3],
                 )
             )
+
+
+def _clear_degraded(
+    state: SubjectState, at: float, details: Mapping[str, Any] | None = None
+) -> AlertChange:
+    """End the open protection-degraded episode (a fresh position, or no device left)."""
+    assert state.degraded is not None
+    key, since = state.degraded
+    state.degraded = None
+    return AlertChange(
+        action="clear",
+        episode_key=key,
+        type=v.VICTIM_DEGRADED,
+        at=at,
+        first_fix_at=since,
+        details=details or {},
+    )
 
 
 def _panic(
@@ -188,18 +195,7 @@ def tick_victim(
     if not state.devices and state.degraded is not None:
         # the victim holds no device any more (alerts/holding.py released it): nothing left
         # to degrade; the alert stays for an operator to resolve
-        key, first = state.degraded
-        state.degraded = None
-        changes.append(
-            AlertChange(
-                action="clear",
-                episode_key=key,
-                type=v.VICTIM_DEGRADED,
-                at=now,
-                first_fix_at=first,
-                details={"reason": ASSIGNMENT_ENDED},
-            )
-        )
+        changes.append(_clear_degraded(state, now, {"reason": ASSIGNMENT_ENDED}))
     since = _reference(state)
     limit = thresholds.victim_max_age_s
     if state.degraded is None and since is not None and now - since > limit:
