@@ -409,16 +409,28 @@ def fix_row(device_id: str, fix: _FixFields, now: float, limits: Limits) -> FixR
     )
 
 
+Decoded_T = TypeVar("Decoded_T")
+
+
+def decode_or_refuse(
+    decoder: msgspec.json.Decoder[Decoded_T], topic: str, payload: bytes, out: Decoded
+) -> Decoded_T | None:
+    """The typed message, or None with the payload refused: a wrong type or a missing field
+    as a schema violation naming the field's path, anything that is not JSON as malformed."""
+    try:
+        return decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        out.refuse(topic, payload, schema_reason(exc), str(exc))
+    except msgspec.DecodeError as exc:
+        out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))
+    return None
+
+
 def decode_fix_payload(
     device_id: str, topic: str, payload: bytes, now: float, limits: Limits, out: Decoded
 ) -> None:
-    try:
-        message = _fix_message.decode(payload)
-    except msgspec.ValidationError as exc:
-        out.refuse(topic, payload, schema_reason(exc), str(exc))
-        return
-    except msgspec.DecodeError as exc:
-        out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))
+    message = decode_or_refuse(_fix_message, topic, payload, out)
+    if message is None:
         return
     if message.fixes is None:
         try:
@@ -464,13 +476,8 @@ def event_row(
 def decode_event_payload(
     device_id: str, topic: str, payload: bytes, now: float, limits: Limits, out: Decoded
 ) -> None:
-    try:
-        message = _event_message.decode(payload)
-    except msgspec.ValidationError as exc:
-        out.refuse(topic, payload, schema_reason(exc), str(exc))
-        return
-    except msgspec.DecodeError as exc:
-        out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))
+    message = decode_or_refuse(_event_message, topic, payload, out)
+    if message is None:
         return
     if message.events is None:
         try:
@@ -496,13 +503,8 @@ def decode_owntracks(
     device: DeviceInfo, topic: str, payload: bytes, now: float, limits: Limits, out: Decoded
 ) -> None:
     """OwnTracks, unchanged: `location` becomes a fix (vel km/h → m/s), `lwt` an offline status."""
-    try:
-        message = _owntracks.decode(payload)
-    except msgspec.ValidationError as exc:
-        out.refuse(topic, payload, schema_reason(exc), str(exc))
-        return
-    except msgspec.DecodeError as exc:
-        out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))
+    message = decode_or_refuse(_owntracks, topic, payload, out)
+    if message is None:
         return
     if message.type_ == "lwt":
         out.statuses.append((device.device_id, "offline", "owntracks_lwt"))
@@ -538,13 +540,8 @@ def decode_ack(
     """A tag's answer: `{"id", "ts", "status": "done" | "failed", "detail"}`. The command id is
     the string the command carried (a number is taken too); whether it names a command this
     device was sent is the writer's question (`store.commands.record_answers`)."""
-    try:
-        answer = _ack.decode(payload)
-    except msgspec.ValidationError as exc:
-        out.refuse(topic, payload, schema_reason(exc), str(exc))
-        return
-    except msgspec.DecodeError as exc:
-        out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))
+    answer = decode_or_refuse(_ack, topic, payload, out)
+    if answer is None:
         return
     text = str(answer.id)
     if not text.isdigit() or len(text) > 18:

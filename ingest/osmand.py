@@ -47,6 +47,7 @@ from tagwatch.ingest.decode import (
     Reason,
     Refused,
     _FixFields,
+    decode_or_refuse,
     fix_row,
     schema_reason,
 )
@@ -240,13 +241,8 @@ def _json_fix(location: _Location) -> _FixFields:
 def decode_osmand_json(
     device: DeviceInfo, topic: str, payload: bytes, now: float, limits: Limits, out: Decoded
 ) -> None:
-    try:
-        root = _root.decode(payload)
-    except msgspec.ValidationError as exc:
-        out.refuse(topic, payload, schema_reason(exc), str(exc))
-        return
-    except msgspec.DecodeError as exc:
-        out.refuse(topic, payload, Reason.MALFORMED_JSON, str(exc))
+    root = decode_or_refuse(_root, topic, payload, out)
+    if root is None:
         return
     if root.device_id is not None and root.device_id != device.device_id:
         detail = f"device_id {root.device_id[:64]!r} is not this device"
