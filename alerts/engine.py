@@ -24,6 +24,7 @@ their own transaction, on the rule clock: the wall clock, or a scenario replay's
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tagwatch.alerts import vocabulary as v
-from tagwatch.alerts.batch import NewEvents, NewFixes
+from tagwatch.alerts.batch import NewEvents, NewFixes, NewPhoneReports
 from tagwatch.alerts.escalation import OpenAlert, absconder, due, limit_s
 from tagwatch.alerts.holding import holds, release
 from tagwatch.alerts.observe import RawFix, late_episodes, observe
@@ -40,7 +41,9 @@ from tagwatch.alerts.ports import Assignment, EngineRepository, StateRow
 from tagwatch.alerts.rules import (
     AlertChange,
     EventObs,
+    FixObs,
     Observation,
+    PhoneObs,
     SubjectState,
     ZoneMeta,
     evaluate,
@@ -190,13 +193,17 @@ class AlertEngine:
         repo: EngineRepository,
         fixes: NewFixes,
         events: NewEvents,
+        phones: NewPhoneReports | None = None,
     ) -> int:
-        """Evaluate the new fixes and events of a batch; return how many alert changes."""
-        if not len(fixes) and not len(events):
+        """Evaluate the new fixes, events and phone reports of a batch; return how many alert
+        changes. A fix of unknown accuracy (NaN) is never classified: it reaches the rules as
+        communication only (alerts/rules.py)."""
+        phones = phones or NewPhoneReports()
+        if not len(fixes) and not len(events) and not len(phones):
             return 0
         self.sync(repo)
         now = repo.clock_and_speed()[0]
-        devices = sorted(set(fixes.device_id) | set(events.device_id))
+        devices = sorted(set(fixes.device_id) | set(events.device_id) | set(phones.device_id))
         holders: dict[str, list[Assignment]] = defaultdict(list)
         for a in repo.assignments(devices):
             holders[a.device_id].append(a)
@@ -209,6 +216,7 @@ class AlertEngine:
 
         raw: list[RawFix] = []
         events_by: dict[int, list[Observation]] = defaultdict(list)
+        unknown_acc: list[tuple[int, FixObs]] = []
         # per subject, its devices' reporting intervals (in the order the batch first met them)
         intervals: dict[int, dict[str, int]] = defaultdict(dict)
         self._ends = {}
@@ -224,12 +232,17 @@ class AlertEngine:
                 continue
             sid = held.subject_id
             if held.role == "victim":
+                if math.isnan(acc):
+                    continue  # a circle of unknown size cannot place the victim's zone
                 for zid in self.victim_zones.get(sid, ()):
                     old = self.victim_pos.get(zid)
                     if old is None or old[0] <= ts:
                         self.victim_pos[zid] = (ts, lon, lat, acc)
                 continue
             intervals[sid][device_id] = held.expected_interval_s
+            if math.isnan(acc):
+                unknown_acc.append((sid, FixObs(ts, device_id, lon, lat, acc, (), src)))
+                continue
             raw.append(RawFix(sid, device_id, ts, lon, lat, acc, src))
         for device_id, ts, kind in zip(events.device_id, events.ts, events.type, strict=True):
             held = holder(device_id, ts)
@@ -237,6 +250,24 @@ class AlertEngine:
                 continue
             intervals[held.subject_id][device_id] = held.expected_interval_s
             events_by[held.subject_id].append(EventObs(ts, device_id, kind))
+        for sid, obs in unknown_acc:
+            events_by[sid].append(obs)
+        for device_id, ts, kind, batt, charging, mode, conn in zip(
+            phones.device_id,
+            phones.ts,
+            phones.kind,
+            phones.batt,
+            phones.charging,
+            phones.mode,
+            phones.conn,
+            strict=True,
+        ):
+            held = holder(device_id, ts)
+            if held is None or held.role != "offender":
+                continue
+            intervals[held.subject_id][device_id] = held.expected_interval_s
+            report = PhoneObs(ts, device_id, kind, batt, charging, mode, conn)
+            events_by[held.subject_id].append(report)
         subjects = sorted({r.subject_id for r in raw} | set(events_by))
         if not subjects:
             return 0
@@ -267,8 +298,11 @@ class AlertEngine:
                 state.device(device_id).expected_interval_s = float(interval)
             items = observed.get(sid, [])
             wm = state.watermark
-            live = [o for o in items if wm is None or o.ts >= wm]
-            late = [o for o in items if wm is not None and o.ts < wm]
+            # a phone's report of itself is judged by its own clock (rules.Evaluator.phone)
+            live = [o for o in items if wm is None or o.ts >= wm or isinstance(o, PhoneObs)]
+            late = [
+                o for o in items if wm is not None and o.ts < wm and not isinstance(o, PhoneObs)
+            ]
             changes = evaluate(state, live, self.metas, thresholds, now)
             if late:
                 changes += self._late(repo, sid, late, thresholds, now)
@@ -348,7 +382,7 @@ class AlertEngine:
         self,
         repo: EngineRepository,
         sid: int,
-        late: list[Observation],
+        late: Sequence[Observation],
         thresholds: Thresholds,
         now: float,
     ) -> list[AlertChange]:

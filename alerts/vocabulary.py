@@ -23,6 +23,11 @@ GPS_LOST: Final = "gps_lost"
 NO_COMMUNICATION: Final = "no_communication"
 GPS_JAMMING: Final = "gps_jamming"
 ABSCONDER: Final = "absconder"
+# Phones (issue 15): the app was told to stop reporting (OwnTracks monitoring quiet or manual),
+# or went silent while its last report said it was online in move mode; and a phone whose
+# fixes carry no accuracy, so that no zone can ever be judged for it.
+PHONE_MONITORING_DEGRADED: Final = "phone_monitoring_degraded"
+POSITION_ACCURACY_UNKNOWN: Final = "position_accuracy_unknown"
 
 SEVERITY: Final[dict[str, str]] = {
     EXCLUSION_ENTRY: "critical",
@@ -39,6 +44,8 @@ SEVERITY: Final[dict[str, str]] = {
     NO_COMMUNICATION: "warning",
     GPS_JAMMING: "warning",
     ABSCONDER: "critical",
+    PHONE_MONITORING_DEGRADED: "warning",
+    POSITION_ACCURACY_UNKNOWN: "warning",
 }
 ALERT_TYPES: Final = frozenset(SEVERITY)
 SEVERITY_RANK: Final[dict[str, int]] = {"info": 0, "warning": 1, "critical": 2}

@@ -39,6 +39,8 @@ AlertTypeName = Literal[
     "no_communication",
     "gps_jamming",
     "absconder",
+    "phone_monitoring_degraded",
+    "position_accuracy_unknown",
 ]
 assert set(get_args(AlertTypeName)) == v.ALERT_TYPES, "AlertTypeName must follow the vocabulary"
 assert set(get_args(SeverityName)) == set(v.SEVERITY_RANK)

@@ -17,10 +17,14 @@ def provision_device(
     kind: str = "tag",
     owntracks_topic: str | None = None,
     expected_interval_s: int = 60,
+    payload_key_sealed: str | None = None,
 ) -> str:
-    """Return the new device's MQTT password; nothing is created if either side refuses."""
+    """Return the new device's MQTT password; nothing is created if either side refuses.
+    ``payload_key_sealed``: a phone's sealed OwnTracks encryption key (ingest/payload_keys.py)."""
     password = new_device_password()
     with conn.transaction():
-        register_device(conn, device_id, kind, owntracks_topic, expected_interval_s)
+        register_device(
+            conn, device_id, kind, owntracks_topic, expected_interval_s, payload_key_sealed
+        )
         admin.create_device(device_id, password, owntracks_topic)
     return password

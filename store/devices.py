@@ -34,8 +34,8 @@ VISIBLE = (
     " AND a.during @> now() AND NOT s.region_id = ANY(%(regions)s::text[])))"
 )
 INSERT_DEVICE = (
-    "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s) "
-    f"VALUES (%s, %s, %s, %s) RETURNING {COLUMNS}"
+    "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s, payload_key_sealed) "
+    f"VALUES (%s, %s, %s, %s, %s) RETURNING {COLUMNS}"
 )
 INSERT_ASSIGNMENT = (
     "INSERT INTO device_assignments (device_id, subject_id, role, during) "
@@ -90,10 +90,16 @@ async def create_device(
     kind: str,
     owntracks_topic: str | None,
     expected_interval_s: int,
+    payload_key_sealed: str | None = None,
 ) -> Device:
-    """Raises UniqueViolation when the id or the OwnTracks topic is already registered."""
+    """Raises UniqueViolation when the id or the OwnTracks topic is already registered.
+    ``payload_key_sealed``: the phone's OwnTracks encryption key, already sealed
+    (store/webhook_secrets.py), never in clear."""
     cur = conn.cursor(row_factory=class_row(Device))
-    await cur.execute(INSERT_DEVICE, (device_id, kind, owntracks_topic, expected_interval_s))
+    await cur.execute(
+        INSERT_DEVICE,
+        (device_id, kind, owntracks_topic, expected_interval_s, payload_key_sealed),
+    )
     row = await cur.fetchone()
     assert row is not None
     return row
@@ -136,9 +142,10 @@ class DeviceKey:
     id: str
     kind: str
     owntracks_topic: str | None
+    payload_key_sealed: str | None = None  # OwnTracks encryption key, sealed
 
 
-KEY_COLUMNS = "id, kind, owntracks_topic"
+KEY_COLUMNS = "id, kind, owntracks_topic, payload_key_sealed"
 
 
 def register_device(
@@ -147,11 +154,15 @@ def register_device(
     kind: str = "tag",
     owntracks_topic: str | None = None,
     expected_interval_s: int = 60,
+    payload_key_sealed: str | None = None,
 ) -> Device:
     """The device's row, as ``create_device`` writes it for the API (its broker account is
     ingest.provisioning's). Raises UniqueViolation when the id or the topic is taken."""
     cur = conn.cursor(row_factory=class_row(Device))
-    cur.execute(INSERT_DEVICE, (device_id, kind, owntracks_topic, expected_interval_s))
+    cur.execute(
+        INSERT_DEVICE,
+        (device_id, kind, owntracks_topic, expected_interval_s, payload_key_sealed),
+    )
     row = cur.fetchone()
     assert row is not None
     return row

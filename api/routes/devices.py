@@ -1,4 +1,5 @@
-"""Devices: creating one provisions its broker account and shows its password exactly once."""
+"""Devices: creating one provisions its broker account and shows its password (and a phone's
+OwnTracks encryption key) exactly once."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tagwatch.ingest.broker_accounts import (
     new_device_password,
 )
 from tagwatch.ingest.device_broker import device_broker
+from tagwatch.ingest.payload_keys import new_payload_key
 from tagwatch.store import devices
 from tagwatch.store.devices import Device
 
@@ -63,9 +65,10 @@ async def read_device(device_id: str, conn: Conn, _user: CurrentUser) -> DeviceP
 )
 async def create_device(body: DeviceCreate, conn: Conn, request: Request) -> DeviceCredentials:
     """The row and the broker account appear together or not at all."""
+    passphrase, sealed = new_payload_key(body.kind, request.app.state.settings.webhook_secret_key)
     try:
         row = await devices.create_device(
-            conn, body.id, body.kind, body.owntracks_topic, body.expected_interval_s
+            conn, body.id, body.kind, body.owntracks_topic, body.expected_interval_s, sealed
         )
     except UniqueViolation as exc:
         raise HTTPException(
@@ -90,4 +93,5 @@ async def create_device(body: DeviceCreate, conn: Conn, request: Request) -> Dev
         broker_url=broker.url,
         ca_pem=broker.ca_pem,
         publish_topics=device_topics(body.id, body.owntracks_topic),
+        encryption_key=passphrase,
     )

@@ -27,7 +27,9 @@ EXAMPLE_OWNTRACKS = (
 def try_publish_line(
     broker: DeviceBroker, device_id: str, password: str, owntracks_topic: str | None
 ) -> str:
-    """A `mosquitto_pub` line that publishes one fix as the device would, over TLS."""
+    """A `mosquitto_pub` line that publishes one fix as the device would, over TLS: a tag's
+    fix on `em/v1/{id}/fix`, or for a phone an OwnTracks `location` on its own topic (a tag
+    payload there is a dead letter)."""
     tls = f"--cafile {broker.ca_file} " if broker.tls and broker.ca_file else ""
     topic = owntracks_topic or f"em/v1/{device_id}/fix"
     payload = EXAMPLE_OWNTRACKS if owntracks_topic else EXAMPLE_FIX
@@ -79,6 +81,7 @@ def device_add(
 
     from tagwatch.ingest.broker_accounts import BrokerAdmin, reserved_device_id  # noqa: PLC0415
     from tagwatch.ingest.device_broker import device_broker  # noqa: PLC0415
+    from tagwatch.ingest.payload_keys import PHONE_KINDS, new_payload_key  # noqa: PLC0415
     from tagwatch.ingest.provisioning import provision_device  # noqa: PLC0415
     from tagwatch.store.devices import add_assignment  # noqa: PLC0415
     from tagwatch.store.subjects import add_subject, ensure_region  # noqa: PLC0415
@@ -87,11 +90,24 @@ def device_add(
     if reserved:
         typer.echo(f"refused: {reserved}", err=True)
         raise typer.Exit(2)
+    if (kind in PHONE_KINDS) != (owntracks_topic is not None):
+        typer.echo(
+            "refused: a phone needs --owntracks-topic owntracks/{user}/{device} (the topic its"
+            " OwnTracks app publishes on, docs/phones.md); a tag has none",
+            err=True,
+        )
+        raise typer.Exit(2)
     s = settings()
     subject_id: int | None = None
+    encryption_key, sealed = new_payload_key(kind, s.webhook_secret_key)
     with psycopg.connect(s.database_url) as conn:
         password = provision_device(
-            conn, BrokerAdmin.from_url(s.mqtt_admin_url), device_id, kind, owntracks_topic
+            conn,
+            BrokerAdmin.from_url(s.mqtt_admin_url),
+            device_id,
+            kind,
+            owntracks_topic,
+            payload_key_sealed=sealed,
         )
         if subject:
             ensure_region(conn, region, region)
@@ -109,6 +125,7 @@ def device_add(
                 "broker": broker.url,
                 "ca_file": broker.ca_file,
                 "subject_id": subject_id,
+                **({"encryption_key": encryption_key} if kind in PHONE_KINDS else {}),
                 "try": try_publish_line(broker, device_id, password, owntracks_topic),
             },
             indent=2,
@@ -122,7 +139,12 @@ def device_add(
             f"# OwnTracks app (docs/phones.md): mode MQTT, host {broker.host}, port"
             f" {broker.port}, TLS on with the CA above, user name {device_id}, the password"
             f" above, client ID {device_id} (the broker refuses any other), base topic"
-            f" {owntracks_topic}",
+            f" {owntracks_topic}"
+            + (
+                f", encryption key (Payload encryption / encryptionKey) {encryption_key}"
+                if encryption_key
+                else ", no payload encryption key (TAGWATCH_WEBHOOK_SECRET_KEY is not set)"
+            ),
             err=True,
         )
 
