@@ -8,13 +8,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from tagwatch.ingest.broker_accounts import BrokerAdmin
 from tagwatch.ingest.provisioning import provision_device
+from tagwatch.store.devices import add_assignment
+from tagwatch.store.subjects import add_subject, ensure_region
 from tagwatch.store.webhook_secrets import SecretBox
 from tests.conftest import IngestProcess
 from tests.ingest.test_owntracks import CASES, FIXTURES
@@ -200,3 +204,39 @@ def test_the_api_shows_a_phones_encryption_key_once_and_a_tag_has_none(api, logi
     assert "encryption_key" not in api.get(f"/api/v1/devices/{device_id}", headers=headers).json()
     tag = api.post("/api/v1/devices", json={"id": fresh_id("tag")}, headers=headers)
     assert tag.status_code == 201 and tag.json()["encryption_key"] is None
+
+
+def test_a_held_phones_own_state_raises_the_phone_alerts(settings, provision, running_ingest):
+    """Battery from `batt`, monitoring mode from `m`, through ingest and the real engine; a
+    ping and a location without `acc` are communication, never zone evidence."""
+    device_id = fresh_id("phone")
+    base = f"owntracks/{fresh_id('user')}/{device_id}"
+    password = provision(device_id, "phone", base)
+    with psycopg.connect(settings.database_url) as conn:
+        ensure_region(conn, "owntracks-test", "owntracks-test")
+        subject = add_subject(conn, name=fresh_id("s"), region_id="owntracks-test")
+        add_assignment(
+            conn, device_id, subject, "offender", datetime.now(UTC) - timedelta(hours=1), None
+        )
+    phone = connect(settings.mqtt_device_url, device_id, password, client_id=device_id)
+    now = int(time.time())
+    location = {"_type": "location", "lat": 51.0, "lon": 0.0, "tst": now - 60, "acc": 8,
+                "batt": 8, "bs": 1, "m": -1, "conn": "m", "tid": "p1"}  # fmt: skip
+    ping = {**location, "t": "p", "tst": now, "batt": 7}
+    publish_all(phone, [(base, json.dumps(location).encode()), (base, json.dumps(ping).encode())])
+    phone.disconnect()
+
+    def alerts() -> set[str]:
+        with psycopg.connect(settings.database_url) as conn:
+            return {
+                r[0]
+                for r in conn.execute(
+                    "SELECT type FROM alerts WHERE subject_id = %s AND cleared_at IS NULL",
+                    (subject,),
+                )
+            }
+
+    want = {"battery_low", "battery_critical", "phone_monitoring_degraded"}
+    assert wait_for(lambda: alerts() == want, 20), alerts()
+    db = settings.database_url
+    assert count(db, "SELECT count(*) FROM fixes WHERE device_id = %s", (device_id,)) == 1
