@@ -52,7 +52,9 @@ def expected() -> Counter[str]:
     return out
 
 
-def test_every_owntracks_fixture_over_the_broker_is_accounted_for(settings, lenient_ingest):
+def test_every_owntracks_fixture_over_the_broker_is_accounted_for(
+    settings, lenient_ingest, api
+):
     user = fresh_id("user")
     device_id = fresh_id("phone")
     base = f"owntracks/{user}/{device_id}"
@@ -136,6 +138,9 @@ def test_every_owntracks_fixture_over_the_broker_is_accounted_for(settings, leni
     assert kinds["transition"] == 3 and kinds["lwt"] == 1 and kinds["status"] == 1
     assert encrypted == (1,)
     assert status == ("offline",)
+    metrics = api.get("/metrics").text
+    assert 'tagwatch_ingest_messages_ignored_total{reason="owntracks_retained_clear"}' in metrics
+    assert 'tagwatch_ingest_messages_ignored_total{reason="owntracks_cmd_topic"}' in metrics
 
 
 def test_device_add_phone_prints_an_owntracks_line_that_is_stored(
