@@ -52,9 +52,7 @@ def expected() -> Counter[str]:
     return out
 
 
-def test_every_owntracks_fixture_over_the_broker_is_accounted_for(
-    settings, lenient_ingest, api
-):
+def test_every_owntracks_fixture_over_the_broker_is_accounted_for(settings, lenient_ingest, api):
     user = fresh_id("user")
     device_id = fresh_id("phone")
     base = f"owntracks/{user}/{device_id}"
