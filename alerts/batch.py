@@ -5,14 +5,16 @@ tuples and pick them out by position, so the rule core depended on the storage l
 fixes table. These columns are the engine's own input type: ingest (``ingest.decode``) and the
 offline scorer build them from whatever rows they hold, and the engine never sees a row.
 Times are epoch seconds (timezone-free by construction); a fix without a reported accuracy
-carries 0.0, as the contract's default.
+carries NaN: its accuracy is unknown, so it counts as communication and never as evidence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+MODE_UNKNOWN: Final = -99  # no `m` sent (OwnTracks' own -1 means quiet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +89,48 @@ class NewEvents:
             return cls()
         device_id, ts, type_, beacon = (list(column) for column in zip(*rows, strict=True))
         return cls(device_id, ts, type_, beacon)
+
+
+@dataclass(frozen=True, slots=True)
+class NewPhoneReports:
+    """What a phone said about itself, one per OwnTracks message stored for the first time.
+
+    ``kind`` is ``location`` (a fresh position, also a fix), ``ping`` (a `t: "p"` location: the
+    phone is alive, its position is not fresh), ``lwt`` (the broker says the connection was
+    lost: not communication from the phone), or ``message`` (anything else it sent). ``batt``
+    is NaN when unknown; ``charging`` is OwnTracks `bs` (0 unknown, also when not sent,
+    1 unplugged, 2 charging, 3 full); ``mode`` is `m` (-1 quiet, 0 manual, 1 significant,
+    2 move) or ``MODE_UNKNOWN`` when not sent; ``conn`` is `w`, `m`, `o` or ''."""
+
+    device_id: Sequence[str] = ()
+    ts: Sequence[float] = ()
+    kind: Sequence[str] = ()
+    batt: Sequence[float] = ()
+    charging: Sequence[int] = ()
+    mode: Sequence[int] = ()
+    conn: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.device_id)
+        lengths = (
+            len(self.ts),
+            len(self.kind),
+            len(self.batt),
+            len(self.charging),
+            len(self.mode),
+            len(self.conn),
+        )
+        if any(length != n for length in lengths):
+            raise ValueError(f"phone report columns of unequal length: {n}, {lengths}")
+
+    def __len__(self) -> int:
+        return len(self.device_id)
+
+    @classmethod
+    def of(cls, reports: Iterable[tuple[str, float, str, float, int, int, str]]) -> NewPhoneReports:
+        """Columns from (device_id, ts, kind, batt, charging, mode, conn) tuples."""
+        rows = list(reports)
+        if not rows:
+            return cls()
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        return cls(*columns)

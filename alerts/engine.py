@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from tagwatch.alerts import vocabulary as v
-from tagwatch.alerts.batch import NewEvents, NewFixes
+from tagwatch.alerts.batch import NewEvents, NewFixes, NewPhoneReports
 from tagwatch.alerts.escalation import OpenAlert, absconder, due, limit_s
 from tagwatch.alerts.holding import holds, release
 from tagwatch.alerts.observe import RawFix, late_episodes, observe
@@ -43,6 +44,7 @@ from tagwatch.alerts.rules import (
     EventObs,
     FixObs,
     Observation,
+    PhoneObs,
     SubjectState,
     ZoneMeta,
     evaluate,
@@ -211,13 +213,17 @@ class AlertEngine:
         repo: EngineRepository,
         fixes: NewFixes,
         events: NewEvents,
+        phones: NewPhoneReports | None = None,
     ) -> int:
-        """Evaluate the new fixes and events of a batch; return how many alert changes."""
-        if not len(fixes) and not len(events):
+        """Evaluate the new fixes, events and phone reports of a batch; return how many alert
+        changes. A fix of unknown accuracy (NaN) is never classified: it reaches the rules as
+        communication only (alerts/rules.py)."""
+        phones = phones or NewPhoneReports()
+        if not len(fixes) and not len(events) and not len(phones):
             return 0
         self.sync(repo)
         now = repo.clock_and_speed()[0]
-        devices = sorted(set(fixes.device_id) | set(events.device_id))
+        devices = sorted(set(fixes.device_id) | set(events.device_id) | set(phones.device_id))
         holders: dict[str, list[Assignment]] = defaultdict(list)
         for a in repo.assignments(devices):
             holders[a.device_id].append(a)
@@ -230,6 +236,7 @@ class AlertEngine:
 
         raw: list[RawFix] = []
         events_by: dict[int, list[Observation]] = defaultdict(list)
+        unknown_acc: list[tuple[int, FixObs]] = []
         # per subject, its devices' reporting intervals (in the order the batch first met them)
         intervals: dict[int, dict[str, int]] = defaultdict(dict)
         self._ends = {}
@@ -247,6 +254,8 @@ class AlertEngine:
                 continue
             sid = held.subject_id
             if held.role == "victim":
+                if math.isnan(acc):
+                    continue  # a circle of unknown size cannot place the victim's zone
                 for zid in self.victim_zones.get(sid, ()):
                     old = self.victim_pos.get(zid)
                     if old is None or old[0] <= ts:
@@ -254,6 +263,9 @@ class AlertEngine:
                 victim_obs[sid].append(FixObs(ts, device_id, lon, lat, acc, src=src))
                 continue
             intervals[sid][device_id] = held.expected_interval_s
+            if math.isnan(acc):
+                unknown_acc.append((sid, FixObs(ts, device_id, lon, lat, acc, (), src)))
+                continue
             raw.append(RawFix(sid, device_id, ts, lon, lat, acc, src))
         for device_id, ts, kind, beacon in zip(
             events.device_id, events.ts, events.type, events.beacons(), strict=True
@@ -268,6 +280,24 @@ class AlertEngine:
                 continue
             intervals[held.subject_id][device_id] = held.expected_interval_s
             events_by[held.subject_id].append(EventObs(ts, device_id, kind, beacon))
+        for sid, obs in unknown_acc:
+            events_by[sid].append(obs)
+        for device_id, ts, kind, batt, charging, mode, conn in zip(
+            phones.device_id,
+            phones.ts,
+            phones.kind,
+            phones.batt,
+            phones.charging,
+            phones.mode,
+            phones.conn,
+            strict=True,
+        ):
+            held = holder(device_id, ts)
+            if held is None or held.role != "offender":
+                continue
+            intervals[held.subject_id][device_id] = held.expected_interval_s
+            report = PhoneObs(ts, device_id, kind, batt, charging, mode, conn)
+            events_by[held.subject_id].append(report)
         subjects = sorted({r.subject_id for r in raw} | set(events_by))
         victims = sorted(set(victim_obs) - set(subjects))
         if not subjects and not victims:
@@ -300,8 +330,11 @@ class AlertEngine:
                 state.device(device_id).expected_interval_s = float(interval)
             items = observed.get(sid, [])
             wm = state.watermark
-            live = [o for o in items if wm is None or o.ts >= wm]
-            late = [o for o in items if wm is not None and o.ts < wm]
+            # a phone's report of itself is judged by its own clock (rules.Evaluator.phone)
+            live = [o for o in items if wm is None or o.ts >= wm or isinstance(o, PhoneObs)]
+            late = [
+                o for o in items if wm is not None and o.ts < wm and not isinstance(o, PhoneObs)
+            ]
             changes = evaluate(
                 state, live, self.metas, thresholds, now, home_beacon=self.home_beacons.get(sid)
             )
@@ -404,7 +437,7 @@ class AlertEngine:
         self,
         repo: EngineRepository,
         sid: int,
-        late: list[Observation],
+        late: Sequence[Observation],
         thresholds: Thresholds,
         now: float,
     ) -> list[AlertChange]:

@@ -122,7 +122,11 @@ class MemoryEngineRepository:
     def latest_victim_fixes(self, subjects: Sequence[int]) -> list[VictimFix]:
         out: list[VictimFix] = []
         for sid in sorted(set(subjects)):
-            held = [f for f in self.fixes if self._held(f.device_id, f.ts, sid, "victim")]
+            held = [
+                f
+                for f in self.fixes
+                if f.acc == f.acc and self._held(f.device_id, f.ts, sid, "victim")
+            ]
             if held:
                 f = max(held, key=lambda f: f.ts)
                 out.append(VictimFix(sid, f.ts, f.lon, f.lat, f.acc))
@@ -133,7 +137,9 @@ class MemoryEngineRepository:
             (
                 f
                 for f in self.fixes
-                if lo <= f.ts <= hi and self._held(f.device_id, f.ts, subject_id, "offender")
+                if lo <= f.ts <= hi
+                and f.acc == f.acc  # unknown accuracy (NaN) is never evidence
+                and self._held(f.device_id, f.ts, subject_id, "offender")
             ),
             key=lambda f: f.ts,
         )

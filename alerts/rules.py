@@ -11,6 +11,11 @@ Each (subject, zone, condition) has a small state machine driven in fix-time ord
 * it closes after the clear dwell, recording the time of the first clear fix, or at once when
   the condition stops applying (a curfew window ended, the zone was removed).
 
+A fix whose accuracy is unknown (NaN: an OwnTracks location without `acc`) is communication and
+a position the device has, never evidence: it touches no zone and no trail. Phones also report
+their own state (``PhoneObs``: battery, charging, monitoring mode, connectivity, the broker's
+last will), which drives the phone alerts (battery, phone_monitoring_degraded).
+
 The episode key is made of the alert type, the zone or device and the fix time of the first
 violating fix, so replaying the same fixes, in whatever batches, yields the same keys: the store
 keeps one alert per key. State is plain data (``to_json``/``from_json``) so that it lives in the
@@ -19,11 +24,13 @@ database beside the fixes that changed it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tagwatch.alerts import vocabulary as v
+from tagwatch.alerts.batch import MODE_UNKNOWN
 from tagwatch.alerts.thresholds import Thresholds
 from tagwatch.geofence import INSIDE, OUTSIDE, UNCERTAIN
 
@@ -80,7 +87,26 @@ class EventObs:
     beacon: str | None = None  # the beacon a beacon_home_* event names (its `detail.beacon`)
 
 
-Observation = FixObs | EventObs
+@dataclass(frozen=True, slots=True)
+class PhoneObs:
+    """A phone's report about itself (see alerts.batch.NewPhoneReports for the fields)."""
+
+    ts: float
+    device_id: str
+    kind: str  # location, ping, lwt, message
+    batt: float = math.nan
+    charging: int = 0
+    mode: int = MODE_UNKNOWN
+    conn: str = ""
+
+
+Observation = FixObs | EventObs | PhoneObs
+
+CHARGING: Final = frozenset({2, 3})  # OwnTracks `bs`: charging, full
+DEGRADED_MODES: Final = {-1: "quiet", 0: "manual"}  # OwnTracks `m` that stop reporting
+MOVE: Final = 2
+ONLINE: Final = frozenset({"w", "m"})  # OwnTracks `conn`: wifi, mobile data
+BATTERY_HYSTERESIS: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +170,14 @@ class DeviceState:
     gps_restored_at: float | None = None  # the device said GNSS is back: a fix is on its way
     episodes: dict[str, str] = field(default_factory=dict)
     episode_first: dict[str, float] = field(default_factory=dict)
+    # phones (PhoneObs): the last report's time, mode and connectivity; when the broker said
+    # the connection was lost (lwt) after the phone was last heard; the first fix of the
+    # current run of fixes without accuracy
+    phone_ts: float | None = None
+    phone_mode: int = MODE_UNKNOWN
+    phone_conn: str = ""
+    offline_at: float | None = None
+    unknown_acc_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -359,6 +393,12 @@ class Evaluator:
         if fix.src == "gps":
             dev.gps_lost_since = None
             self._device_clear(fix.device_id, v.GPS_LOST, fix.ts)
+        if math.isnan(fix.acc):
+            self._unknown_accuracy(fix.device_id, dev, fix.ts)
+            return
+        if dev.unknown_acc_since is not None:
+            dev.unknown_acc_since = None
+            self._device_clear(fix.device_id, v.POSITION_ACCURACY_UNKNOWN, fix.ts)
         state.trail.append((fix.ts, fix.lon, fix.lat, fix.acc))
         if len(state.trail) > TRAIL_FIXES:
             del state.trail[: len(state.trail) - TRAIL_FIXES]
@@ -386,6 +426,14 @@ class Evaluator:
                 for c, verdict in _verdicts(meta, _OUTSIDE_FAR, fix.acc, at_beacon):
                     if c == cond:
                         self._track(meta, cond, verdict, fix, _OUTSIDE_FAR)
+
+    def _unknown_accuracy(self, device_id: str, dev: DeviceState, ts: float) -> None:
+        """A fix without accuracy: once a device has sent only such fixes for
+        ``unknown_accuracy_s``, no zone can be judged for it, and someone must know."""
+        if dev.unknown_acc_since is None or ts < dev.unknown_acc_since:
+            dev.unknown_acc_since = ts
+        if ts - dev.unknown_acc_since >= self.thresholds.unknown_accuracy_s:
+            self._device_open(device_id, v.POSITION_ACCURACY_UNKNOWN, ts, dev.unknown_acc_since)
 
     def _track(self, meta: ZoneMeta, cond: str, verdict: int, fix: FixObs, z: ZoneObs) -> None:
         key = f"{meta.zone_id}/{cond}"
@@ -593,7 +641,65 @@ class Evaluator:
     def _heard(self, dev: DeviceState, device_id: str, ts: float) -> None:
         dev.last_msg = ts if dev.last_msg is None else max(dev.last_msg, ts)
         dev.last_heard = self.now if dev.last_heard is None else max(dev.last_heard, self.now)
+        dev.offline_at = None
         self._device_clear(device_id, v.NO_COMMUNICATION, self.now)
+
+    # -- phones
+
+    def phone(self, obs: PhoneObs) -> None:
+        """A phone's report about itself. Every report but the broker's last will is
+        communication; only the newest report's state counts (an older one arriving late
+        says nothing about now)."""
+        dev = self.state.device(obs.device_id)
+        if obs.kind == "lwt":
+            # The broker speaks, not the phone: the connection was lost. Silence is still
+            # judged by no_communication (iOS drops its connection in the background all the
+            # time, so the will alone is no alert); the alert then says when the link went.
+            dev.offline_at = self.now
+            return
+        self._heard(dev, obs.device_id, obs.ts)
+        if dev.phone_ts is not None and obs.ts < dev.phone_ts:
+            return
+        dev.phone_ts = obs.ts
+        if obs.kind not in ("location", "ping"):
+            return
+        dev.phone_conn = obs.conn
+        dev.phone_mode = obs.mode
+        self._phone_battery(obs)
+        degraded = DEGRADED_MODES.get(obs.mode)
+        if degraded is not None:
+            self._device_open(
+                obs.device_id,
+                v.PHONE_MONITORING_DEGRADED,
+                obs.ts,
+                obs.ts,
+                details={"reason": f"monitoring_{degraded}", "monitoring": obs.mode},
+            )
+        else:
+            self._device_clear(obs.device_id, v.PHONE_MONITORING_DEGRADED, obs.ts)
+
+    def _phone_battery(self, obs: PhoneObs) -> None:
+        """The tag battery alerts, from the phone's own `batt` and `bs`: charging (or full)
+        clears them; so does a level back above the threshold by a margin (no flapping)."""
+        t = self.thresholds
+        if obs.charging in CHARGING:
+            for alert_type in (v.BATTERY_LOW, v.BATTERY_CRITICAL):
+                self._device_clear(obs.device_id, alert_type, obs.ts)
+            return
+        if math.isnan(obs.batt):
+            return
+        for alert_type, limit in (
+            (v.BATTERY_CRITICAL, t.phone_battery_critical_pct),
+            (v.BATTERY_LOW, t.phone_battery_low_pct),
+        ):
+            if obs.batt <= limit:
+                dev = self.state.device(obs.device_id)
+                if alert_type not in dev.episodes:
+                    self._device_open(
+                        obs.device_id, alert_type, obs.ts, obs.ts, details={"batt": obs.batt}
+                    )
+            elif obs.batt >= limit + BATTERY_HYSTERESIS:
+                self._device_clear(obs.device_id, alert_type, obs.ts)
 
     def _gps_check(self, device_id: str, dev: DeviceState, ts: float) -> None:
         """Talking without a fix: from a gps_lost event, or simply from the last fix."""
@@ -604,7 +710,14 @@ class Evaluator:
         if since is not None and ts - since >= self.thresholds.gps_lost_after_s:
             self._device_open(device_id, v.GPS_LOST, ts, since)
 
-    def _device_open(self, device_id: str, alert_type: str, at: float, first: float) -> None:
+    def _device_open(
+        self,
+        device_id: str,
+        alert_type: str,
+        at: float,
+        first: float,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
         dev = self.state.device(device_id)
         key = dev.episodes.get(alert_type)
         pos = self.state.last_position
@@ -627,6 +740,7 @@ class Evaluator:
                 lon=pos[1] if pos else None,
                 lat=pos[2] if pos else None,
                 acc=pos[3] if pos else None,
+                details=details or {},
             )
         )
 
@@ -659,7 +773,24 @@ class Evaluator:
                 continue
             limit = t.silence_limit_s(dev.expected_interval_s)
             if now - dev.last_heard > limit and v.NO_COMMUNICATION not in dev.episodes:
-                self._device_open(device_id, v.NO_COMMUNICATION, now, dev.last_heard + limit)
+                lost = {} if dev.offline_at is None else {"connection_lost_at": dev.offline_at}
+                self._device_open(
+                    device_id, v.NO_COMMUNICATION, now, dev.last_heard + limit, details=lost
+                )
+            if (
+                dev.phone_mode == MOVE
+                and dev.phone_conn in ONLINE
+                and now - dev.last_heard > t.phone_move_silence_s
+                and v.PHONE_MONITORING_DEGRADED not in dev.episodes
+            ):
+                # its last report promised more (move mode, online), and none came
+                self._device_open(
+                    device_id,
+                    v.PHONE_MONITORING_DEGRADED,
+                    now,
+                    dev.last_heard + t.phone_move_silence_s,
+                    details={"reason": "silent_in_move_mode", "conn": dev.phone_conn},
+                )
             if dev.gps_lost_since is not None and now - dev.last_heard <= limit:
                 # the device said it lost GPS and is still talking: time passes on its clock too
                 self._gps_check(device_id, dev, (dev.last_msg or now) + (now - dev.last_heard))
@@ -710,6 +841,12 @@ class Evaluator:
                 continue
             if v.NO_COMMUNICATION not in dev.episodes:
                 times.append(dev.last_heard + t.silence_limit_s(dev.expected_interval_s) + 1)
+            if (
+                dev.phone_mode == MOVE
+                and dev.phone_conn in ONLINE
+                and v.PHONE_MONITORING_DEGRADED not in dev.episodes
+            ):
+                times.append(dev.last_heard + t.phone_move_silence_s + 1)
             if v.GPS_LOST not in dev.episodes and dev.gps_lost_since is not None:
                 times.append(dev.last_heard + t.gps_lost_after_s)
         if has_curfew:
@@ -722,8 +859,10 @@ def _kind_of(cond: str) -> str:
 
 
 def order_key(obs: Observation) -> tuple[float, int, str]:
-    """Fix-time order; at one instant events before fixes (a tamper explains the fix after it)."""
-    return (obs.ts, 0 if isinstance(obs, EventObs) else 1, obs.device_id)
+    """Fix-time order; at one instant events before fixes (a tamper explains the fix after it),
+    and a phone's report of itself after its fix (its alerts carry that position)."""
+    rank = 0 if isinstance(obs, EventObs) else 1 if isinstance(obs, FixObs) else 2
+    return (obs.ts, rank, obs.device_id)
 
 
 def evaluate(
@@ -741,6 +880,8 @@ def evaluate(
     for obs in sorted(observations, key=order_key):
         if isinstance(obs, FixObs):
             ev.fix(obs)
+        elif isinstance(obs, PhoneObs):
+            ev.phone(obs)
         else:
             ev.event(obs)
         if state.watermark is None or obs.ts > state.watermark:

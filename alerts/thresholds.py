@@ -29,6 +29,11 @@ Why these defaults (see docs/alerts.md for the full table):
 * Silence is judged per device: three reporting intervals plus a minute, where the interval is
   the device's own or the 5-minute heartbeat a tag keeps while it has no GPS, whichever is
   longer (16 minutes for a tag, 46 for a phone that reports every 15), not one global timeout.
+* Phones (OwnTracks): battery low at 20 %, critical at 10 % (the apps' own and the phones'
+  usual low-power warnings), cleared when charging or 5 points above the threshold; a phone
+  whose last report said it was online and in move mode (which reports every few minutes)
+  and has then been silent for 15 minutes raises phone_monitoring_degraded; fixes without an
+  accuracy for an hour (and none with one) raise position_accuracy_unknown.
 * A strap tamper unresolved for 15 minutes, an hour of silence, or half an hour outside the
   jurisdiction makes an absconder.
 """
@@ -78,6 +83,10 @@ class Thresholds:
     absconder_tamper_s: float = 900.0
     absconder_silence_s: float = 3600.0
     absconder_exit_s: float = 1800.0
+    phone_battery_low_pct: float = 20.0
+    phone_battery_critical_pct: float = 10.0
+    phone_move_silence_s: float = 900.0
+    unknown_accuracy_s: float = 3600.0
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Thresholds:
         """A copy with ``overrides`` applied; unknown keys and non-positive values are refused."""

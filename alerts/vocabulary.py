@@ -27,6 +27,11 @@ ABSCONDER: Final = "absconder"
 # the victim zone (docs/alerts.md "Victim protection").
 VICTIM_PANIC: Final = "victim_panic"
 VICTIM_DEGRADED: Final = "victim_protection_degraded"
+# Phones (issue 15): the app was told to stop reporting (OwnTracks monitoring quiet or manual),
+# or went silent while its last report said it was online in move mode; and a phone whose
+# fixes carry no accuracy, so that no zone can ever be judged for it.
+PHONE_MONITORING_DEGRADED: Final = "phone_monitoring_degraded"
+POSITION_ACCURACY_UNKNOWN: Final = "position_accuracy_unknown"
 
 SEVERITY: Final[dict[str, str]] = {
     EXCLUSION_ENTRY: "critical",
@@ -47,6 +52,8 @@ SEVERITY: Final[dict[str, str]] = {
     VICTIM_PANIC: "critical",
     # protection is off, nobody is known to be at risk: a call to the victim this shift
     VICTIM_DEGRADED: "warning",
+    PHONE_MONITORING_DEGRADED: "warning",
+    POSITION_ACCURACY_UNKNOWN: "warning",
 }
 ALERT_TYPES: Final = frozenset(SEVERITY)
 SEVERITY_RANK: Final[dict[str, int]] = {"info": 0, "warning": 1, "critical": 2}

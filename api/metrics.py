@@ -24,6 +24,14 @@ COUNTERS = {
         "tagwatch_ingest_dead_letters_not_stored",
         "refused input beyond the per-device dead-letter rate: counted, not kept",
     ),
+    "phone_messages_stored_total": (
+        "tagwatch_ingest_phone_messages_stored",
+        "OwnTracks messages kept in phone_messages (each once)",
+    ),
+    "phone_message_duplicates_total": (
+        "tagwatch_ingest_phone_message_duplicates",
+        "repeated OwnTracks messages not stored again",
+    ),
 }
 
 
@@ -50,6 +58,15 @@ async def render_metrics(conn: AsyncConnection) -> bytes:
     for reason, value in sorted(values.get("dead_letters_total", {}).items()):
         dead.add_metric([reason], value)
     families.append(dead)
+    ignored = CounterMetricFamily(
+        "tagwatch_ingest_messages_ignored",
+        "messages acknowledged with nothing to store (OwnTracks' empty retained clear, the"
+        " platform's own commands on a phone's cmd topic)",
+        labels=["reason"],
+    )
+    for reason, value in sorted(values.get("messages_ignored_total", {}).items()):
+        ignored.add_metric([reason], value)
+    families.append(ignored)
     buckets = values.get("ingest_batch_seconds_bucket", {})
     if buckets:
         ordered = sorted(buckets.items(), key=lambda kv: float(kv[0]))

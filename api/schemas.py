@@ -193,6 +193,12 @@ class DeviceCredentials(DevicePublic):
         default=None, description="the private CA certificate (PEM) the device must pin"
     )
     publish_topics: list[str]
+    encryption_key: str | None = Field(
+        default=None,
+        description="phones: the OwnTracks payload encryption key (app setting `encryptionKey`),"
+        " shown once; null for tags, or when the platform has no TAGWATCH_WEBHOOK_SECRET_KEY"
+        " to keep it sealed",
+    )
 
 
 class AssignmentCreate(BaseModel):

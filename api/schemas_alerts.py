@@ -41,6 +41,8 @@ AlertTypeName = Literal[
     "absconder",
     "victim_panic",
     "victim_protection_degraded",
+    "phone_monitoring_degraded",
+    "position_accuracy_unknown",
 ]
 assert set(get_args(AlertTypeName)) == v.ALERT_TYPES, "AlertTypeName must follow the vocabulary"
 assert set(get_args(SeverityName)) == set(v.SEVERITY_RANK)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from tagwatch.alerts.batch import NewEvents, NewFixes, beacon_of
+from tagwatch.alerts.batch import MODE_UNKNOWN, NewEvents, NewFixes, NewPhoneReports, beacon_of
 from tagwatch.alerts.vocabulary import EVENT_TYPES  # the device contract's event types, once
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -56,6 +57,8 @@ class Reason:
     DECODER_ERROR = "decoder_error"
     QUARANTINED = "sender_quarantined"
     UNKNOWN_COMMAND = "unknown_command"
+    NO_DECRYPTION_KEY = "no_decryption_key"
+    DECRYPTION_FAILED = "decryption_failed"
 
 
 class _FixFields(msgspec.Struct, forbid_unknown_fields=False):
@@ -70,6 +73,9 @@ class _FixFields(msgspec.Struct, forbid_unknown_fields=False):
     sats: int | None = None
     batt: float | None = None
     src: str | None = None
+
+
+FixFields = _FixFields  # what a fix carries, for the decoders of other formats (ingest.owntracks)
 
 
 class _FixMessage(_FixFields, forbid_unknown_fields=False):
@@ -93,18 +99,6 @@ class _EventMessage(msgspec.Struct, forbid_unknown_fields=False):
     detail: Any = None
 
 
-class _OwnTracks(msgspec.Struct, forbid_unknown_fields=False, rename={"type_": "_type"}):
-    type_: str
-    lat: float | None = None
-    lon: float | None = None
-    tst: float | None = None
-    acc: float | None = None
-    alt: float | None = None
-    batt: float | None = None
-    vel: float | None = None
-    cog: float | None = None
-
-
 class _Ack(msgspec.Struct, forbid_unknown_fields=False):
     """A tag's answer to a command (`em/v1/{id}/ack`, docs/contract-extensions.md)."""
 
@@ -118,7 +112,6 @@ _fix_message = msgspec.json.Decoder(_FixMessage)
 _fix_fields = msgspec.json.Decoder(_FixFields)
 _event_message = msgspec.json.Decoder(_EventMessage)
 _event = msgspec.json.Decoder(_Event)
-_owntracks = msgspec.json.Decoder(_OwnTracks)
 _ack = msgspec.json.Decoder(_Ack)
 _encode = msgspec.json.Encoder()
 
@@ -138,12 +131,54 @@ FixRow = tuple[
     str,
 ]
 EventRow = tuple[str, datetime, int, str, float | None, str | None]
+# A phone's OwnTracks message (ingest/owntracks.py), in the phone_messages table's column order:
+# device, sub-topic, `_type`, time, SHA-256 of the payload, the JSON (None for a fresh
+# location), encrypted, batt, bs, m, conn, t.
+PhoneRow = tuple[
+    str,
+    str,
+    str,
+    datetime,
+    bytes,
+    str | None,
+    bool,
+    float | None,
+    int | None,
+    int | None,
+    str | None,
+    str | None,
+]
 
 
 def engine_fixes(rows: Sequence[FixRow]) -> NewFixes:
-    """The engine's columns of stored fix rows (a missing accuracy is the contract's 0)."""
+    """The engine's columns of stored fix rows; a fix without accuracy (an OwnTracks location
+    without `acc`) has unknown accuracy: NaN, which the engine never takes as evidence."""
     return NewFixes.of(
-        (r[0], r[1].timestamp(), r[4], r[3], float(r[5] or 0.0), r[11] or "gps") for r in rows
+        (r[0], r[1].timestamp(), r[4], r[3], math.nan if r[5] is None else r[5], r[11] or "gps")
+        for r in rows
+    )
+
+
+def phone_kind(message_type: str, trigger: str | None) -> str:
+    """What a phone message is to the rules (alerts.batch.NewPhoneReports.kind)."""
+    if message_type == "location":
+        return "ping" if trigger == "p" else "location"
+    return "lwt" if message_type == "lwt" else "message"
+
+
+def engine_phones(rows: Sequence[PhoneRow]) -> NewPhoneReports:
+    """The engine's columns of stored phone messages."""
+    return NewPhoneReports.of(
+        (
+            r[0],
+            r[3].timestamp(),
+            phone_kind(r[2], r[11]),
+            math.nan if r[7] is None else r[7],
+            r[8] or 0,
+            MODE_UNKNOWN if r[9] is None else r[9],
+            r[10] or "",
+        )
+        for r in rows
     )
 
 
@@ -164,6 +199,8 @@ class DeviceInfo:
     device_id: str
     kind: str
     owntracks_topic: str | None
+    # OwnTracks payload encryption (secretbox key, 32 bytes), unsealed by the registry
+    payload_key: bytes | None = field(default=None, repr=False)
 
 
 SENDER_MAX = 128
@@ -229,19 +266,30 @@ class Decoded:
     dead: list[DeadLetter] = field(default_factory=list)
     fix_origins: list[Origin] = field(default_factory=list)  # one per fix, same order
     event_origins: list[Origin] = field(default_factory=list)  # one per event, same order
+    phones: list[PhoneRow] = field(default_factory=list)  # OwnTracks messages (phone_messages)
+    # messages acknowledged without anything to store, by why (OwnTracks' empty retained
+    # "clear" message, the platform's own commands on a phone's cmd topic): counted, never lost
+    ignored: Counter[str] = field(default_factory=Counter)
 
     def refuse(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
         self.dead.append(DeadLetter(topic, payload, reason, detail))
 
-    def mark(self) -> tuple[int, int, int, int]:
-        return len(self.fixes), len(self.events), len(self.statuses), len(self.dead)
+    def mark(self) -> tuple[int, int, int, int, int]:
+        """How much is held, to `rewind` to; index 3 is the dead letters (the flood guard)."""
+        return (
+            len(self.fixes),
+            len(self.events),
+            len(self.statuses),
+            len(self.dead),
+            len(self.phones),
+        )
 
-    def rewind(self, mark: tuple[int, int, int, int]) -> None:
+    def rewind(self, mark: tuple[int, int, int, int, int]) -> None:
         """Forget what one message added, so it can be refused as a whole."""
-        fixes, events, statuses, dead = mark
+        fixes, events, statuses, dead, phones = mark
         del self.fixes[fixes:], self.fix_origins[fixes:]
         del self.events[events:], self.event_origins[events:]
-        del self.statuses[statuses:], self.dead[dead:]
+        del self.statuses[statuses:], self.dead[dead:], self.phones[phones:]
 
     def add_fix(self, row: FixRow, origin: Origin) -> None:
         self.fixes.append(row)
@@ -367,11 +415,16 @@ def _seq(value: int | None) -> int:
     return value
 
 
-def fix_row(device_id: str, fix: _FixFields, now: float, limits: Limits) -> FixRow:
-    for name in ("lat", "lon", "acc"):
+def fix_row(
+    device_id: str, fix: _FixFields, now: float, limits: Limits, *, require_acc: bool = True
+) -> FixRow:
+    """A fix row. `require_acc=False` (OwnTracks, where `acc` may be left out) stores a fix
+    without accuracy as NULL: unknown, never evidence (see engine_fixes)."""
+    for name in ("lat", "lon", "acc") if require_acc else ("lat", "lon"):
         if getattr(fix, name) is None:
             raise Refused(Reason.SCHEMA, f"missing required field `{name}`")
-    lat, lon, acc = float(fix.lat), float(fix.lon), float(fix.acc)  # type: ignore[arg-type]
+    lat, lon = float(fix.lat), float(fix.lon)  # type: ignore[arg-type]
+    acc = None if fix.acc is None else float(fix.acc)
     for name, value in (
         ("lat", lat),
         ("lon", lon),
@@ -499,38 +552,6 @@ def decode_event_payload(
             out.refuse(topic, item, refused.reason, f"events[{index}]: {refused.detail}")
 
 
-def decode_owntracks(
-    device: DeviceInfo, topic: str, payload: bytes, now: float, limits: Limits, out: Decoded
-) -> None:
-    """OwnTracks, unchanged: `location` becomes a fix (vel km/h → m/s), `lwt` an offline status."""
-    message = decode_or_refuse(_owntracks, topic, payload, out)
-    if message is None:
-        return
-    if message.type_ == "lwt":
-        out.statuses.append((device.device_id, "offline", "owntracks_lwt"))
-        return
-    if message.type_ != "location":
-        out.refuse(topic, payload, Reason.UNSUPPORTED, f"OwnTracks _type {message.type_!r}")
-        return
-    try:
-        _finite("vel", message.vel)
-        speed = None if message.vel is None else max(message.vel, 0.0) / 3.6
-        fix = _FixFields(
-            ts=message.tst,
-            lat=message.lat,
-            lon=message.lon,
-            acc=message.acc if message.acc is not None else MAX_ACCURACY_M,
-            alt=message.alt,
-            spd=speed,
-            hdg=message.cog,
-            batt=message.batt,
-            src="gps",
-        )
-        out.add_fix(fix_row(device.device_id, fix, now, limits), Origin(topic, payload, ""))
-    except Refused as refused:
-        out.refuse(topic, payload, refused.reason, refused.detail)
-
-
 MAX_ANSWER_DETAIL = 500
 
 
@@ -559,89 +580,3 @@ def decode_ack(
     out.answers.append(
         CommandAnswer(device_id, int(text), answer.status, ts, detail, topic, payload)
     )
-
-
-def decode_message(
-    topic: str,
-    payload: bytes,
-    now: float,
-    lookup: Lookup,
-    owntracks: Lookup,
-    limits: Limits,
-    out: Decoded,
-) -> None:
-    """Route by topic, check the device and the topic agree, decode; everything refused is kept.
-
-    JSON nested deeper than the decoder's recursion limit (`{"x": [[[[...`, a few bytes per
-    level) raises RecursionError, not a decode error: it is refused here as malformed, whole,
-    rather than escaping and stopping the decode stage on a message the broker would redeliver
-    for ever."""
-    mark = out.mark()
-    try:
-        _route(topic, payload, now, lookup, owntracks, limits, out)
-    except RecursionError:
-        out.rewind(mark)
-        out.refuse(topic, payload, Reason.MALFORMED_JSON, "JSON nested too deeply")
-
-
-def _route(
-    topic: str,
-    payload: bytes,
-    now: float,
-    lookup: Lookup,
-    owntracks: Lookup,
-    limits: Limits,
-    out: Decoded,
-) -> None:
-    if len(payload) > limits.max_payload_bytes:
-        out.refuse(
-            topic,
-            payload,
-            Reason.OVERSIZE,
-            f"{len(payload)} bytes; at most {limits.max_payload_bytes}",
-        )
-        return
-    parts = topic.split("/")
-    if parts[0] == "owntracks":
-        device = owntracks("/".join(parts[:3]))
-        if device is None:
-            out.refuse(topic, payload, Reason.UNKNOWN_DEVICE, "no phone registered on this topic")
-            return
-        if len(parts) != 3:
-            out.refuse(topic, payload, Reason.UNSUPPORTED, "OwnTracks sub-topic not used")
-            return
-        decode_owntracks(device, topic, payload, now, limits, out)
-        return
-    if len(parts) != 4 or parts[0] != "em" or parts[1] != "v1":
-        out.refuse(topic, payload, Reason.UNKNOWN_TOPIC, "not a tag or OwnTracks topic")
-        return
-    device_id, channel = parts[2], parts[3]
-    if not DEVICE_ID.match(device_id):
-        out.refuse(topic, payload, Reason.SCHEMA, f"device id {device_id!r} is not valid")
-        return
-    device = lookup(device_id)
-    if device is None:
-        out.refuse(topic, payload, Reason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered")
-        return
-    if device.kind != "tag":
-        out.refuse(
-            topic,
-            payload,
-            Reason.TOPIC_MISMATCH,
-            f"device {device_id!r} is a {device.kind}; phones publish on their OwnTracks topic",
-        )
-        return
-    if channel == "fix":
-        decode_fix_payload(device_id, topic, payload, now, limits, out)
-    elif channel == "event":
-        decode_event_payload(device_id, topic, payload, now, limits, out)
-    elif channel == "status":
-        text = payload.decode("utf-8", "replace").strip()
-        if text not in {"online", "offline"}:
-            out.refuse(topic, payload, Reason.BAD_STATUS, "status must be online or offline")
-            return
-        out.statuses.append((device_id, text, "mqtt_status"))
-    elif channel == "ack":
-        decode_ack(device_id, topic, payload, now, limits, out)
-    else:
-        out.refuse(topic, payload, Reason.UNKNOWN_TOPIC, f"unknown channel {channel!r}")

@@ -17,15 +17,15 @@ lib/preferences.dart, whose JSON is the flutter_background_geolocation location)
   (negative: unknown), `battery.level` as a fraction (negative: unknown).
 
 Where the platform is stricter than Traccar, on purpose: a fix needs its own position and time
-(Traccar would use the last position and the server's clock, which would store a position the
-phone never reported); a time without an offset (`2024-01-02 03:04:05`, the server's zone for
-Traccar) is `timestamp_invalid`; an `id` other than the device's is `topic_mismatch` (the API
-has already refused it, this is the second lock). An accuracy of 0 or less, or none, is
-unknown accuracy (stored as 100 km, like an OwnTracks location without `acc`): the Android client
-sends `accuracy=0.0` for every GPS fix, and no receiver is exact, so reading 0 as "exact" would
-let a fix count as confidently inside or outside a zone. A `valid=false` fix is stored the same
-way. An `alarm` (the client's SOS button) is kept as a dead letter `unknown_event_type` beside
-the stored fix, until the event vocabulary has a panic event.
+(Traccar would use the last position and the server's clock, which would store a position the phone
+never reported); a time without an offset (`2024-01-02 03:04:05`, the server's zone for Traccar) is
+`timestamp_invalid`; an `id` other than the device's is `topic_mismatch` (the API has already
+refused it, this is the second lock). An accuracy of 0 or less, or none, is unknown accuracy
+(stored as NULL, like an OwnTracks location without `acc`: never evidence): the Android client
+sends `accuracy=0.0` for every GPS fix, and no receiver is exact, so reading 0 as "exact" would let
+a fix count as confidently inside or outside a zone. A `valid=false` fix is stored the same way. An
+`alarm` (the client's SOS button) is a `panic` event at the fix's time, beside the fix: from a
+victim's phone it raises `victim_panic`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import msgspec
 
 from tagwatch.ingest.decode import (
     DEVICE_ID,
-    MAX_ACCURACY_M,
     MAX_TS_CHARS,
     Decoded,
     DeviceInfo,
@@ -153,7 +152,7 @@ def _query_fix(device: DeviceInfo, params: dict[str, str]) -> _FixFields:
         ts=_epoch(params["timestamp"]),
         lat=_number("lat", lat),
         lon=_number("lon", lon),
-        acc=accuracy if valid and accuracy is not None and accuracy > 0 else MAX_ACCURACY_M,
+        acc=accuracy if valid and accuracy is not None and accuracy > 0 else None,
         alt=number.get("altitude"),
         spd=None if speed is None else speed * KNOTS_TO_MPS,
         hdg=number.get("bearing", number.get("heading")),
@@ -167,20 +166,18 @@ def decode_osmand_query(
 ) -> None:
     try:
         params = _parameters(payload)
-        out.add_fix(
-            fix_row(device.device_id, _query_fix(device, params), now, limits),
-            Origin(topic, payload, ""),
-        )
+        row = fix_row(device.device_id, _query_fix(device, params), now, limits, require_acc=False)
     except Refused as refused:
         out.refuse(topic, payload, refused.reason, refused.detail)
         return
+    out.add_fix(row, Origin(topic, payload, ""))
     if "alarm" in params:
-        out.refuse(
-            topic,
-            payload,
-            Reason.UNKNOWN_EVENT,
-            f"OsmAnd alarm {params['alarm'][:64]!r}: the fix is stored, the alarm is not an"
-            " event type yet",
+        # Traccar Client's SOS button (and the OsmAnd `alarm` of other trackers): a `panic`
+        # event at the fix's time, beside it. From a victim's phone it is a `victim_panic`;
+        # from an offender's it is on the record (alerts/victim_rules.py).
+        detail = msgspec.json.encode({"source": "osmand", "alarm": params["alarm"][:64]}).decode()
+        out.add_event(
+            (device.device_id, row[1], -1, "panic", None, detail), Origin(topic, payload, "")
         )
 
 
@@ -229,7 +226,7 @@ def _json_fix(location: _Location) -> _FixFields:
         ts=location.timestamp,
         lat=coords.latitude,
         lon=coords.longitude,
-        acc=accuracy if accuracy is not None and accuracy > 0 else MAX_ACCURACY_M,
+        acc=accuracy if accuracy is not None and accuracy > 0 else None,
         alt=coords.altitude,
         spd=_known(coords.speed),
         hdg=_known(coords.heading),
@@ -253,7 +250,9 @@ def decode_osmand_json(
         return
     if isinstance(root.location, _Location):
         try:
-            row = fix_row(device.device_id, _json_fix(root.location), now, limits)
+            row = fix_row(
+                device.device_id, _json_fix(root.location), now, limits, require_acc=False
+            )
             out.add_fix(row, Origin(topic, payload, ""))
         except Refused as refused:
             out.refuse(topic, payload, refused.reason, refused.detail)
@@ -265,7 +264,9 @@ def decode_osmand_json(
     for index, raw in enumerate(root.location):
         item = bytes(raw)
         try:
-            row = fix_row(device.device_id, _json_fix(_location.decode(item)), now, limits)
+            row = fix_row(
+                device.device_id, _json_fix(_location.decode(item)), now, limits, require_acc=False
+            )
             out.add_fix(row, Origin(topic, raw, f"location[{index}]: "))
         except msgspec.ValidationError as exc:
             out.refuse(topic, item, schema_reason(exc), f"location[{index}]: {exc}")

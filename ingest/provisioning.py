@@ -18,6 +18,7 @@ def provision_device(
     kind: str = "tag",
     owntracks_topic: str | None = None,
     expected_interval_s: int = 60,
+    payload_key_sealed: str | None = None,
     *,
     osmand: bool = False,
 ) -> str:
@@ -25,7 +26,8 @@ def provision_device(
 
     The secret is the MQTT password, which also authenticates an OwnTracks phone's HTTP posts;
     an OsmAnd phone (``osmand``) gets no broker account, and its secret is the token of its
-    server URL (ingest/device_secrets.py)."""
+    server URL (ingest/device_secrets.py). ``payload_key_sealed``: a phone's sealed OwnTracks
+    encryption key (ingest/payload_keys.py)."""
     secret = new_osmand_token() if osmand else new_device_password()
     with conn.transaction():
         register_device(
@@ -36,6 +38,7 @@ def provision_device(
             expected_interval_s,
             osmand=osmand,
             secret_sha256=secret_digest(secret),
+            payload_key_sealed=payload_key_sealed,
         )
         if not osmand:
             admin.create_device(device_id, secret, owntracks_topic)

@@ -12,14 +12,19 @@ import time
 import psycopg
 
 from tagwatch.ingest.decode import DeviceInfo
+from tagwatch.ingest.payload_keys import open_payload_key
 from tagwatch.store.devices import DeviceKey, device_key_by_id, device_key_by_topic, device_keys
+from tagwatch.store.webhook_secrets import SecretBox
 
 MISSING_TTL_S = 5.0
 
 
 class DeviceRegistry:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, secret_key: str | None = None) -> None:
+        """``secret_key``: `TAGWATCH_WEBHOOK_SECRET_KEY`, which opens phones' sealed
+        OwnTracks encryption keys (ingest/payload_keys.py)."""
         self.database_url = database_url
+        self._box = SecretBox.optional(secret_key)
         self._by_id: dict[str, DeviceInfo] = {}
         self._by_topic: dict[str, DeviceInfo] = {}
         self._missing: dict[str, float] = {}
@@ -31,7 +36,12 @@ class DeviceRegistry:
         return self._conn
 
     def _remember(self, key: DeviceKey) -> DeviceInfo:
-        device = DeviceInfo(key.id, key.kind, key.owntracks_topic)
+        device = DeviceInfo(
+            key.id,
+            key.kind,
+            key.owntracks_topic,
+            open_payload_key(key.id, key.payload_key_sealed, self._box),
+        )
         self._by_id[device.device_id] = device
         if device.owntracks_topic:
             self._by_topic[device.owntracks_topic] = device

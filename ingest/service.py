@@ -35,20 +35,22 @@ from tagwatch.ingest.decode import (
     Decoded,
     Limits,
     Reason,
-    decode_message,
     engine_events,
     engine_fixes,
+    engine_phones,
     sender_of,
 )
 from tagwatch.ingest.flood_guard import FloodGuard
 from tagwatch.ingest.osmand import decode_osmand_message, is_osmand_topic
 from tagwatch.ingest.registry import DeviceRegistry
+from tagwatch.ingest.routing import decode_message
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
 from tagwatch.store.engine_repository import PgEngineRepository, clock_and_speed
 from tagwatch.store.ingest_writer import (
     BatchResult,
     DeadLetterPolicy,
+    ignored_counters,
     prepare_session,
     store_batch,
     write_counters,
@@ -61,7 +63,9 @@ TOPICS = (
     "em/v1/+/event",
     "em/v1/+/status",
     "em/v1/+/ack",  # answers to commands (store.commands.record_answers)
-    "owntracks/+/+",
+    # a phone's base topic and every sub-topic under it (/event, /status, ...; its own /cmd is
+    # counted as ignored, ingest/owntracks.py)
+    "owntracks/+/+/#",
     "osmand/+/+",  # HTTP intake of Traccar Client phones, relayed by the API (ingest/osmand.py)
 )
 # After a (re)connect ingest publishes a marker to a topic only it subscribes to. The broker
@@ -134,9 +138,9 @@ def write_batch(
         result = stored.result
         if engine is not None:
             result.alert_changes = _evaluate(
-                conn, engine, stored.new_fixes, stored.new_events, counters
+                conn, engine, stored.new_fixes, stored.new_events, stored.new_phones, counters
             )
-        write_counters(conn, worker, result, decoded.dead, counters)
+        write_counters(conn, worker, result, decoded.dead, ignored_counters(decoded, counters))
     return result
 
 
@@ -145,6 +149,7 @@ def _evaluate(
     engine: AlertEngine,
     fixes: list[tuple[Any, ...]],
     events: list[tuple[Any, ...]],
+    phones: list[tuple[Any, ...]],
     counters: dict[tuple[str, str], float],
 ) -> int:
     """A bug in the rules must not stop fixes being stored: the engine's work is a savepoint,
@@ -153,7 +158,10 @@ def _evaluate(
     try:
         with conn.transaction():
             return engine.process(
-                PgEngineRepository(conn), engine_fixes(fixes), engine_events(events)
+                PgEngineRepository(conn),
+                engine_fixes(fixes),
+                engine_events(events),
+                engine_phones(phones),
             )
     except psycopg.OperationalError:
         raise
@@ -230,7 +238,9 @@ class IngestService:
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=settings.ingest_queue_messages)
         # Decoded batches waiting for the writer; two is enough to keep both stages busy.
         self.ready: queue.Queue[tuple[list[Inbound], Decoded]] = queue.Queue(maxsize=2)
-        self.registry = DeviceRegistry(settings.database_url_for("ingest"))
+        self.registry = DeviceRegistry(
+            settings.database_url_for("ingest"), settings.webhook_secret_key
+        )
         self.stop_requested = threading.Event()
         self.connected = threading.Event()
         self.subscribed = threading.Event()

@@ -624,8 +624,10 @@ class _DeviceRun:
             del message["acc"]
         if here.heading_deg is not None:
             message["cog"] = round(here.heading_deg) % 360
-        if not moved:
-            message["t"] = "p"
+        # A report on the phone's own timer is a fresh position: no `t` ("a missing `t` element
+        # also indicates an automatic location update", booklet tech/json.md). It used to say
+        # `t: "p"`, but a ping republishes the last position with a new `tst` (the Android
+        # app's SendLocationPingWorker), which the platform rightly never takes as a fix.
         payload = encode(message)
         if self.linked:
             self.publish(t + self.rng.uniform(0.5, 3.0), spec.owntracks_topic or "", payload)

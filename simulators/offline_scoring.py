@@ -15,16 +15,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tagwatch.alerts.batch import beacon_of
+from tagwatch.alerts.batch import NewPhoneReports, beacon_of
 from tagwatch.alerts.engine import AlertEngine
 from tagwatch.alerts.memory_repository import MemoryEngineRepository
 from tagwatch.alerts.ports import Assignment, StoredEvent, StoredFix, SubjectRow, ZoneRow
 from tagwatch.alerts.thresholds import DEFAULTS, Thresholds
-from tagwatch.ingest.decode import engine_events, engine_fixes
+from tagwatch.ingest.decode import Decoded, DeviceInfo, Limits, engine_events, engine_fixes
+from tagwatch.ingest.decode import engine_phones as phone_columns
+from tagwatch.ingest.owntracks import decode_owntracks
 from tagwatch.simulators.noise_models import DEFAULT_NOISE_MODEL
 from tagwatch.simulators.scenario import Scenario, ScenarioRun, build_timeline
 from tagwatch.simulators.scoring import RaisedAlert, ScoreCard, naive_alerts, score_run
-from tagwatch.simulators.wire import TraceEvent, TraceFix, read_trace
+from tagwatch.simulators.wire import Publication, TraceEvent, TraceFix, read_trace
 
 BATCH_S = 2.0
 TICK_S = 30.0
@@ -94,10 +96,30 @@ class Step:
     event_rows: list[tuple[Any, ...]] = field(default_factory=list)
     fixes: list[StoredFix] = field(default_factory=list)
     events: list[StoredEvent] = field(default_factory=list)
+    phone_rows: list[Any] = field(default_factory=list)
 
     @property
     def is_tick(self) -> bool:
-        return not self.fix_rows and not self.event_rows
+        return not self.fix_rows and not self.event_rows and not self.phone_rows
+
+
+# a scenario may span days of replayed time; its publications all count as arriving in time
+_PHONE_LIMITS = Limits(max_lateness_s=float("inf"), future_tolerance_s=float("inf"))
+
+
+def phone_reports(publications: Iterable[Publication]) -> list[tuple[float, Any]]:
+    """What the phones said about themselves (battery, mode, pings), decoded by the same
+    OwnTracks decoder as ingest, with when each arrived: the engine's phone rules see offline
+    what they see on the platform."""
+    out: list[tuple[float, Any]] = []
+    for p in publications:
+        if not p.topic.startswith("owntracks/"):
+            continue
+        decoded = Decoded()
+        device = DeviceInfo(p.device_id, "phone", "/".join(p.topic.split("/")[:3]))
+        decode_owntracks(device, p.topic, p.payload, p.at, _PHONE_LIMITS, decoded)
+        out += [(p.at, row) for row in decoded.phones]
+    return out
 
 
 def steps(run: ScenarioRun) -> Iterator[Step]:
@@ -107,7 +129,10 @@ def steps(run: ScenarioRun) -> Iterator[Step]:
     arrivals: list[tuple[float, int, TraceFix | TraceEvent]]
     arrivals = [(f.received_at, 1, f) for f in fixes]
     arrivals += [(e.received_at, 0, e) for e in events]
-    arrivals.sort(key=lambda a: (a[0], a[1]))
+    phones: list[tuple[float, int, Any]] = [
+        (at, 2, row) for at, row in phone_reports(run.publications)
+    ]
+    arrivals = sorted([*arrivals, *phones], key=lambda a: (a[0], a[1]))
     blank = (None, None, None, None, None)  # alt, spd, hdg, sats, batt
     clock = run.start.timestamp()
     seq = 0
@@ -122,6 +147,9 @@ def steps(run: ScenarioRun) -> Iterator[Step]:
             j += 1
         step = Step(arrivals[j - 1][0])
         for _, _, item in arrivals[i:j]:
+            if isinstance(item, tuple):  # a phone's report (ingest.decode.PhoneRow)
+                step.phone_rows.append(item)
+                continue
             seq += 1
             at = _dt(item.ts)
             if isinstance(item, TraceFix):
@@ -155,7 +183,10 @@ def replay(run: ScenarioRun, thresholds: Thresholds = DEFAULTS) -> list[RaisedAl
             engine.tick(repo)
         else:
             repo.store(step.fixes, step.events)
-            engine.process(repo, engine_fixes(step.fix_rows), engine_events(step.event_rows))
+            phones: NewPhoneReports = phone_columns(step.phone_rows)
+            engine.process(
+                repo, engine_fixes(step.fix_rows), engine_events(step.event_rows), phones
+            )
     return raised(repo)
 
 

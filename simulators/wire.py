@@ -10,6 +10,7 @@ tests see exactly the bytes the platform sees.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -132,15 +133,15 @@ def read_trace(publications: Iterable[Publication]) -> tuple[list[TraceFix], lis
         parts = publication.topic.split("/")
         if parts[0] == "owntracks":
             message = json.loads(publication.payload)
-            if message.get("_type") != "location":
-                continue
+            if message.get("_type") != "location" or message.get("t") == "p":
+                continue  # a ping is not a fresh position (ingest/owntracks.py)
             fixes.append(
                 TraceFix(
                     publication.device_id,
                     float(message["tst"]),
                     float(message["lon"]),
                     float(message["lat"]),
-                    float(message.get("acc", 100_000.0)),
+                    float(message.get("acc", math.nan)),  # no acc: unknown, never evidence
                     "gps",
                     publication.at,
                 )

@@ -35,7 +35,8 @@ VISIBLE = (
 )
 INSERT_DEVICE = (
     "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s, osmand,"
-    f" http_secret_sha256) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}"
+    " http_secret_sha256, payload_key_sealed) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    f" RETURNING {COLUMNS}"
 )
 INSERT_ASSIGNMENT = (
     "INSERT INTO device_assignments (device_id, subject_id, role, during) "
@@ -105,13 +106,24 @@ async def create_device(
     expected_interval_s: int,
     osmand: bool = False,
     secret_sha256: bytes | None = None,
+    payload_key_sealed: str | None = None,
 ) -> Device:
     """Raises UniqueViolation when the id or the OwnTracks topic is already registered.
-    ``secret_sha256``: the digest of the secret shown once (ingest.device_secrets)."""
+    ``secret_sha256``: the digest of the secret shown once (ingest.device_secrets);
+    ``payload_key_sealed``: the phone's OwnTracks encryption key, already sealed
+    (store/webhook_secrets.py), never in clear."""
     cur = conn.cursor(row_factory=class_row(Device))
     await cur.execute(
         INSERT_DEVICE,
-        (device_id, kind, owntracks_topic, expected_interval_s, osmand, secret_sha256),
+        (
+            device_id,
+            kind,
+            owntracks_topic,
+            expected_interval_s,
+            osmand,
+            secret_sha256,
+            payload_key_sealed,
+        ),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -166,9 +178,10 @@ class DeviceKey:
     id: str
     kind: str
     owntracks_topic: str | None
+    payload_key_sealed: str | None = None  # OwnTracks encryption key, sealed
 
 
-KEY_COLUMNS = "id, kind, owntracks_topic"
+KEY_COLUMNS = "id, kind, owntracks_topic, payload_key_sealed"
 
 
 def register_device(
@@ -179,13 +192,22 @@ def register_device(
     expected_interval_s: int = 60,
     osmand: bool = False,
     secret_sha256: bytes | None = None,
+    payload_key_sealed: str | None = None,
 ) -> Device:
     """The device's row, as ``create_device`` writes it for the API (its broker account is
     ingest.provisioning's). Raises UniqueViolation when the id or the topic is taken."""
     cur = conn.cursor(row_factory=class_row(Device))
     cur.execute(
         INSERT_DEVICE,
-        (device_id, kind, owntracks_topic, expected_interval_s, osmand, secret_sha256),
+        (
+            device_id,
+            kind,
+            owntracks_topic,
+            expected_interval_s,
+            osmand,
+            secret_sha256,
+            payload_key_sealed,
+        ),
     )
     row = cur.fetchone()
     assert row is not None

@@ -161,6 +161,7 @@ class PgEngineRepository:
                 "SELECT DISTINCT ON (a.subject_id) a.subject_id, f.ts, f.lon, f.lat, f.acc"
                 " FROM device_assignments a JOIN fixes f ON f.device_id = a.device_id"
                 " AND a.during @> f.ts WHERE a.role = 'victim' AND a.subject_id = ANY(%s)"
+                " AND f.acc IS NOT NULL"
                 " ORDER BY a.subject_id, f.ts DESC",
                 (list(subjects),),
             )
@@ -173,7 +174,7 @@ class PgEngineRepository:
                 "SELECT f.device_id, f.ts, f.lon, f.lat, f.acc, f.src FROM fixes f"
                 " JOIN device_assignments a ON a.device_id = f.device_id AND a.during @> f.ts"
                 " WHERE a.subject_id = %s AND a.role = 'offender' AND f.ts BETWEEN %s AND %s"
-                " ORDER BY f.ts",
+                " AND f.acc IS NOT NULL ORDER BY f.ts",
                 (subject_id, _dt(lo), _dt(hi)),
             ).fetchall()
         ]

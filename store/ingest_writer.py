@@ -82,6 +82,8 @@ class BatchResult:
     dead_letters_not_stored: int = 0  # beyond the per-sender limit: counted only
     before_assignment: int = 0
     alert_changes: int = 0
+    phone_messages_stored: int = 0
+    phone_message_duplicates: int = 0
 
 
 def prepare_session(conn: psycopg.Connection) -> None:
@@ -293,6 +295,48 @@ class StoredBatch:
     result: BatchResult
     new_fixes: list[tuple[Any, ...]] = field(default_factory=list)
     new_events: list[tuple[Any, ...]] = field(default_factory=list)
+    new_phones: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+PHONE_COLUMNS = (
+    "device_id, sub_topic, type, ts, payload_sha256, payload, encrypted, batt, charging,"
+    " monitoring, conn, trigger"
+)
+PHONE_TYPES = (
+    "text[]",
+    "text[]",
+    "text[]",
+    "timestamptz[]",
+    "bytea[]",
+    "text[]",
+    "bool[]",
+    "float4[]",
+    "int2[]",
+    "int2[]",
+    "text[]",
+    "text[]",
+)
+
+
+def _write_phone_messages(
+    cur: psycopg.Cursor[Any], rows: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """OwnTracks messages (ingest/owntracks.py), each once (same device, sub-topic and payload
+    digest: a redelivery); returns the rows that were new, for the alert engine."""
+    unnest = ", ".join(f"%s::{t}" for t in PHONE_TYPES)
+    cur.execute(
+        f"INSERT INTO phone_messages ({PHONE_COLUMNS}) SELECT * FROM unnest({unnest})"
+        " ON CONFLICT DO NOTHING RETURNING device_id, sub_topic, payload_sha256",
+        [list(column) for column in zip(*rows, strict=True)],
+    )
+    new = {(d, s, bytes(h)) for d, s, h in cur.fetchall()}
+    out = []
+    for row in rows:
+        key = (row[0], row[1], bytes(row[4]))
+        if key in new:
+            new.discard(key)  # the same message twice in one batch is new once
+            out.append(row)
+    return out
 
 
 def _write_answers(conn: psycopg.Connection, decoded: Decoded) -> None:
@@ -342,6 +386,10 @@ def store_batch(
             result.event_duplicates = len(events) - result.events_stored
         if decoded.statuses:
             _write_statuses(cur, decoded.statuses)
+        if decoded.phones:
+            stored.new_phones = _write_phone_messages(cur, list(decoded.phones))
+            result.phone_messages_stored = len(stored.new_phones)
+            result.phone_message_duplicates = len(decoded.phones) - result.phone_messages_stored
         if decoded.answers:
             _write_answers(conn, decoded)
             dead = decoded.dead
@@ -367,6 +415,8 @@ def write_counters(
     counters[("event_duplicates_total", "")] += result.event_duplicates
     counters[("alert_changes_total", "")] += result.alert_changes
     counters[("dead_letters_not_stored_total", "")] += result.dead_letters_not_stored
+    counters[("phone_messages_stored_total", "")] += result.phone_messages_stored
+    counters[("phone_message_duplicates_total", "")] += result.phone_message_duplicates
     for letter in dead:
         counters[("dead_letters_total", letter.reason)] += 1
     with conn.cursor() as cur:
@@ -394,5 +444,17 @@ def write_batch(
     caller acknowledges the messages only after this returns."""
     with conn.transaction():
         stored = store_batch(conn, decoded, policy)
-        write_counters(conn, worker, stored.result, decoded.dead, counters)
+        write_counters(
+            conn, worker, stored.result, decoded.dead, ignored_counters(decoded, counters)
+        )
     return stored.result
+
+
+def ignored_counters(
+    decoded: Decoded, counters: dict[tuple[str, str], float]
+) -> dict[tuple[str, str], float]:
+    """``counters`` plus the messages acknowledged without anything to store, by reason."""
+    out = dict(counters)
+    for reason, n in decoded.ignored.items():
+        out[("messages_ignored_total", reason)] = out.get(("messages_ignored_total", reason), 0) + n
+    return out

@@ -1,4 +1,5 @@
-"""Devices: creating one provisions its broker account and shows its secret exactly once."""
+"""Devices: creating one provisions its broker account and shows its secret (and a phone's
+OwnTracks encryption key) exactly once."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tagwatch.ingest.broker_accounts import (
 )
 from tagwatch.ingest.device_broker import device_broker
 from tagwatch.ingest.device_secrets import new_osmand_token, secret_digest
+from tagwatch.ingest.payload_keys import new_payload_key
 from tagwatch.store import devices
 from tagwatch.store.devices import Device
 
@@ -68,6 +70,11 @@ async def create_device(body: DeviceCreate, conn: Conn, request: Request) -> Dev
     the MQTT password (also an OwnTracks phone's HTTP mode password), or for an OsmAnd phone the
     token of its Traccar Client URL, which has no broker account (ingest/device_secrets.py)."""
     secret = new_osmand_token() if body.osmand else new_device_password()
+    # an OsmAnd phone has no OwnTracks app, so no payload encryption key
+    kind_for_key = "tag" if body.osmand else body.kind
+    passphrase, sealed = new_payload_key(
+        kind_for_key, request.app.state.settings.webhook_secret_key
+    )
     try:
         row = await devices.create_device(
             conn,
@@ -77,6 +84,7 @@ async def create_device(body: DeviceCreate, conn: Conn, request: Request) -> Dev
             body.expected_interval_s,
             osmand=body.osmand,
             secret_sha256=secret_digest(secret),
+            payload_key_sealed=sealed,
         )
     except UniqueViolation as exc:
         raise HTTPException(
@@ -114,4 +122,5 @@ async def create_device(body: DeviceCreate, conn: Conn, request: Request) -> Dev
         ca_pem=broker.ca_pem,
         publish_topics=device_topics(body.id, body.owntracks_topic),
         owntracks_http_url=f"{base}/owntracks" if body.owntracks_topic else None,
+        encryption_key=passphrase,
     )

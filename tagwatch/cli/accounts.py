@@ -27,7 +27,9 @@ EXAMPLE_OWNTRACKS = (
 def try_publish_line(
     broker: DeviceBroker, device_id: str, password: str, owntracks_topic: str | None
 ) -> str:
-    """A `mosquitto_pub` line that publishes one fix as the device would, over TLS."""
+    """A `mosquitto_pub` line that publishes one fix as the device would, over TLS: a tag's
+    fix on `em/v1/{id}/fix`, or for a phone an OwnTracks `location` on its own topic (a tag
+    payload there is a dead letter)."""
     tls = f"--cafile {broker.ca_file} " if broker.tls and broker.ca_file else ""
     topic = owntracks_topic or f"em/v1/{device_id}/fix"
     payload = EXAMPLE_OWNTRACKS if owntracks_topic else EXAMPLE_FIX
@@ -83,6 +85,7 @@ def device_add(
 
     from tagwatch.ingest.broker_accounts import BrokerAdmin, reserved_device_id  # noqa: PLC0415
     from tagwatch.ingest.device_broker import device_broker  # noqa: PLC0415
+    from tagwatch.ingest.payload_keys import PHONE_KINDS, new_payload_key  # noqa: PLC0415
     from tagwatch.ingest.provisioning import provision_device  # noqa: PLC0415
     from tagwatch.store.devices import add_assignment  # noqa: PLC0415
     from tagwatch.store.subjects import add_subject, ensure_region  # noqa: PLC0415
@@ -91,13 +94,21 @@ def device_add(
     if reserved:
         typer.echo(f"refused: {reserved}", err=True)
         raise typer.Exit(2)
-    if osmand and (kind == "tag" or owntracks_topic):
+    if osmand and (kind not in PHONE_KINDS or owntracks_topic):
         typer.echo(
             "refused: --osmand is for phones running Traccar Client (no OwnTracks topic)", err=True
         )
         raise typer.Exit(2)
+    if not osmand and (kind in PHONE_KINDS) != (owntracks_topic is not None):
+        typer.echo(
+            "refused: a phone needs --owntracks-topic owntracks/{user}/{device} (the topic its"
+            " OwnTracks app publishes on, docs/phones.md), or --osmand; a tag has neither",
+            err=True,
+        )
+        raise typer.Exit(2)
     s = settings()
     subject_id: int | None = None
+    encryption_key, sealed = new_payload_key("tag" if osmand else kind, s.webhook_secret_key)
     with psycopg.connect(s.database_url) as conn:
         password = provision_device(
             conn,
@@ -105,6 +116,7 @@ def device_add(
             device_id,
             kind,
             owntracks_topic,
+            payload_key_sealed=sealed,
             osmand=osmand,
         )
         if subject:
@@ -141,6 +153,7 @@ def device_add(
                 "broker": broker.url,
                 "ca_file": broker.ca_file,
                 "subject_id": subject_id,
+                **({"encryption_key": encryption_key} if kind in PHONE_KINDS else {}),
                 "try": try_publish_line(broker, device_id, password, owntracks_topic),
             },
             indent=2,
@@ -154,8 +167,13 @@ def device_add(
             f"# OwnTracks app (docs/phones.md): mode MQTT, host {broker.host}, port"
             f" {broker.port}, TLS on with the CA above, user name {device_id}, the password"
             f" above, client ID {device_id} (the broker refuses any other), base topic"
-            f" {owntracks_topic}; or mode HTTP, URL {api}/owntracks with the same user name and"
-            " password",
+            f" {owntracks_topic}"
+            + (
+                f", encryption key (Payload encryption / encryptionKey) {encryption_key}"
+                if encryption_key
+                else ", no payload encryption key (TAGWATCH_WEBHOOK_SECRET_KEY is not set)"
+            )
+            + f"; or mode HTTP, URL {api}/owntracks with the same user name and password",
             err=True,
         )
 

@@ -8,7 +8,8 @@ import pytest
 
 from tagwatch.alerts import vocabulary
 from tagwatch.ingest import decode
-from tagwatch.ingest.decode import Decoded, DeviceInfo, Limits, decode_message
+from tagwatch.ingest.decode import Decoded, DeviceInfo, Limits
+from tagwatch.ingest.routing import decode_message
 
 NOW = 1_800_000_000.0
 TAG = DeviceInfo("t1", "tag", None)
@@ -109,7 +110,7 @@ def test_owntracks_location_converts_speed_and_lwt_goes_offline():
     assert _decode("owntracks/u/p1", {"_type": "lwt", "tst": 1}).statuses == [
         ("p1", "offline", "owntracks_lwt")
     ]
-    assert _decode("owntracks/u/p1", {"_type": "waypoint"}).dead[0].reason == (
+    assert _decode("owntracks/u/p1", {"_type": "what"}).dead[0].reason == (
         "unsupported_message_type"
     )
 

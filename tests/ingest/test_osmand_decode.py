@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tagwatch.ingest.decode import MAX_ACCURACY_M, Decoded, DeviceInfo, Limits
+from tagwatch.ingest.decode import Decoded, DeviceInfo, Limits
 from tagwatch.ingest.osmand import decode_osmand_message
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "phones_http"
@@ -57,7 +57,7 @@ def test_android_query_is_a_fix_in_si_units():
 
 def test_zero_accuracy_of_a_gps_fix_is_unknown_accuracy_not_exact():
     out = query(fill(fixture("traccar_android_query.json")["gps_fix_query"]))
-    assert out.fixes[0][ACC] == MAX_ACCURACY_M
+    assert out.fixes[0][ACC] is None  # stored NULL: never evidence for an episode
 
 
 def test_milliseconds_and_iso_timestamps_are_read_like_traccar():
@@ -66,11 +66,13 @@ def test_milliseconds_and_iso_timestamps_are_read_like_traccar():
     assert query(base + ISO).fixes[0][TS_COL].timestamp() == TS
 
 
-def test_alarm_keeps_the_fix_and_is_kept_as_a_dead_letter():
+def test_alarm_keeps_the_fix_and_is_a_panic_event_beside_it():
     out = query(fill(fixture("traccar_android_query.json")["alarm_query"]))
-    assert len(out.fixes) == 1
-    (dead,) = out.dead
-    assert dead.reason == "unknown_event_type" and "alert message" in dead.detail
+    assert not out.dead
+    (fix,) = out.fixes
+    (event,) = out.events
+    assert event[0] == "ph1" and event[3] == "panic" and event[1] == fix[TS_COL]
+    assert json.loads(event[5])["source"] == "osmand"
 
 
 def test_json_of_the_current_client():

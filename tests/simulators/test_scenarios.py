@@ -17,7 +17,8 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import shape
 
-from tagwatch.ingest.decode import Decoded, DeviceInfo, Limits, decode_message
+from tagwatch.ingest.decode import Decoded, DeviceInfo, Limits
+from tagwatch.ingest.routing import decode_message
 from tagwatch.simulators.geo import distance_m
 from tagwatch.simulators.scenario import (
     ALERT_TYPES,
