@@ -326,6 +326,8 @@ async def update_webhook(
         and body.tracing_unit_id is None,
     )
     changes = body.model_dump(mode="json", exclude_none=True)
+    if "tracing_unit_id" in body.model_fields_set and body.tracing_unit_id is None:
+        changes["tracing_unit_id"] = None
     if regions is not None:
         changes["regions"] = regions
     await audit.record(conn, admin, "webhook_update", None, webhook_id=webhook_id, changes=changes)
