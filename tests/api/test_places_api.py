@@ -250,6 +250,8 @@ def test_webhooks_target_a_tracing_unit(api, world):
     m = api.post(V1 + "/webhooks", json={**body, "tracing_unit_id": 987_654_321}, headers=mine)
     assert b.status_code == m.status_code == 422
     assert b.json()["detail"]["reason"] == m.json()["detail"]["reason"] == "unknown_tracing_unit"
+    off = api.patch(f"{V1}/webhooks/{hook.json()['id']}", json={"active": False}, headers=mine)
+    assert off.status_code == 200  # later tests' critical alerts owe this receiver nothing
 
 
 def test_what_the_platform_says_about_a_position(api, world):
