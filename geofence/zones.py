@@ -198,6 +198,27 @@ def validate_zone(zone: Zone, *, repair: bool = False) -> tuple[str, ...]:
     return check_zone(zone, repair=repair).repairs
 
 
+def check_area(geometry: object, *, repair: bool = False) -> tuple[BaseGeometry, tuple[str, ...]]:
+    """A Polygon or MultiPolygon of any size, checked by the rules of a zone's boundary.
+
+    For areas that are not zones (a region's demarcation, an office's service area): the same
+    parsing, ring and validity rules and the same reasons, but no 75 km reach limit, since a
+    region spans hundreds of kilometres and the classifier's metric frame is never built for it.
+    Returns the normalized geometry in lon/lat (longitudes unwrapped: a ring that crosses the
+    antimeridian may leave -180..180) and the repairs made. Raises ZoneValidationError.
+    """
+    if not isinstance(geometry, Mapping):
+        raise ZoneValidationError(["geometry must be a GeoJSON object"])
+    kind = geometry.get("type")
+    if kind not in ("Polygon", "MultiPolygon"):
+        raise ZoneValidationError([f"geometry type {kind!r} is not Polygon or MultiPolygon"])
+    try:
+        lonlat, repairs = _normalize(_parse_polygons(geometry), repair)
+    except _Invalid as exc:
+        raise ZoneValidationError(exc.reasons) from None
+    return lonlat, tuple(repairs)
+
+
 class _Invalid(Exception):
     def __init__(self, *reasons: str) -> None:
         self.reasons = list(reasons)

@@ -40,7 +40,8 @@ from tagwatch.alerts.ports import (
 )
 from tagwatch.alerts.rules import AlertChange
 from tagwatch.alerts.state_codec import json_encode, load_doc
-from tagwatch.store import commands
+from tagwatch.settings import get_settings
+from tagwatch.store import commands, places
 from tagwatch.store.alerts import severity_rank
 
 
@@ -428,7 +429,23 @@ def enqueue(
     subscription matches when the alert is at least its ``min_severity``, in
     ``vocabulary.SEVERITY_RANK``'s order). The payload leaves the platform (webhooks, MQTT, the
     live feed): the name of a zone protecting a victim is left out of its details
-    (alert_public_details, migration 0013)."""
+    (alert_public_details, migration 0013).
+
+    A critical alert is also routed by where the subject is (issue 16, `places.route_alert`):
+    subscriptions targeting a tracing unit of the chosen office receive it whatever their
+    regions, and the payload carries ``routing`` (office, distance, reason). The decision is
+    made here, at outbox-write time in the alert's own transaction, rather than in the
+    dispatcher: it is then committed atomically with the alert and its deliveries (a crash
+    loses neither or both; the dispatcher stays a sender that never decides who is told), it is
+    evidence kept on the alert (``alerts.routing``) of who was told and why as the platform knew
+    the offices then, and every event of the alert goes to the same unit. The cost is a read
+    of the regions' boundaries and the offices per critical event, small beside a critical
+    alert's rarity, and that ingest reads offices and units (SELECT only, store/roles.py)."""
+    routing = None
+    if severity == "critical":
+        routing = places.route_alert(
+            conn, alert_id, region, get_settings().routing_max_office_distance_m
+        )
     row = conn.execute(
         "INSERT INTO outbox (alert_id, region_id, type, severity, event, payload)"
         " SELECT a.id, %s, %s, %s, %s, jsonb_build_object('alert_id', a.id, 'event', %s::text,"
@@ -437,19 +454,32 @@ def enqueue(
         " 'zone_id', a.zone_id, 'opened_at', a.opened_at, 'first_fix_at', a.first_fix_at,"
         " 'cleared_at', a.cleared_at, 'late', a.late, 'lat', a.lat, 'lon', a.lon,"
         " 'details', alert_public_details(a.zone_id, a.details))"
+        " || CASE WHEN %s::jsonb IS NULL THEN '{}'::jsonb"
+        " ELSE jsonb_build_object('routing', %s::jsonb) END"
         " FROM alerts a WHERE a.id = %s RETURNING id",
-        (region, alert_type, severity, event, event, alert_id),
+        (
+            region,
+            alert_type,
+            severity,
+            event,
+            event,
+            None if routing is None else Jsonb(routing),
+            None if routing is None else Jsonb(routing),
+            alert_id,
+        ),
     ).fetchone()
     assert row is not None
     rank = v.SEVERITY_RANK[severity]
+    units = [u["id"] for u in routing["tracing_units"]] if routing else []
     conn.execute(
         "INSERT INTO deliveries (outbox_id, channel)"
         " SELECT %s, 'mqtt' UNION ALL"
         " SELECT %s, 'webhook:' || w.id FROM webhook_subscriptions w WHERE w.active"
-        " AND ('*' = ANY(w.regions) OR %s = ANY(w.regions))"
+        " AND ('*' = ANY(w.regions) OR %s = ANY(w.regions)"
+        " OR w.tracing_unit_id = ANY(%s::bigint[]))"
         " AND ('*' = ANY(w.types) OR %s = ANY(w.types))"
         f" AND {severity_rank('w.min_severity')} <= %s",
-        (row[0], row[0], region, alert_type, rank),
+        (row[0], row[0], region, units, alert_type, rank),
     )
     commands.note_pursuit_trigger(conn, alert_id, alert_type, event)
     commands.notify_victim(conn, alert_id, alert_type, event)

@@ -40,18 +40,35 @@ _ACCOUNT_TABLES = frozenset(
 )
 _AUDIT_TABLES = frozenset({"audit_log", "audit_chain_head"})
 
+# Offices and tracing units (migration 0020): ingest routes critical alerts by them, and may
+# only read them (an office's service area is not a device's to move).
+_GEOGRAPHY_TABLES = frozenset({"offices", "tracing_units"})
+
 # role -> tables it may not touch at all
 NO_ACCESS: dict[str, frozenset[str]] = {
     API_ROLE: frozenset({"audit_chain_head", "schema_migrations"}),
     INGEST_ROLE: _ACCOUNT_TABLES
     | _AUDIT_TABLES
-    | {"webhook_subscriptions", "delivery_attempts", "schema_migrations"},
+    | {"webhook_subscriptions", "delivery_attempts", "schema_migrations"}
+    | _GEOGRAPHY_TABLES,
     DISPATCHER_ROLE: _ACCOUNT_TABLES | _AUDIT_TABLES | {"schema_migrations"},
 }
 # role -> table -> the only columns it may read (ingest routes a new alert's notifications to
-# the matching subscriptions, but never sees where they point or their secrets)
+# the matching subscriptions, and a critical one to the tracing unit of the office nearest the
+# subject, but never sees where subscriptions point or their secrets)
 COLUMN_SELECT: dict[str, dict[str, tuple[str, ...]]] = {
-    INGEST_ROLE: {"webhook_subscriptions": ("id", "active", "regions", "types", "min_severity")},
+    INGEST_ROLE: {
+        "webhook_subscriptions": (
+            "id",
+            "active",
+            "regions",
+            "types",
+            "min_severity",
+            "tracing_unit_id",
+        ),
+        "offices": ("id", "name", "region_id", "lon", "lat", "service_area", "service_radius_m"),
+        "tracing_units": ("id", "name", "office_id", "region_id"),
+    },
 }
 # role -> tables it may only read and append to
 APPEND_ONLY: dict[str, frozenset[str]] = {

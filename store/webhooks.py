@@ -17,7 +17,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
 COLUMNS = (
-    "id, name, url, regions, types, min_severity, active, created_at, refused_at, refused_reason"
+    "id, name, url, regions, types, min_severity, active, created_at, refused_at, refused_reason,"
+    " tracing_unit_id"
 )
 IN_SCOPE = "(%(scope)s::text[] IS NULL OR regions <@ %(scope)s::text[])"
 
@@ -34,6 +35,7 @@ class Webhook:
     created_at: datetime
     refused_at: datetime | None
     refused_reason: str | None
+    tracing_unit_id: int | None = None  # migration 0020: also gets alerts routed to the unit
 
 
 async def webhook_in_scope(
@@ -74,13 +76,23 @@ async def create_webhook(
     types: Sequence[str],
     min_severity: str,
     active: bool,
+    tracing_unit_id: int | None = None,
 ) -> Webhook:
     cur = conn.cursor(row_factory=class_row(Webhook))
     await cur.execute(
         "INSERT INTO webhook_subscriptions"
-        " (name, url, secret_encrypted, regions, types, min_severity, active)"
-        f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}",
-        (name, url, secret_sealed, list(regions), list(types), min_severity, active),
+        " (name, url, secret_encrypted, regions, types, min_severity, active, tracing_unit_id)"
+        f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}",
+        (
+            name,
+            url,
+            secret_sealed,
+            list(regions),
+            list(types),
+            min_severity,
+            active,
+            tracing_unit_id,
+        ),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -97,8 +109,11 @@ async def update_webhook(
     types: Sequence[str] | None,
     min_severity: str | None,
     active: bool | None,
+    tracing_unit_id: int | None = None,
+    clear_tracing_unit: bool = False,
 ) -> Webhook:
-    """None leaves a field as it is; a new url forgets why the old one was refused."""
+    """None leaves a field as it is (``clear_tracing_unit`` removes the unit); a new url forgets
+    why the old one was refused."""
     cur = conn.cursor(row_factory=class_row(Webhook))
     await cur.execute(
         "UPDATE webhook_subscriptions SET name = COALESCE(%(name)s, name),"
@@ -106,6 +121,8 @@ async def update_webhook(
         " types = COALESCE(%(types)s::text[], types),"
         " min_severity = COALESCE(%(severity)s, min_severity),"
         " active = COALESCE(%(active)s, active),"
+        " tracing_unit_id = CASE WHEN %(clear_unit)s THEN NULL"
+        " ELSE COALESCE(%(unit)s, tracing_unit_id) END,"
         " refused_at = CASE WHEN %(url)s::text IS NULL THEN refused_at END,"
         " refused_reason = CASE WHEN %(url)s::text IS NULL THEN refused_reason END"
         f" WHERE id = %(id)s RETURNING {COLUMNS}",
@@ -116,6 +133,8 @@ async def update_webhook(
             "types": None if types is None else list(types),
             "severity": min_severity,
             "active": active,
+            "unit": tracing_unit_id,
+            "clear_unit": clear_tracing_unit,
             "id": webhook_id,
         },
     )

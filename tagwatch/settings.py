@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     pursuit_interval_s: int = Field(default=15, ge=1, le=3600)
     pursuit_limit_s: int = Field(default=1800, ge=60, le=86_400)
 
+    # Routing of critical alerts (issue 16, store/places.py): when no office's service area holds
+    # the subject's position, the nearest office's tracing units get it if it lies within this
+    # many metres (on the ground); beyond, only the home region is told.
+    routing_max_office_distance_m: float = Field(default=50_000.0, ge=0, le=1_000_000)
+
     # TimescaleDB policies (applied only when the extension is present).
     compress_after: str = "7 days"
     retain_fixes_for: str = "3650 days"

@@ -19,6 +19,11 @@ or the url changes.
 
 Region scope as for users: an admin limited to some regions sees and manages only subscriptions
 whose regions lie within theirs. Every change is written to the audit log (never a secret).
+
+A subscription may target a tracing unit (``tracing_unit_id``, issue 16): it then also receives
+the critical alerts routed to that unit by where the subject is, whatever the subject's region
+(store/places.py). Without ``regions`` given, such a subscription's regions are the unit's. The
+unit must be in the admin's scope: another region's unit answers the 422 of a missing one.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from tagwatch.api.deps import Conn
 from tagwatch.api.routes.users import REGION_OR_ALL_PATTERN, checked_regions
 from tagwatch.api.security import CurrentUser, Role, User, allow
 from tagwatch.settings import Settings
+from tagwatch.store import places as places_store
 from tagwatch.store import webhooks as store
 from tagwatch.store.webhook_secrets import SecretBox
 from tagwatch.store.webhooks import Webhook
@@ -92,6 +98,12 @@ class WebhookCreate(BaseModel):
     )
     min_severity: SeverityName = "info"
     active: bool = True
+    tracing_unit_id: int | None = Field(
+        default=None,
+        ge=1,
+        description="also receive the critical alerts routed to this tracing unit, whatever "
+        "the subject's region; regions default to the unit's",
+    )
 
     @field_validator("types")
     @classmethod
@@ -115,6 +127,7 @@ class WebhookUpdate(BaseModel):
     types: list[str] | None = Field(default=None, min_length=1, max_length=50)
     min_severity: SeverityName | None = None
     active: bool | None = None
+    tracing_unit_id: int | None = Field(default=None, ge=1, description="null: no unit")
 
     @field_validator("types")
     @classmethod
@@ -142,6 +155,9 @@ class WebhookPublic(BaseModel):
     refused_reason: str | None = Field(
         default=None, description="why (not https, or an internal address); cleared on success"
     )
+    tracing_unit_id: int | None = Field(
+        default=None, description="the tracing unit whose routed critical alerts it receives"
+    )
 
 
 class WebhookCreated(WebhookPublic):
@@ -165,6 +181,7 @@ def _webhook(row: Webhook) -> WebhookPublic:
         created_at=row.created_at,
         refused_at=row.refused_at,
         refused_reason=row.refused_reason,
+        tracing_unit_id=row.tracing_unit_id,
     )
 
 
@@ -207,6 +224,20 @@ async def _in_scope(conn: AsyncConnection, admin: User, webhook_id: int) -> Webh
     return row
 
 
+async def _unit_region(conn: AsyncConnection, admin: User, unit_id: int) -> str:
+    """The tracing unit's region; 422 whether it is missing or in another region."""
+    unit = await places_store.unit_in_scope(conn, unit_id, admin.region_filter())
+    if unit is None:
+        raise HTTPException(
+            422,
+            detail={
+                "reason": "unknown_tracing_unit",
+                "message": f"tracing unit {unit_id} not found",
+            },
+        )
+    return unit.region_id
+
+
 def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
@@ -243,7 +274,12 @@ async def create_webhook(
     """Admin. The answer carries the signing secret, the only time it is shown."""
     _check_destination(request, str(body.url))
     box = _box(request)
-    regions = await checked_regions(conn, admin, body.regions)
+    wanted = body.regions
+    if body.tracing_unit_id is not None:
+        unit_region = await _unit_region(conn, admin, body.tracing_unit_id)
+        if "regions" not in body.model_fields_set:
+            wanted = [unit_region]
+    regions = await checked_regions(conn, admin, wanted)
     secret = body.secret or new_secret()
     row = await store.create_webhook(
         conn,
@@ -254,12 +290,13 @@ async def create_webhook(
         types=body.types,
         min_severity=body.min_severity,
         active=body.active,
+        tracing_unit_id=body.tracing_unit_id,
     )
     public = _webhook(row)
     await audit.record(
         conn, admin, "webhook_create", None, webhook_id=public.id, name=public.name,
         url=public.url, regions=public.regions, types=public.types,
-        min_severity=public.min_severity,
+        min_severity=public.min_severity, tracing_unit_id=public.tracing_unit_id,
     )  # fmt: skip
     return WebhookCreated(**public.model_dump(), secret=secret)
 
@@ -272,6 +309,8 @@ async def update_webhook(
     if body.url is not None:
         _check_destination(request, str(body.url))
     await _in_scope(conn, admin, webhook_id)
+    if body.tracing_unit_id is not None:
+        await _unit_region(conn, admin, body.tracing_unit_id)
     regions = None if body.regions is None else await checked_regions(conn, admin, body.regions)
     row = await store.update_webhook(
         conn,
@@ -282,8 +321,13 @@ async def update_webhook(
         types=body.types,
         min_severity=body.min_severity,
         active=body.active,
+        tracing_unit_id=body.tracing_unit_id,
+        clear_tracing_unit="tracing_unit_id" in body.model_fields_set
+        and body.tracing_unit_id is None,
     )
     changes = body.model_dump(mode="json", exclude_none=True)
+    if "tracing_unit_id" in body.model_fields_set and body.tracing_unit_id is None:
+        changes["tracing_unit_id"] = None
     if regions is not None:
         changes["regions"] = regions
     await audit.record(conn, admin, "webhook_update", None, webhook_id=webhook_id, changes=changes)

@@ -143,6 +143,8 @@ class Side:
     victim_zone: int = 0  # kind victim, owned by `subject`, following the victim's phone
     protected_zone: int = 0  # exclusion zone around the victim's home (protects_subject_id)
     victim_alert: int = 0  # victim_proximity on victim_zone
+    office: int = 0  # an office with a service radius (issue 16)
+    unit: int = 0  # a tracing unit working from `office`
 
 
 @dataclass
@@ -228,6 +230,29 @@ class World:
         assert row is not None
         return int(row[0])
 
+    def new_office(self, region: str) -> int:
+        """An office at the scene with a 5 km service radius, in the side's region."""
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(
+                "INSERT INTO offices (name, region_id, lon, lat, service_radius_m)"
+                " VALUES (%s, %s, %s, %s, 5000) RETURNING id",
+                (fresh_id("mxoffice"), self.side(region).region, SCENE[1], SCENE[0]),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def new_unit(self, region: str) -> int:
+        """A tracing unit of the side's office."""
+        side = self.side(region)
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(
+                "INSERT INTO tracing_units (name, office_id, region_id) VALUES (%s, %s, %s)"
+                " RETURNING id",
+                (fresh_id("mxunit"), side.office, side.region),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
     def one(self, sql: str, params: tuple[Any, ...]) -> Any:
         with psycopg.connect(self.database_url) as conn:
             row = conn.execute(sql, params).fetchone()
@@ -299,6 +324,8 @@ def build_world(api: TestClient, database_url: str) -> World:
     for side in (world.a, world.b):
         side.user, _ = world.add_user("operator", [side.region], prefix="mxtarget")
         side.webhook = world.new_webhook("A" if side is world.a else "B")
+        side.office = world.new_office("A" if side is world.a else "B")
+        side.unit = world.new_unit("A" if side is world.a else "B")
         side.alert = insert_alert(
             database_url,
             side.subject,

@@ -41,6 +41,12 @@ POST /subjects                                     region_id B             403 "
 POST /users, POST /webhooks                        regions [B]             403 "not yours"
                                                                            (users.py; a missing
                                                                            region is a 422)
+GET /offices, /tracing-units                       the list                200, no B item
+POST /offices                                      region_id B             403 "not yours"
+POST /tracing-units                                office_id of B's        422 unknown_office
+                                                   office                  as for a missing one
+GET /places/locate                                 at B's office           200, B's office not
+                                                                           named
 POST /zones                                        subject_id of B's       422 unknown_subject
                                                    subject                 as for a missing
                                                                            subject
@@ -151,6 +157,20 @@ POLICY: dict[tuple[str, ...], frozenset[str]] = {
             "PATCH /api/v1/webhooks/{webhook_id}",
             "DELETE /api/v1/webhooks/{webhook_id}",
             "POST /api/v1/webhooks/{webhook_id}/secret",
+            "GET /api/v1/regions/{region_id}",
+            "PUT /api/v1/regions/{region_id}/boundary",
+            "DELETE /api/v1/regions/{region_id}/boundary",
+            "GET /api/v1/offices",
+            "POST /api/v1/offices",
+            "GET /api/v1/offices/{office_id}",
+            "PATCH /api/v1/offices/{office_id}",
+            "DELETE /api/v1/offices/{office_id}",
+            "GET /api/v1/tracing-units",
+            "POST /api/v1/tracing-units",
+            "GET /api/v1/tracing-units/{unit_id}",
+            "PATCH /api/v1/tracing-units/{unit_id}",
+            "DELETE /api/v1/tracing-units/{unit_id}",
+            "GET /api/v1/places/locate",
         }
     ),
     ("admin", "supervisor"): frozenset(
@@ -627,6 +647,103 @@ def command_read(w: World, _role: str, region: str) -> Call:
     return call
 
 
+BOUNDARY = {
+    "type": "Polygon",
+    "coordinates": [[[18.0, -34.2], [18.8, -34.2], [18.8, -33.6], [18.0, -33.6], [18.0, -34.2]]],
+}
+
+
+def offices_list(w: World, _role: str, region: str) -> Call:
+    if region == "A":
+        check = lists(lambda w: {w.a.office}, lambda w: {w.b.office})(w)
+        return Call(V1 + "/offices", params={"limit": 1000}, check=check)
+    return Call(V1 + "/offices", params={"region": w.b.region, "limit": 1000}, check=empty())
+
+
+def office_create(w: World, _role: str, region: str) -> Call:
+    target = w.side(region).region
+    body = {"name": fresh_id("mxo"), "region_id": target, "lon": 18.4, "lat": -33.9,
+            "service_radius_m": 1000}  # fmt: skip
+    call = Call(V1 + "/offices", json=body, hidden=target)
+    if region == "B":
+        call.missing = Call(
+            V1 + "/offices", json={**body, "region_id": MISSING_REGION}, hidden=MISSING_REGION
+        )
+    return call
+
+
+def office_delete(w: World, _role: str, region: str) -> Call:
+    office = w.new_office(region)
+    call = Call(V1 + f"/offices/{office}", hidden=str(office))
+    if region == "B":
+        call.missing = Call(V1 + f"/offices/{MISSING_ID}", hidden=str(MISSING_ID))
+
+        def kept(_response: httpx.Response) -> None:
+            assert w.one("SELECT id FROM offices WHERE id = %s", (office,)) == office
+
+        call.check = kept
+    return call
+
+
+def units_list(w: World, _role: str, region: str) -> Call:
+    check = lists(lambda w: {w.a.unit}, lambda w: {w.b.unit})(w)
+    return Call(V1 + "/tracing-units", params={"limit": 1000}, check=check)
+
+
+def unit_create(w: World, _role: str, region: str) -> Call:
+    office = w.side(region).office
+    call = Call(V1 + "/tracing-units", json={"name": "mx", "office_id": office}, hidden=str(office))
+    if region == "B":
+        call.missing = Call(
+            V1 + "/tracing-units",
+            json={"name": "mx", "office_id": MISSING_ID},
+            hidden=str(MISSING_ID),
+        )
+    return call
+
+
+def unit_delete(w: World, _role: str, region: str) -> Call:
+    unit = w.new_unit(region)
+    call = Call(V1 + f"/tracing-units/{unit}", hidden=str(unit))
+    if region == "B":
+        call.missing = Call(V1 + f"/tracing-units/{MISSING_ID}", hidden=str(MISSING_ID))
+
+        def kept(_response: httpx.Response) -> None:
+            assert w.one("SELECT id FROM tracing_units WHERE id = %s", (unit,)) == unit
+
+        call.check = kept
+    return call
+
+
+def locate(w: World, _role: str, region: str) -> Call:
+    """At the scene every office of the world serves (both sides' offices are there): the
+    answer names region A's office and never region B's."""
+
+    def check(response: httpx.Response) -> None:
+        named = {o["office_id"] for o in response.json()["serving"]}
+        assert w.a.office in named and w.b.office not in named, response.text
+
+    lat, lon = SCENE
+    return Call(V1 + "/places/locate", params={"lat": lat, "lon": lon}, check=check)
+
+
+def boundary_delete(w: World, _role: str, region: str) -> Call:
+    call = path_call(w, region, "/regions/{}/boundary", lambda s: s.region)
+    if region == "B":
+
+        def kept(_response: httpx.Response) -> None:
+            query = "SELECT boundary IS NOT NULL FROM regions WHERE id = %s"
+            assert w.one(query, (w.b.region,)) is True
+
+        with psycopg.connect(w.database_url) as conn:
+            conn.execute(
+                "UPDATE regions SET boundary = %s WHERE id = %s",
+                (json.dumps(BOUNDARY), w.b.region),
+            )
+        call.check = kept
+    return call
+
+
 MATRIX: dict[str, Entry] = {
     # regions, subjects, assignments
     "GET /api/v1/regions": entry(regions_list, 200, 200),
@@ -712,6 +829,27 @@ MATRIX: dict[str, Entry] = {
     "POST /api/v1/webhooks/{webhook_id}/secret": entry(
         on("/webhooks/{}/secret", lambda s: s.webhook), 200
     ),
+    # geography (issue 16)
+    "GET /api/v1/regions/{region_id}": entry(on("/regions/{}", lambda s: s.region), 200),
+    "PUT /api/v1/regions/{region_id}/boundary": entry(
+        on("/regions/{}/boundary", lambda s: s.region, json={"boundary": BOUNDARY}), 200
+    ),
+    "DELETE /api/v1/regions/{region_id}/boundary": entry(boundary_delete, 204),
+    "GET /api/v1/offices": entry(offices_list, 200, 200),
+    "POST /api/v1/offices": entry(office_create, 201, 403),
+    "GET /api/v1/offices/{office_id}": entry(on("/offices/{}", lambda s: s.office), 200),
+    "PATCH /api/v1/offices/{office_id}": entry(
+        on("/offices/{}", lambda s: s.office, json={"name": "renamed"}), 200
+    ),
+    "DELETE /api/v1/offices/{office_id}": entry(office_delete, 204),
+    "GET /api/v1/tracing-units": entry(units_list, 200, 200),
+    "POST /api/v1/tracing-units": entry(unit_create, 201, 422),
+    "GET /api/v1/tracing-units/{unit_id}": entry(on("/tracing-units/{}", lambda s: s.unit), 200),
+    "PATCH /api/v1/tracing-units/{unit_id}": entry(
+        on("/tracing-units/{}", lambda s: s.unit, json={"name": "renamed"}), 200
+    ),
+    "DELETE /api/v1/tracing-units/{unit_id}": entry(unit_delete, 204),
+    "GET /api/v1/places/locate": entry(locate, 200, 200),
     # reports
     "GET /api/v1/reports/compliance": entry(report("compliance", {"month": "2025-03"}), 200),
     "GET /api/v1/reports/absconders": entry(report("absconders", dict(MARCH)), 200),
