@@ -45,13 +45,24 @@ NO_ACCESS: dict[str, frozenset[str]] = {
     API_ROLE: frozenset({"audit_chain_head", "schema_migrations"}),
     INGEST_ROLE: _ACCOUNT_TABLES
     | _AUDIT_TABLES
-    | {"webhook_subscriptions", "delivery_attempts", "schema_migrations"},
+    | {"webhook_subscriptions", "notification_channels", "delivery_attempts", "schema_migrations"},
     DISPATCHER_ROLE: _ACCOUNT_TABLES | _AUDIT_TABLES | {"schema_migrations"},
 }
 # role -> table -> the only columns it may read (ingest routes a new alert's notifications to
 # the matching subscriptions, but never sees where they point or their secrets)
 COLUMN_SELECT: dict[str, dict[str, tuple[str, ...]]] = {
-    INGEST_ROLE: {"webhook_subscriptions": ("id", "active", "regions", "types", "min_severity")},
+    INGEST_ROLE: {
+        "webhook_subscriptions": ("id", "active", "regions", "types", "min_severity"),
+        "notification_channels": (
+            "id",
+            "active",
+            "regions",
+            "types",
+            "min_severity",
+            "role",
+            "escalation",
+        ),
+    },
 }
 # role -> tables it may only read and append to
 APPEND_ONLY: dict[str, frozenset[str]] = {

@@ -164,6 +164,15 @@ class Settings(BaseSettings):
     pursuit_interval_s: int = Field(default=15, ge=1, le=3600)
     pursuit_limit_s: int = Field(default=1800, ge=60, le=86_400)
 
+    # Human channels and escalation (issue 16, docs/alerts.md "Human channels", "Escalation"):
+    # the console's address for the link in a message (``{base}/#/alert/{id}``; unset: no
+    # link), and how long an alert of each severity may stay unacknowledged before the
+    # dispatcher escalates it (seconds from when it was raised; empty or "none": never).
+    console_base_url: str | None = None
+    ack_deadline_critical_s: float | None = Field(default=300.0, gt=0)
+    ack_deadline_warning_s: float | None = Field(default=1800.0, gt=0)
+    ack_deadline_info_s: float | None = Field(default=None, gt=0)
+
     # TimescaleDB policies (applied only when the extension is present).
     compress_after: str = "7 days"
     retain_fixes_for: str = "3650 days"
@@ -180,6 +189,24 @@ class Settings(BaseSettings):
                 if not (isinstance(k, str) and k.startswith("dispatch_") and v == "")
             }
         return data
+
+    @field_validator(
+        "ack_deadline_critical_s", "ack_deadline_warning_s", "ack_deadline_info_s", mode="before"
+    )
+    @classmethod
+    def _no_deadline(cls, value: object) -> object:
+        """An empty value or ``none`` turns a severity's escalation off."""
+        if isinstance(value, str) and value.strip().lower() in {"", "none"}:
+            return None
+        return value
+
+    def ack_deadlines(self) -> dict[str, float | None]:
+        """Severity -> seconds an alert may stay unacknowledged (None: never escalated)."""
+        return {
+            "critical": self.ack_deadline_critical_s,
+            "warning": self.ack_deadline_warning_s,
+            "info": self.ack_deadline_info_s,
+        }
 
     @field_validator("trusted_proxies")
     @classmethod
