@@ -3,94 +3,33 @@ holding an Apprise ``mailto://`` URL (sealed in the database), alerts opened the
 and the dispatcher delivering them as e-mails a tracer reads on a phone.
 
 The SMTP server listens on 127.0.0.1 without TLS, so the dispatchers here allow-list 127.0.0.1,
-as the webhook tests do (the refusals are tested without a server, below)."""
+as the webhook tests do (the refusals are tested without a server, below). Fixtures:
+tests/alerts/conftest.py, helpers: tests/alerts/channel_support.py."""
 
 from __future__ import annotations
 
-import dataclasses
-import email
-import email.policy
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from email.message import EmailMessage
-from typing import Any
 
 import psycopg
 import pytest
-from aiosmtpd.controller import Controller
 
 from tagwatch.alerts.apprise_channel import channel_problem, parse
-from tagwatch.alerts.dispatcher import Dispatcher, DispatcherConfig
 from tagwatch.alerts.human_message import About, Recipient, compose, local_time
-from tagwatch.alerts.rules import AlertChange
 from tagwatch.alerts.webhook_destination import AllowList
-from tagwatch.bench.harness import allowing_loopback
-from tagwatch.store.engine_repository import apply_changes
 from tagwatch.store.subjects import add_subject, ensure_region
-from tagwatch.store.webhook_secrets import SecretBox
 from tagwatch.store.zones import ZoneDraft, create_zone
+from tests.alerts.channel_support import (
+    CAPE_TOWN,
+    CONSOLE,
+    delivery_log,
+    delivery_status,
+    open_alert,
+    text_of,
+)
 from tests.support import fresh_id, wait_for
 
 pytestmark = pytest.mark.integration
-
-CONSOLE = "https://console.tagwatch.example.org"
-FAST = DispatcherConfig(
-    workers=2, batch_size=10, poll_interval_s=0.2, backoff_base_s=0.3, backoff_cap_s=1.0
-)
-CAPE_TOWN = (-33.92490, 18.42410)
-
-
-class Mailbox:
-    """An SMTP server on loopback keeping what it accepts; ``refuse`` answers the next n
-    messages with a temporary failure (451), as a mail server under load does."""
-
-    def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.messages: list[EmailMessage] = []
-        self.refused = 0
-        self.refuse = 0
-        self._lock = threading.Lock()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-
-    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:  # noqa: N802
-        with self._lock:
-            if self.refuse > 0:
-                self.refuse -= 1
-                self.refused += 1
-                return "451 4.3.0 try again later"
-            parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
-            self.messages.append(parsed)  # type: ignore[arg-type]
-        return "250 OK"
-
-    def restart(self) -> None:
-        """A stopped aiosmtpd controller cannot start again: a new one on the same port."""
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def url(self, to: str) -> str:
-        return f"mailto://127.0.0.1:{self.port}?from=tagwatch@example.org&to={to}&mode=insecure"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        with self._lock:
-            return [m for m in self.messages if address in str(m["To"])]
-
-
-def text_of(message: EmailMessage) -> str:
-    part = message.get_body(preferencelist=("plain",))
-    assert part is not None
-    return part.get_content()
-
-
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox()
-    box.controller.start()
-    yield box
-    box.controller.stop()
 
 
 @pytest.fixture
@@ -99,111 +38,20 @@ def conn(settings) -> Iterator[psycopg.Connection]:
         yield connection
 
 
-@pytest.fixture
-def add_channel(settings) -> Iterator:
-    """A channel row as the API writes it (URL sealed); deactivated afterwards, with what it
-    left pending failed, so later dispatchers do not keep retrying it."""
-    made: list[int] = []
-    box = SecretBox(settings.webhook_secret_key)
-
-    def make(url: str, region: str, **columns: object) -> int:
-        parsed = parse(url)
-        names = ["name", "url_sealed", "url_shown", "scheme", "regions", *columns]
-        values = [fresh_id("mail"), box.seal(url), parsed.shown, parsed.scheme, [region]]
-        with psycopg.connect(settings.database_url) as c:
-            row = c.execute(
-                f"INSERT INTO notification_channels ({', '.join(names)})"
-                f" VALUES ({', '.join(['%s'] * len(names))}) RETURNING id",
-                [*values, *columns.values()],
-            ).fetchone()
-        assert row is not None
-        made.append(row[0])
-        return row[0]
-
-    yield make
-    with psycopg.connect(settings.database_url) as c:
-        for cid in made:
-            c.execute("UPDATE notification_channels SET active = false WHERE id = %s", (cid,))
-            c.execute(
-                "UPDATE deliveries SET status = 'failed', last_error = 'test over'"
-                " WHERE channel = %s AND status = 'pending'",
-                (f"apprise:{cid}",),
-            )
-
-
-@pytest.fixture
-def start_dispatcher(settings) -> Iterator:
-    running: list[tuple[threading.Event, threading.Thread]] = []
-
-    def start(**updates: object) -> Dispatcher:
-        config = dataclasses.replace(FAST, mqtt_client_id=fresh_id("dispatch"))
-        changed = allowing_loopback(settings).model_copy(
-            update={
-                "console_base_url": CONSOLE,
-                "ack_deadline_critical_s": None,  # escalation: tests/alerts/test_escalation.py
-                "ack_deadline_warning_s": None,
-                **updates,
-            }
-        )
-        dispatcher = Dispatcher(changed, config)
-        stop = threading.Event()
-        thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
-        thread.start()
-        running.append((stop, thread))
-        return dispatcher
-
-    yield start
-    for stop, _ in running:
-        stop.set()
-    for _, thread in running:
-        thread.join(30)
-
-
-def open_alert(conn: psycopg.Connection, sid: int, alert_type: str, **change: Any) -> int:
-    """An alert opened the engine's way: row, history, outbox and deliveries."""
-    key = fresh_id(alert_type)
-    opened = AlertChange(action="open", episode_key=key, type=alert_type, at=time.time(), **change)
-    assert apply_changes(conn, sid, [opened]) == 1
-    row = conn.execute(
-        "SELECT id FROM alerts WHERE subject_id = %s AND episode_key = %s", (sid, key)
-    ).fetchone()
-    conn.commit()
-    assert row is not None
-    return int(row[0])
-
-
-def delivery_log(conn: psycopg.Connection, alert_id: int, channel: str) -> list[tuple]:
-    return conn.execute(
-        "SELECT da.ok, da.error FROM delivery_attempts da JOIN outbox o ON o.id = da.outbox_id"
-        " WHERE o.alert_id = %s AND da.channel = %s ORDER BY da.id",
-        (alert_id, channel),
-    ).fetchall()
-
-
-def delivery_status(conn: psycopg.Connection, alert_id: int, channel: str) -> list[tuple]:
-    rows = conn.execute(
-        "SELECT d.status, d.attempts FROM deliveries d JOIN outbox o ON o.id = d.outbox_id"
-        " WHERE o.alert_id = %s AND d.channel = %s ORDER BY o.id",
-        (alert_id, channel),
-    ).fetchall()
-    conn.commit()
-    return rows
-
-
-def test_an_alert_arrives_as_a_readable_email(conn, mailbox, add_channel, start_dispatcher):
+def test_an_alert_arrives_as_a_readable_email(conn, smtp_server, add_channel, channel_dispatcher):
     region = fresh_id("rg")
     ensure_region(conn, region, "Western Cape")
     name = f"Jan Mokoena {fresh_id('')}"
     sid = add_subject(conn, name=name, region_id=region, timezone="Africa/Johannesburg")
     conn.commit()
-    cid = add_channel(mailbox.url("tracing@example.org"), region)
-    start_dispatcher()
+    cid = add_channel(smtp_server.url("tracing@example.org"), region)
+    channel_dispatcher()
     committed = time.time()
     alert_id = open_alert(conn, sid, "strap_tamper", lat=CAPE_TOWN[0], lon=CAPE_TOWN[1])
-    assert wait_for(lambda: mailbox.to("tracing@example.org"), timeout=15)
+    assert wait_for(lambda: smtp_server.to("tracing@example.org"), timeout=15)
     delay = time.time() - committed
     print(f"\ne-mail received {delay:.2f} s after the alert committed")
-    (mail,) = mailbox.to("tracing@example.org")
+    (mail,) = smtp_server.to("tracing@example.org")
     assert mail["Subject"] == f"[CRITICAL] Strap tampered with: {name}"
     body = text_of(mail)
     opened_at = conn.execute("SELECT opened_at FROM alerts WHERE id = %s", (alert_id,)).fetchone()
@@ -227,11 +75,11 @@ def test_an_alert_arrives_as_a_readable_email(conn, mailbox, add_channel, start_
     stored = conn.execute(
         "SELECT url_sealed, url_shown FROM notification_channels WHERE id = %s", (cid,)
     ).fetchone()
-    assert stored is not None and str(mailbox.port) not in stored[0]
+    assert stored is not None and str(smtp_server.port) not in stored[0]
 
 
 def test_a_victim_alert_carries_no_position_to_a_tracer(
-    conn, mailbox, add_channel, start_dispatcher
+    conn, smtp_server, add_channel, channel_dispatcher
 ):
     region = fresh_id("rg")
     ensure_region(conn, region, region)
@@ -250,18 +98,18 @@ def test_a_victim_alert_carries_no_position_to_a_tracer(
         ),
     )
     conn.commit()
-    tracer = add_channel(mailbox.url("tracer@example.org"), region)
-    supervisor = add_channel(mailbox.url("supervisor@example.org"), region, role="supervisor")
-    start_dispatcher()
+    tracer = add_channel(smtp_server.url("tracer@example.org"), region)
+    supervisor = add_channel(smtp_server.url("supervisor@example.org"), region, role="supervisor")
+    channel_dispatcher()
     near = (CAPE_TOWN[0] + 0.001, CAPE_TOWN[1])
     alert_id = open_alert(
         conn, offender, "exclusion_zone_entry", zone_id=home, lat=near[0], lon=near[1]
     )
     panic = open_alert(conn, victim, "victim_panic", lat=CAPE_TOWN[0], lon=CAPE_TOWN[1])
-    assert wait_for(lambda: len(mailbox.to("supervisor@example.org")) >= 2, timeout=15)
-    assert wait_for(lambda: mailbox.to("tracer@example.org"), timeout=5)
+    assert wait_for(lambda: len(smtp_server.to("supervisor@example.org")) >= 2, timeout=15)
+    assert wait_for(lambda: smtp_server.to("tracer@example.org"), timeout=5)
     time.sleep(1.0)  # anything else would have arrived by now
-    (to_tracer,) = mailbox.to("tracer@example.org")
+    (to_tracer,) = smtp_server.to("tracer@example.org")
     text = to_tracer.as_string()
     assert "Entered an exclusion zone" in text
     for leak in (f"{near[0]:.3f}", f"{near[1]:.3f}", "Quiet Lane", "Victim "):
@@ -270,7 +118,7 @@ def test_a_victim_alert_carries_no_position_to_a_tracer(
     # the victim's own alarm never reaches a tracer-level channel...
     assert delivery_status(conn, panic, f"apprise:{tracer}") == []
     # ... a supervisor gets it, without her position; and the offender's position near her
-    by_subject = {m["Subject"]: text_of(m) for m in mailbox.to("supervisor@example.org")}
+    by_subject = {m["Subject"]: text_of(m) for m in smtp_server.to("supervisor@example.org")}
     (panic_text,) = [t for s, t in by_subject.items() if "Victim panic alarm" in s]
     assert f"{CAPE_TOWN[0]:.3f}" not in panic_text
     (entry_text,) = [t for s, t in by_subject.items() if "exclusion zone" in s]
@@ -279,41 +127,41 @@ def test_a_victim_alert_carries_no_position_to_a_tracer(
 
 
 def test_a_failing_smtp_server_is_retried_and_every_attempt_recorded(
-    conn, mailbox, add_channel, start_dispatcher
+    conn, smtp_server, add_channel, channel_dispatcher
 ):
     region = fresh_id("rg")
     ensure_region(conn, region, region)
     sid = add_subject(conn, name=f"Thabo {fresh_id('')}", region_id=region)
     conn.commit()
-    cid = add_channel(mailbox.url("retry@example.org"), region)
-    mailbox.refuse = 2
-    start_dispatcher()
+    cid = add_channel(smtp_server.url("retry@example.org"), region)
+    smtp_server.refuse = 2
+    channel_dispatcher()
     alert_id = open_alert(conn, sid, "absconder", lat=CAPE_TOWN[0], lon=CAPE_TOWN[1])
     channel = f"apprise:{cid}"
     assert wait_for(lambda: delivery_status(conn, alert_id, channel) == [("delivered", 3)], 20)
-    assert mailbox.refused == 2
-    assert len(mailbox.to("retry@example.org")) == 1
+    assert smtp_server.refused == 2
+    assert len(smtp_server.to("retry@example.org")) == 1
     attempts = delivery_log(conn, alert_id, channel)
     assert [ok for ok, _ in attempts] == [False, False, True]
     assert all(error for _, error in attempts[:2]), attempts
 
 
 def test_a_server_that_is_down_is_retried_then_delivered(
-    conn, mailbox, add_channel, start_dispatcher
+    conn, smtp_server, add_channel, channel_dispatcher
 ):
     region = fresh_id("rg")
     ensure_region(conn, region, region)
     sid = add_subject(conn, name=f"Sipho {fresh_id('')}", region_id=region)
     conn.commit()
-    mailbox.controller.stop()
-    cid = add_channel(mailbox.url("down@example.org"), region)
-    start_dispatcher()
+    smtp_server.controller.stop()
+    cid = add_channel(smtp_server.url("down@example.org"), region)
+    channel_dispatcher()
     alert_id = open_alert(conn, sid, "strap_tamper")
     channel = f"apprise:{cid}"
     assert wait_for(lambda: len(delivery_log(conn, alert_id, channel)) >= 2, 15)
     assert delivery_status(conn, alert_id, channel)[0][0] == "pending"
-    mailbox.restart()
-    assert wait_for(lambda: mailbox.to("down@example.org"), 15)
+    smtp_server.restart()
+    assert wait_for(lambda: smtp_server.to("down@example.org"), 15)
     attempts = delivery_log(conn, alert_id, channel)
     assert attempts[-1] == (True, None) and not any(ok for ok, _ in attempts[:-1])
 
