@@ -58,7 +58,7 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -67,7 +67,9 @@ import certifi
 import httpx
 import psycopg
 
+from tagwatch.alerts import apprise_channel
 from tagwatch.alerts.command_sender import CommandSender
+from tagwatch.alerts.human_message import About, Message, Recipient, compose
 from tagwatch.alerts.signing import NOTIFICATION_ID_HEADER, signed_headers
 from tagwatch.alerts.webhook_destination import (
     AllowList,
@@ -79,7 +81,8 @@ from tagwatch.alerts.webhook_destination import (
 )
 from tagwatch.mqtt_client import BackgroundConnection
 from tagwatch.settings import MqttEndpoint, Settings
-from tagwatch.store import deliveries
+from tagwatch.store import channels as channel_store
+from tagwatch.store import deliveries, escalations
 from tagwatch.store import webhooks as webhook_store
 from tagwatch.store.webhook_secrets import (
     SecretBox,
@@ -93,6 +96,7 @@ log = logging.getLogger("tagwatch.dispatcher")
 
 MQTT_CHANNEL: Final = "mqtt"
 WEBHOOK_PREFIX: Final = "webhook:"
+APPRISE_PREFIX: Final = "apprise:"
 ALERT_TOPIC: Final = "em/v1/alerts/{region}"
 NO_REGION: Final = "unassigned"
 REGION_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # regions.id CHECK: no MQTT wildcards
@@ -154,6 +158,7 @@ class Delivery:
     attempts: int
     region_id: str | None
     body: bytes
+    payload: Mapping[str, Any] = field(default_factory=dict)  # for human channels' messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +201,12 @@ def notification_body(outbox_id: int, payload: Mapping[str, Any]) -> bytes:
     """The bytes every channel sends for one outbox row, identical in every retry."""
     document = {**payload, "notification_id": outbox_id}
     return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _channel_id(channel: str) -> int | None:
+    """The human channel's id in ``apprise:{id}``; None for another channel."""
+    suffix = channel.removeprefix(APPRISE_PREFIX)
+    return int(suffix) if channel.startswith(APPRISE_PREFIX) and suffix.isdigit() else None
 
 
 def alert_topic(region_id: str | None) -> str:
@@ -374,9 +385,10 @@ class Dispatcher:
             max_workers=self.config.http_concurrency, thread_name_prefix="dispatch-http"
         )
         self.box = SecretBox.optional(settings.webhook_secret_key)
+        self.allow = AllowList.parse(settings.webhook_allow_hosts)
         self.webhooks = WebhookSender(
             settings.environment,
-            AllowList.parse(settings.webhook_allow_hosts),
+            self.allow,
             timeout=self.config.http_timeout_s,
             concurrency=self.config.http_concurrency,
             ca_file=self.config.ca_file,
@@ -408,6 +420,7 @@ class Dispatcher:
                     d.attempts,
                     d.region_id,
                     notification_body(d.outbox_id, d.payload),
+                    {**d.payload, "notification_id": d.outbox_id},
                 )
                 for d in due
             ]
@@ -428,12 +441,16 @@ class Dispatcher:
         )
         hooks = self._webhooks(conn, webhook_ids)
         outcomes: dict[tuple[int, str], Attempt] = {}
-        futures = []
+        futures: list[tuple[tuple[int, str], Future[Attempt]]] = []
         mqtt_items: list[Delivery] = []
+        human = [d for d in claimed if d.channel.startswith(APPRISE_PREFIX)]
+        futures += self._submit_human(conn, human, outcomes)
         for d in claimed:
             key = (d.outbox_id, d.channel)
             if d.channel == MQTT_CHANNEL:
                 mqtt_items.append(d)
+                continue
+            if d.channel.startswith(APPRISE_PREFIX):
                 continue
             suffix = d.channel.removeprefix(WEBHOOK_PREFIX)
             hook = hooks.get(int(suffix)) if suffix.isdigit() else None
@@ -461,6 +478,61 @@ class Dispatcher:
         for key, future in futures:
             outcomes[key] = future.result()
         return outcomes
+
+    def _submit_human(
+        self,
+        conn: psycopg.Connection[Any],
+        claimed: Sequence[Delivery],
+        outcomes: dict[tuple[int, str], Attempt],
+    ) -> list[tuple[tuple[int, str], Future[Attempt]]]:
+        """Apprise deliveries: each channel's URL opened, the message written for its role and
+        the alert's facts, and sent on the HTTP pool (alerts/apprise_channel.py)."""
+        if not claimed:
+            return []
+        ids = sorted({cid for d in claimed if (cid := _channel_id(d.channel)) is not None})
+        found = {c.id: c for c in channel_store.destinations(conn, ids)}
+        alert_ids = sorted({int(d.payload["alert_id"]) for d in claimed if "alert_id" in d.payload})
+        facts = channel_store.alert_facts(conn, alert_ids)
+        futures: list[tuple[tuple[int, str], Future[Attempt]]] = []
+        for d in claimed:
+            key = (d.outbox_id, d.channel)
+            cid = _channel_id(d.channel)
+            channel = found.get(cid) if cid is not None else None
+            if channel is None or not channel.active:
+                error = "unknown channel" if channel is None else "channel inactive"
+                outcomes[key] = Attempt(False, _now(), 0.0, error=error, permanent=True)
+                continue
+            if self.box is None:
+                problem = key_problem(self.settings.webhook_secret_key)
+                outcomes[key] = Attempt(False, _now(), 0.0, error=problem)
+                continue
+            try:
+                url = self.box.open(channel.url_sealed)
+            except SecretUnreadable as exc:
+                outcomes[key] = Attempt(False, _now(), 0.0, error=str(exc))
+                continue
+            fact = facts.get(int(d.payload.get("alert_id", 0)))
+            about = (
+                About()
+                if fact is None
+                else About(
+                    fact.subject_name,
+                    fact.timezone,
+                    fact.region_name,
+                    fact.victim_subject,
+                    fact.protects_victim,
+                )
+            )
+            message = compose(
+                d.payload, about, Recipient(channel.role, self.settings.console_base_url)
+            )
+            futures.append((key, self._http.submit(self._send_human, url, message)))
+        return futures
+
+    def _send_human(self, url: str, message: Message) -> Attempt:
+        at = _now()
+        sent = apprise_channel.send(url, message, self.settings.environment, self.allow)
+        return Attempt(sent.ok, at, sent.duration_ms, error=sent.error, permanent=sent.permanent)
 
     def _webhooks(self, conn: psycopg.Connection[Any], ids: list[int]) -> dict[int, _Hook]:
         """The subscriptions with their secrets decrypted; a plaintext secret is encrypted (and
@@ -498,6 +570,7 @@ class Dispatcher:
         worker is updating are skipped rather than waited for."""
         refused: dict[int, Attempt] = {}
         delivered: set[int] = set()
+        self._mark_channel_refusals(conn, claimed, outcomes)
         for d in claimed:
             suffix = d.channel.removeprefix(WEBHOOK_PREFIX)
             if not d.channel.startswith(WEBHOOK_PREFIX) or not suffix.isdigit():
@@ -511,6 +584,29 @@ class Dispatcher:
             webhook_store.mark_refused(conn, wid, refused[wid].at, refused[wid].error)
         for wid in sorted(delivered - set(refused)):
             webhook_store.clear_refused(conn, wid)
+
+    def _mark_channel_refusals(
+        self,
+        conn: psycopg.Connection[Any],
+        claimed: Sequence[Delivery],
+        outcomes: Mapping[tuple[int, str], Attempt],
+    ) -> None:
+        """As ``_mark_refusals``, for human channels."""
+        refused: dict[int, Attempt] = {}
+        delivered: set[int] = set()
+        for d in claimed:
+            cid = _channel_id(d.channel)
+            if cid is None:
+                continue
+            a = outcomes[(d.outbox_id, d.channel)]
+            if a.ok:
+                delivered.add(cid)
+            elif a.error and a.error.startswith(REFUSED):
+                refused[cid] = a
+        for cid in sorted(refused):
+            channel_store.mark_refused(conn, cid, refused[cid].at, refused[cid].error)
+        for cid in sorted(delivered - set(refused)):
+            channel_store.clear_refused(conn, cid)
 
     def _record(
         self,
@@ -600,6 +696,41 @@ class Dispatcher:
         if conn is not None:
             conn.close()
 
+    def escalate_once(self, conn: psycopg.Connection[Any]) -> int:
+        """Escalate the alerts left unacknowledged past their deadline (store.escalations), in
+        one transaction; how many."""
+        with conn.transaction():
+            escalated = escalations.escalate_overdue(conn, self.settings.ack_deadlines())
+        for alert in escalated:
+            log.warning(
+                "alert %s (%s, %s) not acknowledged within %.0f s: escalated",
+                alert.id,
+                alert.type,
+                alert.severity,
+                alert.deadline_s,
+            )
+        return len(escalated)
+
+    def _escalator(self) -> None:
+        """The acknowledgement timer: every poll interval, one claim of overdue alerts."""
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.settings.database_url_for("dispatcher"))
+                if self.escalate_once(conn) >= escalations.BATCH:
+                    continue
+            except psycopg.Error as exc:
+                log.warning("dispatcher escalation: %s", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+            except Exception:
+                log.exception("dispatcher escalation error")
+            self._stop.wait(self.config.poll_interval_s)
+        if conn is not None:
+            conn.close()
+
     def _listen(self) -> None:
         while not self._stop.is_set():
             try:
@@ -644,6 +775,9 @@ class Dispatcher:
             threading.Thread(target=self._worker, name=f"dispatch-{i}", daemon=True)
             for i in range(self.config.workers)
         ]
+        threads.append(
+            threading.Thread(target=self._escalator, name="dispatch-escalate", daemon=True)
+        )
         threads.append(
             threading.Thread(
                 target=self.commands.run, args=(self._stop,), name="dispatch-commands", daemon=True

@@ -35,6 +35,7 @@ from tagwatch.api.routes import (
     subjects,
     zones,
 )
+from tagwatch.api.routes import channels as channels_routes
 from tagwatch.api.routes import console as console_routes
 from tagwatch.api.routes import places as places_routes
 from tagwatch.api.routes import users as users_routes
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected.include_router(users_routes.router)
     protected.include_router(webhooks_routes.router)
     protected.include_router(places_routes.router)
+    protected.include_router(channels_routes.router)
     protected.include_router(proximity.router)
     protected.include_router(reports.router)
     protected.include_router(exports.router)

@@ -43,6 +43,35 @@ class _Snapshot:
         return self.families
 
 
+async def _acknowledgement_families(conn: AsyncConnection) -> list[Any]:
+    """Time to acknowledge per region (docs/alerts.md "Escalation"): quantiles over the alerts
+    acknowledged in the last 24 hours, and the alerts escalated because nobody did."""
+    waits = GaugeMetricFamily(
+        "tagwatch_alert_time_to_acknowledge_seconds",
+        "time from raising an alert to its acknowledgement, alerts acknowledged in the last"
+        " 24 h, by region (quantile 0.5 and 0.9)",
+        labels=["region", "quantile"],
+    )
+    counted = GaugeMetricFamily(
+        "tagwatch_alerts_acknowledged_24h",
+        "alerts acknowledged in the last 24 h, by region",
+        labels=["region"],
+    )
+    for region, count, median, p90 in await store_metrics.time_to_acknowledge(conn):
+        counted.add_metric([region], count)
+        for quantile, value in (("0.5", median), ("0.9", p90)):
+            if value is not None:
+                waits.add_metric([region, quantile], value)
+    escalated = CounterMetricFamily(
+        "tagwatch_alerts_escalated_unacknowledged",
+        "alerts escalated because nobody acknowledged them in time, by region",
+        labels=["region"],
+    )
+    for region, count in await store_metrics.escalated_unacknowledged(conn):
+        escalated.add_metric([region], count)
+    return [waits, counted, escalated]
+
+
 async def render_metrics(conn: AsyncConnection) -> bytes:
     values = await store_metrics.ingest_counters(conn)
     families: list[Any] = []
@@ -82,6 +111,7 @@ async def render_metrics(conn: AsyncConnection) -> bytes:
     open_alerts = GaugeMetricFamily("tagwatch_alerts_open", "alerts not yet resolved")
     open_alerts.add_metric([], await store_metrics.open_alerts(conn))
     families.append(open_alerts)
+    families += await _acknowledgement_families(conn)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))
     return generate_latest(registry)

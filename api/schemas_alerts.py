@@ -15,7 +15,7 @@ and that read names the victim in the audit log.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
@@ -93,6 +93,31 @@ class AlertSummary(BaseModel):
         description="the alert's zone protects a victim and what would locate the victim "
         "(details.zone_name, worst_distance_m) was withheld",
     )
+    ack_deadline: datetime | None = Field(
+        default=None,
+        description="when the alert escalates unless acknowledged: raised_at plus its"
+        " severity's TAGWATCH_ACK_DEADLINE_<SEVERITY>_S; null when that severity has none",
+    )
+    ack_seconds_left: float | None = Field(
+        default=None,
+        description="seconds until ack_deadline while the alert is open (negative: overdue);"
+        " null once acknowledged or resolved, or without a deadline",
+    )
+    ack_escalated_at: datetime | None = Field(
+        default=None, description="when the dispatcher escalated it for want of acknowledgement"
+    )
+
+
+def acknowledgement_fields(
+    row: dict[str, Any], deadlines: dict[str, float | None], now: datetime
+) -> dict[str, Any]:
+    """``ack_deadline`` and ``ack_seconds_left`` of an alert row (docs/alerts.md "Escalation")."""
+    limit = deadlines.get(row["severity"])
+    if limit is None:
+        return {"ack_deadline": None, "ack_seconds_left": None}
+    deadline = row["raised_at"] + timedelta(seconds=limit)
+    left = (deadline - now).total_seconds() if row["status"] == "open" else None
+    return {"ack_deadline": deadline, "ack_seconds_left": left}
 
 
 class AlertPage(BaseModel):

@@ -50,7 +50,7 @@ SUMMARY_COLUMNS = (
     "a.id, a.subject_id, a.device_id, a.zone_id, a.region_id, a.type, a.severity, a.status,"
     " a.opened_at, a.raised_at, a.updated_at, a.first_fix_at, a.last_fix_at, a.cleared_at,"
     " a.late, a.escalated, a.fix_count, a.worst_distance_m, a.acknowledged_at,"
-    " a.acknowledged_by, a.resolved_at, a.resolved_by, a.outcome, a.details,"
+    " a.acknowledged_by, a.resolved_at, a.resolved_by, a.outcome, a.details, a.ack_escalated_at,"
     " COALESCE(z.victim_subject_id, z.protects_subject_id) AS protected_victim"
 )
 HELD_FIXES = (

@@ -417,6 +417,20 @@ def add_history(
     )
 
 
+# Human channels (Apprise, migration 0021) matching as webhooks do; an escalation channel (a
+# supervisor's) gets only the `escalated` events; a victim's own alert goes to supervisor-level
+# channels only (tracers and operators cannot read victim subjects: docs/api.md).
+HUMAN_CHANNELS = (
+    "SELECT %(o)s, 'apprise:' || c.id FROM notification_channels c WHERE c.active"
+    " AND ('*' = ANY(c.regions) OR %(region)s = ANY(c.regions))"
+    " AND ('*' = ANY(c.types) OR %(type)s = ANY(c.types))"
+    f" AND {severity_rank('c.min_severity')} <= %(rank)s"
+    " AND (NOT c.escalation OR %(event)s = 'escalated')"
+    " AND (c.role = 'supervisor' OR NOT EXISTS (SELECT 1 FROM alerts a"
+    " JOIN subjects s ON s.id = a.subject_id WHERE a.id = %(alert)s AND s.victim))"
+)
+
+
 def enqueue(
     conn: psycopg.Connection,
     alert_id: int,
@@ -473,14 +487,16 @@ def enqueue(
     units = [u["id"] for u in routing["tracing_units"]] if routing else []
     conn.execute(
         "INSERT INTO deliveries (outbox_id, channel)"
-        " SELECT %s, 'mqtt' UNION ALL"
-        " SELECT %s, 'webhook:' || w.id FROM webhook_subscriptions w WHERE w.active"
-        " AND ('*' = ANY(w.regions) OR %s = ANY(w.regions)"
-        " OR w.tracing_unit_id = ANY(%s::bigint[]))"
-        " AND ('*' = ANY(w.types) OR %s = ANY(w.types))"
-        f" AND {severity_rank('w.min_severity')} <= %s",
-        (row[0], row[0], region, units, alert_type, rank),
-    )
+        " SELECT %(o)s, 'mqtt' UNION ALL"
+        " SELECT %(o)s, 'webhook:' || w.id FROM webhook_subscriptions w WHERE w.active"
+        " AND ('*' = ANY(w.regions) OR %(region)s = ANY(w.regions)"
+        " OR w.tracing_unit_id = ANY(%(units)s::bigint[]))"
+        " AND ('*' = ANY(w.types) OR %(type)s = ANY(w.types))"
+        f" AND {severity_rank('w.min_severity')} <= %(rank)s"
+        f" UNION ALL {HUMAN_CHANNELS}",
+        {"o": row[0], "region": region, "units": units, "type": alert_type, "rank": rank,
+         "event": event, "alert": alert_id},
+    )  # fmt: skip
     commands.note_pursuit_trigger(conn, alert_id, alert_type, event)
     commands.notify_victim(conn, alert_id, alert_type, event)
 

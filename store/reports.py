@@ -284,6 +284,35 @@ async def alert_figures(
     }
 
 
+async def acknowledgement_figures(
+    conn: AsyncConnection, region: str, month: Month, now: datetime
+) -> dict[str, Any]:
+    """Time to acknowledge (``acknowledged_at - raised_at``: from when the platform knew) of the
+    month's acknowledged alerts, median and 90th percentile in seconds, and how many alerts
+    were escalated for want of acknowledgement (docs/alerts.md "Escalation")."""
+    row = await (
+        await conn.execute(
+            f"WITH {REGION_ALERTS}, waits AS (SELECT EXTRACT(EPOCH FROM"
+            " acknowledged_at - raised_at)::float8 AS s FROM region_alerts"
+            " WHERE opened_at >= %(start)s AND opened_at < %(stop)s"
+            " AND acknowledged_at IS NOT NULL)"
+            " SELECT (SELECT count(*) FROM waits),"
+            " (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) FROM waits),"
+            " (SELECT percentile_cont(0.9) WITHIN GROUP (ORDER BY s) FROM waits),"
+            " (SELECT count(*) FROM region_alerts WHERE opened_at >= %(start)s"
+            "  AND opened_at < %(stop)s AND ack_escalated_at IS NOT NULL)",
+            _params(region, month, now),
+        )
+    ).fetchone()
+    count, median, p90, escalated = row if row is not None else (0, None, None, 0)
+    return {
+        "acknowledged": int(count),
+        "median_s": None if median is None else round(max(0.0, float(median)), 3),
+        "p90_s": None if p90 is None else round(max(0.0, float(p90)), 3),
+        "escalated_unacknowledged": int(escalated),
+    }
+
+
 async def compliance(
     conn: AsyncConnection,
     region: str,
@@ -293,6 +322,7 @@ async def compliance(
 ) -> dict[str, Any]:
     fixes = await fix_figures(conn, region, month, now, buckets)
     alerts = await alert_figures(conn, region, month, now)
+    acknowledgement = await acknowledgement_figures(conn, region, month, now)
     days = fixes["subject_days"]
     return {
         "region": region,
@@ -314,6 +344,7 @@ async def compliance(
         "false_alarm_share": (
             round(alerts["false_alarms"] / alerts["alerts"], 4) if alerts["alerts"] else None
         ),
+        "time_to_acknowledge": acknowledgement,
         "fixes": fixes["fixes"],
         "subject_days_with_fixes": fixes["subject_days_with_fixes"],
         "fix_source": "timescale_continuous_aggregate" if buckets else "fixes",

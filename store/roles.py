@@ -49,7 +49,7 @@ NO_ACCESS: dict[str, frozenset[str]] = {
     API_ROLE: frozenset({"audit_chain_head", "schema_migrations"}),
     INGEST_ROLE: _ACCOUNT_TABLES
     | _AUDIT_TABLES
-    | {"webhook_subscriptions", "delivery_attempts", "schema_migrations"}
+    | {"webhook_subscriptions", "notification_channels", "delivery_attempts", "schema_migrations"}
     | _GEOGRAPHY_TABLES,
     DISPATCHER_ROLE: _ACCOUNT_TABLES | _AUDIT_TABLES | {"schema_migrations"},
 }
@@ -65,6 +65,15 @@ COLUMN_SELECT: dict[str, dict[str, tuple[str, ...]]] = {
             "types",
             "min_severity",
             "tracing_unit_id",
+        ),
+        "notification_channels": (
+            "id",
+            "active",
+            "regions",
+            "types",
+            "min_severity",
+            "role",
+            "escalation",
         ),
         "offices": ("id", "name", "region_id", "lon", "lat", "service_area", "service_radius_m"),
         "tracing_units": ("id", "name", "office_id", "region_id"),

@@ -168,6 +168,14 @@ class Settings(BaseSettings):
     # the subject's position, the nearest office's tracing units get it if it lies within this
     # many metres (on the ground); beyond, only the home region is told.
     routing_max_office_distance_m: float = Field(default=50_000.0, ge=0, le=1_000_000)
+    # Human channels and escalation (issue 16, docs/alerts.md "Human channels", "Escalation"):
+    # the console's address for the link in a message (``{base}/#/alert/{id}``; unset: no
+    # link), and how long an alert of each severity may stay unacknowledged before the
+    # dispatcher escalates it (seconds from when it was raised; empty or "none": never).
+    console_base_url: str | None = None
+    ack_deadline_critical_s: float | None = Field(default=300.0, gt=0)
+    ack_deadline_warning_s: float | None = Field(default=1800.0, gt=0)
+    ack_deadline_info_s: float | None = Field(default=None, gt=0)
 
     # TimescaleDB policies (applied only when the extension is present).
     compress_after: str = "7 days"
@@ -185,6 +193,24 @@ class Settings(BaseSettings):
                 if not (isinstance(k, str) and k.startswith("dispatch_") and v == "")
             }
         return data
+
+    @field_validator(
+        "ack_deadline_critical_s", "ack_deadline_warning_s", "ack_deadline_info_s", mode="before"
+    )
+    @classmethod
+    def _no_deadline(cls, value: object) -> object:
+        """An empty value or ``none`` turns a severity's escalation off."""
+        if isinstance(value, str) and value.strip().lower() in {"", "none"}:
+            return None
+        return value
+
+    def ack_deadlines(self) -> dict[str, float | None]:
+        """Severity -> seconds an alert may stay unacknowledged (None: never escalated)."""
+        return {
+            "critical": self.ack_deadline_critical_s,
+            "warning": self.ack_deadline_warning_s,
+            "info": self.ack_deadline_info_s,
+        }
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -142,6 +142,7 @@ RANKED_NEUTRAL = ("tagwatch", "tagwatch.settings", "tagwatch.mqtt_client", "tagw
 # Every other module of alerts/ is the pure core, ranked below store/: a new alerts module that
 # imports store/ fails here until it is listed as an adapter (or stops importing store/).
 ALERT_ADAPTERS = (
+    "tagwatch.alerts.apprise_channel",
     "tagwatch.alerts.command_sender",
     "tagwatch.alerts.dispatcher",
     "tagwatch.alerts.lifecycle",

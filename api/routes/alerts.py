@@ -32,7 +32,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
@@ -60,10 +60,12 @@ from tagwatch.api.schemas_alerts import (
     NotePublic,
     ResolveBody,
     SeverityName,
+    acknowledgement_fields,
     without_location,
     without_victim,
 )
 from tagwatch.api.security import CurrentUser, Role, User, allow
+from tagwatch.settings import Settings
 from tagwatch.store import alerts as store
 
 router = APIRouter(tags=["alerts"])
@@ -91,10 +93,15 @@ def _redact(fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _summary(row: dict[str, Any]) -> AlertSummary:
+def _deadlines(request: Request) -> dict[str, float | None]:
+    settings: Settings = request.app.state.settings
+    return settings.ack_deadlines()
+
+
+def _summary(row: dict[str, Any], deadlines: dict[str, float | None]) -> AlertSummary:
     fields = _redact(dict(row))
     fields["details"] = without_location(fields["details"])
-    return AlertSummary(**fields)
+    return AlertSummary(**fields, **acknowledgement_fields(row, deadlines, datetime.now(UTC)))
 
 
 def _encode_cursor(row: dict[str, Any]) -> str:
@@ -164,6 +171,7 @@ def _status(result: lifecycle.AlertStatus) -> AlertStatusPublic:
 async def list_alerts(
     conn: Conn,
     user: CurrentUser,
+    request: Request,
     status_: list[AlertStatusName] | None = Query(default=None, alias="status"),
     type_: list[AlertTypeName] | None = Query(default=None, alias="type"),
     severity: list[SeverityName] | None = Query(default=None),
@@ -193,7 +201,7 @@ async def list_alerts(
     )
     page = rows[:limit]
     return AlertPage(
-        items=[_summary(r) for r in page],
+        items=[_summary(r, _deadlines(request)) for r in page],
         next_cursor=_encode_cursor(page[-1]) if len(rows) > limit else None,
     )
 
@@ -203,6 +211,7 @@ async def read_alert(
     alert_id: int,
     conn: Conn,
     user: CurrentUser,
+    request: Request,
     reason: str | None = Query(default=None, max_length=500, description="why, for the audit log"),
 ) -> AlertDetail:
     """The alert with its history, its notes and the subject's fixes around it (from 10 minutes
@@ -270,6 +279,7 @@ async def read_alert(
     ]
     return AlertDetail(
         **{**fields, "details": fields["details"] or {}},
+        **acknowledgement_fields(row, _deadlines(request), datetime.now(UTC)),
         lat=lat,
         lon=lon,
         resolution_note=resolution_note,

@@ -12,7 +12,8 @@ Protocol
    disabled user or a changed region ends the feed the same way.
 2. The server sends ``{"type": "ready", "cursor": <outbox id>}``: events after that id follow.
 3. Each event: ``{"type": "alert", "id": <outbox id>, "event": "opened" | "cleared" |
-   "acknowledged" | "resolved", "at": <when the event was written>, "alert_id": ...,
+   "acknowledged" | "resolved" | "escalated" (not acknowledged in time, docs/alerts.md),
+   "at": <when the event was written>, "alert_id": ...,
    "alert": {alert_id, type, severity, status, subject_id, region, device_id, zone_id,
    opened_at, first_fix_at, cleared_at, late, details}}``. Positions (``lat``, ``lon``, an
    absconder's ``last_known`` and ``trail``) are left out: they are location data, read through

@@ -137,6 +137,7 @@ class Side:
     regionless_alert: int = 0  # no subject: in its own region_id
     user: int = 0
     webhook: int = 0
+    channel: int = 0  # a human channel (Apprise URL), inactive: nothing is sent to it
     fixes: int = 0
     victim: int = 0  # a victim subject
     victim_phone: str = ""
@@ -253,6 +254,18 @@ class World:
         assert row is not None
         return int(row[0])
 
+    def new_channel(self, region: str) -> int:
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(
+                "INSERT INTO notification_channels"
+                " (name, url_sealed, url_shown, scheme, regions, active)"
+                " VALUES (%s, 'not-a-token', 'mailtos://smtp.example.org', 'mailtos', %s, false)"
+                " RETURNING id",
+                (fresh_id("mxchan"), [self.side(region).region]),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
     def one(self, sql: str, params: tuple[Any, ...]) -> Any:
         with psycopg.connect(self.database_url) as conn:
             row = conn.execute(sql, params).fetchone()
@@ -326,6 +339,7 @@ def build_world(api: TestClient, database_url: str) -> World:
         side.webhook = world.new_webhook("A" if side is world.a else "B")
         side.office = world.new_office("A" if side is world.a else "B")
         side.unit = world.new_unit("A" if side is world.a else "B")
+        side.channel = world.new_channel("A" if side is world.a else "B")
         side.alert = insert_alert(
             database_url,
             side.subject,

@@ -29,7 +29,7 @@ Exceptions to "out of region answers 404" (the B column is what an allowed role 
 route                                              B variant               answer for B
 =================================================  ======================  ==================
 GET /regions, /subjects, /zones, /alerts,          the list (filtered by   200, no B item in
-/positions, /users, /webhooks                      region=B where the      it (lists are
+/positions, /users, /webhooks, /channels           region=B where the      it (lists are
                                                    route has the filter)   filtered in SQL)
 GET /proximity                                     search where only B's   200, no subject
                                                    subject was             found
@@ -38,7 +38,7 @@ POST /regions                                      a new region            201: 
 POST /subjects                                     region_id B             403 "not yours",
                                                                            as for a missing
                                                                            region
-POST /users, POST /webhooks                        regions [B]             403 "not yours"
+POST /users, /webhooks, /channels                  regions [B]             403 "not yours"
                                                                            (users.py; a missing
                                                                            region is a 422)
 GET /offices, /tracing-units                       the list                200, no B item
@@ -171,6 +171,11 @@ POLICY: dict[tuple[str, ...], frozenset[str]] = {
             "PATCH /api/v1/tracing-units/{unit_id}",
             "DELETE /api/v1/tracing-units/{unit_id}",
             "GET /api/v1/places/locate",
+            "GET /api/v1/channels",
+            "POST /api/v1/channels",
+            "GET /api/v1/channels/{channel_id}",
+            "PATCH /api/v1/channels/{channel_id}",
+            "DELETE /api/v1/channels/{channel_id}",
         }
     ),
     ("admin", "supervisor"): frozenset(
@@ -516,6 +521,29 @@ def webhook_create(w: World, _role: str, region: str) -> Call:
     return Call(V1 + "/webhooks", json=body)
 
 
+def channels_list(w: World, _role: str, _region: str) -> Call:
+    check = lists(lambda w: {w.a.channel}, lambda w: {w.b.channel})(w)
+    return Call(V1 + "/channels", params={"limit": 1000}, check=check)
+
+
+def channel_create(w: World, _role: str, region: str) -> Call:
+    body = {
+        "name": fresh_id("mxchan"),
+        "url": "mailtos://unit:pw@smtp.example.org?to=tracing@example.org",
+        "regions": [w.side(region).region],
+        "active": False,
+    }
+    return Call(V1 + "/channels", json=body)
+
+
+def channel_delete(w: World, _role: str, region: str) -> Call:
+    channel = w.new_channel(region)
+    call = Call(V1 + f"/channels/{channel}", hidden=str(channel))
+    if region == "B":
+        call.missing = Call(V1 + f"/channels/{MISSING_ID}", hidden=str(MISSING_ID))
+    return call
+
+
 def webhook_delete(w: World, _role: str, region: str) -> Call:
     webhook = w.new_webhook(region)
     call = Call(V1 + f"/webhooks/{webhook}", hidden=str(webhook))
@@ -850,6 +878,14 @@ MATRIX: dict[str, Entry] = {
     ),
     "DELETE /api/v1/tracing-units/{unit_id}": entry(unit_delete, 204),
     "GET /api/v1/places/locate": entry(locate, 200, 200),
+    # human channels
+    "GET /api/v1/channels": entry(channels_list, 200, 200),
+    "GET /api/v1/channels/{channel_id}": entry(on("/channels/{}", lambda s: s.channel), 200),
+    "POST /api/v1/channels": entry(channel_create, 201, 403),
+    "PATCH /api/v1/channels/{channel_id}": entry(
+        on("/channels/{}", lambda s: s.channel, json={"name": "renamed"}), 200
+    ),
+    "DELETE /api/v1/channels/{channel_id}": entry(channel_delete, 204),
     # reports
     "GET /api/v1/reports/compliance": entry(report("compliance", {"month": "2025-03"}), 200),
     "GET /api/v1/reports/absconders": entry(report("absconders", dict(MARCH)), 200),

@@ -218,9 +218,7 @@ def test_sub_topics_route_to_the_phone_and_unknown_phones_stay_dead_letters():
     assert [d.reason for d in out.dead] == ["unknown_device"]
 
 
-VICTIM_CASES = json.loads(
-    (FIXTURES.parent / "owntracks_victim" / "panic_cases.json").read_text()
-)
+VICTIM_CASES = json.loads((FIXTURES.parent / "owntracks_victim" / "panic_cases.json").read_text())
 
 
 @pytest.mark.parametrize("case", VICTIM_CASES, ids=[c["why"][:50] for c in VICTIM_CASES])

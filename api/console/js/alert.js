@@ -2,7 +2,7 @@
 // the last known position), what happened, and the operator's actions.
 
 import { get, post, may, ApiError } from "./api.js";
-import { h, clear, when, age, humanType, status, spinner, OUTCOMES } from "./ui.js";
+import { h, clear, when, age, duration, humanType, status, spinner, OUTCOMES } from "./ui.js";
 import * as maps from "./map.js";
 import * as queue from "./queue.js";
 
@@ -113,6 +113,16 @@ async function drawMap(detail) {
   }
 }
 
+// The acknowledgement deadline of an open alert, as the API computed it when the page loaded
+// (docs/alerts.md "Escalation"); null once acknowledged or without a deadline.
+function ackLeft(detail) {
+  const left = detail.ack_seconds_left;
+  if (left === null || left === undefined) return null;
+  return left >= 0
+    ? `${when(detail.ack_deadline)} (${duration(left)} left)`
+    : `${when(detail.ack_deadline)} (overdue by ${duration(-left)})`;
+}
+
 function row(label, value) {
   if (value === null || value === undefined || value === "") return null;
   return h("div", { class: "kv" }, h("span", { class: "k" }, label), h("span", { class: "v" }, value));
@@ -204,6 +214,8 @@ function renderDetail(side, detail) {
       row("fixes", detail.fix_count),
       row("worst distance", detail.worst_distance_m != null ? `${Math.round(detail.worst_distance_m)} m` : null),
       row("late", detail.late ? "yes — raised from fixes uploaded late" : null),
+      row("acknowledge by", ackLeft(detail)),
+      row("escalated", detail.ack_escalated_at && `${when(detail.ack_escalated_at)}: not acknowledged in time`),
       row("acknowledged", detail.acknowledged_by && `${detail.acknowledged_by}, ${when(detail.acknowledged_at)}`),
       row("resolved", detail.resolved_by && `${detail.resolved_by}, ${when(detail.resolved_at)} — ${humanType(detail.outcome)}`),
       row("resolution", detail.resolution_note),
