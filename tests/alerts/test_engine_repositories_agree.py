@@ -112,7 +112,6 @@ def test_the_library_is_all_here() -> None:
 REPRESENTATIVE = frozenset(
     {
         "curfew-breach",
-        "small-home-15m",
         "small-home-25m-breach",
         "exclusion-entry",
         "inclusion-exit",
