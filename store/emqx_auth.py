@@ -94,7 +94,7 @@ ENV_VARS: Final = (ENV_SERVER, ENV_PASSWORD)
 # Where the services' rules live in the EMQX container (deploy/emqx/tagwatch-services.acl).
 SERVICES_ACL_PATH: Final = "etc/tagwatch-services.acl"
 # The CA that signed the database's (and the broker's) certificates, mounted by the deployment.
-CA_PATH: Final = "etc/certs/tagwatch-ca.crt"
+CA_PATH: Final = "etc/certs/ca.crt"
 
 
 def render_conf() -> str:
