@@ -2,13 +2,14 @@
 // for test_places_console.py.
 //
 // Input: the JSON in DRIVE_CONFIG: url, chromium, node_modules, artifacts, admin {username,
-// password}, region, centre [lon, lat]. Output: one line {"result": {...}}; every step is
-// screenshotted into config.artifacts as places-*.png.
+// password}, supervisor (the same), region, centre [lon, lat]. Output: one line
+// {"result": {...}}; every step is screenshotted into config.artifacts as places-*.png.
 //
 // The admin centres the map on the region, draws a bow-tie as its boundary (refused: the
 // geofence core's reason is shown), then a square (saved); clicks the map inside it to place an
-// office, types a 5 km service radius, saves, adds a tracing unit; reloads the page and reads
-// what the map and the list show.
+// office, types a 5 km service radius, saves, adds a tracing unit; places a second office that
+// serves a drawn polygon (a bow-tie refused first); reloads the page and reads what the map and
+// the list show.
 
 import path from "node:path";
 
@@ -92,7 +93,28 @@ try {
   result.units_listed = await page.$$eval("#unit-list li .unit-name", (items) => items.map((li) => li.textContent));
   await shot("04-unit-attached");
 
+  // a second office serves a drawn polygon: a bow-tie is refused with the core's reason, a
+  // square around the office is saved
+  await page.click("#office-form a[href='#/places']");
+  await page.waitForSelector("#office-new", { timeout: T });
+  await click(-110, -70);
+  await page.waitForSelector("#office-form[data-office-id='new']", { timeout: T });
+  await page.fill("#office-name", "Satellite office");
+  await page.check("#office-mode-polygon");
+  result.radius_hidden_in_polygon_mode = await page.isHidden("#office-radius");
+  for (const [dx, dy] of [[-140, -100], [-80, -40], [-80, -100], [-140, -40]]) await click(dx, dy);
+  await page.click("#office-save");
+  await page.waitForSelector("#office-status.error", { timeout: T });
+  result.office_refusal = await page.textContent("#office-status");
+  await shot("05-service-area-refused");
+  await page.click("#office-clear");
+  for (const [dx, dy] of [[-140, -100], [-80, -100], [-80, -40], [-140, -40]]) await click(dx, dy);
+  await page.click("#office-save");
+  await page.waitForSelector("#office-status.ok", { timeout: T });
+  result.polygon_office_hash = await page.evaluate(() => location.hash);
+
   // reload: everything comes back from the API
+  await page.goto(`${config.url}/${result.office_hash}`);
   await page.reload();
   await page.waitForSelector("#office-form #unit-list li", { timeout: T });
   result.reloaded_office = {
@@ -118,7 +140,19 @@ try {
   await page.hover(".leaflet-overlay-pane path.tw-office");
   await page.waitForSelector(".leaflet-tooltip .tw-tip", { timeout: T });
   result.office_tooltip = await page.textContent(".leaflet-tooltip .tw-tip");
-  await shot("05-reloaded");
+  await shot("06-reloaded");
+  result.steps.admin_ms = Date.now() - started;
+  // a supervisor has no such tab: the API shows geography to admins only
+  await page.click("#logout");
+  await page.waitForSelector("#login-form", { state: "visible", timeout: T });
+  await page.fill("#login-username", config.supervisor.username);
+  await page.fill("#login-password", config.supervisor.password);
+  await page.click("#login-submit");
+  await page.waitForSelector("body[data-logged-in='true']", { timeout: T });
+  result.supervisor_tab_hidden = await page.isHidden("a[data-tab='places']");
+  await page.evaluate(() => (location.hash = "#/places"));
+  await page.waitForSelector("#places #places-status", { timeout: T });
+  result.supervisor_message = await page.textContent("#places-status");
   result.steps.total_ms = Date.now() - started;
   say({ result });
 } catch (error) {

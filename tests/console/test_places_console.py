@@ -3,8 +3,10 @@ by playwright-core from node_modules) against a real API server and database.
 
 A regional admin centres the map on the region, draws a self-intersecting boundary (refused,
 the geofence core's reason shown under the form), then a square; places an office with a click
-inside it, gives it a 5 km service radius, attaches a tracing unit; reloads and sees the
-boundary, the office, its service circle and the unit. What the browser saved is read back
+inside it, gives it a 5 km service radius, attaches a tracing unit; places a second office
+serving a drawn polygon (a bow-tie refused with the reason first); reloads and sees the
+boundary, the offices, their service areas and the unit. A supervisor gets no such tab (the
+API's geography routes are admin-only) and the page says so. What the browser saved is read back
 from the database. Screenshots go to /tmp/tagwatch-console (or TAGWATCH_TEST_ARTIFACTS) as
 places-*.png.
 
@@ -56,6 +58,7 @@ def test_an_admin_draws_a_region_and_an_office_with_a_radius(settings, console_s
         assert created.status_code == 201, created.text
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         admin = _user(conn, "admin", [region])  # a regional admin: only this region shows
+        supervisor = _user(conn, "supervisor", [region])
 
     result = run_driver(
         DRIVER,
@@ -65,6 +68,7 @@ def test_an_admin_draws_a_region_and_an_office_with_a_radius(settings, console_s
             "node_modules": str(NODE_MODULES),
             "artifacts": str(ARTIFACTS),
             "admin": admin,
+            "supervisor": supervisor,
             "region": region,
             "centre": CENTRE,
         },
@@ -103,7 +107,7 @@ def test_an_admin_draws_a_region_and_an_office_with_a_radius(settings, console_s
     assert max(lons) - min(lons) < 1 and max(lats) - min(lats) < 1  # zoom 10: some 30 km
 
     # the office: where it was clicked (inside the square, proposed in the region), 5 km
-    [(office_id, name, lon, lat, radius_m, area)] = offices
+    [(office_id, name, lon, lat, radius_m, area), satellite] = sorted(offices)
     assert (name, radius_m, area) == ("Kimberley community corrections", 5000, None)
     assert min(lons) < lon < max(lons) and min(lats) < lat < max(lats)
     assert math.dist((lon, lat), CENTRE) < 0.05
@@ -113,16 +117,34 @@ def test_an_admin_draws_a_region_and_an_office_with_a_radius(settings, console_s
     assert units == [("Tracing team North", office_id)]
     assert result["units_listed"] == ["Tracing team North"]
 
+    # the second office serves the square drawn around it, as GeoJSON [lon, lat]; the bow-tie
+    # before it was refused with the core's reason for the service area
+    assert result["radius_hidden_in_polygon_mode"] is True
+    assert result["office_refusal"].startswith("422: invalid geometry")
+    assert "service_area: invalid polygon" in result["office_refusal"]
+    _, satellite_name, s_lon, s_lat, s_radius, s_area = satellite
+    assert (satellite_name, s_radius) == ("Satellite office", None)
+    assert result["polygon_office_hash"] == f"#/places/office/{satellite[0]}"
+    assert s_area["type"] == "Polygon" and len(s_area["coordinates"][0]) == 5
+    s_lons = [p[0] for p in s_area["coordinates"][0]]
+    s_lats = [p[1] for p in s_area["coordinates"][0]]
+    assert min(s_lons) < s_lon < max(s_lons) and min(s_lats) < s_lat < max(s_lats)
+    assert s_lon < lon and s_lat > lat  # clicked left of and above the first
+
     # after a reload: the office's form as saved; the map draws the boundary, the office and its
     # service circle (no draft left), the list names the unit
     reloaded = result["reloaded_office"]
     assert reloaded["name"] == "Kimberley community corrections"
     assert (reloaded["radius"], reloaded["radius_mode"]) == ("5000", True)
     assert (reloaded["lon"], reloaded["lat"]) == (lon, lat)
-    assert result["map"] == {"regions": 1, "offices": 1, "service_areas": 1, "drafts": 0}
+    assert result["map"] == {"regions": 1, "offices": 2, "service_areas": 2, "drafts": 0}
     assert "Tracing units: Tracing team North" in result["list_text"]
     assert "5,000 m" in result["list_text"]
+    assert "Satellite office" in result["list_text"]
     assert "Kimberley community corrections" in result["office_tooltip"]
     assert "Tracing team North" in result["office_tooltip"]
+    # a supervisor has no Regions & offices tab, and the page says why
+    assert result["supervisor_tab_hidden"] is True
+    assert "admins" in result["supervisor_message"]
     for screenshot in result["screenshots"]:
         assert Path(screenshot).stat().st_size > 10_000, screenshot
