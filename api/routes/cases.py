@@ -68,7 +68,7 @@ def photo_type_of(data: bytes) -> str | None:
 # ------------------------------------------------------------------ schemas
 
 
-class Position(BaseModel):
+class CasePosition(BaseModel):
     ts: float | None = Field(default=None, description="fix time, epoch seconds")
     lon: float
     lat: float
@@ -93,7 +93,7 @@ class CaseSummary(BaseModel):
     officer: str | None
     police_case_number: str | None
     warrant_number: str | None
-    last_known: Position | None
+    last_known: CasePosition | None
     photo_url: str | None = Field(description="GET it with the bearer token (audited)")
     access: Literal["region", "grant"] = Field(
         description="how the caller reaches the case: by region, or by his tracing unit's grant"
@@ -101,7 +101,7 @@ class CaseSummary(BaseModel):
     updated_at: datetime
 
 
-class Attempt(BaseModel):
+class CaseAttempt(BaseModel):
     id: int
     at: datetime
     place: str | None
@@ -122,7 +122,7 @@ class CaseAlert(BaseModel):
     joined_at: datetime
 
 
-class Grant(BaseModel):
+class CaseGrant(BaseModel):
     id: int
     tracing_unit_id: int
     tracing_unit_name: str | None
@@ -135,10 +135,14 @@ class Grant(BaseModel):
 
 
 class CaseDetail(CaseSummary):
-    trail: list[Position] = Field(description="the positions before the absconder, oldest first")
-    attempts: list[Attempt]
+    trail: list[CasePosition] = Field(
+        description="the positions before the absconder, oldest first"
+    )
+    attempts: list[CaseAttempt]
     alerts: list[CaseAlert] = Field(description="the absconder alerts of the case (link: alert_id)")
-    grants: list[Grant] = Field(description="tracing units' access to the case, past and present")
+    grants: list[CaseGrant] = Field(
+        description="tracing units' access to the case, past and present"
+    )
 
 
 class CaseUpdate(BaseModel):
@@ -202,10 +206,10 @@ async def _case(conn: Any, user: User, case_id: int, *, lock: bool = False) -> c
     return row
 
 
-def _position(value: Any) -> Position | None:
+def _position(value: Any) -> CasePosition | None:
     if not isinstance(value, dict) or value.get("lon") is None or value.get("lat") is None:
         return None
-    return Position.model_validate({k: value.get(k) for k in ("ts", "lon", "lat", "acc")})
+    return CasePosition.model_validate({k: value.get(k) for k in ("ts", "lon", "lat", "acc")})
 
 
 def _summary(row: cases.CaseRow, now: datetime) -> dict[str, Any]:
@@ -246,9 +250,9 @@ async def _detail(conn: Any, row: cases.CaseRow) -> CaseDetail:
     return CaseDetail(
         **_summary(row, datetime.now(UTC)),
         trail=trail,
-        attempts=[Attempt(**a) for a in await cases.attempts(conn, row.id)],
+        attempts=[CaseAttempt(**a) for a in await cases.attempts(conn, row.id)],
         alerts=[CaseAlert(**a) for a in await cases.case_alerts(conn, row.id)],
-        grants=[Grant(**g) for g in await cases.grants(conn, row.id)],
+        grants=[CaseGrant(**g) for g in await cases.grants(conn, row.id)],
     )
 
 
@@ -349,11 +353,13 @@ async def update_case(case_id: int, body: CaseUpdate, conn: Conn, user: CurrentU
 
 @router.post(
     "/cases/{case_id}/attempts",
-    response_model=Attempt,
+    response_model=CaseAttempt,
     status_code=201,
     dependencies=[allow(*WORK_ROLES)],
 )
-async def add_attempt(case_id: int, body: AttemptBody, conn: Conn, user: CurrentUser) -> Attempt:
+async def add_attempt(
+    case_id: int, body: AttemptBody, conn: Conn, user: CurrentUser
+) -> CaseAttempt:
     """Log a trace attempt (when, where, how, what came of it; by the caller). Not on a closed
     case (409); not in the future (422)."""
     row = await _case(conn, user, case_id, lock=True)
@@ -371,7 +377,7 @@ async def add_attempt(case_id: int, body: AttemptBody, conn: Conn, user: Current
         conn, user, "case_attempt", row.subject_id, case_id=case_id, attempt_id=attempt["id"],
         **_via(row),
     )  # fmt: skip
-    return Attempt(**attempt)
+    return CaseAttempt(**attempt)
 
 
 @router.post("/cases/{case_id}/trace", response_model=CaseDetail, dependencies=[allow(*WORK_ROLES)])

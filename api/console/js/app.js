@@ -1,5 +1,6 @@
 // The console's entry: login, the views (#/queue, #/alert/<id>, #/subjects, #/subject/<id>,
-// #/zones, #/zones/<id>, #/zones/new/<subject id>, #/reports), and the live queue beside them.
+// #/zones, #/zones/<id>, #/zones/new/<subject id>, #/reports, #/cases, #/cases/<id>), and the
+// live queue beside them. A tracer starts on his cases.
 
 import { login, session, clearSession, setUnauthorizedHandler, ApiError, get, post, setMe, may } from "./api.js";
 import { h, clear, showBanner } from "./ui.js";
@@ -10,6 +11,7 @@ import * as subjectView from "./subject.js";
 import * as zonesView from "./zones.js";
 import * as reportsView from "./reports.js";
 import * as positions from "./positions.js";
+import * as casesView from "./cases.js";
 
 let config = { tile_url: null, vendor: {} };
 let started = false;
@@ -78,7 +80,8 @@ async function route() {
   leaving();
   leaving = () => {};
   const side = document.getElementById("side");
-  const parts = (location.hash || "#/queue").replace(/^#\/?/, "").split("/");
+  const start = document.body.dataset.role === "tracer" ? "#/cases" : "#/queue";
+  const parts = (location.hash || start).replace(/^#\/?/, "").split("/");
   const [view, id, extra] = parts;
   try {
     if (view === "alert" && id) {
@@ -96,6 +99,10 @@ async function route() {
       leaving = zonesView.leave;
       if (id === "new") await zonesView.showZones(side, { subjectId: extra ? Number(extra) : null });
       else await zonesView.showZones(side, { zoneId: id ? Number(id) : null });
+    } else if (view === "cases") {
+      setTab("cases");
+      if (id) await casesView.show(side, id);
+      else await casesView.showList(side);
     } else if (view === "reports") {
       setTab("reports");
       await reportsView.show(side);
