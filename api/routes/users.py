@@ -7,7 +7,9 @@ regions sees and manages only users whose regions all lie within theirs, and can
 or a region that is not theirs (403); a user outside their scope answers 404, as one that does
 not exist. Password hashes are never returned. A password reset (like a user's own change)
 revokes every earlier token of that user; disabling a user refuses their tokens at once. Every
-change is written to the audit log (never a password).
+change is written to the audit log (never a password). A user may carry the tracing unit he
+works in (``tracing_unit_id``, a unit of the admin's regions): a tracer then reaches the cases
+routed to that unit across regions while they are open (api/routes/cases.py).
 """
 
 from __future__ import annotations
