@@ -590,6 +590,9 @@ def apply_changes(
                 continue
             repo.add_history(opened.alert_id, actor, "opened", {"late": change.late})
             repo.enqueue(opened.alert_id, opened.region_id, change.type, change.severity, "opened")
+            if change.type == v.ABSCONDER:
+                # after the outbox row: the case takes the tracing unit the alert was routed to
+                repo.open_case(opened.alert_id, actor)
             written += 1
         elif change.action == "update":
             repo.update_alert(sid, change)

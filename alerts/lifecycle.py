@@ -46,6 +46,7 @@ import psycopg
 
 from tagwatch.alerts import vocabulary as v
 from tagwatch.store import alerts as alert_store
+from tagwatch.store import cases
 from tagwatch.store.alerts import LockedAlert
 from tagwatch.store.engine_repository import add_history as _history
 from tagwatch.store.engine_repository import clock, enqueue, raise_absconder
@@ -248,6 +249,7 @@ class Declared:
     alert_id: int
     raised: bool
     note_id: int
+    case_id: int | None = None
 
 
 def declare_absconder(
@@ -266,9 +268,11 @@ def declare_absconder(
         raised = raise_absconder(conn, subject_id, clock(conn), declared_by=who) > 0
         alert_id = alert_store.lock_open_alert_of_type(conn, subject_id, v.ABSCONDER)
         assert alert_id is not None  # raised now, or already open
+        # the case is opened with the alert; one raised before cases existed gets one now
+        opened = cases.open_for_alert(conn, alert_id, who)
         note_id = alert_store.add_note(conn, alert_id, who, text)
         _history(conn, alert_id, who, "declared", {"note_id": note_id, "already_open": not raised})
-        return Declared(alert_id, raised, note_id)
+        return Declared(alert_id, raised, note_id, None if opened is None else opened.case_id)
 
 
 __all__ = [

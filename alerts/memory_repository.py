@@ -77,6 +77,7 @@ class MemoryEngineRepository:
     alerts: list[MemoryAlert] = field(default_factory=list)
     history: list[tuple[int, str, str, dict[str, Any]]] = field(default_factory=list)
     outbox: list[tuple[int, str | None, str, str, str]] = field(default_factory=list)
+    cases: list[int] = field(default_factory=list)  # the absconder alerts a case was opened for
 
     # -- what ingest's writer does in PostgreSQL
 
@@ -276,3 +277,7 @@ class MemoryEngineRepository:
             for a in self.alerts
             if a.subject_id == subject_id and a.status != "resolved" and a.cleared_at is None
         ]
+
+    def open_case(self, alert_id: int, actor: str) -> None:
+        """Offline scoring keeps no cases: the absconder alerts themselves are what it scores."""
+        self.cases.append(alert_id)

@@ -35,6 +35,7 @@ from tagwatch.api.routes import (
     subjects,
     zones,
 )
+from tagwatch.api.routes import cases as cases_routes
 from tagwatch.api.routes import channels as channels_routes
 from tagwatch.api.routes import console as console_routes
 from tagwatch.api.routes import places as places_routes
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected.include_router(webhooks_routes.router)
     protected.include_router(places_routes.router)
     protected.include_router(channels_routes.router)
+    protected.include_router(cases_routes.router)
     protected.include_router(proximity.router)
     protected.include_router(reports.router)
     protected.include_router(exports.router)

@@ -193,3 +193,6 @@ class Declaration(BaseModel):
     alert_id: int
     raised: bool = Field(description="false when an absconder alert was already open")
     note_id: int
+    case_id: int | None = Field(
+        default=None, description="the absconder case the alert opened or joined (GET /cases/{id})"
+    )

@@ -85,6 +85,8 @@ class User:
     username: str
     role: Role
     regions: tuple[str, ...]
+    # the tracing unit a tracer works in (migration 0022): its cases reach him across regions
+    tracing_unit_id: int | None = None
 
     @property
     def all_regions(self) -> bool:
@@ -166,6 +168,7 @@ async def current_user(
         username=row.username,
         role=row.role,  # type: ignore[arg-type]  # the CHECK constraint holds it to Role
         regions=tuple(row.regions),
+        tracing_unit_id=row.tracing_unit_id,
     )
 
 

@@ -41,7 +41,7 @@ from tagwatch.alerts.ports import (
 from tagwatch.alerts.rules import AlertChange
 from tagwatch.alerts.state_codec import json_encode, load_doc
 from tagwatch.settings import get_settings
-from tagwatch.store import commands, places
+from tagwatch.store import cases, commands, places
 from tagwatch.store.alerts import severity_rank
 
 
@@ -362,6 +362,9 @@ class PgEngineRepository:
             ).fetchone()
             is not None
         )
+
+    def open_case(self, alert_id: int, actor: str) -> None:
+        cases.open_for_alert(self.conn, alert_id, actor)
 
     def mark_escalated(self, alert_id: int | str) -> None:
         self.conn.execute("UPDATE alerts SET escalated = true WHERE id = %s", (alert_id,))

@@ -48,10 +48,11 @@ _GEOGRAPHY_TABLES = frozenset({"offices", "tracing_units"})
 NO_ACCESS: dict[str, frozenset[str]] = {
     API_ROLE: frozenset({"audit_chain_head", "schema_migrations"}),
     INGEST_ROLE: _ACCOUNT_TABLES
+    | {"subject_photos"}  # subjects' photos (migration 0022): no background process needs them
     | _AUDIT_TABLES
     | {"webhook_subscriptions", "notification_channels", "delivery_attempts", "schema_migrations"}
     | _GEOGRAPHY_TABLES,
-    DISPATCHER_ROLE: _ACCOUNT_TABLES | _AUDIT_TABLES | {"schema_migrations"},
+    DISPATCHER_ROLE: _ACCOUNT_TABLES | _AUDIT_TABLES | {"schema_migrations", "subject_photos"},
 }
 # role -> table -> the only columns it may read (ingest routes a new alert's notifications to
 # the matching subscriptions, and a critical one to the tracing unit of the office nearest the

@@ -16,7 +16,10 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
-COLUMNS = "id, username, role, regions, disabled, created_at, updated_at, password_changed_at"
+COLUMNS = (
+    "id, username, role, regions, disabled, created_at, updated_at, password_changed_at,"
+    " tracing_unit_id"
+)
 IN_SCOPE = (
     "(%(scope)s::text[] IS NULL OR (cardinality(regions) > 0 AND regions <@ %(scope)s::text[]))"
 )
@@ -32,6 +35,7 @@ class UserRow:
     created_at: datetime
     updated_at: datetime
     password_changed_at: datetime | None
+    tracing_unit_id: int | None = None
 
 
 async def user_in_scope(
@@ -74,13 +78,14 @@ async def create_user(
     password_hash: str,
     role: str,
     regions: Sequence[str],
+    tracing_unit_id: int | None = None,
 ) -> UserRow:
     """Raises UniqueViolation when the name is taken."""
     cur = conn.cursor(row_factory=class_row(UserRow))
     await cur.execute(
-        "INSERT INTO users (username, password_hash, role, regions, password_changed_at)"
-        f" VALUES (%s, %s, %s, %s, now()) RETURNING {COLUMNS}",
-        (username, password_hash, role, list(regions)),
+        "INSERT INTO users (username, password_hash, role, regions, password_changed_at,"
+        f" tracing_unit_id) VALUES (%s, %s, %s, %s, now(), %s) RETURNING {COLUMNS}",
+        (username, password_hash, role, list(regions), tracing_unit_id),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -94,18 +99,22 @@ async def update_user(
     role: str | None,
     regions: Sequence[str] | None,
     disabled: bool | None,
+    tracing_unit: tuple[int | None] | None = None,
 ) -> UserRow:
-    """None leaves a field as it is."""
+    """None leaves a field as it is; ``tracing_unit`` is ``(unit id or None,)`` to set it."""
     cur = conn.cursor(row_factory=class_row(UserRow))
     await cur.execute(
         "UPDATE users SET role = COALESCE(%(role)s, role),"
         " regions = COALESCE(%(regions)s::text[], regions),"
-        " disabled = COALESCE(%(disabled)s, disabled), updated_at = now()"
-        f" WHERE id = %(id)s RETURNING {COLUMNS}",
+        " disabled = COALESCE(%(disabled)s, disabled),"
+        " tracing_unit_id = CASE WHEN %(set_unit)s THEN %(unit)s::bigint ELSE tracing_unit_id END,"
+        f" updated_at = now() WHERE id = %(id)s RETURNING {COLUMNS}",
         {
             "role": role,
             "regions": None if regions is None else list(regions),
             "disabled": disabled,
+            "set_unit": tracing_unit is not None,
+            "unit": None if tracing_unit is None else tracing_unit[0],
             "id": user_id,
         },
     )
@@ -127,6 +136,7 @@ class TokenHolder:
     regions: list[str]
     token_generation: int
     revoked: bool
+    tracing_unit_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +152,7 @@ async def token_holder(conn: AsyncConnection[Any], user_id: int, jti: str) -> To
     cur = conn.cursor(row_factory=class_row(TokenHolder))
     await cur.execute(
         "SELECT u.id, u.username, u.role, u.regions, u.token_generation,"
-        " EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = %s) AS revoked"
+        " EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = %s) AS revoked, u.tracing_unit_id"
         " FROM users u WHERE u.id = %s AND NOT u.disabled",
         (jti, user_id),
     )

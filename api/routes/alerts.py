@@ -383,4 +383,9 @@ async def declare_absconder(
     declared = await _act(request, work)
     if not declared.raised:
         response.status_code = status.HTTP_200_OK
-    return Declaration(alert_id=declared.alert_id, raised=declared.raised, note_id=declared.note_id)
+    return Declaration(
+        alert_id=declared.alert_id,
+        raised=declared.raised,
+        note_id=declared.note_id,
+        case_id=declared.case_id,
+    )

@@ -7,7 +7,9 @@ regions sees and manages only users whose regions all lie within theirs, and can
 or a region that is not theirs (403); a user outside their scope answers 404, as one that does
 not exist. Password hashes are never returned. A password reset (like a user's own change)
 revokes every earlier token of that user; disabling a user refuses their tokens at once. Every
-change is written to the audit log (never a password).
+change is written to the audit log (never a password). A user may carry the tracing unit he
+works in (``tracing_unit_id``, a unit of the admin's regions): a tracer then reaches the cases
+routed to that unit across regions while they are open (api/routes/cases.py).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from tagwatch.api.security import (
     hash_password_off_loop,
     set_password,
 )
-from tagwatch.store import subjects, users
+from tagwatch.store import places, subjects, users
 from tagwatch.store.users import UserRow
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -53,6 +55,11 @@ class UserCreate(BaseModel):
         min_length=1, max_length=100, description="region ids, or ['*'] for every region"
     )
     password: str = Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)
+    tracing_unit_id: int | None = Field(
+        default=None,
+        description="the tracing unit the user works in (a unit of the admin's regions): the "
+        "cases routed to it reach its tracers across regions while they are not closed",
+    )
 
 
 class UserUpdate(BaseModel):
@@ -63,6 +70,9 @@ class UserUpdate(BaseModel):
     role: Role | None = None
     regions: list[RegionOrAll] | None = Field(default=None, min_length=1, max_length=100)
     disabled: bool | None = None
+    tracing_unit_id: int | None = Field(
+        default=None, description="set the user's tracing unit; null clears it"
+    )
 
 
 class PasswordReset(BaseModel):
@@ -80,6 +90,7 @@ class UserPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     password_changed_at: datetime | None
+    tracing_unit_id: int | None = None
 
 
 def _user(row: UserRow) -> UserPublic:
@@ -92,7 +103,18 @@ def _user(row: UserRow) -> UserPublic:
         created_at=row.created_at,
         updated_at=row.updated_at,
         password_changed_at=row.password_changed_at,
+        tracing_unit_id=row.tracing_unit_id,
     )
+
+
+async def checked_unit(conn: AsyncConnection, admin: User, unit_id: int | None) -> int | None:
+    """A tracing unit of the admin's regions, or 422 ``unknown tracing unit`` (also for one of
+    another region: the answer does not tell which units exist elsewhere)."""
+    if unit_id is None:
+        return None
+    if await places.unit_in_scope(conn, unit_id, admin.region_filter()) is None:
+        raise HTTPException(422, detail=f"unknown tracing unit {unit_id}")
+    return unit_id
 
 
 async def checked_regions(conn: AsyncConnection, admin: User, regions: list[str]) -> list[str]:
@@ -159,9 +181,15 @@ async def read_user(user_id: int, conn: Conn, admin: CurrentUser) -> UserPublic:
 async def create_user(body: UserCreate, conn: Conn, admin: CurrentUser) -> UserPublic:
     """Admin. The password is stored as an argon2 hash and never returned."""
     regions = await checked_regions(conn, admin, body.regions)
+    unit = await checked_unit(conn, admin, body.tracing_unit_id)
     try:
         row = await users.create_user(
-            conn, body.username, await hash_password_off_loop(body.password), body.role, regions
+            conn,
+            body.username,
+            await hash_password_off_loop(body.password),
+            body.role,
+            regions,
+            unit,
         )
     except UniqueViolation as exc:
         raise HTTPException(
@@ -169,7 +197,7 @@ async def create_user(body: UserCreate, conn: Conn, admin: CurrentUser) -> UserP
         ) from exc
     await audit.record(
         conn, admin, "user_create", None, user_id=row.id, username=row.username, role=row.role,
-        regions=regions,
+        regions=regions, tracing_unit_id=unit,
     )  # fmt: skip
     return _user(row)
 
@@ -183,10 +211,15 @@ async def update_user(user_id: int, body: UserUpdate, conn: Conn, admin: Current
             status.HTTP_409_CONFLICT, detail="you cannot disable or demote your own account"
         )
     regions = None if body.regions is None else await checked_regions(conn, admin, body.regions)
+    unit: tuple[int | None] | None = None
+    if "tracing_unit_id" in body.model_fields_set:
+        unit = (await checked_unit(conn, admin, body.tracing_unit_id),)
     row = await users.update_user(
-        conn, user_id, role=body.role, regions=regions, disabled=body.disabled
+        conn, user_id, role=body.role, regions=regions, disabled=body.disabled, tracing_unit=unit
     )
     changes = body.model_dump(exclude_none=True)
+    if unit is not None:
+        changes["tracing_unit_id"] = unit[0]
     if regions is not None:
         changes["regions"] = regions
     await audit.record(conn, admin, "user_update", None, user_id=user_id, changes=changes)

@@ -27,6 +27,7 @@ from psycopg.types.json import Jsonb
 
 from tagwatch.alerts.vocabulary import SEVERITY
 from tagwatch.api.security import ROLES, allow, current_user, hash_password
+from tagwatch.store import cases
 from tests.support import fresh_id
 
 PASSWORD = "matrix-pass-1"
@@ -47,6 +48,7 @@ VICTIM_HOME = (-33.9512, 18.4631)
 OFFENDER_NEAR = (-33.9498, 18.4647)
 VICTIM_MARKS = ("-33.951", "18.463")
 HOME_ADDRESS = "12 Protea Lane"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32  # a subject's photo, as far as magic numbers go
 SQUARE = {
     "type": "Polygon",
     "coordinates": [
@@ -146,6 +148,7 @@ class Side:
     victim_alert: int = 0  # victim_proximity on victim_zone
     office: int = 0  # an office with a service radius (issue 16)
     unit: int = 0  # a tracing unit working from `office`
+    case: int = 0  # the absconder case of `absconder_alert` (outstanding; the subject has a photo)
 
 
 @dataclass
@@ -254,6 +257,36 @@ class World:
         assert row is not None
         return int(row[0])
 
+    def new_case(self, region: str, *, traced: bool = False) -> int:
+        """An outstanding (or traced) absconder case of a new subject of the side's region,
+        opened for its absconder alert as the engine opens one."""
+        side = self.side(region)
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(
+                "INSERT INTO subjects (name, region_id) VALUES (%s, %s) RETURNING id",
+                (fresh_id("mxcase"), side.region),
+            ).fetchone()
+            assert row is not None
+            conn.commit()  # insert_alert connects anew
+            # opened now: outside the month the absconder report's case counts
+            alert = insert_alert(
+                self.database_url,
+                row[0],
+                side.region,
+                "absconder",
+                details={"declared_by": "mx"},
+                opened_at=datetime.now(UTC),
+            )
+            opened = cases.open_for_alert(conn, alert, "mx")
+            assert opened is not None
+            if traced:
+                conn.execute(
+                    "UPDATE absconder_cases SET status = 'traced', outcome = 'arrested',"
+                    " traced_at = now() WHERE id = %s",
+                    (opened.case_id,),
+                )
+        return opened.case_id
+
     def new_channel(self, region: str) -> int:
         with psycopg.connect(self.database_url) as conn:
             row = conn.execute(
@@ -357,6 +390,14 @@ def build_world(api: TestClient, database_url: str) -> World:
             opened_at=datetime(2025, 3, 10, 11, 0, tzinfo=UTC),
         )
         side.regionless_alert = insert_alert(database_url, None, side.region, "battery_low")
+        with psycopg.connect(database_url) as conn:
+            opened = cases.open_for_alert(conn, side.absconder_alert, "mx")
+            assert opened is not None
+            side.case = opened.case_id
+            conn.execute(
+                "INSERT INTO subject_photos (subject_id, content_type, data) VALUES (%s, %s, %s)",
+                (side.subject, "image/png", PNG),
+            )
     for role in ROLES:
         _, world.usernames[role] = world.add_user(role, [world.a.region])
         world.headers[role] = world.token(world.usernames[role])

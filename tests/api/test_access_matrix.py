@@ -29,7 +29,7 @@ Exceptions to "out of region answers 404" (the B column is what an allowed role 
 route                                              B variant               answer for B
 =================================================  ======================  ==================
 GET /regions, /subjects, /zones, /alerts,          the list (filtered by   200, no B item in
-/positions, /users, /webhooks, /channels           region=B where the      it (lists are
+/positions, /users, /webhooks, /channels, /cases   region=B where the      it (lists are
                                                    route has the filter)   filtered in SQL)
 GET /proximity                                     search where only B's   200, no subject
                                                    subject was             found
@@ -110,6 +110,7 @@ from tests.api.matrix_support import (
     OFFENDER_NEAR,
     OTHER_PASSWORD,
     PASSWORD,
+    PNG,
     SCENE,
     VICTIM_HOME,
     VICTIM_MARKS,
@@ -193,6 +194,7 @@ POLICY: dict[tuple[str, ...], frozenset[str]] = {
             "GET /api/v1/reports/absconders",
             "GET /api/v1/reports/curfew-presence",
             "GET /api/v1/subjects/{subject_id}/export",
+            "PUT /api/v1/subjects/{subject_id}/photo",
         }
     ),
     ("admin", "supervisor", "operator"): frozenset(
@@ -201,6 +203,7 @@ POLICY: dict[tuple[str, ...], frozenset[str]] = {
             "POST /api/v1/alerts/{alert_id}/resolve",
             "POST /api/v1/subjects/{subject_id}/absconder",
             "POST /api/v1/devices/{device_id}/commands",
+            "POST /api/v1/cases/{case_id}/close",
         }
     ),
 }
@@ -217,6 +220,8 @@ class Call:
     params: dict[str, Any] | None = None
     json: Any = None
     headers: dict[str, str] | None = None  # instead of the role's token
+    content: bytes | None = None  # a raw body (sent with content_type, and the role's token)
+    content_type: str | None = None
     hidden: str | None = None
     missing: Call | None = None
     check: Callable[[httpx.Response], None] | None = None
@@ -772,6 +777,44 @@ def boundary_delete(w: World, _role: str, region: str) -> Call:
     return call
 
 
+def cases_list(w: World, _role: str, region: str) -> Call:
+    if region == "A":
+        check = lists(lambda w: {w.a.case}, lambda w: {w.b.case})(w)
+        return Call(V1 + "/cases", params={"limit": 1000}, check=check)
+    return Call(V1 + "/cases", params={"region": w.b.region, "limit": 1000}, check=empty())
+
+
+def case_action(
+    action: str, body: dict[str, Any] | None = None, *, traced: bool = False
+) -> Builder:
+    """On a case made for the call (``traced`` for a close), so that no call sees another's."""
+
+    def build(w: World, _role: str, region: str) -> Call:
+        case = w.new_case(region, traced=traced)
+        call = Call(V1 + f"/cases/{case}{action}", json=body, hidden=str(case))
+        if region == "B":
+            call.missing = Call(
+                V1 + f"/cases/{MISSING_ID}{action}", json=body, hidden=str(MISSING_ID)
+            )
+
+            def untouched(_response: httpx.Response) -> None:
+                query = "SELECT status || coalesce(officer, '') FROM absconder_cases WHERE id = %s"
+                assert w.one(query, (case,)) == ("traced" if traced else "outstanding")
+
+            call.check = untouched
+        return call
+
+    return build
+
+
+def photo_put(w: World, _role: str, region: str) -> Call:
+    call = path_call(w, region, "/subjects/{}/photo", lambda s: s.subject)
+    for one in (call, call.missing):
+        if one is not None:
+            one.content, one.content_type = PNG, "image/png"
+    return call
+
+
 MATRIX: dict[str, Entry] = {
     # regions, subjects, assignments
     "GET /api/v1/regions": entry(regions_list, 200, 200),
@@ -886,6 +929,20 @@ MATRIX: dict[str, Entry] = {
         on("/channels/{}", lambda s: s.channel, json={"name": "renamed"}), 200
     ),
     "DELETE /api/v1/channels/{channel_id}": entry(channel_delete, 204),
+    # absconder cases and photos (issue 16)
+    "GET /api/v1/cases": entry(cases_list, 200, 200),
+    "GET /api/v1/cases/{case_id}": entry(on("/cases/{}", lambda s: s.case), 200),
+    "PATCH /api/v1/cases/{case_id}": entry(case_action("", {"officer": "mx officer"}), 200),
+    "POST /api/v1/cases/{case_id}/attempts": entry(
+        case_action("/attempts", {"method": "visit", "outcome": "not home", "place": "home"}), 201
+    ),
+    "POST /api/v1/cases/{case_id}/trace": entry(case_action("/trace", {"outcome": "other"}), 200),
+    "POST /api/v1/cases/{case_id}/close": entry(case_action("/close", traced=True), 200),
+    "GET /api/v1/cases/{case_id}/photo": entry(on("/cases/{}/photo", lambda s: s.case), 200),
+    "GET /api/v1/subjects/{subject_id}/photo": entry(
+        on("/subjects/{}/photo", lambda s: s.subject), 200
+    ),
+    "PUT /api/v1/subjects/{subject_id}/photo": entry(photo_put, 200),
     # reports
     "GET /api/v1/reports/compliance": entry(report("compliance", {"month": "2025-03"}), 200),
     "GET /api/v1/reports/absconders": entry(report("absconders", dict(MARCH)), 200),
@@ -967,13 +1024,16 @@ def test_public_routes_need_no_token(api):
 
 
 def _send(w: World, method: str, role: str, call: Call) -> httpx.Response:
-    return w.api.request(
-        method,
-        call.path,
-        params=call.params,
-        json=call.json,
-        headers=call.headers if call.headers is not None else w.headers[role],
-    )
+    headers = call.headers if call.headers is not None else w.headers[role]
+    if call.content is not None:
+        return w.api.request(
+            method,
+            call.path,
+            params=call.params,
+            content=call.content,
+            headers={**headers, "Content-Type": call.content_type or ""},
+        )
+    return w.api.request(method, call.path, params=call.params, json=call.json, headers=headers)
 
 
 def _masked(response: httpx.Response, hidden: str | None) -> str:
@@ -1224,3 +1284,71 @@ def test_a_victim_device_or_zone_marks_the_subject(world: World):
     kept = w.api.patch(V1 + f"/subjects/{w.a.victim}", json={"victim": False}, headers=headers)
     assert kept.status_code == 200 and kept.json()["victim"] is True, "a linked victim unmarked"
     assert w.one("SELECT victim FROM subjects WHERE id = %s", (w.a.subject,)) is False
+
+
+# ------------------------------------------------------------------ a tracing unit's grant
+
+
+def test_a_tracer_reaches_another_regions_case_by_his_units_grant_and_nothing_else(world: World):
+    """Region B's case routed to region A's tracing unit: a tracer of A in that unit reads and
+    works it (its photo too) while it is open, every other route about its subject answers as
+    for a missing subject, and closing the case ends the grant (and his access)."""
+    w = world
+    case = w.new_case("B")
+    subject = w.one("SELECT subject_id FROM absconder_cases WHERE id = %s", (case,))
+    with psycopg.connect(w.database_url) as conn:
+        conn.execute(
+            "INSERT INTO subject_photos (subject_id, content_type, data) VALUES (%s, %s, %s)",
+            (subject, "image/png", PNG),
+        )
+        conn.execute(
+            "UPDATE absconder_cases SET tracing_unit_id = %s, changed_by = 'mx' WHERE id = %s",
+            (w.a.unit, case),
+        )
+        alert = conn.execute(
+            "SELECT alert_id FROM absconder_cases WHERE id = %s", (case,)
+        ).fetchone()[0]
+    user, username = w.add_user("tracer", [w.a.region], prefix="mxunit")
+    with psycopg.connect(w.database_url) as conn:
+        conn.execute("UPDATE users SET tracing_unit_id = %s WHERE id = %s", (w.a.unit, user))
+    tracer = w.token(username)
+    others = w.headers["tracer"]  # region A, no unit
+
+    def get(path: str, headers: dict[str, str], **params: Any) -> httpx.Response:
+        return w.api.get(V1 + path, params=params or None, headers=headers)
+
+    read = get(f"/cases/{case}", tracer)
+    assert read.status_code == 200 and read.json()["access"] == "grant", read.text
+    assert get(f"/cases/{case}/photo", tracer).content == PNG
+    assert case in {c["id"] for c in get("/cases", tracer, mine="true").json()}
+    assert get(f"/cases/{case}", others).status_code == 404
+    attempt = {"method": "roadblock", "outcome": "not seen", "place": "N1 toll plaza"}
+    logged = w.api.post(V1 + f"/cases/{case}/attempts", json=attempt, headers=tracer)
+    assert logged.status_code == 201, logged.text
+    # nothing else of the subject: every GET route about a subject, as for a missing one
+    for route in ROUTES:
+        if route.method != "GET" or "{subject_id}" not in route.path:
+            continue
+        params = dict(MARCH) if route.path.endswith(("/track", "/export")) else {}
+        path = route.path.removeprefix(V1)
+        his = get(path.replace("{subject_id}", str(subject)), tracer, **params)
+        missing = get(path.replace("{subject_id}", str(MISSING_ID)), tracer, **params)
+        assert his.status_code in (403, 404), f"{route.key}: {his.status_code}"
+        assert _masked(his, str(subject)) == _masked(missing, str(MISSING_ID)), route.key
+    assert get(f"/alerts/{alert}", tracer).status_code == 404
+    assert alert not in {a["id"] for a in get("/alerts", tracer, limit=1000).json()["items"]}
+    assert get("/reports/curfew-presence", tracer, subject_id=subject, **MARCH).status_code == 403
+    # the grant is on record; closing the case (region B's admin) ends it
+    grant = w.one(
+        "SELECT granted_by FROM absconder_case_grants WHERE case_id = %s AND revoked_at IS NULL",
+        (case,),
+    )
+    assert grant == "mx"
+    for step, body in (("trace", {"outcome": "returned_to_supervision"}), ("close", None)):
+        done = w.api.post(V1 + f"/cases/{case}/{step}", json=body, headers=w.admin_all)
+        assert done.status_code == 200, done.text
+    assert get(f"/cases/{case}", tracer).status_code == 404
+    assert get(f"/cases/{case}/photo", tracer).status_code == 404
+    assert case not in {c["id"] for c in get("/cases", tracer, mine="true").json()}
+    ended = w.one("SELECT revoke_reason FROM absconder_case_grants WHERE case_id = %s", (case,))
+    assert ended == "closed"

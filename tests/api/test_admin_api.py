@@ -74,6 +74,7 @@ def test_create_user_hashes_the_password_and_never_returns_it(api, admin, settin
         "created_at",
         "updated_at",
         "password_changed_at",
+        "tracing_unit_id",
     }
     assert created["regions"] == [regions[0]] and created["role"] == "supervisor"
     with psycopg.connect(settings.database_url) as conn:

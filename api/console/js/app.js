@@ -1,6 +1,7 @@
 // The console's entry: login, the views (#/queue, #/alert/<id>, #/subjects, #/subject/<id>,
 // #/zones, #/zones/<id>, #/zones/new/<subject id>, #/reports, #/places, #/places/region/<id>,
-// #/places/office/<id | new>), and the live queue beside them.
+// #/places/office/<id | new>, #/cases, #/cases/<id>), and the live queue beside them. A tracer
+// starts on his cases.
 
 import { login, session, clearSession, setUnauthorizedHandler, ApiError, get, post, setMe, may } from "./api.js";
 import { h, clear, showBanner } from "./ui.js";
@@ -12,6 +13,7 @@ import * as zonesView from "./zones.js";
 import * as reportsView from "./reports.js";
 import * as placesView from "./places.js";
 import * as positions from "./positions.js";
+import * as casesView from "./cases.js";
 
 let config = { tile_url: null, vendor: {} };
 let started = false;
@@ -81,7 +83,8 @@ async function route() {
   leaving();
   leaving = () => {};
   const side = document.getElementById("side");
-  const parts = (location.hash || "#/queue").replace(/^#\/?/, "").split("/");
+  const start = document.body.dataset.role === "tracer" ? "#/cases" : "#/queue";
+  const parts = (location.hash || start).replace(/^#\/?/, "").split("/");
   const [view, id, extra] = parts;
   try {
     if (view === "alert" && id) {
@@ -104,6 +107,10 @@ async function route() {
       setTab("places");
       leaving = placesView.leave;
       await placesView.show(side, { kind: id || null, id: extra == null ? null : decodeURIComponent(extra), fresh });
+    } else if (view === "cases") {
+      setTab("cases");
+      if (id) await casesView.show(side, id);
+      else await casesView.showList(side);
     } else if (view === "reports") {
       setTab("reports");
       await reportsView.show(side);
