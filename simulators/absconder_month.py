@@ -6,12 +6,12 @@ Plain data only: `tagwatch report simulate-absconders` writes it through store/ 
 subjects holding tags, and cases as the case API would have left them), and the template is
 then read the way the API reads it.
 
-Why the numbers: a caseload of a few hundred subjects per region; in the field around one
+Why the numbers: a caseload of 600-1,400 subjects per region; in the field around one
 supervisee in a hundred absconds in a month (strap cuts and going silent dominate, jurisdiction
 exits and operators' declarations are rarer); most are traced within days (about 5 days median
-here, a long tail of weeks), one in ten is not traced for months; most return to supervision or
-are arrested, a few end otherwise. Each subject absconds at most once in the simulation, so no
-subject ever has two cases outstanding (the table allows one).
+here, a long tail of weeks), about one in eight is not traced for months; most return to
+supervision or are arrested, a few end otherwise. Each subject absconds at most once in the
+simulation, so no subject ever has two cases outstanding (the table allows one).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 REGIONS = (("north", "North"), ("central", "Central"), ("south", "South"))
-SUBJECTS = (420, 310, 190)  # per region
+SUBJECTS = (1400, 1050, 640)  # per region
 RATE = (0.012, 0.009, 0.015)  # absconders per subject and month, per region
-LOOKBACK_MONTHS = 4  # cases of the months before build the opening balance
+LOOKBACK_MONTHS = 6  # cases of the months before build the opening balance
 CAUSE_WEIGHTS = {"strap_tamper": 35, "silence": 35, "inclusion_exit": 20, "declared": 10}
 OUTCOME_WEIGHTS = {"returned_to_supervision": 55, "arrested": 35, "deceased": 2, "other": 8}
-NEVER_TRACED = 0.1  # share not traced within the simulation
+NEVER_TRACED = 0.12  # share not traced within the simulation
 TRACE_MEDIAN_DAYS = 5.0
 
 
