@@ -27,6 +27,7 @@ from psycopg.types.json import Jsonb
 
 from tagwatch.alerts.vocabulary import SEVERITY
 from tagwatch.api.security import ROLES, allow, current_user, hash_password
+from tagwatch.store.absconder_reports import insert_case_row
 from tests.support import fresh_id
 
 PASSWORD = "matrix-pass-1"
@@ -146,6 +147,9 @@ class Side:
     victim_alert: int = 0  # victim_proximity on victim_zone
     office: int = 0  # an office with a service radius (issue 16)
     unit: int = 0  # a tracing unit working from `office`
+    # an absconder case of `subject`, opened and traced in March 2025 (the absconder template);
+    # traced, so that it never stands in the way of a case another test opens for the subject
+    report_case: int = 0
 
 
 @dataclass
@@ -357,6 +361,16 @@ def build_world(api: TestClient, database_url: str) -> World:
             opened_at=datetime(2025, 3, 10, 11, 0, tzinfo=UTC),
         )
         side.regionless_alert = insert_alert(database_url, None, side.region, "battery_low")
+        with psycopg.connect(database_url) as conn:
+            side.report_case = insert_case_row(
+                conn,
+                side.subject,
+                side.region,
+                "strap_tamper",
+                datetime(2025, 3, 10, 11, 0, tzinfo=UTC),
+                datetime(2025, 3, 12, 11, 0, tzinfo=UTC),
+                "arrested",
+            )
     for role in ROLES:
         _, world.usernames[role] = world.add_user(role, [world.a.region])
         world.headers[role] = world.token(world.usernames[role])
