@@ -36,7 +36,8 @@ MAX_NATIONAL_COLUMNS = 5
 RENDERING = threading.Lock()  # regions shown beside the national column on its page
 
 
-def _shown(figure: Any) -> str:
+def shown(figure: Any) -> str:
+    """A figure as the template prints it: thousands separated, at most three decimals."""
     if figure is None:
         return "–"
     if isinstance(figure, float):
@@ -108,7 +109,7 @@ def _chart(fig: Figure, column: Mapping[str, Any]) -> None:
 def _table(fig: Figure, columns: Sequence[Mapping[str, Any]]) -> None:
     ax = fig.add_axes(TABLE_BOX)
     ax.axis("off")
-    cells = [[label, *(_shown(value(c, key)) for c in columns)] for key, label in ROWS]
+    cells = [[label, *(shown(value(c, key)) for c in columns)] for key, label in ROWS]
     table = ax.table(
         cellText=cells,
         colLabels=["", *(_title(c) if len(columns) == 1 else _short(c) for c in columns)],

@@ -74,9 +74,9 @@ def _at(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def simulate_month(label: str, seed: int = 16, prefix: str = "sim") -> SimMonth:
-    """The regions ``{prefix}-north`` etc., their subjects and their cases up to the end of the
-    month ``label`` (YYYY-MM, months in UTC)."""
+def simulate_month(label: str, seed: int = 16, prefix: str = "sim", scale: float = 1.0) -> SimMonth:
+    """The regions ``{prefix}-north`` etc., their subjects (``scale`` times SUBJECTS) and their
+    cases up to the end of the month ``label`` (YYYY-MM, months in UTC)."""
     rng = random.Random(f"{seed}:{label}:{prefix}")
     begin = _at(_first_day(label, -LOOKBACK_MONTHS))
     end = _at(_first_day(label, 1))
@@ -84,7 +84,8 @@ def simulate_month(label: str, seed: int = 16, prefix: str = "sim") -> SimMonth:
     regions = [SimRegion(f"{prefix}-{key}", name) for key, name in REGIONS]
     subjects: list[SimSubject] = []
     cases: list[SimCase] = []
-    for region, count, rate in zip(regions, SUBJECTS, RATE, strict=True):
+    for region, full, rate in zip(regions, SUBJECTS, RATE, strict=True):
+        count = max(1, round(full * scale))
         first = len(subjects)
         for n in range(count):
             # most hold their tag since before the simulation; some start or end within it

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from tagwatch.alerts.absconder_template import AbsconderCase, RegionName
+from tagwatch.alerts.absconder_template import AbsconderCase, Period, RegionName, template
 
 _SCOPE = "(%(regions)s::text[] IS NULL OR {column} = ANY(%(regions)s::text[]))"
 
@@ -89,6 +89,25 @@ async def monitored_subjects(
     return per_region, int(total[0]) if total else 0
 
 
+async def monthly_template(
+    conn: AsyncConnection[Any],
+    period: Period,
+    regions: Sequence[str] | None,
+    only: str | None = None,
+    scope: str = "regions shown",
+) -> dict[str, Any] | None:
+    """The template (alerts.absconder_template.template) of the caller's regions (``only``:
+    that one), read in one go for the API and the CLI; None when ``only`` is not the caller's
+    region or does not exist (the same answer for both)."""
+    shown = await template_regions(conn, regions, only)
+    if only is not None and not shown:
+        return None
+    ids = [r.region_id for r in shown]
+    cases = await month_cases(conn, ids, period.start, period.as_of)
+    monitored, national = await monitored_subjects(conn, ids, period.start, period.as_of)
+    return template(cases, period, shown, monitored, national, national_scope=scope)
+
+
 # -- writing cases straight into the table: the simulated month and tests only -------------------
 
 
@@ -138,24 +157,45 @@ def write_demo_month(
                 "INSERT INTO regions (id, name) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
                 (region_id, name),
             )
-        ids: list[int] = []
-        for name, case_ref, region_id, device_id, held_from, held_until in subjects:
-            row = conn.execute(
-                "INSERT INTO subjects (name, case_ref, region_id) VALUES (%s, %s, %s) RETURNING id",
-                (name, case_ref, region_id),
-            ).fetchone()
-            assert row is not None
-            ids.append(int(row[0]))
-            conn.execute(
-                "INSERT INTO devices (id, kind) VALUES (%s, 'tag') ON CONFLICT (id) DO NOTHING",
-                (device_id,),
+        # a statement per table (thousands of subjects): unnest the columns
+        names, case_refs, region_ids, devices, starts, ends = (
+            list(c) for c in zip(*subjects, strict=True)
+        )
+        made = conn.execute(
+            "INSERT INTO subjects (name, case_ref, region_id)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) RETURNING id, case_ref",
+            (names, case_refs, region_ids),
+        ).fetchall()
+        by_ref = {str(ref): int(subject_id) for subject_id, ref in made}
+        ids = [by_ref[ref] for ref in case_refs]
+        conn.execute(
+            "INSERT INTO devices (id, kind) SELECT unnest(%s::text[]), 'tag'"
+            " ON CONFLICT (id) DO NOTHING",
+            (devices,),
+        )
+        conn.execute(
+            "INSERT INTO device_assignments (device_id, subject_id, role, during)"
+            " SELECT d, s, 'offender', tstzrange(f, u) FROM"
+            " unnest(%s::text[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])"
+            " AS t(d, s, f, u)",
+            (devices, ids, starts, ends),
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO absconder_cases (subject_id, region_id, cause, opened_at, status,"
+                " outcome, traced_at, closed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        ids[subject],
+                        region_ids[subject],
+                        cause,
+                        opened,
+                        "closed" if closed else "traced" if traced else "outstanding",
+                        outcome,
+                        traced,
+                        closed,
+                    )
+                    for subject, cause, opened, traced, outcome, closed in cases
+                ],
             )
-            conn.execute(
-                "INSERT INTO device_assignments (device_id, subject_id, role, during)"
-                " VALUES (%s, %s, 'offender', tstzrange(%s, %s))",
-                (device_id, ids[-1], held_from, held_until),
-            )
-        for subject, cause, opened, traced, outcome, closed in cases:
-            region_id = subjects[subject][2]
-            insert_case_row(conn, ids[subject], region_id, cause, opened, traced, outcome, closed)
     return True

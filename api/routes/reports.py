@@ -34,7 +34,7 @@ import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import AwareDatetime
 
-from tagwatch.alerts.absconder_template import CAUSES, OUTCOMES, Period, template
+from tagwatch.alerts.absconder_template import CAUSES, OUTCOMES, Period
 from tagwatch.api import audit
 from tagwatch.api.csv_cells import neutralize
 from tagwatch.api.deps import Conn
@@ -238,6 +238,18 @@ TEMPLATE_COLUMNS = [
 ]
 
 
+def template_csv(report: Mapping[str, Any]) -> str:
+    """A row per region, then the national row (its region cell empty)."""
+    common = {k: report[k] for k in ("month", "timezone", "period_start", "period_end")}
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(TEMPLATE_COLUMNS)
+    for column in [*report["regions"], report["national"]]:
+        row = {**common, "complete": report["complete"], **flatten(column)}
+        writer.writerow([cell(row.get(c)) for c in TEMPLATE_COLUMNS])
+    return out.getvalue()
+
+
 def template_format(request: Request, format_: TemplateFormat | None) -> TemplateFormat:
     if format_ is not None:
         return format_
@@ -270,21 +282,18 @@ async def absconder_template(
     of the cases traced in the month), days outstanding of the closing balance, and the
     absconding rate per 1,000 monitored subjects, with a day-by-day series. Months run in
     ``TAGWATCH_ABSCONDER_REPORT_TIMEZONE`` (UTC unless set). Definitions: docs/api.md."""
-    regions = await absconder_reports.template_regions(conn, user.region_filter(), region)
-    if region is not None and not regions:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"region {region!r} not found")
     zone = request.app.state.settings.absconder_report_timezone
     period = Period.month(month, zone, datetime.now(UTC))
-    ids = [r.region_id for r in regions]
-    cases = await absconder_reports.month_cases(conn, ids, period.start, period.as_of)
-    monitored, national = await absconder_reports.monitored_subjects(
-        conn, ids, period.start, period.as_of
-    )
     if region is not None:
         scope = f"region {region}"
     else:
         scope = "every region" if user.all_regions else "your regions"
-    report = template(cases, period, regions, monitored, national, national_scope=scope)
+    report = await absconder_reports.monthly_template(
+        conn, period, user.region_filter(), region, scope
+    )
+    if report is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"region {region!r} not found")
+    ids = list(report["national"]["regions_included"])
     chosen = template_format(request, format_)
     await audit.record(
         conn,
@@ -299,10 +308,11 @@ async def absconder_template(
     )
     name = f"absconders-monthly-{period.label}{f'-{region}' if region else ''}"
     if chosen == "csv":
-        columns = [*report["regions"], report["national"]]
-        common = {k: report[k] for k in ("month", "timezone", "period_start", "period_end")}
-        rows = [{**common, "complete": report["complete"], **flatten(c)} for c in columns]
-        return csv_response(rows, TEMPLATE_COLUMNS, f"{name}.csv")
+        return Response(
+            template_csv(report),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
     if chosen == "pdf":
         # matplotlib is imported on the first PDF, not with the API (half a second of start-up
         # that JSON and CSV never need); pages render in a worker thread, off the event loop
