@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import threading
+import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
@@ -50,10 +51,15 @@ def _month_name(label: str) -> str:
     return date(year, number, 1).strftime("%B %Y")
 
 
+def _printable(text: str) -> str:
+    """Control characters (a name may hold any) have no glyph: shown as '?'."""
+    return "".join("?" if unicodedata.category(c) == "Cc" else c for c in text)
+
+
 def _title(column: Mapping[str, Any]) -> str:
     if column.get("region") is None:
         return "National"
-    name, region = str(column["name"]), str(column["region"])
+    name, region = _printable(str(column["name"])), str(column["region"])
     return region if name in ("", region) else f"{name} ({region})"
 
 
@@ -61,7 +67,7 @@ def _short(column: Mapping[str, Any]) -> str:
     """A column's header beside others: the region's name, cut to fit."""
     if column.get("region") is None:
         return "National"
-    name = str(column.get("name") or column["region"])
+    name = _printable(str(column.get("name") or column["region"]))
     return name if len(name) <= 14 else name[:13] + "…"
 
 

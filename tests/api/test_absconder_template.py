@@ -13,7 +13,7 @@ import csv
 import io
 import shutil
 import subprocess
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from starlette.requests import Request
 
-from tagwatch.api.absconder_pdf import CHART_BOX
+from tagwatch.alerts.absconder_template import Period, RegionName, template
+from tagwatch.api.absconder_pdf import CHART_BOX, render_pdf
 from tagwatch.api.app import create_app
 from tagwatch.api.routes.reports import template_format
 from tagwatch.api.security import issue_token
@@ -421,3 +422,13 @@ def test_the_pdf_has_a_page_per_region_and_a_national_page_with_a_chart(
     with Image.open(images[0]) as first, Image.open(images[1]) as second:
         pages = {a: first, b: second} if a < b else {b: first, a: second}
         assert _ink(pages[a], CHART_BOX)[1] > _ink(pages[b], CHART_BOX)[1] > 0
+
+
+def test_any_region_name_draws(recwarn):
+    """A name is text, never a formula ($...$) nor a missing glyph (control characters)."""
+    period = Period.month("2026-11", "UTC", datetime(2027, 1, 1, tzinfo=UTC))
+    names = ["$\\frac{a}{", "\x00\x1f\x7f", "x" * 300, "_^{}\\"]
+    regions = [RegionName(f"r{i}", name) for i, name in enumerate(names)]
+    document = render_pdf(template([], period, regions, {}, 0))
+    assert document.startswith(b"%PDF")
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]
