@@ -88,12 +88,22 @@ def _only(args: Mapping[str, Any], allowed: set[str]) -> None:
         raise CommandRefused(msg)
 
 
-def check_command(kind: str, command_type: str, args: Mapping[str, Any]) -> dict[str, Any]:
+def check_command(
+    kind: str, command_type: str, args: Mapping[str, Any], *, osmand: bool = False
+) -> dict[str, Any]:
     """The arguments as they will be stored, or CommandRefused saying why not.
 
-    ``kind`` is the device's (`tag`, `phone`, `victim_phone`)."""
+    ``kind`` is the device's (`tag`, `phone`, `victim_phone`). ``osmand``: the phone runs
+    Traccar Client, whose OsmAnd protocol only carries positions up to the server; there is no
+    way down to it, so a command would be shown as sent and never arrive. It is refused."""
     if command_type not in COMMAND_TYPES:
         msg = f"unknown command type {command_type!r}"
+        raise CommandRefused(msg)
+    if osmand:
+        msg = (
+            "a Traccar Client (OsmAnd) phone cannot receive commands: its protocol only sends"
+            " positions to the server; use OwnTracks on this phone to command it"
+        )
         raise CommandRefused(msg)
     allowed = TAG_COMMANDS if kind == "tag" else PHONE_COMMANDS
     if command_type not in allowed:

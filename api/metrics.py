@@ -96,18 +96,20 @@ async def render_metrics(conn: AsyncConnection) -> bytes:
     for reason, value in sorted(values.get("messages_ignored_total", {}).items()):
         ignored.add_metric([reason], value)
     families.append(ignored)
+    # Declared before the first batch too, so that dashboards and alert rules find the family
+    # on a new site (deploy/grafana; tests/deploy/test_dashboard_metrics.py).
+    histogram = HistogramMetricFamily(
+        "tagwatch_ingest_batch_seconds", "time to decode, write and commit one batch"
+    )
     buckets = values.get("ingest_batch_seconds_bucket", {})
     if buckets:
         ordered = sorted(buckets.items(), key=lambda kv: float(kv[0]))
-        histogram = HistogramMetricFamily(
-            "tagwatch_ingest_batch_seconds", "time to decode, write and commit one batch"
-        )
         histogram.add_metric(
             [],
             [("+Inf" if float(b) == float("inf") else b, v) for b, v in ordered],
             sum_value=values.get("ingest_batch_seconds_sum", {}).get("", 0.0),
         )
-        families.append(histogram)
+    families.append(histogram)
     open_alerts = GaugeMetricFamily("tagwatch_alerts_open", "alerts not yet resolved")
     open_alerts.add_metric([], await store_metrics.open_alerts(conn))
     families.append(open_alerts)

@@ -176,11 +176,13 @@ def queue_command_sync(
     transaction. Returns the command and the device's kind; raises LookupError for an unknown
     device and CommandRefused (from ``check_command``) for a command it cannot take."""
     with conn.transaction():
-        row = conn.execute("SELECT kind FROM devices WHERE id = %s", (device_id,)).fetchone()
+        row = conn.execute(
+            "SELECT kind, osmand FROM devices WHERE id = %s", (device_id,)
+        ).fetchone()
         if row is None:
             msg = f"device {device_id!r} is not registered"
             raise LookupError(msg)
-        checked = dc.check_command(str(row[0]), command_type, args)
+        checked = dc.check_command(str(row[0]), command_type, args, osmand=bool(row[1]))
         cur = conn.cursor(row_factory=class_row(Command))
         command = cur.execute(
             INSERT,
@@ -216,7 +218,8 @@ def queue_command_sync(
 def claim_sendable(conn: psycopg.Connection, resend_after_s: float, limit: int) -> list[Sendable]:
     """Commands to publish now, locked until the caller's transaction ends: queued ones that are
     due, and tags' sent ones still unanswered after ``resend_after_s`` (at least once: the tag
-    deduplicates on the id). Phones never answer, so their sent commands are not repeated.
+    deduplicates on the id). Phones answer at most a `locate_now` (`record_phone_responses`),
+    so their sent commands are not repeated. Traccar Client phones have no way down: skipped.
     Phones in HTTP mode take theirs from `take_pending_for_http`; their commands also go out on
     MQTT, which an HTTP-mode app simply never reads."""
     cur = conn.cursor(row_factory=class_row(Sendable))
@@ -224,7 +227,7 @@ def claim_sendable(conn: psycopg.Connection, resend_after_s: float, limit: int) 
         "SELECT c.id, c.device_id, c.type, c.args, d.kind, d.owntracks_topic,"
         " d.expected_interval_s AS normal_interval_s, c.created_at, c.expires_at"
         " FROM device_commands c JOIN devices d ON d.id = c.device_id"
-        " WHERE c.expires_at > now() AND ("
+        " WHERE c.expires_at > now() AND NOT d.osmand AND ("
         "  (c.state = 'queued' AND c.not_before <= now())"
         "  OR (c.state = 'sent' AND d.kind = 'tag' AND c.channel = 'mqtt'"
         "      AND c.last_sent_at <= now() - make_interval(secs => %s)))"
@@ -310,6 +313,25 @@ def record_answers(conn: psycopg.Connection, answers: Sequence[Answer]) -> list[
     return unknown
 
 
+def record_phone_responses(conn: psycopg.Connection, device_ids: Sequence[str]) -> int:
+    """OwnTracks phones that sent a location with `t: "r"` (the booklet: "response to a
+    reportLocation cmd message"): that location is the app's answer to `locate_now`, so each
+    such device's oldest sent, unanswered `locate_now` becomes acknowledged. The apps answer no
+    other command; those stay `sent`. Returns how many commands it acknowledged."""
+    acknowledged = 0
+    for device_id in device_ids:
+        cur = conn.execute(
+            "UPDATE device_commands SET state = 'acknowledged', answered_at = now(),"
+            " detail = 'answered with a location (t: r)'"
+            " WHERE id = (SELECT id FROM device_commands WHERE device_id = %s"
+            "  AND type = 'locate_now' AND state = 'sent' ORDER BY id LIMIT 1"
+            "  FOR UPDATE SKIP LOCKED)",
+            (device_id,),
+        )
+        acknowledged += cur.rowcount
+    return acknowledged
+
+
 # -- HTTP intake (OwnTracks HTTP mode) ---------------------------------------------------------
 
 
@@ -382,7 +404,7 @@ def _offender_devices(conn: psycopg.Connection, subject_id: int) -> list[tuple[s
         for d, n in conn.execute(
             "SELECT d.id, d.expected_interval_s FROM device_assignments a"
             " JOIN devices d ON d.id = a.device_id WHERE a.subject_id = %s"
-            " AND a.role = 'offender' AND a.during @> now() ORDER BY d.id",
+            " AND a.role = 'offender' AND a.during @> now() AND NOT d.osmand ORDER BY d.id",
             (subject_id,),
         )
     ]
@@ -464,6 +486,7 @@ def notify_victim(conn: psycopg.Connection, alert_id: int, alert_type: str, even
         " now() + make_interval(secs => %(ttl)s) FROM alerts al"
         " JOIN subjects s ON s.id = al.subject_id LEFT JOIN zones z ON z.id = al.zone_id"
         " JOIN device_assignments da ON da.role = 'victim' AND da.during @> now()"
+        " JOIN devices dv ON dv.id = da.device_id AND NOT dv.osmand"
         " AND da.subject_id = COALESCE(z.victim_subject_id, CASE WHEN s.victim THEN s.id END)"
         " WHERE al.id = %(alert)s AND NOT EXISTS (SELECT 1 FROM device_commands c"
         "  WHERE c.device_id = da.device_id AND c.origin = %(origin)s AND c.args = %(args)s"

@@ -25,15 +25,22 @@ is rendered from this module (`render_conf`) and checked against it.
   `em/v1/{id}/#`, a phone's OwnTracks topic and its sub-topics). Nothing else: not another
   device's topics, not `osmand/#` (the API's relay), not the alert topics.
 
-The platform's services (ingest, dispatcher, API relay, gateway) authenticate with client
-certificates on a listener of their own and are authorised by EMQX's file source (their rules are
-`ingest.broker_accounts.service_account_commands`'s); only devices are in the database.
+The platform's services (ingest, dispatcher, API relay) authenticate with client certificates
+on a listener of their own and are authorised by EMQX's file source, rendered here too
+(`render_services_acl`, `deploy/emqx/tagwatch-services.acl`: the same rules as
+`ingest.broker_accounts.service_account_commands` gives them on Mosquitto); only devices are in
+the database. Regenerate both files with `python -m tagwatch.store.emqx_auth >
+deploy/emqx/auth.conf` and `python -m tagwatch.store.emqx_auth services-acl >
+deploy/emqx/tagwatch-services.acl`.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Final
+
+import psycopg
+from psycopg import sql
 
 # EMQX's authentication query (authentication.postgresql.query). Columns by EMQX's names.
 AUTHN_QUERY: Final = (
@@ -76,23 +83,40 @@ def _hocon(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# The deployment's values, read from EMQX's environment. HOCON substitutes `${NAME}` only
+# outside quotes (inside a quoted string it is literal text, which is how the queries keep
+# EMQX's own `${username}` placeholders), so each is written bare: `server = ${NAME}`, and
+# HOCON falls back to the environment variable of that name when the file does not define it.
+ENV_SERVER: Final = "TAGWATCH_EMQX_PG_SERVER"  # host:port of PostgreSQL (or its pooler)
+ENV_PASSWORD: Final = "TAGWATCH_EMQX_PG_PASSWORD"  # noqa: S105 - the variable, not a value
+ENV_VARS: Final = (ENV_SERVER, ENV_PASSWORD)
+
+# Where the services' rules live in the EMQX container (deploy/emqx/tagwatch-services.acl).
+SERVICES_ACL_PATH: Final = "etc/tagwatch-services.acl"
+# The CA that signed the database's (and the broker's) certificates, mounted by the deployment.
+CA_PATH: Final = "etc/certs/ca.crt"
+
+
 def render_conf() -> str:
     """`deploy/emqx/auth.conf`: EMQX's device authentication and authorisation against the
-    platform's database. The server and credentials come from the environment of the EMQX
-    container (EMQX_* variables override these keys); the account needs SELECT on `devices`."""
+    platform's database. The server and the password are HOCON substitutions of environment
+    variables (`ENV_VARS`), never literals; the account needs SELECT on `devices`."""
     return f"""# Generated from store/emqx_auth.py (tagwatch): do not edit by hand.
 # Devices authenticate and are authorised against the platform's own `devices` table. The
 # database account needs only: CREATE ROLE {EMQX_ROLE} LOGIN PASSWORD '...';
 #   {GRANT};
+# {ENV_SERVER} (host:port) and {ENV_PASSWORD} come from EMQX's
+# environment: substitutions outside quotes, which HOCON resolves from environment variables.
+# The database's certificate is verified against {CA_PATH} (the CA that signed it).
 authentication = [
   {{
     mechanism = password_based
     backend = postgresql
-    server = "${{TAGWATCH_EMQX_PG_SERVER}}"
+    server = ${{{ENV_SERVER}}}
     database = tagwatch
-    username = tagwatch_emqx
-    password = "${{TAGWATCH_EMQX_PG_PASSWORD}}"
-    ssl {{ enable = true }}
+    username = {EMQX_ROLE}
+    password = ${{{ENV_PASSWORD}}}
+    ssl {{ enable = true, verify = verify_peer, cacertfile = {_hocon(CA_PATH)} }}
     password_hash_algorithm {{ name = sha256, salt_position = suffix }}
     query = {_hocon(AUTHN_QUERY)}
   }}
@@ -105,16 +129,16 @@ authorization {{
     {{
       type = file
       enable = true
-      path = "etc/tagwatch-services.acl"
+      path = {_hocon(SERVICES_ACL_PATH)}
     }},
     {{
       type = postgresql
       enable = true
-      server = "${{TAGWATCH_EMQX_PG_SERVER}}"
+      server = ${{{ENV_SERVER}}}
       database = tagwatch
-      username = tagwatch_emqx
-      password = "${{TAGWATCH_EMQX_PG_PASSWORD}}"
-      ssl {{ enable = true }}
+      username = {EMQX_ROLE}
+      password = ${{{ENV_PASSWORD}}}
+      ssl {{ enable = true, verify = verify_peer, cacertfile = {_hocon(CA_PATH)} }}
       query = {_hocon(AUTHZ_QUERY)}
     }}
   ]
@@ -122,5 +146,59 @@ authorization {{
 """
 
 
-if __name__ == "__main__":  # python -m tagwatch.store.emqx_auth > deploy/emqx/auth.conf
-    print(render_conf(), end="")
+# The platform's own accounts on EMQX (they log in with client certificates on the services'
+# listener, whose common name becomes the user name): the same rules as Mosquitto's dynamic
+# security gives them (ingest.broker_accounts.service_account_commands; a test compares them).
+# EMQX authorises SUBSCRIBE and PUBLISH; what it delivers to a subscriber is not checked again.
+SERVICE_RULES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
+    (
+        "tagwatch-ingest",
+        "subscribe",
+        ("em/v1/#", "owntracks/#", "osmand/#", "$share/#", "tagwatch/barrier/#"),
+    ),
+    ("tagwatch-ingest", "publish", ("tagwatch/barrier/#",)),
+    ("tagwatch-dispatcher", "publish", ("em/v1/alerts/#", "em/v1/+/cmd", "owntracks/+/+/cmd")),
+    ("tagwatch-api", "publish", ("owntracks/#", "osmand/#")),
+)
+
+
+def render_services_acl() -> str:
+    """`deploy/emqx/tagwatch-services.acl`: EMQX's file authorisation source for the services,
+    tried before the database. Anything else a `tagwatch*` user name tries is denied here (no
+    device may have such an id: ingest.broker_accounts.reserved_device_id); devices' requests
+    match nothing in this file and go on to the database's rules."""
+    lines = [
+        "%% Generated from store/emqx_auth.py (tagwatch): do not edit by hand.",
+        "%% The platform's services; devices fall through to the PostgreSQL source.",
+    ]
+    for user, action, topics in SERVICE_RULES:
+        quoted = ", ".join(f'"{t}"' for t in topics)
+        lines.append(f'{{allow, {{username, "{user}"}}, {action}, [{quoted}]}}.')
+    lines.append('{deny, {username, {re, "^tagwatch"}}, all, ["#"]}.')
+    return "\n".join(lines) + "\n"
+
+
+def ensure_role(conn: psycopg.Connection, password: str | None) -> None:
+    """Create EMQX's database account (LOGIN, nothing but `GRANT`) if missing, set its password
+    when given, and grant it its four columns. Run as the database owner after migrations
+    (the deployments' migrate step: deploy/compose.yaml, deploy/k8s)."""
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (EMQX_ROLE,)).fetchone()
+    if not exists:
+        conn.execute(
+            sql.SQL(
+                "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+            ).format(sql.Identifier(EMQX_ROLE))
+        )
+    if password:
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(EMQX_ROLE), sql.Literal(password)
+            )
+        )
+    conn.execute(GRANT)
+
+
+if __name__ == "__main__":  # python -m tagwatch.store.emqx_auth [services-acl]
+    import sys
+
+    print(render_services_acl() if sys.argv[1:] == ["services-acl"] else render_conf(), end="")

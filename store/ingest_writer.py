@@ -390,6 +390,9 @@ def store_batch(
             stored.new_phones = _write_phone_messages(cur, list(decoded.phones))
             result.phone_messages_stored = len(stored.new_phones)
             result.phone_message_duplicates = len(decoded.phones) - result.phone_messages_stored
+            responders = [r[0] for r in stored.new_phones if r[2] == "location" and r[11] == "r"]
+            if responders:
+                commands.record_phone_responses(conn, responders)
         if decoded.answers:
             _write_answers(conn, decoded)
             dead = decoded.dead

@@ -72,6 +72,17 @@ class Pki:
             if not (identity.cert.exists() and identity.key.exists()):
                 _issue(ca_cert, ca_key, identity, name, [], client=True)
 
+    def ensure_server(self, name: str, server_names: list[str]) -> Identity:
+        """Another server certificate from the same CA (the database's, in deploy/compose.yaml,
+        so that EMQX and the services verify it); issued only when absent. `ensure` first."""
+        ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        identity = self.identity(name)
+        if not (identity.cert.exists() and identity.key.exists()):
+            _issue(ca_cert, ca_key, identity, server_names[0], server_names, client=False)
+        return identity
+
 
 def default_server_names() -> list[str]:
     """Loopback names plus this host's name: what clients on this machine and the LAN dial."""

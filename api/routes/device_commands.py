@@ -45,7 +45,7 @@ async def send_command(
     """Queue a command; 422 when the device has no such command or its arguments are wrong."""
     device = await _device(conn, device_id, user)
     try:
-        args = check_command(device.kind, body.type, body.args)
+        args = check_command(device.kind, body.type, body.args, osmand=device.osmand)
     except CommandRefused as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
     ttl = body.expires_in_s or request.app.state.settings.command_ttl_s

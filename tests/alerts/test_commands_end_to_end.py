@@ -29,7 +29,7 @@ from tagwatch.simulators.publisher import connect_device
 from tagwatch.store.devices import add_assignment
 from tagwatch.store.subjects import add_subject, ensure_region
 from tagwatch.store.zones import ZoneDraft, create_zone
-from tests.support import connect, count, fresh_id, wait_for
+from tests.support import connect, count, fresh_id, publish_all, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -294,10 +294,11 @@ def test_a_tag_reads_only_its_own_commands(settings, provision, running_ingest, 
 
 
 def test_a_phone_gets_its_command_in_the_apps_format_and_no_other_phones(
-    settings, provision, dispatcher
+    settings, provision, dispatcher, running_ingest
 ):
     """OwnTracks over MQTT: the phone reads `<its topic>/cmd` and gets the booklet's own `cmd`
-    object; another phone's account cannot subscribe to it, by name or by wildcard."""
+    object; another phone's account cannot subscribe to it, by name or by wildcard. The app
+    answers `reportLocation` with a location whose `t` is "r": that acknowledges it."""
     fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "owntracks_commands"
     phones = {}
     for name in ("phone", "nosy"):
@@ -332,7 +333,14 @@ def test_a_phone_gets_its_command_in_the_apps_format_and_no_other_phones(
         time.sleep(0.5)
         expected = json.loads((fixtures / "report_location.json").read_text())
         assert [json.loads(p) for p in got] == [expected]
-        assert _commands(settings, device)[0]["state"] == "sent"  # the apps never answer
+        assert _commands(settings, device)[0]["state"] == "sent"
+        answer = {"_type": "location", "t": "r", "lat": 51.5, "lon": -0.12, "acc": 10,
+                  "tst": int(time.time()) - 5}  # fmt: skip
+        publish_all(phone, [(topic, json.dumps(answer).encode())])
+        assert wait_for(lambda: _commands(settings, device)[0]["state"] == "acknowledged", 20), (
+            _commands(settings, device)
+        )
+        assert _commands(settings, device)[0]["detail"] == "answered with a location (t: r)"
     finally:
         for client in (phone, nosy):
             client.disconnect()

@@ -28,6 +28,7 @@ def world(api, login, settings) -> dict:
             api.post(f"{V1}/regions", json={"id": r, "name": r}, headers=admin).status_code == 201
         )
     tag, phone, far = fresh_id("cmdtag"), fresh_id("cmdphone"), fresh_id("cmdfar")
+    traccar = fresh_id("cmdtraccar")
     topic = f"owntracks/{fresh_id('u')}/{fresh_id('d')}"
     with psycopg.connect(settings.database_url) as conn:
         conn.execute("INSERT INTO devices (id, kind) VALUES (%s, 'tag'), (%s, 'tag')", (tag, far))
@@ -35,6 +36,9 @@ def world(api, login, settings) -> dict:
             "INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s)"
             " VALUES (%s, 'phone', %s, 300)",
             (phone, topic),
+        )
+        conn.execute(
+            "INSERT INTO devices (id, kind, osmand) VALUES (%s, 'phone', true)", (traccar,)
         )
         subjects = {}
         for name, r, device in (("near", region, tag), ("far", other, far)):
@@ -47,7 +51,13 @@ def world(api, login, settings) -> dict:
                 (device, sid),
             )
             subjects[name] = sid
+        conn.execute(
+            "INSERT INTO device_assignments (device_id, subject_id, role, during)"
+            " VALUES (%s, %s, 'offender', tstzrange(now() - interval '1 day', NULL))",
+            (traccar, subjects["near"]),
+        )
     return {
+        "traccar": traccar,
         "region": region,
         "tag": tag,
         "phone": phone,
@@ -246,3 +256,23 @@ def test_the_cli_queues_a_command_like_the_api(service_env, settings, world):
             (str(shown["command_id"]),),
         ).fetchone()
     assert audited == ("admin",)
+
+
+def test_a_traccar_client_phone_is_refused_commands_with_the_reason(api, settings, world):
+    """Traccar Client's OsmAnd protocol only goes up: a command would show `sent` and never
+    arrive, so the API refuses it, for every command type, and nothing is queued."""
+    for command in (
+        {"type": "locate_now"},
+        {"type": "set_interval", "args": {"interval_s": 15}},
+        {"type": "message", "args": {"text": "call your officer"}},
+    ):
+        refused = api.post(
+            f"{V1}/devices/{world['traccar']}/commands", json=command, headers=world["operator"]
+        )
+        assert refused.status_code == 422, refused.text
+        assert "Traccar Client" in refused.json()["detail"]
+    with psycopg.connect(settings.database_url) as conn:
+        queued = conn.execute(
+            "SELECT count(*) FROM device_commands WHERE device_id = %s", (world["traccar"],)
+        ).fetchone()
+    assert queued == (0,)

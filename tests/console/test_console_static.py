@@ -24,8 +24,10 @@ MODULES = sorted((CONSOLE / "js").glob("*.js"))
 LEAFLET_INSTALLED = (console.node_modules() / "leaflet" / "dist" / "leaflet.js").exists()
 
 # get("/alerts/${id}", ...), post(`/zones`, ...), request("GET", "/reports/...", ...)
-CALL = re.compile(r"""\b(get|post|put|del|request)\(\s*(?:"([A-Z]+)",\s*)?[`"](/[^`"]*)[`"]""")
-METHOD = {"get": "GET", "post": "POST", "put": "PUT", "del": "DELETE"}
+CALL = re.compile(
+    r"""\b(get|post|put|patch|del|request)\(\s*(?:"([A-Z]+)",\s*)?[`"](/[^`"]*)[`"]"""
+)
+METHOD = {"get": "GET", "post": "POST", "put": "PUT", "patch": "PATCH", "del": "DELETE"}
 
 
 def api_calls() -> set[tuple[str, str]]:
@@ -150,7 +152,8 @@ def test_console_routes_stay_out_of_the_api_document(api):
 def test_every_api_call_the_console_makes_needs_a_token(api):
     calls = api_calls()
     called = {path.split("?")[0] for _, path in calls}
-    # the console's reach: the queue, an alert and its actions, subjects, zones, reports
+    # the console's reach: the queue, an alert and its actions, subjects, zones, reports,
+    # regions' boundaries, offices and tracing units
     for expected in (
         "/alerts",
         "/alerts/1",
@@ -162,6 +165,9 @@ def test_every_api_call_the_console_makes_needs_a_token(api):
         "/zones",
         "/reports/compliance",
         "/auth/me",
+        "/regions/1/boundary",
+        "/offices/1",
+        "/tracing-units/1",
     ):
         assert expected in called, expected
     for method, path in sorted(calls):

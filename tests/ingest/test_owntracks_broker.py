@@ -5,6 +5,7 @@ fixes, phone_messages, dead letters or the ignored counter; none silently lost. 
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import nacl.secret
 import psycopg
 import pytest
 
@@ -192,6 +194,20 @@ def test_device_add_phone_prints_an_owntracks_line_that_is_stored(
     db = settings.database_url
     assert wait_for(
         lambda: count(db, "SELECT count(*) FROM fixes WHERE device_id = %s", (device_id,)) == 1
+    )
+    assert count(db, "SELECT count(*) FROM dead_letters WHERE topic = %s", (topic,)) == 0
+
+    # The phone turns encryption on with the key it was given: the app pads the passphrase with
+    # zeros to 32 bytes and sends base64(nonce + secretbox) as `_type: encrypted`.
+    box = nacl.secret.SecretBox(key.encode().ljust(32, b"\0"))
+    clear = {"_type": "location", "lat": 51.5, "lon": -0.1, "acc": 9, "tst": int(time.time()) - 30}
+    sealed_fix = base64.b64encode(box.encrypt(json.dumps(clear).encode())).decode()
+    phone = connect(settings.mqtt_device_url, device_id, printed["password"], client_id=device_id)
+    payload = json.dumps({"_type": "encrypted", "data": sealed_fix}).encode()
+    publish_all(phone, [(topic, payload)])
+    phone.disconnect()
+    assert wait_for(
+        lambda: count(db, "SELECT count(*) FROM fixes WHERE device_id = %s", (device_id,)) == 2
     )
     assert count(db, "SELECT count(*) FROM dead_letters WHERE topic = %s", (topic,)) == 0
 

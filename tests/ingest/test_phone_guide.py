@@ -186,3 +186,45 @@ def test_the_http_configuration_filled_in_posts_to_the_api(
             ),
             20,
         )
+
+
+def traccar_settings() -> dict[str, str]:
+    """The guide's Traccar Client table: setting → value, as an installer reads it."""
+    section = GUIDE.read_text().split("## Traccar Client", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([^|]+?) \| (.+?) \|$", section, re.M)
+    return {name: value for name, value in rows if name not in ("setting (Traccar Client)", "---")}
+
+
+def test_the_traccar_client_settings_followed_as_written_store_a_position(
+    settings, api, login, running_ingest
+):
+    """Register the phone the way the guide says (its API body), put `osmand_url` in Server URL
+    and the device id in Device identifier, and send what the Android client sends: GET to the
+    server URL with its own parameters appended. The guide also says commands cannot reach it."""
+    table = traccar_settings()
+    assert {"Device identifier", "Server URL", "Offline buffering"} <= set(table)
+    assert "osmand_url" in table["Server URL"] and "id" in table["Device identifier"]
+    guide = GUIDE.read_text()
+    body_text = re.search(r"`POST /api/v1/devices` with `(\{.*?\})`", guide)
+    assert body_text is not None
+    device_id = fresh_id("guide-traccar")
+    body = json.loads(body_text.group(1).replace("phone-0043", device_id))
+    assert body == {"id": device_id, "kind": "phone", "osmand": True}
+    created = api.post("/api/v1/devices", json=body, headers=login("admin", ["*"]))
+    assert created.status_code == 201, created.text
+    server_url = created.json()["osmand_url"]
+    path = "/" + server_url.split("/", 3)[3]  # the answer's host is the configured public URL
+    tst = int(time.time()) - 20
+    query = (
+        f"id={device_id}&timestamp={tst}&lat=52.37&lon=4.9&speed=0&bearing=0&accuracy=11&batt=80"
+    )
+    assert api.get(f"{path}?{query}").status_code == 200
+    assert wait_for(
+        lambda: (
+            count(settings.database_url, "SELECT count(*) FROM fixes WHERE device_id = %s",
+                  (device_id,))
+            == 1
+        ),
+        20,
+    )  # fmt: skip
+    assert "cannot receive commands" in guide

@@ -7,6 +7,7 @@ returned, first match wins, `eq ` exact, MQTT wildcards, no match = deny)."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import psycopg
@@ -17,6 +18,7 @@ from tagwatch.store import emqx_auth
 from tests.support import fresh_id
 
 CONF = Path(__file__).parents[2] / "deploy" / "emqx" / "auth.conf"
+SERVICES_ACL = CONF.parent / "tagwatch-services.acl"
 
 
 def filter_matches(topic: str, rule: str) -> bool:
@@ -54,12 +56,7 @@ def decide(rules: list[tuple[str, str, str]], action: str, topic: str) -> str:
 def emqx_db(settings):
     """A connection as EMQX's account: SELECT on four columns of `devices`, nothing else."""
     with psycopg.connect(settings.database_url, autocommit=True) as owner:
-        exists = owner.execute(
-            "SELECT 1 FROM pg_roles WHERE rolname = %s", (emqx_auth.EMQX_ROLE,)
-        ).fetchone()
-        if not exists:
-            owner.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier("tagwatch_emqx")))
-        owner.execute(emqx_auth.GRANT)
+        emqx_auth.ensure_role(owner, None)  # what the deployments' migrate step runs
     with psycopg.connect(settings.database_url) as conn:
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(emqx_auth.EMQX_ROLE)))
         yield conn
@@ -77,8 +74,65 @@ def authz(conn, username: str, clientid: str) -> list[tuple[str, str, str]]:
     ).fetchall()
 
 
-def test_the_deploy_file_is_the_modules(settings):
+def test_the_deploy_files_are_the_modules():
     assert CONF.read_text() == emqx_auth.render_conf(), "run: python -m tagwatch.store.emqx_auth"
+    assert SERVICES_ACL.read_text() == emqx_auth.render_services_acl(), (
+        "run: python -m tagwatch.store.emqx_auth services-acl"
+    )
+
+
+def _outside_quotes(text: str) -> str:
+    """The HOCON text with comments and quoted strings blanked: what substitution applies to."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+def test_the_conf_is_hocon_and_takes_the_environment_outside_quotes(monkeypatch):
+    """HOCON substitutes `${NAME}` only outside quotes: the server and password must be bare
+    substitutions (resolved from the environment), the queries' EMQX placeholders quoted text."""
+    from pyhocon import ConfigFactory
+
+    text = emqx_auth.render_conf()
+    bare = set(re.findall(r"\$\{\??(\w+)\}", _outside_quotes(text)))
+    assert bare == set(emqx_auth.ENV_VARS)
+    quoted = re.findall(r'"(?:[^"\\]|\\.)*"', text)
+    for name in emqx_auth.ENV_VARS:
+        assert not any(name in q for q in quoted), f"{name} inside quotes is never substituted"
+    monkeypatch.setenv(emqx_auth.ENV_SERVER, "db.internal:5432")
+    monkeypatch.setenv(emqx_auth.ENV_PASSWORD, 'pa"ss wo}rd')
+    conf = ConfigFactory.parse_string(text)
+    (authn,) = conf["authentication"]
+    assert authn["server"] == "db.internal:5432"
+    assert authn["password"] == 'pa"ss wo}rd'
+    assert authn["query"] == emqx_auth.AUTHN_QUERY  # ${username} stays for EMQX
+    assert authn["ssl"]["verify"] == "verify_peer"
+    file_source, pg_source = conf["authorization"]["sources"]
+    assert file_source["path"] == emqx_auth.SERVICES_ACL_PATH
+    assert pg_source["server"] == "db.internal:5432"
+    assert pg_source["password"] == 'pa"ss wo}rd'
+    assert pg_source["query"] == emqx_auth.AUTHZ_QUERY
+    assert conf["authorization"]["no_match"] == "deny"
+
+
+def test_the_services_rules_are_mosquittos(monkeypatch):
+    """EMQX's file source gives the services what Mosquitto's dynamic security gives them."""
+    from tagwatch.ingest import broker_accounts
+
+    mosquitto: set[tuple[str, str, str]] = set()
+    roles = {"tagwatch-ingest", "tagwatch-dispatcher", "tagwatch-api"}
+    kinds = {"subscribePattern": "subscribe", "publishClientSend": "publish"}
+    for command in broker_accounts.service_account_commands(
+        "tagwatch-ingest", "tagwatch-dispatcher", api="tagwatch-api"
+    ):
+        if command["command"] == "addRoleACL" and command["acltype"] in kinds:
+            assert command["rolename"] in roles
+            mosquitto.add((command["rolename"], kinds[command["acltype"]], command["topic"]))
+    emqx = {
+        (user, action, topic)
+        for user, action, topics in emqx_auth.SERVICE_RULES
+        for topic in topics
+    }
+    assert emqx == mosquitto
 
 
 def test_authentication_is_the_secrets_digest_and_only_with_the_own_client_id(emqx_db, provision):

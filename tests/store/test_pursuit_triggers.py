@@ -43,7 +43,10 @@ def subject(conn) -> tuple[int, str, list[str]]:
     conn.execute(
         "INSERT INTO devices (id, kind, expected_interval_s) VALUES (%s, 'tag', 10)", (slow,)
     )
-    for device in (tag, phone, slow):
+    # and a Traccar Client phone is never commanded: nothing could reach it
+    traccar = fresh_id("ptraccar")
+    conn.execute("INSERT INTO devices (id, kind, osmand) VALUES (%s, 'phone', true)", (traccar,))
+    for device in (tag, phone, slow, traccar):
         conn.execute(
             "INSERT INTO device_assignments (device_id, subject_id, role, during)"
             " VALUES (%s, %s, 'offender', tstzrange(now() - interval '1 hour', NULL))",

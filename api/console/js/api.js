@@ -173,4 +173,5 @@ async function readText(response, onProgress) {
 export const get = async (path, options) => (await request("GET", path, options)).data;
 export const post = async (path, body, options) => (await request("POST", path, { ...options, body })).data;
 export const put = async (path, body, options) => (await request("PUT", path, { ...options, body })).data;
+export const patch = async (path, body, options) => (await request("PATCH", path, { ...options, body })).data;
 export const del = async (path, options) => (await request("DELETE", path, options)).data;

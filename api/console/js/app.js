@@ -1,5 +1,6 @@
 // The console's entry: login, the views (#/queue, #/alert/<id>, #/subjects, #/subject/<id>,
-// #/zones, #/zones/<id>, #/zones/new/<subject id>, #/reports), and the live queue beside them.
+// #/zones, #/zones/<id>, #/zones/new/<subject id>, #/reports, #/places, #/places/region/<id>,
+// #/places/office/<id | new>), and the live queue beside them.
 
 import { login, session, clearSession, setUnauthorizedHandler, ApiError, get, post, setMe, may } from "./api.js";
 import { h, clear, showBanner } from "./ui.js";
@@ -9,6 +10,7 @@ import * as alertView from "./alert.js";
 import * as subjectView from "./subject.js";
 import * as zonesView from "./zones.js";
 import * as reportsView from "./reports.js";
+import * as placesView from "./places.js";
 import * as positions from "./positions.js";
 
 let config = { tile_url: null, vendor: {} };
@@ -53,6 +55,7 @@ async function startApp() {
   document.body.dataset.loggedIn = "true";
   // operators get the reports page for the absconder template (compliance is not theirs)
   document.querySelector('.tabs a[data-tab="reports"]').hidden = !may("admin", "supervisor", "operator");
+  document.querySelector('.tabs a[data-tab="places"]').hidden = !may("admin");
   await maps.initMap(config);
   if (!config.vendor || config.vendor.leaflet === false || maps.leafletMissing()) {
     showBanner("Leaflet is not installed on this server (node_modules is missing): run scripts/setup.sh. The map is unavailable; alerts still work.");
@@ -97,6 +100,11 @@ async function route() {
       leaving = zonesView.leave;
       if (id === "new") await zonesView.showZones(side, { subjectId: extra ? Number(extra) : null });
       else await zonesView.showZones(side, { zoneId: id ? Number(id) : null });
+    } else if (view === "places") {
+      const fresh = document.body.dataset.view !== "places";
+      setTab("places");
+      leaving = placesView.leave;
+      await placesView.show(side, { kind: id || null, id: extra == null ? null : decodeURIComponent(extra), fresh });
     } else if (view === "reports") {
       setTab("reports");
       await reportsView.show(side);
