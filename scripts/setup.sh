@@ -14,6 +14,8 @@ command -v mosquitto_ctrl >/dev/null 2>&1 || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
+# pdftoppm: the absconder template's PDF test turns its pages into images and looks at them
+command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)
 # The web console's Leaflet comes from npm (package-lock.json); its browser test drives Debian's
 # Chromium with playwright-core (never a browser download; it needs node >= 20, Debian 12's own
 # nodejs is 18: the browser test then skips). TAGWATCH_SETUP_BROWSER=0 skips Chromium, e.g. on

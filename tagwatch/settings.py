@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.fernet import Fernet
 from pydantic import Field, field_validator, model_validator
@@ -177,6 +178,11 @@ class Settings(BaseSettings):
     ack_deadline_warning_s: float | None = Field(default=1800.0, gt=0)
     ack_deadline_info_s: float | None = Field(default=None, gt=0)
 
+    # The absconder reporting template (alerts/absconder_template.py): its months run from
+    # midnight to midnight in this IANA time zone, the same for every region, so that the
+    # national roll-up adds up regions over the same period.
+    absconder_report_timezone: str = "UTC"
+
     # TimescaleDB policies (applied only when the extension is present).
     compress_after: str = "7 days"
     retain_fixes_for: str = "3650 days"
@@ -211,6 +217,15 @@ class Settings(BaseSettings):
             "warning": self.ack_deadline_warning_s,
             "info": self.ack_deadline_info_s,
         }
+
+    @field_validator("absconder_report_timezone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. UTC)") from exc
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

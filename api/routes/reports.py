@@ -11,6 +11,13 @@ region ``report_subject_regions`` puts it in at each moment (today: its current 
 
 The absconders report holds last known positions, so reading it is a location read: one audit
 row for the report (its region, window, reason and the subjects in it) and one per subject in it.
+
+The absconder reporting template (``/reports/absconders/monthly``, issue 16) is the department's
+monthly table per region and nationally, computed by alerts/absconder_template.py from the
+cases store/absconder_reports.py reads. Supervisors, operators and admins get it for their
+regions; the national roll-up is over those regions only (every region for an admin of ``*``).
+It names nobody, but each read is audited all the same (month, regions, format), as the other
+reports' reads are. JSON, CSV, or PDF (a page per region and a national page, with a chart).
 """
 
 from __future__ import annotations
@@ -23,15 +30,17 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import AwareDatetime
 
+from tagwatch.alerts.absconder_template import CAUSES, OUTCOMES, Period
 from tagwatch.api import audit
 from tagwatch.api.csv_cells import neutralize
 from tagwatch.api.deps import Conn
 from tagwatch.api.schemas import REGION_PATTERN
 from tagwatch.api.security import CurrentUser, Role, User, allow
-from tagwatch.store import reports
+from tagwatch.store import absconder_reports, reports
 from tagwatch.store.zones import subject_region
 
 router = APIRouter(tags=["reports"])
@@ -191,6 +200,131 @@ async def absconders(
         name = f"absconders-{region}-{from_.date().isoformat()}-{to.date().isoformat()}.csv"
         return csv_response(rows, ABSCONDER_COLUMNS, name)
     return {"region": region, "from": from_, "to": to, "rows": rows}
+
+
+TEMPLATE_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator")
+TemplateFormat = Literal["json", "csv", "pdf"]
+TEMPLATE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+        },
+        "description": "JSON; CSV with ?format=csv or Accept: text/csv; PDF with ?format=pdf or"
+        " Accept: application/pdf (a page per region, then the national page)",
+    }
+}
+TEMPLATE_COLUMNS = [
+    "region",
+    "name",
+    "month",
+    "timezone",
+    "period_start",
+    "period_end",
+    "complete",
+    "opening_balance",
+    "new",
+    *(f"new_by_cause.{k}" for k in CAUSES),
+    "traced",
+    *(f"traced_by_outcome.{k}" for k in OUTCOMES),
+    "closed",
+    "closing_balance",
+    "days_at_large_median",
+    "days_at_large_mean",
+    "days_outstanding_median",
+    "days_outstanding_mean",
+    "monitored_subjects",
+    "absconding_rate_per_1000",
+]
+
+
+def template_csv(report: Mapping[str, Any]) -> str:
+    """A row per region, then the national row (its region cell empty)."""
+    common = {k: report[k] for k in ("month", "timezone", "period_start", "period_end")}
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(TEMPLATE_COLUMNS)
+    for column in [*report["regions"], report["national"]]:
+        row = {**common, "complete": report["complete"], **flatten(column)}
+        writer.writerow([cell(row.get(c)) for c in TEMPLATE_COLUMNS])
+    return out.getvalue()
+
+
+def template_format(request: Request, format_: TemplateFormat | None) -> TemplateFormat:
+    if format_ is not None:
+        return format_
+    accept = request.headers.get("accept", "")
+    if "application/json" in accept:
+        return "json"
+    if "application/pdf" in accept:
+        return "pdf"
+    return "csv" if "text/csv" in accept else "json"
+
+
+@router.get(
+    "/reports/absconders/monthly",
+    dependencies=[allow(*TEMPLATE_ROLES)],
+    responses=TEMPLATE_RESPONSE,
+)
+async def absconder_template(
+    request: Request,
+    conn: Conn,
+    user: CurrentUser,
+    month: str = Query(pattern=MONTH_PATTERN, description="YYYY-MM"),
+    region: str | None = Query(
+        default=None, pattern=REGION_PATTERN, description="one of your regions; unset: all"
+    ),
+    format_: TemplateFormat | None = Query(default=None, alias="format"),
+    reason: str | None = Query(default=None, max_length=500, description="why, for the audit log"),
+) -> Any:
+    """The absconder reporting template of a month, per region and nationally: opening balance,
+    new by cause, traced by outcome, closed, closing balance, days at large (median and mean,
+    of the cases traced in the month), days outstanding of the closing balance, and the
+    absconding rate per 1,000 monitored subjects, with a day-by-day series. Months run in
+    ``TAGWATCH_ABSCONDER_REPORT_TIMEZONE`` (UTC unless set). Definitions: docs/api.md."""
+    zone = request.app.state.settings.absconder_report_timezone
+    period = Period.month(month, zone, datetime.now(UTC))
+    if region is not None:
+        scope = f"region {region}"
+    else:
+        scope = "every region" if user.all_regions else "your regions"
+    report = await absconder_reports.monthly_template(
+        conn, period, user.region_filter(), region, scope
+    )
+    if report is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"region {region!r} not found")
+    ids = list(report["national"]["regions_included"])
+    chosen = template_format(request, format_)
+    await audit.record(
+        conn,
+        user,
+        "report_absconders_monthly",
+        None,
+        month=period.label,
+        timezone=zone,
+        regions=ids,
+        format=chosen,
+        reason=reason,
+    )
+    name = f"absconders-monthly-{period.label}{f'-{region}' if region else ''}"
+    if chosen == "csv":
+        return Response(
+            template_csv(report),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    if chosen == "pdf":
+        # matplotlib is imported on the first PDF, not with the API (half a second of start-up
+        # that JSON and CSV never need); pages render in a worker thread, off the event loop
+        from tagwatch.api.absconder_pdf import render_pdf  # noqa: PLC0415
+
+        document = await anyio.to_thread.run_sync(render_pdf, report)
+        return Response(
+            document,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'},
+        )
+    return report
 
 
 MAX_PRESENCE_WINDOW = timedelta(days=93)

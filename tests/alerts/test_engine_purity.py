@@ -36,6 +36,7 @@ CORE = [
         "device_commands.py",
         "victim_rules.py",
         "victim_protection.py",
+        "absconder_template.py",
     )
 ]
 # what the core may import of tagwatch: itself and the pure geofence

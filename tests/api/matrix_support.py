@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb
 from tagwatch.alerts.vocabulary import SEVERITY
 from tagwatch.api.security import ROLES, allow, current_user, hash_password
 from tagwatch.store import cases
+from tagwatch.store.absconder_reports import insert_case_row
 from tests.support import fresh_id
 
 PASSWORD = "matrix-pass-1"
@@ -149,6 +150,9 @@ class Side:
     office: int = 0  # an office with a service radius (issue 16)
     unit: int = 0  # a tracing unit working from `office`
     case: int = 0  # the absconder case of `absconder_alert` (outstanding; the subject has a photo)
+    # an absconder case of `subject`, opened and traced in March 2025 (the absconder template);
+    # traced, so that it never stands in the way of a case another test opens for the subject
+    report_case: int = 0
 
 
 @dataclass
@@ -397,6 +401,15 @@ def build_world(api: TestClient, database_url: str) -> World:
             conn.execute(
                 "INSERT INTO subject_photos (subject_id, content_type, data) VALUES (%s, %s, %s)",
                 (side.subject, "image/png", PNG),
+            )
+            side.report_case = insert_case_row(
+                conn,
+                side.subject,
+                side.region,
+                "strap_tamper",
+                datetime(2025, 3, 10, 11, 0, tzinfo=UTC),
+                datetime(2025, 3, 12, 11, 0, tzinfo=UTC),
+                "arrested",
             )
     for role in ROLES:
         _, world.usernames[role] = world.add_user(role, [world.a.region])

@@ -204,6 +204,7 @@ POLICY: dict[tuple[str, ...], frozenset[str]] = {
             "POST /api/v1/subjects/{subject_id}/absconder",
             "POST /api/v1/devices/{device_id}/commands",
             "POST /api/v1/cases/{case_id}/close",
+            "GET /api/v1/reports/absconders/monthly",
         }
     ),
 }
@@ -629,6 +630,32 @@ def report(name: str, params: dict[str, Any]) -> Builder:
     return build
 
 
+def absconder_template(w: World, _role: str, region: str) -> Call:
+    """Without a region: the caller's regions (A alone) and a roll-up of them; region B by name
+    answers as a region that does not exist."""
+    path = V1 + "/reports/absconders/monthly"
+    if region == "A":
+
+        def check(response: httpx.Response) -> None:
+            body = response.json()
+            assert [r["region"] for r in body["regions"]] == [w.a.region], body["regions"]
+            column, national = body["regions"][0], body["national"]
+            assert (column["new"], column["traced"], column["monitored_subjects"]) == (1, 1, 1)
+            assert national["regions_included"] == [w.a.region]
+            assert national["monitored_subjects"] == 1, "region B's subject in the roll-up"
+            assert w.b.region not in response.text
+
+        return Call(path, params={"month": "2025-03"}, check=check)
+    return Call(
+        path,
+        params={"month": "2025-03", "region": w.b.region},
+        hidden=w.b.region,
+        missing=Call(
+            path, params={"month": "2025-03", "region": MISSING_REGION}, hidden=MISSING_REGION
+        ),
+    )
+
+
 def curfew_presence(w: World, _role: str, region: str) -> Call:
     """The subject is a query parameter: region B's subject answers as one that does not exist."""
     path = V1 + "/reports/curfew-presence"
@@ -947,6 +974,7 @@ MATRIX: dict[str, Entry] = {
     "GET /api/v1/reports/compliance": entry(report("compliance", {"month": "2025-03"}), 200),
     "GET /api/v1/reports/absconders": entry(report("absconders", dict(MARCH)), 200),
     "GET /api/v1/reports/curfew-presence": entry(curfew_presence, 200),
+    "GET /api/v1/reports/absconders/monthly": entry(absconder_template, 200),
 }
 
 # ------------------------------------------------------------------ the route table

@@ -292,6 +292,28 @@ try {
     result.csv_path = file;
   }
   await shot(page, "11-reports");
+
+  // 12. the absconder template of last month: the table per region and national, the chart,
+  // and the PDF download (fetched with the token, saved through a Blob)
+  await page.waitForSelector("#absconder-template", { timeout: T });
+  await page.waitForSelector("#absconder-chart", { timeout: T });
+  const template = await page.evaluate(() => {
+    const table = document.querySelector("#absconder-template");
+    const row = (key) => [...table.querySelectorAll(`tr[data-figure='${key}'] td.num`)].map((td) => td.textContent);
+    return {
+      columns: [...table.querySelectorAll("thead th.num")].map((th) => th.textContent),
+      new: row("new"),
+      traced: row("traced"),
+      chart_bars: document.querySelectorAll("#absconder-chart rect.tmpl-new, #absconder-chart rect.tmpl-traced").length,
+    };
+  });
+  const [pdf] = await Promise.all([page.waitForEvent("download", { timeout: T }), page.click("#tmpl-pdf")]);
+  template.pdf_filename = pdf.suggestedFilename();
+  template.pdf_path = path.join(config.artifacts, template.pdf_filename);
+  await pdf.saveAs(template.pdf_path);
+  result.template = template;
+  await page.$eval("#absconder-template", (el) => el.scrollIntoView());
+  await shot(page, "12-absconder-template");
   say({ result });
 } catch (error) {
   result.error = String(error && error.stack ? error.stack : error);

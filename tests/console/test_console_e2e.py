@@ -14,8 +14,9 @@ the map; acknowledged, its status changes in the detail and in the queue; resolv
 outcome shows the API's reason, with one it resolves. A click on the subject's dot opens the
 subject page with zones and the track over a chosen range. A supervisor draws a zone (a
 self-intersecting one is refused with the geofence core's reason) and opens the reports page
-with its chart and CSV. Every page is screenshotted to /tmp/tagwatch-console (or
-TAGWATCH_TEST_ARTIFACTS).
+with its chart and CSV, and the absconder template of last month (table, chart, PDF; its two
+cases are written with SQL, as opening cases is another part of issue 16). Every page is
+screenshotted to /tmp/tagwatch-console (or TAGWATCH_TEST_ARTIFACTS).
 
 Skipped, with the reason, when Chromium, node or node_modules are missing: scripts/setup.sh
 installs them.
@@ -36,6 +37,7 @@ import psycopg
 import pytest
 
 from tagwatch.api.security import hash_password
+from tagwatch.store.absconder_reports import insert_case_row
 from tests.console.conftest import ARTIFACTS, NODE_MODULES, browser_missing, chromium_path
 from tests.support import connect, count, fresh_id, publish_all, wait_for
 
@@ -108,6 +110,15 @@ def world(settings, console_server, provision, running_ingest):
             },
         )
         assert zone.status_code == 201, zone.text
+    # Two absconder cases of last month for the reports page's absconder template, written
+    # straight into the table: opening cases from absconder alerts is another part of issue 16
+    first = (now.replace(day=1) - timedelta(days=1)).replace(day=1, hour=8, minute=0)
+    with psycopg.connect(settings.database_url) as conn:
+        for opened, traced, outcome in [
+            (first + timedelta(days=2), first + timedelta(days=5), "arrested"),
+            (first + timedelta(days=9), first + timedelta(days=19), "returned_to_supervision"),
+        ]:
+            insert_case_row(conn, subject["id"], region, "strap_tamper", opened, traced, outcome)
     return {
         "region": region,
         "device": device,
@@ -257,7 +268,8 @@ def test_operator_works_a_live_alert_from_a_real_publish_and_a_supervisor_draws_
     assert result["token_in_local_storage"] is False
     assert world["operator"]["username"] in result["whoami"]
     assert "operator" in result["whoami"]
-    assert result["reports_tab_hidden"] is True  # reports are for supervisors and admins
+    # operators get the reports page for the absconder template (compliance is not theirs)
+    assert result["reports_tab_hidden"] is False
 
     # the positions layer: nobody on the map before the tag reported; then its subject, fresh,
     # with a tooltip (name, age, accuracy), counted in the header; the layer has a switch
@@ -386,6 +398,15 @@ def test_operator_works_a_live_alert_from_a_real_publish_and_a_supervisor_draws_
         assert "violations" in Path(result["csv_path"]).read_text()
     else:  # the reports routes are not deployed on this server
         assert "not available" in result["report_status"]
+
+    # the absconder template of last month: the region's column and the national one, two new
+    # and two traced (strap tamper), the chart with their bars, and the PDF from the server
+    template = result["template"]
+    assert template["columns"] == [world["region"], "National"], template
+    assert template["new"] == ["2", "2"] and template["traced"] == ["2", "2"], template
+    assert template["chart_bars"] >= 4, template
+    assert template["pdf_filename"].endswith(".pdf")
+    assert Path(template["pdf_path"]).read_bytes().startswith(b"%PDF")
 
     for screenshot in result["screenshots"]:
         assert Path(screenshot).stat().st_size > 10_000, screenshot

@@ -106,8 +106,9 @@ export async function login(username, password) {
 }
 
 // One authenticated call. `onProgress(bytes)` streams the body for long loads; `quiet` keeps
-// the progress bar still (a background refresh every few seconds).
-export async function request(method, path, { body, query, onProgress, accept, quiet } = {}) {
+// the progress bar still (a background refresh every few seconds); `binary` gives a successful
+// answer's body as a Blob (a PDF), never decoded as text.
+export async function request(method, path, { body, query, onProgress, accept, quiet, binary } = {}) {
   const current = session();
   if (!current) {
     onUnauthorized("Your session has ended; log in again.");
@@ -128,8 +129,9 @@ export async function request(method, path, { body, query, onProgress, accept, q
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
-    const text = await readText(response, onProgress);
     const type = response.headers.get("content-type") || "";
+    if (binary && response.ok) return { data: await response.blob(), type, response };
+    const text = await readText(response, onProgress);
     const data = type.includes("json") && text ? safeJson(text) : text;
     if (response.status === 401) {
       clearSession();

@@ -55,7 +55,8 @@ async function startApp() {
     setMe(null); // an older server without /auth/me: every control shows, the API decides
   }
   document.body.dataset.loggedIn = "true";
-  document.querySelector('.tabs a[data-tab="reports"]').hidden = !may("admin", "supervisor");
+  // operators get the reports page for the absconder template (compliance is not theirs)
+  document.querySelector('.tabs a[data-tab="reports"]').hidden = !may("admin", "supervisor", "operator");
   document.querySelector('.tabs a[data-tab="places"]').hidden = !may("admin");
   await maps.initMap(config);
   if (!config.vendor || config.vendor.leaflet === false || maps.leafletMissing()) {

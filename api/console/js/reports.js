@@ -1,7 +1,9 @@
-// Reports: monthly compliance (figures, a bar chart of violations by type, CSV download) and
-// absconders. The report routes may be missing on a server: a 404 says "not available".
+// Reports: monthly compliance (figures, a bar chart of violations by type, CSV download),
+// absconders, and the absconder reporting template (a table per region and national, a chart
+// of the month day by day, CSV and PDF downloads). The report routes may be missing on a
+// server: a 404 says "not available". Operators see the template only.
 
-import { get, request, ApiError } from "./api.js";
+import { get, request, ApiError, may } from "./api.js";
 import { h, clear, status, spinner, humanType, kb } from "./ui.js";
 import * as maps from "./map.js";
 
@@ -123,6 +125,111 @@ async function downloadCsv(path, query, filename, fallbackRows, message) {
   }
 }
 
+// The template's rows, as the server's PDF prints them (alerts/absconder_template.py ROWS).
+const CAUSES = ["strap_tamper", "silence", "inclusion_exit", "declared"];
+const OUTCOMES = ["returned_to_supervision", "arrested", "deceased", "other"];
+export const TEMPLATE_ROWS = [
+  ["opening_balance", "Opening balance (outstanding at month start)"],
+  ["new", "New absconders"],
+  ...CAUSES.map((k) => [`new_by_cause.${k}`, `new: ${k.replace(/_/g, " ")}`, true]),
+  ["traced", "Traced"],
+  ...OUTCOMES.map((k) => [`traced_by_outcome.${k}`, `traced: ${k.replace(/_/g, " ")}`, true]),
+  ["closed", "Cases closed"],
+  ["closing_balance", "Closing balance (outstanding at month end)"],
+  ["days_at_large_median", "Days at large, median (traced in month)"],
+  ["days_at_large_mean", "Days at large, mean (traced in month)"],
+  ["days_outstanding_median", "Days outstanding, median (closing balance)"],
+  ["days_outstanding_mean", "Days outstanding, mean (closing balance)"],
+  ["monitored_subjects", "Monitored subjects"],
+  ["absconding_rate_per_1000", "Absconding rate per 1,000 monitored"],
+];
+
+function templateValue(column, key) {
+  const [outer, inner] = key.split(".");
+  const found = column[outer];
+  const value = inner ? found && found[inner] : found;
+  if (value == null) return "–";
+  return typeof value === "number" && !Number.isInteger(value) ? String(Math.round(value * 1000) / 1000) : value.toLocaleString("en");
+}
+
+// The template as a table: a row per figure, a column per region, then National.
+export function templateTable(template) {
+  const columns = [...template.regions, template.national];
+  const heading = (c) => (c.region == null ? "National" : c.name && c.name !== c.region ? `${c.name} (${c.region})` : c.region);
+  return h(
+    "table",
+    { class: "table template-table", id: "absconder-template" },
+    h("thead", {}, h("tr", {}, h("th", {}, ""), columns.map((c) => h("th", { class: "num" }, heading(c))))),
+    h(
+      "tbody",
+      {},
+      TEMPLATE_ROWS.map(([key, label, sub]) =>
+        h("tr", { class: sub ? "sub" : null, dataset: { figure: key } }, h("td", {}, label), columns.map((c) => h("td", { class: "num" }, String(templateValue(c, key))))),
+      ),
+    ),
+  );
+}
+
+// Day by day: new (orange) and traced (green) bars, the outstanding balance as a step line.
+export function templateChart(column, { title = "", width = 560, height = 260 } = {}) {
+  const daily = column.daily || [];
+  const left = 34;
+  const bottom = height - 26;
+  const top = 26;
+  const plotWidth = width - left - 10;
+  const max = Math.max(1, ...daily.map((d) => Math.max(d.new, d.traced, d.outstanding)));
+  const y = (n) => bottom - ((bottom - top) * n) / (max * 1.1);
+  const step = plotWidth / Math.max(1, daily.length);
+  const chart = svg("svg", { class: "chart", id: "absconder-chart", viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": title });
+  chart.append(svg("title", {}, title));
+  for (const tick of [0, Math.round(max / 2), max]) {
+    chart.append(svg("line", { x1: left, x2: width - 10, y1: y(tick), y2: y(tick), class: "chart-grid" }), svg("text", { x: left - 4, y: y(tick) + 4, "text-anchor": "end", class: "chart-value" }, String(tick)));
+  }
+  daily.forEach((d, i) => {
+    const x = left + i * step;
+    const bar = Math.max(1, step * 0.38);
+    if (d.new) chart.append(svg("rect", { x: x + step * 0.1, y: y(d.new), width: bar, height: bottom - y(d.new), class: "tmpl-bar tmpl-new" }));
+    if (d.traced) chart.append(svg("rect", { x: x + step * 0.1 + bar, y: y(d.traced), width: bar, height: bottom - y(d.traced), class: "tmpl-bar tmpl-traced" }));
+    if ((i + 1) % 5 === 0) chart.append(svg("text", { x: x + step / 2, y: bottom + 14, "text-anchor": "middle", class: "chart-value" }, String(i + 1)));
+  });
+  if (daily.length) {
+    const points = daily.flatMap((d, i) => [`${left + i * step},${y(d.outstanding)}`, `${left + (i + 1) * step},${y(d.outstanding)}`]);
+    chart.append(svg("polyline", { points: points.join(" "), class: "tmpl-outstanding" }));
+  } else {
+    chart.append(svg("text", { x: left + 10, y: top + 20, class: "chart-empty" }, "the month has not begun"));
+  }
+  chart.append(svg("line", { x1: left, x2: width - 10, y1: bottom, y2: bottom, class: "chart-axis" }));
+  const legend = [["tmpl-new", "new"], ["tmpl-traced", "traced"], ["tmpl-outstanding-key", "outstanding (end of day)"]];
+  legend.forEach(([cls, label], i) => {
+    chart.append(svg("rect", { x: left + i * 120, y: 6, width: 12, height: 10, class: `tmpl-bar ${cls}` }), svg("text", { x: left + i * 120 + 16, y: 15, class: "chart-value" }, label));
+  });
+  return chart;
+}
+
+// A binary answer (the PDF) saved through a link to a Blob: the API wants the bearer token,
+// which a plain link would not carry.
+async function downloadBinary(path, query, accept, filename, message) {
+  try {
+    status(message, "preparing the PDF…", "info");
+    const { data } = await request("GET", path, { query, accept, binary: true });
+    const url = URL.createObjectURL(data);
+    const link = h("a", { href: url, download: filename, id: "pdf-link" }, `download ${filename}`);
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    status(message, `${filename} downloaded`, "ok");
+  } catch (error) {
+    status(message, error.message, "error");
+  }
+}
+
+function lastMonth() {
+  const now = new Date();
+  const month = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 1, 1));
+  return `${month.getUTCFullYear()}-${String(month.getUTCMonth() + 1).padStart(2, "0")}`;
+}
+
 export async function show(side) {
   maps.clearMap();
   let regions = [];
@@ -199,12 +306,67 @@ export async function show(side) {
     );
   }
 
+  const tmplMonth = h("input", { type: "month", id: "tmpl-month", value: lastMonth() });
+  const tmplRegion = h("select", { id: "tmpl-region" }, h("option", { value: "" }, "all my regions"), regions.map((r) => h("option", { value: r.id }, r.name && r.name !== r.id ? `${r.name} (${r.id})` : r.id)));
+  const tmplButton = h("button", { type: "button", id: "tmpl-load" }, "Show template");
+  const tmplOutput = h("div", { id: "tmpl-output" });
+  const tmplMessage = h("p", { class: "status", id: "tmpl-status", hidden: true });
+
+  async function loadTemplate() {
+    const path = "/reports/absconders/monthly";
+    const query = { month: tmplMonth.value, region: tmplRegion.value || undefined };
+    clear(tmplOutput).append(spinner("Computing the absconder template…"));
+    status(tmplMessage, null);
+    let template;
+    try {
+      template = await get(path, { query });
+    } catch (error) {
+      clear(tmplOutput);
+      status(tmplMessage, unavailable(error) ? "The absconder template is not available on this server." : error.message, "error");
+      return;
+    }
+    const columns = [...template.regions, template.national];
+    const chartOf = h("select", { id: "tmpl-chart-of" }, columns.map((c, i) => h("option", { value: String(i), selected: c.region == null }, c.region == null ? "National" : c.name || c.region)));
+    const chartBox = h("div", { id: "tmpl-chart" }, templateChart(template.national, { title: `new, traced and outstanding, ${template.month}` }));
+    chartOf.addEventListener("change", () => {
+      const column = columns[Number(chartOf.value)];
+      clear(chartBox).append(templateChart(column, { title: `new, traced and outstanding, ${template.month}` }));
+    });
+    const name = `absconders-monthly-${template.month}${query.region ? `-${query.region}` : ""}`;
+    const csvButton = h("button", { type: "button", id: "tmpl-csv" }, "Download CSV");
+    csvButton.addEventListener("click", () => downloadCsv(path, query, `${name}.csv`, () => columns, tmplMessage));
+    const pdfButton = h("button", { type: "button", id: "tmpl-pdf" }, "Download PDF");
+    pdfButton.addEventListener("click", () => downloadBinary(path, { ...query, format: "pdf" }, "application/pdf", `${name}.pdf`, tmplMessage));
+    clear(tmplOutput).append(
+      h("p", { class: "muted small" }, `${template.month}, months in ${template.timezone}; national: ${template.national.scope} (${template.national.regions_included.length} regions).`),
+      template.complete === false ? h("p", { class: "muted small" }, "The month is not over: figures so far.") : null,
+      h("div", { class: "template-scroll" }, templateTable(template)),
+      h("div", { class: "row" }, h("label", {}, "Chart of ", chartOf)),
+      chartBox,
+      h("div", { class: "row" }, csvButton, pdfButton),
+    );
+  }
+
   loadButton.addEventListener("click", loadCompliance);
   absButton.addEventListener("click", loadAbsconders);
+  tmplButton.addEventListener("click", loadTemplate);
+  const supervising = may("admin", "supervisor");
+  const template = [
+    h("h2", {}, "Absconder template"),
+    h("div", { class: "row" }, h("label", {}, "Month ", tmplMonth), h("label", {}, "Region ", tmplRegion), tmplButton),
+    tmplMessage,
+    tmplOutput,
+  ];
+  if (!supervising) {
+    clear(side).append(h("div", { class: "panel", id: "reports" }, ...template));
+    await loadTemplate();
+    return;
+  }
   clear(side).append(
     h(
       "div",
       { class: "panel", id: "reports" },
+      ...template,
       h("h2", {}, "Compliance"),
       h("div", { class: "row" }, h("label", {}, "Region ", region), h("label", {}, "Month ", month), loadButton),
       message,
@@ -215,5 +377,5 @@ export async function show(side) {
       absOutput,
     ),
   );
-  await loadCompliance();
+  await Promise.all([loadTemplate(), loadCompliance()]);
 }
