@@ -251,6 +251,7 @@ class Failover:
     killed_at: float
     promoted: str | None = None
     promoted_at: float | None = None
+    sync_at: float | None = None  # the new primary has a synchronous standby again
 
 
 def _kill_primary(cluster: Cluster, echo: Echo) -> Failover:
@@ -268,8 +269,10 @@ def _watch_promotion(cluster: Cluster, failover: Failover, timeout: float) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         node: Node | None = cluster.primary()
-        if node is not None and node.name != failover.killed:
+        if failover.promoted is None and node is not None and node.name != failover.killed:
             failover.promoted, failover.promoted_at = node.name, time.time()
+        if failover.promoted is not None and cluster.sync_standby() is not None:
+            failover.sync_at = time.time()
             return
         time.sleep(0.1)
 
@@ -494,6 +497,9 @@ def _figures(
         "promoted_after_s": (
             round(failover.promoted_at - failover.killed_at, 2) if failover.promoted_at else None
         ),
+        "synchronous_again_after_s": (
+            round(failover.sync_at - failover.killed_at, 2) if failover.sync_at else None
+        ),
         "ingest_writing_again_after_s": (
             round((first - killed).total_seconds(), 2) if first is not None else None
         ),
@@ -536,6 +542,7 @@ def table(f: dict[str, Any]) -> list[str]:
         ("  bad signatures at the receiver", f"{f['bad_signatures']:,}", ""),
         ("primary killed / new primary", f"{f['killed']} / {f['new_primary']}", ""),
         ("kill → promotion, s", _s(f["promoted_after_s"]), ""),
+        ("kill → sync standby again (Patroni's view), s", _s(f["synchronous_again_after_s"]), ""),
         ("kill → ingest writing again, s", _s(f["ingest_writing_again_after_s"]), ""),
         ("ingest database retries", f"{f['ingest_retries']:,}", ""),
         (
