@@ -63,8 +63,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # `check`: a connection is tested (an empty query) as it leaves the pool, so after a
+        # database failover a request gets a fresh connection to the new primary instead of one
+        # broken by the old primary's death (`tagwatch chaos db-failover`, docs/scaling.md).
         pool = AsyncConnectionPool(
-            settings.database_url_for("api"), min_size=1, max_size=20, open=False, timeout=10
+            settings.database_url_for("api"),
+            min_size=1,
+            max_size=20,
+            open=False,
+            timeout=10,
+            check=AsyncConnectionPool.check_connection,
         )
         await pool.open(wait=False)
         app.state.pool = pool
@@ -76,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=10,
             kwargs={"connect_timeout": 10},
             name="api-actions",
+            check=ConnectionPool.check_connection,
         )
         actions.open(wait=False)
         app.state.action_pool = actions

@@ -82,12 +82,14 @@ BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
 
 MESSAGE_OVERHEAD_BYTES = 256  # what a queued message costs beyond its topic and payload
 
-# Between database attempts: 0.5 s x 2^(n-1), at most 10 s, with "equal jitter" (half of it fixed,
+# Between database attempts: 0.5 s x 2^(n-1), at most 3 s, with "equal jitter" (half of it fixed,
 # half random), so workers that lost the database together do not return to it in step, and none
-# comes back sooner than half the step.
+# comes back sooner than half the step. The cap is what a failover costs on top of the promotion
+# (`tagwatch chaos db-failover`): at 10 s ingest found the new primary ~5 s after Patroni had
+# promoted it, while an attempt every 1.5-3 s per worker is nothing to a database.
 DATABASE_BACKOFF: tenacity.wait.wait_base = tenacity.wait_exponential(
-    multiplier=0.25, max=5.0
-) + tenacity.wait_random_exponential(multiplier=0.25, max=5.0)
+    multiplier=0.25, max=1.5
+) + tenacity.wait_random_exponential(multiplier=0.25, max=1.5)
 
 
 def database_retrying(

@@ -30,6 +30,25 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# Optional: Patroni and etcd for `tagwatch chaos db-failover` and its test (tests/chaos/), only
+# with TAGWATCH_SETUP_CHAOS=1 (the test skips without them and without that variable: it takes
+# about a minute, which CI's budget has not got). Debian's packages use the PostgreSQL already
+# installed; if apt would install or upgrade any postgresql package alongside them, stop.
+if [ "${TAGWATCH_SETUP_CHAOS:-0}" = "1" ] && ! { command -v patroni && command -v etcd; } >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  plan="$(apt-get -s install --no-install-recommends patroni etcd-server)"
+  if grep '^Inst postgresql' <<<"$plan" >&2; then
+    echo "setup: installing patroni would install or upgrade the PostgreSQL packages above;" \
+      "not done" >&2
+    exit 1
+  fi
+  echo "setup: installing patroni etcd-server (TAGWATCH_SETUP_CHAOS=1)"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    patroni etcd-server >/dev/null
+  # the packages' own services are not wanted: tagwatch runs private instances
+  $SUDO systemctl disable --now patroni etcd >/dev/null 2>&1 || true
+fi
+
 python3 - <<'PY'
 import sys
 if sys.version_info < (3, 11):

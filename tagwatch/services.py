@@ -565,3 +565,30 @@ def status(base: Path) -> dict[str, object]:
         },
         "env_file": str(base / "env"),
     }
+
+
+def up_broker(base: Path) -> ServiceState:
+    """Mosquitto alone (its PKI, listeners and service accounts), for a harness that brings its
+    own database (`tagwatch chaos db-failover` runs a Patroni cluster). The state's PostgreSQL
+    fields are empty: the caller sets the ``TAGWATCH_*DATABASE_URL`` variables itself."""
+    base = base.resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o711 if _running_as_root() else 0o700)
+    state = ServiceState(
+        pg_port=0,
+        mqtt_port=free_port(),
+        pg_password="",
+        secret_key=secrets.token_urlsafe(48),
+        pg_data="",
+        pki_dir=str(base / "pki"),
+        mqtt_service_port=free_port(),
+        webhook_secret_key=generate_key(),
+    )
+    Pki(Path(state.pki_dir)).ensure(default_server_names(), list(SERVICE_USERS))
+    _mqtt_start(base, state)
+    _mqtt_provision_service_accounts(state)
+    return state
+
+
+def down_broker(base: Path) -> None:
+    _mqtt_stop(base.resolve())

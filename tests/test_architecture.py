@@ -157,6 +157,7 @@ LAYER_RANKS = {
     "tagwatch.simulators": SIMULATORS,
     "tagwatch.cli": ENTRY_POINTS,
     "tagwatch.bench": ENTRY_POINTS,
+    "tagwatch.chaos": ENTRY_POINTS,
     "tagwatch.services": ENTRY_POINTS,
     "tagwatch.audit_verify": ENTRY_POINTS,
     "tagwatch.openapi_doc": ENTRY_POINTS,

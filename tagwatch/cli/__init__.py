@@ -1,7 +1,7 @@
 """`tagwatch`: the one front door for every operation.
 
 A module per command group (services, schema, processes, simulation, accounts, subjects,
-audit, bench, report); this module builds the command tree from them in one place, so
+audit, bench, chaos, report); this module builds the command tree from them in one place, so
 `tagwatch --help` lists the commands in the order written here. Every command imports what it
 runs inside its body: the CLI starts light, and `tagwatch --help` works whatever optional piece
 is broken.
@@ -21,6 +21,7 @@ from tagwatch.cli.accounts import device_app, user_app
 from tagwatch.cli.audit import audit_app
 from tagwatch.cli.bench import bench_app
 from tagwatch.cli.report import report_app
+from tagwatch.cli.chaos import chaos_app
 from tagwatch.cli.services import services_app
 from tagwatch.cli.simulation import scenario_app
 from tagwatch.cli.subjects import subject_app
@@ -63,6 +64,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(device_app, name="device")
 app.add_typer(subject_app, name="subject")
 app.add_typer(bench_app, name="bench")
+app.add_typer(chaos_app, name="chaos")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(audit_app, name="audit")
 app.add_typer(report_app, name="report")

@@ -1,0 +1,1 @@
+"""Fault injection against a running platform: `tagwatch chaos` (tagwatch/cli/chaos.py)."""
