@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -399,6 +400,11 @@ def _bench(
         1, len(plain.proximity_found)
     )
     figures["timescale_skipped"] = skipped
+    figures["load_average"] = os.getloadavg()
+    echo(
+        f"  load average while measuring: {figures['load_average'][0]:.2f}"
+        f" on {os.cpu_count()} cores"
+    )
     echo(
         f"  {len(picks)} tracks (mean {figures['track_fixes_mean']:.0f} fixes),"
         f" {len(picks)} proximity searches (mean {figures['proximity_subjects_mean']:.1f}"
