@@ -107,16 +107,18 @@ async def latest_fix(conn: AsyncConnection[Any], subject_id: int) -> dict[str, A
     return await cur.fetchone()
 
 
+TRACK = (
+    f"SELECT {FIX_COLUMNS} {HELD_FIXES} AND f.ts >= %(start)s AND f.ts < %(end)s "
+    "ORDER BY f.ts LIMIT %(limit)s"
+)
+
+
 async def track(
     conn: AsyncConnection[Any], subject_id: int, start: datetime, end: datetime, limit: int
 ) -> list[dict[str, Any]]:
     """The first ``limit`` fixes in [start, end), in time order."""
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        f"SELECT {FIX_COLUMNS} {HELD_FIXES} AND f.ts >= %(start)s AND f.ts < %(end)s "
-        "ORDER BY f.ts LIMIT %(limit)s",
-        {"subject": subject_id, "start": start, "end": end, "limit": limit},
-    )
+    await cur.execute(TRACK, {"subject": subject_id, "start": start, "end": end, "limit": limit})
     return await cur.fetchall()
 
 
@@ -147,25 +149,32 @@ async def thinned_track(
 EARTH_RADIUS_M = 6_371_008.8
 # Subjects in scope with fixes within %(radius)s of (%(lat)s, %(lon)s) while held as offender:
 # the bounding box (api.routes.proximity.bounding_box) first, then the haversine distance.
+# Fixes first (MATERIALIZED: the planner would otherwise probe fixes_once once per held device,
+# one heap page per fix of every monitored subject in the window): the window's heap pages only,
+# through the BRIN index on ts (migration 0024), filtered by the box; the few fixes left are
+# joined to whoever held their device at their time (docs/scaling.md).
 SEARCH = f"""
-WITH candidates AS (
+WITH hits AS MATERIALIZED (
+    SELECT f.device_id, f.ts, f.lat, f.lon, f.acc, f.received_at
+    FROM fixes f
+    WHERE f.ts >= %(start)s AND f.ts < %(end)s
+      AND f.lat BETWEEN %(lat_min)s AND %(lat_max)s
+      AND (%(lon_any)s OR f.lon BETWEEN %(lon_min)s AND %(lon_max)s
+           OR f.lon BETWEEN %(lon_min2)s AND %(lon_max2)s)
+), candidates AS (
     SELECT s.id AS subject_id, s.name, s.case_ref, s.region_id,
            f.device_id, f.ts, f.lat, f.lon, f.acc, f.received_at,
            2 * {EARTH_RADIUS_M} * asin(least(1.0, sqrt(
                power(sin(radians(f.lat - %(lat)s) / 2), 2)
              + cos(radians(%(lat)s)) * cos(radians(f.lat))
                * power(sin(radians(f.lon - %(lon)s) / 2), 2)))) AS distance_m
-    FROM subjects s
-    JOIN device_assignments a ON a.subject_id = s.id AND a.role = 'offender'
-     AND a.during && tstzrange(%(start)s, %(end)s)
-    JOIN fixes f ON f.device_id = a.device_id
+    FROM hits f
+    JOIN device_assignments a ON a.device_id = f.device_id AND a.role = 'offender'
      AND f.ts >= greatest(lower(a.during), %(start)s)
      AND f.ts < least(upper(a.during), %(end)s)
+    JOIN subjects s ON s.id = a.subject_id
     WHERE (%(regions)s::text[] IS NULL OR s.region_id = ANY(%(regions)s::text[]))
       AND (%(victims)s OR NOT s.victim)
-      AND f.lat BETWEEN %(lat_min)s AND %(lat_max)s
-      AND (%(lon_any)s OR f.lon BETWEEN %(lon_min)s AND %(lon_max)s
-           OR f.lon BETWEEN %(lon_min2)s AND %(lon_max2)s)
 ), within AS (
     SELECT *, count(*) OVER (PARTITION BY subject_id) AS fixes_within,
            count(*) FILTER (WHERE received_at - ts > make_interval(secs => %(late_after)s))

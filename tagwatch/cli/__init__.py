@@ -20,8 +20,8 @@ from tagwatch.cli import processes, schema, simulation
 from tagwatch.cli.accounts import device_app, user_app
 from tagwatch.cli.audit import audit_app
 from tagwatch.cli.bench import bench_app
-from tagwatch.cli.report import report_app
 from tagwatch.cli.chaos import chaos_app
+from tagwatch.cli.report import report_app
 from tagwatch.cli.services import services_app
 from tagwatch.cli.simulation import scenario_app
 from tagwatch.cli.subjects import subject_app

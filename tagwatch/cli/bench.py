@@ -129,3 +129,45 @@ def bench_false_alerts(
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+
+
+@bench_app.command("store")
+def bench_store(
+    rows: Annotated[int, typer.Option(min=1000, help="fixes to store")] = 100_000_000,
+    days: Annotated[
+        float, typer.Option(min=0.1, help="the period they span (sets the subjects)")
+    ] = 7.0,
+    subjects: Annotated[
+        int | None, typer.Option(min=2, help="subjects (instead of --days: sets the period)")
+    ] = None,
+    samples: Annotated[int, typer.Option(min=1, help="random subjects and places timed")] = 50,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="a server to use (a fresh database tagwatch_bench_store is made on it);"
+            " default: a private PostgreSQL"
+        ),
+    ] = None,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="private services dir (default: a temp dir)")
+    ] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="keep the database afterwards")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="print the query plans")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="figures as JSON at the end")] = False,
+) -> None:
+    """Track, proximity and compliance-report times and bytes per fix on N stored fixes."""
+    from tagwatch.bench.store import run as run_store  # noqa: PLC0415
+
+    figures = run_store(
+        rows,
+        days=days,
+        subjects=subjects,
+        samples=samples,
+        database_url=database_url,
+        directory=directory,
+        keep=keep,
+        explain=explain,
+        echo=typer.echo,
+    )
+    if as_json:
+        typer.echo(json.dumps(figures, default=str))

@@ -1,0 +1,335 @@
+"""The SQL of `tagwatch bench store`: a synthetic national population written straight into the
+schema (generate_series, one writer, in fix-time order as ingest writes it), the sizes, the plans,
+and independent reference answers the benchmark checks the real queries against.
+
+The population: subjects whose homes cluster around city centres across a country-sized box;
+each wears a tag (a fix every 60 s) and a share of them also carries a phone (every 300 s, coarser
+accuracy, sometimes wifi). By night a subject is at home (GPS noise only); by day it walks a
+smooth loop around home (a Lissajous figure of its own size and phase), out in the morning and
+back in the evening. One fix in a hundred is received late (a buffered upload). The homes are
+kept in ``bench_homes`` (that database only) so the benchmark can pick places people were.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tagwatch.store.fixes import EARTH_RADIUS_M
+
+BENCH_REGIONS = 10
+PHONE_EVERY = 5  # a phone fixes every 5th minute
+# City centres in a country-sized box (lat 50.5..55.5, lon -4.5..1.5), like a national map.
+CITIES = 40
+
+POPULATION = """
+INSERT INTO regions (id, name, timezone)
+SELECT 'bench-' || r, 'Bench region ' || r, 'UTC' FROM generate_series(0, %(regions)s - 1) r
+ON CONFLICT DO NOTHING;
+
+CREATE TABLE bench_homes (
+    n          integer PRIMARY KEY,
+    subject_id bigint,
+    tag_id     text NOT NULL,
+    phone_id   text,
+    region_id  text NOT NULL,
+    lat        float8 NOT NULL,
+    lon        float8 NOT NULL,
+    range_m    float8 NOT NULL,
+    phase1     float8 NOT NULL,
+    phase2     float8 NOT NULL,
+    period1_s  float8 NOT NULL,
+    period2_s  float8 NOT NULL
+);
+
+INSERT INTO bench_homes (n, tag_id, phone_id, region_id, lat, lon, range_m,
+                         phase1, phase2, period1_s, period2_s)
+SELECT n, 'TAG' || lpad(n::text, 7, '0'),
+       CASE WHEN n %% 5 = 0 THEN 'PH' || lpad(n::text, 7, '0') END,
+       'bench-' || (c.k %% %(regions)s),
+       c.lat + 5000.0 / 111320 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random()),
+       c.lon + 5000.0 / (111320 * cos(radians(c.lat)))
+             * sqrt(-2 * ln(1 - random())) * sin(2 * pi() * random()),
+       500 + random() * 7500, random() * 2 * pi(), random() * 2 * pi(),
+       1800 + random() * 5400, 2400 + random() * 6000
+FROM generate_series(1, %(subjects)s) n
+CROSS JOIN LATERAL (
+    SELECT k, 50.5 + 5 * ((k * 0.618034) - floor(k * 0.618034)) AS lat,
+           -4.5 + 6 * ((k * 0.414214) - floor(k * 0.414214)) AS lon
+    FROM (SELECT (n * 7919 + floor(random() * 3)::int) %% %(cities)s AS k) kk
+) c;
+
+INSERT INTO subjects (name, case_ref, region_id, timezone)
+SELECT 'Bench subject ' || n, 'BENCH-' || n, region_id, 'UTC' FROM bench_homes ORDER BY n;
+
+UPDATE bench_homes h SET subject_id = s.id FROM subjects s WHERE s.case_ref = 'BENCH-' || h.n;
+
+INSERT INTO devices (id, kind, expected_interval_s)
+SELECT tag_id, 'tag', 60 FROM bench_homes;
+INSERT INTO devices (id, kind, owntracks_topic, expected_interval_s)
+SELECT phone_id, 'phone', 'owntracks/bench/' || phone_id, 300
+FROM bench_homes WHERE phone_id IS NOT NULL;
+
+INSERT INTO device_assignments (device_id, subject_id, role, during)
+SELECT tag_id, subject_id, 'offender', tstzrange(%(start)s, NULL) FROM bench_homes
+UNION ALL
+SELECT phone_id, subject_id, 'offender', tstzrange(%(start)s, NULL) FROM bench_homes
+WHERE phone_id IS NOT NULL;
+"""
+
+# Minutes [%(first)s, %(last)s] of the period, minute-major (as ingest writes them): every tag
+# each minute, the phones every PHONE_EVERY minutes (staggered by subject).
+FIXES = """
+INSERT INTO fixes (device_id, ts, seq, lat, lon, acc, alt, spd, hdg, sats, batt, src, received_at)
+SELECT d.device_id, d.ts, d.seq,
+       d.lat + (d.away * d.range_m * sin(d.w2) + d.noise_n) / 111320,
+       d.lon + (d.away * d.range_m * cos(d.w1) + d.noise_e) / (111320 * cos(radians(d.lat))),
+       d.acc, NULL, (d.away * d.range_m * 2 * pi() / d.period1_s)::real,
+       (random() * 360)::real, d.sats, (100 - 80 * d.hour / 24)::real, d.src,
+       d.ts + make_interval(secs => CASE WHEN random() < 0.01 THEN 900 + random() * 2700
+                                         ELSE 1 + random() * 2 END)
+FROM generate_series(%(first)s::int, %(last)s::int) AS m(i)
+CROSS JOIN LATERAL (
+    SELECT x.*, %(start)s::timestamptz + make_interval(mins => m.i) AS ts,
+           (m.i %% 1440) / 60.0 AS hour,
+           CASE WHEN (m.i %% 1440) < 420 OR (m.i %% 1440) >= 1260 THEN 0.0
+                ELSE power(sin(pi() * ((m.i %% 1440) - 420) / 840.0), 2) END AS away,
+           2 * pi() * m.i * 60 / x.period1_s + x.phase1 AS w1,
+           2 * pi() * m.i * 60 / x.period2_s + x.phase2 AS w2,
+           x.acc_m * (random() - 0.5) AS noise_n, x.acc_m * (random() - 0.5) AS noise_e
+    FROM (
+        SELECT h.tag_id AS device_id, m.i::bigint AS seq, h.lat, h.lon, h.range_m, h.phase1,
+               h.phase2, h.period1_s, h.period2_s, (4 + random() * 8)::real AS acc,
+               10.0 AS acc_m, (6 + floor(random() * 7))::smallint AS sats, 'gps' AS src
+        FROM bench_homes h
+        UNION ALL
+        SELECT h.phone_id, m.i::bigint / %(phone_every)s, h.lat, h.lon, h.range_m, h.phase1,
+               h.phase2, h.period1_s, h.period2_s, (10 + random() * 30)::real, 30.0, NULL,
+               CASE WHEN random() < 0.3 THEN 'wifi' ELSE 'gps' END
+        FROM bench_homes h
+        WHERE h.phone_id IS NOT NULL AND (m.i + h.n) %% %(phone_every)s = 0
+    ) x
+) d
+"""
+
+
+def fill_population(
+    conn: psycopg.Connection[Any], subjects: int, start: datetime, seed: float
+) -> None:
+    """Regions, subjects with homes, their tags and phones, assigned as offender from ``start``."""
+    conn.execute("SELECT setseed(%s)", (seed,))
+    params = {"regions": BENCH_REGIONS, "subjects": subjects, "cities": CITIES, "start": start}
+    for statement in POPULATION.split(";\n"):
+        if statement.strip():
+            conn.execute(statement, params)
+
+
+def fill_minutes(conn: psycopg.Connection[Any], start: datetime, first: int, last: int) -> int:
+    """The fixes of minutes [first, last] after ``start``; how many were written."""
+    cur = conn.execute(
+        FIXES, {"start": start, "first": first, "last": last, "phone_every": PHONE_EVERY}
+    )
+    return cur.rowcount
+
+
+def prepare_bulk_session(conn: psycopg.Connection[Any]) -> None:
+    """A loader's session: no commit wait, room to sort for index builds, both cores."""
+    conn.execute("SET synchronous_commit = off")
+    conn.execute("SET maintenance_work_mem = '1GB'")
+    conn.execute("SET max_parallel_maintenance_workers = 2")
+
+
+@dataclass(frozen=True)
+class IndexDef:
+    name: str
+    definition: str
+
+
+def fix_indexes(conn: psycopg.Connection[Any]) -> list[IndexDef]:
+    rows = conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+        " AND tablename = 'fixes' ORDER BY indexname"
+    ).fetchall()
+    return [IndexDef(str(r[0]), str(r[1])) for r in rows]
+
+
+def drop_indexes(conn: psycopg.Connection[Any], indexes: list[IndexDef]) -> None:
+    """Before a bulk load: an index built once after it is faster to make and packed full."""
+    for index in indexes:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index.name)))
+
+
+def create_indexes(conn: psycopg.Connection[Any], indexes: list[IndexDef]) -> None:
+    for index in indexes:
+        conn.execute(index.definition)  # the catalogue's own definition, as it was
+
+
+def vacuum_analyze(conn: psycopg.Connection[Any]) -> None:
+    """Statistics for the planner and the visibility map for index-only counts (autocommit)."""
+    conn.execute("VACUUM (ANALYZE) fixes")
+    conn.execute("ANALYZE")
+
+
+@dataclass(frozen=True)
+class Size:
+    rows: int
+    table_bytes: int
+    index_bytes: dict[str, int]
+
+    @property
+    def total_bytes(self) -> int:
+        return self.table_bytes + sum(self.index_bytes.values())
+
+    def per_fix(self, part: int) -> float:
+        return part / self.rows if self.rows else 0.0
+
+
+def fixes_size(conn: psycopg.Connection[Any]) -> Size:
+    """Plain table: heap (with TOAST and maps) and each index, on disk."""
+    rows = int(conn.execute("SELECT count(*) FROM fixes").fetchone()[0])  # type: ignore[index]
+    table = int(
+        conn.execute("SELECT pg_table_size('fixes')").fetchone()[0]  # type: ignore[index]
+    )
+    indexes = {
+        str(name): int(size)
+        for name, size in conn.execute(
+            "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index"
+            " WHERE indrelid = 'fixes'::regclass ORDER BY 1"
+        ).fetchall()
+    }
+    return Size(rows, table, indexes)
+
+
+def is_hypertable(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
+    ).fetchone()
+    if not row or not row[0]:
+        return False
+    found = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
+        " WHERE hypertable_name = 'fixes')"
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def hypertable_size(conn: psycopg.Connection[Any]) -> Size:
+    """A hypertable: its chunks' heaps (compressed or not, with TOAST) and indexes together."""
+    rows = int(conn.execute("SELECT count(*) FROM fixes").fetchone()[0])  # type: ignore[index]
+    table, toast, index = conn.execute(
+        "SELECT COALESCE(sum(table_bytes), 0), COALESCE(sum(toast_bytes), 0),"
+        " COALESCE(sum(index_bytes), 0) FROM hypertable_detailed_size('fixes')"
+    ).fetchone() or (0, 0, 0)
+    return Size(rows, int(table) + int(toast), {"all indexes": int(index)})
+
+
+def compress_all(conn: psycopg.Connection[Any]) -> int:
+    """Compress every chunk of fixes now (what the policy does after compress_after)."""
+    rows = conn.execute(
+        "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('fixes') c"
+    ).fetchall()
+    return len(rows)
+
+
+def explain(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of one of the API's statements with these parameters."""
+    rows = conn.execute(
+        sql.SQL("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {}").format(sql.SQL(query)),
+        params,
+    ).fetchall()
+    return "\n".join(str(r[0]) for r in rows)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A stored fix of a bench subject: a place and a time somebody was."""
+
+    subject_id: int
+    device_id: str
+    ts: datetime
+    lat: float
+    lon: float
+
+
+def sample_fixes(
+    conn: psycopg.Connection[Any], start: datetime, end: datetime, count: int, seed: float
+) -> list[Sample]:
+    """``count`` tag fixes of random subjects at random times in [start, end)."""
+    conn.execute("SELECT setseed(%s)", (seed,))
+    rows = conn.execute(
+        "SELECT h.subject_id, f.device_id, f.ts, f.lat, f.lon"
+        " FROM (SELECT (SELECT subject_id FROM bench_homes ORDER BY random() + g * 0 LIMIT 1)"
+        "         AS subject_id, %(start)s::timestamptz + (%(end)s::timestamptz"
+        "         - %(start)s::timestamptz) * random() AS at"
+        "       FROM generate_series(1, %(count)s) g) pick"
+        " JOIN bench_homes h ON h.subject_id = pick.subject_id"
+        " CROSS JOIN LATERAL (SELECT * FROM fixes x WHERE x.device_id = h.tag_id"
+        "   AND x.ts >= pick.at ORDER BY x.ts LIMIT 1) f",
+        {"start": start, "end": end, "count": count},
+    ).fetchall()
+    return [Sample(int(r[0]), str(r[1]), r[2], float(r[3]), float(r[4])) for r in rows]
+
+
+def reference_track_count(
+    conn: psycopg.Connection[Any], subject_id: int, start: datetime, end: datetime
+) -> int:
+    """The fixes of the subject's bench devices in [start, end), counted without the API's join
+    (every bench device is held as offender for the whole period)."""
+    row = conn.execute(
+        "SELECT count(*) FROM bench_homes h JOIN fixes f"
+        " ON f.device_id IN (h.tag_id, h.phone_id)"
+        " WHERE h.subject_id = %s AND f.ts >= %s AND f.ts < %s",
+        (subject_id, start, end),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def reference_near(
+    conn: psycopg.Connection[Any],
+    lat: float,
+    lon: float,
+    radius_m: float,
+    start: datetime,
+    end: datetime,
+) -> dict[int, int]:
+    """Subject → fixes within the radius in [start, end), by a plain scan of the window with the
+    haversine distance (no bounding box, no index hint): what proximity must answer."""
+    rows = conn.execute(
+        "SELECT h.subject_id, count(*) FROM fixes f JOIN bench_homes h"
+        " ON f.device_id IN (h.tag_id, h.phone_id)"
+        " WHERE f.ts >= %(start)s AND f.ts < %(end)s"
+        f" AND 2 * {EARTH_RADIUS_M} * asin(least(1.0, sqrt("
+        " power(sin(radians(f.lat - %(lat)s) / 2), 2)"
+        " + cos(radians(%(lat)s)) * cos(radians(f.lat))"
+        " * power(sin(radians(f.lon - %(lon)s) / 2), 2)))) <= %(radius)s"
+        " GROUP BY h.subject_id",
+        {"lat": lat, "lon": lon, "radius": radius_m, "start": start, "end": end},
+    ).fetchall()
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
+def reference_region_fixes(
+    conn: psycopg.Connection[Any], region: str, start: datetime, end: datetime
+) -> int:
+    """Fixes of the region's bench subjects in [start, end): the compliance report's figure."""
+    row = conn.execute(
+        "SELECT count(*) FROM bench_homes h JOIN fixes f"
+        " ON f.device_id IN (h.tag_id, h.phone_id)"
+        " WHERE h.region_id = %s AND f.ts >= %s AND f.ts < %s",
+        (region, start, end),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def create_database(admin: psycopg.Connection[Any], name: str) -> None:
+    """A fresh database (autocommit connection to the server's maintenance database)."""
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(admin: psycopg.Connection[Any], name: str) -> None:
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
