@@ -11,4 +11,11 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy tagwatch  # the layers are under it (tagwatch/<layer> links to <layer>/)
 echo "== pytest"
-.venv/bin/pytest "$@"
+# Two workers by default (TAGWATCH_TEST_WORKERS=0 runs in one process); a test file stays on
+# one worker, which starts its own private PostgreSQL and Mosquitto.
+workers="${TAGWATCH_TEST_WORKERS:-2}"
+if [ "$workers" = "0" ]; then
+  .venv/bin/pytest "$@"
+else
+  .venv/bin/pytest -n "$workers" --dist loadfile "$@"
+fi

@@ -640,7 +640,8 @@ def absconder_template(w: World, _role: str, region: str) -> Call:
             body = response.json()
             assert [r["region"] for r in body["regions"]] == [w.a.region], body["regions"]
             column, national = body["regions"][0], body["national"]
-            assert (column["new"], column["traced"], column["monitored_subjects"]) == (1, 1, 1)
+            # new: the traced March case and the outstanding case of the absconder alert
+            assert (column["new"], column["traced"], column["monitored_subjects"]) == (2, 1, 1)
             assert national["regions_included"] == [w.a.region]
             assert national["monitored_subjects"] == 1, "region B's subject in the roll-up"
             assert w.b.region not in response.text
