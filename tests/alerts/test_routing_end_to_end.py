@@ -131,6 +131,24 @@ def test_an_absconder_in_another_region_reaches_that_regions_tracing_unit_and_ho
             assert wait_for(lambda: arrived(unit_receiver) and arrived(home_receiver), 10), (
                 "the absconder did not reach both subscriptions"
             )
+            # the absconder case opened in the alert's transaction, for the unit where he is,
+            # with a grant that lets that other region's tracers reach the case
+            case = conn.execute(
+                "SELECT c.id, c.cause, c.region_id, c.tracing_unit_id, c.status,"
+                " (SELECT count(*) FROM absconder_case_grants g WHERE g.case_id = c.id"
+                "  AND g.tracing_unit_id = %s AND g.revoked_at IS NULL)"
+                " FROM absconder_cases c JOIN absconder_case_alerts ca ON ca.case_id = c.id"
+                " WHERE ca.alert_id = %s",
+                (unit, alert_id),
+            ).fetchone()
+            conn.commit()
+            assert case is not None and case[1:] == (
+                "strap_tamper",
+                HOME_REGION,
+                unit,
+                "outstanding",
+                1,
+            ), case
         finally:
             stop.set()
             thread.join(30)
