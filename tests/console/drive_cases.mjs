@@ -3,7 +3,9 @@
 // Input: DRIVE_CONFIG (url, chromium, node_modules, artifacts, tracer {username, password},
 // case_id, subject_name). A tracer logs in on a 390 x 844 screen, lands on his open cases,
 // opens the one routed to his unit, sees the photo, the trail and the last known position,
-// logs a trace attempt and marks the case traced. Writes {"result": {...}}; every step is
+// logs a trace attempt, marks the case traced, and fills "Case details" (officer, police case
+// and warrant numbers): saves, reloads and reads them back; an officer too long for the API
+// shows its 422 reason. Writes {"result": {...}}; every step is
 // screenshotted into config.artifacts (cases-*.png).
 
 import path from "node:path";
@@ -79,6 +81,27 @@ try {
   result.traced_facts = await page.textContent(".case-facts");
   result.trace_form_gone = (await page.locator("#trace-form").count()) === 0;
   await shot(page, "4-traced");
+
+  result.unit_select = await page.locator("#details-unit").count();
+  await page.fill("#details-officer", "Sgt T. Mokoena");
+  await page.fill("#details-police-case", "CAS 118/11/2026");
+  await page.fill("#details-warrant", "W-2026-0412");
+  await page.tap("#details-submit");
+  await page.waitForFunction(() => /saved/.test(document.querySelector("#case-status.ok")?.textContent || ""), null, { timeout: T });
+  await page.reload();
+  await page.waitForSelector("#details-form", { timeout: T });
+  result.details_facts = await page.textContent(".case-facts");
+  result.details_values = await page.evaluate(() =>
+    ["officer", "police-case", "warrant"].map((k) => document.getElementById(`details-${k}`).value),
+  );
+  result.details_fits = await fits(page);
+  await page.locator("#details-form").scrollIntoViewIfNeeded();
+  await shot(page, "5-details");
+  // maxlength stops a typist, not a script: the API's 422 reason is shown
+  await page.evaluate(() => (document.getElementById("details-officer").value = "x".repeat(201)));
+  await page.tap("#details-submit");
+  await page.waitForSelector("#case-status.error", { timeout: T });
+  result.details_error = await page.textContent("#case-status");
   await context.close();
 } catch (error) {
   result.error = String(error && error.stack ? error.stack : error);

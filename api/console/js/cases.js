@@ -3,8 +3,10 @@
 // they are open); one case with the photo, the map (trail and last known position), the trace
 // attempts, "log a trace attempt" and "mark traced". Every read is audited by the API; the
 // photo is fetched with the token (never an <img src> to the API) and shown as a data: URL.
+// "Case details" sets the officer and the police case and warrant numbers (every role that
+// works cases), and the tracing unit for an admin (the one role that may list the units).
 
-import { get, post, may, session, API, ApiError } from "./api.js";
+import { get, post, patch, may, session, API, ApiError } from "./api.js";
 import { h, clear, when, status, spinner, humanType } from "./ui.js";
 import * as maps from "./map.js";
 
@@ -155,6 +157,7 @@ export async function show(side, caseId) {
     h("h3", {}, `Trace attempts (${(c.attempts || []).length})`),
     (c.attempts || []).length ? attempts : h("p", { class: "muted" }, "None yet."),
     open ? attemptForm(c, message) : null,
+    open ? detailsForm(c, message) : null,
     c.status === "outstanding" ? traceForm(c, message) : null,
     c.status === "traced" && may("admin", "supervisor", "operator") ? closeButton(c, message) : null,
   );
@@ -189,6 +192,72 @@ function attemptForm(c, message) {
       await post(`/cases/${c.id}/attempts`, body);
       await show(document.getElementById("side"), c.id);
       status(document.getElementById("case-status"), "Attempt logged.", "ok");
+    } catch (error) {
+      status(message, error.message, "error");
+    }
+  });
+  return form;
+}
+
+// The officer, the police case and warrant numbers; the tracing unit for an admin (GET
+// /tracing-units is his alone: supervisors and operators, who may also reassign, get no
+// select rather than a bare id box). Only changed fields are sent; a cleared one is null.
+function detailsForm(c, message) {
+  const text = (id, value, max, placeholder) => h("input", { id, value: value || "", maxlength: max, placeholder, autocomplete: "off" });
+  const officer = text("details-officer", c.officer, 200, "name, rank");
+  const policeCase = text("details-police-case", c.police_case_number, 100, "e.g. CAS 123/11/2026");
+  const warrant = text("details-warrant", c.warrant_number, 100, "warrant number");
+  const unitLabel = h("label", { hidden: true }, "Tracing unit ");
+  let unit = null;
+  if (may("admin")) {
+    get("/tracing-units", { query: { limit: 1000 }, quiet: true })
+      .then((units) => {
+        const known = new Map(units.map((u) => [u.id, u.name]));
+        if (c.tracing_unit_id != null && !known.has(c.tracing_unit_id)) known.set(c.tracing_unit_id, c.tracing_unit_name || `unit ${c.tracing_unit_id}`);
+        unit = h(
+          "select",
+          { id: "details-unit" },
+          h("option", { value: "" }, "— none —"),
+          [...known].map(([id, name]) => h("option", { value: String(id), selected: id === c.tracing_unit_id }, name)),
+        );
+        unitLabel.append(unit);
+        unitLabel.hidden = false;
+      })
+      .catch(() => unitLabel.remove()); // not an admin after all: no select
+  }
+  const form = h(
+    "form",
+    { class: "case-form", id: "details-form" },
+    h("h3", {}, "Case details"),
+    unitLabel,
+    h("label", {}, "Officer ", officer),
+    h("label", {}, "Police case number ", policeCase),
+    h("label", {}, "Warrant number ", warrant),
+    h("button", { type: "submit", class: "primary", id: "details-submit" }, "Save details"),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = {};
+    for (const [key, input, before] of [
+      ["officer", officer, c.officer],
+      ["police_case_number", policeCase, c.police_case_number],
+      ["warrant_number", warrant, c.warrant_number],
+    ]) {
+      const value = input.value.trim() || null;
+      if (value !== (before || null)) body[key] = value;
+    }
+    if (unit) {
+      const value = unit.value ? Number(unit.value) : null;
+      if (value !== (c.tracing_unit_id ?? null)) body.tracing_unit_id = value;
+    }
+    if (!Object.keys(body).length) {
+      status(message, "Nothing changed.", "info");
+      return;
+    }
+    try {
+      await patch(`/cases/${c.id}`, body);
+      await show(document.getElementById("side"), c.id);
+      status(document.getElementById("case-status"), "Case details saved.", "ok");
     } catch (error) {
       status(message, error.message, "error");
     }
