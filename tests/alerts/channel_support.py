@@ -17,6 +17,7 @@ from aiosmtpd.controller import Controller
 
 from tagwatch.alerts.dispatcher import DispatcherConfig
 from tagwatch.alerts.rules import AlertChange
+from tagwatch.settings import Settings
 from tagwatch.store.engine_repository import apply_changes
 from tests.support import fresh_id
 
@@ -99,3 +100,12 @@ def delivery_status(conn: psycopg.Connection, alert_id: int, channel: str) -> li
     ).fetchall()
     conn.commit()
     return rows
+
+
+def without_escalation(settings: Settings) -> Settings:
+    """Settings whose dispatcher escalates nothing. Escalation has tests of its own; a test about
+    delivery would otherwise have its dispatcher first escalate (and notify) every alert that
+    earlier test files left open in the shared database, and its own alert waits behind them."""
+    return settings.model_copy(
+        update={"ack_deadline_critical_s": None, "ack_deadline_warning_s": None}
+    )

@@ -19,6 +19,7 @@ import pytest
 from tagwatch.alerts.dispatcher import Dispatcher, DispatcherConfig
 from tagwatch.bench.harness import WebhookReceiver, allowing_loopback
 from tagwatch.simulators.runner import run_scenarios
+from tests.alerts.channel_support import without_escalation
 from tests.support import fresh_id, wait_for
 
 pytestmark = pytest.mark.integration
@@ -104,7 +105,7 @@ def test_an_absconder_in_another_region_reaches_that_regions_tracing_unit_and_ho
             (unit_receiver.url, unit_secret, [overberg], unit),
         ).fetchone()
         conn.commit()
-        dispatcher = Dispatcher(allowing_loopback(settings), config)
+        dispatcher = Dispatcher(without_escalation(allowing_loopback(settings)), config)
         thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
         thread.start()
         try:
@@ -128,7 +129,7 @@ def test_an_absconder_in_another_region_reaches_that_regions_tracing_unit_and_ho
             def arrived(receiver: WebhookReceiver) -> list:
                 return [r for r in receiver.ok() if r.json["alert_id"] == alert_id]
 
-            assert wait_for(lambda: arrived(unit_receiver) and arrived(home_receiver), 10), (
+            assert wait_for(lambda: arrived(unit_receiver) and arrived(home_receiver), 30), (
                 "the absconder did not reach both subscriptions"
             )
             # the absconder case opened in the alert's transaction, for the unit where he is,

@@ -15,6 +15,7 @@ import pytest
 from tagwatch.alerts.dispatcher import Dispatcher, DispatcherConfig
 from tagwatch.bench.harness import WebhookReceiver, allowing_loopback
 from tagwatch.simulators.runner import run_scenarios, score_manifest
+from tests.alerts.channel_support import without_escalation
 from tests.support import fresh_id, wait_for
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,7 @@ def test_a_tracing_unit_gets_the_signed_absconder_with_its_trail_within_seconds(
             (receiver.url, secret),
         ).fetchone()
         conn.commit()
-        dispatcher = Dispatcher(allowing_loopback(settings), config)
+        dispatcher = Dispatcher(without_escalation(allowing_loopback(settings)), config)
         thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
         thread.start()
         try:
@@ -52,7 +53,7 @@ def test_a_tracing_unit_gets_the_signed_absconder_with_its_trail_within_seconds(
             )
             assert manifest.finished
             ids = list(manifest.subjects["strap-cut-flight"].values())
-            assert wait_for(lambda: receiver.ok(), 10), "no absconder notification arrived"
+            assert wait_for(lambda: receiver.ok(), 30), "no absconder notification arrived"
             (alert_id, raised_at) = conn.execute(
                 "SELECT id, raised_at FROM alerts WHERE subject_id = ANY(%s)"
                 " AND type = 'absconder'",
