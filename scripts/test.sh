@@ -17,5 +17,9 @@ workers="${TAGWATCH_TEST_WORKERS:-2}"
 if [ "$workers" = "0" ]; then
   .venv/bin/pytest "$@"
 else
-  .venv/bin/pytest -n "$workers" --dist loadfile "$@"
+  # the timed end-to-end delivery tests (marker `serial`) then run alone, on fresh services
+  rc=0
+  .venv/bin/pytest -n "$workers" --dist loadfile -m "not serial" "$@" || rc=$?
+  .venv/bin/pytest -m serial "$@" || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
+  exit "$rc"
 fi

@@ -20,7 +20,9 @@ from tagwatch.store.subjects import add_subject, ensure_region
 from tests.alerts.channel_support import Mailbox, open_alert, text_of
 from tests.support import fresh_id, wait_for
 
-pytestmark = pytest.mark.integration
+# serial: timed delivery through a dispatcher that works the whole outbox; run on its own after
+# the parallel part (scripts/test.sh), on a fresh database and an idle second core.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 DEADLINE_S = 1.5
 

@@ -29,7 +29,9 @@ from tests.alerts.channel_support import (
 )
 from tests.support import fresh_id, wait_for
 
-pytestmark = pytest.mark.integration
+# serial: timed delivery through a dispatcher that works the whole outbox; run on its own after
+# the parallel part (scripts/test.sh), on a fresh database and an idle second core.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 
 @pytest.fixture

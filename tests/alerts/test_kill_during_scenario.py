@@ -17,7 +17,9 @@ from tagwatch.simulators.runner import Manifest, run_scenarios, score_manifest
 from tests.alerts.test_dispatcher import DispatchProcess
 from tests.support import fresh_id, wait_for
 
-pytestmark = pytest.mark.integration
+# serial: timed delivery through a dispatcher that works the whole outbox; run on its own after
+# the parallel part (scripts/test.sh), on a fresh database and an idle second core.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 NAMES = ["exclusion-entry", "strap-cut-flight", "battery-death"]
 # 600x: a second of wall time is ten scenario minutes, so a tag's 16-minute silence limit is

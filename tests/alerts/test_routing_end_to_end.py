@@ -22,7 +22,9 @@ from tagwatch.simulators.runner import run_scenarios
 from tests.alerts.channel_support import without_escalation
 from tests.support import fresh_id, wait_for
 
-pytestmark = pytest.mark.integration
+# serial: timed delivery through a dispatcher that works the whole outbox; run on its own after
+# the parallel part (scripts/test.sh), on a fresh database and an idle second core.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 HOME_REGION = "za-wc-cpt"  # the scenario's region
 # Corrections regions are not municipalities (FIELD.md): the department's City of Cape Town

@@ -18,7 +18,9 @@ from tagwatch.simulators.runner import run_scenarios, score_manifest
 from tests.alerts.channel_support import without_escalation
 from tests.support import fresh_id, wait_for
 
-pytestmark = pytest.mark.integration
+# serial: timed delivery through a dispatcher that works the whole outbox; run on its own after
+# the parallel part (scripts/test.sh), on a fresh database and an idle second core.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 
 def test_a_tracing_unit_gets_the_signed_absconder_with_its_trail_within_seconds(
