@@ -26,6 +26,7 @@ from tagwatch.geofence import (
     Zone,
     ZoneIndex,
     ZoneKind,
+    ZoneValidationError,
 )
 from tagwatch.geofence._pool import RangePool
 from tests.geofence.strategies import GEOD, examples, star_ring
@@ -395,3 +396,27 @@ def test_bench_geofence_main_parses_its_options(capsys: pytest.CaptureFixture[st
     )
     printed = capsys.readouterr().out
     assert "national set: 20 subjects" in printed and "vectorized:" in printed
+
+
+def test_zones_with_equal_geojson_share_one_copy_of_it() -> None:
+    """Zones read from the database bring one GeoJSON object each; a district shared by many
+    subjects is kept once, whatever the order of the zones, and a different geometry is not
+    taken for it (strings and booleans are judged by check_zone, not packed as numbers)."""
+    ring = [[18.40, -33.90], [18.43, -33.90], [18.43, -33.92], [18.40, -33.92], [18.40, -33.90]]
+    index = ZoneIndex()
+    for subject in (1, 2, 3):
+        index.set_subject(subject, timezone="Africa/Johannesburg")
+        geometry = {"type": "Polygon", "coordinates": [[list(p) for p in ring]]}
+        index.upsert(Zone(subject, ZoneKind.INCLUSION, geometry, subject_id=subject))
+    first = index.get(1).geometry
+    assert index.get(2).geometry is first and index.get(3).geometry is first
+    moved = [[p[0] + 0.01, p[1]] for p in ring]
+    index.upsert(
+        Zone(4, ZoneKind.INCLUSION, {"type": "Polygon", "coordinates": [moved]}, subject_id=1)
+    )
+    assert index.get(4).geometry is not first
+    as_text = [[str(p[0]), str(p[1])] for p in ring]
+    with pytest.raises(ZoneValidationError):
+        index.upsert(
+            Zone(5, ZoneKind.INCLUSION, {"type": "Polygon", "coordinates": [as_text]}, subject_id=1)
+        )
