@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -23,6 +24,7 @@ from tagwatch.api.app import create_app
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
 from tagwatch.store import emqx_auth
+from tests.api.test_http_intake import owntracks_post
 from tests.support import fresh_id, wait_for
 
 pytestmark = pytest.mark.integration
@@ -97,13 +99,19 @@ def test_an_emqx_site_provisions_with_the_row_alone(settings, emqx_settings, adm
         assert not emqx_accepts(emqx_db, tag, first, client_id=fresh_id("other"))
         assert ("allow", "publish", f"em/v1/{tag}/#") in emqx_rules(emqx_db, tag)
 
-        phone, topic = fresh_id("emqx-api-phone"), None
+        phone = fresh_id("emqx-api-phone")
         topic = f"owntracks/{phone}/p1"
         body = {"id": phone, "kind": "phone", "owntracks_topic": topic}
         created = api.post(f"{V1}/devices", json=body, headers=admin)
         assert created.status_code == 201, created.text
         assert emqx_accepts(emqx_db, phone, created.json()["mqtt_password"])
         assert ("allow", "subscribe", f"eq {topic}/cmd") in emqx_rules(emqx_db, phone)
+        password = created.json()["mqtt_password"]
+        now = int(time.time())
+        assert owntracks_post(api, phone, password, now - 5).status_code == 200
+        assert api.delete(f"{V1}/devices/{phone}/secret", headers=admin).status_code == 204
+        assert owntracks_post(api, phone, password, now).status_code == 401  # HTTP intake too
+        assert not emqx_accepts(emqx_db, phone, password)
 
         rotated = api.post(f"{V1}/devices/{tag}/secret", headers=admin)
         assert rotated.status_code == 200, rotated.text
