@@ -13,7 +13,7 @@ import secrets
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 
@@ -122,6 +122,17 @@ def delete_device_commands(device_id: str) -> list[Command]:
     ]
 
 
+def rotate_device_commands(
+    device_id: str, password: str, owntracks_topic: str | None
+) -> list[Command]:
+    """Delete and create again in one control message (run tolerating "not found", for a
+    device whose account was revoked): the same account and ACL as ``create_device_commands``."""
+    return [
+        *delete_device_commands(device_id),
+        *create_device_commands(device_id, password, owntracks_topic),
+    ]
+
+
 def _acl(role: str, acltype: str, topic: str) -> Command:
     return {
         "command": "addRoleACL",
@@ -197,7 +208,7 @@ class BrokerAdmin:
         self.timeout = timeout
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 10.0) -> BrokerAdmin:
+    def from_url(cls, url: str, timeout: float = 10.0) -> Self:
         return cls(MqttEndpoint.parse(url), timeout)
 
     def run(
@@ -273,3 +284,15 @@ class BrokerAdmin:
 
     def delete_device(self, device_id: str) -> None:
         self.run(delete_device_commands(device_id), tolerate=("not found",))
+
+    def rotate_device(self, device_id: str, password: str, owntracks_topic: str | None) -> None:
+        """The device's account made anew with this password: the old one no longer logs in,
+        a session it holds is ended (Mosquitto kicks a deleted client), and a revoked device
+        (no account) gets one again."""
+        self.run(
+            rotate_device_commands(device_id, password, owntracks_topic), tolerate=("not found",)
+        )
+
+    def revoke_device(self, device_id: str) -> None:
+        """No account any more: the device cannot log in, and its session is ended."""
+        self.delete_device(device_id)

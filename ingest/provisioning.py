@@ -1,4 +1,5 @@
-"""Register a device outside the API (CLI, simulators, tests): its row and its broker account
+"""Register, rotate and revoke a device outside the API (CLI, simulators, tests): its row and its
+broker account (ingest/device_accounts.py: Mosquitto's dynamic security, or nothing more on EMQX)
 together. The row is written by ``store.devices.register_device``, the statement the API's
 ``create_device`` runs, so a device means the same whoever registered it."""
 
@@ -6,14 +7,21 @@ from __future__ import annotations
 
 import psycopg
 
-from tagwatch.ingest.broker_accounts import BrokerAdmin, new_device_password
+from tagwatch.ingest.broker_accounts import new_device_password
+from tagwatch.ingest.device_accounts import DeviceAccounts
 from tagwatch.ingest.device_secrets import new_osmand_token, secret_digest
-from tagwatch.store.devices import register_device
+from tagwatch.store.audit import append_sync
+from tagwatch.store.devices import (
+    Device,
+    device_sync,
+    register_device,
+    set_device_secret_sync,
+)
 
 
 def provision_device(
     conn: psycopg.Connection,
-    admin: BrokerAdmin,
+    admin: DeviceAccounts,
     device_id: str,
     kind: str = "tag",
     owntracks_topic: str | None = None,
@@ -43,3 +51,37 @@ def provision_device(
         if not osmand:
             admin.create_device(device_id, secret, owntracks_topic)
     return secret
+
+
+def rotate_device(
+    conn: psycopg.Connection, accounts: DeviceAccounts, device_id: str, actor: str
+) -> tuple[Device, str] | None:
+    """A new secret for the device (row and broker together, audited as the API audits it),
+    returned with the row; None when there is no such device. The broker refusing leaves the
+    old secret in place (BrokerAdminError)."""
+    with conn.transaction():
+        found = device_sync(conn, device_id)
+        if found is None:
+            return None
+        secret = new_osmand_token() if found.osmand else new_device_password()
+        row = set_device_secret_sync(conn, device_id, secret_digest(secret))
+        assert row is not None
+        if not row.osmand:
+            accounts.rotate_device(device_id, secret, row.owntracks_topic)
+        append_sync(conn, actor, "admin", "device_secret_rotate", None, {"device_id": device_id})
+    return row, secret
+
+
+def revoke_device(
+    conn: psycopg.Connection, accounts: DeviceAccounts, device_id: str, actor: str
+) -> Device | None:
+    """Withdraw the device's secret (row and broker together, audited); None when there is no
+    such device."""
+    with conn.transaction():
+        row = set_device_secret_sync(conn, device_id, None)
+        if row is None:
+            return None
+        if not row.osmand:
+            accounts.revoke_device(device_id)
+        append_sync(conn, actor, "admin", "device_secret_revoke", None, {"device_id": device_id})
+    return row

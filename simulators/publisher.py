@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import paho.mqtt.client as mqtt
 import psycopg
 
-from tagwatch.ingest.broker_accounts import BrokerAdmin
+from tagwatch.ingest.device_accounts import device_accounts
 from tagwatch.ingest.provisioning import provision_device
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
@@ -126,7 +126,7 @@ def register_demo_tags(settings: Settings, count: int, region: str) -> list[Simu
     """Create the region, one subject per tag and the assignment, so the API shows positions."""
     rng = random.Random()
     run = secrets.token_hex(3)
-    admin = BrokerAdmin.from_url(settings.mqtt_admin_url)
+    admin = device_accounts(settings)
     tags = []
     with psycopg.connect(settings.database_url) as conn:
         ensure_region(conn, region, f"{region} region")

@@ -31,7 +31,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import psycopg
 
-from tagwatch.ingest.broker_accounts import BrokerAdmin
+from tagwatch.ingest.device_accounts import DeviceAccounts, device_accounts
 from tagwatch.ingest.provisioning import provision_device
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
@@ -121,7 +121,7 @@ def run_ids(run_id: str, count: int) -> list[str]:
 
 
 def provision(
-    conn: psycopg.Connection, admin: BrokerAdmin, runs: Sequence[ScenarioRun]
+    conn: psycopg.Connection, admin: DeviceAccounts, runs: Sequence[ScenarioRun]
 ) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
     """Regions, subjects, devices (each with its own broker account), assignments and zones.
 
@@ -494,7 +494,7 @@ def play_runs(
     stop = stop or threading.Event()
     origin = min(r.start.timestamp() for r in runs)
     end = max(r.end.timestamp() for r in runs)
-    admin = BrokerAdmin.from_url(settings.mqtt_admin_url)
+    admin = device_accounts(settings)
     with psycopg.connect(settings.database_url) as conn:
         echo(f"provisioning {len(runs)} scenario(s) on {day.isoformat()} ...")
         subject_ids, passwords = provision(conn, admin, runs)

@@ -130,6 +130,48 @@ async def create_device(
     return row
 
 
+SET_SECRET = (
+    "UPDATE devices SET http_secret_sha256 = %(secret)s WHERE id = %(id)s AND {visible}"
+    f" RETURNING {COLUMNS}"
+)
+
+
+async def set_device_secret(
+    conn: AsyncConnection[Any],
+    device_id: str,
+    secret_sha256: bytes | None,
+    regions: Sequence[str] | None,
+) -> Device | None:
+    """Rotate (a new digest) or revoke (None) a device's secret; None when the device is
+    missing or not visible to the caller. The digest is what the HTTP intake checks and what
+    EMQX's authentication query returns (store/emqx_auth.py): None locks the device out of both."""
+    cur = conn.cursor(row_factory=class_row(Device))
+    await cur.execute(
+        SET_SECRET.format(visible=VISIBLE),
+        {"secret": secret_sha256, "id": device_id, "regions": regions},
+    )
+    return await cur.fetchone()
+
+
+def device_sync(conn: psycopg.Connection[Any], device_id: str) -> Device | None:
+    """The device's row (the CLI: every device visible), or None."""
+    cur = conn.cursor(row_factory=class_row(Device))
+    cur.execute(f"SELECT {COLUMNS} FROM devices WHERE id = %s", (device_id,))
+    return cur.fetchone()
+
+
+def set_device_secret_sync(
+    conn: psycopg.Connection[Any], device_id: str, secret_sha256: bytes | None
+) -> Device | None:
+    """``set_device_secret`` for the CLI (every device visible)."""
+    cur = conn.cursor(row_factory=class_row(Device))
+    cur.execute(
+        SET_SECRET.format(visible=VISIBLE),
+        {"secret": secret_sha256, "id": device_id, "regions": None},
+    )
+    return cur.fetchone()
+
+
 async def http_credential(conn: AsyncConnection[Any], device_id: str) -> HttpCredential | None:
     """The device as the HTTP intake authenticates it, or None when there is no such device."""
     cur = conn.cursor(row_factory=class_row(HttpCredential))

@@ -23,7 +23,13 @@ is rendered from this module (`render_conf`) and checked against it.
   from the platform); it may subscribe to that topic literally (`eq`: a wildcard filter such as
   `em/v1/+/cmd` is another string and is refused); it may publish on its own topics only (a tag's
   `em/v1/{id}/#`, a phone's OwnTracks topic and its sub-topics). Nothing else: not another
-  device's topics, not `osmand/#` (the API's relay), not the alert topics.
+  device's topics, not `osmand/#` (the API's relay), not the alert topics. A revoked device
+  (its secret withdrawn: `http_secret_sha256` NULL, ingest/device_accounts.py) gets no rule, so a
+  session it still holds may do nothing once EMQX's authorisation cache expires.
+
+The platform writes no account anywhere else on EMQX sites: `TAGWATCH_BROKER_KIND=emqx` makes
+the API and `tagwatch device add|rotate|revoke` use `ingest.device_accounts.EmqxDatabase`, for
+which the row is the account.
 
 The platform's services (ingest, dispatcher, API relay) authenticate with client certificates
 on a listener of their own and are authorised by EMQX's file source, rendered here too
@@ -61,7 +67,8 @@ AUTHZ_QUERY: Final = (
     " (3, 'allow', 'publish', coalesce(d.owntracks_topic, 'em/v1/' || d.id || '/#')),"
     " (4, 'allow', 'publish', d.owntracks_topic || '/#')"
     ") AS r (rank, permission, action, topic)"
-    " WHERE d.id = ${username} AND d.id = ${clientid} AND NOT d.osmand AND r.topic IS NOT NULL"
+    " WHERE d.id = ${username} AND d.id = ${clientid} AND NOT d.osmand"
+    " AND d.http_secret_sha256 IS NOT NULL AND r.topic IS NOT NULL"
     " ORDER BY r.rank"
 )
 

@@ -63,7 +63,12 @@ class Settings(BaseSettings):
     # address) with a client certificate: mqtts://NAME@host:port?ca=CA&cert=CERT&key=KEY.
     # The ingest service account: subscribes to every device topic.
     mqtt_url: str = "mqtts://tagwatch-ingest@127.0.0.1:8884"
-    # The broker's dynamic-security admin: provisions per-device credentials and ACLs.
+    # Which broker keeps the devices' credentials and ACLs (ingest/device_accounts.py):
+    # `mosquitto`, whose dynamic-security plugin the platform provisions over mqtt_admin_url (the
+    # embedded default), or `emqx`, which authenticates and authorises devices with SQL against
+    # the `devices` table (store/emqx_auth.py): the row is the account, mqtt_admin_url is unused.
+    broker_kind: Literal["mosquitto", "emqx"] = "mosquitto"
+    # The broker's dynamic-security admin: provisions per-device credentials and ACLs (Mosquitto).
     mqtt_admin_url: str = "mqtts://tagwatch-admin@127.0.0.1:8884"
     # The dispatcher: publishes alert notifications on em/v1/alerts/{region}.
     mqtt_dispatcher_url: str = "mqtts://tagwatch-dispatcher@127.0.0.1:8884"
@@ -234,6 +239,11 @@ class Settings(BaseSettings):
             ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
         return value
 
+    @property
+    def uses_dynsec(self) -> bool:
+        """Devices are provisioned into Mosquitto's dynamic security (over mqtt_admin_url)."""
+        return self.broker_kind == "mosquitto"
+
     def _broker_problems(self) -> list[str]:
         return _broker_url_problems(self)
 
@@ -360,7 +370,12 @@ def _broker_url_problems(settings: Settings) -> list[str]:
     """Service accounts log in with a client certificate over TLS; devices reach the broker over
     TLS unless this is a development machine."""
     found: list[str] = []
-    urls = [*SERVICE_BROKER_URLS, "mqtt_device_url"]
+    # On EMQX nobody provisions devices over MQTT (the row is the account): the admin URL is
+    # neither used nor judged, so a deployment need not set it.
+    urls = [
+        *(u for u in SERVICE_BROKER_URLS if u != "mqtt_admin_url" or settings.uses_dynsec),
+        "mqtt_device_url",
+    ]
     if settings.mqtt_gateway_url:
         urls.append("mqtt_gateway_url")
         if settings.environment == "production":

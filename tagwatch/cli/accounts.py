@@ -83,7 +83,8 @@ def device_add(
     """Register a device and print its credentials (the password or token is shown once)."""
     import psycopg  # noqa: PLC0415
 
-    from tagwatch.ingest.broker_accounts import BrokerAdmin, reserved_device_id  # noqa: PLC0415
+    from tagwatch.ingest.broker_accounts import reserved_device_id  # noqa: PLC0415
+    from tagwatch.ingest.device_accounts import device_accounts  # noqa: PLC0415
     from tagwatch.ingest.device_broker import device_broker  # noqa: PLC0415
     from tagwatch.ingest.payload_keys import PHONE_KINDS, new_payload_key  # noqa: PLC0415
     from tagwatch.ingest.provisioning import provision_device  # noqa: PLC0415
@@ -112,7 +113,7 @@ def device_add(
     with psycopg.connect(s.database_url) as conn:
         password = provision_device(
             conn,
-            BrokerAdmin.from_url(s.mqtt_admin_url),
+            device_accounts(s),
             device_id,
             kind,
             owntracks_topic,
@@ -176,6 +177,77 @@ def device_add(
             + f"; or mode HTTP, URL {api}/owntracks with the same user name and password",
             err=True,
         )
+
+
+@device_app.command("rotate")
+def device_rotate(device_id: str) -> None:
+    """Give a device a new secret (shown once) and tell the broker (TAGWATCH_BROKER_KIND): the
+    old one stops working; a revoked device gets its access back. The API's
+    POST /devices/{id}/secret, audited the same way."""
+    import getpass  # noqa: PLC0415
+
+    import psycopg  # noqa: PLC0415
+
+    from tagwatch.ingest.broker_accounts import BrokerAdminError  # noqa: PLC0415
+    from tagwatch.ingest.device_accounts import device_accounts  # noqa: PLC0415
+    from tagwatch.ingest.device_broker import device_broker  # noqa: PLC0415
+    from tagwatch.ingest.provisioning import rotate_device  # noqa: PLC0415
+
+    s = settings()
+    with psycopg.connect(s.database_url) as conn:
+        try:
+            found = rotate_device(conn, device_accounts(s), device_id, f"cli:{getpass.getuser()}")
+        except BrokerAdminError as exc:
+            typer.echo(f"refused by the broker: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    if found is None:
+        typer.echo(f"no device {device_id}", err=True)
+        raise typer.Exit(1)
+    row, secret = found
+    if row.osmand:
+        api = (s.device_http_url or f"http://{s.api_host}:{s.api_port}").rstrip("/")
+        typer.echo(json.dumps({"device_id": device_id, "osmand_url": f"{api}/osmand/{secret}"}))
+        return
+    broker = device_broker(s)
+    typer.echo(
+        json.dumps(
+            {
+                "device_id": device_id,
+                "username": device_id,
+                "client_id": device_id,
+                "password": secret,
+                "broker": broker.url,
+                "try": try_publish_line(broker, device_id, secret, row.owntracks_topic),
+            },
+            indent=2,
+        )
+    )
+
+
+@device_app.command("revoke")
+def device_revoke(device_id: str) -> None:
+    """Lock a device out (lost, stolen, retired): its secret is withdrawn, so it can neither
+    connect to the broker nor post over HTTP; its row and history stay. `device rotate` gives it
+    a new secret. The API's DELETE /devices/{id}/secret, audited the same way."""
+    import getpass  # noqa: PLC0415
+
+    import psycopg  # noqa: PLC0415
+
+    from tagwatch.ingest.broker_accounts import BrokerAdminError  # noqa: PLC0415
+    from tagwatch.ingest.device_accounts import device_accounts  # noqa: PLC0415
+    from tagwatch.ingest.provisioning import revoke_device  # noqa: PLC0415
+
+    s = settings()
+    with psycopg.connect(s.database_url) as conn:
+        try:
+            row = revoke_device(conn, device_accounts(s), device_id, f"cli:{getpass.getuser()}")
+        except BrokerAdminError as exc:
+            typer.echo(f"refused by the broker: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    if row is None:
+        typer.echo(f"no device {device_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps({"device_id": device_id, "revoked": True}))
 
 
 @device_app.command("command")

@@ -186,6 +186,8 @@ POLICY: dict[tuple[str, ...], frozenset[str]] = {
             "POST /api/v1/subjects/{subject_id}/assignments",
             "PATCH /api/v1/subjects/{subject_id}/assignments/{assignment_id}",
             "POST /api/v1/devices",
+            "POST /api/v1/devices/{device_id}/secret",
+            "DELETE /api/v1/devices/{device_id}/secret",
             "POST /api/v1/zones",
             "PUT /api/v1/zones/{zone_id}",
             "PATCH /api/v1/zones/{zone_id}",
@@ -868,6 +870,13 @@ MATRIX: dict[str, Entry] = {
     "GET /api/v1/devices": entry(devices_list, 200, 200),
     "GET /api/v1/devices/{device_id}": entry(on("/devices/{}", lambda s: s.device), 200),
     "POST /api/v1/devices": entry(device_create, 201, 201),
+    # the matrix's devices have no secret yet: rotating gives one, revoking withdraws it
+    "POST /api/v1/devices/{device_id}/secret": entry(
+        on("/devices/{}/secret", lambda s: s.device), 200
+    ),
+    "DELETE /api/v1/devices/{device_id}/secret": entry(
+        on("/devices/{}/secret", lambda s: s.device), 204
+    ),
     "POST /api/v1/devices/{device_id}/commands": entry(
         on("/devices/{}/commands", lambda s: s.device, json={"type": "locate_now"}), 201
     ),

@@ -23,8 +23,11 @@ SERVICES_ACL = CONF.parent / "tagwatch-services.acl"
 
 def filter_matches(topic: str, rule: str) -> bool:
     """EMQX's emqx_topic:match/2: a topic (or a subscription's filter, whose wildcards only a
-    wildcard of the rule covers) against a rule's filter."""
+    wildcard of the rule covers) against a rule's filter. A wildcard never matches a first
+    level starting with `$`."""
     words, rules = topic.split("/"), rule.split("/")
+    if words[0].startswith("$") and rules[0] in ("#", "+"):
+        return False
     for i, r in enumerate(rules):
         if r == "#":
             return True
@@ -39,7 +42,17 @@ def filter_matches(topic: str, rule: str) -> bool:
     return len(words) == len(rules)
 
 
+def real_topic(topic: str) -> str:
+    """emqx_topic:get_shared_real_topic: EMQX 5 authorises `$share/<group>/t` as `t` (and
+    `$queue/...`, `$stream/...` verbatim, prefix included)."""
+    if topic.startswith("$share/"):
+        parts = topic.split("/", 2)
+        return parts[2] if len(parts) == 3 else topic
+    return topic
+
+
 def decide(rules: list[tuple[str, str, str]], action: str, topic: str) -> str:
+    topic = real_topic(topic) if action == "subscribe" else topic
     for permission, rule_action, rule_topic in rules:
         if rule_action not in (action, "all"):
             continue
@@ -171,19 +184,51 @@ def test_every_acl_case_of_a_tag(emqx_db, provision):
         ("publish", f"osmand/{tag}/query"),  # the API's relay only
         ("publish", "em/v1/alerts/demo"),
         ("publish", f"owntracks/{tag}/p1"),
+        ("publish", f"em/v1/{other}/cmd"),
+        ("publish", f"em/v1/{other}/event"),
+        ("publish", f"em/v1/{other}/status"),
+        ("publish", "em/v1/alerts/national"),
+        # wildcard subscriptions, even ones that would cover only its own command topic
+        ("subscribe", "em/v1/#"),
+        ("subscribe", "em/v1/+/fix"),
+        ("subscribe", "em/v1/+/+"),
+        ("subscribe", f"em/v1/{tag}/+"),
+        ("subscribe", "+/+/+/cmd"),
+        ("subscribe", f"em/v1/{other}/fix"),
+        # shared and queue subscriptions: EMQX authorises a $share filter as its real topic
+        ("subscribe", "$share/g/em/v1/#"),
+        ("subscribe", "$share/g/em/v1/+/fix"),
+        ("subscribe", f"$share/g/em/v1/{other}/cmd"),
+        ("subscribe", "$share/ingest/em/v1/+/fix"),
+        ("subscribe", f"$queue/q/em/v1/{tag}/cmd"),
+        ("subscribe", "$SYS/#"),
+        ("publish", "$SYS/brokers"),
+        ("publish", "tagwatch/barrier/x"),
+        ("subscribe", "tagwatch/barrier/#"),
     }
     for action, topic in allowed:
         assert decide(rules, action, topic) == "allow", (action, topic)
     for action, topic in refused:
         assert decide(rules, action, topic) == "deny", (action, topic)
+    # Its own command topic through a share group is its own command topic (EMQX checks the
+    # real topic): nothing more than the literal subscription gives it.
+    assert decide(rules, "subscribe", f"$share/g/em/v1/{tag}/cmd") == "allow"
     # another client id with this tag's credentials gets no rule at all
     assert authz(emqx_db, tag, "tagwatch-dispatcher") == []
+    assert authz(emqx_db, tag, other) == []
+    # and the other device's rules are its own, not this tag's
+    others = authz(emqx_db, other, other)
+    assert decide(others, "publish", f"em/v1/{tag}/fix") == "deny"
+    assert decide(others, "subscribe", f"em/v1/{tag}/cmd") == "deny"
 
 
 def test_every_acl_case_of_a_phone(emqx_db, provision):
     phone = fresh_id("emqx-phone")
     base = f"owntracks/{phone}/p1"
     provision(phone, "phone", base)
+    other = fresh_id("emqx-phone2")
+    other_base = f"owntracks/{other}/p2"
+    provision(other, "phone", other_base)
     rules = authz(emqx_db, phone, phone)
     for action, topic in [
         ("publish", base),
@@ -200,6 +245,17 @@ def test_every_acl_case_of_a_phone(emqx_db, provision):
         ("publish", f"owntracks/{phone}/other"),
         ("publish", f"em/v1/{phone}/fix"),
         ("publish", f"osmand/{phone}/json"),
+        ("publish", f"owntracks/{phone}"),
+        ("publish", f"owntracks/{phone}/p2"),
+        ("publish", f"{other_base}"),
+        ("publish", f"{other_base}/event"),
+        ("subscribe", f"{other_base}/cmd"),
+        ("subscribe", "owntracks/#"),
+        ("subscribe", f"owntracks/{phone}/+/cmd"),
+        ("subscribe", "owntracks/+/+/cmd"),
+        ("subscribe", f"$share/g/{other_base}/cmd"),
+        ("subscribe", "$share/g/owntracks/#"),
+        ("subscribe", f"em/v1/{phone}/cmd"),
     ]:
         assert decide(rules, action, topic) == "deny", (action, topic)
 
@@ -214,3 +270,67 @@ def test_an_osmand_phone_has_no_broker_account(emqx_db, settings):
         )
     assert authn(emqx_db, phone, phone) == []
     assert authz(emqx_db, phone, phone) == []
+
+
+def _emqx_authenticates(conn, device_id: str, password: str) -> bool:
+    """What EMQX does at CONNECT: run the query, compare sha256(password + salt) in hex."""
+    rows = authn(conn, device_id, device_id)
+    return any(hashlib.sha256((password + salt).encode()).hexdigest() == h for h, salt, _ in rows)
+
+
+def test_the_lifecycle_on_emqx_is_the_row(emqx_db, settings):
+    """Registered, rotated, revoked and rotated again through the port's EMQX adapter (no broker
+    call): what EMQX's queries return follows the row at each step."""
+    from tagwatch.ingest.device_accounts import EmqxDatabase
+    from tagwatch.ingest.provisioning import provision_device, revoke_device, rotate_device
+
+    tag = fresh_id("emqx-life")
+    accounts = EmqxDatabase()
+    with psycopg.connect(settings.database_url) as conn:
+        first = provision_device(conn, accounts, tag)  # in stock: no subject holds it
+    assert _emqx_authenticates(emqx_db, tag, first)
+    assert not _emqx_authenticates(emqx_db, tag, first + "x")  # a wrong password
+    assert not _emqx_authenticates(emqx_db, tag, "")
+    assert decide(authz(emqx_db, tag, tag), "publish", f"em/v1/{tag}/fix") == "allow"
+
+    with psycopg.connect(settings.database_url) as conn:
+        found = rotate_device(conn, accounts, tag, "test")
+    assert found is not None
+    second = found[1]
+    assert second != first
+    assert not _emqx_authenticates(emqx_db, tag, first)  # the old password fails
+    assert _emqx_authenticates(emqx_db, tag, second)
+
+    with psycopg.connect(settings.database_url) as conn:
+        assert revoke_device(conn, accounts, tag, "test") is not None
+    assert authn(emqx_db, tag, tag) == []
+    assert not _emqx_authenticates(emqx_db, tag, second)
+    rules = authz(emqx_db, tag, tag)  # a session still open may do nothing
+    assert rules == []
+    assert decide(rules, "publish", f"em/v1/{tag}/fix") == "deny"
+    assert decide(rules, "subscribe", f"em/v1/{tag}/cmd") == "deny"
+
+    with psycopg.connect(settings.database_url) as conn:
+        found = rotate_device(conn, accounts, tag, "test")  # reinstated with a new secret
+        assert found is not None
+        assert rotate_device(conn, accounts, fresh_id("nobody"), "test") is None
+        actions = conn.execute(
+            "SELECT action FROM audit_log WHERE detail->>'device_id' = %s ORDER BY id", (tag,)
+        ).fetchall()
+    assert _emqx_authenticates(emqx_db, tag, found[1])
+    assert [a for (a,) in actions] == [
+        "device_secret_rotate",
+        "device_secret_revoke",
+        "device_secret_rotate",
+    ]
+
+
+def test_a_reserved_id_is_refused_by_both_adapters():
+    from tagwatch.ingest.broker_accounts import BrokerAdminError, create_device_commands
+    from tagwatch.ingest.device_accounts import EmqxDatabase
+
+    for device_id in ("tagwatch-ingest", "alerts", "$SYS"):
+        with pytest.raises(BrokerAdminError):
+            EmqxDatabase().create_device(device_id, "secret", None)
+        with pytest.raises(BrokerAdminError):
+            create_device_commands(device_id, "secret", None)
