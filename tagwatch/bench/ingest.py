@@ -12,17 +12,28 @@ and both consumers meet exactly the same stream:
   full trail), registered in bulk as `simulators/load.py register` does, and a few global
   exclusion zones nowhere near them: the engine's own cost. The fixes are live (the newest a few
   seconds old) and come round-robin over the devices, so each batch evaluates ~2,000 subjects.
+  These runs are drained by 1 and by 2 ingest worker *processes* (each its own interpreter, so
+  two use both cores) with their own client ids on one shared subscription, as production scales
+  ingest. Mosquitto queues a shared subscription's messages for its offline persistent members
+  too, round-robin, so each worker's session is opened (and subscribed to the share) before the
+  backlog is published, and both find half of it waiting when they start.
+
+After every ingest run the bench checks the database: as many rows as fixes published, each
+(device, seq) once, and, with the engine on, no engine error counted or logged by any worker.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
 import secrets
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +46,7 @@ from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState
 from tagwatch.ingest.service import IngestService, subscriptions
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.store.bench_ingest import stored_fixes, worker_counter
 from tagwatch.store.devices import assign_to_namesakes, ensure_devices, register_devices
 from tagwatch.store.engine_repository import seed_rule_state
 from tagwatch.store.migrate import analyze, migrate
@@ -52,11 +64,12 @@ def _client(endpoint: MqttEndpoint, client_id: str, clean: bool = False) -> mqtt
     return new_client(endpoint, client_id, clean_session=clean)
 
 
-def _open_session(endpoint: MqttEndpoint, client_id: str) -> None:
-    """Create a persistent session with the ingest subscriptions, then leave."""
+def _open_session(endpoint: MqttEndpoint, client_id: str, group: str | None = None) -> None:
+    """Create a persistent session with the ingest subscriptions (those of the shared ``group``
+    when given), then leave: the broker queues what is published meanwhile for it."""
     client = _client(endpoint, client_id)
     subscribed = threading.Event()
-    client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in subscriptions(None)])
+    client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in subscriptions(group)])
     client.on_subscribe = lambda *_: subscribed.set()
     client.connect(endpoint.host, endpoint.port)
     client.loop_start()
@@ -226,7 +239,8 @@ def measure_bare(
 
 def measure_ingest(
     settings: Settings, endpoint: MqttEndpoint, messages: list[tuple[str, bytes]], fixes: int
-) -> tuple[float, float]:
+) -> tuple[float, float, str]:
+    """One IngestService in a thread of this process: fixes/s, messages/s and its client id."""
     client_id = f"tagwatch-bench-ingest-{secrets.token_hex(3)}"
     _open_session(MqttEndpoint.parse(settings.mqtt_url), client_id)
     _publish(endpoint, messages)
@@ -241,17 +255,180 @@ def measure_ingest(
     service.stop_requested.set()
     runner.join(30)
     _close_session(MqttEndpoint.parse(settings.mqtt_url), client_id)
-    return service.totals.fixes_stored / elapsed, len(messages) / elapsed
+    return service.totals.fixes_stored / elapsed, len(messages) / elapsed, client_id
+
+
+@dataclass(slots=True)
+class Check:
+    """What the database holds after a run: each fix once, and what the workers counted."""
+
+    published: int
+    rows: int
+    distinct: int
+    per_worker: dict[str, float] = field(default_factory=dict)  # fixes_stored_total each
+    engine_errors: int = 0  # alert_engine_errors_total, and engine failures in the logs
+    retries: int = 0  # database errors a worker retried (a deadlock would show here)
+
+    @property
+    def ok(self) -> bool:
+        return self.rows == self.distinct == self.published and not self.engine_errors
+
+    def describe(self) -> str:
+        split = " / ".join(f"{value:,.0f}" for value in self.per_worker.values())
+        verdict = "yes" if self.ok else "NO"
+        text = f"stored once: {verdict} ({self.rows:,} rows, {self.distinct:,} distinct"
+        text += f" of {self.published:,}; per worker {split}; engine errors {self.engine_errors}"
+        return text + (f"; database retries {self.retries})" if self.retries else ")")
+
+
+def check_stored(
+    database_url: str,
+    prefix: str,
+    published: int,
+    workers: Sequence[str],
+    logs: Sequence[Path] = (),
+) -> Check:
+    """Each published fix stored exactly once (rows = distinct (device, seq) = published), no
+    engine error counted by the workers nor logged, and the database errors they retried."""
+    with psycopg.connect(database_url) as conn:
+        stored = stored_fixes(conn, f"{prefix}-")
+        per_worker = worker_counter(conn, workers, "fixes_stored_total")
+        errors = worker_counter(conn, workers, "alert_engine_errors_total")
+    text = "".join(path.read_text(errors="replace") for path in logs if path.exists())
+    return Check(
+        published=published,
+        rows=stored.rows,
+        distinct=stored.distinct,
+        per_worker=per_worker,
+        engine_errors=int(sum(errors.values())) + text.count("alert engine failed"),
+        retries=text.count("database error"),
+    )
+
+
+def _worker(
+    settings: Settings,
+    log_path: str,
+    ready: Any,
+    go: Any,
+    stop: Any,
+    stored: Any,
+) -> None:
+    """One ingest worker in its own (spawned) process: built and imported before ``go``, so the
+    timed part is what `tagwatch ingest` does from its start (database, device registry, broker)
+    to the last commit. ``stored`` mirrors its fixes stored for the bench to poll."""
+    logging.basicConfig(
+        filename=log_path,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    service = IngestService(settings)
+    ready.set()
+    go.wait(900)
+    runner = threading.Thread(target=service.run, name="ingest", daemon=True)
+    runner.start()
+    while not stop.wait(0.005) and runner.is_alive():
+        stored.value = service.totals.fixes_stored
+    service.stop_requested.set()
+    runner.join(30)
+    stored.value = service.totals.fixes_stored
+
+
+def measure_workers(
+    settings: Settings,
+    endpoint: MqttEndpoint,
+    messages: list[tuple[str, bytes]],
+    fixes: int,
+    workers: int,
+    log_dir: Path,
+) -> tuple[float, float, list[str], list[Path]]:
+    """Drain a backlog with ``workers`` ingest processes on one shared subscription: fixes/s and
+    messages/s from the go to the last fix committed, the workers' client ids and log files.
+
+    Every worker's persistent session is opened and subscribed to the share first; the broker
+    then queues the backlog, round-robin, for the absent members."""
+    ctx = multiprocessing.get_context("spawn")
+    token = secrets.token_hex(3)
+    group = f"bench-{token}"
+    ids = [f"tagwatch-bench-ingest-{token}-{k}" for k in range(workers)]
+    logs = [log_dir / f"{client_id}.log" for client_id in ids]
+    broker = MqttEndpoint.parse(settings.mqtt_url)
+    for client_id in ids:
+        _open_session(broker, client_id, group)
+    _publish(endpoint, messages)
+    go, stop = ctx.Event(), ctx.Event()
+    readies = [ctx.Event() for _ in ids]
+    counts = [ctx.Value("q", 0, lock=False) for _ in ids]
+    processes = [
+        ctx.Process(
+            target=_worker,
+            args=(
+                settings.model_copy(
+                    update={"ingest_client_id": client_id, "ingest_shared_group": group}
+                ),
+                str(log),
+                ready,
+                go,
+                stop,
+                count,
+            ),
+            name=client_id,
+            daemon=True,
+        )
+        for client_id, log, ready, count in zip(ids, logs, readies, counts, strict=True)
+    ]
+    try:
+        for process in processes:
+            process.start()
+        for ready, process in zip(readies, processes, strict=True):
+            if not ready.wait(120):
+                msg = f"ingest worker {process.name} did not start (exit {process.exitcode})"
+                raise RuntimeError(msg)
+        started = time.perf_counter()
+        go.set()
+        deadline = started + 600
+        while sum(c.value for c in counts) < fixes and time.perf_counter() < deadline:
+            if any(process.exitcode is not None for process in processes):
+                tail = "".join(log.read_text(errors="replace")[-2000:] for log in logs)
+                msg = f"an ingest worker ended before the backlog was drained:\n{tail}"
+                raise RuntimeError(msg)
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - started
+    finally:
+        stop.set()
+        for process in processes:
+            process.join(60)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        for client_id in ids:
+            _close_session(broker, client_id)
+    stored = sum(c.value for c in counts)
+    return stored / elapsed, len(messages) / elapsed, ids, logs
+
+
+def _worker_label(workers: int) -> str:
+    return "1 worker " if workers == 1 else f"{workers} workers"
 
 
 def run_benchmark(
-    fixes: int = 100_000, directory: Path | None = None, echo: Callable[[str], object] = print
+    fixes: int = 100_000,
+    directory: Path | None = None,
+    echo: Callable[[str], object] = print,
+    workers: Sequence[int] = (1, 2),
 ) -> dict[str, float]:
     fixes = max(DEVICES * 50, fixes - fixes % (DEVICES * 50))
     base = directory or Path(tempfile.mkdtemp(prefix="tagwatch-bench-"))
     echo(f"starting private services in {base} ...")
     state = services.up(base)
     env = state.env()
+    log_dir = base / "bench-ingest-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    checks: list[Check] = []
+
+    def checked(check: Check) -> str:
+        checks.append(check)
+        return "" if check.ok else f"  <- {check.describe()}"
+
     try:
         migrate(env["TAGWATCH_DATABASE_URL"])
         settings = Settings.for_services(env, environment="test")
@@ -268,41 +445,80 @@ def run_benchmark(
 
         _register(settings.database_url, f"bs-{run}")
         single = _messages(f"bs-{run}", fixes, 1)
-        rate, _ = measure_ingest(settings, gateway, single, fixes)
+        rate, _, client_id = measure_ingest(settings, gateway, single, fixes)
+        flag = checked(check_stored(settings.database_url, f"bs-{run}", fixes, [client_id]))
         figures["ingest_single_fixes_per_s"] = rate
         figures["ingest_single_vs_bare"] = rate / figures["bare_msgs_per_s"]
         echo(
             f"  ingest, 1 fix per message        {rate:>10,.0f} fixes/s "
-            f"({figures['ingest_single_vs_bare']:.2f} of the ceiling)"
+            f"({figures['ingest_single_vs_bare']:.2f} of the ceiling){flag}"
         )
 
         _register(settings.database_url, f"bm-{run}")
         batched = _messages(f"bm-{run}", fixes, 50)
-        rate, msg_rate = measure_ingest(settings, gateway, batched, fixes)
+        rate, msg_rate, client_id = measure_ingest(settings, gateway, batched, fixes)
+        flag = checked(check_stored(settings.database_url, f"bm-{run}", fixes, [client_id]))
         figures["ingest_batch50_fixes_per_s"] = rate
-        echo(f"  ingest, 50 fixes per message     {rate:>10,.0f} fixes/s ({msg_rate:,.0f} msg/s)")
+        echo(
+            f"  ingest, 50 fixes per message     {rate:>10,.0f} fixes/s ({msg_rate:,.0f} msg/s)"
+            f"{flag}"
+        )
 
         engine_fixes = max(ENGINE_DEVICES, fixes - fixes % ENGINE_DEVICES)
+        counts = sorted(set(workers))
         echo(
             f"{engine_fixes} single fixes from {ENGINE_DEVICES:,} devices with subjects and open"
-            f" assignments, {ENGINE_ZONES} global zones; alert engine on vs off"
+            f" assignments, {ENGINE_ZONES} global zones; alert engine on vs off, drained by"
+            f" {' and '.join(map(str, counts))} ingest worker process(es) on one shared"
+            " subscription (each worker's session queued its share of the backlog)"
         )
-        for label, enabled in (("on", True), ("off", False)):
-            prefix = f"be{label}-{run}"
-            _register_subjects(settings.database_url, prefix, ENGINE_DEVICES)
-            messages = _engine_messages(prefix, ENGINE_DEVICES, engine_fixes)
-            rate, _ = measure_ingest(
-                settings.model_copy(update={"alerts_enabled": enabled}),
-                gateway,
-                messages,
-                engine_fixes,
-            )
-            figures[f"ingest_engine_{label}_fixes_per_s"] = rate
-            echo(f"  ingest, 1 fix/msg, engine {label:<4}   {rate:>10,.0f} fixes/s")
-        figures["engine_on_vs_off"] = (
-            figures["ingest_engine_on_fixes_per_s"] / figures["ingest_engine_off_fixes_per_s"]
+        for count in counts:
+            for label, enabled in (("on", True), ("off", False)):
+                prefix = f"be{label}{count}-{run}"
+                _register_subjects(settings.database_url, prefix, ENGINE_DEVICES)
+                messages = _engine_messages(prefix, ENGINE_DEVICES, engine_fixes)
+                rate, _, ids, logs = measure_workers(
+                    settings.model_copy(update={"alerts_enabled": enabled}),
+                    gateway,
+                    messages,
+                    engine_fixes,
+                    count,
+                    log_dir,
+                )
+                check = check_stored(settings.database_url, prefix, engine_fixes, ids, logs)
+                flag = checked(check)
+                split = " / ".join(f"{v:,.0f}" for v in check.per_worker.values())
+                figures[f"ingest_engine_{label}_{count}w_fixes_per_s"] = rate
+                echo(
+                    f"  ingest, 1 fix/msg, engine {label:<3}, {_worker_label(count)}"
+                    f" {rate:>10,.0f} fixes/s (per worker {split}){flag}"
+                )
+        for count in counts:
+            on = figures[f"ingest_engine_on_{count}w_fixes_per_s"]
+            off = figures[f"ingest_engine_off_{count}w_fixes_per_s"]
+            figures[f"engine_on_vs_off_{count}w"] = on / off
+            echo(f"  engine on / engine off, {_worker_label(count)}     {on / off:>10.2f}")
+        if 1 in counts:
+            # the names of the rows before there were worker processes: one worker
+            figures["ingest_engine_on_fixes_per_s"] = figures["ingest_engine_on_1w_fixes_per_s"]
+            figures["ingest_engine_off_fixes_per_s"] = figures["ingest_engine_off_1w_fixes_per_s"]
+            figures["engine_on_vs_off"] = figures["engine_on_vs_off_1w"]
+            for count in counts[1:]:
+                for label in ("on", "off"):
+                    ratio = (
+                        figures[f"ingest_engine_{label}_{count}w_fixes_per_s"]
+                        / figures[f"ingest_engine_{label}_1w_fixes_per_s"]
+                    )
+                    figures[f"engine_{label}_{count}w_vs_1w"] = ratio
+                    echo(f"  {count} workers / 1 worker, engine {label:<3}     {ratio:>10.2f}")
+        ok = all(check.ok for check in checks)
+        figures["stored_once"] = float(ok)
+        retries = sum(check.retries for check in checks)
+        echo(
+            f"stored once: {'yes' if ok else 'NO'} ({len(checks)} ingest runs: rows = distinct"
+            " (device, seq) = fixes published; engine errors"
+            f" {sum(check.engine_errors for check in checks)}; database retries {retries})"
         )
-        echo(f"  engine on / engine off            {figures['engine_on_vs_off']:>10.2f}")
         echo("targets: >= 15,000 fixes/s single (>= 0.8 of the ceiling); >= 100,000 batched")
         return figures
     finally:

@@ -1,0 +1,45 @@
+"""The SQL of `tagwatch bench ingest`'s checks: after a drained backlog, were its fixes stored once,
+and what did the workers that drained it count (their `ingest_counters` rows)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+STORED = """
+SELECT count(*), count(DISTINCT (device_id, seq)) FROM fixes WHERE device_id LIKE %s
+"""
+
+WORKER_COUNTER = """
+SELECT worker, coalesce(sum(value), 0)::float8 FROM ingest_counters
+WHERE worker = ANY(%s) AND metric = %s GROUP BY worker
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    rows: int
+    distinct: int  # distinct (device_id, seq)
+
+
+def stored_fixes(conn: psycopg.Connection[Any], device_prefix: str) -> Stored:
+    """The fixes rows of the devices whose ids start with ``device_prefix``, and how many distinct
+    (device, seq) among them: equal, and equal to what was published, when each is stored once."""
+    with conn.cursor() as cur:
+        cur.execute(STORED, (f"{device_prefix}%",))
+        row = cur.fetchone()
+    assert row is not None
+    return Stored(int(row[0]), int(row[1]))
+
+
+def worker_counter(
+    conn: psycopg.Connection[Any], workers: Sequence[str], metric: str
+) -> dict[str, float]:
+    """One counter (all its labels summed) of each of ``workers``; a worker without the row is 0."""
+    with conn.cursor() as cur:
+        cur.execute(WORKER_COUNTER, (list(workers), metric))
+        found = {str(worker): float(value) for worker, value in cur.fetchall()}
+    return {worker: found.get(worker, 0.0) for worker in workers}
