@@ -24,14 +24,16 @@ def test_two_bench_workers_drain_a_queued_backlog_storing_each_fix_once(settings
     _register_subjects(settings.database_url, prefix, devices)
     messages = _engine_messages(prefix, devices, fixes)
     assert settings.mqtt_gateway_url
-    rate, msg_rate, ids, logs = measure_workers(
+    drained = measure_workers(
         settings, MqttEndpoint.parse(settings.mqtt_gateway_url), messages, fixes, 2, tmp_path
     )
-    check = check_stored(settings.database_url, prefix, fixes, ids, logs)
+    check = check_stored(settings.database_url, prefix, fixes, drained.ids, drained.logs)
     assert check.ok, check.describe()
     assert check.rows == fixes
     # Mosquitto queued the share round-robin for both absent members
     assert all(stored > 0 for stored in check.per_worker.values()), check.describe()
     assert sum(check.per_worker.values()) == fixes
-    assert rate > 0
-    assert msg_rate > 0
+    assert drained.fixes_per_s > 0
+    assert drained.msgs_per_s > 0
+    assert len(drained.worker_cpu_s) == 2
+    assert all(cpu > 0 for cpu in drained.worker_cpu_s)

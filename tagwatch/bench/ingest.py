@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import secrets
 import shutil
 import tempfile
@@ -305,6 +306,48 @@ def check_stored(
     )
 
 
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU seconds (user + system) of these processes, of their children they waited for, and of
+    their live children (Linux /proc; NaN elsewhere): the PostgreSQL server is its postmaster,
+    its live backends and the backends that ended."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # fields after the command name (which may hold spaces): state, ppid, ...
+            stats[int(entry.name)] = text.rsplit(")", 1)[1].split()
+    total = 0.0
+    for pid in pids:
+        fields = stats.get(pid)
+        if fields is None:
+            continue
+        # utime, stime, cutime, cstime are fields 14-17 of stat, 12-15 after the name
+        total += sum(int(v) for v in fields[11:15]) / tick
+        total += sum((int(f[11]) + int(f[12])) / tick for f in stats.values() if int(f[1]) == pid)
+    return total
+
+
+def _server_pids(base: Path, pg_data: str) -> dict[str, int]:
+    """The private PostgreSQL's postmaster and Mosquitto, from their pid files."""
+    found: dict[str, int] = {}
+    for name, pid_file in (
+        ("PostgreSQL", Path(pg_data) / "postmaster.pid"),
+        ("Mosquitto", base / "mosquitto" / "mosquitto.pid"),
+    ):
+        try:
+            found[name] = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 def _worker(
     settings: Settings,
     log_path: str,
@@ -312,10 +355,12 @@ def _worker(
     go: Any,
     stop: Any,
     stored: Any,
+    cpu: Any,
 ) -> None:
     """One ingest worker in its own (spawned) process: built and imported before ``go``, so the
     timed part is what `tagwatch ingest` does from its start (database, device registry, broker)
-    to the last commit. ``stored`` mirrors its fixes stored for the bench to poll."""
+    to the last commit. ``stored`` mirrors its fixes stored for the bench to poll; ``cpu`` gets
+    the CPU seconds it used from the go to the stop."""
     logging.basicConfig(
         filename=log_path,
         level=logging.INFO,
@@ -324,13 +369,33 @@ def _worker(
     service = IngestService(settings)
     ready.set()
     go.wait(900)
+    cpu_at_go = time.process_time()
     runner = threading.Thread(target=service.run, name="ingest", daemon=True)
     runner.start()
     while not stop.wait(0.005) and runner.is_alive():
         stored.value = service.totals.fixes_stored
+    cpu.value = time.process_time() - cpu_at_go
     service.stop_requested.set()
     runner.join(30)
     stored.value = service.totals.fixes_stored
+
+
+@dataclass(slots=True)
+class Drained:
+    """A backlog drained by ingest worker processes, and the CPU it cost."""
+
+    fixes_per_s: float
+    msgs_per_s: float
+    elapsed_s: float
+    ids: list[str]  # the workers' client ids
+    logs: list[Path]
+    worker_cpu_s: list[float]
+    server_cpu_s: dict[str, float]  # PostgreSQL, Mosquitto: during the drain
+
+    def describe_cpu(self) -> str:
+        workers = " + ".join(f"{value:.1f}" for value in self.worker_cpu_s)
+        servers = ", ".join(f"{name} {value:.1f}" for name, value in self.server_cpu_s.items())
+        return f"CPU s: ingest {workers}, {servers}; wall {self.elapsed_s:.1f} s"
 
 
 def measure_workers(
@@ -340,9 +405,11 @@ def measure_workers(
     fixes: int,
     workers: int,
     log_dir: Path,
-) -> tuple[float, float, list[str], list[Path]]:
-    """Drain a backlog with ``workers`` ingest processes on one shared subscription: fixes/s and
-    messages/s from the go to the last fix committed, the workers' client ids and log files.
+    servers: dict[str, int] | None = None,
+) -> Drained:
+    """Drain a backlog with ``workers`` ingest processes on one shared subscription, timed from
+    the go to the last fix committed; ``servers`` (name: pid) have their CPU time measured over
+    the same span.
 
     Every worker's persistent session is opened and subscribed to the share first; the broker
     then queues the backlog, round-robin, for the absent members."""
@@ -352,12 +419,14 @@ def measure_workers(
     ids = [f"tagwatch-bench-ingest-{token}-{k}" for k in range(workers)]
     logs = [log_dir / f"{client_id}.log" for client_id in ids]
     broker = MqttEndpoint.parse(settings.mqtt_url)
+    servers = servers or {}
     for client_id in ids:
         _open_session(broker, client_id, group)
     _publish(endpoint, messages)
     go, stop = ctx.Event(), ctx.Event()
     readies = [ctx.Event() for _ in ids]
     counts = [ctx.Value("q", 0, lock=False) for _ in ids]
+    cpus = [ctx.Value("d", 0.0, lock=False) for _ in ids]
     processes = [
         ctx.Process(
             target=_worker,
@@ -370,11 +439,12 @@ def measure_workers(
                 go,
                 stop,
                 count,
+                cpu,
             ),
             name=client_id,
             daemon=True,
         )
-        for client_id, log, ready, count in zip(ids, logs, readies, counts, strict=True)
+        for client_id, log, ready, count, cpu in zip(ids, logs, readies, counts, cpus, strict=True)
     ]
     try:
         for process in processes:
@@ -383,6 +453,7 @@ def measure_workers(
             if not ready.wait(120):
                 msg = f"ingest worker {process.name} did not start (exit {process.exitcode})"
                 raise RuntimeError(msg)
+        server_cpu = {name: _cpu_seconds([pid]) for name, pid in servers.items()}
         started = time.perf_counter()
         go.set()
         deadline = started + 600
@@ -393,6 +464,7 @@ def measure_workers(
                 raise RuntimeError(msg)
             time.sleep(0.005)
         elapsed = time.perf_counter() - started
+        server_cpu = {name: _cpu_seconds([pid]) - server_cpu[name] for name, pid in servers.items()}
     finally:
         stop.set()
         for process in processes:
@@ -403,7 +475,15 @@ def measure_workers(
         for client_id in ids:
             _close_session(broker, client_id)
     stored = sum(c.value for c in counts)
-    return stored / elapsed, len(messages) / elapsed, ids, logs
+    return Drained(
+        fixes_per_s=stored / elapsed,
+        msgs_per_s=len(messages) / elapsed,
+        elapsed_s=elapsed,
+        ids=ids,
+        logs=logs,
+        worker_cpu_s=[c.value for c in cpus],
+        server_cpu_s=server_cpu,
+    )
 
 
 def _worker_label(workers: int) -> str:
@@ -437,6 +517,7 @@ def run_benchmark(
         bare_subscriber = MqttEndpoint.parse(settings.mqtt_url)
         run = secrets.token_hex(2)
         figures: dict[str, float] = {}
+        servers = _server_pids(base, state.pg_data)
 
         echo(f"{fixes} fixes from {DEVICES} devices per run; backlog drained by each consumer")
         single = _messages(f"bb-{run}", fixes, 1)
@@ -477,22 +558,27 @@ def run_benchmark(
                 prefix = f"be{label}{count}-{run}"
                 _register_subjects(settings.database_url, prefix, ENGINE_DEVICES)
                 messages = _engine_messages(prefix, ENGINE_DEVICES, engine_fixes)
-                rate, _, ids, logs = measure_workers(
+                drained = measure_workers(
                     settings.model_copy(update={"alerts_enabled": enabled}),
                     gateway,
                     messages,
                     engine_fixes,
                     count,
                     log_dir,
+                    servers,
                 )
-                check = check_stored(settings.database_url, prefix, engine_fixes, ids, logs)
+                check = check_stored(
+                    settings.database_url, prefix, engine_fixes, drained.ids, drained.logs
+                )
                 flag = checked(check)
                 split = " / ".join(f"{v:,.0f}" for v in check.per_worker.values())
+                rate = drained.fixes_per_s
                 figures[f"ingest_engine_{label}_{count}w_fixes_per_s"] = rate
                 echo(
                     f"  ingest, 1 fix/msg, engine {label:<3}, {_worker_label(count)}"
                     f" {rate:>10,.0f} fixes/s (per worker {split}){flag}"
                 )
+                echo(f"      {drained.describe_cpu()}")
         for count in counts:
             on = figures[f"ingest_engine_on_{count}w_fixes_per_s"]
             off = figures[f"ingest_engine_off_{count}w_fixes_per_s"]
