@@ -43,3 +43,17 @@ def worker_counter(
         cur.execute(WORKER_COUNTER, (list(workers), metric))
         found = {str(worker): float(value) for worker, value in cur.fetchall()}
     return {worker: found.get(worker, 0.0) for worker in workers}
+
+
+RETIRE = """
+UPDATE rule_state SET due_at = NULL
+WHERE subject_id IN (SELECT id FROM subjects WHERE case_ref LIKE %s) AND due_at IS NOT NULL
+"""
+
+
+def retire_clock(conn: psycopg.Connection[Any], case_ref_prefix: str) -> int:
+    """Take a finished run's subjects off the clock rules (no due time): they fall silent when
+    their run ends, and a later run's clock would otherwise judge tens of thousands of them
+    silent in the middle of its measurement."""
+    with conn.transaction():
+        return conn.execute(RETIRE, (f"{case_ref_prefix}%",)).rowcount
