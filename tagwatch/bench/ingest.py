@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -49,7 +50,7 @@ from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState
 from tagwatch.ingest.service import IngestService, subscriptions
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
-from tagwatch.store.bench_ingest import retire_clock, stored_fixes, worker_counter
+from tagwatch.store.bench_ingest import retire_clock, settle, stored_fixes, worker_counter
 from tagwatch.store.devices import assign_to_namesakes, ensure_devices, register_devices
 from tagwatch.store.engine_repository import seed_rule_state
 from tagwatch.store.migrate import analyze, migrate
@@ -308,31 +309,30 @@ def check_stored(
     )
 
 
-def _cpu_seconds(pids: Sequence[int]) -> float:
-    """CPU seconds (user + system) of these processes, of their children they waited for, and of
-    their live children (Linux /proc; NaN elsewhere): the PostgreSQL server is its postmaster,
-    its live backends and the backends that ended."""
+def _cpu_seconds(pid: int, child_title: str | None = None) -> float:
+    """CPU seconds (user + system) of a process, of the children it waited for and of its live
+    children (Linux /proc; NaN elsewhere): the PostgreSQL server is its postmaster, its live
+    backends and the backends that ended. With ``child_title``: only the live children whose
+    command line starts with it (``postgres: <user> ``: that role's sessions)."""
     proc = Path("/proc")
     if not proc.is_dir():
         return float("nan")
     tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, list[str]] = {}
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            try:
-                text = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # fields after the command name (which may hold spaces): state, ppid, ...
-            stats[int(entry.name)] = text.rsplit(")", 1)[1].split()
     total = 0.0
-    for pid in pids:
-        fields = stats.get(pid)
-        if fields is None:
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
             continue
-        # utime, stime, cutime, cstime are fields 14-17 of stat, 12-15 after the name
-        total += sum(int(v) for v in fields[11:15]) / tick
-        total += sum((int(f[11]) + int(f[12])) / tick for f in stats.values() if int(f[1]) == pid)
+        try:
+            # the fields after the command name (which may hold spaces): state, ppid, ...
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after the name
+        if int(entry.name) == pid and child_title is None:
+            total += sum(int(v) for v in fields[11:15]) / tick
+        elif int(fields[1]) == pid and (child_title is None or title.startswith(child_title)):
+            total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 
@@ -393,11 +393,17 @@ class Drained:
     logs: list[Path]
     worker_cpu_s: list[float]
     server_cpu_s: dict[str, float]  # PostgreSQL, Mosquitto: during the drain
+    ingest_backends_cpu_s: float = float("nan")  # PostgreSQL's share: the workers' sessions
 
     def describe_cpu(self) -> str:
         workers = " + ".join(f"{value:.1f}" for value in self.worker_cpu_s)
-        servers = ", ".join(f"{name} {value:.1f}" for name, value in self.server_cpu_s.items())
-        return f"CPU s: ingest {workers}, {servers}; wall {self.elapsed_s:.1f} s"
+        servers = []
+        for name, value in self.server_cpu_s.items():
+            text = f"{name} {value:.1f}"
+            if name == "PostgreSQL":
+                text += f" (ingest's sessions {self.ingest_backends_cpu_s:.1f})"
+            servers.append(text)
+        return f"CPU s: ingest {workers}, {', '.join(servers)}; wall {self.elapsed_s:.1f} s"
 
 
 def measure_workers(
@@ -455,7 +461,7 @@ def measure_workers(
             if not ready.wait(120):
                 msg = f"ingest worker {process.name} did not start (exit {process.exitcode})"
                 raise RuntimeError(msg)
-        server_cpu = {name: _cpu_seconds([pid]) for name, pid in servers.items()}
+        server_cpu = {name: _cpu_seconds(pid) for name, pid in servers.items()}
         started = time.perf_counter()
         go.set()
         deadline = started + 600
@@ -466,7 +472,14 @@ def measure_workers(
                 raise RuntimeError(msg)
             time.sleep(0.005)
         elapsed = time.perf_counter() - started
-        server_cpu = {name: _cpu_seconds([pid]) - server_cpu[name] for name, pid in servers.items()}
+        server_cpu = {name: _cpu_seconds(pid) - server_cpu[name] for name, pid in servers.items()}
+        # the workers' sessions began after the go and are still open: all their CPU is the run's
+        user = urlsplit(settings.database_url_for("ingest")).username
+        backends = (
+            _cpu_seconds(servers["PostgreSQL"], f"postgres: {user} ")
+            if "PostgreSQL" in servers
+            else float("nan")
+        )
     finally:
         stop.set()
         for process in processes:
@@ -485,6 +498,7 @@ def measure_workers(
         logs=logs,
         worker_cpu_s=[c.value for c in cpus],
         server_cpu_s=server_cpu,
+        ingest_backends_cpu_s=backends,
     )
 
 
@@ -559,6 +573,8 @@ def run_benchmark(
             for label, enabled in (("on", True), ("off", False)):
                 prefix = f"be{label}{count}-{run}"
                 _register_subjects(settings.database_url, prefix, ENGINE_DEVICES)
+                with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                    settle(conn)
                 messages = _engine_messages(prefix, ENGINE_DEVICES, engine_fixes)
                 drained = measure_workers(
                     settings.model_copy(update={"alerts_enabled": enabled}),
