@@ -68,3 +68,19 @@ def settle(conn: psycopg.Connection[Any]) -> None:
     conn.execute("VACUUM (ANALYZE) fixes")
     with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
         conn.execute("CHECKPOINT")
+
+
+ACTIVE = """
+SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU'), left(query, %s)
+FROM pg_stat_activity
+WHERE usename = %s AND state = 'active' AND pid <> pg_backend_pid()
+"""
+
+
+def active_sessions(
+    conn: psycopg.Connection[Any], user: str, width: int = 48
+) -> list[tuple[str, str]]:
+    """What the sessions of ``user`` are doing now: (wait event or CPU, the statement's start)."""
+    with conn.cursor() as cur:
+        cur.execute(ACTIVE, (width, user))
+        return [(str(wait), " ".join(str(query).split())) for wait, query in cur.fetchall()]

@@ -37,3 +37,4 @@ def test_two_bench_workers_drain_a_queued_backlog_storing_each_fix_once(settings
     assert drained.msgs_per_s > 0
     assert len(drained.worker_cpu_s) == 2
     assert all(cpu > 0 for cpu in drained.worker_cpu_s)
+    assert "of ingest's sessions active per sample" in drained.sessions

@@ -35,6 +35,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,7 +51,13 @@ from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState
 from tagwatch.ingest.service import IngestService, subscriptions
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
-from tagwatch.store.bench_ingest import retire_clock, settle, stored_fixes, worker_counter
+from tagwatch.store.bench_ingest import (
+    active_sessions,
+    retire_clock,
+    settle,
+    stored_fixes,
+    worker_counter,
+)
 from tagwatch.store.devices import assign_to_namesakes, ensure_devices, register_devices
 from tagwatch.store.engine_repository import seed_rule_state
 from tagwatch.store.migrate import analyze, migrate
@@ -270,6 +277,9 @@ class Check:
     rows: int
     distinct: int
     per_worker: dict[str, float] = field(default_factory=dict)  # fixes_stored_total each
+    # batches each committed (from its batch-time counter, which commits a batch's time with the
+    # next batch: one short)
+    batches: dict[str, float] = field(default_factory=dict)
     engine_errors: int = 0  # alert_engine_errors_total, and engine failures in the logs
     retries: int = 0  # database errors a worker retried (a deadlock would show here)
 
@@ -297,6 +307,7 @@ def check_stored(
     with psycopg.connect(database_url) as conn:
         stored = stored_fixes(conn, f"{prefix}-")
         per_worker = worker_counter(conn, workers, "fixes_stored_total")
+        batches = worker_counter(conn, workers, "ingest_batch_seconds_count")
         errors = worker_counter(conn, workers, "alert_engine_errors_total")
     text = "".join(path.read_text(errors="replace") for path in logs if path.exists())
     return Check(
@@ -304,6 +315,7 @@ def check_stored(
         rows=stored.rows,
         distinct=stored.distinct,
         per_worker=per_worker,
+        batches=batches,
         engine_errors=int(sum(errors.values())) + text.count("alert engine failed"),
         retries=text.count("database error"),
     )
@@ -382,6 +394,46 @@ def _worker(
     stored.value = service.totals.fixes_stored
 
 
+class SessionSampler:
+    """Samples, every ``every`` seconds in a thread, what ingest's PostgreSQL sessions are doing
+    (pg_stat_activity: a wait event or CPU, and the statement), to see where the database's time
+    goes in a run."""
+
+    def __init__(self, database_url: str, user: str, every: float = 0.025) -> None:
+        self.database_url = database_url
+        self.user = user
+        self.every = every
+        self.samples = 0
+        self.seen: Counter[tuple[str, str]] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-pg-sampler", daemon=True)
+
+    def __enter__(self) -> SessionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            while not self._stop.wait(self.every):
+                self.samples += 1
+                self.seen.update(active_sessions(conn, self.user))
+
+    def describe(self, top: int = 4) -> str:
+        """Sessions active per sample, and the commonest (wait, statement) with their share."""
+        if not self.samples:
+            return "no samples"
+        busy = sum(self.seen.values()) / self.samples
+        parts = [
+            f"{100 * n / self.samples:.0f}% {wait} {query!r}"
+            for (wait, query), n in self.seen.most_common(top)
+        ]
+        return f"{busy:.2f} of ingest's sessions active per sample; " + "; ".join(parts)
+
+
 @dataclass(slots=True)
 class Drained:
     """A backlog drained by ingest worker processes, and the CPU it cost."""
@@ -394,6 +446,7 @@ class Drained:
     worker_cpu_s: list[float]
     server_cpu_s: dict[str, float]  # PostgreSQL, Mosquitto: during the drain
     ingest_backends_cpu_s: float = float("nan")  # PostgreSQL's share: the workers' sessions
+    sessions: str = ""  # what ingest's sessions were seen doing (SessionSampler.describe)
 
     def describe_cpu(self) -> str:
         workers = " + ".join(f"{value:.1f}" for value in self.worker_cpu_s)
@@ -462,19 +515,20 @@ def measure_workers(
                 msg = f"ingest worker {process.name} did not start (exit {process.exitcode})"
                 raise RuntimeError(msg)
         server_cpu = {name: _cpu_seconds(pid) for name, pid in servers.items()}
-        started = time.perf_counter()
-        go.set()
-        deadline = started + 600
-        while sum(c.value for c in counts) < fixes and time.perf_counter() < deadline:
-            if any(process.exitcode is not None for process in processes):
-                tail = "".join(log.read_text(errors="replace")[-2000:] for log in logs)
-                msg = f"an ingest worker ended before the backlog was drained:\n{tail}"
-                raise RuntimeError(msg)
-            time.sleep(0.005)
-        elapsed = time.perf_counter() - started
+        user = urlsplit(settings.database_url_for("ingest")).username or ""
+        with SessionSampler(settings.database_url, user) as sampler:
+            started = time.perf_counter()
+            go.set()
+            deadline = started + 600
+            while sum(c.value for c in counts) < fixes and time.perf_counter() < deadline:
+                if any(process.exitcode is not None for process in processes):
+                    tail = "".join(log.read_text(errors="replace")[-2000:] for log in logs)
+                    msg = f"an ingest worker ended before the backlog was drained:\n{tail}"
+                    raise RuntimeError(msg)
+                time.sleep(0.005)
+            elapsed = time.perf_counter() - started
         server_cpu = {name: _cpu_seconds(pid) - server_cpu[name] for name, pid in servers.items()}
         # the workers' sessions began after the go and are still open: all their CPU is the run's
-        user = urlsplit(settings.database_url_for("ingest")).username
         backends = (
             _cpu_seconds(servers["PostgreSQL"], f"postgres: {user} ")
             if "PostgreSQL" in servers
@@ -499,6 +553,7 @@ def measure_workers(
         worker_cpu_s=[c.value for c in cpus],
         server_cpu_s=server_cpu,
         ingest_backends_cpu_s=backends,
+        sessions=sampler.describe(),
     )
 
 
@@ -592,6 +647,8 @@ def run_benchmark(
                     retire_clock(conn, f"{prefix}-")
                 flag = checked(check)
                 split = " / ".join(f"{v:,.0f}" for v in check.per_worker.values())
+                split += " in ~" + " / ".join(f"{v + 1:,.0f}" for v in check.batches.values())
+                split += " batches"
                 rate = drained.fixes_per_s
                 figures[f"ingest_engine_{label}_{count}w_fixes_per_s"] = rate
                 echo(
@@ -599,6 +656,7 @@ def run_benchmark(
                     f" {rate:>10,.0f} fixes/s (per worker {split}){flag}"
                 )
                 echo(f"      {drained.describe_cpu()}")
+                echo(f"      PostgreSQL: {drained.sessions}")
         for count in counts:
             on = figures[f"ingest_engine_on_{count}w_fixes_per_s"]
             off = figures[f"ingest_engine_off_{count}w_fixes_per_s"]
