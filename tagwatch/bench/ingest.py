@@ -12,20 +12,36 @@ and both consumers meet exactly the same stream:
   full trail), registered in bulk as `simulators/load.py register` does, and a few global
   exclusion zones nowhere near them: the engine's own cost. The fixes are live (the newest a few
   seconds old) and come round-robin over the devices, so each batch evaluates ~2,000 subjects.
+  These runs are drained by 1 and by 2 ingest worker *processes* (each its own interpreter, so
+  two use both cores) with their own client ids on one shared subscription, as production scales
+  ingest. Mosquitto queues a shared subscription's messages for its offline persistent members
+  too, round-robin, so each worker's session is opened (and subscribed to the share) before the
+  backlog is published, and both find half of it waiting when they start.
+
+Each engine run has its own subjects; when it ends they are taken off the clock rules (they fall
+silent then, and the next engine-on run's clock would judge them all, inside its timing).
+After every ingest run the bench checks the database: as many rows as fixes published, each
+(device, seq) once, and, with the engine on, no engine error counted or logged by any worker.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
+import os
 import secrets
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -35,6 +51,13 @@ from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState
 from tagwatch.ingest.service import IngestService, subscriptions
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
+from tagwatch.store.bench_ingest import (
+    active_sessions,
+    retire_clock,
+    settle,
+    stored_fixes,
+    worker_counter,
+)
 from tagwatch.store.devices import assign_to_namesakes, ensure_devices, register_devices
 from tagwatch.store.engine_repository import seed_rule_state
 from tagwatch.store.migrate import analyze, migrate
@@ -52,11 +75,12 @@ def _client(endpoint: MqttEndpoint, client_id: str, clean: bool = False) -> mqtt
     return new_client(endpoint, client_id, clean_session=clean)
 
 
-def _open_session(endpoint: MqttEndpoint, client_id: str) -> None:
-    """Create a persistent session with the ingest subscriptions, then leave."""
+def _open_session(endpoint: MqttEndpoint, client_id: str, group: str | None = None) -> None:
+    """Create a persistent session with the ingest subscriptions (those of the shared ``group``
+    when given), then leave: the broker queues what is published meanwhile for it."""
     client = _client(endpoint, client_id)
     subscribed = threading.Event()
-    client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in subscriptions(None)])
+    client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in subscriptions(group)])
     client.on_subscribe = lambda *_: subscribed.set()
     client.connect(endpoint.host, endpoint.port)
     client.loop_start()
@@ -226,7 +250,8 @@ def measure_bare(
 
 def measure_ingest(
     settings: Settings, endpoint: MqttEndpoint, messages: list[tuple[str, bytes]], fixes: int
-) -> tuple[float, float]:
+) -> tuple[float, float, str]:
+    """One IngestService in a thread of this process: fixes/s, messages/s and its client id."""
     client_id = f"tagwatch-bench-ingest-{secrets.token_hex(3)}"
     _open_session(MqttEndpoint.parse(settings.mqtt_url), client_id)
     _publish(endpoint, messages)
@@ -241,17 +266,320 @@ def measure_ingest(
     service.stop_requested.set()
     runner.join(30)
     _close_session(MqttEndpoint.parse(settings.mqtt_url), client_id)
-    return service.totals.fixes_stored / elapsed, len(messages) / elapsed
+    return service.totals.fixes_stored / elapsed, len(messages) / elapsed, client_id
+
+
+@dataclass(slots=True)
+class Check:
+    """What the database holds after a run: each fix once, and what the workers counted."""
+
+    published: int
+    rows: int
+    distinct: int
+    per_worker: dict[str, float] = field(default_factory=dict)  # fixes_stored_total each
+    # batches each committed (from its batch-time counter, which commits a batch's time with the
+    # next batch: one short)
+    batches: dict[str, float] = field(default_factory=dict)
+    engine_errors: int = 0  # alert_engine_errors_total, and engine failures in the logs
+    retries: int = 0  # database errors a worker retried (a deadlock would show here)
+
+    @property
+    def ok(self) -> bool:
+        return self.rows == self.distinct == self.published and not self.engine_errors
+
+    def describe(self) -> str:
+        split = " / ".join(f"{value:,.0f}" for value in self.per_worker.values())
+        verdict = "yes" if self.ok else "NO"
+        text = f"stored once: {verdict} ({self.rows:,} rows, {self.distinct:,} distinct"
+        text += f" of {self.published:,}; per worker {split}; engine errors {self.engine_errors}"
+        return text + (f"; database retries {self.retries})" if self.retries else ")")
+
+
+def check_stored(
+    database_url: str,
+    prefix: str,
+    published: int,
+    workers: Sequence[str],
+    logs: Sequence[Path] = (),
+) -> Check:
+    """Each published fix stored exactly once (rows = distinct (device, seq) = published), no
+    engine error counted by the workers nor logged, and the database errors they retried."""
+    with psycopg.connect(database_url) as conn:
+        stored = stored_fixes(conn, f"{prefix}-")
+        per_worker = worker_counter(conn, workers, "fixes_stored_total")
+        batches = worker_counter(conn, workers, "ingest_batch_seconds_count")
+        errors = worker_counter(conn, workers, "alert_engine_errors_total")
+    text = "".join(path.read_text(errors="replace") for path in logs if path.exists())
+    return Check(
+        published=published,
+        rows=stored.rows,
+        distinct=stored.distinct,
+        per_worker=per_worker,
+        batches=batches,
+        engine_errors=int(sum(errors.values())) + text.count("alert engine failed"),
+        retries=text.count("database error"),
+    )
+
+
+def _cpu_seconds(pid: int, child_title: str | None = None) -> float:
+    """CPU seconds (user + system) of a process, of the children it waited for and of its live
+    children (Linux /proc; NaN elsewhere): the PostgreSQL server is its postmaster, its live
+    backends and the backends that ended. With ``child_title``: only the live children whose
+    command line starts with it (``postgres: <user> ``: that role's sessions)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # the fields after the command name (which may hold spaces): state, ppid, ...
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after the name
+        if int(entry.name) == pid and child_title is None:
+            total += sum(int(v) for v in fields[11:15]) / tick
+        elif int(fields[1]) == pid and (child_title is None or title.startswith(child_title)):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _server_pids(base: Path, pg_data: str) -> dict[str, int]:
+    """The private PostgreSQL's postmaster and Mosquitto, from their pid files."""
+    found: dict[str, int] = {}
+    for name, pid_file in (
+        ("PostgreSQL", Path(pg_data) / "postmaster.pid"),
+        ("Mosquitto", base / "mosquitto" / "mosquitto.pid"),
+    ):
+        try:
+            found[name] = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _worker(
+    settings: Settings,
+    log_path: str,
+    ready: Any,
+    go: Any,
+    stop: Any,
+    stored: Any,
+    cpu: Any,
+) -> None:
+    """One ingest worker in its own (spawned) process: built and imported before ``go``, so the
+    timed part is what `tagwatch ingest` does from its start (database, device registry, broker)
+    to the last commit. ``stored`` mirrors its fixes stored for the bench to poll; ``cpu`` gets
+    the CPU seconds it used from the go to the stop."""
+    logging.basicConfig(
+        filename=log_path,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    service = IngestService(settings)
+    ready.set()
+    go.wait(900)
+    cpu_at_go = time.process_time()
+    runner = threading.Thread(target=service.run, name="ingest", daemon=True)
+    runner.start()
+    while not stop.wait(0.005) and runner.is_alive():
+        stored.value = service.totals.fixes_stored
+    cpu.value = time.process_time() - cpu_at_go
+    service.stop_requested.set()
+    runner.join(30)
+    stored.value = service.totals.fixes_stored
+
+
+class SessionSampler:
+    """Samples, every ``every`` seconds in a thread, what ingest's PostgreSQL sessions are doing
+    (pg_stat_activity: a wait event or CPU, and the statement), to see where the database's time
+    goes in a run."""
+
+    def __init__(self, database_url: str, user: str, every: float = 0.025) -> None:
+        self.database_url = database_url
+        self.user = user
+        self.every = every
+        self.samples = 0
+        self.seen: Counter[tuple[str, str]] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-pg-sampler", daemon=True)
+
+    def __enter__(self) -> SessionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            while not self._stop.wait(self.every):
+                self.samples += 1
+                self.seen.update(active_sessions(conn, self.user))
+
+    def describe(self, top: int = 4) -> str:
+        """Sessions active per sample, and the commonest (wait, statement) with their share."""
+        if not self.samples:
+            return "no samples"
+        busy = sum(self.seen.values()) / self.samples
+        parts = [
+            f"{100 * n / self.samples:.0f}% {wait} {query!r}"
+            for (wait, query), n in self.seen.most_common(top)
+        ]
+        return f"{busy:.2f} of ingest's sessions active per sample; " + "; ".join(parts)
+
+
+@dataclass(slots=True)
+class Drained:
+    """A backlog drained by ingest worker processes, and the CPU it cost."""
+
+    fixes_per_s: float
+    msgs_per_s: float
+    elapsed_s: float
+    ids: list[str]  # the workers' client ids
+    logs: list[Path]
+    worker_cpu_s: list[float]
+    server_cpu_s: dict[str, float]  # PostgreSQL, Mosquitto: during the drain
+    ingest_backends_cpu_s: float = float("nan")  # PostgreSQL's share: the workers' sessions
+    sessions: str = ""  # what ingest's sessions were seen doing (SessionSampler.describe)
+
+    def describe_cpu(self) -> str:
+        workers = " + ".join(f"{value:.1f}" for value in self.worker_cpu_s)
+        servers = []
+        for name, value in self.server_cpu_s.items():
+            text = f"{name} {value:.1f}"
+            if name == "PostgreSQL":
+                text += f" (ingest's sessions {self.ingest_backends_cpu_s:.1f})"
+            servers.append(text)
+        return f"CPU s: ingest {workers}, {', '.join(servers)}; wall {self.elapsed_s:.1f} s"
+
+
+def measure_workers(
+    settings: Settings,
+    endpoint: MqttEndpoint,
+    messages: list[tuple[str, bytes]],
+    fixes: int,
+    workers: int,
+    log_dir: Path,
+    servers: dict[str, int] | None = None,
+) -> Drained:
+    """Drain a backlog with ``workers`` ingest processes on one shared subscription, timed from
+    the go to the last fix committed; ``servers`` (name: pid) have their CPU time measured over
+    the same span.
+
+    Every worker's persistent session is opened and subscribed to the share first; the broker
+    then queues the backlog, round-robin, for the absent members."""
+    ctx = multiprocessing.get_context("spawn")
+    token = secrets.token_hex(3)
+    group = f"bench-{token}"
+    ids = [f"tagwatch-bench-ingest-{token}-{k}" for k in range(workers)]
+    logs = [log_dir / f"{client_id}.log" for client_id in ids]
+    broker = MqttEndpoint.parse(settings.mqtt_url)
+    servers = servers or {}
+    for client_id in ids:
+        _open_session(broker, client_id, group)
+    _publish(endpoint, messages)
+    go, stop = ctx.Event(), ctx.Event()
+    readies = [ctx.Event() for _ in ids]
+    counts = [ctx.Value("q", 0, lock=False) for _ in ids]
+    cpus = [ctx.Value("d", 0.0, lock=False) for _ in ids]
+    processes = [
+        ctx.Process(
+            target=_worker,
+            args=(
+                settings.model_copy(
+                    update={"ingest_client_id": client_id, "ingest_shared_group": group}
+                ),
+                str(log),
+                ready,
+                go,
+                stop,
+                count,
+                cpu,
+            ),
+            name=client_id,
+            daemon=True,
+        )
+        for client_id, log, ready, count, cpu in zip(ids, logs, readies, counts, cpus, strict=True)
+    ]
+    try:
+        for process in processes:
+            process.start()
+        for ready, process in zip(readies, processes, strict=True):
+            if not ready.wait(120):
+                msg = f"ingest worker {process.name} did not start (exit {process.exitcode})"
+                raise RuntimeError(msg)
+        server_cpu = {name: _cpu_seconds(pid) for name, pid in servers.items()}
+        user = urlsplit(settings.database_url_for("ingest")).username or ""
+        with SessionSampler(settings.database_url, user) as sampler:
+            started = time.perf_counter()
+            go.set()
+            deadline = started + 600
+            while sum(c.value for c in counts) < fixes and time.perf_counter() < deadline:
+                if any(process.exitcode is not None for process in processes):
+                    tail = "".join(log.read_text(errors="replace")[-2000:] for log in logs)
+                    msg = f"an ingest worker ended before the backlog was drained:\n{tail}"
+                    raise RuntimeError(msg)
+                time.sleep(0.005)
+            elapsed = time.perf_counter() - started
+        server_cpu = {name: _cpu_seconds(pid) - server_cpu[name] for name, pid in servers.items()}
+        # the workers' sessions began after the go and are still open: all their CPU is the run's
+        backends = (
+            _cpu_seconds(servers["PostgreSQL"], f"postgres: {user} ")
+            if "PostgreSQL" in servers
+            else float("nan")
+        )
+    finally:
+        stop.set()
+        for process in processes:
+            process.join(60)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        for client_id in ids:
+            _close_session(broker, client_id)
+    stored = sum(c.value for c in counts)
+    return Drained(
+        fixes_per_s=stored / elapsed,
+        msgs_per_s=len(messages) / elapsed,
+        elapsed_s=elapsed,
+        ids=ids,
+        logs=logs,
+        worker_cpu_s=[c.value for c in cpus],
+        server_cpu_s=server_cpu,
+        ingest_backends_cpu_s=backends,
+        sessions=sampler.describe(),
+    )
+
+
+def _worker_label(workers: int) -> str:
+    return "1 worker " if workers == 1 else f"{workers} workers"
 
 
 def run_benchmark(
-    fixes: int = 100_000, directory: Path | None = None, echo: Callable[[str], object] = print
+    fixes: int = 100_000,
+    directory: Path | None = None,
+    echo: Callable[[str], object] = print,
+    workers: Sequence[int] = (1, 2),
 ) -> dict[str, float]:
     fixes = max(DEVICES * 50, fixes - fixes % (DEVICES * 50))
     base = directory or Path(tempfile.mkdtemp(prefix="tagwatch-bench-"))
     echo(f"starting private services in {base} ...")
     state = services.up(base)
     env = state.env()
+    log_dir = base / "bench-ingest-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    checks: list[Check] = []
+
+    def checked(check: Check) -> str:
+        checks.append(check)
+        return "" if check.ok else f"  <- {check.describe()}"
+
     try:
         migrate(env["TAGWATCH_DATABASE_URL"])
         settings = Settings.for_services(env, environment="test")
@@ -260,6 +588,7 @@ def run_benchmark(
         bare_subscriber = MqttEndpoint.parse(settings.mqtt_url)
         run = secrets.token_hex(2)
         figures: dict[str, float] = {}
+        servers = _server_pids(base, state.pg_data)
 
         echo(f"{fixes} fixes from {DEVICES} devices per run; backlog drained by each consumer")
         single = _messages(f"bb-{run}", fixes, 1)
@@ -268,41 +597,92 @@ def run_benchmark(
 
         _register(settings.database_url, f"bs-{run}")
         single = _messages(f"bs-{run}", fixes, 1)
-        rate, _ = measure_ingest(settings, gateway, single, fixes)
+        rate, _, client_id = measure_ingest(settings, gateway, single, fixes)
+        flag = checked(check_stored(settings.database_url, f"bs-{run}", fixes, [client_id]))
         figures["ingest_single_fixes_per_s"] = rate
         figures["ingest_single_vs_bare"] = rate / figures["bare_msgs_per_s"]
         echo(
             f"  ingest, 1 fix per message        {rate:>10,.0f} fixes/s "
-            f"({figures['ingest_single_vs_bare']:.2f} of the ceiling)"
+            f"({figures['ingest_single_vs_bare']:.2f} of the ceiling){flag}"
         )
 
         _register(settings.database_url, f"bm-{run}")
         batched = _messages(f"bm-{run}", fixes, 50)
-        rate, msg_rate = measure_ingest(settings, gateway, batched, fixes)
+        rate, msg_rate, client_id = measure_ingest(settings, gateway, batched, fixes)
+        flag = checked(check_stored(settings.database_url, f"bm-{run}", fixes, [client_id]))
         figures["ingest_batch50_fixes_per_s"] = rate
-        echo(f"  ingest, 50 fixes per message     {rate:>10,.0f} fixes/s ({msg_rate:,.0f} msg/s)")
+        echo(
+            f"  ingest, 50 fixes per message     {rate:>10,.0f} fixes/s ({msg_rate:,.0f} msg/s)"
+            f"{flag}"
+        )
 
         engine_fixes = max(ENGINE_DEVICES, fixes - fixes % ENGINE_DEVICES)
+        counts = sorted(set(workers))
         echo(
             f"{engine_fixes} single fixes from {ENGINE_DEVICES:,} devices with subjects and open"
-            f" assignments, {ENGINE_ZONES} global zones; alert engine on vs off"
+            f" assignments, {ENGINE_ZONES} global zones; alert engine on vs off, drained by"
+            f" {' and '.join(map(str, counts))} ingest worker process(es) on one shared"
+            " subscription (each worker's session queued its share of the backlog)"
         )
-        for label, enabled in (("on", True), ("off", False)):
-            prefix = f"be{label}-{run}"
-            _register_subjects(settings.database_url, prefix, ENGINE_DEVICES)
-            messages = _engine_messages(prefix, ENGINE_DEVICES, engine_fixes)
-            rate, _ = measure_ingest(
-                settings.model_copy(update={"alerts_enabled": enabled}),
-                gateway,
-                messages,
-                engine_fixes,
-            )
-            figures[f"ingest_engine_{label}_fixes_per_s"] = rate
-            echo(f"  ingest, 1 fix/msg, engine {label:<4}   {rate:>10,.0f} fixes/s")
-        figures["engine_on_vs_off"] = (
-            figures["ingest_engine_on_fixes_per_s"] / figures["ingest_engine_off_fixes_per_s"]
+        for count in counts:
+            for label, enabled in (("on", True), ("off", False)):
+                prefix = f"be{label}{count}-{run}"
+                _register_subjects(settings.database_url, prefix, ENGINE_DEVICES)
+                with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                    settle(conn)
+                messages = _engine_messages(prefix, ENGINE_DEVICES, engine_fixes)
+                drained = measure_workers(
+                    settings.model_copy(update={"alerts_enabled": enabled}),
+                    gateway,
+                    messages,
+                    engine_fixes,
+                    count,
+                    log_dir,
+                    servers,
+                )
+                check = check_stored(
+                    settings.database_url, prefix, engine_fixes, drained.ids, drained.logs
+                )
+                with psycopg.connect(settings.database_url) as conn:
+                    retire_clock(conn, f"{prefix}-")
+                flag = checked(check)
+                split = " / ".join(f"{v:,.0f}" for v in check.per_worker.values())
+                split += " in ~" + " / ".join(f"{v + 1:,.0f}" for v in check.batches.values())
+                split += " batches"
+                rate = drained.fixes_per_s
+                figures[f"ingest_engine_{label}_{count}w_fixes_per_s"] = rate
+                echo(
+                    f"  ingest, 1 fix/msg, engine {label:<3}, {_worker_label(count)}"
+                    f" {rate:>10,.0f} fixes/s (per worker {split}){flag}"
+                )
+                echo(f"      {drained.describe_cpu()}")
+                echo(f"      PostgreSQL: {drained.sessions}")
+        for count in counts:
+            on = figures[f"ingest_engine_on_{count}w_fixes_per_s"]
+            off = figures[f"ingest_engine_off_{count}w_fixes_per_s"]
+            figures[f"engine_on_vs_off_{count}w"] = on / off
+            echo(f"  engine on / engine off, {_worker_label(count)}     {on / off:>10.2f}")
+        if 1 in counts:
+            # the names of the rows before there were worker processes: one worker
+            figures["ingest_engine_on_fixes_per_s"] = figures["ingest_engine_on_1w_fixes_per_s"]
+            figures["ingest_engine_off_fixes_per_s"] = figures["ingest_engine_off_1w_fixes_per_s"]
+            figures["engine_on_vs_off"] = figures["engine_on_vs_off_1w"]
+            for count in counts[1:]:
+                for label in ("on", "off"):
+                    ratio = (
+                        figures[f"ingest_engine_{label}_{count}w_fixes_per_s"]
+                        / figures[f"ingest_engine_{label}_1w_fixes_per_s"]
+                    )
+                    figures[f"engine_{label}_{count}w_vs_1w"] = ratio
+                    echo(f"  {count} workers / 1 worker, engine {label:<3}     {ratio:>10.2f}")
+        ok = all(check.ok for check in checks)
+        figures["stored_once"] = float(ok)
+        retries = sum(check.retries for check in checks)
+        echo(
+            f"stored once: {'yes' if ok else 'NO'} ({len(checks)} ingest runs: rows = distinct"
+            " (device, seq) = fixes published; engine errors"
+            f" {sum(check.engine_errors for check in checks)}; database retries {retries})"
         )
-        echo(f"  engine on / engine off            {figures['engine_on_vs_off']:>10.2f}")
         echo("targets: >= 15,000 fixes/s single (>= 0.8 of the ceiling); >= 100,000 batched")
         return figures
     finally:

@@ -17,11 +17,24 @@ def bench_ingest(
     directory: Annotated[
         Path | None, typer.Option("--dir", help="private services dir (default: a temp dir)")
     ] = None,
+    workers: Annotated[
+        str,
+        typer.Option(
+            help="ingest worker processes draining the engine on/off runs, comma-separated"
+        ),
+    ] = "1,2",
 ) -> None:
-    """Fixes/s through broker → decode → commit → ack, beside a bare subscriber's ceiling."""
+    """Fixes/s through broker → decode → commit → ack, beside a bare subscriber's ceiling; the
+    alert engine on and off with 1 and 2 ingest workers on one shared subscription."""
     from tagwatch.bench.ingest import run_benchmark  # noqa: PLC0415
 
-    run_benchmark(fixes, directory, echo=typer.echo)
+    try:
+        counts = [int(part) for part in workers.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter("a comma-separated list of worker counts, e.g. 1,2")
+    run_benchmark(fixes, directory, echo=typer.echo, workers=counts)
 
 
 @bench_app.command("geofence")

@@ -1,0 +1,40 @@
+"""`tagwatch bench ingest`'s two-worker measurement, with tiny numbers: two ingest worker processes
+on the bench's shared subscription drain a backlog the broker queued for their absent sessions,
+each doing part of it, the engine on, every fix stored once and no engine error."""
+
+from __future__ import annotations
+
+import pytest
+
+from tagwatch.bench.ingest import (
+    _engine_messages,
+    _register_subjects,
+    check_stored,
+    measure_workers,
+)
+from tagwatch.settings import MqttEndpoint
+from tests.support import fresh_id
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_two_bench_workers_drain_a_queued_backlog_storing_each_fix_once(settings, tmp_path):
+    prefix = fresh_id("bw")
+    devices, fixes = 100, 400
+    _register_subjects(settings.database_url, prefix, devices)
+    messages = _engine_messages(prefix, devices, fixes)
+    assert settings.mqtt_gateway_url
+    drained = measure_workers(
+        settings, MqttEndpoint.parse(settings.mqtt_gateway_url), messages, fixes, 2, tmp_path
+    )
+    check = check_stored(settings.database_url, prefix, fixes, drained.ids, drained.logs)
+    assert check.ok, check.describe()
+    assert check.rows == fixes
+    # Mosquitto queued the share round-robin for both absent members
+    assert all(stored > 0 for stored in check.per_worker.values()), check.describe()
+    assert sum(check.per_worker.values()) == fixes
+    assert drained.fixes_per_s > 0
+    assert drained.msgs_per_s > 0
+    assert len(drained.worker_cpu_s) == 2
+    assert all(cpu > 0 for cpu in drained.worker_cpu_s)
+    assert "of ingest's sessions active per sample" in drained.sessions
