@@ -46,6 +46,7 @@ GRID_MAX_CELLS_PER_AXIS = 64
 GRID_MIN_CELL_M = 20.0
 FAR_FIELD_M = 30_000.0
 FAR_CELLS_PER_AXIS = 24
+BLOCK = 8  # cells per side of the blocks that pre-select the cells' candidate edges
 GRID_PARAMS = 10  # fine x0, y0, 1/cell, nx, ny; far-field x0, y0, 1/cell, nx, ny
 
 SELECT_WIDTH = 6  # float32: start x, y; direction x, y; 1 / length**2; padding
@@ -135,25 +136,60 @@ def _segment_distance(px: FloatArray, py: FloatArray, edges: FloatArray) -> Floa
     return np.asarray(np.sqrt(rx * rx + ry * ry), dtype=np.float64)
 
 
+def _near_edges(
+    px: FloatArray, py: FloatArray, reach: float, edges: FloatArray, among: IntArray
+) -> tuple[IntArray, IntArray]:
+    """(point, edge) pairs such that the edge is within the point's nearest distance plus
+    ``reach``, among the edges ``among``; edge numbers are those of ``edges``."""
+    d = _segment_distance(px[:, None], py[:, None], edges[among])
+    # 1 mm of slack keeps the lists exact through the kernel's float32 arithmetic.
+    limit = d.min(axis=1, keepdims=True) + reach + 1e-3
+    points, cols = np.nonzero(d <= limit)
+    return points, among[cols]
+
+
 def _cell_lists(
     edges: FloatArray, lo: FloatArray, cell: float, nx: int, ny: int
 ) -> tuple[IntArray, npt.NDArray[np.int32]]:
-    """Candidate counts and concatenated candidate lists of the cells of one uniform grid."""
-    half_diagonal = cell * np.sqrt(0.5)
-    centre_x = np.tile(lo[0] + (np.arange(nx) + 0.5) * cell, ny)
-    centre_y = np.repeat(lo[1] + (np.arange(ny) + 0.5) * cell, nx)
-    lists: list[npt.NDArray[np.int32]] = []
-    counts = np.empty(nx * ny, dtype=np.int64)
-    block = max(1, 65_536 // edges.shape[0])
-    for first in range(0, nx * ny, block):
-        last = min(first + block, nx * ny)
-        d = _segment_distance(centre_x[first:last, None], centre_y[first:last, None], edges)
-        # 1 mm of slack keeps the lists exact through the kernel's float32 arithmetic.
-        limit = d.min(axis=1, keepdims=True) + 2.0 * half_diagonal + 1e-3
-        rows, cols = np.nonzero(d <= limit)
-        counts[first:last] = np.bincount(rows, minlength=last - first)
-        lists.append(cols.astype(np.int32))
-    return counts, np.concatenate(lists)
+    """Candidate counts and concatenated candidate lists of the cells of one uniform grid.
+
+    Two levels, so that a district of hundreds of edges is not measured against every one of
+    its thousands of cells: blocks of BLOCK x BLOCK cells get their lists first (the same rule,
+    with the block's centre Q and half-diagonal H), then each cell (centre q, half-diagonal h)
+    is measured against its block's list only. The lists are the same as measuring against every
+    edge: an edge within D_q + 2h of q is within D_Q + 2H of Q, because |Q - q| <= H - h and
+    D_q <= D_Q + |Q - q|; and q's nearest edge is among them. 5x faster on a district of 550
+    edges (tests/geofence/test_cell_lists.py checks the equality).
+    """
+    all_edges = np.arange(edges.shape[0], dtype=np.int64)
+    bx, by = -(-nx // BLOCK), -(-ny // BLOCK)
+    block = cell * BLOCK
+    block_x = lo[0] + (np.tile(np.arange(bx), by) + 0.5) * block
+    block_y = lo[1] + (np.repeat(np.arange(by), bx) + 0.5) * block
+    owner, listed = _near_edges(block_x, block_y, 2.0 * block * np.sqrt(0.5), edges, all_edges)
+    starts = np.searchsorted(owner, np.arange(bx * by + 1))
+    cells_of: list[IntArray] = []
+    edges_of: list[IntArray] = []
+    for b in range(bx * by):
+        ix = (b % bx) * BLOCK + np.arange(BLOCK)
+        iy = (b // bx) * BLOCK + np.arange(BLOCK)
+        ix, iy = ix[ix < nx], iy[iy < ny]
+        cx = np.tile(ix, iy.size)
+        cy = np.repeat(iy, ix.size)
+        points, near = _near_edges(
+            lo[0] + (cx + 0.5) * cell,
+            lo[1] + (cy + 0.5) * cell,
+            2.0 * cell * np.sqrt(0.5),
+            edges,
+            listed[starts[b] : starts[b + 1]],
+        )
+        cells_of.append((cy * nx + cx)[points])
+        edges_of.append(near)
+    cells = np.concatenate(cells_of)
+    cand = np.concatenate(edges_of)
+    order = np.lexsort((cand, cells))
+    counts = np.bincount(cells, minlength=nx * ny).astype(np.int64)
+    return counts, cand[order].astype(np.int32)
 
 
 def _grid(
