@@ -516,9 +516,15 @@ def forget_rule_state(conn: psycopg.Connection, subject_ids: Sequence[int]) -> N
     conn.execute("DELETE FROM rule_state WHERE subject_id = ANY(%s)", (list(subject_ids),))
 
 
-def seed_rule_state(conn: psycopg.Connection, states: Sequence[tuple[int, dict[str, Any]]]) -> None:
-    """Many subjects' rule state at once (COPY; subject id, ``SubjectState.to_json()``), for
-    benchmarks that start from subjects tracked for a while."""
-    with conn.cursor() as cur, cur.copy("COPY rule_state (subject_id, state) FROM STDIN") as copy:
-        for subject_id, state in states:
-            copy.write_row((subject_id, Jsonb(state)))
+def seed_rule_state(
+    conn: psycopg.Connection, states: Sequence[tuple[int, dict[str, Any], bytes]]
+) -> None:
+    """Many subjects' rule state at once (COPY; subject id, the jsonb document and the packed
+    trail as `encode_state` makes them, the row the engine itself writes), for benchmarks that
+    start from subjects tracked for a while."""
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY rule_state (subject_id, state, trail) FROM STDIN") as copy,
+    ):
+        for subject_id, doc, trail in states:
+            copy.write_row((subject_id, Jsonb(doc), trail))

@@ -48,6 +48,7 @@ import psycopg
 
 from tagwatch import services
 from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState
+from tagwatch.alerts.state_codec import encode_state
 from tagwatch.ingest.service import IngestService, subscriptions
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
@@ -171,8 +172,10 @@ def _engine_messages(prefix: str, devices: int, fixes: int) -> list[tuple[str, b
     return out
 
 
-def _tracked_state(device_id: str, last: float) -> dict[str, Any]:
-    """The rule state of a subject tracked for a while (a full trail), last heard at ``last``."""
+def _tracked_state(device_id: str, last: float) -> tuple[dict[str, Any], bytes]:
+    """The rule state row of a subject tracked for a while (a full trail), last heard at
+    ``last``: the document and the packed trail, as the engine writes them (a document with the
+    trail inside is the pre-0008 form, which costs the engine 7x to read the first time)."""
     state = SubjectState(
         devices={
             device_id: DeviceState(
@@ -185,7 +188,7 @@ def _tracked_state(device_id: str, last: float) -> dict[str, Any]:
             for k in range(TRAIL_FIXES - 1, -1, -1)
         ],
     )
-    return state.to_json()
+    return encode_state(state)
 
 
 def _register_subjects(database_url: str, prefix: str, devices: int) -> None:
@@ -201,7 +204,7 @@ def _register_subjects(database_url: str, prefix: str, devices: int) -> None:
         assign_to_namesakes(conn, f"{prefix}-%", datetime.now(UTC) - timedelta(days=1))
         subject_ids = ids_by_case_ref(conn, f"{prefix}-%")
         seed_rule_state(
-            conn, [(sid, _tracked_state(ref, last)) for ref, sid in subject_ids.items()]
+            conn, [(sid, *_tracked_state(ref, last)) for ref, sid in subject_ids.items()]
         )
         made = named_zones(conn, "bench-ingest zone %", include_deleted=True)
         for index in range(0 if made else ENGINE_ZONES):
