@@ -326,3 +326,74 @@ def polygon_signed_distance(
         )
     ]
     return signed_distance(px, py, compiled.exact[winner], compiled.normals[winner])
+
+
+def compile_small_polygons(polygons: npt.NDArray[np.object_]) -> list[CompiledPolygon | None]:
+    """compile_polygon for many oriented single-ring polygons at once, element by element the same
+    arithmetic on concatenated edge arrays; None for a polygon it does not take (holes, parts,
+    repeated vertices, more than GRID_MIN_EDGES edges): call compile_polygon for those."""
+    n_polygons = len(polygons)
+    ok = (shapely.get_type_id(polygons) == shapely.GeometryType.POLYGON) & (
+        shapely.get_num_interior_rings(polygons) == 0
+    )
+    coords, owner_raw = shapely.get_coordinates(
+        shapely.get_exterior_ring(polygons), return_index=True
+    )
+    ring = np.ascontiguousarray(coords, dtype=np.float64)
+    owner = np.asarray(owner_raw, dtype=np.int64)
+    count = np.bincount(owner, minlength=n_polygons)
+    start = np.zeros(n_polygons + 1, dtype=np.int64)
+    np.cumsum(count, out=start[1:])
+    if n_polygons == 0 or (count < 4).any():
+        return [None] * n_polygons
+    last = start[1:] - 1
+    ok &= count - 1 <= GRID_MIN_EDGES
+    # Closed rings without repeated consecutive vertices: compile_polygon keeps every vertex.
+    ok &= (ring[start[:-1]] == ring[last]).all(axis=1)
+    moved = np.any(np.diff(ring, axis=0) != 0.0, axis=1)
+    same = np.ones(moved.size, dtype=np.bool_)
+    same[last[:-1]] = False
+    repeated = np.bincount(owner[:-1][same & ~moved], minlength=n_polygons)
+    ok &= repeated == 0
+    # Edges: every position but the last of its ring starts one.
+    is_start = np.ones(ring.shape[0], dtype=np.bool_)
+    is_start[last] = False
+    edge_rows = np.flatnonzero(is_start)
+    edges = count - 1
+    edge_start = np.zeros(n_polygons + 1, dtype=np.int64)
+    np.cumsum(edges, out=edge_start[1:])
+    startxy = ring[edge_rows]
+    direction = ring[edge_rows + 1] - startxy
+    length = np.hypot(direction[:, 0], direction[:, 1])
+    outward = np.column_stack((direction[:, 1], -direction[:, 0])) / length[:, None]
+    edge_owner = owner[edge_rows]
+    position = np.arange(edge_rows.size) - edge_start[edge_owner]
+    n_of = edges[edge_owner]
+    base = edge_start[edge_owner]
+    previous = base + (position - 1) % n_of
+    following = base + (position + 1) % n_of
+    at_start = outward + outward[previous]
+    at_end = outward + outward[following]
+    exact = np.ascontiguousarray(np.hstack((startxy, direction)))
+    normals = np.hstack((at_start, at_end)).astype(np.float32)
+    select = np.zeros((exact.shape[0], SELECT_WIDTH), dtype=np.float32)
+    select[:, 0:4] = exact
+    select[:, 4] = 1.0 / np.einsum("ij,ij->i", exact[:, 2:4], exact[:, 2:4])
+    no_grid = (0.0,) * GRID_PARAMS
+    out: list[CompiledPolygon | None] = []
+    for j, (a, b) in enumerate(zip(edge_start[:-1].tolist(), edge_start[1:].tolist(), strict=True)):
+        if not ok[j]:
+            out.append(None)
+            continue
+        n = b - a
+        out.append(
+            CompiledPolygon(
+                select[a:b],
+                exact[a:b],
+                normals[a:b],
+                no_grid,
+                np.array([0, n], dtype=np.int32),
+                np.arange(n, dtype=np.int32),
+            )
+        )
+    return out

@@ -477,3 +477,190 @@ def _outline(lonlat: BaseGeometry, key: bytes) -> Outline:
         lonlat_bounds=(min_lon, min_lat, max_lon, max_lat),
         reach_m=reach,
     )
+
+
+SMALL_RING_POSITIONS = 25  # closed positions of a ring the bulk path takes (24 edges at most)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rings:
+    """Rings of many zones concatenated: ``xy`` (n, 2), ring ``start`` offsets (m + 1)."""
+
+    xy: FloatArray
+    start: npt.NDArray[np.int64]
+
+    @property
+    def count(self) -> npt.NDArray[np.int64]:
+        return np.diff(self.start)
+
+    def owner(self) -> npt.NDArray[np.int64]:
+        return np.repeat(np.arange(self.count.size), self.count)
+
+    def next_in_ring(self) -> npt.NDArray[np.bool_]:
+        """For each position but the last: whether the next position is in the same ring."""
+        same = np.ones(max(self.xy.shape[0] - 1, 0), dtype=np.bool_)
+        same[self.start[1:-1] - 1] = False
+        return same
+
+
+def _ring_all(flags: npt.NDArray[np.bool_], start: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Per ring: whether every position's flag is set (rings are never empty)."""
+    owner = np.repeat(np.arange(start.size - 1), np.diff(start))
+    return np.asarray(np.bincount(owner[~flags], minlength=start.size - 1) == 0, dtype=np.bool_)
+
+
+def check_small_polygons(zones: Sequence[Zone]) -> list[CheckedZone | None]:
+    """check_zone for many zones at once, for the common case only: a valid single-ring Polygon
+    of at most SMALL_RING_POSITIONS positions, away from the antimeridian, whose edges need no
+    densification. Each such zone gets exactly what check_zone returns for it (the same arithmetic,
+    element by element, on concatenated arrays); every other zone (holes, MultiPolygon, circles,
+    invalid, too large, anything check_zone would refuse or repair) gets None: call check_zone.
+    """
+    out: list[CheckedZone | None] = [None] * len(zones)
+    picked: list[int] = []
+    arrays: list[npt.NDArray[Any]] = []
+    for i, zone in enumerate(zones):
+        geometry = zone.geometry
+        if not isinstance(geometry, Mapping) or geometry.get("type") != "Polygon":
+            continue
+        coordinates = geometry.get("coordinates")
+        if not isinstance(coordinates, list) or len(coordinates) != 1:
+            continue
+        ring = coordinates[0]
+        if not isinstance(ring, list) or not 4 <= len(ring) <= SMALL_RING_POSITIONS:
+            continue
+        if _check_attributes(zone):
+            continue
+        try:
+            raw = np.asarray(ring)
+        except (TypeError, ValueError):
+            continue
+        # As _positions: only numbers (NumPy reads "18.4" as 18.4, JSON does not).
+        if raw.dtype.kind not in "iuf" or raw.ndim != 2 or raw.shape[1] != 2:
+            continue
+        picked.append(i)
+        arrays.append(raw.astype(np.float64))
+    if not picked:
+        return out
+    counts = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
+    start = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=start[1:])
+    rings = _Rings(np.concatenate(arrays), start)
+    ok = _parse_ok(rings)
+    keep = np.flatnonzero(ok)
+    rings = _select(rings, keep)
+    rings.xy[:, 0] += 0.0  # _parse_polygons adds 360 * 0 turns: -0.0 becomes 0.0
+    picked_ok = [picked[k] for k in keep.tolist()]
+    if not picked_ok:
+        return out
+    shells = shapely.polygons(shapely.linearrings(rings.xy, indices=rings.owner()))
+    ok = shapely.is_valid(shells)
+    lonlat = shapely.normalize(shapely.remove_repeated_points(shells))
+    ok &= ~shapely.is_empty(lonlat)
+    ok &= shapely.get_type_id(lonlat) == shapely.GeometryType.POLYGON
+    ok &= shapely.get_num_interior_rings(lonlat) == 0
+    ok &= shapely.area(lonlat) > 0.0
+    keep = np.flatnonzero(ok)
+    lonlat = lonlat[keep]
+    picked_ok = [picked_ok[k] for k in keep.tolist()]
+    if not picked_ok:
+        return out
+    outlines = _small_outlines(lonlat)
+    for i, outline in zip(picked_ok, outlines, strict=True):
+        if outline is not None:
+            out[i] = CheckedZone(zones[i], outline=outline)
+    return out
+
+
+def _select(rings: _Rings, keep: npt.NDArray[np.int64]) -> _Rings:
+    count = rings.count[keep]
+    start = np.zeros(count.size + 1, dtype=np.int64)
+    np.cumsum(count, out=start[1:])
+    rows = np.repeat(rings.start[keep] - start[:-1], count) + np.arange(int(start[-1]))
+    return _Rings(np.ascontiguousarray(rings.xy[rows]), start)
+
+
+def _parse_ok(rings: _Rings) -> npt.NDArray[np.bool_]:
+    """Per ring: _parse_polygons accepts it and adds no turns (no edge spans 90 deg of
+    longitude, so no ring comes near the antimeridian's wrap)."""
+    xy = rings.xy
+    lon = xy[:, 0]
+    lat = xy[:, 1]
+    first = rings.start[:-1]
+    last = rings.start[1:] - 1
+    good = np.isfinite(xy).all(axis=1) & (np.abs(lon) <= 180.0) & (np.abs(lat) <= MAX_LATITUDE)
+    ok = _ring_all(good, rings.start)
+    ok &= (xy[first] == xy[last]).all(axis=1)
+    same = rings.next_in_ring()
+    with np.errstate(invalid="ignore"):
+        step = np.abs(np.diff(lon)) <= 90.0
+    flags = np.ones(xy.shape[0], dtype=np.bool_)
+    flags[:-1] = step | ~same
+    ok &= _ring_all(flags, rings.start)
+    # At least 3 distinct positions among all but the closing one.
+    owner = rings.owner()
+    body = np.ones(xy.shape[0], dtype=np.bool_)
+    body[last] = False
+    rows = np.flatnonzero(body)
+    order = rows[np.lexsort((lat[rows], lon[rows], owner[rows]))]
+    fresh = np.ones(order.size, dtype=np.bool_)
+    fresh[1:] = (owner[order][1:] != owner[order][:-1]) | (xy[order][1:] != xy[order][:-1]).any(
+        axis=1
+    )
+    distinct = np.bincount(owner[order][fresh], minlength=first.size)
+    ok &= distinct >= 3
+    return np.asarray(ok, dtype=np.bool_)
+
+
+def _small_outlines(lonlat: npt.NDArray[Any]) -> list[Outline | None]:
+    """_outline for many single-ring polygons at once; None where it would need densification,
+    repair or refusal (check_zone then decides)."""
+    keys = [hashlib.blake2b(w, digest_size=16).digest() for w in shapely.to_wkb(lonlat)]
+    bounds = shapely.bounds(lonlat)
+    frames = frame_params(0.5 * (bounds[:, 0] + bounds[:, 2]), 0.5 * (bounds[:, 1] + bounds[:, 3]))
+    coords, owner_raw = shapely.get_coordinates(
+        shapely.get_exterior_ring(lonlat), return_index=True
+    )
+    owner = np.asarray(owner_raw, dtype=np.int64)
+    count = np.bincount(owner, minlength=len(lonlat))
+    start = np.zeros(count.size + 1, dtype=np.int64)
+    np.cumsum(count, out=start[1:])
+    rings = _Rings(np.ascontiguousarray(coords, dtype=np.float64), start)
+    lon, lat = rings.xy[:, 0], rings.xy[:, 1]
+    rows = frames[owner]
+    x, y = lonlat_to_frame(lon, lat, rows)
+    # densify_ring's first pass, on every edge of every ring; any split sends the zone back.
+    same = rings.next_in_ring()
+    mid_lon = 0.5 * (lon[:-1] + lon[1:])
+    mid_lat = 0.5 * (lat[:-1] + lat[1:])
+    mx, my = lonlat_to_frame(mid_lon, mid_lat, rows[:-1])
+    cx = x[1:] - x[:-1]
+    cy = y[1:] - y[:-1]
+    chord = np.hypot(cx, cy)
+    cross = np.abs(cx * (my - y[:-1]) - cy * (mx - x[:-1]))
+    sag = np.divide(cross, chord, out=np.zeros_like(cross), where=chord > 0)
+    flags = np.ones(lon.size, dtype=np.bool_)
+    flags[:-1] = ~((sag > DENSIFY_TOLERANCE_M) & same)
+    ok = _ring_all(flags, start)
+    reach = np.maximum.reduceat(np.hypot(x, y), start[:-1])
+    ok &= reach <= MAX_ZONE_REACH_M
+    polygons = shapely.polygons(shapely.linearrings(np.column_stack((x, y)), indices=owner))
+    ok &= shapely.is_valid(polygons)
+    polygons = shapely.orient_polygons(polygons, exterior_cw=False)
+    ok &= shapely.area(polygons) >= MIN_AREA_M2
+    out: list[Outline | None] = []
+    for j in range(len(lonlat)):
+        if not ok[j]:
+            out.append(None)
+            continue
+        b = bounds[j]
+        out.append(
+            Outline(
+                key=keys[j],
+                frame=frames[j],
+                polygon=polygons[j],
+                lonlat_bounds=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                reach_m=float(reach[j]),
+            )
+        )
+    return out
