@@ -38,7 +38,7 @@ from tagwatch.alerts.batch import NewEvents, NewFixes, NewPhoneReports
 from tagwatch.alerts.escalation import OpenAlert, absconder, due, limit_s
 from tagwatch.alerts.holding import holds, release
 from tagwatch.alerts.observe import RawFix, late_episodes, observe
-from tagwatch.alerts.ports import Assignment, EngineRepository, StateRow
+from tagwatch.alerts.ports import Assignment, EngineRepository, StateRow, ZoneRow
 from tagwatch.alerts.rules import (
     AlertChange,
     EventObs,
@@ -67,7 +67,6 @@ from tagwatch.geofence import (
     Zone,
     ZoneIndex,
     ZoneKind,
-    ZoneValidationError,
 )
 
 log = logging.getLogger("tagwatch.alerts")
@@ -129,32 +128,62 @@ class AlertEngine:
                 s.subject_id, timezone=s.timezone, groups=(*s.groups, region_group(s.region_id))
             )
             top = max(top, s.revision)
+        pending: dict[int, tuple[ZoneRow, Zone]] = {}  # one batch of zones for upsert_many
         for z in repo.zones_since(self.revision):
-            zid, owner = z.zone_id, z.subject_id
+            zid = z.zone_id
             top = max(top, z.revision)
+            if zid in pending:  # the same zone twice in one read: the earlier one first
+                self._load_zones(pending)
+                pending = {}
             self._drop_zone(zid)
             if z.deleted:
                 continue
             try:
                 schedule = Schedule.from_json(z.schedule) if z.schedule else None
-                self.index.upsert(
-                    Zone(
-                        zid,
-                        ZoneKind(z.kind),
-                        z.geometry,
-                        z.radius_m,
-                        z.buffer_m,
-                        owner,
-                        z.group,
-                        schedule,
-                    )
+                zone = Zone(
+                    zid,
+                    ZoneKind(z.kind),
+                    z.geometry,
+                    z.radius_m,
+                    z.buffer_m,
+                    z.subject_id,
+                    z.group,
+                    schedule,
                 )
+            except ValueError as exc:
+                log.error("zone %s not loaded: %s", zid, exc)
+                continue
+            pending[zid] = (z, zone)
+        self._load_zones(pending)
+        self.revision = top
+
+    def _load_zones(self, pending: dict[int, tuple[ZoneRow, Zone]]) -> None:
+        """Upsert the zones of one read together (the index prepares small polygons in bulk); a
+        zone the index refuses is logged and skipped, the others get their metadata."""
+        if not pending:
+            return
+        rows = list(pending.values())
+        try:
+            outcomes: list[object] = list(self.index.upsert_many([zone for _, zone in rows]))
+        except ValueError:  # not a zone's fault alone: zone by zone, as before upsert_many
+            outcomes = []
+            for _, zone in rows:
+                try:
+                    outcomes.append(self.index.upsert(zone))
+                except ValueError as exc:
+                    outcomes.append(exc)
+        for (z, zone), outcome in zip(rows, outcomes, strict=True):
+            zid, owner = z.zone_id, z.subject_id
+            if isinstance(outcome, ValueError):
+                log.error("zone %s not loaded: %s", zid, outcome)
+                continue
+            try:
                 zone_thresholds = layered(
                     self.subject_thresholds.get(owner) if owner else None,
                     z.thresholds,
                     base=self.global_thresholds,
                 )
-            except (ZoneValidationError, ThresholdError, ValueError) as exc:
+            except ThresholdError as exc:
                 log.error("zone %s not loaded: %s", zid, exc)
                 continue
             self.metas[zid] = ZoneMeta(
@@ -165,9 +194,8 @@ class AlertEngine:
                 self.victim_zones[z.victim_subject_id].add(zid)
             if z.kind == "curfew" and owner is not None:
                 self.curfews[owner].add(zid)
-                if schedule is not None:
-                    self.schedules[zid] = (schedule, owner)
-        self.revision = top
+                if zone.schedule is not None:
+                    self.schedules[zid] = (zone.schedule, owner)
 
     def _drop_zone(self, zid: int) -> None:
         if zid not in self.metas:
