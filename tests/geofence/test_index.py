@@ -380,6 +380,7 @@ def test_bench_geofence_runs_small_and_reports_its_figures() -> None:
         "ratio",
         "index_mb",
         "build_s",
+        "build_cpu_s",
         "pairs_per_fix",
     ):
         assert math.isfinite(figures[key]) and figures[key] > 0, key
