@@ -6,6 +6,7 @@ invalid rings, repeated and unclosed positions, circles, districts, global zones
 from __future__ import annotations
 
 import copy
+import gc
 import json
 from typing import Any
 
@@ -306,3 +307,21 @@ def test_upsert_many_batches_the_small_polygons(monkeypatch: pytest.MonkeyPatch)
     ]
     assert len(calls) == 1
     assert len(index) == 21
+
+
+def test_a_large_batch_pauses_the_garbage_collector_and_restores_it() -> None:
+    circles = [
+        Zone(i, ZoneKind.EXCLUSION, {"type": "Point", "coordinates": [18.4, -33.9]}, 100.0)
+        for i in range(1, 1_201)
+    ]
+    index = ZoneIndex()
+    assert gc.isenabled()
+    assert index.upsert_many(circles) == [()] * 1_200
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        index.upsert_many(circles)
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+    assert len(index) == 1_200
