@@ -54,6 +54,13 @@ class ScheduleError(ValueError):
     """A schedule that cannot mean one thing."""
 
 
+def _require(item: Mapping[str, Any], keys: tuple[str, ...], what: str) -> None:
+    missing = [k for k in keys if k not in item]
+    if missing:
+        msg = f"{what} needs {', '.join(missing)}"
+        raise ScheduleError(msg)
+
+
 def parse_clock(text: str, *, allow_24: bool = False) -> int:
     """ "HH:MM" or "HH:MM:SS" to seconds after midnight."""
     parts = text.split(":")
@@ -216,9 +223,21 @@ class Schedule:
         if unknown:
             msg = f"unknown schedule fields {sorted(unknown)}"
             raise ScheduleError(msg)
+        weekly_items = obj.get("weekly", ())
+        exception_items = obj.get("exceptions", ())
+        for name, items in (("weekly", weekly_items), ("exceptions", exception_items)):
+            if not isinstance(items, list | tuple) or not all(
+                isinstance(item, Mapping) for item in items
+            ):
+                msg = f"schedule {name} must be a list of objects"
+                raise ScheduleError(msg)
         weekly = []
-        for item in obj.get("weekly", ()):
+        for item in weekly_items:
+            _require(item, ("start", "end"), "a weekly window")
             days = item.get("days", DAY_NAMES)
+            if not isinstance(days, list | tuple):
+                msg = "a weekly window's days must be a list of day names"
+                raise ScheduleError(msg)
             weekly.append(
                 WeeklyWindow(
                     start=str(item["start"]),
@@ -226,10 +245,11 @@ class Schedule:
                     days=tuple(_parse_day(d) for d in days),
                 )
             )
-        exceptions = [
-            ScheduleException(start=str(e["start"]), end=str(e["end"]), active=bool(e["active"]))
-            for e in obj.get("exceptions", ())
-        ]
+        exceptions = []
+        for e in exception_items:
+            _require(e, ("start", "end", "active"), "an exception")
+            start, end, active = str(e["start"]), str(e["end"]), bool(e["active"])
+            exceptions.append(ScheduleException(start=start, end=end, active=active))
         return cls(weekly=tuple(weekly), exceptions=tuple(exceptions))
 
     def to_json(self) -> dict[str, Any]:

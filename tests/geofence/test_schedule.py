@@ -651,3 +651,22 @@ def test_the_property_covers_both_hemispheres_and_a_steady_zone() -> None:
     assert len(transitions("Europe/London", 2026)) == 2
     assert transitions("Africa/Johannesburg", 2026) == ()
     assert datetime.fromtimestamp(transitions("Australia/Sydney", 2026)[0], UTC).month == 4
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"weekly": "never"},
+        {"weekly": [1]},
+        {"weekly": [{"days": "x"}]},
+        {"weekly": [{}]},
+        {"weekly": [{"start": "19:00", "end": "07:00", "days": "mon"}]},
+        {"exceptions": 5},
+        {"exceptions": [{"start": "2026-12-24T19:00"}]},
+    ],
+)
+def test_a_malformed_schedule_is_a_schedule_error_with_a_reason(bad: object) -> None:
+    """Anything a client or a database row can hold is refused as a ScheduleError (the engine
+    skips such a zone with a log line), never an AttributeError or KeyError."""
+    with pytest.raises(ScheduleError):
+        Schedule.from_json(bad)  # type: ignore[arg-type]
