@@ -159,6 +159,30 @@ def pg_bindir() -> Path:
     raise ServiceError(msg)
 
 
+TIMESCALEDB_SWITCH = "TAGWATCH_TIMESCALEDB"
+
+
+def timescaledb_wanted(bindir: Path) -> bool:
+    """Whether the private server preloads TimescaleDB: `TAGWATCH_TIMESCALEDB` is `auto` (the
+    default: when the server's libdir has it), `off` (plain PostgreSQL even when it is installed,
+    as CI runs) or `on` (required: an error when it is not installed). Read at each start."""
+    switch = os.environ.get(TIMESCALEDB_SWITCH, "auto").strip().lower() or "auto"
+    if switch in {"off", "0", "false", "no"}:
+        return False
+    if switch in {"on", "1", "true", "yes"}:
+        if not timescaledb_available(bindir):
+            msg = (
+                f"{TIMESCALEDB_SWITCH}={switch} but the timescaledb extension is not installed in"
+                f" {bindir.parent / 'lib'} (see docs/scaling.md, TimescaleDB)"
+            )
+            raise ServiceError(msg)
+        return True
+    if switch != "auto":
+        msg = f"{TIMESCALEDB_SWITCH} must be auto, on or off, not {switch!r}"
+        raise ServiceError(msg)
+    return timescaledb_available(bindir)
+
+
 def timescaledb_available(bindir: Path) -> bool:
     pg_config = bindir / "pg_config"
     if not pg_config.exists():
@@ -495,7 +519,6 @@ def up(base: Path, plain_devices: bool = False) -> ServiceState:
             secret_key=secrets.token_urlsafe(48),
             pg_data=str(_pg_data_dir(base) / "data"),
         )
-    state.timescaledb = timescaledb_available(bindir)
     state.webhook_secret_key = state.webhook_secret_key or generate_key()
     state.pki_dir = str(base / "pki")
     Pki(Path(state.pki_dir)).ensure(default_server_names(), list(SERVICE_USERS))
@@ -511,6 +534,8 @@ def up(base: Path, plain_devices: bool = False) -> ServiceState:
             state.pg_port = free_port()
         if not (Path(state.pg_data) / "PG_VERSION").exists():
             _pg_init(state, bindir)
+        # decided at each start (a running server keeps what it was started with)
+        state.timescaledb = timescaledb_wanted(bindir)
         _pg_configure(state)
         _pg_start(state, bindir)
     if not mqtt_running:

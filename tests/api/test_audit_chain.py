@@ -56,9 +56,29 @@ def template(settings) -> Iterator[str]:
                 " VALUES (%s, 'operator', 'track', %s, %s::jsonb)",
                 (f"user-{i}", None if i % 3 == 0 else i, detail),
             )
+    with psycopg.connect(_admin_url(settings), autocommit=True) as conn:
+        _freeze(conn, name)
     yield name
     with psycopg.connect(_admin_url(settings), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def _freeze(conn: psycopg.Connection, name: str) -> None:
+    """Make `name` a template nobody is connected to, as CREATE DATABASE ... TEMPLATE needs.
+
+    With TimescaleDB preloaded, the extension's job scheduler stays connected to every database
+    that has it (migrate created it), and TimescaleDB restarts that scheduler when the database
+    is copied, so the copy failed ("source database is being accessed by other users"). A
+    database that is a template and takes no connections gets no scheduler (TimescaleDB's
+    launcher skips both), and the one already there is ended here; CREATE DATABASE waits a few
+    seconds for it to go. On plain PostgreSQL this ends nothing."""
+    conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false')
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = %s AND pid <> pg_backend_pid()",
+        (name,),
+    )
 
 
 @pytest.fixture
