@@ -29,7 +29,7 @@ from tagwatch.settings import MqttEndpoint, Settings
 from tests.alerts.test_lifecycle import make_alert, make_subject
 from tests.support import connect, fresh_id, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 FAST = DispatcherConfig(
     workers=2,
