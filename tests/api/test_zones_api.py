@@ -162,7 +162,10 @@ def test_zone_crud_and_revision(api, world, settings):
             "radius_m must be positive",
         ),
         ({"schedule": {"weekly": [{"start": "25:00", "end": "07:00"}]}}, "schedule: "),
-        ({"schedule": {"weekly": ["every night"]}}, "malformed zone"),
+        (
+            {"schedule": {"weekly": ["every night"]}},
+            "schedule: schedule weekly must be a list of objects",
+        ),
         ({"schedule": {"nightly": True}}, "unknown schedule fields"),
         ({"kind": "curfew"}, "a curfew zone needs a schedule"),
         ({"thresholds": {"entry_fixes": -1}}, "thresholds: "),
