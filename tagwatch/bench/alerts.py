@@ -46,7 +46,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,16 +55,13 @@ import psycopg
 
 from tagwatch import services
 from tagwatch.alerts.thresholds import DEFAULTS
-from tagwatch.bench.harness import Child, WebhookReceiver
+from tagwatch.bench.harness import Child, WebhookReceiver, add_fenced_subjects
 from tagwatch.settings import Settings
 from tagwatch.simulators.load import gateway_client, release
 from tagwatch.store.alerts import alert_times
-from tagwatch.store.devices import add_assignment, register_device
 from tagwatch.store.fixes import devices_with_seq, stored_like
 from tagwatch.store.migrate import analyze, migrate
-from tagwatch.store.subjects import add_subject, ensure_region
 from tagwatch.store.webhooks import add_plain, deactivate_named
-from tagwatch.store.zones import ZoneDraft, create_zone
 
 REGION = "bench"
 CENTRE = (18.60, -33.70)  # lon, lat: away from the load's area (it has no zones anyway)
@@ -103,35 +99,24 @@ class Probe:
 
 def _create_probes(conn: psycopg.Connection, prefix: str, count: int) -> list[Probe]:
     """Devices, subjects, assignments and one exclusion zone each; nothing published yet."""
-    probes = []
-    since = datetime.now(UTC) - timedelta(hours=1)
-    with conn.transaction():
-        ensure_region(conn, REGION, "Alert benchmark")
-        for index in range(count):
-            device_id = f"{prefix}-{index:04d}"
-            lon = CENTRE[0] + 0.01 * (index % 50)
-            lat = CENTRE[1] - 0.01 * (index // 50)
-            register_device(conn, device_id, "tag", None, 60)
-            subject_id = add_subject(
-                conn,
-                name=device_id,
-                case_ref=device_id,
-                region_id=REGION,
-                timezone="Africa/Johannesburg",
-            )
-            add_assignment(conn, device_id, subject_id, "offender", since, None)
-            create_zone(
-                conn,
-                ZoneDraft(
-                    name=f"bench zone {index}",
-                    kind="exclusion",
-                    geometry={"type": "Point", "coordinates": [lon, lat]},
-                    radius_m=ZONE_RADIUS_M,
-                    subject_id=subject_id,
-                ),
-            )
-            probes.append(Probe(index, device_id, subject_id, lon, lat))
-    return probes
+    placed = [
+        (f"{prefix}-{index:04d}", CENTRE[0] + 0.01 * (index % 50), CENTRE[1] - 0.01 * (index // 50))
+        for index in range(count)
+    ]
+    subject_ids = add_fenced_subjects(
+        conn,
+        (REGION, "Alert benchmark"),
+        placed,
+        interval_s=60,
+        zone_radius_m=ZONE_RADIUS_M,
+        zone_name="bench zone",
+    )
+    return [
+        Probe(index, device_id, subject_id, lon, lat)
+        for index, ((device_id, lon, lat), subject_id) in enumerate(
+            zip(placed, subject_ids, strict=True)
+        )
+    ]
 
 
 class ProbeWatcher(threading.Thread):

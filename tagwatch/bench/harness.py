@@ -25,10 +25,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from tagwatch.alerts.signing import (
     NOTIFICATION_ID_HEADER,
@@ -38,6 +42,9 @@ from tagwatch.alerts.signing import (
 )
 from tagwatch.services import free_port
 from tagwatch.settings import Settings
+from tagwatch.store.devices import add_assignment, register_device
+from tagwatch.store.subjects import add_subject, ensure_region
+from tagwatch.store.zones import ZoneDraft, create_zone
 
 LOOPBACK_ALLOW = "127.0.0.1"
 
@@ -45,6 +52,47 @@ LOOPBACK_ALLOW = "127.0.0.1"
 def allowing_loopback(settings: Settings) -> Settings:
     """The test settings with this receiver's address on the webhook allow-list."""
     return settings.model_copy(update={"webhook_allow_hosts": LOOPBACK_ALLOW})
+
+
+def add_fenced_subjects(
+    conn: psycopg.Connection,
+    region: tuple[str, str],
+    placed: Sequence[tuple[str, float, float]],
+    *,
+    interval_s: int,
+    zone_radius_m: float,
+    zone_name: str,
+) -> list[int]:
+    """Per (device id, lon, lat): the device, a subject of the same name holding it since an
+    hour ago, and an exclusion circle of ``zone_radius_m`` at that point, in one transaction:
+    the subjects that benchmarks and chaos runs walk into and out of their zones. Returns the
+    subject ids in ``placed``'s order."""
+    since = datetime.now(UTC) - timedelta(hours=1)
+    subject_ids = []
+    with conn.transaction():
+        ensure_region(conn, *region)
+        for index, (device_id, lon, lat) in enumerate(placed):
+            register_device(conn, device_id, "tag", None, interval_s)
+            subject_id = add_subject(
+                conn,
+                name=device_id,
+                case_ref=device_id,
+                region_id=region[0],
+                timezone="Africa/Johannesburg",
+            )
+            add_assignment(conn, device_id, subject_id, "offender", since, None)
+            create_zone(
+                conn,
+                ZoneDraft(
+                    name=f"{zone_name} {index}",
+                    kind="exclusion",
+                    geometry={"type": "Point", "coordinates": [lon, lat]},
+                    radius_m=zone_radius_m,
+                    subject_id=subject_id,
+                ),
+            )
+            subject_ids.append(subject_id)
+    return subject_ids
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,17 +48,14 @@ import psycopg
 
 from tagwatch import services
 from tagwatch.api.security import hash_password
-from tagwatch.bench.harness import Child, WebhookReceiver
+from tagwatch.bench.harness import Child, WebhookReceiver, add_fenced_subjects
 from tagwatch.chaos.cluster import Cluster, Node
 from tagwatch.simulators.load import register
 from tagwatch.store import failover_checks as checks
-from tagwatch.store.devices import add_assignment, register_device
 from tagwatch.store.migrate import analyze, ensure_database, migrate
 from tagwatch.store.roles import PROCESS_ROLES, ensure_roles
-from tagwatch.store.subjects import add_subject, ensure_region
 from tagwatch.store.users import save_user
 from tagwatch.store.webhooks import add_plain
-from tagwatch.store.zones import ZoneDraft, create_zone
 
 DATABASE = "tagwatch"
 REGION = "chaos"
@@ -167,35 +164,26 @@ class Violator:
 
 def _seed(conn: psycopg.Connection, run: str, count: int) -> list[Violator]:
     """Violator devices, subjects, assignments and one 200 m exclusion zone each."""
-    since = datetime.now(UTC) - timedelta(hours=1)
-    out = []
-    with conn.transaction():
-        ensure_region(conn, REGION, "Failover run")
-        for index in range(count):
-            device_id = f"cv-{run}-{index:04d}"
-            lon = VIOLATOR_CENTRE[0] + 0.03 * (index % 20)
-            lat = VIOLATOR_CENTRE[1] - 0.03 * (index // 20)
-            register_device(conn, device_id, "tag", None, EXPECTED_INTERVAL_S)
-            subject_id = add_subject(
-                conn,
-                name=device_id,
-                case_ref=device_id,
-                region_id=REGION,
-                timezone="Africa/Johannesburg",
-            )
-            add_assignment(conn, device_id, subject_id, "offender", since, None)
-            create_zone(
-                conn,
-                ZoneDraft(
-                    name=f"chaos zone {index}",
-                    kind="exclusion",
-                    geometry={"type": "Point", "coordinates": [lon, lat]},
-                    radius_m=ZONE_RADIUS_M,
-                    subject_id=subject_id,
-                ),
-            )
-            out.append(Violator(device_id, subject_id, lon, lat))
-    return out
+    placed = [
+        (
+            f"cv-{run}-{index:04d}",
+            VIOLATOR_CENTRE[0] + 0.03 * (index % 20),
+            VIOLATOR_CENTRE[1] - 0.03 * (index // 20),
+        )
+        for index in range(count)
+    ]
+    subject_ids = add_fenced_subjects(
+        conn,
+        (REGION, "Failover run"),
+        placed,
+        interval_s=EXPECTED_INTERVAL_S,
+        zone_radius_m=ZONE_RADIUS_M,
+        zone_name="chaos zone",
+    )
+    return [
+        Violator(device_id, subject_id, lon, lat)
+        for (device_id, lon, lat), subject_id in zip(placed, subject_ids, strict=True)
+    ]
 
 
 def _environment(cluster: Cluster, broker: services.ServiceState) -> dict[str, str]:
