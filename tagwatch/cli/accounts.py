@@ -4,6 +4,8 @@ credentials."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,6 +15,7 @@ from tagwatch.cli.common import settings
 
 if TYPE_CHECKING:
     from tagwatch.ingest.device_broker import DeviceBroker
+    from tagwatch.settings import Settings
 
 user_app = typer.Typer(no_args_is_help=True, help="Operator accounts.")
 device_app = typer.Typer(no_args_is_help=True, help="Devices and their broker credentials.")
@@ -37,6 +40,23 @@ def try_publish_line(
         f"mosquitto_pub -h {broker.host} -p {broker.port} {tls}-u {device_id} "
         f"-i {device_id} -P '{password}' -q 1 -t {topic} {payload}"
     )
+
+
+def _device_http_base(s: Settings) -> str:
+    """Where devices reach the API over HTTP (OsmAnd and OwnTracks HTTP mode)."""
+    return (s.device_http_url or f"http://{s.api_host}:{s.api_port}").rstrip("/")
+
+
+@contextmanager
+def _broker_refusal() -> Iterator[None]:
+    """A broker that refuses the change ends the command with its reason (exit 1)."""
+    from tagwatch.ingest.broker_accounts import BrokerAdminError  # noqa: PLC0415
+
+    try:
+        yield
+    except BrokerAdminError as exc:
+        typer.echo(f"refused by the broker: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @user_app.command("add")
@@ -125,7 +145,7 @@ def device_add(
             subject_id = add_subject(conn, name=subject, region_id=region)
             since = datetime.now(UTC) - timedelta(days=1)
             add_assignment(conn, device_id, subject_id, "offender", since, None)
-    api = (s.device_http_url or f"http://{s.api_host}:{s.api_port}").rstrip("/")
+    api = _device_http_base(s)
     if osmand:
         typer.echo(
             json.dumps(
@@ -188,24 +208,19 @@ def device_rotate(device_id: str) -> None:
 
     import psycopg  # noqa: PLC0415
 
-    from tagwatch.ingest.broker_accounts import BrokerAdminError  # noqa: PLC0415
     from tagwatch.ingest.device_accounts import device_accounts  # noqa: PLC0415
     from tagwatch.ingest.device_broker import device_broker  # noqa: PLC0415
     from tagwatch.ingest.provisioning import rotate_device  # noqa: PLC0415
 
     s = settings()
-    with psycopg.connect(s.database_url) as conn:
-        try:
-            found = rotate_device(conn, device_accounts(s), device_id, f"cli:{getpass.getuser()}")
-        except BrokerAdminError as exc:
-            typer.echo(f"refused by the broker: {exc}", err=True)
-            raise typer.Exit(1) from exc
+    with psycopg.connect(s.database_url) as conn, _broker_refusal():
+        found = rotate_device(conn, device_accounts(s), device_id, f"cli:{getpass.getuser()}")
     if found is None:
         typer.echo(f"no device {device_id}", err=True)
         raise typer.Exit(1)
     row, secret = found
     if row.osmand:
-        api = (s.device_http_url or f"http://{s.api_host}:{s.api_port}").rstrip("/")
+        api = _device_http_base(s)
         typer.echo(json.dumps({"device_id": device_id, "osmand_url": f"{api}/osmand/{secret}"}))
         return
     broker = device_broker(s)
@@ -233,17 +248,12 @@ def device_revoke(device_id: str) -> None:
 
     import psycopg  # noqa: PLC0415
 
-    from tagwatch.ingest.broker_accounts import BrokerAdminError  # noqa: PLC0415
     from tagwatch.ingest.device_accounts import device_accounts  # noqa: PLC0415
     from tagwatch.ingest.provisioning import revoke_device  # noqa: PLC0415
 
     s = settings()
-    with psycopg.connect(s.database_url) as conn:
-        try:
-            row = revoke_device(conn, device_accounts(s), device_id, f"cli:{getpass.getuser()}")
-        except BrokerAdminError as exc:
-            typer.echo(f"refused by the broker: {exc}", err=True)
-            raise typer.Exit(1) from exc
+    with psycopg.connect(s.database_url) as conn, _broker_refusal():
+        row = revoke_device(conn, device_accounts(s), device_id, f"cli:{getpass.getuser()}")
     if row is None:
         typer.echo(f"no device {device_id}", err=True)
         raise typer.Exit(1)
