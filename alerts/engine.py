@@ -107,6 +107,44 @@ class AlertEngine:
         # them): the clock must come back then to release the device (alerts/holding.py)
         self._ends: dict[int, float] = {}
 
+    # -- the catalogue: what the engine knows of zones and subjects, saved and restored whole
+
+    # Everything `sync` builds from the zones and subjects tables, and nothing else: the rule
+    # state lives in the database, victims' positions are read back there when missing, and the
+    # per-batch caches are rebuilt by the next batch. An engine restored from these fields at
+    # revision R and then synced holds what a new engine synced from nothing holds.
+    CATALOGUE_FIELDS = (
+        "index",
+        "metas",
+        "zone_rows",
+        "victim_zones",
+        "curfews",
+        "schedules",
+        "subject_tz",
+        "subject_thresholds",
+        "home_beacons",
+        "global_thresholds",
+        "revision",
+    )
+
+    def catalogue(self) -> dict[str, Any]:
+        """The fields `sync` keeps, for a snapshot of the zone index (ingest/index_snapshot.py):
+        rebuilding them from the tables is most of a national worker's cold start."""
+        return {name: getattr(self, name) for name in self.CATALOGUE_FIELDS}
+
+    @classmethod
+    def from_catalogue(cls, catalogue: dict[str, Any]) -> AlertEngine:
+        """An engine holding a saved catalogue; `sync` then brings it from its revision to now."""
+        missing = set(cls.CATALOGUE_FIELDS) - set(catalogue)
+        if missing:
+            raise ValueError(f"catalogue lacks {sorted(missing)}")
+        engine = cls()
+        for name in cls.CATALOGUE_FIELDS:
+            setattr(engine, name, catalogue[name])
+        if not isinstance(engine.index, ZoneIndex) or not isinstance(engine.revision, int):
+            raise ValueError("not an engine catalogue")
+        return engine
+
     # -- keeping the zone index in step with the repository
 
     def sync(self, repo: EngineRepository) -> None:

@@ -257,6 +257,19 @@ class ZoneIndex:
                 raise outcome
         return index
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickled index carries (a snapshot of ingest's catalogue): everything but the
+        keep-out STRtree, a cache that the first batch after loading rebuilds from the boxes
+        (in time proportional to the global zones), so that a snapshot depends on no Shapely
+        pickle format."""
+        state = dict(self.__dict__)
+        state["_tree"] = None
+        state["_keepout_dirty"] = True
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def __len__(self) -> int:
         return len(self._slot_of)
 

@@ -31,6 +31,7 @@ import psycopg
 import tenacity
 
 from tagwatch.alerts.engine import AlertEngine
+from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError, layered
 from tagwatch.ingest.decode import (
     Decoded,
     Limits,
@@ -41,12 +42,17 @@ from tagwatch.ingest.decode import (
     sender_of,
 )
 from tagwatch.ingest.flood_guard import FloodGuard
+from tagwatch.ingest.index_snapshot import Identity, SnapshotKeeper, snapshot_key
 from tagwatch.ingest.osmand import decode_osmand_message, is_osmand_topic
 from tagwatch.ingest.registry import DeviceRegistry
 from tagwatch.ingest.routing import decode_message
 from tagwatch.mqtt_client import new_client
-from tagwatch.settings import MqttEndpoint, Settings
-from tagwatch.store.engine_repository import PgEngineRepository, clock_and_speed
+from tagwatch.settings import DEV_SECRET, MqttEndpoint, Settings
+from tagwatch.store.engine_repository import (
+    PgEngineRepository,
+    catalogue_identity,
+    clock_and_speed,
+)
 from tagwatch.store.ingest_writer import (
     BatchResult,
     DeadLetterPolicy,
@@ -212,6 +218,19 @@ class ByteBudget:
             self._room.notify_all()
 
 
+def _snapshot_keeper(settings: Settings) -> SnapshotKeeper | None:
+    """The catalogue snapshot, when configured and signable: outside development the key must
+    not derive from the published development secret (anyone could sign a snapshot)."""
+    if settings.index_snapshot is None:
+        return None
+    if settings.secret_key == DEV_SECRET and settings.environment == "production":
+        log.warning("catalogue snapshots off: TAGWATCH_SECRET_KEY is the development default")
+        return None
+    return SnapshotKeeper(
+        settings.index_snapshot, snapshot_key(settings.secret_key), settings.index_snapshot_every_s
+    )
+
+
 def subscriptions(shared_group: str | None) -> list[str]:
     """With a shared group, several workers split the stream (MQTT 5 shared subscriptions)."""
     if shared_group:
@@ -252,6 +271,9 @@ class IngestService:
         self._pending_latency: list[float] = []
         self._conn: psycopg.Connection | None = None
         self.engine = AlertEngine() if settings.alerts_enabled else None
+        self.snapshots = _snapshot_keeper(settings) if self.engine is not None else None
+        self.catalogue_ready_s: float | None = None  # start to a synced engine, for the benches
+        self.catalogue_source = ""  # "snapshot" or "tables"
         self._last_tick = 0.0
         self._tick_every = 1.0
         self._speed_checked = 0.0
@@ -501,12 +523,50 @@ class IngestService:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Connect to the database first: no message is taken before it can be stored."""
+        """Connect to the database first: no message is taken before it can be stored, and
+        none before the engine holds the catalogue (its first batch would wait for it anyway)."""
         self._conn = self._connect_db()
         count = self.registry.load_all()
         log.info("ingest %s: %d devices known", self.worker, count)
+        self._prepare_engine()
         self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30)
         self._client.loop_start()
+
+    def _prepare_engine(self) -> None:
+        """The engine's catalogue from the snapshot when one is usable, else from the tables;
+        then synced to now. A build from the tables is saved at once for the next start."""
+        if self.engine is None or self._conn is None:
+            return
+        started = time.perf_counter()
+        repo = PgEngineRepository(self._conn)
+        source = "tables"
+        if self.snapshots is not None:
+            try:
+                thresholds = layered(repo.global_thresholds())
+            except ThresholdError:
+                thresholds = DEFAULTS
+            loaded = self.snapshots.load(Identity(*catalogue_identity(self._conn)), thresholds)
+            self._conn.commit()
+            if loaded.engine is not None:
+                self.engine = loaded.engine
+                source = "snapshot"
+                log.info("catalogue snapshot loaded: %s", loaded.reason)
+            else:
+                log.warning("catalogue snapshot not used: %s", loaded.reason)
+        with self._conn.transaction():
+            self.engine.sync(repo)
+        self.catalogue_ready_s = time.perf_counter() - started
+        self.catalogue_source = source
+        log.info(
+            "zone index ready in %.1f s from the %s: %d zones, %d subjects, revision %d",
+            self.catalogue_ready_s,
+            source,
+            len(self.engine.index),
+            self.engine.index.subject_count,
+            self.engine.revision,
+        )
+        if self.snapshots is not None:
+            self.snapshots.maybe_save(self.engine, now=source == "tables")
 
     def run(self) -> None:
         self.start()
@@ -549,6 +609,8 @@ class IngestService:
             log.info("backlog written (drain marker back after %.1f s)", self._since_connect())
         self._pending_latency.append(time.perf_counter() - started)
         self._account(result)
+        if self.snapshots is not None and self.engine is not None:
+            self.snapshots.maybe_save(self.engine)  # between batches: nothing changes it now
         return len(batch)
 
     def _left(self, count: int) -> None:
@@ -623,6 +685,8 @@ class IngestService:
                 self._conn.rollback()
 
     def close(self) -> None:
+        if self.snapshots is not None:
+            self.snapshots.reap(wait_s=30.0)  # a save under way finishes rather than half-writes
         self._client.disconnect()
         self._client.loop_stop()
         if self._conn is not None:

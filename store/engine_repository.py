@@ -528,3 +528,18 @@ def seed_rule_state(
     ):
         for subject_id, doc, trail in states:
             copy.write_row((subject_id, Jsonb(doc), trail))
+
+
+def catalogue_identity(conn: psycopg.Connection[Any]) -> tuple[str, int, int]:
+    """Which database the engine's catalogue comes from, and how far it has come: the cluster's
+    system identifier (from initdb; replicas share it), this database's OID, and the highest
+    zone or subject revision committed. A snapshot of the catalogue names the first two and is
+    refused by another database; one whose revision is above the third is from a timeline this
+    database never had (restored from a backup) and is refused too (ingest/index_snapshot.py)."""
+    row = conn.execute(
+        "SELECT (SELECT system_identifier FROM pg_control_system())::text,"
+        " (SELECT oid FROM pg_database WHERE datname = current_database())::bigint,"
+        " greatest((SELECT max(revision) FROM zones), (SELECT max(revision) FROM subjects), 0)"
+    ).fetchone()
+    assert row is not None
+    return str(row[0]), int(row[1]), int(row[2])

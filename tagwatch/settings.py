@@ -132,6 +132,13 @@ class Settings(BaseSettings):
     # A sender refused more often than this in a minute is quarantined for the rest of it: its
     # messages are counted as dead letters without being decoded (ingest/flood_guard.py).
     ingest_quarantine_refused_per_minute: int = Field(default=1000, ge=1)
+    # A signed snapshot of the alert engine's catalogue (zone index and what goes with it), so a
+    # restarted worker evaluates in seconds instead of rebuilding it from the tables
+    # (ingest/index_snapshot.py). Unset: no snapshot. Saved at most every index_snapshot_every_s
+    # while zones change, and signed with a key derived from secret_key (refused when that is the
+    # development default outside development).
+    index_snapshot: Path | None = None
+    index_snapshot_every_s: float = Field(default=600.0, gt=0)
 
     # Webhooks: the key that encrypts their signing secrets at rest (a Fernet key; several,
     # comma-separated, to rotate: store/webhook_secrets.py), and the hosts or CIDR networks they
