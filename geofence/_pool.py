@@ -33,6 +33,17 @@ class RangePool:
     def __getitem__(self, name: str) -> AnyArray:
         return self.arrays[name]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Only the rows handed out: the spare capacity (up to half the arrays after a doubling)
+        would otherwise be written to, and read back from, every catalogue snapshot."""
+        state = dict(self.__dict__)
+        state["arrays"] = {name: a[: self.used] for name, a in self.arrays.items()}
+        state["capacity"] = self.used
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     @property
     def nbytes(self) -> int:
         return sum(int(a.nbytes) for a in self.arrays.values())

@@ -586,6 +586,7 @@ class IngestService:
         try:
             batch, decoded = self.ready.get(timeout=min(0.2, self._tick_every))
         except queue.Empty:
+            self._snapshot_between_batches()
             return 0
         started = time.perf_counter()
         try:
@@ -609,9 +610,14 @@ class IngestService:
             log.info("backlog written (drain marker back after %.1f s)", self._since_connect())
         self._pending_latency.append(time.perf_counter() - started)
         self._account(result)
-        if self.snapshots is not None and self.engine is not None:
-            self.snapshots.maybe_save(self.engine)  # between batches: nothing changes it now
+        self._snapshot_between_batches()
         return len(batch)
+
+    def _snapshot_between_batches(self) -> None:
+        """Collect a finished save and start one if due: between batches nothing changes the
+        engine, and an idle worker (no batch for a while) still reaps and saves."""
+        if self.snapshots is not None and self.engine is not None:
+            self.snapshots.maybe_save(self.engine)
 
     def _left(self, count: int) -> None:
         for _ in range(min(count, len(self._arrivals))):

@@ -184,3 +184,19 @@ def bench_store(
     )
     if as_json:
         typer.echo(json.dumps(figures, default=str))
+
+
+@bench_app.command("cold-start")
+def bench_cold_start(
+    subjects: Annotated[int, typer.Option(help="subjects in the national catalogue")] = 100_000,
+    global_zones: Annotated[int, typer.Option(help="global exclusion zones")] = 1_000,
+    seed: Annotated[int, typer.Option()] = 1,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="private services dir (default: a temp dir)")
+    ] = None,
+) -> None:
+    """Seconds from starting `tagwatch ingest` to its first evaluated batch at national size:
+    building the zone index from the tables, beside loading the catalogue snapshot."""
+    from tagwatch.bench.cold_start import run as run_cold_start  # noqa: PLC0415
+
+    run_cold_start(subjects, global_zones, seed, directory, echo=typer.echo)
