@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import pickle
+import secrets
 import struct
 import time
 from dataclasses import dataclass
@@ -116,8 +117,9 @@ def write_snapshot(engine: AlertEngine, path: Path, key: bytes, identity: Identi
     }
     encoded = json.dumps(header, sort_keys=True).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # workers that share one snapshot file (a volume) may write at once: each its own partial
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as raw:
             signing = _Signing(raw, key)

@@ -57,6 +57,17 @@ def seed_zones(conn: psycopg.Connection[Any], rows: Sequence[Sequence[Any]]) -> 
     return len(rows)
 
 
+def analyze_catalogue(conn: psycopg.Connection[Any]) -> None:
+    """Planner statistics after the bulk load, as autovacuum would leave them."""
+    conn.execute("ANALYZE zones")
+    conn.execute("ANALYZE subjects")
+
+
+def set_groups(conn: psycopg.Connection[Any], subject_id: int, groups: Sequence[str]) -> None:
+    """A subject moved into groups (its revision moves, as with an edit in the console)."""
+    conn.execute("UPDATE subjects SET groups = %s WHERE id = %s", (list(groups), subject_id))
+
+
 def alerts_of(conn: psycopg.Connection[Any], subject_id: int, kind: str) -> int:
     row = conn.execute(
         "SELECT count(*) FROM alerts WHERE subject_id = %s AND type = %s", (subject_id, kind)

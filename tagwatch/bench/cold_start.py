@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from tagwatch import services
 from tagwatch.bench.geofence import TIMEZONE, NationalSet
@@ -41,9 +40,16 @@ from tagwatch.bench.harness import Child
 from tagwatch.bench.ingest import _open_session, _publish
 from tagwatch.geofence import Zone
 from tagwatch.settings import MqttEndpoint, Settings
-from tagwatch.store.bench_catalogue import alerts_of, seed_subjects, seed_zones
+from tagwatch.store.bench_catalogue import (
+    alerts_of,
+    analyze_catalogue,
+    seed_subjects,
+    seed_zones,
+    set_groups,
+)
 from tagwatch.store.devices import add_assignment, register_device
 from tagwatch.store.migrate import migrate
+from tagwatch.store.zones import ZoneDraft, create_zone
 
 REGION = ("za-bench", "Bench country")
 ENTRY = "exclusion_zone_entry"
@@ -75,8 +81,7 @@ def seed(database_url: str, national: NationalSet, echo: Callable[[str], Any]) -
         )
         subject_of = dict(zip(national.subject_ids.tolist(), ids, strict=True))
         count = seed_zones(conn, [_row(z, subject_of) for z in national.zones])
-        conn.execute("ANALYZE zones")
-        conn.execute("ANALYZE subjects")
+        analyze_catalogue(conn)
     echo(
         f"catalogue: {len(ids):,} subjects and {count:,} zones written in"
         f" {time.perf_counter() - started:.0f} s"
@@ -199,17 +204,17 @@ def run(
             )
             # while ingest is down: a zone drawn and a subject moved to a group
             with psycopg.connect(settings.database_url) as conn:
-                conn.execute(
-                    "INSERT INTO zones (name, kind, geometry, radius_m, region_id)"
-                    " VALUES ('drawn while down', 'exclusion', %s, 300, %s)",
-                    (
-                        Jsonb({"type": "Point", "coordinates": [lon + 0.3, lat + 0.3]}),
-                        REGION[0],
+                create_zone(
+                    conn,
+                    ZoneDraft(
+                        name="drawn while down",
+                        kind="exclusion",
+                        geometry={"type": "Point", "coordinates": [lon + 0.3, lat + 0.3]},
+                        radius_m=300,
+                        region_id=REGION[0],
                     ),
                 )
-                conn.execute(
-                    "UPDATE subjects SET groups = '{sex_offence}' WHERE id = %s", (ids[2],)
-                )
+                set_groups(conn, ids[2], ["sex_offence"])
             subject_id, lon, lat, device_id = probes[1]
             _publish(gateway, _probe_fixes(device_id, lon, lat))
             child, first, ready, source = _start(
