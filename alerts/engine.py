@@ -51,6 +51,7 @@ from tagwatch.alerts.rules import (
     tick,
 )
 from tagwatch.alerts.rules import due_at as next_due
+from tagwatch.alerts.state_cache import StateCache
 from tagwatch.alerts.state_codec import (
     decode_state,
     encode_state,
@@ -103,6 +104,9 @@ class AlertEngine:
         self.revision = 0
         # rule_state rows as `_lock`/`tick` read them
         self._read: dict[int, StateRow] = {}
+        # decoded states kept between batches while their rows are unchanged; off (0) unless
+        # the caller sizes it and reports its commits (alerts/state_cache.py)
+        self.state_cache = StateCache(0)
         # per subject, the next end of an assignment it holds now (as `process`/`tick` read
         # them): the clock must come back then to release the device (alerts/holding.py)
         self._ends: dict[int, float] = {}
@@ -285,6 +289,7 @@ class AlertEngine:
         changes. A fix of unknown accuracy (NaN) is never classified: it reaches the rules as
         communication only (alerts/rules.py)."""
         phones = phones or NewPhoneReports()
+        self.state_cache.begin()
         if not len(fixes) and not len(events) and not len(phones):
             return 0
         self.sync(repo)
@@ -459,9 +464,21 @@ class AlertEngine:
         """Every subject's state, locked by the repository; a subject without a row gets an
         empty state (`_save` upserts it). What was read is remembered, so that `_save` skips rows
         that did not change."""
-        rows = repo.lock_states(sorted(set(subjects)))
-        self._read = rows
-        states = {sid: decode_state(r.doc, r.trail) for sid, r in rows.items()}
+        cache = self.state_cache
+        wanted = sorted(set(subjects))
+        rows = repo.lock_states(wanted, cache.versions(wanted) if cache.capacity else None)
+        states: dict[int, SubjectState] = {}
+        self._read = {}
+        for sid, r in rows.items():
+            kept = cache.take(sid, r.version if r.kept else None) if cache.capacity else None
+            if kept is not None:
+                states[sid], self._read[sid] = kept.state, kept.row
+            elif r.kept:  # the repository kept a row this cache no longer holds: read it
+                row = repo.read_state(sid)
+                assert row is not None, "a locked row exists"
+                states[sid], self._read[sid] = decode_state(row.doc, row.trail), row
+            else:
+                states[sid], self._read[sid] = decode_state(r.doc, r.trail), r
         for sid in subjects:
             states.setdefault(sid, SubjectState())
         return states
@@ -493,11 +510,21 @@ class AlertEngine:
                 and read.doc == doc
                 and (read.trail or b"") == packed
             ):
-                continue  # nothing changed: no new row version
+                # nothing changed: no new row version, and the state is the row's as read
+                self.state_cache.stage(sid, read.version, state, read)
+                continue
             out.append(StateRow(sid, doc, packed, due_at))
         self._read = {}
         if out:
-            repo.save_states(out)
+            versions = repo.save_states(out)
+            for row in out:
+                version = versions.get(row.subject_id)
+                self.state_cache.stage(
+                    row.subject_id,
+                    version,
+                    states[row.subject_id],
+                    dataclasses.replace(row, version=version),
+                )
 
     def _late(
         self,
@@ -530,6 +557,7 @@ class AlertEngine:
         `waiting_s`: wall seconds the oldest message still waiting in ingest has waited. The
         rules are judged as of when it arrived: everything before it is written, so a device
         looks silent only if it truly sent nothing, however far behind ingest is."""
+        self.state_cache.begin()
         with repo.transaction():
             self.sync(repo)
             now, speed = repo.clock_and_speed()
@@ -550,6 +578,7 @@ class AlertEngine:
                         self._ends[a.subject_id] = min(a.end, self._ends.get(a.subject_id, a.end))
             for row in rows:
                 sid = row.subject_id
+                self.state_cache.take(sid, None)  # read whole here; kept again if saved
                 state = decode_state(row.doc, row.trail)
                 self._read[sid] = row
                 # assignments bound every rule: a device the subject no longer (or not yet)
@@ -576,6 +605,7 @@ class AlertEngine:
             if states:
                 self._save(repo, states, now)
             count += self._escalate(repo, now)
+        self.state_cache.committed()  # the transaction above is the tick's own
         return count
 
     def _escalate(self, repo: EngineRepository, now: float) -> int:

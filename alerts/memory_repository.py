@@ -10,7 +10,7 @@ does not roll back (the offline replay never raises into one).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -74,6 +74,7 @@ class MemoryEngineRepository:
     fixes: list[StoredFix] = field(default_factory=list)
     events: list[StoredEvent] = field(default_factory=list)
     states: dict[int, StateRow] = field(default_factory=dict)
+    _versions: int = 0  # the last row version handed out (save_states)
     alerts: list[MemoryAlert] = field(default_factory=list)
     history: list[tuple[int, str, str, dict[str, Any]]] = field(default_factory=list)
     outbox: list[tuple[int, str | None, str, str, str]] = field(default_factory=list)
@@ -167,10 +168,17 @@ class MemoryEngineRepository:
             and a.opened_at <= hi
         ]
 
-    def lock_states(self, subjects: Sequence[int]) -> dict[int, StateRow]:
-        for sid in subjects:
-            self.states.setdefault(sid, StateRow(sid, {}, None, None))
-        return {sid: self.states[sid] for sid in sorted(set(subjects))}
+    def lock_states(
+        self, subjects: Sequence[int], known: Mapping[int, str] | None = None
+    ) -> dict[int, StateRow]:
+        known = known or {}
+        out: dict[int, StateRow] = {}
+        for sid in sorted(set(subjects)):
+            row = self.states.setdefault(sid, StateRow(sid, {}, None, None))
+            if row.version is not None and known.get(sid) == row.version:
+                row = StateRow(sid, None, None, row.due_at, row.version, kept=True)
+            out[sid] = row
+        return out
 
     def due_states(self, now: float, limit: int) -> list[StateRow]:
         at = _dt(now)
@@ -183,9 +191,15 @@ class MemoryEngineRepository:
     def read_state(self, subject_id: int) -> StateRow | None:
         return self.states.get(subject_id)
 
-    def save_states(self, rows: Sequence[StateRow]) -> None:
+    def save_states(self, rows: Sequence[StateRow]) -> dict[int, str]:
+        versions: dict[int, str] = {}
         for r in rows:
-            self.states[r.subject_id] = r
+            self._versions += 1
+            versions[r.subject_id] = str(self._versions)
+            self.states[r.subject_id] = StateRow(
+                r.subject_id, r.doc, r.trail, r.due_at, versions[r.subject_id]
+            )
+        return versions
 
     def _alert(self, subject_id: int, episode_key: str) -> MemoryAlert | None:
         for a in self.alerts:

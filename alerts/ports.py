@@ -9,7 +9,7 @@ offline. Rows are dataclasses, not tuples by position, so the two sides cannot d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,12 +98,16 @@ class VictimFix:
 @dataclass(frozen=True, slots=True)
 class StateRow:
     """One subject's stored rule state: the document (without the trail), the packed trail and
-    when the clock rules are due next (see `alerts/state_codec.py`)."""
+    when the clock rules are due next (see `alerts/state_codec.py`). ``version`` is the row
+    version's opaque token (None when unknown); ``kept`` says the row is still at the version
+    the reader said it held, so its document and trail were not sent (alerts/state_cache.py)."""
 
     subject_id: int
     doc: dict[str, Any] | None
     trail: bytes | None
     due_at: datetime | None
+    version: str | None = None
+    kept: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +153,14 @@ class EngineRepository(Protocol):
     def episodes(self, subject_id: int, lo: float, hi: float) -> list[Episode]: ...
 
     # rule state
-    def lock_states(self, subjects: Sequence[int]) -> dict[int, StateRow]: ...
+    def lock_states(
+        self, subjects: Sequence[int], known: Mapping[int, str] | None = None
+    ) -> dict[int, StateRow]: ...
     def due_states(self, now: float, limit: int) -> list[StateRow]: ...
     def read_state(self, subject_id: int) -> StateRow | None: ...
-    def save_states(self, rows: Sequence[StateRow]) -> None: ...
+    def save_states(self, rows: Sequence[StateRow]) -> dict[int, str]:
+        """Write the rows; return each written row's new version."""
+        ...
 
     # alerts, history, outbox
     def open_alert(self, subject_id: int, change: AlertChange) -> OpenedAlert | None: ...

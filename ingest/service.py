@@ -31,6 +31,7 @@ import psycopg
 import tenacity
 
 from tagwatch.alerts.engine import AlertEngine
+from tagwatch.alerts.state_cache import StateCache
 from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError, layered
 from tagwatch.ingest.decode import (
     Decoded,
@@ -141,14 +142,21 @@ def write_batch(
     (with the PostgreSQL repository on the same connection) evaluates what was new, then the
     counters. Everything or nothing, so a batch replayed after a crash neither loses an alert nor
     raises one twice; the caller acknowledges the messages only after this returns."""
-    with conn.transaction():
-        stored = store_batch(conn, decoded, policy)
-        result = stored.result
+    try:
+        with conn.transaction():
+            stored = store_batch(conn, decoded, policy)
+            result = stored.result
+            if engine is not None:
+                result.alert_changes = _evaluate(
+                    conn, engine, stored.new_fixes, stored.new_events, stored.new_phones, counters
+                )
+            write_counters(conn, worker, result, decoded.dead, ignored_counters(decoded, counters))
+    except BaseException:
         if engine is not None:
-            result.alert_changes = _evaluate(
-                conn, engine, stored.new_fixes, stored.new_events, stored.new_phones, counters
-            )
-        write_counters(conn, worker, result, decoded.dead, ignored_counters(decoded, counters))
+            engine.state_cache.discarded()
+        raise
+    if engine is not None:
+        engine.state_cache.committed()  # the states the batch wrote are the rows' now
     return result
 
 
@@ -174,6 +182,7 @@ def _evaluate(
     except psycopg.OperationalError:
         raise
     except Exception:
+        engine.state_cache.discarded()
         log.exception("alert engine failed on a batch; fixes stored without evaluation")
         counters[("alert_engine_errors_total", "")] = (
             counters.get(("alert_engine_errors_total", ""), 0.0) + 1
@@ -492,6 +501,9 @@ class IngestService:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = self._connect_db()
+                if self.engine is not None:
+                    # another server (a failover) may have handed out the same row versions
+                    self.engine.state_cache.clear()
             counters: defaultdict[tuple[str, str], float] = defaultdict(float)
             counters[("messages_total", "")] = len(batch)
             for seconds in self._pending_latency:
@@ -555,6 +567,7 @@ class IngestService:
                 log.warning("catalogue snapshot not used: %s", loaded.reason)
         with self._conn.transaction():
             self.engine.sync(repo)
+        self.engine.state_cache = StateCache(self.settings.engine_state_cache)
         self.catalogue_ready_s = time.perf_counter() - started
         self.catalogue_source = source
         log.info(
@@ -691,6 +704,14 @@ class IngestService:
                 self._conn.rollback()
 
     def close(self) -> None:
+        if self.engine is not None and self.engine.state_cache.capacity:
+            cache = self.engine.state_cache
+            log.info(
+                "rule states kept between batches: %d hits, %d misses, %d held",
+                cache.hits,
+                cache.misses,
+                len(cache),
+            )
         if self.snapshots is not None:
             self.snapshots.reap(wait_s=30.0)  # a save under way finishes rather than half-writes
         self._client.disconnect()

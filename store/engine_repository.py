@@ -14,7 +14,7 @@ connection-taking calls operator actions (alerts/lifecycle.py) and tests use.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -205,12 +205,22 @@ class PgEngineRepository:
 
     # -- rule state
 
-    def lock_states(self, subjects: Sequence[int]) -> dict[int, StateRow]:
+    def lock_states(
+        self, subjects: Sequence[int], known: Mapping[int, str] | None = None
+    ) -> dict[int, StateRow]:
         """Every subject's state row, locked in subject order; a subject without one gets an
         empty row first. A row deleted between the insert and the lock (a subject released
         concurrently) is created again: never a missing state, which would skip the batch's
         evaluation. A subject still missing after six rounds is left out (the engine starts it
-        empty and the save upserts it)."""
+        empty and the save upserts it).
+
+        ``known``: the row versions (``xmin``) the caller holds decoded; a row still at that
+        version comes back ``kept``, without its document and trail (alerts/state_cache.py).
+        The comparison is made on the locked row, which cannot change until this transaction
+        ends."""
+        known = known or {}
+        held_ids = list(known)
+        held_versions = [known[s] for s in held_ids]
         rows: dict[int, StateRow] = {}
         wanted = sorted(set(subjects))
         missing = wanted
@@ -229,12 +239,18 @@ class PgEngineRepository:
                 missing = [s for s in missing if s not in rows]
                 if not missing:
                     break
-            for sid, text, packed, due_read in self.conn.execute(
-                "SELECT subject_id, state::text, trail, due_at FROM rule_state"
-                " WHERE subject_id = ANY(%s) ORDER BY subject_id FOR UPDATE",
-                (missing,),
+            for sid, version, same, text, packed, due_read in self.conn.execute(
+                "SELECT r.subject_id, r.xmin::text, k.v IS NOT NULL,"
+                " CASE WHEN k.v IS NULL THEN r.state::text END,"
+                " CASE WHEN k.v IS NULL THEN r.trail END, r.due_at"
+                " FROM rule_state r LEFT JOIN unnest(%s::int8[], %s::text[]) AS k(s, v)"
+                " ON k.s = r.subject_id AND k.v = r.xmin::text"
+                " WHERE r.subject_id = ANY(%s) ORDER BY r.subject_id FOR UPDATE OF r",
+                (held_ids, held_versions, missing),
             ):
-                rows[sid] = StateRow(sid, load_doc(text), packed, due_read)
+                rows[sid] = StateRow(
+                    sid, None if same else load_doc(text), packed, due_read, version, same
+                )
             missing = [s for s in wanted if s not in rows]
             if not missing:
                 break
@@ -257,17 +273,18 @@ class PgEngineRepository:
         ).fetchone()
         return None if row is None else StateRow(subject_id, load_doc(row[0]), row[1], row[2])
 
-    def save_states(self, rows: Sequence[StateRow]) -> None:
+    def save_states(self, rows: Sequence[StateRow]) -> dict[int, str]:
         """One statement for the whole batch (an UPDATE per subject was a round trip each); the
-        arrays go in binary (no text escaping)."""
+        arrays go in binary (no text escaping). Returns the rows' new versions (``xmin``)."""
         if not rows:
-            return
-        self.conn.execute(
+            return {}
+        cursor = self.conn.execute(
             "INSERT INTO rule_state (subject_id, state, trail, due_at)"
             " SELECT s, d::jsonb, t, due FROM"
             " unnest(%b::int8[], %b::text[], %b::bytea[], %b::timestamptz[]) AS u(s, d, t, due)"
             " ON CONFLICT (subject_id) DO UPDATE SET state = excluded.state,"
-            " trail = excluded.trail, due_at = excluded.due_at, updated_at = now()",
+            " trail = excluded.trail, due_at = excluded.due_at, updated_at = now()"
+            " RETURNING subject_id, xmin::text",
             (
                 [r.subject_id for r in rows],
                 [json_encode(r.doc).decode() for r in rows],
@@ -275,6 +292,7 @@ class PgEngineRepository:
                 [r.due_at for r in rows],
             ),
         )
+        return {int(sid): str(version) for sid, version in cursor.fetchall()}
 
     # -- alerts, history, outbox
 

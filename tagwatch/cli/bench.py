@@ -200,3 +200,20 @@ def bench_cold_start(
     from tagwatch.bench.cold_start import run as run_cold_start  # noqa: PLC0415
 
     run_cold_start(subjects, global_zones, seed, directory, echo=typer.echo)
+
+
+@bench_app.command("engine-states")
+def bench_engine_states(
+    subjects: Annotated[int, typer.Option(min=1, help="monitored subjects")] = 20_000,
+    batch: Annotated[int, typer.Option(min=1, help="fixes (subjects) per batch")] = 2_000,
+    rounds: Annotated[int, typer.Option(min=2, help="fixes per subject per run")] = 5,
+    pairs: Annotated[int, typer.Option(min=1, help="off/on run pairs")] = 3,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="private services dir (default: a temp dir)")
+    ] = None,
+) -> None:
+    """The alert engine's batch path alone, without and with the decoded rule states it keeps
+    between batches, in alternating runs."""
+    from tagwatch.bench.engine_states import run as run_engine_states  # noqa: PLC0415
+
+    run_engine_states(subjects, batch, rounds, pairs, directory, echo=typer.echo)

@@ -26,6 +26,7 @@ CORE = [
         "batch.py",
         "ports.py",
         "state_codec.py",
+        "state_cache.py",
         "rules.py",
         "observe.py",
         "escalation.py",
