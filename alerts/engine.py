@@ -503,28 +503,28 @@ class AlertEngine:
                 due = end if due is None else min(due, end)
             due_at = _dt(due)
             doc, packed = encode_state(state)
+            encoded = json_encode(doc)
             read = self._read.get(sid)
             if (
                 read is not None
                 and read.due_at == due_at
-                and read.doc == doc
                 and (read.trail or b"") == packed
+                and (read.encoded == encoded if read.encoded is not None else read.doc == doc)
             ):
                 # nothing changed: no new row version, and the state is the row's as read
-                self.state_cache.stage(sid, read.version, state, read)
+                kept = StateRow(sid, None, packed, due_at, read.version, encoded=encoded)
+                self.state_cache.stage(sid, read.version, state, kept)
                 continue
-            out.append(StateRow(sid, doc, packed, due_at))
+            out.append(StateRow(sid, doc, packed, due_at, encoded=encoded))
         self._read = {}
         if out:
             versions = repo.save_states(out)
             for row in out:
                 version = versions.get(row.subject_id)
-                self.state_cache.stage(
-                    row.subject_id,
-                    version,
-                    states[row.subject_id],
-                    dataclasses.replace(row, version=version),
+                kept = StateRow(
+                    row.subject_id, None, row.trail, row.due_at, version, encoded=row.encoded
                 )
+                self.state_cache.stage(row.subject_id, version, states[row.subject_id], kept)
 
     def _late(
         self,

@@ -108,6 +108,9 @@ class StateRow:
     due_at: datetime | None
     version: str | None = None
     kept: bool = False
+    # the document as the engine encoded it (set instead of ``doc`` for a state it keeps, so
+    # that no dict is shared with a live state; also spares the repository encoding it again)
+    encoded: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

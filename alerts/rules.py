@@ -221,15 +221,15 @@ class SubjectState:
             return cls()
         return cls(
             tracks={k: Track(**t) for k, t in data.get("tracks", {}).items()},
-            devices={k: DeviceState(**d) for k, d in data.get("devices", {}).items()},
+            devices={k: _device_of(d) for k, d in data.get("devices", {}).items()},
             beacon_home=bool(data.get("beacon_home", False)),
             beacon_id=data.get("beacon_id"),
             watermark=data.get("watermark"),
             trail=[(p[0], p[1], p[2], p[3]) for p in data.get("trail", [])],
             victim=bool(data.get("victim", False)),
             watchers={k: [list(w) for w in ws] for k, ws in data.get("watchers", {}).items()},
-            panic=data.get("panic"),
-            degraded=data.get("degraded"),
+            panic=_copy(data.get("panic")),
+            degraded=_copy(data.get("degraded")),
         )
 
     def device(self, device_id: str) -> DeviceState:
@@ -241,6 +241,20 @@ class SubjectState:
     @property
     def last_position(self) -> tuple[float, float, float, float] | None:
         return self.trail[-1] if self.trail else None
+
+
+def _device_of(data: Mapping[str, Any]) -> DeviceState:
+    """A device's state owning its containers: the rules mutate them, and the document they came
+    from must stay what was read (the engine compares it with the new one to skip a write)."""
+    fields = dict(data)
+    for name in ("episodes", "episode_first"):
+        if name in fields:
+            fields[name] = dict(fields[name])
+    return DeviceState(**fields)
+
+
+def _copy(value: list[Any] | None) -> list[Any] | None:
+    return None if value is None else list(value)
 
 
 def _slots(obj: Any) -> dict[str, Any]:

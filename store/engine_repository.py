@@ -287,7 +287,7 @@ class PgEngineRepository:
             " RETURNING subject_id, xmin::text",
             (
                 [r.subject_id for r in rows],
-                [json_encode(r.doc).decode() for r in rows],
+                [(r.encoded or json_encode(r.doc)).decode() for r in rows],
                 [r.trail or b"" for r in rows],
                 [r.due_at for r in rows],
             ),

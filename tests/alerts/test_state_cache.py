@@ -188,3 +188,32 @@ def test_kept_states_are_used_only_while_the_row_is_unchanged(settings) -> None:
         both([(now - 20, 6, -33.9003)])
         assert engine.state_cache.hits == hits
         same_rows()
+
+
+@pytest.mark.integration
+def test_a_change_only_to_a_devices_episodes_is_written(settings) -> None:
+    """The rules mutate a device's episode maps in place: the document that was read (or kept)
+    must not share them, or the "nothing changed" test would skip the write and lose it."""
+    now = time.time()
+    with psycopg.connect(settings.database_url) as conn:
+        for capacity in (0, 10):
+            device = fresh_id("episodes")
+            sid = _subject(conn, device, now - 3600)
+            engine = AlertEngine()
+            engine.state_cache = StateCache(capacity)
+            repo = PgEngineRepository(conn)
+            with conn.transaction():
+                states = engine._lock(repo, [sid])
+                states[sid].device(device).last_msg = now - 5
+                engine._save(repo, states, now)  # the row as the engine writes it
+            engine.state_cache.committed()
+            for round_ in range(2):  # read back (decoded; then kept when the cache is on)
+                with conn.transaction():
+                    states = engine._lock(repo, [sid])
+                    states[sid].devices[device].episodes[f"k{round_}"] = f"episode {round_}"
+                    engine._save(repo, states, now)
+                engine.state_cache.committed()
+                doc, _, _ = _stored(conn, sid)
+                assert doc["devices"][device]["episodes"] == {
+                    f"k{r}": f"episode {r}" for r in range(round_ + 1)
+                }, capacity
