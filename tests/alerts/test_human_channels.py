@@ -169,6 +169,8 @@ def test_a_server_that_is_down_is_retried_then_delivered(
     assert delivery_status(conn, alert_id, channel)[0][0] == "pending"
     smtp_server.restart()
     assert wait_for(lambda: smtp_server.to("down@example.org"), 15)
+    # the server has the mail before the dispatcher records the attempt that sent it
+    assert wait_for(lambda: delivery_log(conn, alert_id, channel)[-1][0], 15)
     attempts = delivery_log(conn, alert_id, channel)
     assert attempts[-1] == (True, None) and not any(ok for ok, _ in attempts[:-1])
 
