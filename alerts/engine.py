@@ -54,6 +54,7 @@ from tagwatch.alerts.rules import due_at as next_due
 from tagwatch.alerts.state_cache import StateCache
 from tagwatch.alerts.state_codec import (
     decode_state,
+    encode_document,
     encode_state,
     json_encode,
     pack_trail,
@@ -476,9 +477,11 @@ class AlertEngine:
             elif r.kept:  # the repository kept a row this cache no longer holds: read it
                 row = repo.read_state(sid)
                 assert row is not None, "a locked row exists"
-                states[sid], self._read[sid] = decode_state(row.doc, row.trail), row
+                states[sid] = decode_state(row.doc, row.trail)
+                self._read[sid] = _as_read(row, states[sid])
             else:
-                states[sid], self._read[sid] = decode_state(r.doc, r.trail), r
+                states[sid] = decode_state(r.doc, r.trail)
+                self._read[sid] = _as_read(r, states[sid])
         for sid in subjects:
             states.setdefault(sid, SubjectState())
         return states
@@ -502,20 +505,19 @@ class AlertEngine:
             if end is not None and state.devices:
                 due = end if due is None else min(due, end)
             due_at = _dt(due)
-            doc, packed = encode_state(state)
-            encoded = json_encode(doc)
+            encoded, packed = encode_document(state), pack_trail(state.trail)
             read = self._read.get(sid)
             if (
                 read is not None
                 and read.due_at == due_at
                 and (read.trail or b"") == packed
-                and (read.encoded == encoded if read.encoded is not None else read.doc == doc)
+                and read.encoded == encoded
             ):
                 # nothing changed: no new row version, and the state is the row's as read
                 kept = StateRow(sid, None, packed, due_at, read.version, encoded=encoded)
                 self.state_cache.stage(sid, read.version, state, kept)
                 continue
-            out.append(StateRow(sid, doc, packed, due_at, encoded=encoded))
+            out.append(StateRow(sid, None, packed, due_at, encoded=encoded))
         self._read = {}
         if out:
             versions = repo.save_states(out)
@@ -580,7 +582,7 @@ class AlertEngine:
                 sid = row.subject_id
                 self.state_cache.take(sid, None)  # read whole here; kept again if saved
                 state = decode_state(row.doc, row.trail)
-                self._read[sid] = row
+                self._read[sid] = _as_read(row, state)
                 # assignments bound every rule: a device the subject no longer (or not yet)
                 # holds is released before the clock judges anything (alerts/holding.py)
                 count += apply_changes(repo, sid, release(state, sid, held.get(sid, ()), now))
@@ -617,6 +619,13 @@ class AlertEngine:
                 continue
             count += raise_absconder(repo, c.subject_id, now, source=source)
         return count
+
+
+def _as_read(row: StateRow, state: SubjectState) -> StateRow:
+    """The row as read, with the encoding of its state before the rules touch it: `_save`
+    compares the new encoding with it to skip rows that did not change (a document that still
+    carried its trail, from before migration 0008, differs by its trail column and is rewritten)."""
+    return dataclasses.replace(row, encoded=encode_document(state))
 
 
 def release_held(repo: EngineRepository, sid: int, due_by: float) -> int:

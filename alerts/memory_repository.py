@@ -30,6 +30,7 @@ from tagwatch.alerts.ports import (
     ZoneRow,
 )
 from tagwatch.alerts.rules import AlertChange
+from tagwatch.alerts.state_codec import load_doc
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -196,8 +197,9 @@ class MemoryEngineRepository:
         for r in rows:
             self._versions += 1
             versions[r.subject_id] = str(self._versions)
+            doc = r.doc if r.doc is not None else load_doc((r.encoded or b"{}").decode())
             self.states[r.subject_id] = StateRow(
-                r.subject_id, r.doc, r.trail, r.due_at, versions[r.subject_id]
+                r.subject_id, doc, r.trail, r.due_at, versions[r.subject_id]
             )
         return versions
 

@@ -44,6 +44,22 @@ def encode_state(state: SubjectState) -> tuple[dict[str, Any], bytes]:
     return doc, pack_trail(trail)
 
 
+def encode_document(state: SubjectState) -> bytes:
+    """The jsonb document of ``state`` (without the trail) as JSON, encoded straight from its
+    dataclasses: the same bytes as ``json_encode`` of `encode_state`'s document (tested), at a
+    quarter of the cost, with no dict built per track and device."""
+    doc: dict[str, Any] = {
+        "tracks": state.tracks,
+        "devices": state.devices,
+        "beacon_home": state.beacon_home,
+        "beacon_id": state.beacon_id,
+        "watermark": state.watermark,
+    }
+    if state.victim:
+        doc.update(victim=True, watchers=state.watchers, panic=state.panic, degraded=state.degraded)
+    return json_encode(doc)
+
+
 def decode_state(doc: dict[str, Any] | None, packed: bytes | None) -> SubjectState:
     """A state from its rule_state row. A document that still carries its trail (written before
     migration 0008) is read whole; otherwise the trail is the packed column."""

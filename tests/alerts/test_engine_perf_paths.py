@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from tagwatch.alerts.batch import NewEvents
 from tagwatch.alerts.engine import AlertEngine, decode_state, encode_state, pack_trail, unpack_trail
 from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState, Track
+from tagwatch.alerts.state_codec import encode_document, json_encode
 from tagwatch.ingest.decode import engine_fixes
 from tagwatch.store.engine_repository import PgEngineRepository
 from tests.support import fresh_id
@@ -121,3 +122,22 @@ def test_only_changed_states_are_written(settings) -> None:
         conn.commit()
         assert "trail" not in json.loads(text)
         assert [p[0] for p in unpack_trail(trail)] == [f[1].timestamp() for f in fixes + later]
+
+
+def test_the_document_encoded_from_the_dataclasses_is_the_documents_json() -> None:
+    """`encode_document` writes what `encode_state`'s dict encodes to, byte for byte, for an
+    offender's state and a victim's (the victim keys appear only for a victim)."""
+
+    offender = _state()
+    offender.devices["tag-1"].episodes["7/entry"] = "e1"
+    offender.devices["tag-1"].episode_first["7/entry"] = 1.25
+    victim = SubjectState(
+        devices={"phone-9": DeviceState(last_fix=4.0)},
+        victim=True,
+        watchers={"12": [[3, 7], [4, None]]},
+        panic=["p1", 1.0, 2.0],
+        degraded=None,
+    )
+    for state in (offender, victim, SubjectState()):
+        assert encode_document(state) == json_encode(encode_state(state)[0])
+    assert b"watchers" not in encode_document(offender)
