@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import islice
 
 from tagwatch.alerts.ports import StateRow
 from tagwatch.alerts.rules import SubjectState
@@ -43,7 +42,7 @@ class Kept:
 
 
 class StateCache:
-    """At most ``capacity`` subjects' states, least recently used dropped first; 0 turns it off."""
+    """At most ``capacity`` subjects' states, first come first kept; 0 turns it off."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(0, capacity)
@@ -89,13 +88,13 @@ class StateCache:
             return
         held = self._held
         for sid, kept in self._pending.items():
-            held.pop(sid, None)  # re-inserted last: the most recently used
-            held[sid] = kept
+            # A full cache admits no newcomer: a worker serving more subjects than it holds
+            # (round robin over a national caseload) would otherwise evict and re-admit on every
+            # batch, paying for the cache and never hitting it. Subjects it holds keep their
+            # place (their entry was taken for the batch and comes back here).
+            if sid in held or len(held) < self.capacity:
+                held[sid] = kept
         self._pending.clear()
-        excess = len(held) - self.capacity
-        if excess > 0:
-            for sid in list(islice(held, excess)):  # the least recently used come first
-                del held[sid]
 
     def discarded(self) -> None:
         """The transaction rolled back: its staged states never became rows."""

@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     # Subjects whose decoded rule state each ingest worker keeps between batches, used while
     # their rule_state row is still the version it wrote (alerts/state_cache.py): about 8.5 KB
     # each with a full trail, so 20,000 is ~170 MB. Size it to the subjects one worker serves
-    # (least recently used go first; a cache smaller than that is of little use). 0: off.
+    # (a full cache admits no newcomer; one smaller than that is of little use). 0: off.
     engine_state_cache: int = Field(default=20_000, ge=0)
 
     # Webhooks: the key that encrypts their signing secrets at rest (a Fernet key; several,

@@ -60,14 +60,18 @@ def test_a_rollback_or_a_batch_without_a_commit_keeps_nothing() -> None:
     assert len(off) == 0
 
 
-def test_the_least_recently_used_go_first() -> None:
+def test_a_full_cache_keeps_whom_it_holds_and_admits_no_newcomer() -> None:
     cache = StateCache(3)
     for sid in (1, 2, 3):
         cache.stage(sid, str(sid), SubjectState(), _row(sid, str(sid)))
     cache.committed()
     kept = cache.take(1, "1")
     assert kept is not None
-    cache.stage(1, "11", kept.state, _row(1, "11"))  # 1 used again: now the most recent
+    cache.stage(1, "11", kept.state, _row(1, "11"))  # 1 evaluated again: back in its place
+    cache.stage(4, "4", SubjectState(), _row(4, "4"))  # a newcomer while full: not kept
+    cache.committed()
+    assert cache.versions([1, 2, 3, 4]) == {1: "11", 2: "2", 3: "3"}
+    assert cache.take(2, "20") is None  # another writer changed 2: its place is free
     cache.stage(4, "4", SubjectState(), _row(4, "4"))
     cache.committed()
     assert set(cache.versions([1, 2, 3, 4])) == {1, 3, 4}
