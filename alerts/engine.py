@@ -474,14 +474,13 @@ class AlertEngine:
             kept = cache.take(sid, r.version if r.kept else None) if cache.capacity else None
             if kept is not None:
                 states[sid], self._read[sid] = kept.state, kept.row
-            elif r.kept:  # the repository kept a row this cache no longer holds: read it
-                row = repo.read_state(sid)
+            else:
+                # the row as locked, or read whole if the repository kept it (sent no document)
+                # and this cache no longer holds it
+                row = repo.read_state(sid) if r.kept else r
                 assert row is not None, "a locked row exists"
                 states[sid] = decode_state(row.doc, row.trail)
                 self._read[sid] = _as_read(row, states[sid])
-            else:
-                states[sid] = decode_state(r.doc, r.trail)
-                self._read[sid] = _as_read(r, states[sid])
         for sid in subjects:
             states.setdefault(sid, SubjectState())
         return states
@@ -514,7 +513,7 @@ class AlertEngine:
                 and read.encoded == encoded
             ):
                 # nothing changed: no new row version, and the state is the row's as read
-                kept = StateRow(sid, None, packed, due_at, read.version, encoded=encoded)
+                kept = _kept_row(sid, packed, due_at, read.version, encoded)
                 self.state_cache.stage(sid, read.version, state, kept)
                 continue
             out.append(StateRow(sid, None, packed, due_at, encoded=encoded))
@@ -523,9 +522,7 @@ class AlertEngine:
             versions = repo.save_states(out)
             for row in out:
                 version = versions.get(row.subject_id)
-                kept = StateRow(
-                    row.subject_id, None, row.trail, row.due_at, version, encoded=row.encoded
-                )
+                kept = _kept_row(row.subject_id, row.trail, row.due_at, version, row.encoded)
                 self.state_cache.stage(row.subject_id, version, states[row.subject_id], kept)
 
     def _late(
@@ -580,7 +577,7 @@ class AlertEngine:
                         self._ends[a.subject_id] = min(a.end, self._ends.get(a.subject_id, a.end))
             for row in rows:
                 sid = row.subject_id
-                self.state_cache.take(sid, None)  # read whole here; kept again if saved
+                self.state_cache.drop(sid)  # read whole here; kept again if saved
                 state = decode_state(row.doc, row.trail)
                 self._read[sid] = _as_read(row, state)
                 # assignments bound every rule: a device the subject no longer (or not yet)
@@ -619,6 +616,18 @@ class AlertEngine:
                 continue
             count += raise_absconder(repo, c.subject_id, now, source=source)
         return count
+
+
+def _kept_row(
+    sid: int,
+    trail: bytes | None,
+    due_at: datetime | None,
+    version: str | None,
+    encoded: bytes | None,
+) -> StateRow:
+    """The row a kept state stands for (alerts/state_cache.py): at ``version``, with the state's
+    encoding instead of a document, so that no dict is shared with the live state."""
+    return StateRow(sid, None, trail, due_at, version, encoded=encoded)
 
 
 def _as_read(row: StateRow, state: SubjectState) -> StateRow:

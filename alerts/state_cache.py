@@ -69,6 +69,11 @@ class StateCache:
         self.misses += 1
         return None
 
+    def drop(self, subject_id: int) -> None:
+        """The entry leaves the cache unused, counted neither hit nor miss: the caller read the
+        row whole anyway (the clock's due states)."""
+        self._held.pop(subject_id, None)
+
     def begin(self) -> None:
         """A new transaction: anything staged and not confirmed is forgotten."""
         self._pending.clear()

@@ -10,6 +10,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from tagwatch.store.subjects import ensure_region
+from tagwatch.store.zones import FIELDS
 
 
 def seed_subjects(
@@ -33,17 +34,12 @@ def seed_subjects(
     ]
 
 
-ZONE_COLUMNS = (
-    "name",
-    "kind",
-    "geometry",
-    "radius_m",
-    "buffer_m",
-    "subject_id",
-    "group_name",
-    "region_id",
-    "schedule",
+# The zone columns the catalogue writes: FIELDS, in their order, less those it leaves at their
+# defaults (victim zones and thresholds overrides are not part of it).
+ZONE_COLUMNS = tuple(
+    f for f in FIELDS if f not in ("victim_subject_id", "protects_subject_id", "thresholds")
 )
+_GEOMETRY, _SCHEDULE = ZONE_COLUMNS.index("geometry"), ZONE_COLUMNS.index("schedule")
 
 
 def seed_zones(conn: psycopg.Connection[Any], rows: Sequence[Sequence[Any]]) -> int:
@@ -51,8 +47,8 @@ def seed_zones(conn: psycopg.Connection[Any], rows: Sequence[Sequence[Any]]) -> 
     with conn.cursor().copy(f"COPY zones ({', '.join(ZONE_COLUMNS)}) FROM STDIN") as copy:
         for row in rows:
             values = list(row)
-            values[2] = Jsonb(values[2])
-            values[8] = None if values[8] is None else Jsonb(values[8])
+            values[_GEOMETRY] = Jsonb(values[_GEOMETRY])
+            values[_SCHEDULE] = None if values[_SCHEDULE] is None else Jsonb(values[_SCHEDULE])
             copy.write_row(values)
     return len(rows)
 

@@ -1,5 +1,5 @@
-"""Helpers the integration tests share: fresh ids, waiting for rows, a device that publishes,
-the real API in its own process."""
+"""Helpers the integration tests share: fresh ids, an offender holding a tag, waiting for rows, a
+device that publishes, the real API in its own process."""
 
 from __future__ import annotations
 
@@ -24,6 +24,26 @@ from tagwatch.settings import MqttEndpoint
 
 def fresh_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def offender_subject(conn: psycopg.Connection, device: str, since: float) -> int:
+    """A tag ``device`` and a subject of the same name in region za-wc, holding it as offender
+    from ``since`` on (committed); the subject's id."""
+    conn.execute(
+        "INSERT INTO regions (id, name) VALUES ('za-wc', 'Western Cape') ON CONFLICT DO NOTHING"
+    )
+    conn.execute("INSERT INTO devices (id, kind) VALUES (%s, 'tag')", (device,))
+    row = conn.execute(
+        "INSERT INTO subjects (name, region_id) VALUES (%s, 'za-wc') RETURNING id", (device,)
+    ).fetchone()
+    assert row is not None
+    conn.execute(
+        "INSERT INTO device_assignments (device_id, subject_id, role, during)"
+        " VALUES (%s, %s, 'offender', tstzrange(to_timestamp(%s), NULL))",
+        (device, row[0], since),
+    )
+    conn.commit()
+    return int(row[0])
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, every: float = 0.1) -> bool:

@@ -36,11 +36,9 @@ import json
 import os
 import queue
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,14 +51,13 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import psycopg
 
-from tagwatch import services
 from tagwatch.alerts.thresholds import DEFAULTS
-from tagwatch.bench.harness import Child, WebhookReceiver, add_fenced_subjects
+from tagwatch.bench.harness import Child, WebhookReceiver, add_fenced_subjects, private_services
 from tagwatch.settings import Settings
 from tagwatch.simulators.load import gateway_client, release
 from tagwatch.store.alerts import alert_times
 from tagwatch.store.fixes import devices_with_seq, stored_like
-from tagwatch.store.migrate import analyze, migrate
+from tagwatch.store.migrate import analyze
 from tagwatch.store.webhooks import add_plain, deactivate_named
 
 REGION = "bench"
@@ -458,115 +455,120 @@ def run_benchmark(
     baseline_probes = max(5, probes // 4) if baseline_probes is None else baseline_probes
     baseline_duration = max(2.0, duration * baseline_probes / max(1, probes))
     devices = max(1, round(rate * interval))
-    base = directory or Path(tempfile.mkdtemp(prefix="tagwatch-bench-alerts-"))
-    log_dir = base / "bench-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    echo(f"starting private services in {base} ...")
-    state = services.up(base)
-    env = state.env()
-    load: LoadChild | None = None
-    receiver: WebhookReceiver | None = None
-    watcher: ProbeWatcher | None = None
-    client: mqtt.Client | None = None
-    run = secrets.token_hex(2)
-    try:
-        migrate(env["TAGWATCH_DATABASE_URL"])
-        settings = Settings.for_services(env, environment="test")
-        secret = secrets.token_urlsafe(24)
-        receiver = WebhookReceiver(secret=secret).start()
-        with psycopg.connect(settings.database_url) as conn:
-            add_plain(conn, f"bench-{run}", receiver.url, secret)
-            conn.commit()
-            all_probes = _create_probes(conn, f"bprobe-{run}", 1 + baseline_probes + probes)
-        warmup = all_probes[:1]
-        idle = all_probes[1 : 1 + baseline_probes]
-        loaded = all_probes[1 + baseline_probes :]
-        load_env = {**os.environ, **env}
-        load_env.pop("TAGWATCH_ENV_FILE", None)
-        load = LoadChild(load_env, f"bload-{run}", devices, interval)
-        load.echo = echo
-        registered = load.next(600)
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
-            # Statistics, as a database that has held these devices for a while has them: fresh
-            # from COPY, the planner would seq-scan the assignments for every batch.
-            analyze(conn)
-        echo(
-            f"registered {registered['registered']:,} background devices (one fix each every"
-            f" {interval:g} s) in {registered['seconds']:.1f} s; {len(all_probes)} probe subjects"
-        )
-        with _platform(env, log_dir):
-            watcher = ProbeWatcher(settings.database_url)
-            watcher.start()
-            client = gateway_client(settings, "bench-probe")
-            _run_probes(client, watcher, receiver, warmup, time.time(), 0.0, spacing, timeout=120)
-            if warmup[0].webhook_at is None:
-                msg = f"the warm-up probe got no alert or no webhook; logs in {log_dir}"
-                raise RuntimeError(msg)
-            echo(f"idle: {len(idle)} probe episodes over {baseline_duration:g} s, no other load")
-            start = time.time() + 0.2
-            _run_probes(client, watcher, receiver, idle, start, baseline_duration, spacing)
-            load_s = warm + duration + PROBE_FIXES * spacing + tail
-            started = float(load.go(load_s, clients, sample)["publishing"])
+    with private_services(directory, "tagwatch-bench-alerts-", echo) as (base, env):
+        log_dir = base / "bench-logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        load: LoadChild | None = None
+        receiver: WebhookReceiver | None = None
+        watcher: ProbeWatcher | None = None
+        client: mqtt.Client | None = None
+        run = secrets.token_hex(2)
+        try:
+            settings = Settings.for_services(env, environment="test")
+            secret = secrets.token_urlsafe(24)
+            receiver = WebhookReceiver(secret=secret).start()
+            with psycopg.connect(settings.database_url) as conn:
+                add_plain(conn, f"bench-{run}", receiver.url, secret)
+                conn.commit()
+                all_probes = _create_probes(conn, f"bprobe-{run}", 1 + baseline_probes + probes)
+            warmup = all_probes[:1]
+            idle = all_probes[1 : 1 + baseline_probes]
+            loaded = all_probes[1 + baseline_probes :]
+            load_env = {**os.environ, **env}
+            load_env.pop("TAGWATCH_ENV_FILE", None)
+            load = LoadChild(load_env, f"bload-{run}", devices, interval)
+            load.echo = echo
+            registered = load.next(600)
+            with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                # Statistics, as a database that has held these devices for a while has them: fresh
+                # from COPY, the planner would seq-scan the assignments for every batch.
+                analyze(conn)
             echo(
-                f"loaded: background {rate:,.0f} fixes/s from {devices:,} devices for {load_s:g} s;"
-                f" {len(loaded)} probe episodes over {duration:g} s from +{warm:g} s"
+                f"registered {registered['registered']:,} background devices (one fix each"
+                f" every {interval:g} s) in {registered['seconds']:.1f} s; {len(all_probes)}"
+                " probe subjects"
             )
-            _run_probes(client, watcher, receiver, loaded, started + warm, duration, spacing)
-            report = load.next(load_s + 120)
-            stored, stored_span = _stored(settings.database_url, load.prefix, report["published"])
-            _settle(watcher, receiver, all_probes, 30.0)
-            if directory is not None:  # services that outlive the run: once ingest has drained,
-                with psycopg.connect(settings.database_url) as conn:  # stop monitoring the load
-                    release(conn, load.prefix)
-        figures = _phase_figures("idle", idle) | _phase_figures("loaded", loaded)
-        figures.update(
-            {
-                "background_devices": devices,
-                "background_target_per_s": rate,
-                "background_published": report["published"],
-                "background_published_per_s": round(report["published"] / report["publish_s"], 1),
-                "background_stored": stored,
-                "background_stored_per_s": round(stored / stored_span, 1) if stored_span else 0.0,
-                "background_fix_n": report["sampled"],
-                "background_unseen": report["unseen"],
-                "background_failed": 0.0 if report["error"] is None else 1.0,
-                "bad_signatures": receiver.bad_signatures,
-                "webhook_requests": receiver.count(),
-                **{
-                    f"background_fix_{s}_ms": round(1000 * v, 1)
-                    for s, v in report["latencies"].items()
-                },
-            }
-        )
-        _print(figures, rate, echo)
-        if figures["background_stored_per_s"] < 0.95 * figures["background_published_per_s"]:
-            echo(
-                "ingest did not keep up with the background load: the loaded latencies measure"
-                " a backlog that grew for the whole run, not a steady state"
+            with _platform(env, log_dir):
+                watcher = ProbeWatcher(settings.database_url)
+                watcher.start()
+                client = gateway_client(settings, "bench-probe")
+                _run_probes(
+                    client, watcher, receiver, warmup, time.time(), 0.0, spacing, timeout=120
+                )
+                if warmup[0].webhook_at is None:
+                    msg = f"the warm-up probe got no alert or no webhook; logs in {log_dir}"
+                    raise RuntimeError(msg)
+                echo(
+                    f"idle: {len(idle)} probe episodes over {baseline_duration:g} s, no other load"
+                )
+                start = time.time() + 0.2
+                _run_probes(client, watcher, receiver, idle, start, baseline_duration, spacing)
+                load_s = warm + duration + PROBE_FIXES * spacing + tail
+                started = float(load.go(load_s, clients, sample)["publishing"])
+                echo(
+                    f"loaded: background {rate:,.0f} fixes/s from {devices:,} devices for"
+                    f" {load_s:g} s; {len(loaded)} probe episodes over {duration:g} s from"
+                    f" +{warm:g} s"
+                )
+                _run_probes(client, watcher, receiver, loaded, started + warm, duration, spacing)
+                report = load.next(load_s + 120)
+                stored, stored_span = _stored(
+                    settings.database_url, load.prefix, report["published"]
+                )
+                _settle(watcher, receiver, all_probes, 30.0)
+                if directory is not None:  # services that outlive the run: once ingest has drained,
+                    with psycopg.connect(settings.database_url) as conn:  # stop monitoring the load
+                        release(conn, load.prefix)
+            figures = _phase_figures("idle", idle) | _phase_figures("loaded", loaded)
+            figures.update(
+                {
+                    "background_devices": devices,
+                    "background_target_per_s": rate,
+                    "background_published": report["published"],
+                    "background_published_per_s": round(
+                        report["published"] / report["publish_s"], 1
+                    ),
+                    "background_stored": stored,
+                    "background_stored_per_s": round(stored / stored_span, 1)
+                    if stored_span
+                    else 0.0,
+                    "background_fix_n": report["sampled"],
+                    "background_unseen": report["unseen"],
+                    "background_failed": 0.0 if report["error"] is None else 1.0,
+                    "bad_signatures": receiver.bad_signatures,
+                    "webhook_requests": receiver.count(),
+                    **{
+                        f"background_fix_{s}_ms": round(1000 * v, 1)
+                        for s, v in report["latencies"].items()
+                    },
+                }
             )
-        if report["error"]:
-            echo(
-                f"the load generator failed after publishing ({report['error']}): its"
-                " sampled latencies are lost and fixes still queued in its client were not sent"
-            )
-        return figures
-    finally:
-        if client is not None:
-            client.disconnect()
-            client.loop_stop()
-        if watcher is not None:
-            watcher.stop.set()
-            watcher.join(5)
-        if load is not None:
-            load.stop()
-        if receiver is not None:
-            receiver.stop()
-        if directory is None:
-            services.down(base)
-            shutil.rmtree(base, ignore_errors=True)
-        else:  # services kept: stop sending to a receiver that is gone
-            with psycopg.connect(env["TAGWATCH_DATABASE_URL"]) as conn:
-                deactivate_named(conn, f"bench-{run}")
+            _print(figures, rate, echo)
+            if figures["background_stored_per_s"] < 0.95 * figures["background_published_per_s"]:
+                echo(
+                    "ingest did not keep up with the background load: the loaded latencies measure"
+                    " a backlog that grew for the whole run, not a steady state"
+                )
+            if report["error"]:
+                echo(
+                    f"the load generator failed after publishing ({report['error']}): its"
+                    " sampled latencies are lost and fixes still queued in its client were not sent"
+                )
+            return figures
+        finally:
+            if client is not None:
+                client.disconnect()
+                client.loop_stop()
+            if watcher is not None:
+                watcher.stop.set()
+                watcher.join(5)
+            if load is not None:
+                load.stop()
+            if receiver is not None:
+                receiver.stop()
+            if directory is not None:  # services kept: stop sending to a receiver that is gone
+                with psycopg.connect(env["TAGWATCH_DATABASE_URL"]) as conn:
+                    deactivate_named(conn, f"bench-{run}")
 
 
 def _print(figures: dict[str, float], rate: float, echo: Callable[[str], object]) -> None:

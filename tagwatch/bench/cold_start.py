@@ -26,17 +26,15 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from tagwatch import services
 from tagwatch.bench.geofence import TIMEZONE, NationalSet
-from tagwatch.bench.harness import Child
+from tagwatch.bench.harness import Child, private_services
 from tagwatch.bench.ingest import _open_session, _publish
 from tagwatch.geofence import Zone
 from tagwatch.settings import MqttEndpoint, Settings
@@ -48,7 +46,6 @@ from tagwatch.store.bench_catalogue import (
     set_groups,
 )
 from tagwatch.store.devices import add_assignment, register_device
-from tagwatch.store.migrate import migrate
 from tagwatch.store.zones import ZoneDraft, create_zone
 
 REGION = ("za-bench", "Bench country")
@@ -111,17 +108,6 @@ def _probe_fixes(device_id: str, lon: float, lat: float) -> list[tuple[str, byte
     ]
 
 
-@contextmanager
-def _private_services(directory: Path | None) -> Iterator[dict[str, str]]:
-    base = directory or Path(tempfile.mkdtemp(prefix="tagwatch-bench-cold-"))
-    try:
-        yield services.up(base).env()
-    finally:
-        if directory is None:
-            services.down(base)
-            shutil.rmtree(base, ignore_errors=True)
-
-
 _READY = re.compile(r"zone index ready in ([0-9.]+) s from the (\w+)")
 
 
@@ -152,8 +138,7 @@ def run(
     echo: Callable[[str], Any] = print,
 ) -> dict[str, float]:
     national = NationalSet(subjects, global_zones, seed_value)
-    with _private_services(directory) as env:
-        migrate(env["TAGWATCH_DATABASE_URL"])
+    with private_services(directory, "tagwatch-bench-cold-") as (_, env):
         settings = Settings.for_services(env, environment="test")
         assert settings.mqtt_gateway_url, "services up provisions the gateway"
         ids = seed(settings.database_url, national, echo)

@@ -13,36 +13,19 @@ off/on, each on fixes newer than the last run's, so neither profits from the oth
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from tagwatch import services
 from tagwatch.alerts.batch import NewEvents, NewFixes
 from tagwatch.alerts.engine import AlertEngine
 from tagwatch.alerts.state_cache import StateCache
+from tagwatch.bench.harness import private_services
 from tagwatch.bench.ingest import _register_subjects
 from tagwatch.store.engine_repository import PgEngineRepository
-from tagwatch.store.migrate import migrate
-
-
-@contextmanager
-def _database(directory: Path | None) -> Iterator[str]:
-    base = directory or Path(tempfile.mkdtemp(prefix="tagwatch-bench-engine-"))
-    try:
-        env = services.up(base).env()
-        migrate(env["TAGWATCH_DATABASE_URL"])
-        yield env["TAGWATCH_DATABASE_URL"]
-    finally:
-        if directory is None:
-            services.down(base)
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def _batches(prefix: str, subjects: int, batch: int, rounds: int, t0: float) -> list[NewFixes]:
@@ -95,7 +78,8 @@ def run(
     echo: Callable[[str], Any] = print,
 ) -> dict[str, float]:
     """Alternate ``pairs`` runs without and with the kept states; the medians and their ratio."""
-    with _database(directory) as url:
+    with private_services(directory, "tagwatch-bench-engine-") as (_, env):
+        url = env["TAGWATCH_DATABASE_URL"]
         prefix = f"be{os.getpid()}"
         _register_subjects(url, prefix, subjects)  # each subject last heard 120 s ago
         t0 = time.time() - 110

@@ -15,17 +15,23 @@ answered 401 and counted (`bad_signatures`), which `tagwatch bench alerts` repor
 **Child**: a `python -m ...` subprocess with its output in a log file, waited on by a line of
 that log and stopped with SIGTERM (then SIGKILL), as the benchmarks run `tagwatch ingest` and
 `tagwatch dispatch`.
+
+**private_services**: a benchmark's own PostgreSQL and Mosquitto (`services.up`), migrated, in a
+temporary directory removed afterwards, or in a directory the caller names and keeps.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,15 +40,16 @@ from typing import Any
 
 import psycopg
 
+from tagwatch import services
 from tagwatch.alerts.signing import (
     NOTIFICATION_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     verify_signature,
 )
-from tagwatch.services import free_port
 from tagwatch.settings import Settings
 from tagwatch.store.devices import add_assignment, register_device
+from tagwatch.store.migrate import migrate
 from tagwatch.store.subjects import add_subject, ensure_region
 from tagwatch.store.zones import ZoneDraft, create_zone
 
@@ -52,6 +59,26 @@ LOOPBACK_ALLOW = "127.0.0.1"
 def allowing_loopback(settings: Settings) -> Settings:
     """The test settings with this receiver's address on the webhook allow-list."""
     return settings.model_copy(update={"webhook_allow_hosts": LOOPBACK_ALLOW})
+
+
+@contextmanager
+def private_services(
+    directory: Path | None, prefix: str, echo: Callable[[str], object] | None = None
+) -> Iterator[tuple[Path, dict[str, str]]]:
+    """PostgreSQL and Mosquitto on private ports, the schema migrated: their directory and
+    environment (`ServiceState.env`). Without ``directory`` they run in a temporary one (named
+    ``prefix``...), stopped and removed afterwards; a named ``directory`` is kept, running."""
+    base = directory or Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        if echo is not None:
+            echo(f"starting private services in {base} ...")
+        env = services.up(base).env()
+        migrate(env["TAGWATCH_DATABASE_URL"])
+        yield base, env
+    finally:
+        if directory is None:
+            services.down(base)
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def add_fenced_subjects(
@@ -126,7 +153,7 @@ class WebhookReceiver:
     def __init__(
         self, *, fail_first: int = 0, delay_s: float = 0.0, secret: str | None = None
     ) -> None:
-        self.port = free_port()
+        self.port = services.free_port()
         self.secret = secret
         self.bad_signatures = 0
         self.fail_first = fail_first

@@ -18,7 +18,7 @@ from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState, Track
 from tagwatch.alerts.state_codec import encode_document, json_encode
 from tagwatch.ingest.decode import engine_fixes
 from tagwatch.store.engine_repository import PgEngineRepository
-from tests.support import fresh_id
+from tests.support import fresh_id, offender_subject
 
 
 def _fix(device: str, ts: float, seq: int) -> tuple[object, ...]:
@@ -68,21 +68,7 @@ def test_only_changed_states_are_written(settings) -> None:
     device = fresh_id("perf")
     now = time.time()
     with psycopg.connect(settings.database_url) as conn:
-        conn.execute(
-            "INSERT INTO regions (id, name) VALUES ('za-wc', 'Western Cape') ON CONFLICT DO NOTHING"
-        )
-        conn.execute("INSERT INTO devices (id, kind) VALUES (%s, 'tag')", (device,))
-        row = conn.execute(
-            "INSERT INTO subjects (name, region_id) VALUES (%s, 'za-wc') RETURNING id", (device,)
-        ).fetchone()
-        assert row is not None
-        sid = row[0]
-        conn.execute(
-            "INSERT INTO device_assignments (device_id, subject_id, role, during)"
-            " VALUES (%s, %s, 'offender', tstzrange(to_timestamp(%s), NULL))",
-            (device, sid, now - 3600),
-        )
-        conn.commit()
+        sid = offender_subject(conn, device, now - 3600)
         engine = AlertEngine()
         fixes = [_fix(device, now - 30 + i, i) for i in range(3)]
         with conn.transaction():

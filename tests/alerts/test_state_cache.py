@@ -18,7 +18,7 @@ from tagwatch.alerts.rules import SubjectState
 from tagwatch.alerts.state_cache import StateCache
 from tagwatch.ingest.decode import engine_fixes
 from tagwatch.store.engine_repository import PgEngineRepository
-from tests.support import fresh_id
+from tests.support import fresh_id, offender_subject
 
 
 def _row(sid: int, version: str | None = None) -> StateRow:
@@ -39,6 +39,22 @@ def test_a_kept_state_is_handed_out_once_and_only_at_its_version() -> None:
     cache.committed()
     assert cache.take(1, "100") is None, "another version: never the kept state"
     assert cache.versions([1]) == {}, "and it is gone"
+
+
+def test_dropping_an_entry_removes_it_and_counts_neither_hit_nor_miss() -> None:
+    """The clock reads its due rows whole: the kept state it no longer matches is dropped, and
+    the hit/miss figures (the worker's log) count only the batches' reads."""
+    cache = StateCache(10)
+    for sid in (1, 2):
+        cache.stage(sid, str(sid), SubjectState(), _row(sid, str(sid)))
+    cache.committed()
+    cache.drop(1)
+    cache.drop(3)  # nothing held: nothing to do
+    assert cache.versions([1, 2, 3]) == {2: "2"}
+    assert len(cache) == 1
+    assert (cache.hits, cache.misses) == (0, 0)
+    assert cache.take(1, "1") is None, "gone"
+    assert (cache.hits, cache.misses) == (0, 1)
 
 
 def test_a_rollback_or_a_batch_without_a_commit_keeps_nothing() -> None:
@@ -82,24 +98,6 @@ def _fix(device: str, ts: float, seq: int, lat: float = -33.9) -> tuple[object, 
     return (device, datetime.fromtimestamp(ts, UTC), seq, lat, 18.4, 5.0, *[None] * 5, "gps")
 
 
-def _subject(conn: psycopg.Connection, device: str, since: float) -> int:
-    conn.execute(
-        "INSERT INTO regions (id, name) VALUES ('za-wc', 'Western Cape') ON CONFLICT DO NOTHING"
-    )
-    conn.execute("INSERT INTO devices (id, kind) VALUES (%s, 'tag')", (device,))
-    row = conn.execute(
-        "INSERT INTO subjects (name, region_id) VALUES (%s, 'za-wc') RETURNING id", (device,)
-    ).fetchone()
-    assert row is not None
-    conn.execute(
-        "INSERT INTO device_assignments (device_id, subject_id, role, during)"
-        " VALUES (%s, %s, 'offender', tstzrange(to_timestamp(%s), NULL))",
-        (device, row[0], since),
-    )
-    conn.commit()
-    return int(row[0])
-
-
 def _batch(conn: psycopg.Connection, engine: AlertEngine, fixes: list[tuple[object, ...]]) -> None:
     """As ingest does it: the batch's transaction, then the word that it committed."""
     with conn.transaction():
@@ -124,8 +122,8 @@ def test_kept_states_are_used_only_while_the_row_is_unchanged(settings) -> None:
         psycopg.connect(settings.database_url, autocommit=True) as other,
     ):
         subject = {
-            cached: _subject(conn, cached, now - 3600),
-            plain: _subject(conn, plain, now - 3600),
+            cached: offender_subject(conn, cached, now - 3600),
+            plain: offender_subject(conn, plain, now - 3600),
         }
         engine, reference = AlertEngine(), AlertEngine()
         engine.state_cache = StateCache(100)
@@ -202,7 +200,7 @@ def test_a_change_only_to_a_devices_episodes_is_written(settings) -> None:
     with psycopg.connect(settings.database_url) as conn:
         for capacity in (0, 10):
             device = fresh_id("episodes")
-            sid = _subject(conn, device, now - 3600)
+            sid = offender_subject(conn, device, now - 3600)
             engine = AlertEngine()
             engine.state_cache = StateCache(capacity)
             repo = PgEngineRepository(conn)
