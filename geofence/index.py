@@ -122,6 +122,7 @@ def _pack_rings(node: Any, depth: int, digest: Any) -> None:
 
 GC_PAUSE_ZONES = 1_000  # upsert_many pauses the cyclic garbage collector for this many zones
 DENSE_CELLS_MAX = 4_000_000  # 16 MB of int32 at most for the dense keep-out cell table
+LOOKUP_TABLE_SPREAD = 32  # a direct subject lookup table while ids span <= 32 per subject
 
 
 def _dense_cells(keys: IntArray) -> tuple[int, int, int, int, npt.NDArray[np.int32]] | None:
@@ -225,7 +226,7 @@ class ZoneIndex:
 
         self._lookup_dirty = True
         self._lookup_base = 0
-        self._lookup_table: IntArray = np.zeros(0, dtype=np.int64)
+        self._lookup_table: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
         self._lookup_sorted_ids: IntArray = np.zeros(0, dtype=np.int64)
         self._lookup_sorted_rows: IntArray = np.zeros(0, dtype=np.int64)
         self._keepout_dirty = True
@@ -660,7 +661,7 @@ class ZoneIndex:
             offset = ids - self._lookup_base
             ok = (offset >= 0) & (offset < self._lookup_table.size)
             rows = self._lookup_table[np.where(ok, offset, 0)]
-            return np.where(ok, rows, -1)
+            return np.where(ok, rows, -1).astype(np.int64)
         if self._lookup_sorted_ids.size == 0:
             return np.full(ids.shape, -1, dtype=np.int64)
         pos = np.searchsorted(self._lookup_sorted_ids, ids)
@@ -671,12 +672,15 @@ class ZoneIndex:
     def _compile_lookup(self) -> None:
         rows = np.fromiter(self._row_of.values(), dtype=np.int64, count=len(self._row_of))
         ids = np.fromiter(self._row_of.keys(), dtype=np.int64, count=len(self._row_of))
-        self._lookup_table = np.zeros(0, dtype=np.int64)
+        self._lookup_table = np.zeros(0, dtype=np.int32)
         if ids.size:
             low, high = int(ids.min()), int(ids.max())
-            if high - low < 4 * ids.size + 65_536:
+            # A direct table (4 bytes per id in the range) wherever the ids are not too sparse:
+            # a gather from it is several times cheaper than a binary search through the sorted
+            # ids, which was 9 % of classifying a national batch (ids 7 apart: bench geofence).
+            if high - low < LOOKUP_TABLE_SPREAD * ids.size + 65_536:
                 self._lookup_base = low
-                self._lookup_table = np.full(high - low + 1, -1, dtype=np.int64)
+                self._lookup_table = np.full(high - low + 1, -1, dtype=np.int32)
                 self._lookup_table[ids - low] = rows
         order = np.argsort(ids)
         self._lookup_sorted_ids = ids[order]
