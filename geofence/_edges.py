@@ -37,6 +37,8 @@ import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from tagwatch.geofence._grid_kernel import compiled_cell_lists
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -149,6 +151,26 @@ def _near_edges(
 
 
 def _cell_lists(
+    edges: FloatArray, lo: FloatArray, cell: float, nx: int, ny: int
+) -> tuple[IntArray, npt.NDArray[np.int32]]:
+    """Candidate counts and concatenated candidate lists of the cells of one uniform grid:
+    compiled (geofence._grid_kernel) when Numba is there, else with NumPy; the same lists."""
+    compiled = compiled_cell_lists()
+    if compiled is None:
+        return _cell_lists_numpy(edges, lo, cell, nx, ny)
+    counts, lists = compiled(
+        np.ascontiguousarray(edges, dtype=np.float64),
+        float(lo[0]),
+        float(lo[1]),
+        float(cell),
+        int(nx),
+        int(ny),
+        BLOCK,
+    )
+    return counts, lists
+
+
+def _cell_lists_numpy(
     edges: FloatArray, lo: FloatArray, cell: float, nx: int, ny: int
 ) -> tuple[IntArray, npt.NDArray[np.int32]]:
     """Candidate counts and concatenated candidate lists of the cells of one uniform grid.

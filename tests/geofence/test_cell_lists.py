@@ -5,10 +5,12 @@ for edge, so the faster build changes no classification."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tagwatch.geofence._edges import _cell_lists, _segment_distance
+from tagwatch.geofence._edges import _cell_lists, _cell_lists_numpy, _segment_distance
+from tagwatch.geofence._grid_kernel import compiled_cell_lists
 
 
 def _brute_force(
@@ -48,7 +50,19 @@ def test_two_level_lists_equal_the_definition(
     edges = edges[np.hypot(edges[:, 2], edges[:, 3]) > 0]
     lo = np.array([-size * (1 + margin), -size * (1 + margin)])
     cell = 2 * size * (1 + margin) / max(nx, ny)
-    counts, lists = _cell_lists(edges, lo, cell, nx, ny)
     want_counts, want_lists = _brute_force(edges, lo, cell, nx, ny)
-    assert np.array_equal(counts, want_counts)
-    assert np.array_equal(lists, want_lists)
+    # what the index uses (compiled with Numba here) and the NumPy version, both
+    for counts, lists in (
+        _cell_lists(edges, lo, cell, nx, ny),
+        _cell_lists_numpy(edges, lo, cell, nx, ny),
+    ):
+        assert counts.dtype == np.int64 and lists.dtype == np.int32
+        assert np.array_equal(counts, want_counts)
+        assert np.array_equal(lists, want_lists)
+
+
+def test_the_lists_are_compiled_where_numba_is_installed() -> None:
+    """Where Numba is installed (the suite's environment), the compiled builder is the one the
+    index uses."""
+    pytest.importorskip("numba")
+    assert compiled_cell_lists() is not None
