@@ -6,6 +6,7 @@ Only the fixes of devices the subject held as offender count, each inside its ho
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -150,21 +151,23 @@ EARTH_RADIUS_M = 6_371_008.8
 # Subjects in scope with fixes within %(radius)s of (%(lat)s, %(lon)s) while held as offender:
 # the bounding box (api.routes.proximity.bounding_box) first, then the haversine distance.
 # Fixes first (MATERIALIZED: the planner would otherwise probe fixes_once once per held device,
-# one heap page per fix of every monitored subject in the window): the window's heap pages only,
-# through the BRIN index on ts (migration 0024), filtered by the box; the few fixes left are
-# joined to whoever held their device at their time (docs/scaling.md).
-SEARCH = f"""
+# one heap page per fix of every monitored subject in the window): those in the box's grid cells
+# in the window, through the (cell, ts) btree (migration 0026), or, for a box of more than
+# MAX_GRID_CELLS cells, the window's heap pages through the BRIN index on ts (migration 0024);
+# filtered by the box either way. The few fixes left are joined to whoever held their device at
+# their time (docs/scaling.md).
+_SEARCH = """
 WITH hits AS MATERIALIZED (
     SELECT f.device_id, f.ts, f.lat, f.lon, f.acc, f.received_at
     FROM fixes f
-    WHERE f.ts >= %(start)s AND f.ts < %(end)s
+    WHERE f.ts >= %(start)s AND f.ts < %(end)s{cells}
       AND f.lat BETWEEN %(lat_min)s AND %(lat_max)s
       AND (%(lon_any)s OR f.lon BETWEEN %(lon_min)s AND %(lon_max)s
            OR f.lon BETWEEN %(lon_min2)s AND %(lon_max2)s)
 ), candidates AS (
     SELECT s.id AS subject_id, s.name, s.case_ref, s.region_id,
            f.device_id, f.ts, f.lat, f.lon, f.acc, f.received_at,
-           2 * {EARTH_RADIUS_M} * asin(least(1.0, sqrt(
+           2 * {radius} * asin(least(1.0, sqrt(
                power(sin(radians(f.lat - %(lat)s) / 2), 2)
              + cos(radians(%(lat)s)) * cos(radians(f.lat))
                * power(sin(radians(f.lon - %(lon)s) / 2), 2)))) AS distance_m
@@ -185,6 +188,38 @@ SELECT DISTINCT ON (subject_id) subject_id, name, case_ref, region_id, device_id
        acc, distance_m, fixes_within, received_at, late_within
 FROM within ORDER BY subject_id, distance_m, ts
 """
+SEARCH = _SEARCH.format(cells="", radius=EARTH_RADIUS_M)
+SEARCH_CELLS = _SEARCH.format(
+    cells="\n      AND fix_cell(f.lat, f.lon) = ANY(%(cells)s::integer[])", radius=EARTH_RADIUS_M
+)
+# A 500 m box is 2-6 cells; 400 is a box of about 10 km at 55 degrees. Past that, the window's
+# pages through the BRIN index are the cheaper read.
+MAX_GRID_CELLS = 400
+CELLS_PER_DEGREE = 100  # fix_cell's grid (migration 0026)
+
+
+def grid_cells(box: Mapping[str, Any]) -> list[int] | None:
+    """fix_cell's numbers (migration 0026) of every cell that meets the search box, computed as
+    the SQL function computes them (the same IEEE multiplication and floor, so a fix in the box is
+    in one of them); None when the box is unbounded in longitude or spans more than
+    MAX_GRID_CELLS cells."""
+    if box["lon_any"]:
+        return None
+    per = CELLS_PER_DEGREE
+    rows = range(math.floor(box["lat_min"] * per), math.floor(box["lat_max"] * per) + 1)
+    cols: list[int] = []
+    for low, high in ((box["lon_min"], box["lon_max"]), (box["lon_min2"], box["lon_max2"])):
+        if low <= high:
+            cols.extend(range(math.floor(low * per), math.floor(high * per) + 1))
+    if len(rows) * len(cols) > MAX_GRID_CELLS:
+        return None
+    return [(r + 90 * per) * (360 * per + 1) + (c + 180 * per) for r in rows for c in cols]
+
+
+def search_statement(box: Mapping[str, Any]) -> tuple[str, list[int] | None]:
+    """The proximity statement for a search box, and its cells when it goes by the grid."""
+    cells = grid_cells(box)
+    return (SEARCH if cells is None else SEARCH_CELLS), cells
 
 
 async def near(
@@ -202,10 +237,12 @@ async def near(
 ) -> list[dict[str, Any]]:
     """Per subject found, its closest fix (the earliest of equally close ones), with
     ``fixes_within`` and ``late_within`` (received more than ``late_after_s`` after its time)."""
+    statement, cells = search_statement(box)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        SEARCH,
+        statement,
         {
+            "cells": cells,
             "lat": lat,
             "lon": lon,
             "radius": radius_m,

@@ -44,3 +44,5 @@ def test_a_small_store_answers_correctly_and_prints_every_figure(service_env):
     else:
         assert figures["compressed_bytes_per_fix"] < figures["bytes_per_fix"], out
     assert "Index Scan" in figures["plans"]["track"] or "Bitmap" in figures["plans"]["track"]
+    if figures["timescale_skipped"]:  # plain PostgreSQL: proximity goes by the grid (0026)
+        assert "fixes_cell_ts" in figures["plans"]["proximity"], figures["plans"]["proximity"]

@@ -427,7 +427,10 @@ def _plans(conn: psycopg.Connection[Any], sample: bench_store.Sample) -> dict[st
         "end": sample.ts,
         "limit": TRACK_LIMIT,
     }
+    box = bounding_box(lat, sample.lon, RADIUS_M)
+    statement, cells = fixes.search_statement(box)
     near_params = {
+        "cells": cells,
         "lat": lat,
         "lon": sample.lon,
         "radius": RADIUS_M,
@@ -436,9 +439,9 @@ def _plans(conn: psycopg.Connection[Any], sample: bench_store.Sample) -> dict[st
         "regions": None,
         "late_after": 300.0,
         "victims": True,
-        **bounding_box(lat, sample.lon, RADIUS_M),
+        **box,
     }
     return {
         "track": bench_store.explain(conn, fixes.TRACK, track_params),
-        "proximity": bench_store.explain(conn, fixes.SEARCH, near_params),
+        "proximity": bench_store.explain(conn, statement, near_params),
     }
