@@ -33,6 +33,7 @@ import tenacity
 from tagwatch.alerts.engine import AlertEngine
 from tagwatch.alerts.state_cache import StateCache
 from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError, layered
+from tagwatch.ingest import collector
 from tagwatch.ingest.decode import (
     Decoded,
     Limits,
@@ -541,6 +542,8 @@ class IngestService:
         count = self.registry.load_all()
         log.info("ingest %s: %d devices known", self.worker, count)
         self._prepare_engine()
+        thresholds = collector.settle(self.settings.ingest_gc_threshold)
+        log.info("garbage collector: what is loaded is frozen; thresholds %s", thresholds)
         self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30)
         self._client.loop_start()
 

@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     # each with a full trail, so 20,000 is ~170 MB. Size it to the subjects one worker serves
     # (a full cache admits no newcomer; one smaller than that is of little use). 0: off.
     engine_state_cache: int = Field(default=20_000, ge=0)
+    # The young-generation threshold of an ingest worker's garbage collector, set (and the
+    # catalogue frozen out of the collector's sight) once the catalogue is loaded
+    # (ingest/collector.py). 0: Python's default (700).
+    ingest_gc_threshold: int = Field(default=50_000, ge=0)
 
     # Webhooks: the key that encrypts their signing secrets at rest (a Fernet key; several,
     # comma-separated, to rotate: store/webhook_secrets.py), and the hosts or CIDR networks they

@@ -12,9 +12,11 @@ off/on, each on fixes newer than the last run's, so neither profits from the oth
 
 from __future__ import annotations
 
+import gc
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from tagwatch.alerts.engine import AlertEngine
 from tagwatch.alerts.state_cache import StateCache
 from tagwatch.bench.harness import private_services
 from tagwatch.bench.ingest import _register_subjects
+from tagwatch.ingest import collector
 from tagwatch.store.engine_repository import PgEngineRepository
 
 
@@ -48,13 +51,17 @@ def _batches(prefix: str, subjects: int, batch: int, rounds: int, t0: float) -> 
     return out
 
 
-def _run(database_url: str, batches: list[NewFixes], capacity: int) -> dict[str, float]:
+def _run(
+    database_url: str, batches: list[NewFixes], capacity: int, gc_threshold: int
+) -> dict[str, float]:
     engine = AlertEngine()
     engine.state_cache = StateCache(capacity)
     fixes = sum(len(b) for b in batches)
-    with psycopg.connect(database_url) as conn:
+    thresholds = gc.get_threshold()
+    with psycopg.connect(database_url) as conn, _restored_collector(thresholds):
         with conn.transaction():
             engine.sync(PgEngineRepository(conn))
+        collector.settle(gc_threshold)  # as the worker does once its catalogue is loaded
         cpu, wall = time.process_time(), time.perf_counter()
         for fixes_of in batches:
             with conn.transaction(), conn.transaction():  # ingest's batch and engine savepoint
@@ -69,6 +76,16 @@ def _run(database_url: str, batches: list[NewFixes], capacity: int) -> dict[str,
     }
 
 
+@contextmanager
+def _restored_collector(thresholds: tuple[int, int, int]) -> Iterator[None]:
+    """Each run starts from Python's collector as it was: nothing frozen by the run before."""
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
 def run(
     subjects: int = 20_000,
     batch: int = 2_000,
@@ -76,8 +93,10 @@ def run(
     pairs: int = 3,
     directory: Path | None = None,
     echo: Callable[[str], Any] = print,
+    gc_threshold: int = collector.DEFAULT_YOUNG_THRESHOLD,
 ) -> dict[str, float]:
-    """Alternate ``pairs`` runs without and with the kept states; the medians and their ratio."""
+    """Alternate ``pairs`` runs without and with the kept states; the medians and their ratio.
+    The garbage collector is set as an ingest worker sets it (``gc_threshold``, 0: Python's)."""
     with private_services(directory, "tagwatch-bench-engine-") as (_, env):
         url = env["TAGWATCH_DATABASE_URL"]
         prefix = f"be{os.getpid()}"
@@ -85,13 +104,15 @@ def run(
         t0 = time.time() - 110
         echo(
             f"{subjects:,} subjects, {rounds} fixes each in batches of {batch:,}; the engine's"
-            " batch path alone (process + commit), runs alternating"
+            " batch path alone (process + commit), runs alternating; garbage collector's young"
+            f" threshold {gc_threshold or 'Python default'}"
         )
         results: dict[int, list[dict[str, float]]] = {0: [], subjects: []}
         step = 2.0 * rounds + 1.0
         for k in range(2 * pairs):
             capacity = subjects if k % 2 else 0
-            figures = _run(url, _batches(prefix, subjects, batch, rounds, t0 + k * step), capacity)
+            batches = _batches(prefix, subjects, batch, rounds, t0 + k * step)
+            figures = _run(url, batches, capacity, gc_threshold)
             results[capacity].append(figures)
             echo(
                 f"  kept states {'on ' if capacity else 'off'}  {figures['fixes_per_s']:>8,.0f}"

@@ -208,6 +208,12 @@ def bench_engine_states(
     batch: Annotated[int, typer.Option(min=1, help="fixes (subjects) per batch")] = 2_000,
     rounds: Annotated[int, typer.Option(min=2, help="fixes per subject per run")] = 5,
     pairs: Annotated[int, typer.Option(min=1, help="off/on run pairs")] = 3,
+    gc_threshold: Annotated[
+        int,
+        typer.Option(
+            min=0, help="garbage collector's young threshold, as ingest sets it (0: Python's)"
+        ),
+    ] = 50_000,
     directory: Annotated[
         Path | None, typer.Option("--dir", help="private services dir (default: a temp dir)")
     ] = None,
@@ -216,4 +222,6 @@ def bench_engine_states(
     between batches, in alternating runs."""
     from tagwatch.bench.engine_states import run as run_engine_states  # noqa: PLC0415
 
-    run_engine_states(subjects, batch, rounds, pairs, directory, echo=typer.echo)
+    run_engine_states(
+        subjects, batch, rounds, pairs, directory, echo=typer.echo, gc_threshold=gc_threshold
+    )
