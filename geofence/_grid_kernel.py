@@ -13,14 +13,13 @@ the NumPy version runs.
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from tagwatch.geofence._numba import numba_or_none
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -120,11 +119,8 @@ def compiled_cell_lists() -> Callable[..., tuple[IntArray, npt.NDArray[np.int32]
     if _TRIED:
         return _COMPILED
     _TRIED = True
-    if os.environ.get("TAGWATCH_GEOFENCE_NUMBA", "1") == "0":
-        return None
-    try:
-        numba: Any = importlib.import_module("numba")
-    except ImportError:
+    numba = numba_or_none()
+    if numba is None:
         return None
     signature = numba.types.Tuple((numba.int64[::1], numba.int32[::1]))(
         numba.float64[:, ::1],

@@ -21,14 +21,13 @@ misses are in flight at once; and the caller hands it the pairs sorted by polygo
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from tagwatch.geofence._numba import numba_or_none
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -171,11 +170,8 @@ def polygon_kernel() -> Callable[..., None] | None:
     if _TRIED:
         return _KERNEL
     _TRIED = True
-    if os.environ.get("TAGWATCH_GEOFENCE_NUMBA", "1") == "0":
-        return None
-    try:
-        numba: Any = importlib.import_module("numba")
-    except ImportError:
+    numba = numba_or_none()
+    if numba is None:
         return None
     i64 = numba.int64[::1]
     f64 = numba.float64[::1]

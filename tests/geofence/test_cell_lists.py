@@ -4,6 +4,8 @@ for edge, so the faster build changes no classification."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -65,4 +67,6 @@ def test_the_lists_are_compiled_where_numba_is_installed() -> None:
     """Where Numba is installed (the suite's environment), the compiled builder is the one the
     index uses."""
     pytest.importorskip("numba")
+    if os.environ.get("TAGWATCH_GEOFENCE_NUMBA") == "0":
+        pytest.skip("compiled kernels switched off")
     assert compiled_cell_lists() is not None
