@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,8 +37,7 @@ from pathlib import Path
 
 import psycopg
 
-from tagwatch import services
-from tagwatch.bench.harness import Child
+from tagwatch.bench.harness import Child, private_services
 from tagwatch.settings import Settings
 from tagwatch.simulators import noise_models
 from tagwatch.simulators.offline_scoring import replay
@@ -55,7 +52,6 @@ from tagwatch.simulators.runner import default_date, play_runs, raised_alerts, r
 from tagwatch.simulators.scenario import Scenario, ScenarioRun, build_timeline
 from tagwatch.simulators.scoring import RaisedAlert, naive_alerts, score_run
 from tagwatch.simulators.wire import read_trace
-from tagwatch.store.migrate import migrate
 
 NOISE_MODELS = tuple(noise_models.NOISE_MODELS)
 TARGET_PER_SUBJECT_DAY = 0.02  # issue 14
@@ -313,31 +309,25 @@ def run_pipeline(
 def private_platform(directory: Path | None) -> Iterator[tuple[Settings, Path]]:
     """Mosquitto, PostgreSQL and `tagwatch ingest` on private ports in a temporary directory
     (or `directory`, kept), as `tagwatch bench alerts` runs them."""
-    base = directory or Path(tempfile.mkdtemp(prefix="tagwatch-bench-false-"))
-    log_dir = base / "bench-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    state = services.up(base)
-    env = state.env()
-    ingest: Child | None = None
-    try:
-        migrate(env["TAGWATCH_DATABASE_URL"])
-        settings = Settings.for_services(env, environment="test")
-        child_env = {
-            **os.environ,
-            **env,
-            "TAGWATCH_ENVIRONMENT": "test",
-            "TAGWATCH_INGEST_CLIENT_ID": f"tagwatch-bench-false-{secrets.token_hex(3)}",
-        }
-        child_env.pop("TAGWATCH_ENV_FILE", None)
-        ingest = Child("ingest", ["tagwatch", "ingest"], child_env, log_dir)
-        ingest.wait_for_log("subscribed to", 120)
-        yield settings, base
-    finally:
-        if ingest is not None:
-            ingest.stop()
-        if directory is None:
-            services.down(base)
-            shutil.rmtree(base, ignore_errors=True)
+    with private_services(directory, "tagwatch-bench-false-") as (base, env):
+        log_dir = base / "bench-logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        ingest: Child | None = None
+        try:
+            settings = Settings.for_services(env, environment="test")
+            child_env = {
+                **os.environ,
+                **env,
+                "TAGWATCH_ENVIRONMENT": "test",
+                "TAGWATCH_INGEST_CLIENT_ID": f"tagwatch-bench-false-{secrets.token_hex(3)}",
+            }
+            child_env.pop("TAGWATCH_ENV_FILE", None)
+            ingest = Child("ingest", ["tagwatch", "ingest"], child_env, log_dir)
+            ingest.wait_for_log("subscribed to", 120)
+            yield settings, base
+        finally:
+            if ingest is not None:
+                ingest.stop()
 
 
 def run_pipeline_benchmark(

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from tagwatch.ingest.collector import DEFAULT_YOUNG_THRESHOLD
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures.")
 
 
@@ -213,7 +215,7 @@ def bench_engine_states(
         typer.Option(
             min=0, help="garbage collector's young threshold, as ingest sets it (0: Python's)"
         ),
-    ] = 50_000,
+    ] = DEFAULT_YOUNG_THRESHOLD,
     directory: Annotated[
         Path | None, typer.Option("--dir", help="private services dir (default: a temp dir)")
     ] = None,
