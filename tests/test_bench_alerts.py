@@ -12,10 +12,14 @@ from tagwatch.bench.alerts import STATS, run_benchmark
 pytestmark = pytest.mark.integration
 
 
-def test_the_quick_benchmark_alerts_delivers_and_times_every_probe():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_quick_benchmark_alerts_delivers_and_times_every_probe(workers: int):
+    """With two workers on one shared subscription a probe's fixes are split between them, and
+    each probe still raises exactly its one alert and webhook."""
     lines: list[str] = []
-    figures = run_benchmark(quick=True, echo=lines.append)
+    figures = run_benchmark(quick=True, workers=workers, echo=lines.append)
     out = "\n".join(lines)
+    assert figures["ingest_workers"] == workers, out
     for phase in ("idle", "loaded"):
         probes = figures[f"{phase}_probes"]
         assert probes >= 5, out

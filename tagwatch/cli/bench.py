@@ -60,6 +60,9 @@ def bench_alerts(
     interval: Annotated[
         float, typer.Option(min=0.1, help="each background device's fix interval")
     ] = 60.0,
+    workers: Annotated[
+        int, typer.Option(min=1, help="ingest worker processes on one shared subscription")
+    ] = 1,
     quick: Annotated[bool, typer.Option("--quick", help="small and short (smoke test)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="figures as JSON at the end")] = False,
     directory: Annotated[
@@ -75,6 +78,7 @@ def bench_alerts(
         duration,
         interval=interval,
         quick=quick,
+        workers=workers,
         directory=directory,
         echo=typer.echo,
     )
