@@ -48,7 +48,11 @@ GRID_MAX_CELLS_PER_AXIS = 64
 GRID_MIN_CELL_M = 20.0
 FAR_FIELD_M = 30_000.0
 FAR_CELLS_PER_AXIS = 24
-BLOCK = 8  # cells per side of the blocks that pre-select the cells' candidate edges
+BLOCK = 8  # cells per side of the blocks that pre-select the cells' candidate edges (NumPy)
+# The compiled builder's nested groups of cells, coarsest first, each dividing the one before,
+# the last the cells (geofence._grid_kernel): 3.7 ms a district of 535 edges, where blocks of 8
+# then the cells took 6.4 ms (the lists are the same for any nesting, see _cell_lists_numpy).
+COMPILED_LEVELS = np.array([8, 4, 2, 1], dtype=np.int64)
 GRID_PARAMS = 10  # fine x0, y0, 1/cell, nx, ny; far-field x0, y0, 1/cell, nx, ny
 
 SELECT_WIDTH = 6  # float32: start x, y; direction x, y; 1 / length**2; padding
@@ -165,7 +169,7 @@ def _cell_lists(
         float(cell),
         int(nx),
         int(ny),
-        BLOCK,
+        COMPILED_LEVELS,
     )
     return counts, lists
 

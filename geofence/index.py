@@ -104,6 +104,27 @@ def _raw_key(zone: Zone, repair: bool) -> bytes:
     return digest.digest()
 
 
+# id of a GeoJSON object -> (the object, its raw key), for one upsert_many batch
+RawKeys = dict[int, tuple[Any, bytes]]
+
+
+def _raw_key_of(zone: Zone, repair: bool, seen: RawKeys | None) -> bytes:
+    """_raw_key, computed once per GeoJSON object in a batch. The store decodes a geometry text
+    once for all the zones that have it (store.engine_repository: a district is the inclusion
+    zone of thousands of subjects), so its copies arrive as one object, and keying it again for
+    every copy was an eighth of building the national index. ``seen`` holds the object itself,
+    so its id cannot be reused within the batch; the index never changes a zone's GeoJSON."""
+    if seen is None:
+        return _raw_key(zone, repair)
+    geometry = zone.geometry
+    hit = seen.get(id(geometry))
+    if hit is not None and hit[0] is geometry:
+        return hit[1]
+    raw = _raw_key(zone, repair)
+    seen[id(geometry)] = (geometry, raw)
+    return raw
+
+
 def _pack_rings(node: Any, depth: int, digest: Any) -> None:
     if depth == 0:
         ring = np.asarray(node)
@@ -368,13 +389,21 @@ class ZoneIndex:
         return row
 
     def _list_insert(self, row: int, slot: int) -> None:
-        subjects = self._subjects
+        """Insert ``slot`` in ``row``'s zone list, which is kept in sort-key order. A build adds a
+        subject's zones mostly in that order, so the append is the short way (no list read)."""
+        subjects = self._subjects.arrays
         start = int(subjects["list_start"][row])
         length = int(subjects["list_len"][row])
         cap = int(subjects["list_cap"][row])
-        current = self._lists["slot"][start : start + length].tolist()
-        keys = [int(self._zones["sort_key"][s]) for s in current]
-        position = bisect.bisect_left(keys, int(self._zones["sort_key"][slot]))
+        sort_key = self._zones.arrays["sort_key"]
+        key = int(sort_key[slot])
+        slots = self._lists.arrays["slot"]
+        if length + 1 <= cap and (length == 0 or int(sort_key[slots[start + length - 1]]) < key):
+            slots[start + length] = slot
+            subjects["list_len"][row] = length + 1
+            return
+        current = slots[start : start + length].tolist()
+        position = bisect.bisect_left(sort_key[current].tolist(), key)
         current.insert(position, slot)
         if length + 1 > cap:
             self._lists.free(cap)
@@ -384,7 +413,7 @@ class ZoneIndex:
             subjects["list_cap"][row] = cap
             self._maybe_compact_lists()
             start = int(subjects["list_start"][row])
-        self._lists["slot"][start : start + length + 1] = current
+        self._lists.arrays["slot"][start : start + length + 1] = current
         subjects["list_len"][row] = length + 1
 
     def _list_remove(self, row: int, slot: int) -> None:
@@ -411,7 +440,10 @@ class ZoneIndex:
     def upsert(self, zone: Zone, *, repair: bool = False) -> tuple[str, ...]:
         """Add a zone or replace the zone with the same id; returns the repairs made (see
         geofence.zones). Raises ZoneValidationError and leaves the index unchanged on a bad zone."""
-        checked = self._check(zone, repair)
+        return self._upsert_one(zone, repair, None)
+
+    def _upsert_one(self, zone: Zone, repair: bool, seen: RawKeys | None) -> tuple[str, ...]:
+        checked = self._check(zone, repair, seen)
         if zone.zone_id in self._slot_of:
             self.remove(zone.zone_id)
         self._add(checked)
@@ -454,7 +486,13 @@ class ZoneIndex:
         polygons = [
             c.outline.polygon for c in ready if isinstance(c, CheckedZone) and c.outline is not None
         ]
-        compiled = iter(compile_small_polygons(np.asarray(polygons, dtype=object)))
+        small = compile_small_polygons(np.asarray(polygons, dtype=object))
+        # Room for all of them at once: growing the pools by doubling, polygon by polygon,
+        # copied their arrays a dozen times over a national build (3 % of it).
+        self._edges.reserve(sum(c.n_edges for c in small if c is not None))
+        self._cands.reserve(sum(c.cand.size for c in small if c is not None))
+        self._cells.reserve(sum(c.cell_start.size for c in small if c is not None))
+        compiled = iter(small)
         circles = [c.circle for c in ready if isinstance(c, CheckedZone) and c.circle is not None]
         lon = np.fromiter((c.lon for c in circles), dtype=np.float64, count=len(circles))
         lat = np.fromiter((c.lat for c in circles), dtype=np.float64, count=len(circles))
@@ -463,10 +501,11 @@ class ZoneIndex:
             zip(x.tolist(), y.tolist(), z.tolist(), (0.5 / mean_radius(lat)).tolist(), strict=True)
         )
         results: list[tuple[str, ...] | ZoneValidationError] = []
+        seen: RawKeys = {}  # GeoJSON objects keyed in this batch (see _raw_key_of)
         for zone, checked in zip(batch, ready, strict=True):
             if checked is None:
                 try:
-                    results.append(self.upsert(zone, repair=repair))
+                    results.append(self._upsert_one(zone, repair, seen))
                 except ZoneValidationError as exc:
                     results.append(exc)
                 continue
@@ -509,7 +548,7 @@ class ZoneIndex:
         self._schedules.clear(slot)
         self._zones.release(slot)
 
-    def _check(self, zone: Zone, repair: bool) -> CheckedZone:
+    def _check(self, zone: Zone, repair: bool, seen: RawKeys | None = None) -> CheckedZone:
         """Validate, reusing the prepared outline when the same geometry was seen before (a
         district shared by thousands of subjects is parsed and projected once). The zone then
         keeps the first copy of the GeoJSON too: zones read from the database each bring their
@@ -517,7 +556,7 @@ class ZoneIndex:
         geometry = zone.geometry
         if geometry is None or geometry.get("type") not in ("Polygon", "MultiPolygon"):
             return check_zone(zone, repair=repair)
-        raw = _raw_key(zone, repair)
+        raw = _raw_key_of(zone, repair, seen)
         cached = self._raw_cache.get(raw)
         if cached is not None and cached[0] in self._shape_of_key:
             outline = self._outline_of_shape[self._shape_of_key[cached[0]]]
@@ -540,8 +579,8 @@ class ZoneIndex:
         circle_row: tuple[float, float, float, float] | None = None,
     ) -> None:
         zone = checked.zone
-        table = self._zones
-        slot = table.take()
+        slot = self._zones.take()
+        table = self._zones.arrays  # the columns themselves: read once per zone added
         self._slot_of[zone.zone_id] = slot
         self._zone_at[slot] = zone
         if checked.repairs:

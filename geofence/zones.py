@@ -51,7 +51,7 @@ class ZoneKind(StrEnum):
 
     @property
     def code(self) -> int:
-        return int(KindCode[self.name])
+        return _KIND_CODE[self]  # a dict, not an enum lookup: read once per zone added
 
 
 class KindCode(IntEnum):
@@ -62,6 +62,9 @@ class KindCode(IntEnum):
     EXCLUSION = 1
     INCLUSION = 2
     CURFEW = 3
+
+
+_KIND_CODE = {kind: int(KindCode[kind.name]) for kind in ZoneKind}
 
 
 class ZoneValidationError(ValueError):

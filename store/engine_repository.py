@@ -13,6 +13,7 @@ connection-taking calls operator actions (alerts/lifecycle.py) and tests use.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,6 +52,16 @@ def _epoch(ts: datetime) -> float:
 
 def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def shared_json(text: str | None, decoded: dict[str, Any]) -> Any:
+    """``text`` decoded as JSON, the same object for the same text within ``decoded``."""
+    if text is None:
+        return None
+    value = decoded.get(text)
+    if value is None:
+        value = decoded[text] = json.loads(text)
+    return value
 
 
 def _assignment(
@@ -113,16 +124,19 @@ class PgEngineRepository:
         ]
 
     def zones_since(self, revision: int) -> list[ZoneRow]:
-        return [
-            ZoneRow(*row)
-            for row in self.conn.execute(
-                "SELECT id, kind, geometry, radius_m, buffer_m, subject_id,"
-                " CASE WHEN subject_id IS NULL THEN coalesce(group_name, 'region:' || region_id)"
-                " END, victim_subject_id, schedule, thresholds, name, deleted_at IS NOT NULL,"
-                " revision FROM zones WHERE revision > %s ORDER BY revision",
-                (revision,),
-            ).fetchall()
-        ]
+        """The zones changed since ``revision``. Each distinct geometry text is decoded once and
+        its zones share the object: a district that is the inclusion zone of thousands of
+        subjects was decoded (and then keyed by the index) once per copy, most of a cold start
+        from the tables; the index keys a shared object once per batch (geofence.index)."""
+        decoded: dict[str, Any] = {}
+        rows = self.conn.execute(
+            "SELECT id, kind, geometry::text, radius_m, buffer_m, subject_id,"
+            " CASE WHEN subject_id IS NULL THEN coalesce(group_name, 'region:' || region_id)"
+            " END, victim_subject_id, schedule, thresholds, name, deleted_at IS NOT NULL,"
+            " revision FROM zones WHERE revision > %s ORDER BY revision",
+            (revision,),
+        ).fetchall()
+        return [ZoneRow(row[0], row[1], shared_json(row[2], decoded), *row[3:]) for row in rows]
 
     # -- reads for a batch
 

@@ -46,6 +46,7 @@ from tagwatch.geofence import (
     ZoneKind,
     ZoneValidationError,
 )
+from tagwatch.store.engine_repository import shared_json
 
 TIMEZONE = "Africa/Johannesburg"
 LON_RANGE = (17.0, 32.0)
@@ -378,13 +379,14 @@ def _rss_now_mb() -> float:
         return float("nan")
 
 
-def _as_read(zone: Zone) -> Zone:
-    """The zone with a GeoJSON object of its own, as a database row hands it over (the
-    generator shares one object per district between subjects, which hides the cost of many
-    copies and the index's sharing of them)."""
+def _as_read(zone: Zone, decoded: dict[str, Any]) -> Zone:
+    """The zone as ingest reads it from the database: its GeoJSON decoded from the text the
+    database sends, once per distinct text, as store.engine_repository.zones_since does (the
+    generator shares one object per district between subjects; the database does not, and the
+    store's sharing is what the index's build relies on)."""
     if zone.geometry is None:
         return zone
-    return dataclasses.replace(zone, geometry=json.loads(json.dumps(zone.geometry)))
+    return dataclasses.replace(zone, geometry=shared_json(json.dumps(zone.geometry), decoded))
 
 
 def run(
@@ -425,7 +427,9 @@ def _measure(
         f"({global_zones:,} global), generated in {generated:.1f} s"
     )
     # As ingest reads them: every zone row brings its own GeoJSON object from the database.
-    as_read = [_as_read(zone) for zone in national.zones]
+    decoded: dict[str, Any] = {}
+    as_read = [_as_read(zone, decoded) for zone in national.zones]
+    del decoded
     rss_before = _rss_mb()
     t0 = time.perf_counter()
     cpu0 = time.process_time()

@@ -70,3 +70,32 @@ def test_the_lists_are_compiled_where_numba_is_installed() -> None:
     if os.environ.get("TAGWATCH_GEOFENCE_NUMBA") == "0":
         pytest.skip("compiled kernels switched off")
     assert compiled_cell_lists() is not None
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(3, 300),
+    nx=st.integers(1, 40),
+    ny=st.integers(1, 40),
+    levels=st.sampled_from([(1,), (3, 1), (8, 1), (8, 4, 2, 1), (12, 3, 1), (16, 8, 2, 1)]),
+)
+def test_any_nesting_of_groups_gives_the_definition(
+    seed: int, n: int, nx: int, ny: int, levels: tuple[int, ...]
+) -> None:
+    """The compiled builder's groups of cells are only a way to shorten lists: every nesting
+    (each size dividing the one before it, the last the cells) gives the same lists."""
+    compiled = compiled_cell_lists()
+    if compiled is None:
+        pytest.skip("Numba not installed or switched off")
+    size = 1_000.0
+    edges = _ragged_ring(seed, n, size)
+    edges = edges[np.hypot(edges[:, 2], edges[:, 3]) > 0]
+    lo = np.array([-1.5 * size, -1.5 * size])
+    cell = 3 * size / max(nx, ny)
+    want_counts, want_lists = _brute_force(edges, lo, cell, nx, ny)
+    counts, lists = compiled(
+        np.ascontiguousarray(edges), lo[0], lo[1], cell, nx, ny, np.array(levels, dtype=np.int64)
+    )
+    assert np.array_equal(counts, want_counts)
+    assert np.array_equal(lists, want_lists)
