@@ -325,3 +325,30 @@ def test_a_large_batch_pauses_the_garbage_collector_and_restores_it() -> None:
     finally:
         gc.enable()
     assert len(index) == 1_200
+
+
+def test_zones_sharing_one_geojson_object_index_as_separate_copies() -> None:
+    """The store hands the copies of one district as one object (decoded once); the index keys
+    that object once per batch, and the result is the index built from separate copies."""
+    ring = [[18.40, -33.95], [18.50, -33.95], [18.50, -33.85], [18.40, -33.85], [18.40, -33.95]]
+    district = {"type": "Polygon", "coordinates": [ring]}
+    subjects = list(range(1, 6))
+    shared = [Zone(100 + s, ZoneKind.INCLUSION, district, subject_id=s) for s in subjects]
+    separate = [
+        Zone(100 + s, ZoneKind.INCLUSION, copy.deepcopy(district), subject_id=s) for s in subjects
+    ]
+    batch = FixBatch(
+        subject_id=np.repeat(subjects, 2),
+        lon=np.tile([18.45, 18.60], 5),
+        lat=np.full(10, -33.90),
+        acc=np.full(10, 5.0),
+        time=np.full(10, 1.8e9),
+    )
+    results = []
+    for zones in (shared, separate):
+        index = ZoneIndex()
+        assert index.upsert_many(zones) == [()] * 5
+        results.append(index.classify(batch))
+    for name in ("fix_index", "zone_id", "state", "distance_m"):
+        assert np.array_equal(getattr(results[0], name), getattr(results[1], name)), name
+    assert sorted(results[0].state.tolist()) == [0] * 5 + [1] * 5
