@@ -23,6 +23,22 @@ HELD_FIXES = """
      AND f.ts >= lower(a.during) AND (upper_inf(a.during) OR f.ts < upper(a.during))
     WHERE a.subject_id = %(subject)s AND a.role = 'offender'
 """
+# The same fixes, in [%(start)s, %(end)s) only: one probe per held device (the LATERAL is kept
+# apart by OFFSET 0, so the planner cannot make it a join). With TimescaleDB the device is the
+# segment-by column, so a compressed chunk reads only that device's batches; written as a join
+# the planner decompressed the whole chunk (every device's day, 142,272 rows at 1M fixes) and
+# hashed it: 22.7 ms for a track that now takes 1.9 ms. On plain PostgreSQL it is the plan the
+# join had: the (device_id, ts) btree, per device.
+HELD_FIXES_IN_WINDOW = """
+    FROM device_assignments a
+    CROSS JOIN LATERAL (
+        SELECT x.* FROM fixes x
+        WHERE x.device_id = a.device_id AND x.ts >= %(start)s AND x.ts < %(end)s
+          AND x.ts >= lower(a.during) AND (upper_inf(a.during) OR x.ts < upper(a.during))
+        OFFSET 0
+    ) f
+    WHERE a.subject_id = %(subject)s AND a.role = 'offender'
+"""
 FIX_COLUMNS = (
     "f.device_id, f.ts, f.lat, f.lon, f.acc, f.spd, f.hdg, f.batt, f.src, f.seq, f.received_at"
 )
@@ -65,7 +81,7 @@ LIMIT %(limit)s
 # microsecond, so the last fix falls in the last bucket.
 THINNED = f"""
 WITH sel AS (
-    SELECT {FIX_COLUMNS} {HELD_FIXES} AND f.ts >= %(start)s AND f.ts < %(end)s
+    SELECT {FIX_COLUMNS} {HELD_FIXES_IN_WINDOW}
     ORDER BY f.ts, f.seq LIMIT %(limit)s
 ), span AS (
     SELECT min(ts) AS t0, max(ts) AS t1, count(*) AS n FROM sel
@@ -108,10 +124,7 @@ async def latest_fix(conn: AsyncConnection[Any], subject_id: int) -> dict[str, A
     return await cur.fetchone()
 
 
-TRACK = (
-    f"SELECT {FIX_COLUMNS} {HELD_FIXES} AND f.ts >= %(start)s AND f.ts < %(end)s "
-    "ORDER BY f.ts LIMIT %(limit)s"
-)
+TRACK = f"SELECT {FIX_COLUMNS} {HELD_FIXES_IN_WINDOW} ORDER BY f.ts LIMIT %(limit)s"
 
 
 async def track(
