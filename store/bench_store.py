@@ -227,6 +227,18 @@ def hypertable_size(conn: psycopg.Connection[Any]) -> Size:
     return Size(rows, int(table) + int(toast), {"all indexes": int(index)})
 
 
+def refresh_report_aggregate(conn: psycopg.Connection[Any]) -> bool:
+    """Materialize the quarter-hour aggregate of fixes (migration 0005) over everything stored,
+    as its policy does every 15 minutes in service; False when there is none (plain
+    PostgreSQL). A fill of history that nobody refreshed leaves the aggregate in real-time mode
+    over every raw fix: a compliance report then aggregated the month's fixes on every read
+    (3.2 s at 1M fixes, against 130-220 ms once refreshed)."""
+    if conn.execute("SELECT to_regclass('report_fixes_15m') IS NULL").fetchone() != (False,):
+        return False
+    conn.execute("CALL refresh_continuous_aggregate('report_fixes_15m', NULL, NULL)")
+    return True
+
+
 def compress_all(conn: psycopg.Connection[Any]) -> int:
     """Compress every chunk of fixes now (what the policy does after compress_after)."""
     rows = conn.execute(

@@ -43,6 +43,9 @@ def test_a_small_store_answers_correctly_and_prints_every_figure(service_env):
         assert "skipped: TimescaleDB not installed" in out
     else:
         assert figures["compressed_bytes_per_fix"] < figures["bytes_per_fix"], out
+        # the report aggregate is materialized first, as its policy keeps it in service
+        assert figures["aggregate_refresh_s"] > 0, out
+        assert "TimescaleDB, uncompressed" in out
     assert "Index Scan" in figures["plans"]["track"] or "Bitmap" in figures["plans"]["track"]
     if figures["timescale_skipped"]:  # plain PostgreSQL: proximity goes by the grid (0026)
         assert "fixes_cell_ts" in figures["plans"]["proximity"], figures["plans"]["proximity"]
