@@ -82,14 +82,21 @@ WHERE phone_id IS NOT NULL;
 """
 
 # Minutes [%(first)s, %(last)s] of the period, minute-major (as ingest writes them): every tag
-# each minute, the phones every PHONE_EVERY minutes (staggered by subject).
+# each minute, the phones every PHONE_EVERY minutes (staggered by subject). The values have the
+# precision the devices send (simulators/devices.py: a tag's 7 decimals of lat/lon, accuracy to
+# 0.1 m, speed to 0.01 m/s, heading to 0.1 degree while moving and none at rest, battery in
+# whole percent; a phone's OwnTracks integers): full-precision floats (a new random heading
+# every minute at rest too, a battery of 96.6667 %) were noise no device sends, which
+# TimescaleDB's compression had to store (33.5 bytes a fix at 1M, 10 of them acc, hdg, batt).
 FIXES = """
 INSERT INTO fixes (device_id, ts, seq, lat, lon, acc, alt, spd, hdg, sats, batt, src, received_at)
 SELECT d.device_id, d.ts, d.seq,
-       d.lat + (d.away * d.range_m * sin(d.w2) + d.noise_n) / 111320,
-       d.lon + (d.away * d.range_m * cos(d.w1) + d.noise_e) / (111320 * cos(radians(d.lat))),
-       d.acc, NULL, (d.away * d.range_m * 2 * pi() / d.period1_s)::real,
-       (random() * 360)::real, d.sats, (100 - 80 * d.hour / 24)::real, d.src,
+       round((d.lat + (d.away * d.range_m * sin(d.w2) + d.noise_n) / 111320)::numeric, 7),
+       round((d.lon + (d.away * d.range_m * cos(d.w1) + d.noise_e)
+              / (111320 * cos(radians(d.lat))))::numeric, 7),
+       d.acc, NULL, round((d.away * d.range_m * 2 * pi() / d.period1_s)::numeric, 2)::real,
+       CASE WHEN d.away > 0 THEN round((random() * 360)::numeric, d.hdg_digits)::real END,
+       d.sats, round(100 - 80 * d.hour / 24)::real, d.src,
        d.ts + make_interval(secs => CASE WHEN random() < 0.01 THEN 900 + random() * 2700
                                          ELSE 1 + random() * 2 END)
 FROM generate_series(%(first)s::int, %(last)s::int) AS m(i)
@@ -103,13 +110,14 @@ CROSS JOIN LATERAL (
            x.acc_m * (random() - 0.5) AS noise_n, x.acc_m * (random() - 0.5) AS noise_e
     FROM (
         SELECT h.tag_id AS device_id, m.i::bigint AS seq, h.lat, h.lon, h.range_m, h.phase1,
-               h.phase2, h.period1_s, h.period2_s, (4 + random() * 8)::real AS acc,
-               10.0 AS acc_m, (6 + floor(random() * 7))::smallint AS sats, 'gps' AS src
+               h.phase2, h.period1_s, h.period2_s, round((4 + random() * 8)::numeric, 1)::real
+               AS acc, 10.0 AS acc_m, (6 + floor(random() * 7))::smallint AS sats, 'gps' AS src,
+               1 AS hdg_digits
         FROM bench_homes h
         UNION ALL
         SELECT h.phone_id, m.i::bigint / %(phone_every)s, h.lat, h.lon, h.range_m, h.phase1,
-               h.phase2, h.period1_s, h.period2_s, (10 + random() * 30)::real, 30.0, NULL,
-               CASE WHEN random() < 0.3 THEN 'wifi' ELSE 'gps' END
+               h.phase2, h.period1_s, h.period2_s, round(10 + random() * 30)::real, 30.0, NULL,
+               CASE WHEN random() < 0.3 THEN 'wifi' ELSE 'gps' END, 0
         FROM bench_homes h
         WHERE h.phone_id IS NOT NULL AND (m.i + h.n) %% %(phone_every)s = 0
     ) x
