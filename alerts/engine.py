@@ -37,7 +37,7 @@ from tagwatch.alerts import vocabulary as v
 from tagwatch.alerts.batch import NewEvents, NewFixes, NewPhoneReports
 from tagwatch.alerts.escalation import OpenAlert, absconder, due, limit_s
 from tagwatch.alerts.holding import holds, release
-from tagwatch.alerts.observe import RawFix, late_episodes, observe
+from tagwatch.alerts.observe import RawFix, count_late_in_dwell, late_episodes, observe
 from tagwatch.alerts.ports import Assignment, EngineRepository, StateRow, ZoneRow
 from tagwatch.alerts.rules import (
     AlertChange,
@@ -411,7 +411,7 @@ class AlertEngine:
                 state, live, self.metas, thresholds, now, home_beacon=self.home_beacons.get(sid)
             )
             if late:
-                changes += self._late(repo, sid, late, thresholds, now)
+                changes += self._late(repo, sid, late, thresholds, now, state)
             if sid in stale:
                 changes += release(state, sid, held_by.get(sid, ()), now)
             writes.append((sid, changes))
@@ -532,6 +532,7 @@ class AlertEngine:
         late: Sequence[Observation],
         thresholds: Thresholds,
         now: float,
+        live: SubjectState,
     ) -> list[AlertChange]:
         lo = min(o.ts for o in late) - LATE_CONTEXT_S
         hi = max(o.ts for o in late) + LATE_CONTEXT_S
@@ -544,9 +545,18 @@ class AlertEngine:
             EventObs(e.ts, e.device_id, e.type, e.beacon) for e in repo.offender_events(sid, lo, hi)
         )
         existing = repo.episodes(sid, lo - LATE_CONTEXT_S, hi + LATE_CONTEXT_S)
-        return late_episodes(
-            window, self.metas, thresholds, now, existing, home_beacon=self.home_beacons.get(sid)
+        replayed = SubjectState()
+        changes = late_episodes(
+            window,
+            self.metas,
+            thresholds,
+            now,
+            existing,
+            home_beacon=self.home_beacons.get(sid),
+            replayed=replayed,
         )
+        count_late_in_dwell(live, replayed)
+        return changes
 
     # -- the clock
 

@@ -186,15 +186,18 @@ def late_episodes(
     margin_s: float = 0.0,
     *,
     home_beacon: str | None = None,
+    replayed: SubjectState | None = None,
 ) -> list[AlertChange]:
     """Episodes that fixes arriving out of order reveal, and that no alert already covers.
 
     The window (the late observations with the stored ones around them) is evaluated from a
-    fresh state, apart from the live state: late data never disturbs the episodes live data
-    opened, and an episode already alerted is never raised again. What is new comes back as its
-    changes (open, updates, clear) marked late.
+    fresh state (``replayed``, when the caller wants to read it afterwards), apart from the live
+    state: late data never disturbs the episodes live data opened, and an episode already
+    alerted is never raised again. What is new comes back as its changes (open, updates, clear)
+    marked late.
     """
-    changes = run_rules(SubjectState(), window, zones, thresholds, now, home_beacon=home_beacon)
+    state = replayed if replayed is not None else SubjectState()
+    changes = run_rules(state, window, zones, thresholds, now, home_beacon=home_beacon)
     by_key: dict[str, list[AlertChange]] = {}
     for change in changes:
         by_key.setdefault(change.episode_key, []).append(change)
@@ -254,3 +257,26 @@ __all__ = [
     "observe",
     "presence_nights",
 ]
+
+
+def count_late_in_dwell(live: SubjectState, replayed: SubjectState) -> None:
+    """Let late fixes count in the live state's dwell runs still in progress.
+
+    A late fix is judged in a replay of its window (late_episodes), but the live state never
+    saw it: when the fixes of an entry arrive out of order (a store-and-forward upload; two
+    ingest workers on a round robin), the replay holds too few of them to open the episode, and
+    the live run counts one short when its last fix comes, so nothing was raised. Where the
+    replay's run for a zone and the live run end at the same fix and neither has opened an
+    episode, the replay's run (the late fixes counted, in time order) is the truer one: the live
+    run takes its count and start when they are larger. Runs the replay cut at its window's
+    start count fewer and change nothing."""
+    for key, track in live.tracks.items():
+        if track.episode is not None or track.last is None:
+            continue
+        replay = replayed.tracks.get(key)
+        if replay is None or replay.episode is not None or replay.last != track.last:
+            continue
+        if replay.n > track.n:
+            track.n = replay.n
+            if replay.first is not None and (track.first is None or replay.first < track.first):
+                track.first = replay.first

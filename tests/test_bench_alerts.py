@@ -14,8 +14,9 @@ pytestmark = pytest.mark.integration
 
 def test_the_quick_benchmark_alerts_delivers_and_times_every_probe():
     # One worker. With two on Mosquitto's round robin a probe's fixes alternate between them and
-    # can be evaluated out of order: one quick run in a clean-clone suite left 1 of 10 loaded
-    # probes without its alert (docs/scaling.md, "An open defect with two workers on Mosquitto").
+    # are evaluated out of order: one quick run in a clean-clone suite left 1 of 10 loaded probes
+    # without its alert, a defect of the late path since mended (tests/alerts/
+    # test_two_workers_order.py; docs/scaling.md, "A defect with two workers on Mosquitto").
     lines: list[str] = []
     figures = run_benchmark(quick=True, workers=1, echo=lines.append)
     out = "\n".join(lines)

@@ -67,17 +67,12 @@ def test_an_entry_is_never_raised_twice_in_any_order(spacing: float, engines: in
     assert all(_entries(order, spacing, engines) <= 1 for order in ORDERS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open defect (issue 17, session 12): a fix evaluated after a later one (the late"
-    " path, alerts/observe.late_episodes) is replayed on its own window but never counted in"
-    " the live state's dwell, so when the dwell's last fix arrives live it counts one short",
-)
 @pytest.mark.parametrize("engines", [1, 2])
 @pytest.mark.parametrize("spacing", [1.0, 60.0])
 def test_an_entry_is_raised_in_any_order(spacing: float, engines: int) -> None:
     """Out of order across batches: one worker meets it with store-and-forward uploads, two
-    workers on Mosquitto's round robin meet it all the time. Today 4 (fixes 60 s apart) or 5 (1 s
-    apart) of the 24 orders raise no entry, with one engine as with two (e.g. 1, 0, 2, 3)."""
+    workers on Mosquitto's round robin meet it all the time. Before the late fixes counted in the
+    live dwell (alerts/observe.count_late_in_dwell), 4 (fixes 60 s apart) or 5 (1 s apart) of
+    the 24 orders raised no entry, with one engine as with two (e.g. 1, 0, 2, 3)."""
     missed = [order for order in ORDERS if _entries(order, spacing, engines) != 1]
     assert missed == []
