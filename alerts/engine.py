@@ -555,7 +555,7 @@ class AlertEngine:
             home_beacon=self.home_beacons.get(sid),
             replayed=replayed,
         )
-        count_late_in_dwell(live, replayed)
+        count_late_in_dwell(live, replayed, {c.episode_key for c in changes if c.action == "open"})
         return changes
 
     # -- the clock

@@ -4,7 +4,7 @@ classification rows are cut per fix. Pure; shared by the ingest engine and the o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -259,22 +259,32 @@ __all__ = [
 ]
 
 
-def count_late_in_dwell(live: SubjectState, replayed: SubjectState) -> None:
+def count_late_in_dwell(
+    live: SubjectState, replayed: SubjectState, raised: Collection[str] = ()
+) -> None:
     """Let late fixes count in the live state's dwell runs still in progress.
 
     A late fix is judged in a replay of its window (late_episodes), but the live state never
     saw it: when the fixes of an entry arrive out of order (a store-and-forward upload; two
-    ingest workers on a round robin), the replay holds too few of them to open the episode, and
-    the live run counts one short when its last fix comes, so nothing was raised. Where the
-    replay's run for a zone and the live run end at the same fix and neither has opened an
-    episode, the replay's run (the late fixes counted, in time order) is the truer one: the live
-    run takes its count and start when they are larger. Runs the replay cut at its window's
-    start count fewer and change nothing."""
+    ingest workers on a round robin), the replay could hold too few of them to open the episode
+    and the live run counted one short when its last fix came, so nothing was raised; or the
+    replay opened it (raised late) while the live run went on counting and opened it again.
+    Where the replay's run for a zone and a live run not yet opened end at the same fix, the
+    live run takes the replay's: its count and start when they are larger (runs the replay cut
+    at its window's start count fewer and change nothing), or the episode the replay opened and
+    ``raised`` (its episode keys) now, so that the fixes after it update that alert."""
     for key, track in live.tracks.items():
         if track.episode is not None or track.last is None:
             continue
         replay = replayed.tracks.get(key)
-        if replay is None or replay.episode is not None or replay.last != track.last:
+        if replay is None or replay.last != track.last:
+            continue
+        if replay.episode is not None:
+            if replay.episode in raised:
+                track.episode, track.opened = replay.episode, replay.opened
+                track.count = replay.count
+                track.n, track.first, track.worst = replay.n, replay.first, replay.worst
+                track.clear_n, track.clear_first = replay.clear_n, replay.clear_first
             continue
         if replay.n > track.n:
             track.n = replay.n
