@@ -37,7 +37,7 @@ from tagwatch.alerts import vocabulary as v
 from tagwatch.alerts.batch import NewEvents, NewFixes, NewPhoneReports
 from tagwatch.alerts.escalation import OpenAlert, absconder, due, limit_s
 from tagwatch.alerts.holding import holds, release
-from tagwatch.alerts.observe import RawFix, count_late_in_dwell, late_episodes, observe
+from tagwatch.alerts.observe import RawFix, late_episodes, observe
 from tagwatch.alerts.ports import Assignment, EngineRepository, StateRow, ZoneRow
 from tagwatch.alerts.rules import (
     AlertChange,
@@ -545,18 +545,15 @@ class AlertEngine:
             EventObs(e.ts, e.device_id, e.type, e.beacon) for e in repo.offender_events(sid, lo, hi)
         )
         existing = repo.episodes(sid, lo - LATE_CONTEXT_S, hi + LATE_CONTEXT_S)
-        replayed = SubjectState()
-        changes = late_episodes(
+        return late_episodes(
             window,
             self.metas,
             thresholds,
             now,
             existing,
             home_beacon=self.home_beacons.get(sid),
-            replayed=replayed,
+            live=live,
         )
-        count_late_in_dwell(live, replayed, {c.episode_key for c in changes if c.action == "open"})
-        return changes
 
     # -- the clock
 

@@ -186,18 +186,18 @@ def late_episodes(
     margin_s: float = 0.0,
     *,
     home_beacon: str | None = None,
-    replayed: SubjectState | None = None,
+    live: SubjectState | None = None,
 ) -> list[AlertChange]:
     """Episodes that fixes arriving out of order reveal, and that no alert already covers.
 
     The window (the late observations with the stored ones around them) is evaluated from a
-    fresh state (``replayed``, when the caller wants to read it afterwards), apart from the live
-    state: late data never disturbs the episodes live data opened, and an episode already
-    alerted is never raised again. What is new comes back as its changes (open, updates, clear)
-    marked late.
+    fresh state, apart from the live state: late data never disturbs the episodes live data
+    opened, and an episode already alerted is never raised again. What is new comes back as its
+    changes (open, updates, clear) marked late. Given the ``live`` state, its dwell runs still
+    in progress learn what the replay found (_count_late_in_dwell).
     """
-    state = replayed if replayed is not None else SubjectState()
-    changes = run_rules(state, window, zones, thresholds, now, home_beacon=home_beacon)
+    replayed = SubjectState()
+    changes = run_rules(replayed, window, zones, thresholds, now, home_beacon=home_beacon)
     by_key: dict[str, list[AlertChange]] = {}
     for change in changes:
         by_key.setdefault(change.episode_key, []).append(change)
@@ -223,7 +223,42 @@ def late_episodes(
             if change.action == "update" and change is not key_changes[-1]:
                 continue
             out.append(_as_late(change))
+    if live is not None:
+        _count_late_in_dwell(live, replayed, {c.episode_key for c in out if c.action == "open"})
     return out
+
+
+def _count_late_in_dwell(
+    live: SubjectState, replayed: SubjectState, raised: Collection[str]
+) -> None:
+    """Let late fixes count in the live state's dwell runs still in progress.
+
+    A late fix is judged in a replay of its window (late_episodes), but the live state never
+    saw it: when the fixes of an entry arrive out of order (a store-and-forward upload; two
+    ingest workers on a round robin), the replay could hold too few of them to open the episode
+    and the live run counted one short when its last fix came, so nothing was raised; or the
+    replay opened it (raised late) while the live run went on counting and opened it again.
+    Where the replay's run for a zone and a live run not yet opened end at the same fix, the
+    live run takes the replay's: its count and start when they are larger (runs the replay cut
+    at its window's start count fewer and change nothing), or the episode the replay opened and
+    ``raised`` (its episode keys) now, so that the fixes after it update that alert."""
+    for key, track in live.tracks.items():
+        if track.episode is not None or track.last is None:
+            continue
+        replay = replayed.tracks.get(key)
+        if replay is None or replay.last != track.last:
+            continue
+        if replay.episode is not None:
+            if replay.episode in raised:
+                track.episode, track.opened = replay.episode, replay.opened
+                track.count = replay.count
+                track.n, track.first, track.worst = replay.n, replay.first, replay.worst
+                track.clear_n, track.clear_first = replay.clear_n, replay.clear_first
+            continue
+        if replay.n > track.n:
+            track.n = replay.n
+            if replay.first is not None and (track.first is None or replay.first < track.first):
+                track.first = replay.first
 
 
 def _as_late(change: AlertChange) -> AlertChange:
@@ -257,36 +292,3 @@ __all__ = [
     "observe",
     "presence_nights",
 ]
-
-
-def count_late_in_dwell(
-    live: SubjectState, replayed: SubjectState, raised: Collection[str] = ()
-) -> None:
-    """Let late fixes count in the live state's dwell runs still in progress.
-
-    A late fix is judged in a replay of its window (late_episodes), but the live state never
-    saw it: when the fixes of an entry arrive out of order (a store-and-forward upload; two
-    ingest workers on a round robin), the replay could hold too few of them to open the episode
-    and the live run counted one short when its last fix came, so nothing was raised; or the
-    replay opened it (raised late) while the live run went on counting and opened it again.
-    Where the replay's run for a zone and a live run not yet opened end at the same fix, the
-    live run takes the replay's: its count and start when they are larger (runs the replay cut
-    at its window's start count fewer and change nothing), or the episode the replay opened and
-    ``raised`` (its episode keys) now, so that the fixes after it update that alert."""
-    for key, track in live.tracks.items():
-        if track.episode is not None or track.last is None:
-            continue
-        replay = replayed.tracks.get(key)
-        if replay is None or replay.last != track.last:
-            continue
-        if replay.episode is not None:
-            if replay.episode in raised:
-                track.episode, track.opened = replay.episode, replay.opened
-                track.count = replay.count
-                track.n, track.first, track.worst = replay.n, replay.first, replay.worst
-                track.clear_n, track.clear_first = replay.clear_n, replay.clear_first
-            continue
-        if replay.n > track.n:
-            track.n = replay.n
-            if replay.first is not None and (track.first is None or replay.first < track.first):
-                track.first = replay.first

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from tagwatch.store.fixes import EARTH_RADIUS_M
+from tagwatch.store.reports import CAGG
 
 BENCH_REGIONS = 10
 PHONE_EVERY = 5  # a phone fixes every 5th minute
@@ -241,9 +242,10 @@ def refresh_report_aggregate(conn: psycopg.Connection[Any]) -> bool:
     PostgreSQL). A fill of history that nobody refreshed leaves the aggregate in real-time mode
     over every raw fix: a compliance report then aggregated the month's fixes on every read
     (3.2 s at 1M fixes, against 130-220 ms once refreshed)."""
-    if conn.execute("SELECT to_regclass('report_fixes_15m') IS NULL").fetchone() != (False,):
+    name = ".".join(CAGG)
+    if conn.execute("SELECT to_regclass(%s) IS NULL", (name,)).fetchone() != (False,):
         return False
-    conn.execute("CALL refresh_continuous_aggregate('report_fixes_15m', NULL, NULL)")
+    conn.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (name,))
     return True
 
 

@@ -75,6 +75,7 @@ LOAD_TAIL_S = 5.0  # and this long after the last proving fix (--quick: 1 s)
 # A drain that stalls this long is reported as not stored. 5 s was too short to tell a stall
 # from a loss: one 2-worker run on a busy machine gave up with 98.7 % stored.
 DRAIN_PATIENCE_S = 30.0
+DRAIN_POLL_S = 0.5
 
 
 # ---------------------------------------------------------------------------------- probes
@@ -634,10 +635,10 @@ def _stored(database_url: str, prefix: str, published: int) -> tuple[int, float]
             found = stored_like(conn, f"{prefix}-%")
             stored, span = found.stored, found.span_s
             still = still + 1 if stored == last else 0
-            if stored >= published or still * 0.5 >= DRAIN_PATIENCE_S:
+            if stored >= published or still * DRAIN_POLL_S >= DRAIN_PATIENCE_S:
                 return stored, span
             last = stored
-            time.sleep(0.5)
+            time.sleep(DRAIN_POLL_S)
 
 
 if __name__ == "__main__":

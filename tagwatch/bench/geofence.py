@@ -426,7 +426,7 @@ def _measure(
         f"national set: {subjects:,} subjects, {len(national.zones):,} zones "
         f"({global_zones:,} global), generated in {generated:.1f} s"
     )
-    # As ingest reads them: every zone row brings its own GeoJSON object from the database.
+    # As ingest reads them: a GeoJSON object per distinct geometry text the database sends.
     decoded: dict[str, Any] = {}
     as_read = [_as_read(zone, decoded) for zone in national.zones]
     del decoded

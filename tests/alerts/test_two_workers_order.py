@@ -72,8 +72,8 @@ def test_an_entry_is_never_raised_twice_in_any_order(spacing: float, engines: in
 def test_an_entry_is_raised_in_any_order(spacing: float, engines: int) -> None:
     """Out of order across batches: one worker meets it with store-and-forward uploads, two
     workers on Mosquitto's round robin meet it all the time. Before the late fixes counted in the
-    live dwell (alerts/observe.count_late_in_dwell), 4 (fixes 60 s apart) or 5 (1 s apart) of
-    the 24 orders raised no entry, with one engine as with two (e.g. 1, 0, 2, 3)."""
+    live dwell (alerts/observe.late_episodes, given the live state), 4 (fixes 60 s apart) or 5
+    (1 s apart) of the 24 orders raised no entry, with one engine as with two (e.g. 1, 0, 2, 3)."""
     missed = [order for order in ORDERS if _entries(order, spacing, engines) != 1]
     assert missed == []
 
