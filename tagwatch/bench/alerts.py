@@ -41,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class Probe:
     opened_at: float | None = None
     raised_at: float | None = None
     webhook_at: float | None = None
+    alerts: int = 0  # alerts of ALERT_TYPE the subject has once the run has settled: one
 
 
 def _create_probes(conn: psycopg.Connection, prefix: str, count: int) -> list[Probe]:
@@ -388,11 +390,22 @@ def _latencies(values: list[float]) -> dict[str, float]:
     }
 
 
+def _count_alerts(database_url: str, probes: list[Probe]) -> None:
+    """How many alerts each probe's subject has, after the run has settled."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = alert_times(conn, [p.subject_id for p in probes], ALERT_TYPE)
+    per_subject = Counter(row.subject_id for row in rows)
+    for probe in probes:
+        probe.alerts = per_subject[probe.subject_id]
+
+
 def _phase_figures(name: str, probes: list[Probe]) -> dict[str, float]:
     out: dict[str, float] = {
         f"{name}_probes": len(probes),
         f"{name}_alerted": sum(p.alert_seen_at is not None for p in probes),
         f"{name}_delivered": sum(p.webhook_at is not None for p in probes),
+        # an episode raised twice (two workers each opening it) is as wrong as one never raised
+        f"{name}_duplicated": sum(max(0, p.alerts - 1) for p in probes),
         # the alert must be opened by the proving fix itself (its time), not another one
         f"{name}_wrong_fix": sum(
             p.opened_at is not None
@@ -534,6 +547,7 @@ def run_benchmark(
                     settings.database_url, load.prefix, report["published"]
                 )
                 _settle(watcher, receiver, all_probes, 30.0)
+                _count_alerts(settings.database_url, all_probes)
                 if directory is not None:  # services that outlive the run: once ingest has drained,
                     with psycopg.connect(settings.database_url) as conn:  # stop monitoring the load
                         release(conn, load.prefix)
@@ -604,7 +618,8 @@ def _print(figures: dict[str, float], rate: float, echo: Callable[[str], object]
         echo(
             f"{phase} probes: {figures[f'{phase}_alerted']:.0f}/{figures[f'{phase}_probes']:.0f}"
             f" alerted, {figures[f'{phase}_delivered']:.0f} webhooks delivered,"
-            f" {figures[f'{phase}_wrong_fix']:.0f} opened by another fix than the proving one"
+            f" {figures[f'{phase}_wrong_fix']:.0f} opened by another fix than the proving one,"
+            f" {figures[f'{phase}_duplicated']:.0f} raised more than once"
         )
     echo(
         f"{figures['webhook_requests']:.0f} webhook requests,"
