@@ -37,4 +37,11 @@ def test_two_bench_workers_drain_a_queued_backlog_storing_each_fix_once(settings
     assert drained.msgs_per_s > 0
     assert len(drained.worker_cpu_s) == 2
     assert all(cpu > 0 for cpu in drained.worker_cpu_s)
+    # where the workers' CPU went, by thread: the MQTT client and the writer both worked, and
+    # the split accounts for the workers' CPU (to the clock's 10 ms tick per thread)
+    roles = drained.thread_cpu_s
+    assert roles.get("MQTT client", 0) > 0 and roles.get("write and engine", 0) > 0, roles
+    assert abs(sum(roles.values()) - sum(drained.worker_cpu_s)) < 0.1 + 0.02 * len(roles), roles
+    micros = drained.micros_per_fix(fixes)
+    assert micros["all"] == pytest.approx(1e6 * sum(drained.worker_cpu_s) / fixes)
     assert "of ingest's sessions active per sample" in drained.sessions

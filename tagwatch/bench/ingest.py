@@ -225,7 +225,10 @@ def _register_subjects(database_url: str, prefix: str, devices: int) -> None:
 
 def measure_bare(
     endpoint: MqttEndpoint, publisher: MqttEndpoint, messages: list[tuple[str, bytes]]
-) -> float:
+) -> tuple[float, float]:
+    """Messages a second a bare paho subscriber drains, and its CPU seconds a message (the
+    bench's other threads wait meanwhile, so the process's CPU is the client's): what one
+    process pays for the MQTT client alone, before any of ingest's work."""
     client_id = f"tagwatch-bench-bare-{secrets.token_hex(3)}"
     _open_session(endpoint, client_id)
     _publish(publisher, messages)
@@ -241,14 +244,16 @@ def measure_bare(
     client = _client(endpoint, client_id)
     client.on_message = on_message
     started = time.perf_counter()
+    cpu_at_start = time.process_time()
     client.connect(endpoint.host, endpoint.port)
     client.loop_start()
     done.wait(300)
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_at_start
     client.disconnect()
     client.loop_stop()
     _close_session(endpoint, client_id)
-    return received / elapsed
+    return received / elapsed, cpu / max(1, received)
 
 
 def measure_ingest(
@@ -386,15 +391,47 @@ def _worker(
     service = IngestService(settings)
     ready.set()
     go.wait(900)
-    cpu_at_go = time.process_time()
+    cpu_at_go, threads_at_go = time.process_time(), thread_cpu_seconds()
     runner = threading.Thread(target=service.run, name="ingest", daemon=True)
     runner.start()
     while not stop.wait(0.005) and runner.is_alive():
         stored.value = service.totals.fixes_stored
     cpu.value = time.process_time() - cpu_at_go
+    threads = thread_cpu_seconds()
+    since_go = {role: value - threads_at_go.get(role, 0.0) for role, value in threads.items()}
+    Path(log_path).with_suffix(".threads.json").write_text(json.dumps(since_go))
     service.stop_requested.set()
     runner.join(30)
     stored.value = service.totals.fixes_stored
+
+
+# What each of a worker's threads does, by the name it runs under: paho's network loop reads,
+# parses and acknowledges packets (and hands each message to the decoder); the decoder turns
+# payloads into fixes; the writer ("ingest", the thread running IngestService.run) copies them
+# in, runs the alert engine and commits.
+THREAD_ROLES = (
+    ("paho-mqtt-client-", "MQTT client"),
+    ("ingest-decode", "decode"),
+    ("ingest", "write and engine"),
+)
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's live threads since each started, summed
+    by role (THREAD_ROLES; "other" for the rest), from /proc/self/task (Linux; empty elsewhere),
+    to the clock's tick (10 ms)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except (OSError, TypeError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name: state is field 3
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime: fields 14, 15
+        role = next((r for prefix, r in THREAD_ROLES if thread.name.startswith(prefix)), "other")
+        out[role] = out.get(role, 0.0) + seconds
+    return out
 
 
 class SessionSampler:
@@ -447,6 +484,7 @@ class Drained:
     ids: list[str]  # the workers' client ids
     logs: list[Path]
     worker_cpu_s: list[float]
+    thread_cpu_s: dict[str, float]  # the workers' CPU by thread role, summed (THREAD_ROLES)
     server_cpu_s: dict[str, float]  # PostgreSQL, Mosquitto: during the drain
     ingest_backends_cpu_s: float = float("nan")  # PostgreSQL's share: the workers' sessions
     sessions: str = ""  # what ingest's sessions were seen doing (SessionSampler.describe)
@@ -459,7 +497,16 @@ class Drained:
             if name == "PostgreSQL":
                 text += f" (ingest's sessions {self.ingest_backends_cpu_s:.1f})"
             servers.append(text)
-        return f"CPU s: ingest {workers}, {', '.join(servers)}; wall {self.elapsed_s:.1f} s"
+        roles = ", ".join(f"{role} {value:.1f}" for role, value in self.thread_cpu_s.items())
+        split = f" ({roles})" if roles else ""
+        return f"CPU s: ingest {workers}{split}, {', '.join(servers)}; wall {self.elapsed_s:.1f} s"
+
+    def micros_per_fix(self, fixes: int) -> dict[str, float]:
+        """The workers' CPU per fix stored, in µs: in all and by thread role."""
+        per = 1e6 / max(1, fixes)
+        return {"all": sum(self.worker_cpu_s) * per} | {
+            role: value * per for role, value in self.thread_cpu_s.items()
+        }
 
 
 def measure_workers(
@@ -554,10 +601,22 @@ def measure_workers(
         ids=ids,
         logs=logs,
         worker_cpu_s=[c.value for c in cpus],
+        thread_cpu_s=_summed_threads(logs),
         server_cpu_s=server_cpu,
         ingest_backends_cpu_s=backends,
         sessions=sampler.describe(),
     )
+
+
+def _summed_threads(logs: Sequence[Path]) -> dict[str, float]:
+    """The workers' thread CPU (what each wrote beside its log), summed by role."""
+    out: dict[str, float] = {}
+    for log in logs:
+        path = log.with_suffix(".threads.json")
+        if path.exists():
+            for role, value in json.loads(path.read_text()).items():
+                out[role] = out.get(role, 0.0) + float(value)
+    return dict(sorted(out.items(), key=lambda item: -item[1]))
 
 
 def _worker_label(workers: int) -> str:
@@ -595,8 +654,12 @@ def run_benchmark(
 
         echo(f"{fixes} fixes from {DEVICES} devices per run; backlog drained by each consumer")
         single = _messages(f"bb-{run}", fixes, 1)
-        figures["bare_msgs_per_s"] = measure_bare(bare_subscriber, gateway, single)
-        echo(f"  bare subscriber (ceiling)        {figures['bare_msgs_per_s']:>10,.0f} msg/s")
+        bare, bare_cpu = measure_bare(bare_subscriber, gateway, single)
+        figures["bare_msgs_per_s"], figures["bare_cpu_us_per_msg"] = bare, 1e6 * bare_cpu
+        echo(
+            f"  bare subscriber (ceiling)        {bare:>10,.0f} msg/s"
+            f" ({1e6 * bare_cpu:.0f} µs of CPU a message: the MQTT client alone)"
+        )
 
         _register(settings.database_url, f"bs-{run}")
         single = _messages(f"bs-{run}", fixes, 1)
@@ -659,6 +722,14 @@ def run_benchmark(
                     f" {rate:>10,.0f} fixes/s (per worker {split}){flag}"
                 )
                 echo(f"      {drained.describe_cpu()}")
+                micros = drained.micros_per_fix(engine_fixes)
+                for role, value in micros.items():
+                    key = role.replace(" ", "_")
+                    figures[f"ingest_engine_{label}_{count}w_cpu_us_{key}"] = value
+                echo(
+                    "      µs of CPU a fix: "
+                    + ", ".join(f"{role} {value:.0f}" for role, value in micros.items())
+                )
                 echo(f"      PostgreSQL: {drained.sessions}")
         for count in counts:
             on = figures[f"ingest_engine_on_{count}w_fixes_per_s"]
