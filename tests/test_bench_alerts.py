@@ -41,5 +41,6 @@ def test_the_quick_benchmark_alerts_delivers_and_times_every_probe(workers: int)
     assert figures["background_published"] > 0, out
     assert figures["background_stored"] == figures["background_published"], out
     assert figures["background_fix_n"] > 0, out
+    assert 0 < figures["loaded_machine_busy"] <= 1, out
     assert "publish → alert committed" in out
     assert "publish → webhook delivered" in out

@@ -53,7 +53,14 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from tagwatch.alerts.thresholds import DEFAULTS
-from tagwatch.bench.harness import Child, WebhookReceiver, add_fenced_subjects, private_services
+from tagwatch.bench.harness import (
+    Child,
+    WebhookReceiver,
+    add_fenced_subjects,
+    busy_share,
+    cpu_ticks,
+    private_services,
+)
 from tagwatch.settings import Settings
 from tagwatch.simulators.load import gateway_client, release
 from tagwatch.store.alerts import alert_times
@@ -535,6 +542,7 @@ def run_benchmark(
                 start = time.time() + 0.2
                 _run_probes(client, watcher, receiver, idle, start, baseline_duration, spacing)
                 load_s = warm + duration + PROBE_FIXES * spacing + tail
+                ticks_at_load = cpu_ticks()
                 started = float(load.go(load_s, clients, sample)["publishing"])
                 echo(
                     f"loaded: background {rate:,.0f} fixes/s from {devices:,} devices for"
@@ -543,6 +551,7 @@ def run_benchmark(
                 )
                 _run_probes(client, watcher, receiver, loaded, started + warm, duration, spacing)
                 report = load.next(load_s + 120)
+                loaded_busy = busy_share(ticks_at_load, cpu_ticks())
                 stored, stored_span = _stored(
                     settings.database_url, load.prefix, report["published"]
                 )
@@ -555,6 +564,8 @@ def run_benchmark(
             figures.update(
                 {
                     "ingest_workers": workers,
+                    # how busy the whole machine was from the load's start to its end
+                    "loaded_machine_busy": round(loaded_busy, 3),
                     "background_devices": devices,
                     "background_target_per_s": rate,
                     "background_published": report["published"],
@@ -624,7 +635,9 @@ def _print(figures: dict[str, float], rate: float, echo: Callable[[str], object]
     echo(
         f"{figures['webhook_requests']:.0f} webhook requests,"
         f" {figures['bad_signatures']:.0f} with a bad signature;"
-        f" {os.cpu_count()} CPUs, load average now {os.getloadavg()[0]:.1f}"
+        f" {os.cpu_count()} CPUs, load average now {os.getloadavg()[0]:.1f}; the machine's"
+        f" CPU was {figures['loaded_machine_busy']:.0%} busy while loaded (all processes: load,"
+        " broker, database, ingest, dispatcher; near 100 % the latency is queueing)"
     )
 
 

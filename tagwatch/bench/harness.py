@@ -122,6 +122,27 @@ def add_fenced_subjects(
     return subject_ids
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """The machine's (busy, total) CPU ticks since boot, over all cores (Linux /proc/stat; None
+    elsewhere). Two readings give how busy the machine was between them: a latency measured on
+    a machine with no idle CPU left is queueing, not the code path."""
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    return total - idle, total
+
+
+def busy_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float:
+    """The share of the machine's CPU time that was busy between two cpu_ticks (NaN unknown)."""
+    if start is None or end is None or end[1] <= start[1]:
+        return float("nan")
+    return (end[0] - start[0]) / (end[1] - start[1])
+
+
 @dataclass(frozen=True)
 class Received:
     at: float
