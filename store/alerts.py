@@ -53,12 +53,18 @@ SUMMARY_COLUMNS = (
     " a.acknowledged_by, a.resolved_at, a.resolved_by, a.outcome, a.details, a.ack_escalated_at,"
     " COALESCE(z.victim_subject_id, z.protects_subject_id) AS protected_victim"
 )
+# The fixes of the devices the subject held as offender, in [start, end]: one probe per held
+# device, kept apart by OFFSET 0 as store/fixes.HELD_FIXES_IN_WINDOW (a join may be planned as a
+# hash join that decompresses whole compressed chunks, every device's).
 HELD_FIXES = (
     "SELECT f.device_id, f.ts, f.lat, f.lon, f.acc, f.spd, f.hdg, f.batt, f.src, f.seq"
-    " FROM device_assignments da JOIN fixes f ON f.device_id = da.device_id"
-    " AND f.ts >= lower(da.during) AND (upper_inf(da.during) OR f.ts < upper(da.during))"
+    " FROM device_assignments da CROSS JOIN LATERAL ("
+    "   SELECT x.* FROM fixes x WHERE x.device_id = da.device_id"
+    "   AND x.ts >= %(start)s AND x.ts <= %(end)s"
+    "   AND x.ts >= lower(da.during) AND (upper_inf(da.during) OR x.ts < upper(da.during))"
+    "   OFFSET 0"
+    " ) f"
     " WHERE da.subject_id = %(subject)s AND da.role = 'offender'"
-    " AND f.ts >= %(start)s AND f.ts <= %(end)s"
 )
 
 

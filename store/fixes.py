@@ -16,19 +16,13 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
 
-# Fixes of the devices the subject held as offender, each inside its holding period.
-HELD_FIXES = """
-    FROM device_assignments a
-    JOIN fixes f ON f.device_id = a.device_id
-     AND f.ts >= lower(a.during) AND (upper_inf(a.during) OR f.ts < upper(a.during))
-    WHERE a.subject_id = %(subject)s AND a.role = 'offender'
-"""
-# The same fixes, in [%(start)s, %(end)s) only: one probe per held device (the LATERAL is kept
-# apart by OFFSET 0, so the planner cannot make it a join). With TimescaleDB the device is the
-# segment-by column, so a compressed chunk reads only that device's batches; written as a join
-# the planner decompressed the whole chunk (every device's day, 142,272 rows at 1M fixes) and
-# hashed it: 22.7 ms for a track that now takes 1.9 ms. On plain PostgreSQL it is the plan the
-# join had: the (device_id, ts) btree, per device.
+# Fixes of the devices the subject held as offender, each inside its holding period, in
+# [%(start)s, %(end)s): one probe per held device (the LATERAL is kept apart by OFFSET 0, so the
+# planner cannot make it a join). With TimescaleDB the device is the segment-by column, so a
+# compressed chunk reads only that device's batches; written as a join the planner decompressed
+# the whole chunk (every device's day, 142,272 rows at 1M fixes) and hashed it: 22.7 ms for a
+# track that now takes 1.9 ms. On plain PostgreSQL it is the plan the join had: the
+# (device_id, ts) btree, per device.
 HELD_FIXES_IN_WINDOW = """
     FROM device_assignments a
     CROSS JOIN LATERAL (
@@ -116,11 +110,31 @@ async def overview(
     return await cur.fetchall()
 
 
+# The subject's last position: the newest fix of each device it held as offender (while held),
+# by one backward probe per device as OVERVIEW does, then the newest of those. Written as a join
+# of assignments and fixes ordered by ts, the plan walked the whole nation's fixes newest first
+# until one was the subject's: on a hypertable, every chunk on the way decompressed whole and
+# sorted (a day is 1.4M fixes at 10M stored), so a subject silent for a day cost seconds. Two
+# devices' fixes at the same instant (a tag and a phone in the same minute): the more accurate.
+LATEST = f"""
+SELECT {FIX_COLUMNS}
+FROM device_assignments a
+CROSS JOIN LATERAL (
+    SELECT x.* FROM fixes x
+    WHERE x.device_id = a.device_id AND x.ts >= lower(a.during)
+      AND (upper_inf(a.during) OR x.ts < upper(a.during))
+    ORDER BY x.ts DESC, x.seq DESC
+    LIMIT 1
+) f
+WHERE a.subject_id = %(subject)s AND a.role = 'offender'
+ORDER BY f.ts DESC, f.acc NULLS LAST, f.device_id
+LIMIT 1
+"""
+
+
 async def latest_fix(conn: AsyncConnection[Any], subject_id: int) -> dict[str, Any] | None:
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        f"SELECT {FIX_COLUMNS} {HELD_FIXES} ORDER BY f.ts DESC LIMIT 1", {"subject": subject_id}
-    )
+    await cur.execute(LATEST, {"subject": subject_id})
     return await cur.fetchone()
 
 

@@ -153,24 +153,72 @@ PLAIN_COUNTS = """
 # The same from quarter-hour buckets: whole buckets inside [s, e) from the aggregate, the cut
 # buckets at either end from the fixes. lo = first bucket boundary at or after s (at most e),
 # hi = last boundary at or before e (at least lo).
+#
+# Read set-wise, not by three correlated subqueries per piece (a device on a day): those cost
+# ~0.35 ms each on a hypertable even when they found nothing (run-time exclusion of every chunk
+# twice, and the real-time aggregate's union, per piece): 1.2 s for a region's month at 10M
+# fixes. Here each held device's buckets of the month are read once (``whole``: one probe per
+# device, kept apart by OFFSET 0 as in store/fixes.HELD_FIXES_IN_WINDOW, and MATERIALIZED: the
+# generic plan a prepared statement gets after a few reports cannot estimate the pieces and
+# otherwise re-read every device's month once per piece). ``daily`` sums each device's buckets
+# per local day of ``days``, those wholly inside it (width_bucket over the days' starts gives
+# the day whose [day_start, day_end) holds the bucket, DST days included): for a piece that is
+# the whole day (s = day_start, e = day_end) that is exactly its [lo, hi). The other pieces (an
+# assignment or region period beginning or ending that day, or now) take their buckets in
+# [lo, hi) one by one, and their cut ends from the fixes.
 BUCKET_COUNTS = """
+    WITH bounds AS (
+        SELECT c.*, greatest(c.fl_e, c.lo) AS hi,
+               c.s = c.day_start AND c.e = c.day_end AS whole_day
+        FROM (
+            SELECT pc.*, d.day_start, d.day_end,
+                   least(CASE WHEN date_bin(INTERVAL '15 minutes', pc.s, 'epoch') = pc.s
+                              THEN pc.s
+                              ELSE date_bin(INTERVAL '15 minutes', pc.s, 'epoch')
+                                   + INTERVAL '15 minutes' END, pc.e) AS lo,
+                   date_bin(INTERVAL '15 minutes', pc.e, 'epoch') AS fl_e
+            FROM pieces pc JOIN days d ON d.day = pc.day
+        ) c
+    ),
+    edges AS (
+        SELECT array_agg(day_start ORDER BY day) || max(day_end) AS t FROM days
+    ),
+    whole AS MATERIALIZED (
+        SELECT h.device_id, x.bucket, x.fixes
+        FROM (SELECT DISTINCT device_id FROM bounds WHERE lo < hi) h
+        CROSS JOIN LATERAL (
+            SELECT q.bucket, q.fixes FROM {source} q
+            WHERE q.device_id = h.device_id AND q.bucket >= %(start)s AND q.bucket < %(stop)s
+            OFFSET 0
+        ) x
+    ),
+    daily AS (
+        SELECT w.device_id, %(first)s::date + (k.i - 1) AS day, sum(w.fixes) AS fixes
+        FROM whole w
+        CROSS JOIN LATERAL (SELECT width_bucket(w.bucket, (SELECT t FROM edges)) AS i) k
+        WHERE w.bucket + INTERVAL '15 minutes' <= (SELECT t FROM edges)[k.i + 1]
+        GROUP BY w.device_id, k.i
+    )
+    SELECT b.subject_id, b.day, 0::numeric AS n FROM bounds b
+    UNION ALL
+    SELECT b.subject_id, b.day, dl.fixes
+    FROM bounds b JOIN daily dl ON dl.device_id = b.device_id AND dl.day = b.day
+    WHERE b.whole_day
+    UNION ALL
+    SELECT b.subject_id, b.day, w.fixes
+    FROM bounds b JOIN whole w ON w.device_id = b.device_id
+     AND w.bucket >= b.lo AND w.bucket < b.hi
+    WHERE NOT b.whole_day
+    UNION ALL
     SELECT b.subject_id, b.day,
            (SELECT count(*) FROM fixes f WHERE f.device_id = b.device_id
              AND f.ts >= b.s AND f.ts < b.lo)
-         + (SELECT count(*) FROM fixes f WHERE f.device_id = b.device_id
+    FROM bounds b WHERE b.s < b.lo
+    UNION ALL
+    SELECT b.subject_id, b.day,
+           (SELECT count(*) FROM fixes f WHERE f.device_id = b.device_id
              AND f.ts >= b.hi AND f.ts < b.e)
-         + COALESCE((SELECT sum(q.fixes) FROM {source} q WHERE q.device_id = b.device_id
-             AND q.bucket >= b.lo AND q.bucket < b.hi), 0) AS n
-    FROM (
-        SELECT c.*, greatest(c.fl_e, c.lo) AS hi FROM (
-            SELECT pc.*, least(CASE WHEN date_bin(INTERVAL '15 minutes', pc.s, 'epoch') = pc.s
-                                    THEN pc.s
-                                    ELSE date_bin(INTERVAL '15 minutes', pc.s, 'epoch')
-                                         + INTERVAL '15 minutes' END, pc.e) AS lo,
-                   date_bin(INTERVAL '15 minutes', pc.e, 'epoch') AS fl_e
-            FROM pieces pc
-        ) c
-    ) b
+    FROM bounds b WHERE b.hi < b.e
 """
 
 

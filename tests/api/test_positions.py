@@ -146,6 +146,47 @@ def test_the_latest_fix_of_each_subject_held_now_in_the_callers_regions(api, as_
     assert 3 * 3600 - 5 <= sleeper["age_s"] < 3 * 3600 + 300
 
 
+def test_a_subjects_position_is_its_newest_fix_from_a_device_it_held_then(
+    api, as_, world, settings
+):
+    """`GET /subjects/{id}/position` (store.fixes.latest_fix, one backward probe per held
+    device): the newest fix of any offender device while the subject held it, current or past;
+    a returned device's later fixes, a victim's phone and no fix at all give no position. A tag
+    and a phone that fixed at the same instant: the more accurate fix."""
+    ids = world["ids"]
+    headers = as_("operator", [world["a"]])
+
+    def position(subject: int) -> dict:
+        response = api.get(f"/api/v1/subjects/{subject}/position", headers=headers)
+        return {"status": response.status_code, **response.json()}
+
+    walker = position(ids["walker"])
+    assert walker["status"] == 200
+    # the current device's newest (two minutes ago), not the returned device's fix of 5 s ago
+    assert datetime.fromisoformat(walker["ts"]) == NOW - timedelta(minutes=2)
+    assert (walker["lat"], walker["acc"]) == (-33.925, 3.0)
+    assert datetime.fromisoformat(position(ids["sleeper"])["ts"]) == NOW - timedelta(hours=3)
+    released = position(ids["released"])  # taken off an hour ago: its last fix while held
+    assert datetime.fromisoformat(released["ts"]) == NOW - timedelta(hours=2)
+    assert position(ids["silent"])["status"] == 404
+    assert position(ids["victim"])["status"] == 404  # a victim's phone is nobody's position
+
+    region = fresh_id("posc")  # its own region: the overview tests count region A's subjects
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("INSERT INTO regions (id, name) VALUES (%s, %s)", (region, region))
+        pair = _subject(conn, "Tag and phone", region)
+        tag, phone = _device(conn), _device(conn)
+        for device in (tag, phone):
+            _hold(conn, device, pair, NOW - timedelta(days=1))
+        _fix(conn, phone, NOW - timedelta(minutes=1), -33.5, 18.8, acc=21.0)
+        _fix(conn, tag, NOW - timedelta(minutes=1), -33.501, 18.801, acc=4.8)
+        _fix(conn, phone, NOW - timedelta(minutes=3), -33.4, 18.9, acc=15.0)
+    headers = as_("operator", [region])
+    both = position(pair)
+    assert (both["device_id"], both["acc"]) == (tag, 4.8)
+    assert datetime.fromisoformat(both["ts"]) == NOW - timedelta(minutes=1)
+
+
 def test_other_regions_stay_invisible_even_when_asked_for(api, as_, world):
     ids = world["ids"]
     only_a = as_("tracer", [world["a"]])  # every role may read the overview
