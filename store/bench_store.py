@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+import tenacity
 from psycopg import sql
 
 from tagwatch.store.fixes import EARTH_RADIUS_M
@@ -236,6 +237,10 @@ def hypertable_size(conn: psycopg.Connection[Any]) -> Size:
     return Size(rows, int(table) + int(toast), {"all indexes": int(index)})
 
 
+REFRESH_RETRY_S = 2.0  # between tries while the policy's job refreshes the same window
+REFRESH_PATIENCE_S = 1800.0  # a national store's refresh by the policy takes minutes
+
+
 def refresh_report_aggregate(conn: psycopg.Connection[Any]) -> bool:
     """Materialize the quarter-hour aggregate of fixes (migration 0005) over everything stored,
     as its policy does every 15 minutes in service; False when there is none (plain
@@ -245,7 +250,17 @@ def refresh_report_aggregate(conn: psycopg.Connection[Any]) -> bool:
     name = ".".join(CAGG)
     if conn.execute("SELECT to_regclass(%s) IS NULL", (name,)).fetchone() != (False,):
         return False
-    conn.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (name,))
+    # The aggregate's own policy (a background job every 15 minutes) may be refreshing when the
+    # fill ends (it did after a 100M fill's ten minutes): TimescaleDB then refuses a second
+    # refresh of the same window. Wait for the job and refresh what it left.
+    for attempt in tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(psycopg.errors.LockNotAvailable),
+        wait=tenacity.wait_fixed(REFRESH_RETRY_S),
+        stop=tenacity.stop_after_delay(REFRESH_PATIENCE_S),
+        reraise=True,
+    ):
+        with attempt:
+            conn.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (name,))
     return True
 
 
