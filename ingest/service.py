@@ -34,7 +34,7 @@ import tenacity
 from tagwatch.alerts.engine import AlertEngine
 from tagwatch.alerts.state_cache import StateCache
 from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError, layered
-from tagwatch.ingest import collector
+from tagwatch.ingest import affinity, collector
 from tagwatch.ingest.decode import (
     Decoded,
     Limits,
@@ -539,6 +539,10 @@ class IngestService:
     def start(self) -> None:
         """Connect to the database first: no message is taken before it can be stored, and
         none before the engine holds the catalogue (its first batch would wait for it anyway)."""
+        if self.settings.ingest_cpu is not None:  # before the network and decode threads start
+            cpu = affinity.pin_to_cpu(self.settings.ingest_cpu)
+            if cpu is not None:
+                log.info("ingest %s: its threads run on CPU %d", self.worker, cpu)
         self._conn = self._connect_db()
         count = self.registry.load_all()
         log.info("ingest %s: %d devices known", self.worker, count)

@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     # catalogue frozen out of the collector's sight) once the catalogue is loaded
     # (ingest/collector.py). 0: Python's default (700).
     ingest_gc_threshold: int = Field(default=50_000, ge=0)
+    # The CPU an ingest worker's threads are kept on (ingest/affinity.py): an index into the
+    # CPUs the process may use, modulo their number. Unset: the scheduler decides. One CPU saves
+    # the cross-core hand-overs of the interpreter lock between the worker's threads; give each
+    # worker of a host its own (worker k: k).
+    ingest_cpu: int | None = Field(default=None, ge=0)
 
     # Webhooks: the key that encrypts their signing secrets at rest (a Fernet key; several,
     # comma-separated, to rotate: store/webhook_secrets.py), and the hosts or CIDR networks they

@@ -4,6 +4,8 @@ each doing part of it, the engine on, every fix stored once and no engine error.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tagwatch.bench.ingest import (
@@ -25,7 +27,13 @@ def test_two_bench_workers_drain_a_queued_backlog_storing_each_fix_once(settings
     messages = _engine_messages(prefix, devices, fixes)
     assert settings.mqtt_gateway_url
     drained = measure_workers(
-        settings, MqttEndpoint.parse(settings.mqtt_gateway_url), messages, fixes, 2, tmp_path
+        settings,
+        MqttEndpoint.parse(settings.mqtt_gateway_url),
+        messages,
+        fixes,
+        2,
+        tmp_path,
+        pin=True,
     )
     check = check_stored(settings.database_url, prefix, fixes, drained.ids, drained.logs)
     assert check.ok, check.describe()
@@ -45,3 +53,7 @@ def test_two_bench_workers_drain_a_queued_backlog_storing_each_fix_once(settings
     micros = drained.micros_per_fix(fixes)
     assert micros["all"] == pytest.approx(1e6 * sum(drained.worker_cpu_s) / fixes)
     assert "of ingest's sessions active per sample" in drained.sessions
+    # pinned (TAGWATCH_INGEST_CPU = k): each worker said which of the allowed CPUs it runs on
+    cpus = sorted(os.sched_getaffinity(0))
+    for k, log in enumerate(drained.logs):
+        assert f"its threads run on CPU {cpus[k % len(cpus)]}" in log.read_text(), k

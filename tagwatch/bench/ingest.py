@@ -517,10 +517,12 @@ def measure_workers(
     workers: int,
     log_dir: Path,
     servers: dict[str, int] | None = None,
+    *,
+    pin: bool = False,
 ) -> Drained:
     """Drain a backlog with ``workers`` ingest processes on one shared subscription, timed from
     the go to the last fix committed; ``servers`` (name: pid) have their CPU time measured over
-    the same span.
+    the same span. ``pin``: worker k's threads on CPU k (TAGWATCH_INGEST_CPU, ingest/affinity.py).
 
     Every worker's persistent session is opened and subscribed to the share first; the broker
     then queues the backlog, round-robin, for the absent members."""
@@ -543,7 +545,11 @@ def measure_workers(
             target=_worker,
             args=(
                 settings.model_copy(
-                    update={"ingest_client_id": client_id, "ingest_shared_group": group}
+                    update={
+                        "ingest_client_id": client_id,
+                        "ingest_shared_group": group,
+                        "ingest_cpu": k if pin else None,
+                    }
                 ),
                 str(log),
                 ready,
@@ -555,7 +561,9 @@ def measure_workers(
             name=client_id,
             daemon=True,
         )
-        for client_id, log, ready, count, cpu in zip(ids, logs, readies, counts, cpus, strict=True)
+        for k, (client_id, log, ready, count, cpu) in enumerate(
+            zip(ids, logs, readies, counts, cpus, strict=True)
+        )
     ]
     try:
         for process in processes:
@@ -628,6 +636,7 @@ def run_benchmark(
     directory: Path | None = None,
     echo: Callable[[str], object] = print,
     workers: Sequence[int] = (1, 2),
+    pin: bool = False,
 ) -> dict[str, float]:
     fixes = max(DEVICES * 50, fixes - fixes % (DEVICES * 50))
     base = directory or Path(tempfile.mkdtemp(prefix="tagwatch-bench-"))
@@ -689,6 +698,7 @@ def run_benchmark(
             f" assignments, {ENGINE_ZONES} global zones; alert engine on vs off, drained by"
             f" {' and '.join(map(str, counts))} ingest worker process(es) on one shared"
             " subscription (each worker's session queued its share of the backlog)"
+            + ("; worker k's threads kept on CPU k" if pin else "")
         )
         for count in counts:
             for label, enabled in (("on", True), ("off", False)):
@@ -705,6 +715,7 @@ def run_benchmark(
                     count,
                     log_dir,
                     servers,
+                    pin=pin,
                 )
                 check = check_stored(
                     settings.database_url, prefix, engine_fixes, drained.ids, drained.logs

@@ -25,6 +25,12 @@ def bench_ingest(
             help="ingest worker processes draining the engine on/off runs, comma-separated"
         ),
     ] = "1,2",
+    pin: Annotated[
+        bool,
+        typer.Option(
+            "--pin/--no-pin", help="keep worker k's threads on CPU k (TAGWATCH_INGEST_CPU)"
+        ),
+    ] = False,
 ) -> None:
     """Fixes/s through broker → decode → commit → ack, beside a bare subscriber's ceiling; the
     alert engine on and off with 1 and 2 ingest workers on one shared subscription."""
@@ -36,7 +42,7 @@ def bench_ingest(
         counts = []
     if not counts or min(counts) < 1:
         raise typer.BadParameter("a comma-separated list of worker counts, e.g. 1,2")
-    run_benchmark(fixes, directory, echo=typer.echo, workers=counts)
+    run_benchmark(fixes, directory, echo=typer.echo, workers=counts, pin=pin)
 
 
 @bench_app.command("geofence")
