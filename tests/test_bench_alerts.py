@@ -12,17 +12,18 @@ from tagwatch.bench.alerts import STATS, run_benchmark
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_the_quick_benchmark_alerts_delivers_and_times_every_probe(workers: int):
+@pytest.mark.parametrize(("workers", "pin"), [(1, False), (2, False), (2, True)])
+def test_the_quick_benchmark_alerts_delivers_and_times_every_probe(workers: int, pin: bool):
     # With two workers on Mosquitto's round robin a probe's fixes alternate between them and are
     # evaluated out of order. Before the late path was mended (tests/alerts/
     # test_two_workers_order.py; docs/scaling.md, "A defect with two workers on Mosquitto") one
     # quick run in a clean-clone suite left 1 of 10 loaded probes without its alert; every probe
     # must now raise exactly one, however the broker splits its fixes.
     lines: list[str] = []
-    figures = run_benchmark(quick=True, workers=workers, echo=lines.append)
+    figures = run_benchmark(quick=True, workers=workers, echo=lines.append, pin=pin)
     out = "\n".join(lines)
     assert figures["ingest_workers"] == workers, out
+    assert figures["ingest_pinned"] == pin, out  # each worker's threads on a CPU of its own
     for phase in ("idle", "loaded"):
         probes = figures[f"{phase}_probes"]
         assert probes >= 5, out

@@ -341,7 +341,9 @@ def _load_child(argv: list[str]) -> int:
 
 
 @contextmanager
-def _platform(env: dict[str, str], log_dir: Path, workers: int = 1) -> Iterator[None]:
+def _platform(
+    env: dict[str, str], log_dir: Path, workers: int = 1, *, pin: bool = False
+) -> Iterator[None]:
     """``workers`` `tagwatch ingest` processes and `tagwatch dispatch`, started together and
     stopped together. More than one worker share one subscription group, as production scales
     ingest: the broker hands each message to one of them."""
@@ -362,6 +364,8 @@ def _platform(env: dict[str, str], log_dir: Path, workers: int = 1) -> Iterator[
             worker_env = child_env | {
                 "TAGWATCH_INGEST_CLIENT_ID": f"tagwatch-bench-ingest-{token}-{k}"
             }
+            if pin:
+                worker_env["TAGWATCH_INGEST_CPU"] = str(k)
             name = "ingest" if workers == 1 else f"ingest-{k}"
             ingests.append(
                 Child(name, ["tagwatch", "ingest", "--worker", name], worker_env, log_dir)
@@ -483,8 +487,10 @@ def run_benchmark(
     workers: int = 1,
     directory: Path | None = None,
     echo: Callable[[str], object] = print,
+    pin: bool = False,
 ) -> dict[str, float]:
-    """Run it all and print the table; returns the figures (latencies in ms)."""
+    """Run it all and print the table; returns the figures (latencies in ms). ``pin``: worker
+    k's threads on CPU k (TAGWATCH_INGEST_CPU)."""
     spacing, warm, tail = PROBE_SPACING_S, LOAD_WARMUP_S, LOAD_TAIL_S
     if quick:
         rate, probes, duration, interval = min(rate, 200.0), min(probes, 10), 3.0, 10.0
@@ -526,7 +532,7 @@ def run_benchmark(
                 f" every {interval:g} s) in {registered['seconds']:.1f} s; {len(all_probes)}"
                 " probe subjects"
             )
-            with _platform(env, log_dir, workers):
+            with _platform(env, log_dir, workers, pin=pin):
                 watcher = ProbeWatcher(settings.database_url)
                 watcher.start()
                 client = gateway_client(settings, "bench-probe")
@@ -564,6 +570,7 @@ def run_benchmark(
             figures.update(
                 {
                     "ingest_workers": workers,
+                    "ingest_pinned": float(pin),
                     # how busy the whole machine was from the load's start to its end
                     "loaded_machine_busy": round(loaded_busy, 3),
                     "background_devices": devices,
@@ -624,6 +631,7 @@ def _print(figures: dict[str, float], rate: float, echo: Callable[[str], object]
         f" {figures['background_published_per_s']:,.0f}/s (target {rate:,.0f}/s); stored"
         f" {stored:,.0f} at {figures['background_stored_per_s']:,.0f}/s"
         f" ({stored / max(1, published):.1%}) by {figures['ingest_workers']:.0f} ingest worker(s)"
+        + (", worker k's threads on CPU k" if figures["ingest_pinned"] else "")
     )
     for phase in ("idle", "loaded"):
         echo(

@@ -74,6 +74,12 @@ def bench_alerts(
     directory: Annotated[
         Path | None, typer.Option("--dir", help="private services dir (default: a temp dir)")
     ] = None,
+    pin: Annotated[
+        bool,
+        typer.Option(
+            "--pin/--no-pin", help="keep worker k's threads on CPU k (TAGWATCH_INGEST_CPU)"
+        ),
+    ] = False,
 ) -> None:
     """Publish → alert committed and → webhook delivered percentiles, idle and under load."""
     from tagwatch.bench.alerts import run_benchmark  # noqa: PLC0415
@@ -87,6 +93,7 @@ def bench_alerts(
         workers=workers,
         directory=directory,
         echo=typer.echo,
+        pin=pin,
     )
     if as_json:
         typer.echo(json.dumps(figures))
