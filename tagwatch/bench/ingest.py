@@ -343,8 +343,7 @@ def _cpu_seconds(pid: int, child_title: str | None = None) -> float:
         if not entry.name.isdigit():
             continue
         try:
-            # the fields after the command name (which may hold spaces): state, ppid, ...
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = _after_name((entry / "stat").read_text())
             title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
@@ -352,8 +351,19 @@ def _cpu_seconds(pid: int, child_title: str | None = None) -> float:
         if int(entry.name) == pid and child_title is None:
             total += sum(int(v) for v in fields[11:15]) / tick
         elif int(fields[1]) == pid and (child_title is None or title.startswith(child_title)):
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += _own_seconds(fields, tick)
     return total
+
+
+def _after_name(stat: str) -> list[str]:
+    """A /proc stat line's fields after the command name (which may hold spaces): state, ppid,
+    ... (field 3 onwards)."""
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _own_seconds(fields: list[str], tick: int) -> float:
+    """utime + stime (fields 14 and 15 of stat, 11 and 12 of _after_name), in seconds."""
+    return (int(fields[11]) + int(fields[12])) / tick
 
 
 def _server_pids(base: Path, pg_data: str) -> dict[str, int]:
@@ -427,8 +437,7 @@ def thread_cpu_seconds() -> dict[str, float]:
             stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
         except (OSError, TypeError):
             continue
-        fields = stat.rsplit(")", 1)[1].split()  # after the command name: state is field 3
-        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime: fields 14, 15
+        seconds = _own_seconds(_after_name(stat), tick)
         role = next((r for prefix, r in THREAD_ROLES if thread.name.startswith(prefix)), "other")
         out[role] = out.get(role, 0.0) + seconds
     return out

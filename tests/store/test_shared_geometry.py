@@ -25,19 +25,27 @@ DISTRICT = {
 }
 
 
+def _three_subjects(conn: psycopg.Connection, prefix: str) -> tuple[list[int], int]:
+    """Three subjects in one region (Johannesburg time), and the zones' revision before them:
+    what the engine reads from."""
+    conn.execute("INSERT INTO regions (id, name) VALUES ('za-wc', 'WC') ON CONFLICT DO NOTHING")
+    subjects = [
+        int(
+            conn.execute(
+                "INSERT INTO subjects (name, region_id, timezone) VALUES"
+                " (%s, 'za-wc', 'Africa/Johannesburg') RETURNING id",
+                (fresh_id(prefix),),
+            ).fetchone()[0]
+        )
+        for _ in range(3)
+    ]
+    (start,) = conn.execute("SELECT coalesce(max(revision), 0) FROM zones").fetchone()
+    return subjects, int(start)
+
+
 def test_copies_of_a_geometry_share_one_object_and_each_zone_works(settings) -> None:
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO regions (id, name) VALUES ('za-wc', 'WC') ON CONFLICT DO NOTHING")
-        subjects = [
-            int(
-                conn.execute(
-                    "INSERT INTO subjects (name, region_id) VALUES (%s, 'za-wc') RETURNING id",
-                    (fresh_id("district"),),
-                ).fetchone()[0]
-            )
-            for _ in range(3)
-        ]
-        (start,) = conn.execute("SELECT coalesce(max(revision), 0) FROM zones").fetchone()
+        subjects, start = _three_subjects(conn, "district")
         zones = [
             int(
                 conn.execute(
@@ -89,18 +97,7 @@ HOME = {"type": "Point", "coordinates": [18.45, -33.90]}
 
 def test_a_schedule_shared_by_many_curfews_is_parsed_once_and_each_zone_keeps_it(settings):
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO regions (id, name) VALUES ('za-wc', 'WC') ON CONFLICT DO NOTHING")
-        subjects = [
-            int(
-                conn.execute(
-                    "INSERT INTO subjects (name, region_id, timezone) VALUES"
-                    " (%s, 'za-wc', 'Africa/Johannesburg') RETURNING id",
-                    (fresh_id("curfew"),),
-                ).fetchone()[0]
-            )
-            for _ in range(3)
-        ]
-        (start,) = conn.execute("SELECT coalesce(max(revision), 0) FROM zones").fetchone()
+        subjects, start = _three_subjects(conn, "curfew")
         zones = [
             int(
                 conn.execute(
