@@ -224,6 +224,18 @@ async def _measure(
     return mismatches
 
 
+def _phase_line(label: str, phase: Phase, mismatches: int) -> str:
+    """One phase's figures as soon as they are measured: a long run stopped in its next step
+    (compressing 100M fixes takes minutes) still leaves them in its log."""
+    assert phase.size is not None
+    return (
+        f"  {label}: track {_ms(phase.track)} ms, proximity {_ms(phase.proximity)} ms,"
+        f" compliance {_ms(phase.compliance)} ms (p50 / p99),"
+        f" {phase.size.per_fix(phase.size.total_bytes):.1f} bytes per fix;"
+        f" mismatches {mismatches}"
+    )
+
+
 def _ms(timings: Timings) -> str:
     if not timings.values_ms:
         return "-"
@@ -373,6 +385,7 @@ def _bench(
         regions = [f"bench-{r}" for r in range(bench_store.BENCH_REGIONS)]
         regions = regions[: max(2, min(len(regions), samples // 5))]
         mismatches = asyncio.run(_measure(url, plain, picks, regions, conn, echo))
+        echo(_phase_line("uncompressed" if timescale else "plain", plain, mismatches))
         plans = _plans(conn, picks[0]) if picks else {}
         compressed: Phase | None = None
         skipped: str | None = None
@@ -384,7 +397,9 @@ def _bench(
             bench_store.vacuum_analyze(conn)
             compressed = Phase("compressed")
             compressed.size = bench_store.hypertable_size(conn)
-            mismatches += asyncio.run(_measure(url, compressed, picks, regions, conn, echo))
+            found = asyncio.run(_measure(url, compressed, picks, regions, conn, echo))
+            echo(_phase_line("compressed", compressed, found))
+            mismatches += found
         else:
             skipped = "TimescaleDB not installed"
     figures["mismatches"] = mismatches
