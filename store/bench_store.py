@@ -237,6 +237,45 @@ def hypertable_size(conn: psycopg.Connection[Any]) -> Size:
     return Size(rows, int(table) + int(toast), {"all indexes": int(index)})
 
 
+def compressed_column_bytes(conn: psycopg.Connection[Any], rows: int) -> dict[str, float]:
+    """Bytes per fix that each column of ``fixes`` takes in the compressed chunks (its batches'
+    datums as stored, TOAST-compressed where PostgreSQL did so), largest first: which columns
+    keep the compressed figure above its target. Reads TimescaleDB's catalogue: the bench's own
+    diagnostic, not a path of the service."""
+    chunks = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT format('%I.%I', z.schema_name, z.table_name)"
+            " FROM _timescaledb_catalog.chunk c"
+            " JOIN _timescaledb_catalog.chunk z ON z.id = c.compressed_chunk_id"
+            " JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id"
+            " WHERE h.table_name = 'fixes'"
+        ).fetchall()
+    ]
+    columns = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'fixes'::regclass"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+        ).fetchall()
+    ]
+    totals = dict.fromkeys(columns, 0)
+    for chunk in chunks:
+        row = conn.execute(
+            sql.SQL("SELECT {} FROM {}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("COALESCE(sum(pg_column_size({})), 0)").format(sql.Identifier(c))
+                    for c in columns
+                ),
+                sql.SQL(chunk),
+            )
+        ).fetchone()
+        for column, value in zip(columns, row or (), strict=True):
+            totals[column] += int(value)
+    per_fix = {c: (v / rows if rows else 0.0) for c, v in totals.items()}
+    return dict(sorted(per_fix.items(), key=lambda kv: -kv[1]))
+
+
 REFRESH_RETRY_S = 2.0  # between tries while the policy's job refreshes the same window
 REFRESH_PATIENCE_S = 1800.0  # a national store's refresh by the policy takes minutes
 

@@ -397,6 +397,12 @@ def _bench(
             bench_store.vacuum_analyze(conn)
             compressed = Phase("compressed")
             compressed.size = bench_store.hypertable_size(conn)
+            columns = bench_store.compressed_column_bytes(conn, compressed.size.rows)
+            figures["compressed_column_bytes_per_fix"] = columns
+            echo(
+                "  compressed bytes per fix by column: "
+                + ", ".join(f"{c} {v:.2f}" for c, v in columns.items() if v >= 0.05)
+            )
             found = asyncio.run(_measure(url, compressed, picks, regions, conn, echo))
             echo(_phase_line("compressed", compressed, found))
             mismatches += found
