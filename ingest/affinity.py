@@ -45,11 +45,16 @@ def pin_to_cpu(index: int) -> int | None:
         log.warning("ingest: TAGWATCH_INGEST_CPU=%d ignored: no CPU affinity here", index)
         return None
     cpu = cpus[index % len(cpus)]
-    # On Linux the mask is per thread: the caller's, and those of the threads already running
-    # (a metrics server, the caller's parent thread), so that the whole worker is on the CPU.
+    set_process_cpus({cpu})
+    return cpu
+
+
+def set_process_cpus(cpus: set[int]) -> None:
+    """Give every thread of this process, and those it starts afterwards, the mask ``cpus``.
+    On Linux the mask is per thread: the caller's, and those of the threads already running (a
+    metrics server, the caller's parent thread), so that the whole process is on those CPUs."""
     tasks = Path("/proc/self/task")
     for tid in sorted(int(t.name) for t in tasks.iterdir()) if tasks.is_dir() else ():
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            os.sched_setaffinity(tid, {cpu})
-    os.sched_setaffinity(0, {cpu})
-    return cpu
+            os.sched_setaffinity(tid, cpus)
+    os.sched_setaffinity(0, cpus)

@@ -45,6 +45,7 @@ from tagwatch.ingest.decode import (
     sender_of,
 )
 from tagwatch.ingest.flood_guard import FloodGuard
+from tagwatch.ingest.inbox import Inbox
 from tagwatch.ingest.index_snapshot import Identity, SnapshotKeeper, snapshot_key
 from tagwatch.ingest.osmand import decode_osmand_message, is_osmand_topic
 from tagwatch.ingest.registry import DeviceRegistry
@@ -267,7 +268,7 @@ class IngestService:
         # One batch holds at most a quarter of the budget, so decoding, writing and receiving
         # can overlap even when every message is large.
         self.batch_bytes = max(1, settings.ingest_queue_bytes // 4)
-        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=settings.ingest_queue_messages)
+        self.inbox: Inbox[Inbound] = Inbox(settings.ingest_queue_messages)
         # Decoded batches waiting for the writer; two is enough to keep both stages busy.
         self.ready: queue.Queue[tuple[list[Inbound], Decoded]] = queue.Queue(maxsize=2)
         self.registry = DeviceRegistry(
@@ -365,7 +366,7 @@ class IngestService:
         self._arrivals.append(self._last_inbound)
         item = Inbound(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload))
         self.budget.take(item.size, self.stop_requested)  # full: the network thread waits here
-        self.inbox.put(item)
+        self.inbox.put(item, self.stop_requested)
 
     def _acknowledge(self, batch: list[Inbound]) -> None:
         with self._generation_lock:
@@ -387,35 +388,11 @@ class IngestService:
         return conn
 
     def _collect(self) -> list[Inbound]:
-        try:
-            first = self.inbox.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        size = first.size
-        deadline = time.monotonic() + self.settings.ingest_batch_seconds
-        limit = self.settings.ingest_batch_messages
-        while len(batch) < limit and size < self.batch_bytes:
-            remaining = deadline - time.monotonic()
-            try:
-                item = (
-                    self.inbox.get_nowait() if remaining <= 0 else self.inbox.get(timeout=remaining)
-                )
-                batch.append(item)
-                size += item.size
-            except queue.Empty:
-                break
-            if remaining <= 0:
-                # Past the deadline: take only what is already waiting.
-                while len(batch) < limit and size < self.batch_bytes:
-                    try:
-                        item = self.inbox.get_nowait()
-                    except queue.Empty:
-                        break
-                    batch.append(item)
-                    size += item.size
-                break
-        return batch
+        return self.inbox.take(
+            self.settings.ingest_batch_messages,
+            self.batch_bytes,
+            self.settings.ingest_batch_seconds,
+        )
 
     def _release(self, batch: list[Inbound]) -> None:
         self.budget.give_back(sum(item.size for item in batch))

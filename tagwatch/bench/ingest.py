@@ -26,6 +26,7 @@ After every ingest run the bench checks the database: as many rows as fixes publ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -36,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +50,7 @@ import psycopg
 from tagwatch import services
 from tagwatch.alerts.rules import TRAIL_FIXES, DeviceState, SubjectState
 from tagwatch.alerts.state_codec import encode_state
+from tagwatch.ingest import affinity
 from tagwatch.ingest.service import IngestService, subscriptions
 from tagwatch.mqtt_client import new_client
 from tagwatch.settings import MqttEndpoint, Settings
@@ -640,6 +642,62 @@ def _worker_label(workers: int) -> str:
     return "1 worker " if workers == 1 else f"{workers} workers"
 
 
+@contextlib.contextmanager
+def _on_first_cpu(pin: bool) -> Iterator[None]:
+    """With ``pin``, this process's threads (and those they start) on its first allowed CPU, as
+    worker 0 is pinned, while the bare subscriber and the in-process ingest runs drain: the
+    ceiling and ingest then meet the same scheduling. The mask is given back afterwards, since
+    the worker processes started later take theirs from this process."""
+    if not pin or not affinity.allowed_cpus():
+        yield
+        return
+    before = set(affinity.allowed_cpus())
+    affinity.pin_to_cpu(0)
+    try:
+        yield
+    finally:
+        affinity.set_process_cpus(before)
+
+
+def _in_process_runs(
+    settings: Settings,
+    gateway: MqttEndpoint,
+    bare_subscriber: MqttEndpoint,
+    run: str,
+    fixes: int,
+    figures: dict[str, float],
+    checked: Callable[[Check], str],
+    echo: Callable[[str], object],
+) -> None:
+    """The ceiling (a bare subscriber) and ingest in a thread of this process: one fix per
+    message, then 50."""
+    single = _messages(f"bb-{run}", fixes, 1)
+    bare, bare_cpu = measure_bare(bare_subscriber, gateway, single)
+    figures["bare_msgs_per_s"], figures["bare_cpu_us_per_msg"] = bare, 1e6 * bare_cpu
+    echo(
+        f"  bare subscriber (ceiling)        {bare:>10,.0f} msg/s"
+        f" ({1e6 * bare_cpu:.0f} µs of CPU a message: the MQTT client alone)"
+    )
+
+    _register(settings.database_url, f"bs-{run}")
+    single = _messages(f"bs-{run}", fixes, 1)
+    rate, _, client_id = measure_ingest(settings, gateway, single, fixes)
+    flag = checked(check_stored(settings.database_url, f"bs-{run}", fixes, [client_id]))
+    figures["ingest_single_fixes_per_s"] = rate
+    figures["ingest_single_vs_bare"] = rate / figures["bare_msgs_per_s"]
+    echo(
+        f"  ingest, 1 fix per message        {rate:>10,.0f} fixes/s "
+        f"({figures['ingest_single_vs_bare']:.2f} of the ceiling){flag}"
+    )
+
+    _register(settings.database_url, f"bm-{run}")
+    batched = _messages(f"bm-{run}", fixes, 50)
+    rate, msg_rate, client_id = measure_ingest(settings, gateway, batched, fixes)
+    flag = checked(check_stored(settings.database_url, f"bm-{run}", fixes, [client_id]))
+    figures["ingest_batch50_fixes_per_s"] = rate
+    echo(f"  ingest, 50 fixes per message     {rate:>10,.0f} fixes/s ({msg_rate:,.0f} msg/s){flag}")
+
+
 def run_benchmark(
     fixes: int = 100_000,
     directory: Path | None = None,
@@ -670,35 +728,12 @@ def run_benchmark(
         figures: dict[str, float] = {}
         servers = _server_pids(base, state.pg_data)
 
-        echo(f"{fixes} fixes from {DEVICES} devices per run; backlog drained by each consumer")
-        single = _messages(f"bb-{run}", fixes, 1)
-        bare, bare_cpu = measure_bare(bare_subscriber, gateway, single)
-        figures["bare_msgs_per_s"], figures["bare_cpu_us_per_msg"] = bare, 1e6 * bare_cpu
         echo(
-            f"  bare subscriber (ceiling)        {bare:>10,.0f} msg/s"
-            f" ({1e6 * bare_cpu:.0f} µs of CPU a message: the MQTT client alone)"
+            f"{fixes} fixes from {DEVICES} devices per run; backlog drained by each consumer"
+            + ("; this process's threads kept on CPU 0 for these three" if pin else "")
         )
-
-        _register(settings.database_url, f"bs-{run}")
-        single = _messages(f"bs-{run}", fixes, 1)
-        rate, _, client_id = measure_ingest(settings, gateway, single, fixes)
-        flag = checked(check_stored(settings.database_url, f"bs-{run}", fixes, [client_id]))
-        figures["ingest_single_fixes_per_s"] = rate
-        figures["ingest_single_vs_bare"] = rate / figures["bare_msgs_per_s"]
-        echo(
-            f"  ingest, 1 fix per message        {rate:>10,.0f} fixes/s "
-            f"({figures['ingest_single_vs_bare']:.2f} of the ceiling){flag}"
-        )
-
-        _register(settings.database_url, f"bm-{run}")
-        batched = _messages(f"bm-{run}", fixes, 50)
-        rate, msg_rate, client_id = measure_ingest(settings, gateway, batched, fixes)
-        flag = checked(check_stored(settings.database_url, f"bm-{run}", fixes, [client_id]))
-        figures["ingest_batch50_fixes_per_s"] = rate
-        echo(
-            f"  ingest, 50 fixes per message     {rate:>10,.0f} fixes/s ({msg_rate:,.0f} msg/s)"
-            f"{flag}"
-        )
+        with _on_first_cpu(pin):
+            _in_process_runs(settings, gateway, bare_subscriber, run, fixes, figures, checked, echo)
 
         engine_fixes = max(ENGINE_DEVICES, fixes - fixes % ENGINE_DEVICES)
         counts = sorted(set(workers))
