@@ -45,6 +45,18 @@ def bench_ingest(
     run_benchmark(fixes, directory, echo=typer.echo, workers=counts, pin=pin)
 
 
+@bench_app.command("handoff")
+def bench_handoff(
+    messages: Annotated[int, typer.Option(min=1000, help="messages a run")] = 200_000,
+    rounds: Annotated[int, typer.Option(min=1, help="alternations of the two hand-offs")] = 3,
+) -> None:
+    """CPU a message of an ingest worker's network thread → decoder hand-off: queue.Queue (the
+    baseline) against ingest.inbox.Inbox, alternated, on one CPU."""
+    from tagwatch.bench.handoff import run as run_handoff  # noqa: PLC0415
+
+    run_handoff(messages, rounds, echo=typer.echo)
+
+
 @bench_app.command("geofence")
 def bench_geofence(
     subjects: Annotated[int, typer.Option(help="subjects in the national set")] = 100_000,
