@@ -275,6 +275,7 @@ class IngestService:
             settings.database_url_for("ingest"), settings.webhook_secret_key
         )
         self.stop_requested = threading.Event()
+        self.failure: BaseException | None = None  # what stopped a stage, if not a stop request
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.totals = BatchResult()
@@ -450,7 +451,18 @@ class IngestService:
             raise
 
     def _decode_loop(self) -> None:
-        """The decode stage: runs beside the writer, so decoding overlaps the database's work."""
+        """The decode stage: runs beside the writer, so decoding overlaps the database's work.
+        If it dies (an error it does not handle), the worker stops rather than go on receiving
+        into an inbox nobody empties: nothing taken is acknowledged, so the broker keeps it for
+        the restarted worker."""
+        try:
+            self._decode_stage()
+        except Exception as exc:  # logged here, with its traceback; the thread then ends
+            log.exception("the decode stage failed; stopping this worker")
+            self.failure = exc
+            self.stop_requested.set()
+
+    def _decode_stage(self) -> None:
         while not self.stop_requested.is_set():
             batch = self._collect()
             if not batch:

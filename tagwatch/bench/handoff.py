@@ -94,8 +94,10 @@ def _drive(messages: int, put: Callable[[Message], None], take: Callable[[], lis
         if n % YIELD_EVERY == 0:
             time.sleep(0)
     consumer.join()
-    if not in_order:
-        raise AssertionError("the hand-off reordered messages")
+    if seen != messages or not in_order:
+        raise AssertionError(
+            f"the hand-off lost or reordered messages: {seen} of {messages}, in order {in_order}"
+        )
     return seen
 
 

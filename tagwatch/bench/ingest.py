@@ -730,7 +730,11 @@ def run_benchmark(
 
         echo(
             f"{fixes} fixes from {DEVICES} devices per run; backlog drained by each consumer"
-            + ("; this process's threads kept on CPU 0 for these three" if pin else "")
+            + (
+                "; this process's threads kept on the first allowed CPU for these three"
+                if pin
+                else ""
+            )
         )
         with _on_first_cpu(pin):
             _in_process_runs(settings, gateway, bare_subscriber, run, fixes, figures, checked, echo)

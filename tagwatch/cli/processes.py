@@ -36,6 +36,8 @@ def ingest(
         f"ingest stopped: {service.totals.fixes_stored} fixes stored, "
         f"{service.totals.fix_duplicates} duplicates, {service.totals.dead_letters} dead letters"
     )
+    if service.failure is not None:
+        raise typer.Exit(1)  # a supervisor restarts a worker that failed, not one told to stop
 
 
 def api(

@@ -323,6 +323,15 @@ def test_timescale_continuous_aggregate_agrees_with_plain_sql(settings, month):
                 " aggregate path is compared with plain SQL only where it is"
             )
         assert conn.execute("SELECT reports_enable_timescale()").fetchone() == (True,)
+        assert conn.execute("SELECT reports_enable_timescale()").fetchone() == (True,)  # again
+        # the covering index the report's read needs (migration timescale_0004)
+        assert (
+            conn.execute(
+                "SELECT indexdef FROM pg_indexes"
+                " WHERE indexname = 'report_fixes_15m_device_bucket_fixes'"
+            ).fetchone()
+            is not None
+        )
         conn.execute("CALL refresh_continuous_aggregate('report_fixes_15m', NULL, NULL)")
     plain = _compliance(settings, month["region"], None)
     aggregated = _compliance(settings, month["region"], reports.CAGG)

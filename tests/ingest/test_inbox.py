@@ -106,3 +106,44 @@ def test_a_full_inbox_holds_the_network_thread_until_the_decoder_takes() -> None
     stop.set()
     blocked.join(2.0)
     assert not blocked.is_alive()
+    assert len(inbox) == 11  # released by the stop, it still appended (nothing is acknowledged)
+
+
+def test_an_empty_inbox_is_waited_on_for_the_whole_idle_time() -> None:
+    inbox: Inbox[Item] = Inbox(max_messages=10)
+    started = time.monotonic()
+    assert inbox.take(limit=10, max_bytes=10**6, seconds=0.01, idle_s=0.3) == []
+    assert time.monotonic() - started >= 0.25
+
+
+def test_a_stale_wake_up_does_not_end_the_wait_early() -> None:
+    """The network thread appends, the decoder takes it and waits again, and only then does the
+    network thread set the event for that message: the decoder wakes to an empty inbox and must
+    go on waiting for the rest of its time, not return an empty batch."""
+    inbox: Inbox[Item] = Inbox(max_messages=10)
+    stop = threading.Event()
+    inbox.put(Item(0), stop)
+    assert [i.n for i in inbox.take(limit=1, max_bytes=10**6, seconds=0.0)] == [0]
+    timer = threading.Timer(0.05, inbox._arrived.set)  # the late set() of that put
+    later = threading.Timer(0.3, lambda: inbox.put(Item(1), stop))
+    timer.start()
+    later.start()
+    started = time.monotonic()
+    batch = inbox.take(limit=1, max_bytes=10**6, seconds=0.0, idle_s=5.0)
+    waited = time.monotonic() - started
+    timer.join()
+    later.join()
+    assert [i.n for i in batch] == [1]
+    assert 0.25 <= waited < 4.0  # past the stale wake-up, woken by the real put
+
+
+def test_a_message_arriving_while_the_decoder_waits_wakes_it() -> None:
+    inbox: Inbox[Item] = Inbox(max_messages=10)
+    stop = threading.Event()
+    timer = threading.Timer(0.05, lambda: inbox.put(Item(7), stop))
+    timer.start()
+    started = time.monotonic()
+    batch = inbox.take(limit=1, max_bytes=10**6, seconds=0.0, idle_s=5.0)
+    timer.join()
+    assert [i.n for i in batch] == [7]
+    assert time.monotonic() - started < 2.0
