@@ -418,3 +418,172 @@ def create_database(admin: psycopg.Connection[Any], name: str) -> None:
 
 def drop_database(admin: psycopg.Connection[Any], name: str) -> None:
     admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# `bench store`'s row-model diagnostic (TimescaleDB only): what the compressed bytes per fix would
+# be if `fixes` stored its numbers as scaled integers, measured on a sample of the bench's own
+# devices copied into scratch hypertables with the same chunking, segment-by and order-by.
+# Not a path of the service: the table the service writes is `fixes`, unchanged. Each layout
+# maps the columns of `fixes` to an expression; `exact` is the condition that the stored integer
+# gives the sent value back (the contract's "nothing silently changed").
+ROW_MODEL_SCHEMA = "bench_row_model"
+_AS_STORED = {
+    "lat": ("float8", "lat"),
+    "lon": ("float8", "lon"),
+    "acc": ("real", "acc"),
+    "spd": ("real", "spd"),
+    "hdg": ("real", "hdg"),
+    "received_at": ("timestamptz", "received_at"),
+}
+_INT_COORDINATES = {
+    **_AS_STORED,
+    "lat": ("integer", "round(lat * 1e7)::integer"),
+    "lon": ("integer", "round(lon * 1e7)::integer"),
+}
+_RECEIVE_DELAY = {
+    **_INT_COORDINATES,
+    "received_at": ("integer", "round(extract(epoch FROM received_at - ts) * 1000)::integer"),
+}
+_ALL_INTEGERS = {
+    **_RECEIVE_DELAY,
+    "acc": ("integer", "round(acc * 100)::integer"),
+    "spd": ("integer", "round(spd * 100)::integer"),
+    "hdg": ("integer", "round(hdg * 100)::integer"),
+}
+ROW_MODELS: dict[str, dict[str, tuple[str, str]]] = {
+    "as stored (float8 lat/lon, real acc/spd/hdg, timestamptz received_at)": _AS_STORED,
+    "lat/lon as integers of 1e-7 degree": _INT_COORDINATES,
+    "  + received_at as a delay in ms": _RECEIVE_DELAY,
+    "  + acc, spd, hdg as integers of 0.01": _ALL_INTEGERS,
+}
+# Per column, the check that the stored integer gives the value back exactly (None: not scaled).
+_EXACT = {
+    "lat": "lat = round(lat * 1e7) / 1e7::float8",
+    "lon": "lon = round(lon * 1e7) / 1e7::float8",
+    "acc": "acc IS NULL OR acc = (round(acc * 100) / 100.0)::real",
+    "spd": "spd IS NULL OR spd = (round(spd * 100) / 100.0)::real",
+    "hdg": "hdg IS NULL OR hdg = (round(hdg * 100) / 100.0)::real",
+}
+
+
+def _has_sparse_minmax(conn: psycopg.Connection[Any]) -> bool:
+    """Whether fixes has migration timescale_0003's min/max summaries of lat and lon (TimescaleDB
+    2.18 and later), so that each layout carries the same metadata as the table it stands for."""
+    view = "timescaledb_information.hypertable_columnstore_settings"
+    if conn.execute("SELECT to_regclass(%s) IS NULL", (view,)).fetchone() != (False,):
+        return False
+    row = conn.execute(
+        sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE hypertable = 'fixes'::regclass"
+            " AND index @> '[{{\"type\": \"minmax\", \"column\": \"lat\"}}]')"
+        ).format(sql.SQL(view))
+    ).fetchone()
+    return bool(row and row[0])
+
+
+@dataclass(frozen=True)
+class RowModel:
+    name: str
+    rows: int
+    bytes_per_fix: float
+    inexact: int  # sampled fixes whose scaled columns would not give the sent values back
+
+
+def row_model_bytes(conn: psycopg.Connection[Any], subjects: int) -> list[RowModel]:
+    """Each layout of ROW_MODELS on the fixes of the first ``subjects`` bench subjects' devices
+    (tag and phone): compressed bytes per fix (heap, TOAST and indexes of the chunks) and how
+    many sampled fixes it would not store exactly. Works in a scratch schema it drops again."""
+    devices = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT d FROM (SELECT n, tag_id, phone_id FROM bench_homes ORDER BY n LIMIT %s) h,"
+            " unnest(ARRAY[tag_id, phone_id]) d WHERE d IS NOT NULL",
+            (subjects,),
+        ).fetchall()
+    ]
+    schema = sql.Identifier(ROW_MODEL_SCHEMA)
+    out: list[RowModel] = []
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+    try:
+        for number, (name, layout) in enumerate(ROW_MODELS.items()):
+            out.append(_row_model(conn, name, layout, f"layout_{number}", devices))
+    finally:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+    return out
+
+
+def _row_model(
+    conn: psycopg.Connection[Any],
+    name: str,
+    layout: dict[str, tuple[str, str]],
+    table_name: str,
+    devices: list[str],
+) -> RowModel:
+    table = sql.Identifier(ROW_MODEL_SCHEMA, table_name)
+    qualified = f"{ROW_MODEL_SCHEMA}.{table_name}"
+    columns = [
+        ("device_id", "text", "device_id"),
+        ("ts", "timestamptz", "ts"),
+        ("seq", "bigint", "seq"),
+        ("lat", *layout["lat"]),
+        ("lon", *layout["lon"]),
+        ("acc", *layout["acc"]),
+        ("alt", "real", "alt"),
+        ("spd", *layout["spd"]),
+        ("hdg", *layout["hdg"]),
+        ("sats", "smallint", "sats"),
+        ("batt", "real", "batt"),
+        ("src", "text", "src"),
+        ("received_at", *layout["received_at"]),
+    ]
+    conn.execute(
+        sql.SQL("CREATE TABLE {} ({})").format(
+            table,
+            sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t, _ in columns
+            ),
+        )
+    )
+    conn.execute(
+        "SELECT create_hypertable(%s::regclass, 'ts', chunk_time_interval => INTERVAL '1 day')",
+        (qualified,),
+    )
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE {} SET (timescaledb.compress, timescaledb.compress_segmentby ="
+            " 'device_id', timescaledb.compress_orderby = 'ts, seq')"
+        ).format(table)
+    )
+    if _has_sparse_minmax(conn):  # as migration timescale_0003 gives fixes: proximity needs it
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE {} SET (timescaledb.sparse_index = 'minmax(lat), minmax(lon)')"
+            ).format(table)
+        )
+    conn.execute(
+        sql.SQL("INSERT INTO {} SELECT {} FROM fixes WHERE device_id = ANY(%s) ORDER BY ts").format(
+            table, sql.SQL(", ").join(sql.SQL(expr) for _, _, expr in columns)
+        ),
+        (devices,),
+    )
+    scaled = [_EXACT[c] for c, kind, _ in columns if c in _EXACT and kind == "integer"]
+    inexact = 0
+    if scaled:
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM fixes WHERE device_id = ANY(%s) AND NOT ({})").format(
+                sql.SQL(" AND ").join(sql.SQL(f"({s})") for s in scaled)
+            ),
+            (devices,),
+        ).fetchone()
+        inexact = int(row[0]) if row else 0
+    conn.execute("SELECT compress_chunk(c) FROM show_chunks(%s::regclass) c", (qualified,))
+    rows, size = conn.execute(
+        sql.SQL(
+            "SELECT (SELECT count(*) FROM {}), (SELECT COALESCE(sum(table_bytes), 0)"
+            " + COALESCE(sum(toast_bytes), 0) + COALESCE(sum(index_bytes), 0)"
+            " FROM hypertable_detailed_size(%s::regclass))"
+        ).format(table),
+        (qualified,),
+    ).fetchone() or (0, 0)
+    return RowModel(name, int(rows), int(size) / int(rows) if rows else 0.0, inexact)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import math
 
+import psycopg
 import pytest
 
 from tagwatch.bench.store import run
+from tagwatch.store.bench_store import _EXACT
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +48,41 @@ def test_a_small_store_answers_correctly_and_prints_every_figure(service_env):
         # the report aggregate is materialized first, as its policy keeps it in service
         assert figures["aggregate_refresh_s"] > 0, out
         assert "TimescaleDB, uncompressed" in out
+        # the row-model diagnostic: every layout on the same devices, the bench's values
+        # (a tag's 7 decimals, 0.1 m, 0.01 m/s, 0.1 degree) stored exactly by each
+        models = figures["row_models"]
+        assert len(models) == 4, out
+        assert all(m["inexact"] == 0 and m["bytes_per_fix"] > 0 for m in models.values()), out
+        stored, *_, integers = models.values()
+        assert integers["bytes_per_fix"] < stored["bytes_per_fix"], out
     assert "Index Scan" in figures["plans"]["track"] or "Bitmap" in figures["plans"]["track"]
     if figures["timescale_skipped"]:  # plain PostgreSQL: proximity goes by the grid (0026)
         assert "fixes_cell_ts" in figures["plans"]["proximity"], figures["plans"]["proximity"]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "exact"),
+    [
+        ("lat", "-33.9249123", True),  # a tag's 7 decimals: the integer gives the double back
+        ("lat", "89.9999999", True),
+        ("lon", "-179.9999999", True),
+        ("lon", "18.42410001", False),  # an 8th decimal would be lost
+        ("lat", "51.123456789012", False),  # a phone's full double
+        ("acc", "7.5", True),
+        ("acc", "4.3", True),  # as a real: the nearest real to 4.30 comes back
+        ("spd", "2.7777777", False),  # 10 km/h in m/s
+        ("hdg", "359.9", True),
+    ],
+)
+def test_the_row_model_diagnostic_finds_what_an_integer_would_not_store_exactly(
+    service_env, column: str, value: str, exact: bool
+) -> None:
+    """The diagnostic's exactness condition (store.bench_store._EXACT) run by PostgreSQL on
+    values as they arrive: it must call a value exact only when the scaled integer gives it back."""
+    kind = "float8" if column in ("lat", "lon") else "real"
+    with psycopg.connect(service_env["TAGWATCH_DATABASE_URL"]) as conn:
+        row = conn.execute(
+            f"SELECT {_EXACT[column]} FROM (SELECT %s::{kind} AS {column}) v",
+            (value,),
+        ).fetchone()
+    assert row == (exact,)

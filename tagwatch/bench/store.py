@@ -403,6 +403,7 @@ def _bench(
                 "  compressed bytes per fix by column: "
                 + ", ".join(f"{c} {v:.2f}" for c, v in columns.items() if v >= 0.05)
             )
+            _row_models(conn, layout, figures, echo)
             found = asyncio.run(_measure(url, compressed, picks, regions, conn, echo))
             echo(_phase_line("compressed", compressed, found))
             mismatches += found
@@ -448,6 +449,32 @@ def _bench(
             echo(f"\nEXPLAIN {name}:\n{text}")
     figures["plans"] = plans
     return figures
+
+
+ROW_MODEL_SUBJECTS = 200  # bench subjects whose devices the row-model diagnostic copies
+
+
+def _row_models(
+    conn: psycopg.Connection[Any],
+    layout: Plan,
+    figures: dict[str, Any],
+    echo: Callable[[str], None],
+) -> None:
+    """What the compressed figure would be with the numbers stored as scaled integers, beside
+    the layout as stored, on the same sampled devices (store.bench_store.row_model_bytes)."""
+    subjects = min(ROW_MODEL_SUBJECTS, layout.subjects)
+    started = time.perf_counter()
+    models = bench_store.row_model_bytes(conn, subjects)
+    echo(
+        f"  row models, compressed, on the devices of {subjects} subjects"
+        f" ({models[0].rows:,} fixes, {time.perf_counter() - started:.1f} s):"
+    )
+    for model in models:
+        exact = "exact" if model.inexact == 0 else f"{model.inexact:,} fixes not exact"
+        echo(f"    {model.bytes_per_fix:5.1f} bytes per fix  {model.name} ({exact})")
+    figures["row_models"] = {
+        m.name.strip(): {"bytes_per_fix": m.bytes_per_fix, "inexact": m.inexact} for m in models
+    }
 
 
 def _plans(conn: psycopg.Connection[Any], sample: bench_store.Sample) -> dict[str, str]:
