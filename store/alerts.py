@@ -25,6 +25,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
 
 from tagwatch.alerts.vocabulary import SEVERITY_RANK
+from tagwatch.store.fix_columns import as_read
 
 
 def severity_rank(column: str) -> str:
@@ -59,7 +60,7 @@ SUMMARY_COLUMNS = (
 HELD_FIXES = (
     "SELECT f.device_id, f.ts, f.lat, f.lon, f.acc, f.spd, f.hdg, f.batt, f.src, f.seq"
     " FROM device_assignments da CROSS JOIN LATERAL ("
-    "   SELECT x.* FROM fixes x WHERE x.device_id = da.device_id"
+    f"   SELECT {as_read('x')} FROM fixes x WHERE x.device_id = da.device_id"
     "   AND x.ts >= %(start)s AND x.ts <= %(end)s"
     "   AND x.ts >= lower(da.during) AND (upper_inf(da.during) OR x.ts < upper(da.during))"
     "   OFFSET 0"

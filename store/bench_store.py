@@ -20,6 +20,7 @@ import psycopg
 import tenacity
 from psycopg import sql
 
+from tagwatch.store.fix_columns import as_read, value
 from tagwatch.store.fixes import EARTH_RADIUS_M
 from tagwatch.store.reports import CAGG
 
@@ -90,17 +91,23 @@ WHERE phone_id IS NOT NULL;
 # whole percent; a phone's OwnTracks integers): full-precision floats (a new random heading
 # every minute at rest too, a battery of 96.6667 %) were noise no device sends, which
 # TimescaleDB's compression had to store (33.5 bytes a fix at 1M, 10 of them acc, hdg, batt).
+# They are written in the compact form ingest writes for such values (store/fix_columns.compact,
+# migration 0027: exact integers, the float columns NULL; the receive time as a delay in ms).
 FIXES = """
-INSERT INTO fixes (device_id, ts, seq, lat, lon, acc, alt, spd, hdg, sats, batt, src, received_at)
+INSERT INTO fixes (device_id, ts, seq, lat_e7, lon_e7, acc_cm, alt, spd_cms, hdg_cdeg, sats, batt,
+                   src, received_at, received_ms)
 SELECT d.device_id, d.ts, d.seq,
-       round((d.lat + (d.away * d.range_m * sin(d.w2) + d.noise_n) / 111320)::numeric, 7),
-       round((d.lon + (d.away * d.range_m * cos(d.w1) + d.noise_e)
-              / (111320 * cos(radians(d.lat))))::numeric, 7),
-       d.acc, NULL, round((d.away * d.range_m * 2 * pi() / d.period1_s)::numeric, 2)::real,
-       CASE WHEN d.away > 0 THEN round((random() * 360)::numeric, d.hdg_digits)::real END,
-       d.sats, round(100 - 80 * d.hour / 24)::real, d.src,
-       d.ts + make_interval(secs => CASE WHEN random() < 0.01 THEN 900 + random() * 2700
-                                         ELSE 1 + random() * 2 END)
+       (round((d.lat + (d.away * d.range_m * sin(d.w2) + d.noise_n) / 111320)::numeric, 7)
+        * 10000000)::integer,
+       (round((d.lon + (d.away * d.range_m * cos(d.w1) + d.noise_e)
+               / (111320 * cos(radians(d.lat))))::numeric, 7) * 10000000)::integer,
+       (d.acc::numeric * 100)::integer, NULL,
+       (round((d.away * d.range_m * 2 * pi() / d.period1_s)::numeric, 2) * 100)::integer,
+       CASE WHEN d.away > 0 THEN (round((random() * 360)::numeric, d.hdg_digits) * 100)::integer
+       END,
+       d.sats, round(100 - 80 * d.hour / 24)::real, d.src, NULL,
+       round(1000 * CASE WHEN random() < 0.01 THEN 900 + random() * 2700
+                         ELSE 1 + random() * 2 END)::integer
 FROM generate_series(%(first)s::int, %(last)s::int) AS m(i)
 CROSS JOIN LATERAL (
     SELECT x.*, %(start)s::timestamptz + make_interval(mins => m.i) AS ts,
@@ -270,8 +277,8 @@ def compressed_column_bytes(conn: psycopg.Connection[Any], rows: int) -> dict[st
                 sql.SQL(chunk),
             )
         ).fetchone()
-        for column, value in zip(columns, row or (), strict=True):
-            totals[column] += int(value)
+        for column, size in zip(columns, row or (), strict=True):
+            totals[column] += int(size)
     per_fix = {c: (v / rows if rows else 0.0) for c, v in totals.items()}
     return dict(sorted(per_fix.items(), key=lambda kv: -kv[1]))
 
@@ -337,7 +344,7 @@ def sample_fixes(
     """``count`` tag fixes of random subjects at random times in [start, end)."""
     conn.execute("SELECT setseed(%s)", (seed,))
     rows = conn.execute(
-        "SELECT h.subject_id, f.device_id, f.ts, f.lat, f.lon"
+        f"SELECT h.subject_id, f.device_id, f.ts, {value('lat', 'f')}, {value('lon', 'f')}"
         " FROM (SELECT (SELECT subject_id FROM bench_homes ORDER BY random() + g * 0 LIMIT 1)"
         "         AS subject_id, %(start)s::timestamptz + (%(end)s::timestamptz"
         "         - %(start)s::timestamptz) * random() AS at"
@@ -384,14 +391,15 @@ def reference_near(
 ) -> dict[int, int]:
     """Subject → fixes within the radius in [start, end), by a plain scan of the window with the
     haversine distance (no bounding box, no index hint): what proximity must answer."""
+    lat_f, lon_f = value("lat", "f"), value("lon", "f")
     rows = conn.execute(
         "SELECT h.subject_id, count(*) FROM fixes f JOIN bench_homes h"
         " ON f.device_id IN (h.tag_id, h.phone_id)"
         " WHERE f.ts >= %(start)s AND f.ts < %(end)s"
         f" AND 2 * {EARTH_RADIUS_M} * asin(least(1.0, sqrt("
-        " power(sin(radians(f.lat - %(lat)s) / 2), 2)"
-        " + cos(radians(%(lat)s)) * cos(radians(f.lat))"
-        " * power(sin(radians(f.lon - %(lon)s) / 2), 2)))) <= %(radius)s"
+        f" power(sin(radians({lat_f} - %(lat)s) / 2), 2)"
+        f" + cos(radians(%(lat)s)) * cos(radians({lat_f}))"
+        f" * power(sin(radians({lon_f} - %(lon)s) / 2), 2)))) <= %(radius)s"
         " GROUP BY h.subject_id",
         {"lat": lat, "lon": lon, "radius": radius_m, "start": start, "end": end},
     ).fetchall()
@@ -475,10 +483,14 @@ def _has_sparse_minmax(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute(
         sql.SQL(
             "SELECT EXISTS (SELECT 1 FROM {} WHERE hypertable = 'fixes'::regclass"
-            " AND index @> '[{{\"type\": \"minmax\", \"column\": \"lat\"}}]')"
+            ' AND index @> \'[{{"type": "minmax", "column": "lat"}}]\')'
         ).format(sql.SQL(view))
     ).fetchone()
     return bool(row and row[0])
+
+
+# The sampled devices' fixes as the service reads them (whichever columns hold the numbers).
+_SAMPLED = sql.SQL(f"(SELECT {as_read('x')} FROM fixes x WHERE x.device_id = ANY(%s)) AS s")
 
 
 @dataclass(frozen=True)
@@ -562,8 +574,8 @@ def _row_model(
             ).format(table)
         )
     conn.execute(
-        sql.SQL("INSERT INTO {} SELECT {} FROM fixes WHERE device_id = ANY(%s) ORDER BY ts").format(
-            table, sql.SQL(", ").join(sql.SQL(expr) for _, _, expr in columns)
+        sql.SQL("INSERT INTO {} SELECT {} FROM {} ORDER BY ts").format(
+            table, sql.SQL(", ").join(sql.SQL(expr) for _, _, expr in columns), _SAMPLED
         ),
         (devices,),
     )
@@ -571,8 +583,8 @@ def _row_model(
     inexact = 0
     if scaled:
         row = conn.execute(
-            sql.SQL("SELECT count(*) FROM fixes WHERE device_id = ANY(%s) AND NOT ({})").format(
-                sql.SQL(" AND ").join(sql.SQL(f"({s})") for s in scaled)
+            sql.SQL("SELECT count(*) FROM {} WHERE NOT ({})").format(
+                _SAMPLED, sql.SQL(" AND ").join(sql.SQL(f"({s})") for s in scaled)
             ),
             (devices,),
         ).fetchone()

@@ -45,6 +45,7 @@ from tagwatch.alerts.state_codec import json_encode, load_doc
 from tagwatch.settings import get_settings
 from tagwatch.store import cases, commands, places
 from tagwatch.store.alerts import severity_rank
+from tagwatch.store.fix_columns import value
 
 
 def _epoch(ts: datetime) -> float:
@@ -222,10 +223,11 @@ class PgEngineRepository:
         return [
             VictimFix(sid, _epoch(ts), lon, lat, float(acc or 0.0))
             for sid, ts, lon, lat, acc in self.conn.execute(
-                "SELECT DISTINCT ON (a.subject_id) a.subject_id, f.ts, f.lon, f.lat, f.acc"
+                "SELECT DISTINCT ON (a.subject_id) a.subject_id, f.ts,"
+                f" {value('lon', 'f')}, {value('lat', 'f')}, {value('acc', 'f')}"
                 " FROM device_assignments a JOIN fixes f ON f.device_id = a.device_id"
                 " AND a.during @> f.ts WHERE a.role = 'victim' AND a.subject_id = ANY(%s)"
-                " AND f.acc IS NOT NULL"
+                f" AND {value('acc', 'f')} IS NOT NULL"
                 " ORDER BY a.subject_id, f.ts DESC",
                 (list(subjects),),
             )
@@ -235,10 +237,11 @@ class PgEngineRepository:
         return [
             StoredFix(d, _epoch(ts), lon, lat, float(acc or 0.0), src or "gps")
             for d, ts, lon, lat, acc, src in self.conn.execute(
-                "SELECT f.device_id, f.ts, f.lon, f.lat, f.acc, f.src FROM fixes f"
+                f"SELECT f.device_id, f.ts, {value('lon', 'f')}, {value('lat', 'f')},"
+                f" {value('acc', 'f')}, f.src FROM fixes f"
                 " JOIN device_assignments a ON a.device_id = f.device_id AND a.during @> f.ts"
                 " WHERE a.subject_id = %s AND a.role = 'offender' AND f.ts BETWEEN %s AND %s"
-                " AND f.acc IS NOT NULL ORDER BY f.ts",
+                f" AND {value('acc', 'f')} IS NOT NULL ORDER BY f.ts",
                 (subject_id, _dt(lo), _dt(hi)),
             ).fetchall()
         ]

@@ -15,6 +15,8 @@ from typing import Any, Final, Literal
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from tagwatch.store.fix_columns import value
+
 Kind = Literal["fixes", "events", "alerts"]
 
 HELD = """
@@ -72,10 +74,13 @@ COLUMNS: Final[dict[Kind, tuple[str, ...]]] = {
 }
 
 # A stored sequence of -1 means "the device sent none": exported as empty, not as a number.
+# The numbers as read, whichever column holds them (migration 0027).
+_X = {c: value(c, "x") for c in ("lat", "lon", "acc", "spd", "hdg", "received_at")}
 QUERIES: Final[dict[Kind, str]] = {
-    "fixes": "SELECT x.device_id, da.role, x.ts, x.lat, x.lon, x.acc, x.alt, x.spd, x.hdg,"
-    " x.sats, x.batt, x.src, NULLIF(x.seq, -1) AS seq, x.received_at,"
-    " x.received_at - x.ts > make_interval(secs => %(late_after_s)s) AS late"
+    "fixes": f"SELECT x.device_id, da.role, x.ts, {_X['lat']} AS lat, {_X['lon']} AS lon,"
+    f" {_X['acc']} AS acc, x.alt, {_X['spd']} AS spd, {_X['hdg']} AS hdg,"
+    f" x.sats, x.batt, x.src, NULLIF(x.seq, -1) AS seq, {_X['received_at']} AS received_at,"
+    f" {_X['received_at']} - x.ts > make_interval(secs => %(late_after_s)s) AS late"
     + HELD.format(table="fixes")
     + " ORDER BY x.ts, x.device_id, x.seq",
     "events": "SELECT x.device_id, da.role, x.ts, x.type, NULLIF(x.seq, -1) AS seq, x.batt,"

@@ -12,6 +12,10 @@ from typing import Any
 
 import psycopg
 
+from tagwatch.store.fix_columns import value
+
+_RECEIVED = value("received_at", "f")
+
 
 @dataclass(frozen=True, slots=True)
 class StoredOnce:
@@ -30,10 +34,10 @@ def fixes_stored_once(conn: psycopg.Connection[Any], device_like: str) -> Stored
 def first_write_after(
     conn: psycopg.Connection[Any], device_like: str, after: datetime
 ) -> datetime | None:
-    """The start of the first transaction after ``after`` that stored one of these fixes
-    (``received_at`` is the writing transaction's ``now()``)."""
+    """When the first write after ``after`` stored one of these fixes (the receive time is the
+    writer's clock as it writes the batch, to the millisecond: store/fix_columns)."""
     row = conn.execute(
-        "SELECT min(received_at) FROM fixes WHERE device_id LIKE %s AND received_at > %s",
+        f"SELECT min({_RECEIVED}) FROM fixes f WHERE device_id LIKE %s AND {_RECEIVED} > %s",
         (device_like, after),
     ).fetchone()
     return row[0] if row else None
@@ -43,7 +47,7 @@ def last_write_before(
     conn: psycopg.Connection[Any], device_like: str, before: datetime
 ) -> datetime | None:
     row = conn.execute(
-        "SELECT max(received_at) FROM fixes WHERE device_id LIKE %s AND received_at <= %s",
+        f"SELECT max({_RECEIVED}) FROM fixes f WHERE device_id LIKE %s AND {_RECEIVED} <= %s",
         (device_like, before),
     ).fetchone()
     return row[0] if row else None

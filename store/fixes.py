@@ -16,6 +16,8 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
 
+from tagwatch.store.fix_columns import as_read, value
+
 # Fixes of the devices the subject held as offender, each inside its holding period, in
 # [%(start)s, %(end)s): one probe per held device (the LATERAL is kept apart by OFFSET 0, so the
 # planner cannot make it a join). With TimescaleDB the device is the segment-by column, so a
@@ -23,10 +25,10 @@ from psycopg.rows import class_row, dict_row
 # the whole chunk (every device's day, 142,272 rows at 1M fixes) and hashed it: 22.7 ms for a
 # track that now takes 1.9 ms. On plain PostgreSQL it is the plan the join had: the
 # (device_id, ts) btree, per device.
-HELD_FIXES_IN_WINDOW = """
+HELD_FIXES_IN_WINDOW = f"""
     FROM device_assignments a
     CROSS JOIN LATERAL (
-        SELECT x.* FROM fixes x
+        SELECT {as_read("x")} FROM fixes x
         WHERE x.device_id = a.device_id AND x.ts >= %(start)s AND x.ts < %(end)s
           AND x.ts >= lower(a.during) AND (upper_inf(a.during) OR x.ts < upper(a.during))
         OFFSET 0
@@ -40,7 +42,7 @@ FIX_COLUMNS = (
 
 # The latest fix of each subject in scope, from the offender devices the subject holds now: one
 # backward probe of the fixes index (device_id, ts, seq) per held device, not a scan.
-OVERVIEW = """
+OVERVIEW = f"""
 SELECT s.id, s.name, s.region_id, p.device_id, p.ts, p.lat, p.lon, p.acc, p.src, p.batt,
        EXTRACT(EPOCH FROM now() - p.ts)::float8 AS age_s, p.expected_interval_s
 FROM subjects s
@@ -49,7 +51,8 @@ JOIN LATERAL (
     FROM device_assignments a
     JOIN devices d ON d.id = a.device_id
     JOIN LATERAL (
-        SELECT x.device_id, x.ts, x.lat, x.lon, x.acc, x.src, x.batt
+        SELECT x.device_id, x.ts, {value("lat", "x")} AS lat, {value("lon", "x")} AS lon,
+               {value("acc", "x")} AS acc, x.src, x.batt
         FROM fixes x
         WHERE x.device_id = a.device_id AND x.ts >= lower(a.during)
           AND (upper_inf(a.during) OR x.ts < upper(a.during))
@@ -120,7 +123,7 @@ LATEST = f"""
 SELECT {FIX_COLUMNS}
 FROM device_assignments a
 CROSS JOIN LATERAL (
-    SELECT x.* FROM fixes x
+    SELECT {as_read("x")} FROM fixes x
     WHERE x.device_id = a.device_id AND x.ts >= lower(a.during)
       AND (upper_inf(a.during) OR x.ts < upper(a.during))
     ORDER BY x.ts DESC, x.seq DESC
@@ -185,12 +188,19 @@ EARTH_RADIUS_M = 6_371_008.8
 # their time (docs/scaling.md).
 _SEARCH = """
 WITH hits AS MATERIALIZED (
-    SELECT f.device_id, f.ts, f.lat, f.lon, f.acc, f.received_at
+    SELECT f.device_id, f.ts, {lat} AS lat, {lon} AS lon, {acc} AS acc,
+           {received_at} AS received_at
     FROM fixes f
     WHERE f.ts >= %(start)s AND f.ts < %(end)s{cells}
-      AND f.lat BETWEEN %(lat_min)s AND %(lat_max)s
+      AND (f.lat BETWEEN %(lat_min)s AND %(lat_max)s
+           OR f.lat_e7 BETWEEN %(lat_e7_min)s AND %(lat_e7_max)s)
       AND (%(lon_any)s OR f.lon BETWEEN %(lon_min)s AND %(lon_max)s
-           OR f.lon BETWEEN %(lon_min2)s AND %(lon_max2)s)
+           OR f.lon BETWEEN %(lon_min2)s AND %(lon_max2)s
+           OR f.lon_e7 BETWEEN %(lon_e7_min)s AND %(lon_e7_max)s
+           OR f.lon_e7 BETWEEN %(lon_e7_min2)s AND %(lon_e7_max2)s)
+      AND {lat} BETWEEN %(lat_min)s AND %(lat_max)s
+      AND (%(lon_any)s OR {lon} BETWEEN %(lon_min)s AND %(lon_max)s
+           OR {lon} BETWEEN %(lon_min2)s AND %(lon_max2)s)
 ), candidates AS (
     SELECT s.id AS subject_id, s.name, s.case_ref, s.region_id,
            f.device_id, f.ts, f.lat, f.lon, f.acc, f.received_at,
@@ -215,9 +225,12 @@ SELECT DISTINCT ON (subject_id) subject_id, name, case_ref, region_id, device_id
        acc, distance_m, fixes_within, received_at, late_within
 FROM within ORDER BY subject_id, distance_m, ts
 """
-SEARCH = _SEARCH.format(cells="", radius=EARTH_RADIUS_M)
+_READ = {c: value(c, "f") for c in ("lat", "lon", "acc", "received_at")}
+# The position as read, as the grid-cell index keys it (migration 0027).
+FIX_CELL = f"fix_cell({_READ['lat']}, {_READ['lon']})"
+SEARCH = _SEARCH.format(cells="", radius=EARTH_RADIUS_M, **_READ)
 SEARCH_CELLS = _SEARCH.format(
-    cells="\n      AND fix_cell(f.lat, f.lon) = ANY(%(cells)s::integer[])", radius=EARTH_RADIUS_M
+    cells=f"\n      AND {FIX_CELL} = ANY(%(cells)s::integer[])", radius=EARTH_RADIUS_M, **_READ
 )
 # A 500 m box is 2-6 cells; 400 is a box of about 10 km at 55 degrees. Past that, the window's
 # pages through the BRIN index are the cheaper read.
@@ -241,6 +254,29 @@ def grid_cells(box: Mapping[str, Any]) -> list[int] | None:
     if len(rows) * len(cols) > MAX_GRID_CELLS:
         return None
     return [(r + 90 * per) * (360 * per + 1) + (c + 180 * per) for r in rows for c in cols]
+
+
+def box_parameters(box: Mapping[str, Any]) -> dict[str, Any]:
+    """The search box's parameters for the proximity statement: its degrees, and the same box in
+    the integer columns (10⁻⁷ degree, migration 0027) widened by one unit on each side, so that
+    TimescaleDB's min/max of those columns can skip compressed batches; the exact test is on the
+    position as read."""
+
+    def low(degrees: float) -> int:
+        return max(-(2**31), math.floor(degrees * 1e7) - 1)
+
+    def high(degrees: float) -> int:
+        return min(2**31 - 1, math.ceil(degrees * 1e7) + 1)
+
+    return {
+        **box,
+        "lat_e7_min": low(box["lat_min"]),
+        "lat_e7_max": high(box["lat_max"]),
+        "lon_e7_min": low(box["lon_min"]),
+        "lon_e7_max": high(box["lon_max"]),
+        "lon_e7_min2": low(box["lon_min2"]),
+        "lon_e7_max2": high(box["lon_max2"]),
+    }
 
 
 def search_statement(box: Mapping[str, Any]) -> tuple[str, list[int] | None]:
@@ -278,7 +314,7 @@ async def near(
             "regions": regions,
             "late_after": late_after_s,
             "victims": victims,
-            **box,
+            **box_parameters(box),
         },
     )
     return await cur.fetchall()
@@ -307,8 +343,9 @@ def stored_like(conn: psycopg.Connection[Any], device_like: str) -> StoredSpan:
     """The fixes of the devices whose id is LIKE ``device_like`` (a load's or a benchmark's)."""
     cur = conn.cursor(row_factory=class_row(StoredSpan))
     cur.execute(
-        "SELECT count(*) AS stored, COALESCE(extract(epoch FROM max(received_at)"
-        " - min(received_at))::float8, 0.0) AS span_s FROM fixes WHERE device_id LIKE %s",
+        f"SELECT count(*) AS stored, COALESCE(extract(epoch FROM max({_READ['received_at']})"
+        f" - min({_READ['received_at']}))::float8, 0.0) AS span_s FROM fixes f"
+        " WHERE device_id LIKE %s",
         (device_like,),
     )
     row = cur.fetchone()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +33,7 @@ import psycopg
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 
-from tagwatch.store import commands
+from tagwatch.store import commands, fix_columns
 
 if TYPE_CHECKING:  # the decoded batch is ingest's type; the writer only reads it
     from tagwatch.ingest.decode import DeadLetter, Decoded
@@ -41,21 +42,9 @@ log = logging.getLogger("tagwatch.ingest")
 
 UNKNOWN_COMMAND = "unknown_command"  # ingest.decode.Reason.UNKNOWN_COMMAND (a metrics label)
 
+# A decoded fix row, as the engine gets it: device_id, ts, seq, lat, lon, acc, alt, spd, hdg,
+# sats, batt, src. It is stored in its compact form (store/fix_columns.compact, migration 0027).
 FIX_COLUMNS = "device_id, ts, seq, lat, lon, acc, alt, spd, hdg, sats, batt, src"
-FIX_TYPES = [
-    "text",
-    "timestamptz",
-    "int8",
-    "float8",
-    "float8",
-    "float4",
-    "float4",
-    "float4",
-    "float4",
-    "int2",
-    "float4",
-    "text",
-]
 EVENT_COLUMNS = "device_id, ts, seq, type, batt, detail"
 EVENT_TYPES = ["text", "timestamptz", "int8", "text", "float4", "jsonb"]
 
@@ -133,12 +122,16 @@ def _insert_once(
     types: list[str],
     rows: list[tuple[Any, ...]],
     key_width: int,
+    report: list[tuple[Any, ...]] | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Store each row once; return the rows that were new (repeats are not evaluated again)."""
+    """Store each row once; return the rows that were new (repeats are not evaluated again):
+    from ``report`` where given (the rows as decoded, of which ``rows`` is the stored form, in
+    the same order and with the same leading key columns)."""
+    report = rows if report is None else report
     try:
         with conn.transaction():
             _copy_rows(cur, table, columns, types, rows)
-        return rows
+        return report
     except UniqueViolation:
         pass
     _copy_rows(cur, stage, columns, types, rows)
@@ -149,11 +142,11 @@ def _insert_once(
     )
     new = {tuple(r) for r in cur.fetchall()}
     out = []
-    for row in rows:
+    for row, reported in zip(rows, report, strict=True):
         key = tuple(row[:key_width])
         if key in new:
             new.discard(key)  # a repeat inside the batch is new only once
-            out.append(row)
+            out.append(reported)
     return out
 
 
@@ -377,8 +370,17 @@ def store_batch(
             result.before_assignment = decoded.refuse_before(assignment_floors(cur, devices))
         fixes, events, dead = decoded.fixes, decoded.events, decoded.dead
         if fixes:
+            received = time.time()
             stored.new_fixes = _insert_once(
-                conn, cur, "fixes", "fix_stage", FIX_COLUMNS, FIX_TYPES, fixes, 3
+                conn,
+                cur,
+                "fixes",
+                "fix_stage",
+                fix_columns.WRITE_COLUMNS,
+                fix_columns.WRITE_TYPES,
+                [fix_columns.compact(f, received) for f in fixes],
+                3,
+                report=fixes,
             )
             result.fixes_stored = len(stored.new_fixes)
             result.fix_duplicates = len(fixes) - result.fixes_stored

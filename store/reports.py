@@ -55,6 +55,7 @@ from tagwatch.alerts.observe import (
 from tagwatch.alerts.rules import ZoneMeta
 from tagwatch.alerts.thresholds import DEFAULTS, ThresholdError, layered
 from tagwatch.geofence import Zone, ZoneIndex, ZoneValidationError
+from tagwatch.store.fix_columns import value
 
 NOT_VIOLATIONS = ("false_alarm", "equipment_fault", "authorised_absence")
 ZONE_VIOLATIONS = (v.EXCLUSION_ENTRY, v.INCLUSION_EXIT, v.CURFEW_VIOLATION, v.VICTIM_PROXIMITY)
@@ -598,11 +599,12 @@ async def curfew_presence(
     horizon = max((b for spans in windows.values() for _, b in spans), default=t1)
     fix_rows = await (
         await conn.execute(
-            "SELECT f.device_id, EXTRACT(EPOCH FROM f.ts)::float8, f.lon, f.lat, f.acc::float8,"
+            f"SELECT f.device_id, EXTRACT(EPOCH FROM f.ts)::float8, {value('lon', 'f')},"
+            f" {value('lat', 'f')}, ({value('acc', 'f')})::float8,"
             " f.src FROM fixes f JOIN device_assignments a ON a.device_id = f.device_id"
             " AND a.during @> f.ts AND a.role = 'offender'"
             " WHERE a.subject_id = %s AND f.ts >= to_timestamp(%s) AND f.ts < to_timestamp(%s)"
-            " AND f.acc IS NOT NULL ORDER BY f.ts",
+            f" AND {value('acc', 'f')} IS NOT NULL ORDER BY f.ts",
             (subject_id, t0, horizon),
         )
     ).fetchall()

@@ -497,7 +497,7 @@ def _plans(conn: psycopg.Connection[Any], sample: bench_store.Sample) -> dict[st
         "regions": None,
         "late_after": 300.0,
         "victims": True,
-        **box,
+        **fixes.box_parameters(box),
     }
     return {
         "track": bench_store.explain(conn, fixes.TRACK, track_params),

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tagwatch.store.fix_columns import value
 from tests.support import connect, count, fresh_id, publish_all, stored_fixes, wait_for
 
 pytestmark = pytest.mark.integration
@@ -180,7 +181,8 @@ def test_owntracks_phone_location_and_lwt(settings, provision, running_ingest):
         lambda: (
             count(
                 settings.database_url,
-                "SELECT count(*) FROM fixes WHERE device_id = %s AND abs(spd - 10) < 0.01",
+                "SELECT count(*) FROM fixes f WHERE device_id = %s"
+                f" AND abs({value('spd', 'f')} - 10) < 0.01",
                 (device_id,),
             )
             == 1

@@ -20,6 +20,7 @@ import pytest
 from tagwatch.ingest.broker_accounts import BrokerAdmin
 from tagwatch.ingest.provisioning import provision_device
 from tagwatch.store.devices import add_assignment
+from tagwatch.store.fix_columns import value
 from tagwatch.store.subjects import add_subject, ensure_region
 from tagwatch.store.webhook_secrets import SecretBox
 from tests.conftest import IngestProcess
@@ -119,7 +120,11 @@ def test_every_owntracks_fixture_over_the_broker_is_accounted_for(settings, leni
     fixes = count(db, "SELECT count(*) FROM fixes WHERE device_id = %s", (device_id,))
     assert fixes == want["fixes"] - 1
     assert (
-        count(db, "SELECT count(*) FROM fixes WHERE device_id = %s AND acc IS NULL", (device_id,))
+        count(
+            db,
+            f"SELECT count(*) FROM fixes f WHERE device_id = %s AND {value('acc', 'f')} IS NULL",
+            (device_id,),
+        )
         == 2
     )  # the location and the transition without `acc`: unknown, not 100 km
     with psycopg.connect(db) as conn:

@@ -15,7 +15,7 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 
 from tagwatch.api.routes.proximity import bounding_box
-from tagwatch.store.fixes import MAX_GRID_CELLS, grid_cells
+from tagwatch.store.fixes import FIX_CELL, MAX_GRID_CELLS, grid_cells
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,7 @@ def test_the_index_serves_the_cells_the_search_asks_for(conn) -> None:
         plan = "\n".join(
             r[0]
             for r in conn.execute(
-                "EXPLAIN SELECT ts FROM fixes WHERE fix_cell(lat, lon) = ANY(%s::integer[])",
+                f"EXPLAIN SELECT ts FROM fixes f WHERE {FIX_CELL} = ANY(%s::integer[])",
                 (cells,),
             )
         )
