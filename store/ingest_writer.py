@@ -378,7 +378,7 @@ def store_batch(
                 "fix_stage",
                 fix_columns.WRITE_COLUMNS,
                 fix_columns.WRITE_TYPES,
-                [fix_columns.compact(f, received) for f in fixes],
+                fix_columns.compact_rows(fixes, received),
                 3,
                 report=fixes,
             )

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from tagwatch.store.fix_columns import WRITE_COLUMNS, WRITE_TYPES, as_read, compact
+from tagwatch.store.fix_columns import WRITE_COLUMNS, WRITE_TYPES, as_read, compact, compact_rows
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +99,30 @@ def test_what_devices_send_goes_into_the_integers(conn) -> None:
     assert phone[12] is None and phone[18] == 2000  # received 2 s after the fix
     late = compact(("l", ts, 1, 1.0, 1.0, 1.0, None, None, None, None, None, "gps"), 1e10)
     assert late[12] is not None and late[18] is None  # does not fit an integer of ms
+
+
+_ROWS = st.lists(
+    st.tuples(
+        _either(-90, 90, 7),
+        _either(-180, 180, 7),
+        st.one_of(st.none(), _either(0, 100_000, 2)),
+        st.one_of(st.none(), _either(0, 1000, 2)),
+        st.one_of(st.none(), _either(0, 360, 2)),
+        st.one_of(st.floats(-300, 8 * 86_400), st.just(40 * 86_400.0)),
+    ),
+    max_size=60,
+)
+
+
+@examples(max_examples=200, deadline=None)
+@given(rows=_ROWS)
+def test_the_batch_form_is_the_row_form(rows) -> None:
+    """ingest's writer compacts a batch column-wise (compact_rows): the same values, the same
+    types, in the same places as compacting each row."""
+    received = T0.timestamp() + 1_000.0
+    batch = [
+        ("d", T0 - timedelta(seconds=delay), i, lat, lon, acc, None, spd, hdg, 7, 50.0, "gps")
+        for i, (lat, lon, acc, spd, hdg, delay) in enumerate(rows)
+    ]
+    got, want = compact_rows(batch, received), [compact(r, received) for r in batch]
+    assert [tuple(map(repr, r)) for r in got] == [tuple(map(repr, r)) for r in want]
