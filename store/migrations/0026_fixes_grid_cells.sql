@@ -23,6 +23,7 @@
 -- transaction (this migration then finds it and does nothing):
 --   CREATE INDEX CONCURRENTLY IF NOT EXISTS fixes_cell_ts ON fixes (fix_cell(lat, lon), ts);
 -- (the function below must exist first: run its CREATE FUNCTION on its own beforehand).
+-- Upgrading past 0027 as well: build 0027's index instead (see there); 0027 replaces this one.
 CREATE OR REPLACE FUNCTION fix_cell(lat double precision, lon double precision) RETURNS integer
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN CASE WHEN lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180

@@ -34,20 +34,52 @@ ALTER TABLE fixes
     ALTER COLUMN lon DROP NOT NULL,
     ALTER COLUMN received_at DROP NOT NULL;  -- its default (now()) stays for rows written by hand
 
--- Proximity's grid-cell index (0026) keyed the float columns; it now keys the position as read.
--- Same rule as 0026: a table that is already a hypertable has no such index (its compressed
--- chunks carry min/max per batch, timescale_0003 and timescale_0005).
+-- A fix still has a position: each coordinate in one of its two columns. NOT VALID: rows written
+-- before had NOT NULL floats, so the table is not scanned under the lock; new rows are checked.
+DO $$
+BEGIN
+    ALTER TABLE fixes ADD CONSTRAINT fixes_have_a_position
+        CHECK ((lat IS NOT NULL OR lat_e7 IS NOT NULL) AND (lon IS NOT NULL OR lon_e7 IS NOT NULL))
+        NOT VALID;
+EXCEPTION WHEN duplicate_object THEN NULL;
+END
+$$;
+
+-- Proximity's grid-cell index (0026) keyed the float columns; it now keys the position as read
+-- (store/fixes.FIX_CELL). An index on the old expression is dropped (it would index NULL for every
+-- compact row and serve no query). The new one is made where the old one was, and on any table
+-- that is not a hypertable (0026's rule: compressed chunks carry min/max per batch instead). An
+-- index on the new expression made beforehand, under any name, is kept and none is added.
+--
+-- This runs under the lock of the ALTER TABLE above. On a large plain store, build the new
+-- index first without blocking ingest, outside any transaction (this migration then only drops
+-- the old one):
+--   CREATE INDEX CONCURRENTLY IF NOT EXISTS fixes_cell_ts_v2 ON fixes (
+--       fix_cell(COALESCE(lat, lat_e7 / 1e7::float8), COALESCE(lon, lon_e7 / 1e7::float8)), ts);
+-- (run the two ALTER TABLE statements above on their own before it: the columns must exist).
 DO $$
 DECLARE
     hyper boolean := false;
+    had_old boolean := false;
+    old_index text;
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
         EXECUTE $q$SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
                                   WHERE hypertable_name = 'fixes')$q$ INTO hyper;
     END IF;
-    IF NOT hyper THEN
-        DROP INDEX IF EXISTS fixes_cell_ts;
-        CREATE INDEX IF NOT EXISTS fixes_cell_ts ON fixes (
+    FOR old_index IN
+        SELECT i.indexrelid::regclass::text FROM pg_index i
+        WHERE i.indrelid = 'fixes'::regclass
+          AND pg_get_indexdef(i.indexrelid) LIKE '%fix_cell(lat, lon)%'
+    LOOP
+        EXECUTE format('DROP INDEX %s', old_index);
+        had_old := true;
+    END LOOP;
+    IF (NOT hyper OR had_old) AND NOT EXISTS (
+        SELECT 1 FROM pg_index i WHERE i.indrelid = 'fixes'::regclass
+          AND pg_get_indexdef(i.indexrelid) LIKE '%fix_cell(COALESCE(lat%'
+    ) THEN
+        CREATE INDEX fixes_cell_ts ON fixes (
             fix_cell(COALESCE(lat, lat_e7 / 1e7::float8), COALESCE(lon, lon_e7 / 1e7::float8)),
             ts);
     END IF;

@@ -37,7 +37,8 @@ def _decimals(low: float, high: float, places: int) -> st.SearchStrategy[float]:
 
 
 def _either(low: float, high: float, places: int) -> st.SearchStrategy[float]:
-    return st.one_of(_decimals(low, high, places), st.floats(low, high))
+    """Device precision, any double in range, or -0.0 (which the decoder's ranges accept)."""
+    return st.one_of(_decimals(low, high, places), st.floats(low, high), st.just(-0.0))
 
 
 @pytest.fixture(scope="module")

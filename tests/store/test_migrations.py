@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import psycopg
 import pytest
 
+import tagwatch.store.migrate as migrate_module
+from tagwatch.store.fix_columns import as_read
 from tagwatch.store.migrate import discover, migrate, timescale_possible
 from tests.support import fresh_id
 
@@ -82,3 +86,75 @@ def test_timescale_path(empty_database):
         ).fetchone()[0]
     assert {"fixes", "device_events"} <= hypertables
     assert jobs >= 2  # compression and retention
+
+
+def test_a_store_from_before_0027_upgrades_and_reads_the_same(
+    empty_database, tmp_path, monkeypatch
+):
+    """A store written as floats (and, with TimescaleDB, compressed) before migration 0027: after
+    the upgrade its fixes read the same through the readers' SQL; the grid-cell index keys the
+    position as read (none keys the old expression); compressed chunks were compressed again with
+    min/max summaries of the integer columns (timescale_0005); a fix with no position is refused."""
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in migrate_module.MIGRATIONS.glob("*.sql"):
+        if path.stem not in ("0027_fixes_compact_numbers", "timescale_0005_fixes_compact_minmax"):
+            shutil.copy(path, before / path.name)
+    with monkeypatch.context() as patch:
+        patch.setattr(migrate_module, "MIGRATIONS", before)
+        migrate(empty_database)
+    sent = [
+        (f"2026-01-0{d}T00:00:0{i}Z", 51.1234567 + i, -0.1 * i, 7.5) for d in (1, 2) for i in (1, 2)
+    ]
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute("INSERT INTO devices (id, kind) VALUES ('old1', 'tag')")
+        for ts, lat, lon, acc in sent:
+            conn.execute(
+                "INSERT INTO fixes (device_id, ts, lat, lon, acc) VALUES ('old1', %s, %s, %s, %s)",
+                (ts, lat, lon, acc),
+            )
+        timescale = (
+            timescale_possible(conn)
+            and conn.execute(
+                "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"
+            ).fetchone()[0]
+        )
+        if timescale:
+            conn.execute(
+                "SELECT compress_chunk(c) FROM show_chunks('fixes', older_than => now()) c"
+            )
+    assert migrate(empty_database) == [
+        m.version
+        for m in discover()
+        if m.version in ("0027_fixes_compact_numbers", "timescale_0005_fixes_compact_minmax")
+        and (timescale or not m.timescale)
+    ]
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        read = conn.execute(
+            f"SELECT lat, lon, acc FROM (SELECT {as_read('x')} FROM fixes x) f ORDER BY ts"
+        ).fetchall()
+        assert read == [(lat, lon, acc) for _, lat, lon, acc in sent]
+        definitions = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pg_get_indexdef(indexrelid) FROM pg_index"
+                " WHERE indrelid = 'fixes'::regclass"
+            )
+        ]
+        assert not any("fix_cell(lat, lon)" in d for d in definitions), definitions
+        if not timescale:
+            assert any("fix_cell(COALESCE(lat" in d for d in definitions), definitions
+        else:
+            summaries = conn.execute(
+                "SELECT count(*) FROM _timescaledb_catalog.chunk c"
+                " JOIN _timescaledb_catalog.chunk z ON z.id = c.compressed_chunk_id"
+                " JOIN pg_attribute a ON a.attrelid = format('%I.%I', z.schema_name,"
+                "   z.table_name)::regclass AND a.attname LIKE '%min%lat_e7%'"
+                " JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id"
+                " WHERE h.table_name = 'fixes'"
+            ).fetchone()[0]
+            assert summaries >= 1
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(
+                "INSERT INTO fixes (device_id, ts, lat, lon_e7) VALUES ('old1', now(), NULL, 1)"
+            )
