@@ -468,9 +468,9 @@ ROW_MODELS: dict[str, dict[str, tuple[str, str]]] = {
 _EXACT = {
     "lat": "lat = round(lat * 1e7) / 1e7::float8",
     "lon": "lon = round(lon * 1e7) / 1e7::float8",
-    "acc": "acc IS NULL OR acc = (round(acc * 100) / 100.0)::real",
-    "spd": "spd IS NULL OR spd = (round(spd * 100) / 100.0)::real",
-    "hdg": "hdg IS NULL OR hdg = (round(hdg * 100) / 100.0)::real",
+    "acc": "acc IS NULL OR acc = (round(acc * 100) / 100::float8)::real",
+    "spd": "spd IS NULL OR spd = (round(spd * 100) / 100::float8)::real",
+    "hdg": "hdg IS NULL OR hdg = (round(hdg * 100) / 100::float8)::real",
 }
 
 

@@ -4,7 +4,7 @@ A number is stored as a scaled integer where that integer gives the sent value b
 (lat/lon in 10⁻⁷ degree, accuracy, speed and heading in hundredths), and in its float column
 otherwise: TimescaleDB compresses the integers to a third of the floats (docs/scaling.md, "Bytes
 per fix"). The receive time is stored as milliseconds after the fix time. `compact` makes the
-stored form on ingest's path; `AS_READ` and `value` are the SQL that reads every form back, so a
+stored form on ingest's path; `as_read` and `value` are the SQL that reads every form back, so a
 fix written before 0027, by hand, or compactly reads the same.
 """
 
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 # The columns of a fix as the service reads them, in the order of the table before 0027.
 READ_COLUMNS = (
@@ -122,6 +123,9 @@ def _scaled_real(value: float | None) -> int | None:
     return k if abs(k) <= _INT4 and _real(k / 100) == stored else None
 
 
+COLUMNWISE_FROM = 16  # rows; below that the per-row version is cheaper
+
+
 def compact_rows(rows: list[tuple[Any, ...]], received: float) -> list[tuple[Any, ...]]:
     """`compact` of a batch's rows, column-wise with NumPy: the same stored form (tested), at a
     third of the cost on ingest's writer thread."""
@@ -148,9 +152,6 @@ def compact_rows(rows: list[tuple[Any, ...]], received: float) -> list[tuple[Any
     )  # fmt: skip
 
 
-COLUMNWISE_FROM = 16  # rows; below that the per-row version is cheaper
-
-
 def _scaled_column(
     values: tuple[float, ...], scale: float
 ) -> tuple[list[int | None], list[float | None]]:
@@ -158,14 +159,10 @@ def _scaled_column(
     v = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         k = np.rint(v * scale)
-        ok = np.isfinite(v) & (np.abs(k) <= _INT4) & ~((v == 0.0) & np.signbit(v))
+        ok = np.isfinite(v) & (np.abs(k) <= _INT4) & ~_negative_zeros(v)
         k = np.where(ok, k, 0.0)
         ok &= k / scale == v
-    ints = k.astype(np.int64).tolist()
-    return (
-        [i if o else None for i, o in zip(ints, ok.tolist(), strict=True)],
-        [None if o else x for x, o in zip(values, ok.tolist(), strict=True)],
-    )
+    return _split(values, k, ok)
 
 
 def _scaled_real_column(
@@ -180,14 +177,27 @@ def _scaled_real_column(
     with np.errstate(invalid="ignore", over="ignore"):
         stored = v.astype(np.float32)
         k = np.rint(stored.astype(np.float64) * 100)
-        ok = present & np.isfinite(stored) & (np.abs(k) <= _INT4)
-        ok &= ~((stored == 0.0) & np.signbit(stored))
+        ok = present & np.isfinite(stored) & (np.abs(k) <= _INT4) & ~_negative_zeros(stored)
         k = np.where(ok, k, 0.0)
         ok &= (k / 100).astype(np.float32) == stored
+    return _split(values, k, ok)
+
+
+def _negative_zeros(v: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.bool_]:
+    """`_negative_zero`, element-wise."""
+    return np.asarray((v == 0.0) & np.signbit(v), dtype=np.bool_)
+
+
+def _split(
+    values: tuple[float | None, ...], k: npt.NDArray[np.float64], ok: npt.NDArray[np.bool_]
+) -> tuple[list[int | None], list[float | None]]:
+    """Per value, where ``ok``: its integer ``k`` and no float; elsewhere no integer and the
+    value as sent."""
+    exact = ok.tolist()
     ints = k.astype(np.int64).tolist()
     return (
-        [i if o else None for i, o in zip(ints, ok.tolist(), strict=True)],
-        [None if o else x for x, o in zip(values, ok.tolist(), strict=True)],
+        [i if o else None for i, o in zip(ints, exact, strict=True)],
+        [None if o else x for x, o in zip(values, exact, strict=True)],
     )
 
 
@@ -198,7 +208,7 @@ def compact(row: tuple[Any, ...], received: float) -> tuple[Any, ...]:
     device_id, ts, seq, lat, lon, acc, alt, spd, hdg, sats, batt, src = row
     lat_e7, lon_e7 = _scaled(lat, 1e7), _scaled(lon, 1e7)
     acc_cm, spd_cms, hdg_cdeg = _scaled_real(acc), _scaled_real(spd), _scaled_real(hdg)
-    delay = round((received - _epoch(ts)) * 1000)
+    delay = round((received - ts.timestamp()) * 1000)
     received_ms = delay if abs(delay) <= _INT4 else None
     return (
         device_id,
@@ -221,7 +231,3 @@ def compact(row: tuple[Any, ...], received: float) -> tuple[Any, ...]:
         hdg_cdeg,
         received_ms,
     )
-
-
-def _epoch(ts: datetime) -> float:
-    return ts.timestamp()
