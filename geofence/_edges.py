@@ -55,6 +55,7 @@ BLOCK = 8  # cells per side of the blocks that pre-select the cells' candidate e
 COMPILED_LEVELS = np.array([8, 4, 2, 1], dtype=np.int64)
 GRID_PARAMS = 10  # fine x0, y0, 1/cell, nx, ny; far-field x0, y0, 1/cell, nx, ny
 
+SMALL_BATCH = 4_096  # polygons compile_small_polygons takes together
 SELECT_WIDTH = 6  # float32: start x, y; direction x, y; 1 / length**2; padding
 SELECT_RECORD = np.dtype((np.void, 4 * SELECT_WIDTH))
 
@@ -357,7 +358,15 @@ def polygon_signed_distance(
 def compile_small_polygons(polygons: npt.NDArray[np.object_]) -> list[CompiledPolygon | None]:
     """compile_polygon for many oriented single-ring polygons at once, element by element the same
     arithmetic on concatenated edge arrays; None for a polygon it does not take (holes, parts,
-    repeated vertices, more than GRID_MIN_EDGES edges): call compile_polygon for those."""
+    repeated vertices, more than GRID_MIN_EDGES edges): call compile_polygon for those. Taken
+    SMALL_BATCH at a time, for the reason zones.check_small_polygons gives."""
+    out: list[CompiledPolygon | None] = []
+    for first in range(0, len(polygons), SMALL_BATCH):
+        out.extend(_compile_small_polygons(polygons[first : first + SMALL_BATCH]))
+    return out
+
+
+def _compile_small_polygons(polygons: npt.NDArray[np.object_]) -> list[CompiledPolygon | None]:
     n_polygons = len(polygons)
     ok = (shapely.get_type_id(polygons) == shapely.GeometryType.POLYGON) & (
         shapely.get_num_interior_rings(polygons) == 0

@@ -146,6 +146,25 @@ DENSE_CELLS_MAX = 4_000_000  # 16 MB of int32 at most for the dense keep-out cel
 LOOKUP_TABLE_SPREAD = 32  # a direct subject lookup table while ids span <= 32 per subject
 
 
+def _distinct_runs(batch: list[Zone]) -> Iterator[list[Zone]]:
+    """The batch cut before each zone whose id came earlier in the same piece: within a piece no
+    zone replaces another, so upserting the pieces in turn is upserting the zones in turn. A zone
+    without a valid id is refused whatever comes with it, and cuts nothing."""
+    run: list[Zone] = []
+    ids: set[int] = set()
+    for zone in batch:
+        zone_id = zone.zone_id
+        valid = isinstance(zone_id, int) and not isinstance(zone_id, bool)
+        if valid and zone_id in ids:
+            yield run
+            run, ids = [], set()
+        if valid:
+            ids.add(zone_id)
+        run.append(zone)
+    if run:
+        yield run
+
+
 def _dense_cells(keys: IntArray) -> tuple[int, int, int, int, npt.NDArray[np.int32]] | None:
     if keys.size == 0:
         return None
@@ -427,6 +446,43 @@ class ZoneIndex:
         self._lists["slot"][start : start + length - 1] = current
         subjects["list_len"][row] = length - 1
 
+    def _list_insert_many(self, rows: IntArray, slots: IntArray) -> None:
+        """_list_insert for many (row, slot) pairs at once: each row's list is merged with its
+        new slots in sort-key order, in place where it has room, else moved to a new range with
+        its capacity doubled as often as inserting one at a time would have. One sort for all
+        the rows instead of a Python call per pair."""
+        if rows.size == 0:
+            return
+        subjects = self._subjects.arrays
+        sort_key = self._zones.arrays["sort_key"]
+        touched, added = np.unique(rows, return_counts=True)
+        start = subjects["list_start"][touched].astype(np.int64)
+        length = subjects["list_len"][touched].astype(np.int64)
+        cap = subjects["list_cap"][touched].astype(np.int64)
+        old_total = int(length.sum())
+        old_at = np.repeat(start - (np.cumsum(length) - length), length) + np.arange(old_total)
+        everything = np.concatenate((self._lists.arrays["slot"][old_at], slots))
+        owner = np.concatenate((np.repeat(touched, length), rows))
+        order = np.lexsort((sort_key[everything], owner))
+        everything = everything[order]
+        new_length = length + added
+        grow = new_length > cap
+        if grow.any():
+            new_cap = cap[grow]
+            while (short := new_cap < new_length[grow]).any():
+                new_cap = np.where(short, 2 * new_cap, new_cap)
+            self._lists.free(int(cap[grow].sum()))
+            base = self._lists.alloc(int(new_cap.sum()))
+            start[grow] = base + np.cumsum(new_cap) - new_cap
+            cap[grow] = new_cap
+            subjects["list_start"][touched] = start
+            subjects["list_cap"][touched] = cap
+        subjects["list_len"][touched] = new_length
+        total = int(new_length.sum())
+        at = np.repeat(start - (np.cumsum(new_length) - new_length), new_length) + np.arange(total)
+        self._lists.arrays["slot"][at] = everything
+        self._maybe_compact_lists()
+
     def _maybe_compact_lists(self) -> None:
         if not self._lists.wants_compaction():
             return
@@ -440,22 +496,20 @@ class ZoneIndex:
     def upsert(self, zone: Zone, *, repair: bool = False) -> tuple[str, ...]:
         """Add a zone or replace the zone with the same id; returns the repairs made (see
         geofence.zones). Raises ZoneValidationError and leaves the index unchanged on a bad zone."""
-        return self._upsert_one(zone, repair, None)
-
-    def _upsert_one(self, zone: Zone, repair: bool, seen: RawKeys | None) -> tuple[str, ...]:
-        checked = self._check(zone, repair, seen)
-        if zone.zone_id in self._slot_of:
-            self.remove(zone.zone_id)
-        self._add(checked)
-        return checked.repairs
+        outcome = self._upsert_run([zone], repair)[0]
+        if isinstance(outcome, ZoneValidationError):
+            raise outcome
+        return outcome
 
     def upsert_many(
         self, zones: Iterable[Zone], *, repair: bool = False
     ) -> list[tuple[str, ...] | ZoneValidationError]:
-        """upsert each zone in turn, with the same outcome, but prepare the common small polygons
-        (a house plot, a school: one ring of a few vertices) together, in a few array-wise NumPy
-        and Shapely calls instead of a few dozen tiny ones per zone. Returns per zone its repairs
-        or, for a bad zone (which leaves the index unchanged), its ZoneValidationError."""
+        """upsert each zone in turn, with the same outcome, but checked, compiled and added in
+        bulk: the common small polygons (a house plot, a school: one ring of a few vertices) are
+        prepared together in a few array-wise NumPy and Shapely calls, and the zones go into the
+        tables, the edge pools and the subjects' lists with array writes, not zone by zone.
+        Returns per zone its repairs or, for a bad zone (which leaves the index unchanged), its
+        ZoneValidationError."""
         batch = list(zones)
         # A bulk load makes hundreds of thousands of small objects that all survive: the cyclic
         # collector's repeated passes over the growing heap cost 10-15 % of a national build.
@@ -464,64 +518,35 @@ class ZoneIndex:
         if pause:
             gc.disable()
         try:
-            return self._upsert_batch(batch, repair)
+            results: list[tuple[str, ...] | ZoneValidationError] = []
+            for run in _distinct_runs(batch):
+                results.extend(self._upsert_run(run, repair))
+            return results
         finally:
             if pause:
                 gc.enable()
 
-    def _upsert_batch(
-        self, batch: list[Zone], repair: bool
+    def _upsert_run(
+        self, run: list[Zone], repair: bool
     ) -> list[tuple[str, ...] | ZoneValidationError]:
-        ready: list[CheckedZone | ZoneValidationError | None] = list(check_small_polygons(batch))
-        for i, zone in enumerate(batch):
-            geometry = zone.geometry
-            if ready[i] is None and (
-                geometry is None or geometry.get("type") not in ("Polygon", "MultiPolygon")
-            ):
-                # Circles and victim zones: check_zone needs nothing of the index (see _check).
+        """upsert_many for zones with distinct ids: every zone is checked first (a bad one
+        changes nothing), then the zones they replace are removed, then all are added. Since no
+        zone of the run depends on another's replacement, that is upserting them in turn."""
+        ready: list[CheckedZone | ZoneValidationError | None] = list(check_small_polygons(run))
+        seen: RawKeys = {}  # GeoJSON objects keyed in this run (see _raw_key_of)
+        pending: dict[bytes, Outline] = {}  # outlines prepared in this run, not yet added
+        for i, zone in enumerate(run):
+            if ready[i] is None:
                 try:
-                    ready[i] = check_zone(zone, repair=repair)
+                    ready[i] = self._check(zone, repair, seen, pending)
                 except ZoneValidationError as exc:
                     ready[i] = exc
-        polygons = [
-            c.outline.polygon for c in ready if isinstance(c, CheckedZone) and c.outline is not None
-        ]
-        small = compile_small_polygons(np.asarray(polygons, dtype=object))
-        # Room for all of them at once: growing the pools by doubling, polygon by polygon,
-        # copied their arrays a dozen times over a national build (3 % of it).
-        self._edges.reserve(sum(c.n_edges for c in small if c is not None))
-        self._cands.reserve(sum(c.cand.size for c in small if c is not None))
-        self._cells.reserve(sum(c.cell_start.size for c in small if c is not None))
-        compiled = iter(small)
-        circles = [c.circle for c in ready if isinstance(c, CheckedZone) and c.circle is not None]
-        lon = np.fromiter((c.lon for c in circles), dtype=np.float64, count=len(circles))
-        lat = np.fromiter((c.lat for c in circles), dtype=np.float64, count=len(circles))
-        x, y, z = ecef(lon, lat)
-        rows = iter(
-            zip(x.tolist(), y.tolist(), z.tolist(), (0.5 / mean_radius(lat)).tolist(), strict=True)
-        )
-        results: list[tuple[str, ...] | ZoneValidationError] = []
-        seen: RawKeys = {}  # GeoJSON objects keyed in this batch (see _raw_key_of)
-        for zone, checked in zip(batch, ready, strict=True):
-            if checked is None:
-                try:
-                    results.append(self._upsert_one(zone, repair, seen))
-                except ZoneValidationError as exc:
-                    results.append(exc)
-                continue
-            if isinstance(checked, ZoneValidationError):
-                results.append(checked)
-                continue
-            if zone.zone_id in self._slot_of:
-                self.remove(zone.zone_id)
-            if checked.outline is not None:
-                self._add(checked, compiled=next(compiled))
-            elif checked.circle is not None:
-                self._add(checked, circle_row=next(rows))
-            else:
-                self._add(checked)
-            results.append(checked.repairs)
-        return results
+        good = [c for c in ready if isinstance(c, CheckedZone)]
+        for checked in good:
+            if checked.zone.zone_id in self._slot_of:
+                self.remove(checked.zone.zone_id)
+        self._add_many(good)
+        return [c.repairs if isinstance(c, CheckedZone) else c for c in ready]  # type: ignore[misc]
 
     def remove(self, zone_id: int) -> None:
         slot = self._slot_of.pop(zone_id, None)
@@ -550,79 +575,120 @@ class ZoneIndex:
         self._schedules.clear(slot)
         self._zones.release(slot)
 
-    def _check(self, zone: Zone, repair: bool, seen: RawKeys | None = None) -> CheckedZone:
+    def _check(
+        self,
+        zone: Zone,
+        repair: bool,
+        seen: RawKeys | None = None,
+        pending: dict[bytes, Outline] | None = None,
+    ) -> CheckedZone:
         """Validate, reusing the prepared outline when the same geometry was seen before (a
-        district shared by thousands of subjects is parsed and projected once). The zone then
-        keeps the first copy of the GeoJSON too: zones read from the database each bring their
-        own, and 100,000 copies of a 240-vertex district are over a gigabyte."""
+        district shared by thousands of subjects is parsed and projected once), in the index or
+        earlier in the run (``pending``). The zone then keeps the first copy of the GeoJSON
+        too: zones read from the database each bring their own, and 100,000 copies of a
+        240-vertex district are over a gigabyte."""
         geometry = zone.geometry
         if geometry is None or geometry.get("type") not in ("Polygon", "MultiPolygon"):
             return check_zone(zone, repair=repair)
+        waiting = pending if pending is not None else {}
+
+        def known(key: bytes) -> Outline | None:
+            return self._known_outline(key) or waiting.get(key)
+
         raw = _raw_key_of(zone, repair, seen)
         cached = self._raw_cache.get(raw)
-        if cached is not None and cached[0] in self._shape_of_key:
-            outline = self._outline_of_shape[self._shape_of_key[cached[0]]]
-            shared = dataclasses.replace(zone, geometry=cached[2])
+        outline = None if cached is None else known(cached[0])
+        if cached is not None and outline is not None:
+            # The store hands a district's copies as one object: nothing to swap then.
+            shared = zone
+            if cached[2] is not geometry:
+                shared = dataclasses.replace(zone, geometry=cached[2])
             return check_zone(shared, repair=repair, prepared=(outline, cached[1]))
-        checked = check_zone(zone, repair=repair, known=self._known_outline)
+        checked = check_zone(zone, repair=repair, known=known)
         assert checked.outline is not None
         self._raw_cache[raw] = (checked.outline.key, checked.repairs, geometry)
         self._raw_keys_of.setdefault(checked.outline.key, set()).add(raw)
+        waiting.setdefault(checked.outline.key, checked.outline)
         return checked
 
     def _known_outline(self, key: bytes) -> Outline | None:
         shape = self._shape_of_key.get(key)
         return None if shape is None else self._outline_of_shape[shape]
 
-    def _add(
-        self,
-        checked: CheckedZone,
-        compiled: CompiledPolygon | None = None,
-        circle_row: tuple[float, float, float, float] | None = None,
-    ) -> None:
-        zone = checked.zone
-        slot = self._zones.take()
-        table = self._zones.arrays  # the columns themselves: read once per zone added
-        self._slot_of[zone.zone_id] = slot
-        self._zone_at[slot] = zone
-        if checked.repairs:
-            self._repairs[slot] = checked.repairs
-        code = zone.kind.code
-        table["zone_id"][slot] = zone.zone_id
-        table["kind"][slot] = code
-        table["sort_key"][slot] = (code << KIND_SHIFT) | zone.zone_id
-        table["buffer"][slot] = zone.buffer_m or 0.0
-        table["radius"][slot] = zone.radius_m or 0.0
-        if zone.kind is ZoneKind.VICTIM:
-            table["geom"][slot] = VICTIM_CIRCLE
-        elif checked.circle is not None:
-            if circle_row is None:
-                circle = checked.circle
-                x, y, z = ecef(circle.lon, circle.lat)
-                circle_row = (float(x), float(y), float(z), float(0.5 / mean_radius(circle.lat)))
-            table["geom"][slot] = CIRCLE
-            table["circle"][slot] = circle_row
-        else:
-            assert checked.outline is not None
-            table["geom"][slot] = POLYGON
-            table["shape"][slot] = self._ref_shape(checked.outline, compiled)
-        self._schedules.assign(slot, zone.schedule)
-        if zone.subject_id is not None:
-            # Listed in its subject's row only, found by _row_of when it is removed: a set per
-            # zone for that one row was 350,000 sets in a national build (45-110 MB of RSS).
-            self._list_insert(self._ensure_subject(zone.subject_id), slot)
-        elif zone.kind in (ZoneKind.INCLUSION, ZoneKind.CURFEW):
+    def _add_many(self, added: list[CheckedZone]) -> None:
+        """Add checked zones with distinct ids not in the index: their rows in the zone table
+        and their schedules, their polygons (_ref_shapes), and their places in the subjects'
+        lists (_list_insert_many) or among the keep-out zones."""
+        n = len(added)
+        if n == 0:
+            return
+        zones = [c.zone for c in added]
+        slots = self._zones.take_many(n)
+        at = np.asarray(slots, dtype=np.int64)
+        table = self._zones.arrays
+        ids = np.fromiter((z.zone_id for z in zones), dtype=np.int64, count=n)
+        codes = np.fromiter((z.kind.code for z in zones), dtype=np.int64, count=n)
+        table["zone_id"][at] = ids
+        table["kind"][at] = codes
+        table["sort_key"][at] = (codes << KIND_SHIFT) | ids
+        table["buffer"][at] = [z.buffer_m or 0.0 for z in zones]
+        table["radius"][at] = [z.radius_m or 0.0 for z in zones]
+        self._slot_of.update(zip(ids.tolist(), slots, strict=True))
+        self._zone_at.update(zip(slots, zones, strict=True))
+        victims: list[int] = []
+        circles: list[int] = []
+        polygons: list[int] = []
+        for i, checked in enumerate(added):
+            if checked.repairs:
+                self._repairs[slots[i]] = checked.repairs
+            if checked.zone.kind is ZoneKind.VICTIM:
+                victims.append(i)
+            elif checked.circle is not None:
+                circles.append(i)
+            else:
+                polygons.append(i)
+        table["geom"][at[victims]] = VICTIM_CIRCLE
+        if circles:
+            centres = [added[i].circle for i in circles]
+            lon = np.fromiter((c.lon for c in centres), dtype=np.float64, count=len(centres))  # type: ignore[union-attr]
+            lat = np.fromiter((c.lat for c in centres), dtype=np.float64, count=len(centres))  # type: ignore[union-attr]
+            x, y, z = ecef(lon, lat)
+            table["geom"][at[circles]] = CIRCLE
+            table["circle"][at[circles]] = np.column_stack((x, y, z, 0.5 / mean_radius(lat)))
+        if polygons:
+            outlines = [added[i].outline for i in polygons]
+            table["geom"][at[polygons]] = POLYGON
+            table["shape"][at[polygons]] = self._ref_shapes(outlines)  # type: ignore[arg-type]
+        for slot, zone in zip(slots, zones, strict=True):
+            self._schedules.assign(slot, zone.schedule)
+
+        # Every subject first, so that a new subject's list gets the shared zones added before
+        # (in _ensure_subject) and the rows of this run's shared zones include it.
+        rows: list[int] = []
+        listed: list[int] = []
+        shared: list[tuple[int, Zone]] = []
+        for slot, checked in zip(slots, added, strict=True):
+            zone = checked.zone
+            if zone.subject_id is not None:
+                # Listed in its subject's row only, found by _row_of when it is removed: a set per
+                # zone for that one row was 350,000 sets in a national build (45-110 MB of RSS).
+                rows.append(self._ensure_subject(zone.subject_id))
+                listed.append(slot)
+            elif zone.kind in (ZoneKind.INCLUSION, ZoneKind.CURFEW):
+                shared.append((slot, zone))
+            else:
+                self._add_keepout(slot, checked)
+        for slot, zone in shared:
             self._always.setdefault(zone.group, set()).add(slot)
-            rows = (
+            members = (
                 set(self._row_of.values())
                 if zone.group is None
                 else set(self._members.get(zone.group, ()))
             )
-            for row in rows:
-                self._list_insert(row, slot)
-            self._listed_in[slot] = rows
-        else:
-            self._add_keepout(slot, checked)
+            self._listed_in[slot] = members
+            rows.extend(members)
+            listed.extend([slot] * len(members))
+        self._list_insert_many(np.asarray(rows, dtype=np.int64), np.asarray(listed, dtype=np.int64))
 
     def _add_keepout(self, slot: int, checked: CheckedZone) -> None:
         zone = checked.zone
@@ -642,30 +708,68 @@ class ZoneIndex:
                 self._keepout_cells.setdefault(cell, set()).add(slot)
         self._keepout_dirty = True
 
-    def _ref_shape(self, outline: Outline, compiled: CompiledPolygon | None = None) -> int:
-        shape = self._shape_of_key.get(outline.key)
-        if shape is not None:
-            self._shapes["refs"][shape] += 1
-            return shape
-        if compiled is None:
-            compiled = compile_polygon(outline.polygon)
-        shape = self._shapes.take()
+    def _ref_shapes(self, outlines: list[Outline]) -> IntArray:
+        """The shape of each outline: a reference to the one already there with its key, else a
+        new shape (one per key), compiled (the small ones together) and put into the pools in
+        one allocation each."""
+        shape_of = np.empty(len(outlines), dtype=np.int64)
+        refs = self._shapes["refs"]
+        fresh: dict[bytes, int] = {}  # key -> position among the new shapes
+        new: list[Outline] = []
+        uses: list[int] = []
+        for j, outline in enumerate(outlines):
+            shape = self._shape_of_key.get(outline.key)
+            if shape is not None:
+                refs[shape] += 1
+                shape_of[j] = shape
+                continue
+            k = fresh.get(outline.key)
+            if k is None:
+                k = fresh[outline.key] = len(new)
+                new.append(outline)
+                uses.append(0)
+            uses[k] += 1
+            shape_of[j] = -1 - k
+        if not new:
+            return shape_of
+        polygons = np.asarray([o.polygon for o in new], dtype=object)
+        # compile_small_polygons takes single rings only, and hands back all or nothing when
+        # given a part-less geometry: MultiPolygons go to compile_polygon directly.
+        single = np.flatnonzero(shapely.get_type_id(polygons) == shapely.GeometryType.POLYGON)
+        small: list[CompiledPolygon | None] = [None] * len(new)
+        for j, c in zip(single.tolist(), compile_small_polygons(polygons[single]), strict=True):
+            small[j] = c
+        compiled = [
+            c if c is not None else compile_polygon(o.polygon)
+            for c, o in zip(small, new, strict=True)
+        ]
+        m = len(new)
+        taken = np.asarray(self._shapes.take_many(m), dtype=np.int64)
         shapes = self._shapes
-        shapes["refs"][shape] = 1
-        shapes["frame"][shape] = outline.frame
-        shapes["grid"][shape] = compiled.grid
-        shapes["edge_base"][shape] = self._edges.put(
-            {"select": compiled.select, "exact": compiled.exact, "normals": compiled.normals}
+        shapes["refs"][taken] = uses
+        shapes["frame"][taken] = np.stack([o.frame for o in new])
+        shapes["grid"][taken] = [c.grid for c in compiled]
+        shapes["edge_base"][taken] = self._edges.put_many(
+            {
+                "select": [c.select for c in compiled],
+                "exact": [c.exact for c in compiled],
+                "normals": [c.normals for c in compiled],
+            }
         )
-        shapes["n_edges"][shape] = compiled.n_edges
-        shapes["cand_base"][shape] = self._cands.put({"edge": compiled.cand})
-        shapes["n_cand"][shape] = compiled.cand.size
-        shapes["cell_base"][shape] = self._cells.put({"start": compiled.cell_start})
-        shapes["n_cells"][shape] = compiled.cell_start.size
-        shapes["gridded"][shape] = compiled.n_cells > 1
-        self._shape_of_key[outline.key] = shape
-        self._outline_of_shape[shape] = outline
-        return shape
+        shapes["n_edges"][taken] = [c.n_edges for c in compiled]
+        shapes["cand_base"][taken] = self._cands.put_many({"edge": [c.cand for c in compiled]})
+        shapes["n_cand"][taken] = [c.cand.size for c in compiled]
+        shapes["cell_base"][taken] = self._cells.put_many(
+            {"start": [c.cell_start for c in compiled]}
+        )
+        shapes["n_cells"][taken] = [c.cell_start.size for c in compiled]
+        shapes["gridded"][taken] = [c.n_cells > 1 for c in compiled]
+        for shape, outline in zip(taken.tolist(), new, strict=True):
+            self._shape_of_key[outline.key] = shape
+            self._outline_of_shape[shape] = outline
+        pending = shape_of < 0
+        shape_of[pending] = taken[-1 - shape_of[pending]]
+        return shape_of
 
     def _unref_shape(self, shape: int) -> None:
         shapes = self._shapes
