@@ -60,6 +60,7 @@ from tagwatch.geofence._layout import (
     VICTIM_CIRCLE,
     reach_boxes,
 )
+from tagwatch.geofence._memory import release_free_memory
 from tagwatch.geofence._pool import RangePool, SlotTable
 from tagwatch.geofence._projection import FRAME_WIDTH, ecef, mean_radius
 from tagwatch.geofence.batch import Classification, FixBatch, VictimPositions
@@ -144,6 +145,7 @@ def _pack_rings(node: Any, depth: int, digest: Any) -> None:
 BULK_MIN_ZONES = (
     16  # from this many zones (or new polygons) a run is checked and compiled array-wise
 )
+TRIM_ZONES = 10_000  # after an upsert_many this large, free memory goes back (geofence._memory)
 GC_PAUSE_ZONES = 1_000  # upsert_many pauses the cyclic garbage collector for this many zones
 DENSE_CELLS_MAX = 4_000_000  # 16 MB of int32 at most for the dense keep-out cell table
 LOOKUP_TABLE_SPREAD = 32  # a direct subject lookup table while ids span <= 32 per subject
@@ -528,6 +530,8 @@ class ZoneIndex:
         finally:
             if pause:
                 gc.enable()
+            if len(batch) >= TRIM_ZONES:
+                release_free_memory()
 
     def _upsert_run(
         self, run: list[Zone], repair: bool

@@ -426,3 +426,22 @@ def test_bulk_list_inserts_equal_inserting_one_at_a_time(data: st.DataObject) ->
             )
             lists.append(index._lists["slot"][start : start + length].tolist())
         assert lists[0] == lists[1]
+
+
+def test_a_national_size_batch_gives_free_memory_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a batch of TRIM_ZONES zones or more the index hands the allocator's free pages back
+    (malloc_trim where glibc is there); smaller batches do not pay for it."""
+    from tagwatch.geofence import _memory
+
+    calls: list[int] = []
+    monkeypatch.setattr(index_module, "release_free_memory", lambda: calls.append(1))
+    point = {"type": "Point", "coordinates": [18.4, -33.9]}
+    index = ZoneIndex()
+    index.upsert_many([Zone(i, ZoneKind.EXCLUSION, point, 100.0) for i in range(1, 100)])
+    assert calls == []
+    n = index_module.TRIM_ZONES
+    assert (
+        index.upsert_many([Zone(i, ZoneKind.EXCLUSION, point, 100.0) for i in range(n)]) == [()] * n
+    )
+    assert calls == [1]
+    _memory.release_free_memory()  # the real one runs here without complaint
