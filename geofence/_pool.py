@@ -48,19 +48,15 @@ class RangePool:
     def nbytes(self) -> int:
         return sum(int(a.nbytes) for a in self.arrays.values())
 
-    def _reserve(self, size: int, exact: bool = False) -> None:
+    def _reserve(self, size: int) -> None:
         if size <= self.capacity:
             return
-        capacity = size if exact else max(size, 2 * self.capacity)
+        capacity = max(size, 2 * self.capacity)
         for name, old in self.arrays.items():
             grown = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
             grown[: self.used] = old[: self.used]
             self.arrays[name] = grown
         self.capacity = capacity
-
-    def reserve(self, n: int) -> None:
-        """Capacity for ``n`` more rows, so that the next puts up to them do not grow the arrays."""
-        self._reserve(self.used + n, exact=True)
 
     def alloc(self, n: int) -> int:
         self._reserve(self.used + n)

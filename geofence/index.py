@@ -151,23 +151,23 @@ DENSE_CELLS_MAX = 4_000_000  # 16 MB of int32 at most for the dense keep-out cel
 LOOKUP_TABLE_SPREAD = 32  # a direct subject lookup table while ids span <= 32 per subject
 
 
-def _distinct_runs(batch: list[Zone]) -> Iterator[list[Zone]]:
-    """The batch cut before each zone whose id came earlier in the same piece: within a piece no
-    zone replaces another, so upserting the pieces in turn is upserting the zones in turn. A zone
-    without a valid id is refused whatever comes with it, and cuts nothing."""
-    run: list[Zone] = []
+def _distinct_runs(batch: list[Zone]) -> Iterator[range]:
+    """The batch cut before each zone whose id came earlier in the same piece (as ranges of
+    positions): within a piece no zone replaces another, so adding the pieces in turn is adding
+    the zones in turn. A zone without a valid id is refused whatever comes with it, and cuts
+    nothing."""
+    first = 0
     ids: set[int] = set()
-    for zone in batch:
+    for i, zone in enumerate(batch):
         zone_id = zone.zone_id
         valid = isinstance(zone_id, int) and not isinstance(zone_id, bool)
         if valid and zone_id in ids:
-            yield run
-            run, ids = [], set()
+            yield range(first, i)
+            first, ids = i, set()
         if valid:
             ids.add(zone_id)
-        run.append(zone)
-    if run:
-        yield run
+    if first < len(batch):
+        yield range(first, len(batch))
 
 
 def _dense_cells(keys: IntArray) -> tuple[int, int, int, int, npt.NDArray[np.int32]] | None:
@@ -473,7 +473,7 @@ class ZoneIndex:
         new_length = length + added
         grow = new_length > cap
         if grow.any():
-            new_cap = cap[grow]
+            new_cap = np.maximum(cap[grow], 1)
             while (short := new_cap < new_length[grow]).any():
                 new_cap = np.where(short, 2 * new_cap, new_cap)
             self._lists.free(int(cap[grow].sum()))
@@ -501,7 +501,7 @@ class ZoneIndex:
     def upsert(self, zone: Zone, *, repair: bool = False) -> tuple[str, ...]:
         """Add a zone or replace the zone with the same id; returns the repairs made (see
         geofence.zones). Raises ZoneValidationError and leaves the index unchanged on a bad zone."""
-        outcome = self._upsert_run([zone], repair)[0]
+        outcome = self._upsert_batch([zone], repair)[0]
         if isinstance(outcome, ZoneValidationError):
             raise outcome
         return outcome
@@ -523,41 +523,76 @@ class ZoneIndex:
         if pause:
             gc.disable()
         try:
-            results: list[tuple[str, ...] | ZoneValidationError] = []
-            for run in _distinct_runs(batch):
-                results.extend(self._upsert_run(run, repair))
-            return results
+            return self._upsert_batch(batch, repair)
         finally:
             if pause:
                 gc.enable()
             if len(batch) >= TRIM_ZONES:
                 release_free_memory()
 
-    def _upsert_run(
-        self, run: list[Zone], repair: bool
+    def _upsert_batch(
+        self, batch: list[Zone], repair: bool
     ) -> list[tuple[str, ...] | ZoneValidationError]:
-        """upsert_many for zones with distinct ids: every zone is checked first (a bad one
-        changes nothing), then the zones they replace are removed, then all are added. Since no
-        zone of the run depends on another's replacement, that is upserting them in turn."""
-        # The array-wise check pays off from a few zones on; below that (a zone edited in the
-        # console), check_zone one by one is cheaper, with the same outcome.
-        ready: list[CheckedZone | ZoneValidationError | None] = (
-            list(check_small_polygons(run)) if len(run) >= BULK_MIN_ZONES else [None] * len(run)
-        )
-        seen: RawKeys = {}  # GeoJSON objects keyed in this run (see _raw_key_of)
-        pending: dict[bytes, Outline] = {}  # outlines prepared in this run, not yet added
-        for i, zone in enumerate(run):
-            if ready[i] is None:
+        """Every zone is checked first (a bad one changes nothing; a check reads the index only
+        as a cache of outlines already prepared), the new polygons are compiled together, then
+        the batch is added run by run (_distinct_runs): the zones a run replaces are removed,
+        then the whole run is added. Since no zone of a run replaces another, that is upserting
+        the zones in turn."""
+        ready = self._check_batch(batch, repair)
+        compiled = self._compile_batch(ready)
+        for run in _distinct_runs(batch):
+            good = [c for c in (ready[i] for i in run) if isinstance(c, CheckedZone)]
+            for checked in good:
+                if checked.zone.zone_id in self._slot_of:
+                    self.remove(checked.zone.zone_id)
+            self._add_many(good, compiled)
+        return [c.repairs if isinstance(c, CheckedZone) else c for c in ready]
+
+    def _check_batch(
+        self, batch: list[Zone], repair: bool
+    ) -> list[CheckedZone | ZoneValidationError]:
+        """check_zone's outcome for every zone: array-wise for the small polygons of a batch of
+        BULK_MIN_ZONES or more (below that, a zone edited in the console, one by one is cheaper),
+        then _check for the rest."""
+        small = check_small_polygons(batch) if len(batch) >= BULK_MIN_ZONES else []
+        seen: RawKeys = {}  # GeoJSON objects keyed in this batch (see _raw_key_of)
+        pending: dict[bytes, Outline] = {}  # outlines prepared in this batch, not yet added
+        ready: list[CheckedZone | ZoneValidationError] = []
+        for i, zone in enumerate(batch):
+            done = small[i] if small else None
+            if done is None:
                 try:
-                    ready[i] = self._check(zone, repair, seen, pending)
+                    done = self._check(zone, repair, seen, pending)
                 except ZoneValidationError as exc:
-                    ready[i] = exc
-        good = [c for c in ready if isinstance(c, CheckedZone)]
-        for checked in good:
-            if checked.zone.zone_id in self._slot_of:
-                self.remove(checked.zone.zone_id)
-        self._add_many(good)
-        return [c.repairs if isinstance(c, CheckedZone) else c for c in ready]  # type: ignore[misc]
+                    ready.append(exc)
+                    continue
+            ready.append(done)
+        return ready
+
+    def _compile_batch(
+        self, ready: list[CheckedZone | ZoneValidationError]
+    ) -> dict[bytes, CompiledPolygon]:
+        """The small single-ring polygons of a batch that the index does not have yet, compiled
+        together (compile_small_polygons) when there are BULK_MIN_ZONES or more of them, by key;
+        _ref_shapes compiles any other new polygon itself (compile_polygon: the same arrays)."""
+        fresh: dict[bytes, Outline] = {}
+        for checked in ready:
+            if isinstance(checked, CheckedZone) and checked.outline is not None:
+                key = checked.outline.key
+                if key not in self._shape_of_key:
+                    fresh.setdefault(key, checked.outline)
+        if len(fresh) < BULK_MIN_ZONES:
+            return {}
+        outlines = list(fresh.values())
+        polygons = np.asarray([o.polygon for o in outlines], dtype=object)
+        # compile_small_polygons takes single rings only, and hands back all or nothing when
+        # given a part-less geometry: MultiPolygons go to compile_polygon.
+        single = np.flatnonzero(shapely.get_type_id(polygons) == shapely.GeometryType.POLYGON)
+        compiled: dict[bytes, CompiledPolygon] = {}
+        for j, c in zip(single.tolist(), compile_small_polygons(polygons[single]), strict=True):
+            if c is not None:
+                compiled[outlines[j].key] = c
+        return compiled
 
     def remove(self, zone_id: int) -> None:
         slot = self._slot_of.pop(zone_id, None)
@@ -626,14 +661,21 @@ class ZoneIndex:
         shape = self._shape_of_key.get(key)
         return None if shape is None else self._outline_of_shape[shape]
 
-    def _add_many(self, added: list[CheckedZone]) -> None:
+    def _add_many(self, added: list[CheckedZone], compiled: dict[bytes, CompiledPolygon]) -> None:
         """Add checked zones with distinct ids not in the index: their rows in the zone table
-        and their schedules, their polygons (_ref_shapes), and their places in the subjects'
-        lists (_list_insert_many) or among the keep-out zones."""
+        and their schedules, their polygons (_ref_shapes, with the batch's ``compiled`` ones),
+        and their places in the subjects' lists (_list_insert_many) or among the keep-out
+        zones."""
         n = len(added)
         if n == 0:
             return
         zones = [c.zone for c in added]
+        # Every subject first, before anything is written: a new subject's list gets the shared
+        # zones already there (_ensure_subject), and the rows of this run's shared zones below
+        # include it.
+        owner_rows = [
+            -1 if z.subject_id is None else self._ensure_subject(z.subject_id) for z in zones
+        ]
         slots = self._zones.take_many(n)
         at = np.asarray(slots, dtype=np.int64)
         table = self._zones.arrays
@@ -660,30 +702,29 @@ class ZoneIndex:
                 polygons.append(i)
         table["geom"][at[victims]] = VICTIM_CIRCLE
         if circles:
-            centres = [added[i].circle for i in circles]
-            lon = np.fromiter((c.lon for c in centres), dtype=np.float64, count=len(centres))  # type: ignore[union-attr]
-            lat = np.fromiter((c.lat for c in centres), dtype=np.float64, count=len(centres))  # type: ignore[union-attr]
+            centres = [c for c in (added[i].circle for i in circles) if c is not None]
+            lon = np.fromiter((c.lon for c in centres), dtype=np.float64, count=len(centres))
+            lat = np.fromiter((c.lat for c in centres), dtype=np.float64, count=len(centres))
             x, y, z = ecef(lon, lat)
             table["geom"][at[circles]] = CIRCLE
             table["circle"][at[circles]] = np.column_stack((x, y, z, 0.5 / mean_radius(lat)))
         if polygons:
-            outlines = [added[i].outline for i in polygons]
+            outlines = [o for o in (added[i].outline for i in polygons) if o is not None]
+            assert len(outlines) == len(polygons)  # check_zone gives a polygon zone its outline
             table["geom"][at[polygons]] = POLYGON
-            table["shape"][at[polygons]] = self._ref_shapes(outlines)  # type: ignore[arg-type]
+            table["shape"][at[polygons]] = self._ref_shapes(outlines, compiled)
         for slot, zone in zip(slots, zones, strict=True):
             self._schedules.assign(slot, zone.schedule)
 
-        # Every subject first, so that a new subject's list gets the shared zones added before
-        # (in _ensure_subject) and the rows of this run's shared zones include it.
         rows: list[int] = []
         listed: list[int] = []
         shared: list[tuple[int, Zone]] = []
-        for slot, checked in zip(slots, added, strict=True):
+        for slot, checked, owner in zip(slots, added, owner_rows, strict=True):
             zone = checked.zone
-            if zone.subject_id is not None:
+            if owner >= 0:
                 # Listed in its subject's row only, found by _row_of when it is removed: a set per
                 # zone for that one row was 350,000 sets in a national build (45-110 MB of RSS).
-                rows.append(self._ensure_subject(zone.subject_id))
+                rows.append(owner)
                 listed.append(slot)
             elif zone.kind in (ZoneKind.INCLUSION, ZoneKind.CURFEW):
                 shared.append((slot, zone))
@@ -719,10 +760,12 @@ class ZoneIndex:
                 self._keepout_cells.setdefault(cell, set()).add(slot)
         self._keepout_dirty = True
 
-    def _ref_shapes(self, outlines: list[Outline]) -> IntArray:
+    def _ref_shapes(
+        self, outlines: list[Outline], compiled: dict[bytes, CompiledPolygon]
+    ) -> IntArray:
         """The shape of each outline: a reference to the one already there with its key, else a
-        new shape (one per key), compiled (the small ones together) and put into the pools in
-        one allocation each."""
+        new shape (one per key), taken from ``compiled`` or compiled here, and put into the pools
+        in one allocation each."""
         shape_of = np.empty(len(outlines), dtype=np.int64)
         refs = self._shapes["refs"]
         fresh: dict[bytes, int] = {}  # key -> position among the new shapes
@@ -743,39 +786,32 @@ class ZoneIndex:
             shape_of[j] = -1 - k
         if not new:
             return shape_of
-        small: list[CompiledPolygon | None] = [None] * len(new)
-        if len(new) >= BULK_MIN_ZONES:
-            polygons = np.asarray([o.polygon for o in new], dtype=object)
-            # compile_small_polygons takes single rings only, and hands back all or nothing when
-            # given a part-less geometry: MultiPolygons go to compile_polygon directly.
-            single = np.flatnonzero(shapely.get_type_id(polygons) == shapely.GeometryType.POLYGON)
-            for j, c in zip(single.tolist(), compile_small_polygons(polygons[single]), strict=True):
-                small[j] = c
-        compiled = [
+        arrays = [compiled.get(o.key) for o in new]
+        compiled_new = [
             c if c is not None else compile_polygon(o.polygon)
-            for c, o in zip(small, new, strict=True)
+            for c, o in zip(arrays, new, strict=True)
         ]
         m = len(new)
         taken = np.asarray(self._shapes.take_many(m), dtype=np.int64)
         shapes = self._shapes
         shapes["refs"][taken] = uses
         shapes["frame"][taken] = np.stack([o.frame for o in new])
-        shapes["grid"][taken] = [c.grid for c in compiled]
+        shapes["grid"][taken] = [c.grid for c in compiled_new]
         shapes["edge_base"][taken] = self._edges.put_many(
             {
-                "select": [c.select for c in compiled],
-                "exact": [c.exact for c in compiled],
-                "normals": [c.normals for c in compiled],
+                "select": [c.select for c in compiled_new],
+                "exact": [c.exact for c in compiled_new],
+                "normals": [c.normals for c in compiled_new],
             }
         )
-        shapes["n_edges"][taken] = [c.n_edges for c in compiled]
-        shapes["cand_base"][taken] = self._cands.put_many({"edge": [c.cand for c in compiled]})
-        shapes["n_cand"][taken] = [c.cand.size for c in compiled]
+        shapes["n_edges"][taken] = [c.n_edges for c in compiled_new]
+        shapes["cand_base"][taken] = self._cands.put_many({"edge": [c.cand for c in compiled_new]})
+        shapes["n_cand"][taken] = [c.cand.size for c in compiled_new]
         shapes["cell_base"][taken] = self._cells.put_many(
-            {"start": [c.cell_start for c in compiled]}
+            {"start": [c.cell_start for c in compiled_new]}
         )
-        shapes["n_cells"][taken] = [c.cell_start.size for c in compiled]
-        shapes["gridded"][taken] = [c.n_cells > 1 for c in compiled]
+        shapes["n_cells"][taken] = [c.cell_start.size for c in compiled_new]
+        shapes["gridded"][taken] = [c.n_cells > 1 for c in compiled_new]
         for shape, outline in zip(taken.tolist(), new, strict=True):
             self._shape_of_key[outline.key] = shape
             self._outline_of_shape[shape] = outline

@@ -247,6 +247,12 @@ def _check_attributes(zone: Zone) -> list[str]:
     if not isinstance(zone.kind, ZoneKind):
         reasons.append(f"kind {zone.kind!r} is not one of {[k.value for k in ZoneKind]}")
         return reasons
+    if zone.subject_id is not None and (
+        isinstance(zone.subject_id, bool)
+        or not isinstance(zone.subject_id, int)
+        or not -(2**63) <= zone.subject_id < 2**63
+    ):
+        reasons.append("subject_id must be a 64-bit integer")
     if zone.subject_id is not None and zone.group is not None:
         reasons.append("a zone belongs to one subject or to a group, not both")
     if zone.group is not None and (not isinstance(zone.group, str) or not zone.group):
