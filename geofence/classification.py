@@ -91,6 +91,24 @@ class _Victims:
     max_age: FloatArray
 
 
+def subject_order(rows: IntArray) -> IntArray:
+    """``np.argsort(rows, kind="stable")``, sorted 16 bits at a time. NumPy sorts keys of 16 bits
+    or less by radix and wider ones by merge sort: for a batch of 65,536 fixes over 100,000
+    subjects that was 4.8 ms (a tenth of classifying it), two radix passes take 0.7 ms. Unknown
+    subjects (row -1) come first, as they did."""
+    key = rows + 1
+    if key.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = int(key.max())
+    if int(key.min()) < 0 or top >= 1 << 32:
+        return np.argsort(rows, kind="stable")
+    order = np.argsort((key & 0xFFFF).astype(np.uint16), kind="stable")
+    if top < 1 << 16:
+        return order
+    high = (key[order] >> 16).astype(np.uint16)
+    return order[np.argsort(high, kind="stable")]
+
+
 def _victims(index: IndexSnapshot, victims: VictimPositions | None) -> _Victims | None:
     if victims is None or victims.zone_id.size == 0:
         return None
@@ -137,7 +155,7 @@ def classify(
     # Fixes are measured in subject-row order: a subject's list, zones, polygons and edges were
     # stored side by side when it was registered, so the index's tables are then read forwards
     # instead of at random; the rows are put back in fix order at the end.
-    order = np.argsort(rows, kind="stable") if n > SORT_MIN_FIXES else None
+    order = subject_order(rows) if n > SORT_MIN_FIXES else None
     lon, lat, acc, when = fixes.lon, fixes.lat, fixes.acc, fixes.time
     if order is not None:
         lon, lat, acc, when, rows = lon[order], lat[order], acc[order], when[order], rows[order]
