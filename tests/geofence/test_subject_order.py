@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tagwatch.geofence.classification import subject_order
+from tagwatch.geofence.classification import stable_order, subject_order
 
 ROWS = st.one_of(
     st.integers(-1, 40),
@@ -27,3 +27,8 @@ def test_a_national_batch() -> None:
     rng = np.random.default_rng(3)
     rows = rng.integers(-1, 100_000, 65_536)
     assert np.array_equal(subject_order(rows), np.argsort(rows, kind="stable"))
+
+
+@given(keys=arrays(np.int64, st.integers(0, 3_000), elements=st.integers(0, 2**33)))
+def test_stable_order_is_the_stable_argsort(keys: np.ndarray) -> None:
+    assert np.array_equal(stable_order(keys), np.argsort(keys, kind="stable"))
