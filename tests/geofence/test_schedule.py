@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tagwatch.geofence import Schedule, ScheduleError, ScheduleException, WeeklyWindow
@@ -670,3 +670,20 @@ def test_a_malformed_schedule_is_a_schedule_error_with_a_reason(bad: object) -> 
     skips such a zone with a log line), never an AttributeError or KeyError."""
     with pytest.raises(ScheduleError):
         Schedule.from_json(bad)  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    times=st.lists(
+        st.floats(1_700_000_000.0, 1_900_000_000.0, allow_nan=False), min_size=1, max_size=40
+    ),
+    tz=st.sampled_from(["Africa/Johannesburg", "Europe/London", "America/New_York", "UTC"]),
+)
+def test_the_schedule_clock_of_a_batch_is_each_fixs_own(times: list[float], tz: str) -> None:
+    """A batch within one year skips the per-fix year arithmetic; one across New Year does not.
+    Either way each fix gets the clock it gets alone."""
+    from tagwatch.geofence.schedule import schedule_clock
+
+    batch = np.asarray(times)
+    alone = [int(schedule_clock(np.asarray([t]), tz)[0]) for t in times]
+    assert schedule_clock(batch, tz).tolist() == alone
