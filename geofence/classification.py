@@ -163,12 +163,11 @@ def classify(
     lon, lat, acc, when = fixes.lon, fixes.lat, fixes.acc, fixes.time
     if order is not None:
         lon, lat, acc, when, rows = lon[order], lat[order], acc[order], when[order], rows[order]
-    pieces = [
+    measured = [
         context.chunk(lon, lat, acc, when, rows, start, min(start + CHUNK_FIXES, n))
         for start in range(0, n, CHUNK_FIXES)
     ]
-    if not pieces:
-        pieces = [context.empty()]
+    pieces = [columns for columns, _ in measured] or [context.empty()]
     names = (
         "fix_index",
         "zone_id",
@@ -183,8 +182,28 @@ def classify(
         name: pieces[0][name] if len(pieces) == 1 else np.concatenate([p[name] for p in pieces])
         for name in names
     }
+    # Each chunk's rows in output order (its keep-out rows merged among its subject-list rows),
+    # as positions into the concatenated rows: the merge and putting the fixes back in order are
+    # then one gather per column instead of a copy each.
+    sources: list[IntArray] = []
+    offset = 0
+    for piece, (_, merged) in zip(pieces, measured, strict=False):
+        size = int(piece["fix_index"].size)
+        sources.append(np.arange(offset, offset + size) if merged is None else merged + offset)
+        offset += size
+    merged_any = any(merged is not None for _, merged in measured)
+    source = np.concatenate(sources) if merged_any else None
     if order is not None:
-        columns = _unsort(columns, order, n)
+        fix_index = np.asarray(columns["fix_index"], dtype=np.int64)
+        position = fix_index if source is None else fix_index[source]
+        rows_back, per_fix = _unsort_rows(position, order, n)
+        source = rows_back if source is None else source[rows_back]
+        columns["fix_index"] = np.repeat(np.arange(n, dtype=np.int64), per_fix)
+    elif source is not None:
+        columns["fix_index"] = columns["fix_index"][source]
+    if source is not None:
+        for name in names[1:]:
+            columns[name] = columns[name][source]
     return Classification(**columns, unknown_subject_ids=unknown)  # type: ignore[arg-type]
 
 
@@ -258,7 +277,10 @@ class _Context:
         all_rows: IntArray,
         start: int,
         stop: int,
-    ) -> dict[str, npt.NDArray[np.generic]]:
+    ) -> tuple[dict[str, npt.NDArray[np.generic]], IntArray | None]:
+        """The chunk's rows: its fixes' subject-list pairs in output order, then the candidate
+        keep-out pairs; and, when there are keep-out pairs, the positions of the rows to keep in
+        output order (_merge_order), else None (the rows are in output order)."""
         lon = all_lon[start:stop]
         lat = all_lat[start:stop]
         acc = all_acc[start:stop]
@@ -301,9 +323,11 @@ class _Context:
             "victim_stale": stale,
         }
         if g_fix.size == 0:
-            return columns
+            return columns, None
         keep_global = distance[total:] <= pair_acc[total:] + buffer[total:] + self.reach_m
-        return _merge(columns, total, keep_global, own_start, count, self.z_key[slot], pair_fix)
+        return columns, _merge_order(
+            total, keep_global, own_start, count, self.z_key[slot], pair_fix
+        )
 
     # ------------------------------------------------------------------ pairs with keep-out zones
 
@@ -564,12 +588,10 @@ class _Context:
         return self.schedules.active(slot, clock[pair_fix])
 
 
-def _unsort(
-    columns: dict[str, npt.NDArray[np.generic]], order: IntArray, n: int
-) -> dict[str, npt.NDArray[np.generic]]:
-    """Rows of fixes measured in ``order`` (fix_index = position in ``order``) back in fix order;
-    each fix's rows keep their order."""
-    position = columns["fix_index"]
+def _unsort_rows(position: IntArray, order: IntArray, n: int) -> tuple[IntArray, IntArray]:
+    """For rows of fixes measured in ``order`` (``position`` = a row's fix's place in ``order``,
+    rows in measured order): the rows in fix order (each fix's rows keeping their order), and the
+    number of rows of each fix."""
     count = np.bincount(position, minlength=n)
     first = np.cumsum(count) - count
     where = np.empty(n, dtype=np.int64)
@@ -578,25 +600,22 @@ def _unsort(
     out_start = np.cumsum(per_fix) - per_fix
     total = int(position.size)
     rows = np.repeat(first[where] - out_start, per_fix) + np.arange(total)
-    out = {name: values[rows] for name, values in columns.items() if name != "fix_index"}
-    out["fix_index"] = np.repeat(np.arange(n, dtype=np.int64), per_fix)
-    return out
+    return rows, per_fix
 
 
-def _merge(
-    columns: dict[str, npt.NDArray[np.generic]],
+def _merge_order(
     own_total: int,
     keep_global: BoolArray,
     own_start: IntArray,
     own_count: IntArray,
     sort_key: IntArray,
     local_fix: IntArray,
-) -> dict[str, npt.NDArray[np.generic]]:
-    """Insert the kept keep-out rows (already in (fix, key) order) among the subject-list rows
-    (in (fix, key) order), keeping the output order."""
+) -> IntArray:
+    """The rows to keep, in output order: the kept keep-out rows (already in (fix, key) order)
+    inserted among the subject-list rows (in (fix, key) order), as positions into the rows."""
     kept = own_total + np.flatnonzero(keep_global)
     if kept.size == 0:
-        return {name: values[:own_total] for name, values in columns.items()}
+        return np.arange(own_total, dtype=np.int64)
     g_fix = local_fix[kept]
     g_key = sort_key[kept]
     base = own_start[g_fix]
@@ -608,13 +627,9 @@ def _merge(
         before += (j < limit) & (own_key[at] < g_key)
     target = base + before + np.arange(kept.size)
     size = own_total + kept.size
+    source = np.empty(size, dtype=np.int64)
     is_global = np.zeros(size, dtype=np.bool_)
     is_global[target] = True
-    own_target = np.flatnonzero(~is_global)
-    out: dict[str, npt.NDArray[np.generic]] = {}
-    for name, values in columns.items():
-        merged = np.empty(size, dtype=values.dtype)
-        merged[own_target] = values[:own_total]
-        merged[target] = values[kept]
-        out[name] = merged
-    return out
+    source[~is_global] = np.arange(own_total, dtype=np.int64)
+    source[target] = kept
+    return source
