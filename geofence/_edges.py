@@ -55,7 +55,7 @@ BLOCK = 8  # cells per side of the blocks that pre-select the cells' candidate e
 COMPILED_LEVELS = np.array([8, 4, 2, 1], dtype=np.int64)
 GRID_PARAMS = 10  # fine x0, y0, 1/cell, nx, ny; far-field x0, y0, 1/cell, nx, ny
 
-SMALL_BATCH = 4_096  # polygons compile_small_polygons takes together
+SMALL_BATCH = 4_096  # polygons checked or compiled together (zones.check_small_polygons says why)
 SELECT_WIDTH = 6  # float32: start x, y; direction x, y; 1 / length**2; padding
 SELECT_RECORD = np.dtype((np.void, 4 * SELECT_WIDTH))
 

@@ -64,13 +64,6 @@ class RangePool:
         self.used += n
         return start
 
-    def put(self, values: dict[str, npt.ArrayLike]) -> int:
-        n = len(np.asarray(next(iter(values.values()))))
-        start = self.alloc(n)
-        for name, value in values.items():
-            self.arrays[name][start : start + n] = value
-        return start
-
     def put_many(self, values: dict[str, list[npt.NDArray[Any]]]) -> npt.NDArray[np.int64]:
         """put for many ranges at once: one allocation, each column's pieces concatenated
         straight into the pool (no intermediate array); returns each piece's start. A bulk

@@ -185,14 +185,15 @@ def classify(
     # Each chunk's rows in output order (its keep-out rows merged among its subject-list rows),
     # as positions into the concatenated rows: the merge and putting the fixes back in order are
     # then one gather per column instead of a copy each.
-    sources: list[IntArray] = []
-    offset = 0
-    for piece, (_, merged) in zip(pieces, measured, strict=False):
-        size = int(piece["fix_index"].size)
-        sources.append(np.arange(offset, offset + size) if merged is None else merged + offset)
-        offset += size
-    merged_any = any(merged is not None for _, merged in measured)
-    source = np.concatenate(sources) if merged_any else None
+    source: IntArray | None = None
+    if any(merged is not None for _, merged in measured):
+        sources: list[IntArray] = []
+        offset = 0
+        for piece, merged in measured:
+            size = int(piece["fix_index"].size)
+            sources.append(np.arange(offset, offset + size) if merged is None else merged + offset)
+            offset += size
+        source = np.concatenate(sources)
     if order is not None:
         fix_index = np.asarray(columns["fix_index"], dtype=np.int64)
         position = fix_index if source is None else fix_index[source]

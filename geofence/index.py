@@ -109,14 +109,12 @@ def _raw_key(zone: Zone, repair: bool) -> bytes:
 RawKeys = dict[int, tuple[Any, bytes]]
 
 
-def _raw_key_of(zone: Zone, repair: bool, seen: RawKeys | None) -> bytes:
+def _raw_key_of(zone: Zone, repair: bool, seen: RawKeys) -> bytes:
     """_raw_key, computed once per GeoJSON object in a batch. The store decodes a geometry text
     once for all the zones that have it (store.engine_repository: a district is the inclusion
     zone of thousands of subjects), so its copies arrive as one object, and keying it again for
     every copy was an eighth of building the national index. ``seen`` holds the object itself,
     so its id cannot be reused within the batch; the index never changes a zone's GeoJSON."""
-    if seen is None:
-        return _raw_key(zone, repair)
     geometry = zone.geometry
     hit = seen.get(id(geometry))
     if hit is not None and hit[0] is geometry:
@@ -142,9 +140,8 @@ def _pack_rings(node: Any, depth: int, digest: Any) -> None:
         _pack_rings(child, depth - 1, digest)
 
 
-BULK_MIN_ZONES = (
-    16  # from this many zones (or new polygons) a run is checked and compiled array-wise
-)
+# From this many zones (or new polygons) a batch is checked and compiled array-wise.
+BULK_MIN_ZONES = 16
 TRIM_ZONES = 10_000  # after an upsert_many this large, free memory goes back (geofence._memory)
 GC_PAUSE_ZONES = 1_000  # upsert_many pauses the cyclic garbage collector for this many zones
 DENSE_CELLS_MAX = 4_000_000  # 16 MB of int32 at most for the dense keep-out cell table
@@ -625,8 +622,8 @@ class ZoneIndex:
         self,
         zone: Zone,
         repair: bool,
-        seen: RawKeys | None = None,
-        pending: dict[bytes, Outline] | None = None,
+        seen: RawKeys,
+        pending: dict[bytes, Outline],
     ) -> CheckedZone:
         """Validate, reusing the prepared outline when the same geometry was seen before (a
         district shared by thousands of subjects is parsed and projected once), in the index or
@@ -636,10 +633,9 @@ class ZoneIndex:
         geometry = zone.geometry
         if geometry is None or geometry.get("type") not in ("Polygon", "MultiPolygon"):
             return check_zone(zone, repair=repair)
-        waiting = pending if pending is not None else {}
 
         def known(key: bytes) -> Outline | None:
-            return self._known_outline(key) or waiting.get(key)
+            return self._known_outline(key) or pending.get(key)
 
         raw = _raw_key_of(zone, repair, seen)
         cached = self._raw_cache.get(raw)
@@ -654,7 +650,7 @@ class ZoneIndex:
         assert checked.outline is not None
         self._raw_cache[raw] = (checked.outline.key, checked.repairs, geometry)
         self._raw_keys_of.setdefault(checked.outline.key, set()).add(raw)
-        waiting.setdefault(checked.outline.key, checked.outline)
+        pending.setdefault(checked.outline.key, checked.outline)
         return checked
 
     def _known_outline(self, key: bytes) -> Outline | None:

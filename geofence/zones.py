@@ -28,7 +28,7 @@ import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from tagwatch.geofence._edges import rings_of
+from tagwatch.geofence._edges import SMALL_BATCH, rings_of
 from tagwatch.geofence._projection import FRAME_WIDTH, frame_params, lonlat_to_frame
 from tagwatch.geofence.schedule import Schedule, ScheduleError
 
@@ -489,7 +489,6 @@ def _outline(lonlat: BaseGeometry, key: bytes) -> Outline:
 
 
 SMALL_RING_POSITIONS = 25  # closed positions of a ring the bulk path takes (24 edges at most)
-SMALL_BATCH = 4_096  # zones check_small_polygons takes together (see there)
 
 
 @dataclass(frozen=True, slots=True)
