@@ -43,7 +43,7 @@ from tagwatch.geofence._edges import (
     select_nearest,
     signed_distance,
 )
-from tagwatch.geofence._kernel import polygon_kernel
+from tagwatch.geofence._kernel import circle_kernel, polygon_kernel
 from tagwatch.geofence._layout import (
     CIRCLE,
     EVERYONE,
@@ -234,6 +234,7 @@ class _Context:
         self.s_n_edges = shapes["n_edges"]
         self.s_gridded = shapes["gridded"]
         self.kernel = polygon_kernel()
+        self.circle_kernel = circle_kernel()
         self.select_rows = index.edge_select
         self.select = index.edge_select.view(SELECT_RECORD).reshape(-1)
         self.exact = index.edge_exact
@@ -423,7 +424,11 @@ class _Context:
         extra_acc: FloatArray | None = None
 
         circles = np.flatnonzero(geom == CIRCLE)
-        if circles.size:
+        if circles.size and self.circle_kernel is not None:
+            distance[circles] = self.circle_kernel(
+                circles, pair_fix, slot, x, y, z, self.z_circle, self.z_radius
+            )
+        elif circles.size:
             s = slot[circles]
             f = pair_fix[circles]
             centre = self.z_circle[s]
@@ -457,14 +462,16 @@ class _Context:
             # subject-row order, so a subject's own polygons are already in runs: a stable sort
             # (timsort, which merges runs) cost about half of a quicksort here, and two radix
             # passes (stable_order) less again.
-            order = stable_order(shape)
-            f = f[order]
-            shape = shape[order]
-            px, py = to_frame(x[f], y[f], z[f], self.s_frame[shape])
+            # The kernel reads each pair's fix and frame itself and projects it (bit for bit as
+            # to_frame does, with NumPy's arcsine), and writes the distances back in pair order.
             self.kernel(
-                px,
-                py,
+                f,
                 shape,
+                stable_order(shape),
+                x,
+                y,
+                z,
+                self.s_frame,
                 self.s_grid,
                 self.s_gridded,
                 self.s_cell_base,
@@ -478,9 +485,7 @@ class _Context:
                 self.normals,
                 out,
             )
-            result = np.empty_like(out)
-            result[order] = out
-            return result
+            return out
         gridded = self.s_gridded[shape].view(np.bool_)
         parts: list[tuple[IntArray | None, bool]]
         if not gridded.any() or gridded.all():

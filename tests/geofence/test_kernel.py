@@ -1,6 +1,6 @@
-"""The compiled polygon kernel (geofence._kernel, with Numba) against the NumPy kernel: the same
+"""The compiled kernels (geofence._kernel, with Numba) against the NumPy path: the same
 classification, bit for bit, for fixes inside, outside and far from large (gridded) and small
-polygons. Skipped without Numba."""
+polygons and circles (the compiled path projects the fixes itself). Skipped without Numba."""
 
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def _classify(index: ZoneIndex, fixes: FixBatch, compiled: bool) -> dict[str, np
 @pytest.mark.usefixtures("use_kernel")
 def test_compiled_kernel_matches_numpy_kernel(seed: int) -> None:
     rng = np.random.default_rng(seed)
+    other = np.random.default_rng(seed + 100)  # the circles': the polygons' draws stay as they were
     index = ZoneIndex()
     zone_id = 1
     centres = rng.uniform((-70.0, -60.0), (170.0, 60.0), (3, 2))
@@ -68,6 +69,19 @@ def test_compiled_kernel_matches_numpy_kernel(seed: int) -> None:
                 Zone(zone_id, ZoneKind.EXCLUSION, small, buffer_m=300.0, subject_id=subject)
             )
             zone_id += 1
+        # A circle (a victim's home, a school) beside the polygons: the compiled circle path.
+        c = (lon + other.normal() * 0.05, lat + other.normal() * 0.05)
+        index.upsert(
+            Zone(
+                zone_id,
+                ZoneKind.EXCLUSION,
+                {"type": "Point", "coordinates": [(c[0] + 180.0) % 360.0 - 180.0, c[1]]},
+                radius_m=float(other.uniform(50.0, 2_000.0)),
+                buffer_m=500.0,
+                subject_id=subject,
+            )
+        )
+        zone_id += 1
     n = 20_000
     who = rng.integers(1, 31, n)
     spread = rng.choice([0.001, 0.05, 0.2, 0.5], n)
