@@ -591,7 +591,7 @@ class _Context:
             for code in present.tolist():
                 mask = tz == code
                 clock[mask] = schedule_clock(when[mask], self.tz_names[code])
-        return self.schedules.active(slot, clock[pair_fix])
+        return self.schedules.active_pairs(slot, pair_fix, clock)
 
 
 def _unsort_rows(position: IntArray, order: IntArray, n: int) -> tuple[IntArray, IntArray]:

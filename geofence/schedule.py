@@ -38,6 +38,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import numpy.typing as npt
 
+from tagwatch.geofence._schedule_kernel import compiled_active
+
 DAY = 86_400
 WEEK = 7 * DAY
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -406,6 +408,7 @@ def week_second(clock: IntArray) -> IntArray:
 # ------------------------------------------------------------------ many schedules at once
 
 NO_SCHEDULE = -1
+_NO_TABLES = np.zeros(0, dtype=np.int64)
 
 
 class ScheduleBook:
@@ -491,6 +494,31 @@ class ScheduleBook:
             self._exception_values = np.asarray(values, dtype=np.int8)
             self._exception_table_of_slot = table_of_slot
             self._dirty_exceptions = False
+
+    def active_pairs(self, slots: IntArray, pair_fix: IntArray, clock: IntArray) -> BoolArray:
+        """``active(slots, clock[pair_fix])``, in one compiled pass over the pairs when Numba is
+        installed (geofence._schedule_kernel; the same answers)."""
+        kernel = compiled_active()
+        if kernel is None:
+            return self.active(slots, clock[pair_fix])
+        self._compile()
+        out = np.empty(slots.shape, dtype=np.bool_)
+        table = self._exception_table_of_slot if self._timelines else _NO_TABLES
+        kernel(
+            np.ascontiguousarray(slots, dtype=np.int64),
+            np.ascontiguousarray(pair_fix, dtype=np.int64),
+            np.ascontiguousarray(clock, dtype=np.int64),
+            self._pattern_of_slot,
+            self._pattern_keys,
+            table,
+            self._exception_keys,
+            self._exception_values,
+            WEEK,
+            _WEEK_SHIFT,
+            _EXCEPTION_SPAN,
+            out,
+        )
+        return out
 
     def active(self, slots: IntArray, clock: IntArray) -> BoolArray:
         """Whether each slot's schedule is active at each clock reading (element-wise)."""

@@ -687,3 +687,48 @@ def test_the_schedule_clock_of_a_batch_is_each_fixs_own(times: list[float], tz: 
     batch = np.asarray(times)
     alone = [int(schedule_clock(np.asarray([t]), tz)[0]) for t in times]
     assert schedule_clock(batch, tz).tolist() == alone
+
+
+@examples(200)
+@given(
+    st.lists(st.one_of(st.none(), schedule_cases()), min_size=1, max_size=5),
+    st.data(),
+)
+def test_the_compiled_pass_over_pairs_answers_as_the_numpy_path(
+    cases: list[tuple[Schedule, str, list[float]] | None], data: st.DataObject
+) -> None:
+    """ScheduleBook.active_pairs (compiled with Numba when installed) against ScheduleBook.active
+    (NumPy) for pairs of random slots, scheduled or not, with and without exceptions, and fixes
+    near the clock changes."""
+    from tagwatch.geofence.schedule import schedule_clock
+
+    book = ScheduleBook()
+    slots_used = data.draw(
+        st.lists(st.integers(0, 70), min_size=len(cases), max_size=len(cases), unique=True)
+    )
+    times: list[float] = [0.0]
+    timezone = "UTC"
+    for slot, case in zip(slots_used, cases, strict=True):
+        book.assign(slot, None if case is None else case[0])
+        if case is not None:
+            times.extend(case[2])
+            timezone = case[1]
+    clock = schedule_clock(np.asarray(times), timezone)
+    n = data.draw(st.integers(0, 60))
+    slots = np.asarray(data.draw(st.lists(st.sampled_from(slots_used), min_size=n, max_size=n)))
+    pair_fix = np.asarray(
+        data.draw(st.lists(st.integers(0, len(times) - 1), min_size=n, max_size=n))
+    )
+    slots = slots.astype(np.int64)
+    pair_fix = pair_fix.astype(np.int64)
+    want = book.active(slots, clock[pair_fix]).tolist()
+    assert book.active_pairs(slots, pair_fix, clock).tolist() == want
+
+
+def test_the_compiled_pass_refuses_a_slot_outside_the_book() -> None:
+    pytest.importorskip("numba")
+    book = ScheduleBook()
+    book.assign(3, NIGHTS)
+    clock = np.zeros(1, dtype=np.int64)
+    with pytest.raises(IndexError):
+        book.active_pairs(np.array([10_000], dtype=np.int64), np.zeros(1, np.int64), clock)
