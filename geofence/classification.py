@@ -74,7 +74,7 @@ Int8Array = npt.NDArray[np.int8]
 
 _EMPTY_I64 = np.zeros(0, dtype=np.int64)
 
-CHUNK_FIXES = 16_384
+CHUNK_FIXES = 65_536  # a batch of up to 65,536 fixes is one chunk (docs/geofence.md)
 SORT_MIN_FIXES = 4_096  # smaller batches are measured in arrival order
 POLYGON_BLOCK = 2_048  # (pair, edge) rows of a block stay in the CPU cache
 

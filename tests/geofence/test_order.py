@@ -1,15 +1,27 @@
 """A large batch is measured in subject order and put back in fix order: the same rows, in the
-same order, as classifying it in batches too small to be reordered."""
+same order, as classifying it in batches too small to be reordered; and the same again when it
+is measured in many chunks."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from tagwatch.geofence import FixBatch, Schedule, WeeklyWindow, Zone, ZoneIndex, ZoneKind
+from tagwatch.geofence import (
+    FixBatch,
+    Schedule,
+    WeeklyWindow,
+    Zone,
+    ZoneIndex,
+    ZoneKind,
+    classification,
+)
 from tagwatch.geofence.classification import SORT_MIN_FIXES
 
 
-def test_reordered_batch_matches_small_batches() -> None:
+def _index_and_fixes() -> tuple[ZoneIndex, FixBatch, np.random.Generator]:
+    """200 subjects with a curfew circle and an exclusion square, one global exclusion circle
+    (a keep-out zone: its rows are merged among the subjects' own), 3 unknown subjects."""
     rng = np.random.default_rng(7)
     index = ZoneIndex()
     curfew = Schedule(weekly=(WeeklyWindow("19:00", "07:00"),))
@@ -52,6 +64,12 @@ def test_reordered_batch_matches_small_batches() -> None:
     lon = base[:, 0] + rng.normal(size=n) * 0.002
     lat = base[:, 1] + rng.normal(size=n) * 0.002
     fixes = FixBatch(who + 1, lon, lat, rng.uniform(1, 100, n), 1.8e9 + rng.uniform(0, 86_400, n))
+    return index, fixes, rng
+
+
+def test_reordered_batch_matches_small_batches() -> None:
+    index, fixes, _ = _index_and_fixes()
+    who, lon, lat, n = fixes.subject_id - 1, fixes.lon, fixes.lat, len(fixes)
     whole = index.classify(fixes)
     parts = []
     step = SORT_MIN_FIXES // 2
@@ -67,3 +85,18 @@ def test_reordered_batch_matches_small_batches() -> None:
         )
         np.testing.assert_array_equal(getattr(whole, name), expected, err_msg=name)
     assert set(whole.unknown_subject_ids.tolist()) == {201, 202, 203}
+
+
+NAMES = ("fix_index", "zone_id", "kind", "state", "in_band", "distance_m", "active", "victim_stale")
+
+
+def test_a_batch_in_many_chunks_matches_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks' rows are concatenated, their keep-out rows merged and the whole put back in fix
+    order with one gather per column (classification.classify): the same rows as one chunk."""
+    index, fixes, _ = _index_and_fixes()
+    assert len(fixes) <= classification.CHUNK_FIXES
+    whole = index.classify(fixes)
+    monkeypatch.setattr(classification, "CHUNK_FIXES", 1_000)
+    chunked = index.classify(fixes)
+    for name in NAMES:
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), err_msg=name)
