@@ -9,7 +9,6 @@ O(size of the change).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -120,7 +119,6 @@ class SlotTable:
             self.arrays[name] = np.full((self.capacity, *shape), fill, dtype=dtype)
         self.size = 0  # slots ever handed out
         self._free: list[int] = []
-        self.on_grow: list[Callable[[int], None]] = []
 
     def __getitem__(self, name: str) -> AnyArray:
         return self.arrays[name]
@@ -158,8 +156,6 @@ class SlotTable:
             grown[: self.capacity] = self.arrays[name]
             self.arrays[name] = grown
         self.capacity = capacity
-        for callback in self.on_grow:
-            callback(capacity)
 
     def release(self, slot: int) -> None:
         for name, (_, _, fill) in self._columns.items():
