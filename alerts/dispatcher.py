@@ -61,6 +61,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 
 import certifi
@@ -80,6 +81,7 @@ from tagwatch.alerts.webhook_destination import (
     system_resolver,
 )
 from tagwatch.mqtt_client import BackgroundConnection
+from tagwatch.probes import Check, Heartbeat, ProbeServer, first_problem, thread_problem
 from tagwatch.settings import MqttEndpoint, Settings
 from tagwatch.store import channels as channel_store
 from tagwatch.store import deliveries, escalations
@@ -404,6 +406,15 @@ class Dispatcher:
         )
         # commands to devices and pursuit, on the same broker connection (alerts/command_sender.py)
         self.commands = CommandSender(settings, self.mqtt.publish, self.config.poll_interval_s)
+        # Liveness and readiness (tagwatch/probes.py, TAGWATCH_PROBE_PORT): each delivery
+        # worker and the escalator beat once a loop (a loop waits at most the poll interval, a
+        # send at most its timeouts); the database problem is the last one a worker met.
+        stall = settings.probe_stall_s
+        self.worker_beats = [Heartbeat(f"delivery {i}", stall) for i in range(self.config.workers)]
+        self.escalator_beat = Heartbeat("escalator", stall)
+        self._threads: list[threading.Thread] = []
+        self._database_problem: str | None = None
+        self.probes: ProbeServer | None = None
 
     # -- one batch
 
@@ -674,17 +685,21 @@ class Dispatcher:
 
     # -- threads
 
-    def _worker(self) -> None:
+    def _worker(self, beat: Heartbeat) -> None:
         conn: psycopg.Connection[Any] | None = None
         while not self._stop.is_set():
+            beat.beat()
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.settings.database_url_for("dispatcher"))
-                if self.dispatch_once(conn) >= self.config.batch_size:
+                claimed = self.dispatch_once(conn)
+                self._database_problem = None
+                if claimed >= self.config.batch_size:
                     continue  # more may be waiting
                 self.wake.wait(self.seconds_to_next(conn))
                 self.wake.clear()
             except psycopg.Error as exc:
+                self._database_problem = f"database: {type(exc).__name__}"
                 log.warning("dispatcher database error: %s", exc)
                 if conn is not None:
                     conn.close()
@@ -715,6 +730,7 @@ class Dispatcher:
         """The acknowledgement timer: every poll interval, one claim of overdue alerts."""
         conn: psycopg.Connection[Any] | None = None
         while not self._stop.is_set():
+            self.escalator_beat.beat()
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.settings.database_url_for("dispatcher"))
@@ -768,12 +784,39 @@ class Dispatcher:
                 rotated,
             )
 
+    # -- probes
+
+    def live_problem(self) -> str | None:
+        """Why /healthz fails: a thread that ended, or a loop that stopped moving."""
+        checks: list[Check] = [partial(thread_problem, t.name, t) for t in self._threads]
+        checks += [beat.problem for beat in self.worker_beats]
+        checks.append(self.escalator_beat.problem)
+        return first_problem(checks)
+
+    def ready_problem(self) -> str | None:
+        """Why /readyz fails: not started yet, or the database away."""
+        if not self._threads:
+            return "starting"
+        return self._database_problem
+
+    def start_probes(self) -> ProbeServer | None:
+        if self.settings.probe_port is None or self.probes is not None:
+            return self.probes
+        self.probes = ProbeServer(
+            self.settings.probe_host,
+            self.settings.probe_port,
+            self.live_problem,
+            self.ready_problem,
+        ).start()
+        return self.probes
+
     def run(self, stop: threading.Event) -> DispatchStats:
+        self.start_probes()
         self.prepare_secrets()
         threads = [threading.Thread(target=self._listen, name="dispatch-listen", daemon=True)]
         threads += [
-            threading.Thread(target=self._worker, name=f"dispatch-{i}", daemon=True)
-            for i in range(self.config.workers)
+            threading.Thread(target=self._worker, args=(beat,), name=f"dispatch-{i}", daemon=True)
+            for i, beat in enumerate(self.worker_beats)
         ]
         threads.append(
             threading.Thread(target=self._escalator, name="dispatch-escalate", daemon=True)
@@ -785,6 +828,7 @@ class Dispatcher:
         )
         for thread in threads:
             thread.start()
+        self._threads = threads
         log.info(
             "dispatcher started: %d workers, batches of %d",
             self.config.workers,
@@ -801,6 +845,9 @@ class Dispatcher:
             self._http.shutdown(wait=False, cancel_futures=True)
             self.webhooks.close()
             self.mqtt.close()
+            if self.probes is not None:
+                self.probes.close()
+                self.probes = None
         log.info(
             "dispatcher stopped: %d delivered, %d retries scheduled, %d failed",
             self.stats.delivered,

@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,7 @@ from tagwatch.ingest.osmand import decode_osmand_message, is_osmand_topic
 from tagwatch.ingest.registry import DeviceRegistry
 from tagwatch.ingest.routing import decode_message
 from tagwatch.mqtt_client import new_client
+from tagwatch.probes import Heartbeat, ProbeServer, first_problem, thread_problem
 from tagwatch.settings import DEV_SECRET, MqttEndpoint, Settings
 from tagwatch.store.engine_repository import (
     PgEngineRepository,
@@ -103,7 +105,11 @@ DATABASE_BACKOFF: tenacity.wait.wait_base = tenacity.wait_exponential(
 
 
 def database_retrying(
-    stop: threading.Event, what: str, wait: tenacity.wait.wait_base = DATABASE_BACKOFF
+    stop: threading.Event,
+    what: str,
+    wait: tenacity.wait.wait_base = DATABASE_BACKOFF,
+    *,
+    beat: Callable[[], None] | None = None,
 ) -> tenacity.Retrying:
     """Retry on ``psycopg.OperationalError`` (the database away, restarting, or the connection
     dropped) until it works, or until ``stop`` is set: ingest waits a database outage out instead
@@ -112,9 +118,12 @@ def database_retrying(
 
     The waits are on ``stop``, so a stop request ends one at once; the attempt that follows is
     the last: its result is returned, or its error raised (the caller then leaves the batch,
-    unacknowledged, to the broker)."""
+    unacknowledged, to the broker). ``beat`` is called before each wait: waiting out an outage
+    is progress for the liveness probe (tagwatch/probes.py)."""
 
     def wait_or_stop(seconds: float) -> None:
+        if beat is not None:
+            beat()
         stop.wait(seconds)
 
     def note(state: tenacity.RetryCallState) -> None:
@@ -299,6 +308,13 @@ class IngestService:
         # they came (one decoder, FIFO queues), so the first is the oldest still waiting.
         self._arrivals: deque[float] = deque()
         self._speed = 1.0
+        # Liveness and readiness (tagwatch/probes.py, TAGWATCH_PROBE_PORT).
+        self.writer_beat = Heartbeat("writer", settings.probe_stall_s)
+        self.decoder_beat = Heartbeat("decoder", settings.probe_stall_s)
+        self._decoder: threading.Thread | None = None
+        self._catalogue_loaded = False
+        self._database_problem: str | None = "database: not connected yet"
+        self.probes: ProbeServer | None = None
         self._client = self._make_client()
 
     # ------------------------------------------------------------ MQTT side
@@ -381,11 +397,17 @@ class IngestService:
     def _connect_db(self) -> psycopg.Connection:
         """A session for the writer, waiting for the database as long as it takes (a stop request
         ends the wait and raises the last error)."""
-        return database_retrying(self.stop_requested, "connecting")(self._connect_once)
+        retrying = database_retrying(self.stop_requested, "connecting", beat=self.writer_beat.beat)
+        return retrying(self._connect_once)
 
     def _connect_once(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.settings.database_url_for("ingest"))
-        prepare_session(conn)
+        try:
+            conn = psycopg.connect(self.settings.database_url_for("ingest"))
+            prepare_session(conn)
+        except psycopg.OperationalError as exc:
+            self._database_problem = f"database: {type(exc).__name__}"
+            raise
+        self._database_problem = None
         return conn
 
     def _collect(self) -> list[Inbound]:
@@ -442,7 +464,9 @@ class IngestService:
     def _decode_until_done(self, batch: list[Inbound]) -> Decoded | None:
         """Decoding may look devices up in the database; wait it out if that is down. None when
         a stop request ended the wait (the batch is left to the broker)."""
-        retrying = database_retrying(self.stop_requested, "device registry")
+        retrying = database_retrying(
+            self.stop_requested, "device registry", beat=self.decoder_beat.beat
+        )
         try:
             return retrying(self._decode, batch)
         except psycopg.OperationalError:
@@ -464,6 +488,7 @@ class IngestService:
 
     def _decode_stage(self) -> None:
         while not self.stop_requested.is_set():
+            self.decoder_beat.beat()
             batch = self._collect()
             if not batch:
                 continue
@@ -475,6 +500,7 @@ class IngestService:
                 if self.stop_requested.is_set():
                     self._release(batch)
                     return
+                self.decoder_beat.beat()  # waiting for the writer is the writer's stall, not ours
                 try:
                     self.ready.put((batch, decoded), timeout=0.2)
                     break
@@ -484,7 +510,9 @@ class IngestService:
     def _write(self, batch: list[Inbound], decoded: Decoded) -> BatchResult:
         """Write the batch, retrying the whole transaction while the database is away; raises
         ``psycopg.OperationalError`` only when a stop request ended the wait."""
-        retrying = database_retrying(self.stop_requested, "writing a batch")
+        retrying = database_retrying(
+            self.stop_requested, "writing a batch", beat=self.writer_beat.beat
+        )
         return retrying(self._write_once, batch, decoded)
 
     def _write_once(self, batch: list[Inbound], decoded: Decoded) -> BatchResult:
@@ -506,11 +534,13 @@ class IngestService:
             result = write_batch(
                 self._conn, self.worker, decoded, counters, self.engine, self.dead_letter_policy
             )
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
+            self._database_problem = f"database: {type(exc).__name__}"
             if self._conn is not None:
                 self._conn.close()
             self._conn = None
             raise
+        self._database_problem = None
         self._pending_latency.clear()
         return result
 
@@ -533,9 +563,12 @@ class IngestService:
             if cpu is not None:
                 log.info("ingest %s: its threads run on CPU %d", self.worker, cpu)
         self._conn = self._connect_db()
+        self.writer_beat.beat()
         count = self.registry.load_all()
         log.info("ingest %s: %d devices known", self.worker, count)
+        self.writer_beat.beat()
         self._prepare_engine()
+        self.writer_beat.beat()
         thresholds = collector.settle(self.settings.ingest_gc_threshold)
         log.info("garbage collector: what is loaded is frozen; thresholds %s", thresholds)
         self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30)
@@ -587,20 +620,66 @@ class IngestService:
         if self.snapshots is not None:
             self.snapshots.maybe_save(self.engine, now=source == "tables")
 
+    # ------------------------------------------------------------ probes
+
+    def live_problem(self) -> str | None:
+        """Why /healthz fails: a stage that stopped moving, or a thread that ended. Before the
+        threads start only the writer's heartbeat counts, beaten between the steps of `start`
+        (the catalogue is one step: seconds from the snapshot, about 20 s from the tables at
+        national size, well within the stall time)."""
+        checks = [self.writer_beat.problem]
+        if self._decoder is not None:
+            checks += [
+                lambda: thread_problem("decoder", self._decoder),
+                self.decoder_beat.problem,
+                lambda: thread_problem("MQTT network loop", getattr(self._client, "_thread", None)),
+            ]
+        return first_problem(checks)
+
+    def ready_problem(self) -> str | None:
+        """Why /readyz fails: the database away, still loading, or not subscribed."""
+        if self._database_problem is not None:
+            return self._database_problem
+        if not self._catalogue_loaded:
+            return "loading the catalogue"
+        if not self.subscribed.is_set():
+            return "broker: not subscribed"
+        return None
+
+    def start_probes(self) -> ProbeServer | None:
+        if self.settings.probe_port is None or self.probes is not None:
+            return self.probes
+        self.probes = ProbeServer(
+            self.settings.probe_host,
+            self.settings.probe_port,
+            self.live_problem,
+            self.ready_problem,
+        ).start()
+        return self.probes
+
     def run(self) -> None:
-        self.start()
-        decoder = threading.Thread(target=self._decode_loop, name="ingest-decode", daemon=True)
-        decoder.start()
+        self.start_probes()
+        try:
+            self.start()
+        except BaseException:  # stopped while waiting for the database, or a broken start
+            self._close_probes()
+            raise
+        self._catalogue_loaded = True
+        self._decoder = threading.Thread(
+            target=self._decode_loop, name="ingest-decode", daemon=True
+        )
+        self._decoder.start()
         try:
             while not self.stop_requested.is_set():
                 self.step()
         finally:
             self.stop_requested.set()
-            decoder.join(5)
+            self._decoder.join(5)
             self.close()
 
     def step(self) -> int:
         """One decoded batch: write, commit, acknowledge. Returns the number of messages."""
+        self.writer_beat.beat()
         self._maybe_tick()
         try:
             batch, decoded = self.ready.get(timeout=min(0.2, self._tick_every))
@@ -725,3 +804,9 @@ class IngestService:
         if self._conn is not None:
             self._conn.close()
         self.registry.close()
+        self._close_probes()
+
+    def _close_probes(self) -> None:
+        if self.probes is not None:
+            self.probes.close()
+            self.probes = None

@@ -154,6 +154,14 @@ class Settings(BaseSettings):
     # worker of a host its own (worker k: k).
     ingest_cpu: int | None = Field(default=None, ge=0)
 
+    # Liveness and readiness of the processes that serve no HTTP (ingest, the dispatcher;
+    # tagwatch/probes.py): /healthz and /readyz on this port when set (each process of a host
+    # its own), on probe_host (0.0.0.0 in a pod, for the kubelet). A loop that shows no progress
+    # for probe_stall_s fails /healthz; a single batch or delivery must finish well within it.
+    probe_port: int | None = Field(default=None, ge=0, le=65535)
+    probe_host: str = "127.0.0.1"
+    probe_stall_s: float = Field(default=120.0, gt=0)
+
     # Webhooks: the key that encrypts their signing secrets at rest (a Fernet key; several,
     # comma-separated, to rotate: store/webhook_secrets.py), and the hosts or CIDR networks they
     # may reach although private or loopback, or over http outside development

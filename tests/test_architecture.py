@@ -126,7 +126,8 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 # Layer ranks (docs/architecture.md): a module may import modules of its own rank or lower, never
 # higher. Rank 4 holds several layers (ingest and the alert adapters) that may import each other.
-NEUTRAL = 0  # settings, the paho factory, the private CA: every process needs them, they need none
+NEUTRAL = 0  # settings, the paho factory, the private CA, the probe server: every process needs
+# them, they need none
 GEOFENCE = 1
 ALERT_CORE = 2
 STORE = 3
@@ -134,7 +135,13 @@ ADAPTERS = 4
 API = 5
 SIMULATORS = 6
 ENTRY_POINTS = 7
-RANKED_NEUTRAL = ("tagwatch", "tagwatch.settings", "tagwatch.mqtt_client", "tagwatch.pki")
+RANKED_NEUTRAL = (
+    "tagwatch",
+    "tagwatch.settings",
+    "tagwatch.mqtt_client",
+    "tagwatch.pki",
+    "tagwatch.probes",
+)
 # The alert modules that talk to the world: the dispatcher (MQTT, webhooks), the lifecycle
 # (operators' actions, through store/), and webhook_destination, which resolves names (socket)
 # and is used only by the dispatcher and the API; it imports no store, so by its imports alone it

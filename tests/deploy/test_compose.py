@@ -127,3 +127,15 @@ def test_prometheus_scrapes_the_api_and_grafana_reads_prometheus():
     )["providers"][0]
     mounts = compose()["services"]["grafana"]["volumes"]
     assert f"./grafana/dashboards:{provider['options']['path']}:ro" in mounts
+
+
+def test_every_long_running_tagwatch_service_has_a_healthcheck_it_serves():
+    """The API's on its port; ingest's and the dispatcher's on their probe port
+    (tagwatch/probes.py), the one their TAGWATCH_PROBE_PORT names."""
+    spec = compose()["services"]
+    for name in ("ingest", "dispatcher", "api"):
+        service = spec[name]
+        env = service["environment"]
+        port = env["TAGWATCH_API_PORT"] if name == "api" else env["TAGWATCH_PROBE_PORT"]
+        (command,) = [part for part in service["healthcheck"]["test"] if "urlopen" in part]
+        assert f"http://127.0.0.1:{port}/readyz" in command, (name, command)

@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tagwatch.probes import PATHS as PROBE_PATHS
 from tagwatch.settings import Settings
 from tagwatch.store import emqx_auth
 from tests.deploy.manifests import DEPLOY, K8S, Obj, containers, pod_spec, render
@@ -72,10 +73,29 @@ def test_probes_point_at_routes_the_process_serves(rendered):
     for probe in probes.values():
         assert probe["httpGet"]["path"] in routes
         assert ports[probe["httpGet"]["port"]] == Settings().api_port
-    for obj in rendered:  # nothing else probes a tagwatch process over HTTP it does not serve
+    # Ingest and the dispatcher answer on their probe port (tagwatch/probes.py), the one their
+    # TAGWATCH_PROBE_PORT names, on every address of the pod; every other tagwatch container
+    # (the one-shot migration) has no probe over HTTP it does not serve.
+    probed = set()
+    for obj in rendered:
         for c in containers(obj):
-            if c["image"].split(":")[0].endswith("tagwatch") and c["args"] != ["api"]:
-                assert not any(k.endswith("Probe") for k in c), (obj["metadata"]["name"], c)
+            if not c["image"].split(":")[0].endswith("tagwatch") or c["args"] == ["api"]:
+                continue
+            probes = {k: v for k, v in c.items() if k.endswith("Probe")}
+            if c["args"] not in (["ingest"], ["dispatch"]):
+                assert not probes, (obj["metadata"]["name"], c)
+                continue
+            probed.add(c["args"][0])
+            env = {e["name"]: e.get("value") for e in c["env"]}
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            assert env["TAGWATCH_PROBE_HOST"] == "0.0.0.0"  # noqa: S104 - the kubelet probes the pod IP
+            assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            assert set(probes) == {"livenessProbe", "readinessProbe", "startupProbe"}
+            for probe in probes.values():
+                assert probe["httpGet"]["path"] in PROBE_PATHS
+                assert ports[probe["httpGet"]["port"]] == int(env["TAGWATCH_PROBE_PORT"])
+    assert probed == {"ingest", "dispatch"}
 
 
 def _env_names(obj: Obj) -> list[tuple[str, Obj, Obj]]:
