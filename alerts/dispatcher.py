@@ -58,7 +58,7 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import partial
@@ -407,13 +407,16 @@ class Dispatcher:
         # commands to devices and pursuit, on the same broker connection (alerts/command_sender.py)
         self.commands = CommandSender(settings, self.mqtt.publish, self.config.poll_interval_s)
         # Liveness and readiness (tagwatch/probes.py, TAGWATCH_PROBE_PORT): each delivery
-        # worker and the escalator beat once a loop (a loop waits at most the poll interval, a
-        # send at most its timeouts); the database problem is the last one a worker met.
+        # worker and the escalator beat once a loop (a loop waits at most the poll interval)
+        # and a worker once a second while its batch's sends are out (_wait_beating); each
+        # worker keeps the database problem it last met, and the dispatcher is not ready when
+        # every worker has one.
         stall = settings.probe_stall_s
         self.worker_beats = [Heartbeat(f"delivery {i}", stall) for i in range(self.config.workers)]
         self.escalator_beat = Heartbeat("escalator", stall)
+        self._local = threading.local()
         self._threads: list[threading.Thread] = []
-        self._database_problem: str | None = None
+        self._database_problems: dict[int, str | None] = {}
         self.probes: ProbeServer | None = None
 
     # -- one batch
@@ -486,9 +489,21 @@ class Dispatcher:
             published = self.mqtt.publish([(alert_topic(d.region_id), d.body) for d in mqtt_items])
             for d, attempt in zip(mqtt_items, published, strict=True):
                 outcomes[(d.outbox_id, d.channel)] = attempt
+        self._wait_beating([future for _, future in futures])
         for key, future in futures:
             outcomes[key] = future.result()
         return outcomes
+
+    def _wait_beating(self, futures: Sequence[Future[Attempt]]) -> None:
+        """Wait for a batch's sends, beating the calling worker's heartbeat once a second: a
+        slow receiver (each read may take the HTTP timeout, and sends queue for the pool's
+        threads) is a worker at work, not a stuck one, for the liveness probe."""
+        beat: Heartbeat | None = getattr(self._local, "beat", None)
+        pending = set(futures)
+        while pending:
+            if beat is not None:
+                beat.beat()
+            _, pending = wait(pending, timeout=1.0)
 
     def _submit_human(
         self,
@@ -685,7 +700,8 @@ class Dispatcher:
 
     # -- threads
 
-    def _worker(self, beat: Heartbeat) -> None:
+    def _worker(self, number: int, beat: Heartbeat) -> None:
+        self._local.beat = beat
         conn: psycopg.Connection[Any] | None = None
         while not self._stop.is_set():
             beat.beat()
@@ -693,13 +709,13 @@ class Dispatcher:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.settings.database_url_for("dispatcher"))
                 claimed = self.dispatch_once(conn)
-                self._database_problem = None
+                self._database_problems[number] = None
                 if claimed >= self.config.batch_size:
                     continue  # more may be waiting
                 self.wake.wait(self.seconds_to_next(conn))
                 self.wake.clear()
             except psycopg.Error as exc:
-                self._database_problem = f"database: {type(exc).__name__}"
+                self._database_problems[number] = f"database: {type(exc).__name__}"
                 log.warning("dispatcher database error: %s", exc)
                 if conn is not None:
                     conn.close()
@@ -794,10 +810,22 @@ class Dispatcher:
         return first_problem(checks)
 
     def ready_problem(self) -> str | None:
-        """Why /readyz fails: not started yet, or the database away."""
+        """Why /readyz fails: not started yet, or every delivery worker's last database attempt
+        failed (one worker's error while the others work is that worker's, not the database's)."""
         if not self._threads:
             return "starting"
-        return self._database_problem
+        problems = [
+            self._database_problems.get(i, "database: not tried yet")
+            for i in range(len(self.worker_beats))
+        ]
+        if problems and all(problem is not None for problem in problems):
+            return problems[0]
+        return None
+
+    def _close_probes(self) -> None:
+        if self.probes is not None:
+            self.probes.close()
+            self.probes = None
 
     def start_probes(self) -> ProbeServer | None:
         if self.settings.probe_port is None or self.probes is not None:
@@ -812,10 +840,14 @@ class Dispatcher:
 
     def run(self, stop: threading.Event) -> DispatchStats:
         self.start_probes()
-        self.prepare_secrets()
+        try:
+            self.prepare_secrets()
+        except BaseException:
+            self._close_probes()
+            raise
         threads = [threading.Thread(target=self._listen, name="dispatch-listen", daemon=True)]
         threads += [
-            threading.Thread(target=self._worker, args=(beat,), name=f"dispatch-{i}", daemon=True)
+            threading.Thread(target=self._worker, args=(i, beat), name=f"dispatch-{i}", daemon=True)
             for i, beat in enumerate(self.worker_beats)
         ]
         threads.append(
@@ -845,9 +877,7 @@ class Dispatcher:
             self._http.shutdown(wait=False, cancel_futures=True)
             self.webhooks.close()
             self.mqtt.close()
-            if self.probes is not None:
-                self.probes.close()
-                self.probes = None
+            self._close_probes()
         log.info(
             "dispatcher stopped: %d delivered, %d retries scheduled, %d failed",
             self.stats.delivered,

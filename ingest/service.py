@@ -31,6 +31,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psycopg
 import tenacity
+from psycopg.conninfo import conninfo_to_dict
 
 from tagwatch.alerts.engine import AlertEngine
 from tagwatch.alerts.state_cache import StateCache
@@ -401,8 +402,12 @@ class IngestService:
         return retrying(self._connect_once)
 
     def _connect_once(self) -> psycopg.Connection:
+        url = self.settings.database_url_for("ingest")
+        # A database that drops packets would hold a connect for the kernel's SYN retries (two
+        # minutes): give up sooner and let the retry wait it out, unless the URL says otherwise.
+        own_timeout = "connect_timeout" in conninfo_to_dict(url)
         try:
-            conn = psycopg.connect(self.settings.database_url_for("ingest"))
+            conn = psycopg.connect(url) if own_timeout else psycopg.connect(url, connect_timeout=10)
             prepare_session(conn)
         except psycopg.OperationalError as exc:
             self._database_problem = f"database: {type(exc).__name__}"
@@ -623,18 +628,21 @@ class IngestService:
     # ------------------------------------------------------------ probes
 
     def live_problem(self) -> str | None:
-        """Why /healthz fails: a stage that stopped moving, or a thread that ended. Before the
-        threads start only the writer's heartbeat counts, beaten between the steps of `start`
-        (the catalogue is one step: seconds from the snapshot, about 20 s from the tables at
-        national size, well within the stall time)."""
-        checks = [self.writer_beat.problem]
-        if self._decoder is not None:
-            checks += [
+        """Why /healthz fails: a stage that stopped moving, or a thread that ended. While the
+        worker starts (the database, the devices, the catalogue: seconds from the snapshot,
+        about 20 s from the tables at national size, longer for larger caseloads) it is alive:
+        the startup probe asks /readyz, with its own time limit, so the stall time does not
+        bound the catalogue."""
+        if self._decoder is None:
+            return None
+        return first_problem(
+            [
+                self.writer_beat.problem,
                 lambda: thread_problem("decoder", self._decoder),
                 self.decoder_beat.problem,
                 lambda: thread_problem("MQTT network loop", getattr(self._client, "_thread", None)),
             ]
-        return first_problem(checks)
+        )
 
     def ready_problem(self) -> str | None:
         """Why /readyz fails: the database away, still loading, or not subscribed."""
@@ -661,20 +669,21 @@ class IngestService:
         self.start_probes()
         try:
             self.start()
+            self._catalogue_loaded = True
+            decoder = threading.Thread(target=self._decode_loop, name="ingest-decode", daemon=True)
+            self.writer_beat.beat()
+            self.decoder_beat.beat()
+            decoder.start()
+            self._decoder = decoder  # the live probe watches it from now on
         except BaseException:  # stopped while waiting for the database, or a broken start
             self._close_probes()
             raise
-        self._catalogue_loaded = True
-        self._decoder = threading.Thread(
-            target=self._decode_loop, name="ingest-decode", daemon=True
-        )
-        self._decoder.start()
         try:
             while not self.stop_requested.is_set():
                 self.step()
         finally:
             self.stop_requested.set()
-            self._decoder.join(5)
+            decoder.join(5)
             self.close()
 
     def step(self) -> int:
@@ -778,7 +787,10 @@ class IngestService:
                     or self.stop_requested.is_set()
                 ):
                     break
+            self._database_problem = None
         except psycopg.OperationalError as exc:
+            # an idle worker learns of a database outage here first (readiness)
+            self._database_problem = f"database: {type(exc).__name__}"
             log.warning("clock rules skipped: database error (%s)", exc)
             if self._conn is not None:
                 self._conn.close()

@@ -17,25 +17,33 @@ do nothing while fixes waited at the broker and alerts went undelivered. With
 The answers carry no data, only a status and a reason naming a stage, so the port needs no
 credentials. It listens on 127.0.0.1 unless ``TAGWATCH_PROBE_HOST`` says otherwise (0.0.0.0 in a
 pod, where the kubelet probes the pod's address). Another path is a 404, another method a 405;
-a check that raises is a 503 naming the error's type, never a 500; a client that sends nothing
-is dropped after a few seconds.
+a check that raises is a 503 naming the error's type, never a 500. At most 16 connections are
+served at once (more are closed unanswered) and each gets 5 s for its whole request, so a client
+that sends nothing, or trickles bytes, or sends the largest headers http.server reads (about
+6.5 MB), holds at most 16 threads and about 100 MB for 5 s. Whoever can reach the port can still
+keep those 16 slots busy and so fail the kubelet's probes: in a pod no NetworkPolicy admits
+anything but the node's own traffic to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 Check = Callable[[], str | None]  # None when fine, else why not
 PATHS = ("/healthz", "/readyz")
-REQUEST_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 5.0  # the whole request, not each read: a trickling client is cut off
+MAX_CONNECTIONS = 16  # at once; more are closed unanswered
 
 
 class Heartbeat:
@@ -82,6 +90,56 @@ def _answer(check: Check) -> tuple[int, dict[str, str]]:
     return 503, {"status": "failing", "reason": problem}
 
 
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on connections served at once and a deadline on each."""
+
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._deadlines: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # too many at once: closed unanswered
+            return
+        with self._lock:
+            self._deadlines[request] = time.monotonic() + REQUEST_TIMEOUT_S
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release(request)
+
+    def _release(self, request: socket.socket) -> None:
+        with self._lock:
+            if self._deadlines.pop(request, None) is None:
+                return
+        self._slots.release()
+
+    def cut_late(self) -> None:
+        """Shut the connections past their deadline; their threads then end on the next read."""
+        now = time.monotonic()
+        with self._lock:
+            late = [request for request, deadline in self._deadlines.items() if deadline < now]
+        for request in late:
+            with contextlib.suppress(OSError):
+                request.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that hung up or was cut off: not worth a traceback on stderr per connection
+        log.debug("probe connection from %s ended early", client_address[0], exc_info=True)
+
+
 class ProbeServer:
     """``/healthz`` (``live``) and ``/readyz`` (``ready``) on ``host:port``, in a daemon thread.
     Port 0 takes a free port (``port`` tells which)."""
@@ -90,7 +148,7 @@ class ProbeServer:
         checks = {"/healthz": live, "/readyz": ready}
 
         class Handler(BaseHTTPRequestHandler):
-            timeout = REQUEST_TIMEOUT_S  # a client that sends nothing does not hold a thread
+            timeout = REQUEST_TIMEOUT_S  # each read; the server cuts the whole request at 5 s
             server_version = "tagwatch-probe"
             sys_version = ""
             # http.server's own errors (a malformed request, another method) as JSON too; it
@@ -135,9 +193,10 @@ class ProbeServer:
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("probe %s: " + format, self.client_address[0], *args)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), Handler)
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        self._closing = threading.Event()
 
     @property
     def port(self) -> int:
@@ -148,13 +207,24 @@ class ProbeServer:
             target=self._server.serve_forever, name="probes", daemon=True
         )
         self._thread.start()
+        self._watchdog = threading.Thread(
+            target=self._cut_late, name="probes-deadline", daemon=True
+        )
+        self._watchdog.start()
         log.info("probes: /healthz and /readyz on port %d", self.port)
         return self
 
+    def _cut_late(self) -> None:
+        while not self._closing.wait(0.5):
+            self._server.cut_late()
+
     def close(self) -> None:
+        self._closing.set()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(5)
+        if self._watchdog is not None:
+            self._watchdog.join(5)
         self._server.server_close()
 
 

@@ -28,7 +28,10 @@ def _free_port() -> int:
 
 
 def _get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str]]:
-    response = httpx.request(method, f"http://127.0.0.1:{port}{path}", timeout=5)
+    try:
+        response = httpx.request(method, f"http://127.0.0.1:{port}{path}", timeout=5)
+    except httpx.TransportError as error:  # closed unanswered (all 16 slots busy), refused
+        return 0, {"transport": type(error).__name__}
     try:
         return response.status_code, response.json()
     except ValueError:
@@ -90,15 +93,40 @@ def test_the_probe_server_answers_and_refuses_like_a_service(probe_server) -> No
     assert head.startswith(b"HTTP/1.0 200") and head.endswith(b"\r\n\r\n")
 
 
-def test_a_silent_client_does_not_hold_the_probes(probe_server) -> None:
+def _threads_named(prefix: str) -> int:
+    return sum(t.name.startswith(prefix) for t in threading.enumerate())
+
+
+def test_silent_and_trickling_clients_are_capped_and_cut_off(probe_server) -> None:
+    """40 connections that send nothing hold at most 16 handler threads, and only until the
+    5 s deadline; a client trickling a byte a second is cut off at that deadline too."""
     server, _ = probe_server
-    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
+    before = threading.active_count()
+    trickle = socket.create_connection(("127.0.0.1", server.port))  # first: it has a slot
+    time.sleep(0.2)
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(40)]
     try:
+        time.sleep(0.5)
+        assert threading.active_count() - before <= 16
         started = time.monotonic()
-        assert _get(server.port, "/healthz")[0] == 200
-        assert time.monotonic() - started < 2.0
+        closed_at = None
+        for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 20:
+            try:
+                trickle.sendall(bytes([byte]))
+            except OSError:
+                closed_at = time.monotonic() - started
+                break
+            trickle.settimeout(1.0)
+            try:
+                if trickle.recv(1) == b"":
+                    closed_at = time.monotonic() - started
+                    break
+            except TimeoutError:
+                pass
+        assert closed_at is not None and 4.0 < closed_at < 8.0, closed_at
+        assert wait_for(lambda: _get(server.port, "/healthz")[0] == 200, 5)
     finally:
-        for s in idle:
+        for s in [*idle, trickle]:
             s.close()
 
 
@@ -189,7 +217,53 @@ def test_a_writer_stuck_in_a_batch_fails_healthz(settings, monkeypatch) -> None:
     forget_session(service.settings.mqtt_url, service.settings.ingest_client_id)
 
 
-def test_waiting_out_a_database_outage_is_live_but_not_ready(settings) -> None:
+def test_a_writer_waiting_out_a_database_outage_is_live_but_not_ready(
+    settings, monkeypatch
+) -> None:
+    """The database goes away under a running worker (every batch's write fails as a dropped
+    connection does): the writer retries for longer than the stall time, which is progress for
+    /healthz, and /readyz says why it is not ready; the database back, it is ready again."""
+    import psycopg
+
+    from tagwatch.ingest import service as service_module
+
+    service = _service(settings)
+    server = service.start_probes()
+    assert server is not None
+    runner = _run(service)
+    away = threading.Event()
+    real_write = service_module.write_batch
+
+    def write_batch(*args, **kwargs):
+        if away.is_set():
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "write_batch", write_batch)
+    try:
+        assert wait_for(lambda: _get(server.port, "/readyz")[0] == 200, 20)
+        away.set()
+        # the worker's drain marker goes round again on each publish; any message will do
+        client = service._client
+        client.publish(service._barrier_topic, b"probe-test", qos=1)
+        assert wait_for(
+            lambda: _get(server.port, "/readyz")[1].get("reason") == "database: OperationalError",
+            10,
+        ), _get(server.port, "/readyz")
+        time.sleep(1.5)  # longer than the stall time, all of it retrying
+        assert _get(server.port, "/healthz") == (200, {"status": "ok"})
+        away.clear()
+        assert wait_for(lambda: _get(server.port, "/readyz")[0] == 200, 10)
+    finally:
+        service.stop_requested.set()
+        runner.join(20)
+    assert not runner.is_alive()
+    from tests.conftest import forget_session
+
+    forget_session(service.settings.mqtt_url, service.settings.ingest_client_id)
+
+
+def test_a_worker_starting_without_its_database_is_alive_but_not_ready(settings) -> None:
     dead = f"postgresql://ingest:x@127.0.0.1:{_free_port()}/tagwatch?connect_timeout=1"
     service = _service(settings, database_url=dead, ingest_database_url=dead)
     server = service.start_probes()
@@ -200,7 +274,7 @@ def test_waiting_out_a_database_outage_is_live_but_not_ready(settings) -> None:
             lambda: _get(server.port, "/readyz")[1].get("reason") == "database: OperationalError",
             10,
         ), _get(server.port, "/readyz")
-        time.sleep(1.5)  # longer than the stall time: the retry waits count as progress
+        time.sleep(1.5)  # longer than the stall time: starting is judged by /readyz alone
         assert _get(server.port, "/healthz") == (200, {"status": "ok"})
     finally:
         service.stop_requested.set()

@@ -92,6 +92,8 @@ def test_probes_point_at_routes_the_process_serves(rendered):
             assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
             assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
             assert set(probes) == {"livenessProbe", "readinessProbe", "startupProbe"}
+            # the start (the catalogue) is judged by readiness within the startup probe's time
+            assert probes["startupProbe"]["httpGet"]["path"] == "/readyz"
             for probe in probes.values():
                 assert probe["httpGet"]["path"] in PROBE_PATHS
                 assert ports[probe["httpGet"]["port"]] == int(env["TAGWATCH_PROBE_PORT"])
