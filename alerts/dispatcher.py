@@ -828,14 +828,10 @@ class Dispatcher:
             self.probes = None
 
     def start_probes(self) -> ProbeServer | None:
-        if self.settings.probe_port is None or self.probes is not None:
-            return self.probes
-        self.probes = ProbeServer(
-            self.settings.probe_host,
-            self.settings.probe_port,
-            self.live_problem,
-            self.ready_problem,
-        ).start()
+        if self.probes is None:
+            self.probes = ProbeServer.for_settings(
+                self.settings, self.live_problem, self.ready_problem
+            )
         return self.probes
 
     def run(self, stop: threading.Event) -> DispatchStats:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from tagwatch.geofence._numba import numba_or_none
+from tagwatch.geofence._numba import compile_kernel, numba_or_none
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -126,5 +126,5 @@ def compiled_cell_lists() -> Callable[..., tuple[IntArray, npt.NDArray[np.int32]
         numba.int64,
         numba.int64[::1],
     )
-    _COMPILED = numba.njit(signature, nogil=True, cache=True, boundscheck=False)(_cell_lists)
+    _COMPILED = compile_kernel(numba, signature, _cell_lists)
     return _COMPILED

@@ -35,7 +35,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from tagwatch.geofence._numba import numba_or_none
+from tagwatch.geofence._numba import compile_kernel, numba_or_none
 from tagwatch.geofence._projection import (
     FRAME_COS_LAT,
     FRAME_COS_LON,
@@ -286,13 +286,13 @@ def polygon_kernel() -> Callable[..., None] | None:
     i64 = numba.int64[::1]
     f64 = numba.float64[::1]
     f64_2d = numba.float64[:, ::1]
-    prep = numba.njit(
+    prep = compile_kernel(
+        numba,
         numba.void(i64, i64, i64, f64, f64, f64, f64_2d, i64, f64, f64, f64, f64),
-        nogil=True,
-        cache=True,
-        boundscheck=False,
-    )(_frame_prep)
-    distances = numba.njit(
+        _frame_prep,
+    )
+    distances = compile_kernel(
+        numba,
         numba.void(
             f64,
             f64,
@@ -314,10 +314,8 @@ def polygon_kernel() -> Callable[..., None] | None:
             numba.float32[:, ::1],
             f64,
         ),
-        nogil=True,
-        cache=True,
-        boundscheck=False,
-    )(_polygon_distances)
+        _polygon_distances,
+    )
 
     def measure(
         pair_fix: IntArray,
@@ -339,12 +337,9 @@ def polygon_kernel() -> Callable[..., None] | None:
         np.arcsin(ratio, out=ratio)  # NumPy's, as to_frame takes it
         distances(east, north, ratio, horizontal2, order, shape, s_frame, *tables)
 
-    circle_prep = numba.njit(
-        numba.void(i64, i64, i64, f64, f64, f64, f64_2d, f64, f64, f64, f64),
-        nogil=True,
-        cache=True,
-        boundscheck=False,
-    )(_circle_prep)
+    circle_prep = compile_kernel(
+        numba, numba.void(i64, i64, i64, f64, f64, f64, f64_2d, f64, f64, f64, f64), _circle_prep
+    )
 
     def measure_circles(
         circles: IntArray,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from tagwatch.geofence._numba import numba_or_none
+from tagwatch.geofence._numba import compile_kernel, numba_or_none
 
 IntArray = npt.NDArray[np.int64]
 
@@ -89,5 +89,5 @@ def compiled_active() -> Callable[..., None] | None:
         numba.int64,
         numba.boolean[::1],
     )
-    _COMPILED = numba.njit(signature, nogil=True, cache=True, boundscheck=False)(_active_pairs)
+    _COMPILED = compile_kernel(numba, signature, _active_pairs)
     return _COMPILED

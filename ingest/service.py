@@ -313,7 +313,6 @@ class IngestService:
         self.writer_beat = Heartbeat("writer", settings.probe_stall_s)
         self.decoder_beat = Heartbeat("decoder", settings.probe_stall_s)
         self._decoder: threading.Thread | None = None
-        self._catalogue_loaded = False
         self._database_problem: str | None = "database: not connected yet"
         self.probes: ProbeServer | None = None
         self._client = self._make_client()
@@ -648,33 +647,28 @@ class IngestService:
         """Why /readyz fails: the database away, still loading, or not subscribed."""
         if self._database_problem is not None:
             return self._database_problem
-        if not self._catalogue_loaded:
+        if self._decoder is None:  # set once start() is through, the catalogue with it
             return "loading the catalogue"
         if not self.subscribed.is_set():
             return "broker: not subscribed"
         return None
 
     def start_probes(self) -> ProbeServer | None:
-        if self.settings.probe_port is None or self.probes is not None:
-            return self.probes
-        self.probes = ProbeServer(
-            self.settings.probe_host,
-            self.settings.probe_port,
-            self.live_problem,
-            self.ready_problem,
-        ).start()
+        if self.probes is None:
+            self.probes = ProbeServer.for_settings(
+                self.settings, self.live_problem, self.ready_problem
+            )
         return self.probes
 
     def run(self) -> None:
         self.start_probes()
         try:
             self.start()
-            self._catalogue_loaded = True
             decoder = threading.Thread(target=self._decode_loop, name="ingest-decode", daemon=True)
             self.writer_beat.beat()
             self.decoder_beat.beat()
             decoder.start()
-            self._decoder = decoder  # the live probe watches it from now on
+            self._decoder = decoder  # started: the probes judge the running worker from now on
         except BaseException:  # stopped while waiting for the database, or a broken start
             self._close_probes()
             raise

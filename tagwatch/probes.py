@@ -36,7 +36,10 @@ import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tagwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +200,13 @@ class ProbeServer:
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         self._closing = threading.Event()
+
+    @classmethod
+    def for_settings(cls, settings: Settings, live: Check, ready: Check) -> ProbeServer | None:
+        """Started on ``probe_host:probe_port`` when ``TAGWATCH_PROBE_PORT`` is set, else None."""
+        if settings.probe_port is None:
+            return None
+        return cls(settings.probe_host, settings.probe_port, live, ready).start()
 
     @property
     def port(self) -> int:
