@@ -227,7 +227,8 @@ def test_a_writer_waiting_out_a_database_outage_is_live_but_not_ready(
 
     from tagwatch.ingest import service as service_module
 
-    service = _service(settings)
+    # the stall time above the retry's longest wait (3 s), as 120 s is in service
+    service = _service(settings, probe_stall_s=4.0)
     server = service.start_probes()
     assert server is not None
     runner = _run(service)
@@ -250,7 +251,7 @@ def test_a_writer_waiting_out_a_database_outage_is_live_but_not_ready(
             lambda: _get(server.port, "/readyz")[1].get("reason") == "database: OperationalError",
             10,
         ), _get(server.port, "/readyz")
-        time.sleep(1.5)  # longer than the stall time, all of it retrying
+        time.sleep(5.0)  # longer than the stall time, all of it retrying
         assert _get(server.port, "/healthz") == (200, {"status": "ok"})
         away.clear()
         assert wait_for(lambda: _get(server.port, "/readyz")[0] == 200, 10)

@@ -484,14 +484,16 @@ def test_sigkill_of_the_dispatcher_mid_stream_loses_nothing(
 
 
 def test_a_worker_waiting_on_a_slow_receiver_stays_live(conn, settings, subscribe_webhook) -> None:
-    """A receiver that takes 3 s to answer, with the liveness stall time at 1 s: the delivery
-    worker waits for it beating its heartbeat, so /healthz stays 200 (a restart would only claim
-    the same row again and post it again)."""
+    """A receiver that takes 6 s to answer, with the liveness stall time at 2.5 s: the delivery
+    worker waits for it beating its heartbeat (once a second), so /healthz stays 200 (a restart
+    would only claim the same row again and post it again)."""
     import httpx
 
     sid, region = make_subject(conn)
-    probed = allowing_loopback(settings).model_copy(update={"probe_port": 0, "probe_stall_s": 1.0})
-    config = dataclasses.replace(FAST, mqtt_client_id=fresh_id("dispatch"), workers=1)
+    probed = allowing_loopback(settings).model_copy(update={"probe_port": 0, "probe_stall_s": 2.5})
+    config = dataclasses.replace(
+        FAST, mqtt_client_id=fresh_id("dispatch"), workers=1, http_timeout_s=10.0
+    )
     dispatcher = Dispatcher(probed, config)
     server = dispatcher.start_probes()
     assert server is not None
@@ -503,13 +505,13 @@ def test_a_worker_waiting_on_a_slow_receiver_stays_live(conn, settings, subscrib
         return httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5).status_code
 
     try:
-        with WebhookReceiver(delay_s=3.0) as receiver:
+        with WebhookReceiver(delay_s=6.0) as receiver:
             subscribe_webhook(receiver.url, region)
             assert wait_for(lambda: health() == 200, 10)
             make_alert(conn, sid, "strap_tamper")
             assert wait_for(lambda: receiver.count() >= 1, 10)  # the post is in, answer due
             seen = []
-            while receiver.count() >= 1 and len(seen) < 10:
+            while receiver.count() >= 1 and len(seen) < 16:  # about 5 s, past the stall time
                 seen.append(health())
                 time.sleep(0.3)
             assert seen and set(seen) == {200}, seen
